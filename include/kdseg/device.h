@@ -1,0 +1,61 @@
+/* kdseg: OpenCL devices, the program cache, device memory accounting. */
+#ifndef KDSEG_DEVICE_H
+#define KDSEG_DEVICE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "kdseg/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kd_device kd_device;
+
+/* Open a device. selector: NULL or "" means $KDSEG_DEVICE, else automatic
+ * (GPU, then accelerator, then CPU). "P:D" picks platform P, device D;
+ * anything else is a case-insensitive substring of the device or platform name.
+ * Builds every program (from the on-disk cache when it can). */
+kd_status kd_device_open(const char *selector, kd_device **out);
+void kd_device_free(kd_device *dev);
+
+/* Print every platform and device, which one would be chosen, and the cache
+ * state, to f. */
+kd_status kd_device_list(FILE *f, const char *selector);
+
+/* Name of the device ("pthread-haswell-AMD EPYC ..."). Borrowed. */
+const char *kd_device_name(const kd_device *dev);
+/* 1 for a CPU device (PoCL), 0 otherwise. */
+int kd_device_is_cpu(const kd_device *dev);
+
+/* Seconds the start-up program builds took, and how many came from the cache. */
+double kd_device_build_seconds(const kd_device *dev);
+int kd_device_cache_hits(const kd_device *dev);
+int kd_device_program_count(const kd_device *dev);
+
+/* Wait for all queued work. Only sync points that need host data call this. */
+kd_status kd_device_finish(kd_device *dev);
+
+/* Device memory accounting (bytes of buffers handed out to tensors). */
+size_t kd_device_mem_current(const kd_device *dev);
+size_t kd_device_mem_peak(const kd_device *dev);
+void kd_device_mem_reset_peak(kd_device *dev);
+size_t kd_device_max_alloc(const kd_device *dev);
+size_t kd_device_global_mem(const kd_device *dev);
+
+/* Per-kernel profile (only when KDSEG_PROFILE=1): print and reset. */
+void kd_device_profile_print(kd_device *dev, FILE *f);
+/* Total kernel-busy seconds recorded by profiling since the last reset; the wall
+ * span between first start and last end is returned in *span (may be NULL). */
+double kd_device_profile_busy(kd_device *dev, double *span);
+void kd_device_profile_reset(kd_device *dev);
+int kd_device_profiling(const kd_device *dev);
+
+/* The program-cache folder ($XDG_CACHE_HOME/kdseg or ~/.cache/kdseg). */
+const char *kd_cache_dir(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,63 @@
+/* kdseg: status codes, error messages and logging. */
+#ifndef KDSEG_STATUS_H
+#define KDSEG_STATUS_H
+
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every call that can fail returns a kd_status; kd_last_error() has the message. */
+typedef enum kd_status {
+    KD_OK = 0,
+    KD_ERR_INVALID_ARG,   /* a caller's argument or option is out of range */
+    KD_ERR_NO_DEVICE,     /* no OpenCL platform/device, or the selector matched none */
+    KD_ERR_DEVICE,        /* an OpenCL call failed (code in the message) */
+    KD_ERR_OUT_OF_MEMORY, /* host or device allocation failed or would exceed a limit */
+    KD_ERR_BUILD,         /* an OpenCL program failed to compile */
+    KD_ERR_IO,            /* a file could not be opened, read or written */
+    KD_ERR_FORMAT,        /* a file's content is not what it claims (bad magic, CRC, header) */
+    KD_ERR_SHAPE,         /* tensor shapes disagree */
+    KD_ERR_NUMERIC,       /* NaN or Inf where finite numbers are required */
+    KD_ERR_INTERRUPTED,   /* stopped by a signal or a request to stop */
+    KD_ERR_UNSUPPORTED,   /* the device or build lacks a capability the call needs */
+    KD_ERR_INTERNAL       /* an internal invariant failed: a bug */
+} kd_status;
+
+/* Short fixed name of a status ("out of memory"). */
+const char *kd_status_string(kd_status s);
+
+/* The last error message of the calling thread, with context; "" if none. */
+const char *kd_last_error(void);
+
+/* Record an error message for this thread and return s (for `return kd_fail(...)`). */
+kd_status kd_fail(kd_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Prefix the current error message with more context ("reading case X: ..."). */
+kd_status kd_fail_context(kd_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+void kd_clear_error(void);
+
+typedef enum kd_log_level {
+    KD_LOG_ERROR = 0,
+    KD_LOG_WARN = 1,
+    KD_LOG_INFO = 2,
+    KD_LOG_DEBUG = 3
+} kd_log_level;
+
+/* Messages at or below the level are printed to stderr. Default: KD_LOG_WARN,
+ * or the value of KDSEG_LOG (error|warn|info|debug). */
+void kd_log_set_level(kd_log_level level);
+kd_log_level kd_log_get_level(void);
+void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Nonzero when stderr is a terminal (progress bars are drawn only then). */
+int kd_log_is_tty(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

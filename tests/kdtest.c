@@ -1,0 +1,102 @@
+/* Test harness implementation. */
+#include "kdtest.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static kd_device *g_dev;
+static char g_tmp[256];
+
+static void cleanup(void) {
+    kd_device_free(g_dev);
+    g_dev = NULL;
+    if (g_tmp[0] && !getenv("KDTEST_KEEP")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_tmp);
+    }
+}
+
+kd_device *kd_test_device(void) {
+    if (g_dev) return g_dev;
+    kd_status s = kd_device_open(NULL, &g_dev);
+    if (s) {
+        fprintf(stderr, "cannot open a device: %s: %s\n", kd_status_string(s), kd_last_error());
+        return NULL;
+    }
+    return g_dev;
+}
+
+const char *kd_test_shared_dir(void) {
+    static char dir[1024];
+    const char *root = getenv("KDSEG_SOURCE_ROOT");
+    snprintf(dir, sizeof dir, "%s/../shared", root && *root ? root : ".");
+    struct stat st;
+    return stat(dir, &st) == 0 && S_ISDIR(st.st_mode) ? dir : NULL;
+}
+
+const char *kd_test_tmpdir(void) {
+    if (!g_tmp[0]) {
+        snprintf(g_tmp, sizeof g_tmp, "/tmp/kdtest-XXXXXX");
+        if (!mkdtemp(g_tmp)) return "/tmp";
+    }
+    return g_tmp;
+}
+
+double kd_test_max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)a[i]) > m) m = fabs((double)a[i]);
+    return m;
+}
+
+double kd_test_rel_err(const float *got, const float *ref, size_t n, double floor) {
+    double scale = kd_test_max_abs(ref, n);
+    if (scale < floor) scale = floor;
+    double e = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= e)) e = d; /* NaN propagates */
+    }
+    return e / scale;
+}
+
+void kd_test_randu(float *x, size_t n, unsigned seed, float lo, float hi) {
+    unsigned long long s = 0x9E3779B97F4A7C15ULL * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        double u = (double)((s * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+        x[i] = lo + (hi - lo) * (float)u;
+    }
+}
+
+int kd_test_main(int argc, char **argv, const kd_test_case *cases, int n) {
+    atexit(cleanup);
+    int failed = 0, ran = 0, skipped = 0;
+    for (int i = 0; i < n; i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name)) continue;
+        ran++;
+        kd_clear_error();
+        int r = cases[i].fn();
+        if (r == KD_TEST_SKIP) {
+            skipped++;
+            printf("SKIP %s\n", cases[i].name);
+        } else if (r) {
+            failed++;
+            printf("FAIL %s\n", cases[i].name);
+        } else {
+            printf("PASS %s\n", cases[i].name);
+        }
+        fflush(stdout);
+    }
+    if (argc > 1 && ran == 0) {
+        fprintf(stderr, "no test case named '%s'\n", argv[1]);
+        return 1;
+    }
+    if (failed) return 1;
+    return (skipped == ran && ran > 0) ? KD_TEST_SKIP : 0;
+}

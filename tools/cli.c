@@ -1,0 +1,98 @@
+/* Option parsing helpers shared by the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *kd_cli_device = NULL;
+
+int kd_cli_error(const char *cmd, kd_status s) {
+    const char *msg = kd_last_error();
+    fprintf(stderr, "kdseg %s: %s%s%s\n", cmd, kd_status_string(s), msg[0] ? ": " : "", msg);
+    return s == KD_ERR_INVALID_ARG ? 2 : 1;
+}
+
+kd_device *kd_cli_open_device(const char *cmd) {
+    kd_device *d = NULL;
+    kd_status s = kd_device_open(kd_cli_device, &d);
+    if (s) {
+        kd_cli_error(cmd, s);
+        return NULL;
+    }
+    kd_log(KD_LOG_INFO, "device: %s", kd_device_name(d));
+    return d;
+}
+
+int kd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(val ? val : "", &end, 10);
+    if (!val || !*val || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "kdseg %s: %s expects an integer in [%ld, %ld], got '%s'\n", cmd, opt, lo,
+                hi, val ? val : "");
+        return 2;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int kd_cli_float(const char *cmd, const char *opt, const char *val, double lo, double hi,
+                 double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(val ? val : "", &end);
+    if (!val || !*val || *end || errno || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "kdseg %s: %s expects a number in [%g, %g], got '%s'\n", cmd, opt, lo, hi,
+                val ? val : "");
+        return 2;
+    }
+    *out = v;
+    return 0;
+}
+
+int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int hi, int out[3]) {
+    int n = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", val ? val : "");
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",x", &save); tok; tok = strtok_r(NULL, ",x", &save)) {
+        if (n == 3 || kd_cli_int(cmd, opt, tok, lo, hi, &out[n])) {
+            if (n == 3) fprintf(stderr, "kdseg %s: %s expects D,H,W, got '%s'\n", cmd, opt, val);
+            return 2;
+        }
+        n++;
+    }
+    if (n == 1) out[1] = out[2] = out[0];
+    else if (n != 3) {
+        fprintf(stderr, "kdseg %s: %s expects D,H,W or one number, got '%s'\n", cmd, opt,
+                val ? val : "");
+        return 2;
+    }
+    return 0;
+}
+
+int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val) {
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, n)) return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n]) return 0;
+    if (*i + 1 >= argc) {
+        *val = NULL;
+        return 1;
+    }
+    *val = argv[++*i];
+    return 1;
+}
+
+int kd_cli_flag(char **argv, int i, const char *name) { return !strcmp(argv[i], name); }
+
+int kd_cli_unknown(const char *cmd, const char *arg) {
+    fprintf(stderr, "kdseg %s: unknown option or argument '%s' (see kdseg %s --help)\n", cmd, arg,
+            cmd);
+    return 2;
+}

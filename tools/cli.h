@@ -1,0 +1,40 @@
+/* Shared pieces of the kdseg command: option parsing helpers and the command table. */
+#ifndef KD_CLI_H
+#define KD_CLI_H
+
+#include <stdio.h>
+
+#include "kdseg/kdseg.h"
+
+typedef struct kd_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the command name */
+    void (*help)(FILE *f);
+} kd_command;
+
+extern const kd_command *const kd_commands[];
+extern const int kd_command_count;
+
+/* Global options, parsed before the command. */
+extern const char *kd_cli_device; /* --device or NULL */
+
+/* Print "kdseg CMD: <message>" from kd_last_error and return the exit code. */
+int kd_cli_error(const char *cmd, kd_status s);
+/* Open the device chosen by --device / KDSEG_DEVICE; prints the error. */
+kd_device *kd_cli_open_device(const char *cmd);
+
+/* Parse helpers: return 0 on success, print an error naming the option otherwise. */
+int kd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);
+int kd_cli_float(const char *cmd, const char *opt, const char *val, double lo, double hi,
+                 double *out);
+/* "D,H,W" or a single number for all three. */
+int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int hi, int out[3]);
+
+/* Is argv[i] the option `name`? Takes its value from "--name=v" or argv[i+1]. */
+int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
+int kd_cli_flag(char **argv, int i, const char *name);
+/* "unknown option" error for the command. Returns 2. */
+int kd_cli_unknown(const char *cmd, const char *arg);
+
+#endif
