@@ -1,0 +1,153 @@
+/* Device ops: shape checks and kernel dispatch (src/ops/*.c), one plain C
+ * reference per op in src/ops/ref/ (ref.h).
+ *
+ * Conventions (DESIGN.md):
+ *  - activations are kd_tensor, logical (N, C, D, H, W), stored (N, D, H, W, C);
+ *  - conv weights are tensors of numel kD*kH*kW*(Cin/groups)*Cout stored
+ *    (kD, kH, kW, Cin/groups, Cout); their kd_shape is (1, Cout, kD, kH, kW*(Cin/groups))
+ *    or anything with that element count: ops check only the element count;
+ *  - vectors (bias, gamma, beta, running stats) have numel C;
+ *  - forward outputs and input gradients (dx) are OVERWRITTEN;
+ *  - parameter gradients (dw, db, dgamma, dbeta) are ACCUMULATED (+=), llm.c style,
+ *    so one zeroed gradient slab collects a whole step;
+ *  - every op returns kd_status with a message naming the op and the shapes;
+ *  - no op waits for the device (no clFinish, no reads).
+ */
+#ifndef KD_OPS_H
+#define KD_OPS_H
+
+#include "kdseg/tensor.h"
+
+/* ---- convolution ---------------------------------------------------------- */
+
+typedef struct kd_conv_params {
+    int k[3];     /* kernel size per axis (D, H, W): 1, 2 or 3 */
+    int stride;   /* 1 or 2 */
+    int pad;      /* zero padding on every side: 0 or 1 */
+    int groups;   /* 1, or Cin (= Cout) for depthwise */
+} kd_conv_params;
+
+/* Output spatial size of a conv along one axis. */
+int kd_conv_out_size(int in, int k, int stride, int pad);
+
+/* y = conv(x, w) + b. x (N, Cin, D, H, W), y (N, Cout, D', H', W'), b NULL or numel Cout. */
+kd_status kd_conv3d_forward(const kd_conv_params *p, const kd_tensor *x, const kd_tensor *w,
+                            const kd_tensor *b, kd_tensor *y);
+/* dx = conv_transpose(dy, w). */
+kd_status kd_conv3d_backward_input(const kd_conv_params *p, const kd_tensor *dy,
+                                   const kd_tensor *w, kd_tensor *dx);
+/* dw += x (*) dy; db += sum dy (db may be NULL). */
+kd_status kd_conv3d_backward_weight(const kd_conv_params *p, const kd_tensor *x,
+                                    const kd_tensor *dy, kd_tensor *dw, kd_tensor *db);
+
+/* Transposed conv 2x2x2 stride 2 (upsampling). x (N, Cin, D, H, W) -> y (N, Cout, 2D, 2H, 2W).
+ * w stored (kD, kH, kW, Cin, Cout), numel 8*Cin*Cout; b NULL or numel Cout. */
+kd_status kd_convT3d_forward(const kd_tensor *x, const kd_tensor *w, const kd_tensor *b,
+                             kd_tensor *y);
+kd_status kd_convT3d_backward_input(const kd_tensor *dy, const kd_tensor *w, kd_tensor *dx);
+kd_status kd_convT3d_backward_weight(const kd_tensor *x, const kd_tensor *dy, kd_tensor *dw,
+                                     kd_tensor *db);
+
+/* Which conv implementation: chosen by timing once per (device, shape, pass) and
+ * cached on disk, or forced by KDSEG_CONV=direct|gemm. */
+typedef enum kd_conv_impl { KD_CONV_AUTO = 0, KD_CONV_DIRECT, KD_CONV_GEMM } kd_conv_impl;
+/* Force an implementation for this process (KD_CONV_AUTO restores the chooser). */
+void kd_conv_force(kd_conv_impl impl);
+
+/* ---- normalisation -------------------------------------------------------- */
+
+/* GroupNorm over G groups of C/G channels (G = C: InstanceNorm).
+ * mean, rstd: saved statistics, numel N*G (written). gamma, beta numel C. */
+kd_status kd_groupnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
+                               const kd_tensor *beta, int groups, float eps, kd_tensor *y,
+                               kd_tensor *mean, kd_tensor *rstd);
+kd_status kd_groupnorm_backward(const kd_tensor *dy, const kd_tensor *x,
+                                const kd_tensor *gamma, const kd_tensor *mean,
+                                const kd_tensor *rstd, int groups, kd_tensor *dx,
+                                kd_tensor *dgamma, kd_tensor *dbeta);
+
+/* Fused GroupNorm + LeakyReLU(slope): equal to the two ops chained. y is the
+ * activation output; backward recomputes the normalised value from x and the stats. */
+kd_status kd_groupnorm_leaky_forward(const kd_tensor *x, const kd_tensor *gamma,
+                                     const kd_tensor *beta, int groups, float eps, float slope,
+                                     kd_tensor *y, kd_tensor *mean, kd_tensor *rstd);
+kd_status kd_groupnorm_leaky_backward(const kd_tensor *dy, const kd_tensor *x,
+                                      const kd_tensor *gamma, const kd_tensor *beta,
+                                      const kd_tensor *mean, const kd_tensor *rstd, int groups,
+                                      float slope, kd_tensor *dx, kd_tensor *dgamma,
+                                      kd_tensor *dbeta);
+
+/* BatchNorm3d. training != 0: batch statistics (saved in mean/rstd, numel C) and the
+ * running stats updated r = (1-momentum) r + momentum * batch (unbiased variance, as
+ * PyTorch); training == 0: running stats used, mean/rstd may be NULL. */
+kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
+                               const kd_tensor *beta, kd_tensor *running_mean,
+                               kd_tensor *running_var, int training, float momentum,
+                               float eps, kd_tensor *y, kd_tensor *mean, kd_tensor *rstd);
+/* Backward of the training-mode forward. */
+kd_status kd_batchnorm_backward(const kd_tensor *dy, const kd_tensor *x,
+                                const kd_tensor *gamma, const kd_tensor *mean,
+                                const kd_tensor *rstd, kd_tensor *dx, kd_tensor *dgamma,
+                                kd_tensor *dbeta);
+
+/* ---- activations (y and x may be the same tensor for forward) -------------- */
+
+/* slope 0 gives ReLU. Backward uses the forward input x (or output y: same sign). */
+kd_status kd_leaky_forward(const kd_tensor *x, float slope, kd_tensor *y);
+kd_status kd_leaky_backward(const kd_tensor *dy, const kd_tensor *x, float slope,
+                            kd_tensor *dx);
+kd_status kd_sigmoid_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_sigmoid_backward(const kd_tensor *dy, const kd_tensor *y, kd_tensor *dx);
+/* Softmax over channels at every voxel. */
+kd_status kd_softmax_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_softmax_backward(const kd_tensor *dy, const kd_tensor *y, kd_tensor *dx);
+
+/* ---- resampling and pooling ------------------------------------------------ */
+
+/* Trilinear x2, align_corners=False (PyTorch's default). y (N, C, 2D, 2H, 2W). */
+kd_status kd_upsample_trilinear_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_upsample_trilinear_backward(const kd_tensor *dy, kd_tensor *dx);
+kd_status kd_upsample_nearest_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_upsample_nearest_backward(const kd_tensor *dy, kd_tensor *dx);
+/* 2x2x2 stride 2 (D, H, W even). Max pool backward routes to the first maximum. */
+kd_status kd_maxpool_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_maxpool_backward(const kd_tensor *dy, const kd_tensor *x, kd_tensor *dx);
+kd_status kd_avgpool_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_avgpool_backward(const kd_tensor *dy, kd_tensor *dx);
+/* Global average pool to (N, C, 1, 1, 1). */
+kd_status kd_global_avgpool_forward(const kd_tensor *x, kd_tensor *y);
+kd_status kd_global_avgpool_backward(const kd_tensor *dy, kd_tensor *dx);
+
+/* ---- gating (squeeze-excitation) ------------------------------------------- */
+
+/* y = x * s, s (N, C, 1, 1, 1) per channel. dx = dy * s; ds = sum over voxels dy * x
+ * (ds overwritten: s is an activation, not a parameter). */
+kd_status kd_channel_scale_forward(const kd_tensor *x, const kd_tensor *s, kd_tensor *y);
+kd_status kd_channel_scale_backward(const kd_tensor *dy, const kd_tensor *x,
+                                    const kd_tensor *s, kd_tensor *dx, kd_tensor *ds);
+/* y = x * a, a (N, 1, D, H, W) per voxel. da = sum over channels dy * x. */
+kd_status kd_spatial_gate_forward(const kd_tensor *x, const kd_tensor *a, kd_tensor *y);
+kd_status kd_spatial_gate_backward(const kd_tensor *dy, const kd_tensor *x,
+                                   const kd_tensor *a, kd_tensor *dx, kd_tensor *da);
+
+/* ---- channels and elementwise ---------------------------------------------- */
+
+/* y = concat(a, b) along channels (a first). Backward splits dy into da, db. */
+kd_status kd_concat_forward(const kd_tensor *a, const kd_tensor *b, kd_tensor *y);
+kd_status kd_concat_backward(const kd_tensor *dy, kd_tensor *da, kd_tensor *db);
+/* y = x[:, c0:c0+C_y]; backward writes dy into dx's channel range (others untouched). */
+kd_status kd_slice_channels_forward(const kd_tensor *x, int c0, kd_tensor *y);
+kd_status kd_slice_channels_backward(const kd_tensor *dy, int c0, kd_tensor *dx);
+
+/* y = a + b; y = a * b (elementwise, equal shapes; y may alias a or b). */
+kd_status kd_add(const kd_tensor *a, const kd_tensor *b, kd_tensor *y);
+kd_status kd_mul(const kd_tensor *a, const kd_tensor *b, kd_tensor *y);
+/* Backward of mul: da = dy * b, db = dy * a (either may be NULL). */
+kd_status kd_mul_backward(const kd_tensor *dy, const kd_tensor *a, const kd_tensor *b,
+                          kd_tensor *da, kd_tensor *db);
+/* y = alpha * x + y (axpy) and y = alpha * x + beta * y. */
+kd_status kd_axpy(float alpha, const kd_tensor *x, kd_tensor *y);
+kd_status kd_axpby(float alpha, const kd_tensor *x, float beta, kd_tensor *y);
+kd_status kd_scale(float alpha, kd_tensor *y);
+
+#endif
