@@ -6,4 +6,5 @@
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
 
+
 #endif
