@@ -1,0 +1,76 @@
+/* Losses over region probabilities p and targets t, (N, C, D, H, W) stored
+ * channels-last, C <= 8. Deterministic: fixed-order partial sums per work-group,
+ * then one work-item finalises. Stats layout (floats):
+ *   [0..8) sum p*t, [8..16) sum p*p, [16..24) sum t, [24] bce sum, [25] mse sum,
+ *   [26] loss */
+#define KD_LOSS_MAXC 8
+#define KD_LOSS_NSTAT 26
+#define KD_LOSS_WG 64
+
+__kernel __attribute__((reqd_work_group_size(KD_LOSS_WG, 1, 1))) void
+kd_loss_partials(__global const float *p, int poff, __global const float *t, int toff,
+                 int nvox, int C, float wbg, __global float *part) {
+    __local float red[KD_LOSS_WG];
+    float acc[KD_LOSS_NSTAT];
+    for (int k = 0; k < KD_LOSS_NSTAT; k++) acc[k] = 0.0f;
+    int gid = get_global_id(0), gsz = get_global_size(0), lid = get_local_id(0);
+    for (int v = gid; v < nvox; v += gsz) {
+        for (int c = 0; c < C; c++) {
+            float pv = p[poff + (long)v * C + c], tv = t[toff + (long)v * C + c];
+            acc[c] += pv * tv;
+            acc[8 + c] += pv * pv;
+            acc[16 + c] += tv;
+            acc[24] += tv * log(pv + 1e-6f) + wbg * (1.0f - tv) * log(1.0f + 1e-6f - pv);
+            acc[25] += (pv - tv) * (pv - tv);
+        }
+    }
+    for (int k = 0; k < KD_LOSS_NSTAT; k++) {
+        red[lid] = acc[k];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int s = KD_LOSS_WG / 2; s > 0; s >>= 1) {
+            if (lid < s) red[lid] += red[lid + s];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (lid == 0) part[get_group_id(0) * KD_LOSS_NSTAT + k] = red[0];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+/* One work-item: sum the partials in order, compute the loss value.
+ * loss = a_dice * (1 - mean_c dice_c) + a_bce * (-bce / M) + a_mse * mse / M */
+__kernel void kd_loss_finalize(__global const float *part, int ngroups, int C, int M,
+                               float a_dice, float a_bce, float a_mse, __global float *stats) {
+    if (get_global_id(0) != 0) return;
+    for (int k = 0; k < KD_LOSS_NSTAT; k++) {
+        float s = 0.0f, comp = 0.0f; /* Kahan */
+        for (int g = 0; g < ngroups; g++) {
+            float y = part[g * KD_LOSS_NSTAT + k] - comp;
+            float u = s + y;
+            comp = (u - s) - y;
+            s = u;
+        }
+        stats[k] = s;
+    }
+    float dice = 0.0f;
+    for (int c = 0; c < C; c++)
+        dice += 2.0f * (stats[c] + 1e-6f) / (stats[8 + c] + stats[16 + c] + 2e-6f);
+    dice /= (float)C;
+    stats[26] = a_dice * (1.0f - dice) - a_bce * stats[24] / (float)M + a_mse * stats[25] / (float)M;
+}
+
+/* dp (+)= weight * dloss/dp, from the finalised stats. accumulate: 0 overwrite, 1 add. */
+__kernel void kd_loss_grad(__global const float *p, int poff, __global const float *t, int toff,
+                           int n, int C, int M, float wbg, float a_dice, float a_bce,
+                           float a_mse, float weight, int accumulate,
+                           __global const float *stats, __global float *dp, int dpoff) {
+    int i = get_global_id(0);
+    if (i >= n) return;
+    int c = i % C;
+    float pv = p[poff + i], tv = t[toff + i];
+    float num = stats[c] + 1e-6f, den = stats[8 + c] + stats[16 + c] + 2e-6f;
+    float ddice = -(2.0f * tv / den - 2.0f * num * 2.0f * pv / (den * den)) / (float)C;
+    float dbce = -(tv / (pv + 1e-6f) - wbg * (1.0f - tv) / (1.0f + 1e-6f - pv)) / (float)M;
+    float dmse = 2.0f * (pv - tv) / (float)M;
+    float g = weight * (a_dice * ddice + a_bce * dbce + a_mse * dmse);
+    dp[dpoff + i] = accumulate ? dp[dpoff + i] + g : g;
+}

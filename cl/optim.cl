@@ -1,0 +1,61 @@
+/* Optimizers over the flat parameter slab. Deterministic sum of squares of the
+ * gradients; updates are skipped on device when the gradient or the loss is not
+ * finite (flag in stats[1]), so no host round trip is needed inside a step. */
+#define KD_OPT_WG 64
+
+__kernel __attribute__((reqd_work_group_size(KD_OPT_WG, 1, 1))) void
+kd_sumsq_partials(__global const float *g, int goff, int n, __global float *part) {
+    __local float red[KD_OPT_WG];
+    int gid = get_global_id(0), gsz = get_global_size(0), lid = get_local_id(0);
+    float acc = 0.0f;
+    for (int i = gid; i < n; i += gsz) acc += g[goff + i] * g[goff + i];
+    red[lid] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = KD_OPT_WG / 2; s > 0; s >>= 1) {
+        if (lid < s) red[lid] += red[lid + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) part[get_group_id(0)] = red[0];
+}
+
+/* stats[0] = sum of squares, stats[1] = 1 when it and the loss are finite. */
+__kernel void kd_sumsq_finalize(__global const float *part, int ngroups,
+                                __global const float *loss_stats, int loss_index,
+                                __global float *stats) {
+    if (get_global_id(0) != 0) return;
+    float s = 0.0f;
+    for (int i = 0; i < ngroups; i++) s += part[i];
+    stats[0] = s;
+    float l = loss_index >= 0 ? loss_stats[loss_index] : 0.0f;
+    stats[1] = (isfinite(s) && isfinite(l)) ? 1.0f : 0.0f;
+}
+
+/* PyTorch Adam with amsgrad=True and L2 weight decay added to the gradient. */
+__kernel void kd_adam_amsgrad(__global float *p, __global const float *g, __global float *m,
+                              __global float *v, __global float *vmax, int n, float lr,
+                              float b1, float b2, float eps, float wd, float bc1,
+                              float bc2_sqrt, __global const float *stats) {
+    int i = get_global_id(0);
+    if (i >= n || stats[1] == 0.0f) return;
+    float gi = g[i] + wd * p[i];
+    float mi = b1 * m[i] + (1.0f - b1) * gi;
+    float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+    float vm = fmax(vmax[i], vi);
+    m[i] = mi;
+    v[i] = vi;
+    vmax[i] = vm;
+    float denom = sqrt(vm) / bc2_sqrt + eps;
+    p[i] -= (lr / bc1) * mi / denom;
+}
+
+/* PyTorch SGD with Nesterov momentum (dampening 0) and L2 weight decay. */
+__kernel void kd_sgd_nesterov(__global float *p, __global const float *g, __global float *buf,
+                              int n, float lr, float momentum, float wd, int first,
+                              __global const float *stats) {
+    int i = get_global_id(0);
+    if (i >= n || stats[1] == 0.0f) return;
+    float gi = g[i] + wd * p[i];
+    float b = first ? gi : momentum * buf[i] + gi;
+    buf[i] = b;
+    p[i] -= lr * (gi + momentum * b);
+}

@@ -1,0 +1,86 @@
+/* kdseg: losses, optimizers, schedules, checkpoints. */
+#ifndef KDSEG_TRAIN_H
+#define KDSEG_TRAIN_H
+
+#include <stdint.h>
+
+#include "kdseg/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- losses ------------------------------------------------------------------ */
+
+typedef enum kd_loss_kind {
+    KD_LOSS_PAPER = 0, /* (soft Dice with p^2 + BCE with background weight 0.01) / 2 */
+    KD_LOSS_BCE,       /* distillation: BCE against soft targets (both terms weight 1) */
+    KD_LOSS_MSE        /* distillation: mean squared error against soft targets */
+} kd_loss_kind;
+
+const char *kd_loss_name(kd_loss_kind k);
+kd_status kd_loss_parse(const char *name, kd_loss_kind *out);
+
+typedef struct kd_loss kd_loss; /* scratch buffers and the device-side loss value */
+
+kd_status kd_loss_create(kd_device *dev, kd_loss **out);
+void kd_loss_free(kd_loss *l);
+/* Enqueue loss(p, t) of `kind`, scaled by weight, and its gradient into dp
+ * (accumulate: 0 overwrite, 1 add). The loss value stays on the device until read;
+ * several calls sum their values (a total for mixed losses). reset clears the total. */
+kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const kd_tensor *t,
+                      float weight, kd_tensor *dp, int accumulate);
+void kd_loss_reset(kd_loss *l);
+/* Read the total (a sync point). Also gives Dice per channel of the last term. */
+kd_status kd_loss_read(kd_loss *l, float *total);
+/* The device buffer holding the running total, for the optimizer's finite check. */
+kd_tensor *kd_loss_total_tensor(kd_loss *l);
+
+/* ---- optimizers and schedules ----------------------------------------------------- */
+
+typedef enum kd_optim_kind { KD_OPT_ADAM = 0, KD_OPT_SGD } kd_optim_kind;
+
+typedef struct kd_optim_config {
+    kd_optim_kind kind;
+    float lr, weight_decay;
+    float beta1, beta2, eps; /* Adam (always AMSGrad, as the paper) */
+    float momentum;          /* SGD (Nesterov) */
+} kd_optim_config;
+
+void kd_optim_defaults(kd_optim_config *c); /* the paper: Adam lr 1e-4, wd 1e-6 ... */
+
+typedef enum kd_sched_kind { KD_SCHED_STEP = 0, KD_SCHED_POLY, KD_SCHED_COSINE, KD_SCHED_CONST } kd_sched_kind;
+
+typedef struct kd_schedule {
+    kd_sched_kind kind;
+    long total_steps;  /* poly, cosine */
+    long step_every;   /* step: multiply by gamma every step_every steps */
+    float gamma;       /* step */
+    float power;       /* poly */
+    long warmup;       /* linear warm-up steps */
+} kd_schedule;
+
+void kd_schedule_defaults(kd_schedule *s); /* the paper: halve every 16000 steps */
+kd_status kd_schedule_parse(const char *name, kd_schedule *s);
+float kd_schedule_lr(const kd_schedule *s, float base_lr, long step);
+
+typedef struct kd_optim kd_optim;
+
+kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out);
+void kd_optim_free(kd_optim *o);
+/* One update with learning rate lr: gradient norm, finite check (of the gradients and
+ * of `loss`, if given), update skipped on device when not finite. Nothing is read. */
+kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss);
+/* Read the last step's gradient L2 norm and whether it was applied (a sync point). */
+kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied);
+long kd_optim_steps(const kd_optim *o);
+void kd_optim_set_steps(kd_optim *o, long steps);
+/* State slabs (m, v, vmax for Adam; momentum for SGD), for checkpoints. */
+int kd_optim_state_count(const kd_optim *o);
+kd_tensor *kd_optim_state_tensor(kd_optim *o, int i);
+const char *kd_optim_state_name(const kd_optim *o, int i);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

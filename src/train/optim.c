@@ -1,0 +1,144 @@
+/* AMSGrad Adam and Nesterov SGD over the parameter slab, and LR schedules. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../nn/tensor_impl.h"
+#include "kdseg/train.h"
+
+#define OPT_WG 64
+#define OPT_GROUPS 256
+
+struct kd_optim {
+    kd_model *m;
+    kd_optim_config c;
+    kd_tensor *state[3];
+    int nstate;
+    kd_tensor *part, *stats; /* gradient-norm partials; [sumsq, finite] */
+    long steps;
+};
+
+void kd_optim_defaults(kd_optim_config *c) {
+    c->kind = KD_OPT_ADAM;
+    c->lr = 1e-4f;
+    c->weight_decay = 1e-6f;
+    c->beta1 = 0.9f;
+    c->beta2 = 0.999f;
+    c->eps = 1e-8f;
+    c->momentum = 0.9f;
+}
+
+kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out) {
+    *out = NULL;
+    kd_optim *o = calloc(1, sizeof *o);
+    if (!o) return kd_fail(KD_ERR_OUT_OF_MEMORY, "optimizer");
+    o->m = m;
+    o->c = *c;
+    o->nstate = c->kind == KD_OPT_ADAM ? 3 : 1;
+    kd_device *dev = kd_model_device(m);
+    kd_shape s = kd_tensor_shape(kd_model_params(m));
+    kd_status st = KD_OK;
+    for (int i = 0; i < o->nstate && !st; i++) st = kd_tensor_zeros(dev, s, &o->state[i]);
+    if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, OPT_GROUPS, 1, 1, 1), &o->part);
+    if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, 2, 1, 1, 1), &o->stats);
+    if (st) {
+        kd_optim_free(o);
+        return st;
+    }
+    *out = o;
+    return KD_OK;
+}
+
+void kd_optim_free(kd_optim *o) {
+    if (!o) return;
+    for (int i = 0; i < o->nstate; i++) kd_tensor_free(o->state[i]);
+    kd_tensor_free(o->part);
+    kd_tensor_free(o->stats);
+    free(o);
+}
+
+long kd_optim_steps(const kd_optim *o) { return o->steps; }
+void kd_optim_set_steps(kd_optim *o, long steps) { o->steps = steps; }
+int kd_optim_state_count(const kd_optim *o) { return o->nstate; }
+kd_tensor *kd_optim_state_tensor(kd_optim *o, int i) { return o->state[i]; }
+const char *kd_optim_state_name(const kd_optim *o, int i) {
+    static const char *adam[] = {"adam.exp_avg", "adam.exp_avg_sq", "adam.max_exp_avg_sq"};
+    return o->c.kind == KD_OPT_ADAM ? adam[i] : "sgd.momentum_buffer";
+}
+
+kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss) {
+    kd_device *dev = kd_model_device(o->m);
+    kd_tensor *p = kd_model_params(o->m), *g = kd_model_grads(o->m);
+    int n = (int)kd_tensor_numel(p);
+    size_t g1 = (size_t)OPT_WG * OPT_GROUPS, l1 = OPT_WG, one = 1, gn = (size_t)n;
+    kd_tensor *lt = loss ? kd_loss_total_tensor(loss) : o->stats;
+    kd_status s = kd_rt_launch(dev, "kd_sumsq_partials", 1, &g1, &l1,
+                               KD_ARGS(KD_T(g), KD_INT(n), KD_MEM(o->part->mem)));
+    if (!s)
+        s = kd_rt_launch(dev, "kd_sumsq_finalize", 1, &one, NULL,
+                         KD_ARGS(KD_MEM(o->part->mem), KD_INT(OPT_GROUPS), KD_MEM(lt->mem),
+                                 KD_INT(loss ? (int)lt->off : -1), KD_MEM(o->stats->mem)));
+    if (s) return s;
+    o->steps++;
+    if (o->c.kind == KD_OPT_ADAM) {
+        float bc1 = 1.0f - powf(o->c.beta1, (float)o->steps);
+        float bc2 = sqrtf(1.0f - powf(o->c.beta2, (float)o->steps));
+        s = kd_rt_launch(dev, "kd_adam_amsgrad", 1, &gn, NULL,
+                         KD_ARGS(KD_MEM(p->mem), KD_MEM(g->mem), KD_MEM(o->state[0]->mem),
+                                 KD_MEM(o->state[1]->mem), KD_MEM(o->state[2]->mem), KD_INT(n),
+                                 KD_FLOAT(lr), KD_FLOAT(o->c.beta1), KD_FLOAT(o->c.beta2),
+                                 KD_FLOAT(o->c.eps), KD_FLOAT(o->c.weight_decay), KD_FLOAT(bc1),
+                                 KD_FLOAT(bc2), KD_MEM(o->stats->mem)));
+    } else {
+        s = kd_rt_launch(dev, "kd_sgd_nesterov", 1, &gn, NULL,
+                         KD_ARGS(KD_MEM(p->mem), KD_MEM(g->mem), KD_MEM(o->state[0]->mem),
+                                 KD_INT(n), KD_FLOAT(lr), KD_FLOAT(o->c.momentum),
+                                 KD_FLOAT(o->c.weight_decay), KD_INT(o->steps == 1),
+                                 KD_MEM(o->stats->mem)));
+    }
+    return s;
+}
+
+kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied) {
+    float st[2];
+    kd_status s = kd_tensor_download_ndhwc(o->stats, st);
+    if (s) return s;
+    if (grad_norm) *grad_norm = sqrtf(st[0]);
+    if (applied) *applied = st[1] != 0.0f;
+    return KD_OK;
+}
+
+/* ---- schedules ------------------------------------------------------------------ */
+
+void kd_schedule_defaults(kd_schedule *s) {
+    memset(s, 0, sizeof *s);
+    s->kind = KD_SCHED_STEP;
+    s->step_every = 16000;
+    s->gamma = 0.5f;
+    s->power = 0.9f;
+}
+
+kd_status kd_schedule_parse(const char *name, kd_schedule *s) {
+    static const char *names[] = {"step", "poly", "cosine", "const"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(name, names[i])) {
+            s->kind = (kd_sched_kind)i;
+            return KD_OK;
+        }
+    return kd_fail(KD_ERR_INVALID_ARG, "unknown schedule '%s' (step, poly, cosine, const)", name);
+}
+
+float kd_schedule_lr(const kd_schedule *s, float base, long step) {
+    if (s->warmup > 0 && step < s->warmup) return base * (float)(step + 1) / (float)s->warmup;
+    long t = step - s->warmup, T = s->total_steps - s->warmup;
+    switch (s->kind) {
+    case KD_SCHED_STEP: return base * powf(s->gamma, (float)(s->step_every > 0 ? t / s->step_every : 0));
+    case KD_SCHED_POLY:
+        return T > 0 ? base * powf(1.0f - (float)(t < T ? t : T) / (float)T, s->power) : base;
+    case KD_SCHED_COSINE:
+        return T > 0 ? base * 0.5f * (1.0f + cosf(3.14159265f * (float)(t < T ? t : T) / (float)T))
+                     : base;
+    case KD_SCHED_CONST: break;
+    }
+    return base;
+}
