@@ -84,3 +84,47 @@ const char *kd_optim_state_name(const kd_optim *o, int i);
 }
 #endif
 #endif
+
+/* ---- golden self-test ---------------------------------------------------------------- */
+#ifndef KDSEG_SELFTEST_DECL
+#define KDSEG_SELFTEST_DECL
+typedef struct kd_selftest_report {
+    char spec[512];
+    int batch, depth, height, width;
+    double out_err;   /* max |got - ref| / max |ref| over the output */
+    double loss_err;  /* relative error of the loss */
+    double grad_err;  /* worst relative error over the gradient tensors */
+    char grad_worst[96];
+    double step_err;  /* worst |got - ref| of the stepped parameters where |g| is not tiny */
+    double step_err_tiny; /* worst error where it is tiny, in units of lr */
+    float loss_ref, loss_got;
+    int pass;
+} kd_selftest_report;
+#endif
+
+/* Tolerances (see ../shared/reference/README.md): outputs, loss, gradients within
+ * 1e-3 of each tensor's largest magnitude; stepped parameters within 1e-5 absolute
+ * where |g| >= 2e-3 max|g| of the tensor, else within 2 lr. */
+#define KD_SELFTEST_TOL_REL 1e-3
+#define KD_SELFTEST_TOL_STEP 1e-5
+/* Load a golden file, build the student at its widths (read from the parameter
+ * shapes), run forward, the paper's loss, backward and one AMSGrad step, compare. */
+kd_status kd_selftest_golden(kd_device *dev, const char *path, kd_selftest_report *r);
+
+/* ---- checkpoints ------------------------------------------------------------------ */
+
+/* Self-describing file: magic "KDSEGCKP", format version, a metadata text block
+ * ("key=value" lines: spec, step, options, RNG state...), a tensor table (name, shape,
+ * offset) with the parameters in PyTorch layout, the non-trained state and the
+ * optimizer state, then a CRC32 over everything. Written to a temporary file, flushed
+ * and renamed. */
+#define KD_CHECKPOINT_VERSION 1
+kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const char *meta);
+/* Load: checks magic, version, CRC and shapes. Creates the model from the stored spec
+ * on dev; with o_out, also an optimizer of config oc (NULL: Adam defaults) holding the
+ * stored state. meta (may be NULL) receives the metadata text. */
+kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
+                             const kd_optim_config *oc, kd_optim **o_out, char *meta,
+                             size_t meta_n);
+/* Value of key in a metadata text ("" if absent). Returns 1 when found. */
+int kd_meta_get(const char *meta, const char *key, char *val, size_t n);

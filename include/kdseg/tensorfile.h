@@ -1,0 +1,39 @@
+/* kdseg: the simple named-tensor file ("KDGOLD01"): the PyTorch golden files and
+ * the tensor files `kdseg import-torch` reads. Little-endian:
+ *   8 bytes magic "KDGOLD01", u32 count, per tensor: u32 name length, name,
+ *   u32 ndim, u32 dims[ndim], f32 data (C order). */
+#ifndef KDSEG_TENSORFILE_H
+#define KDSEG_TENSORFILE_H
+
+#include <stddef.h>
+
+#include "kdseg/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kd_named_tensor {
+    char *name;
+    int ndim;
+    int dims[8];
+    size_t numel;
+    float *data;
+} kd_named_tensor;
+
+typedef struct kd_tensorfile {
+    kd_named_tensor *t;
+    int n;
+} kd_tensorfile;
+
+/* Reads the whole file, checking every count against the file size. */
+kd_status kd_tensorfile_read(const char *path, kd_tensorfile **out);
+const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *name);
+void kd_tensorfile_free(kd_tensorfile *f);
+/* Writes tensors (temp file + rename). */
+kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
