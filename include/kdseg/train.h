@@ -128,3 +128,46 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
                              size_t meta_n);
 /* Value of key in a metadata text ("" if absent). Returns 1 when found. */
 int kd_meta_get(const char *meta, const char *key, char *val, size_t n);
+
+/* ---- the training loop ------------------------------------------------------------ */
+
+/* Fills the device batch for `step`: images x (B, Cin, P, P, P) and targets t
+ * (B, Cout, P, P, P), and picks the loss for this step (kind, weight). Must depend
+ * only on (seed, step) so that a resumed run repeats exactly. */
+typedef kd_status (*kd_batch_fn)(void *ctx, long step, kd_tensor *x, kd_tensor *t,
+                                 kd_loss_kind *kind, float *weight);
+/* Validation: mean Dice per region (WT, TC, ET) on held-out cases. */
+typedef kd_status (*kd_val_fn)(void *ctx, kd_model *m, double dice[3]);
+
+typedef struct kd_train_config {
+    int batch, patch[3];
+    long steps;              /* total steps (the run stops at this step count) */
+    float lr;
+    kd_schedule sched;
+    uint64_t seed;
+    long val_every;          /* 0: no validation */
+    long ckpt_every;         /* save `last` every N steps (and at the end); 0: end only */
+    const char *out_dir;     /* last.kds, best.kds, train.csv are written here */
+    const char *meta_extra;  /* more "key=value\n" lines stored in checkpoints */
+    int progress;            /* 1: progress bar on a terminal, 0: quiet */
+    const volatile int *stop;/* set non-zero (e.g. by SIGINT) to save and stop */
+    double best_so_far;      /* best mean validation Dice before `start` (-1: none) */
+} kd_train_config;
+
+typedef struct kd_train_result {
+    long steps_done;
+    float first_loss, last_loss;
+    double best_dice;        /* mean of WT, TC, ET at the best validation */
+    double seconds, steps_per_s;
+    size_t peak_device_bytes;
+} kd_train_result;
+
+/* One training step on device tensors: zero grads, forward, loss, backward, update.
+ * Reads nothing back. */
+kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor *x,
+                        const kd_tensor *t, kd_loss_kind kind, float weight, float lr);
+
+/* Runs steps [start, c->steps) with checkpoints, CSV log and validation. */
+kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
+                       kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
+                       kd_train_result *res);

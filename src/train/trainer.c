@@ -1,0 +1,147 @@
+/* The training loop: steps, logging, validation, checkpoints, stop requests. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "kdseg/train.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor *x,
+                        const kd_tensor *t, kd_loss_kind kind, float weight, float lr) {
+    kd_tensor *p = NULL, *dp = NULL;
+    kd_status s = kd_model_zero_grad(m);
+    if (!s) s = kd_model_forward(m, x, 1, &p);
+    if (!s) s = kd_tensor_create(kd_model_device(m), kd_tensor_shape(p), &dp);
+    if (!s) {
+        kd_loss_reset(loss);
+        s = kd_loss_add(loss, kind, p, t, weight, dp, 0);
+    }
+    if (!s) s = kd_model_backward(m, dp);
+    if (!s) s = kd_optim_step(o, lr, loss);
+    kd_tensor_free(dp);
+    if (s) kd_model_release(m);
+    return s;
+}
+
+static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const char *name,
+                      long step, double best) {
+    char path[4096], meta[4096];
+    snprintf(path, sizeof path, "%s/%s", c->out_dir, name);
+    snprintf(meta, sizeof meta, "step=%ld\nseed=%llu\nbest_dice=%.6f\nlr=%g\nsteps=%ld\n%s", step,
+             (unsigned long long)c->seed, best, (double)c->lr, c->steps,
+             c->meta_extra ? c->meta_extra : "");
+    return kd_checkpoint_save(path, m, o, meta);
+}
+
+static void progress(long step, long total, float loss, float lr, double rate, double eta) {
+    int w = 30, filled = total > 0 ? (int)(w * step / total) : 0;
+    char bar[64];
+    for (int i = 0; i < w; i++) bar[i] = i < filled ? '#' : '.';
+    bar[w] = 0;
+    fprintf(stderr, "\r[%s] step %ld/%ld loss %.4f lr %.2e %.2f steps/s ETA %.0fs   ", bar, step,
+            total, (double)loss, (double)lr, rate, eta);
+    fflush(stderr);
+}
+
+kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
+                       kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
+                       kd_train_result *res) {
+    memset(res, 0, sizeof *res);
+    kd_device *dev = kd_model_device(m);
+    kd_tensor *x = NULL, *t = NULL;
+    kd_loss *loss = NULL;
+    FILE *csv = NULL;
+    kd_status s;
+    double best = c->best_so_far, t0 = now_s(); /* a resumed run keeps its best score */
+    long step = start;
+    mkdir(c->out_dir, 0755);
+    kd_shape xs = kd_shape5(c->batch, kd_model_in_channels(m), c->patch[0], c->patch[1], c->patch[2]);
+    kd_shape ts = xs;
+    ts.c = kd_model_out_channels(m);
+    if ((s = kd_tensor_create(dev, xs, &x)) || (s = kd_tensor_create(dev, ts, &t)) ||
+        (s = kd_loss_create(dev, &loss)))
+        goto done;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/train.csv", c->out_dir);
+    csv = fopen(path, start > 0 ? "a" : "w");
+    if (!csv) {
+        s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+        goto done;
+    }
+    if (start == 0) fprintf(csv, "step,kind,loss,lr,grad_norm,seconds,val_wt,val_tc,val_et\n");
+    kd_device_mem_reset_peak(dev);
+    int interactive = c->progress && kd_log_is_tty();
+    for (step = start; step < c->steps; step++) {
+        if (c->stop && *c->stop) {
+            s = save(m, o, c, "last.kds", step, best);
+            if (!s) s = kd_fail(KD_ERR_INTERRUPTED, "stopped at step %ld; checkpoint %s/last.kds saved",
+                                step, c->out_dir);
+            goto done;
+        }
+        kd_loss_kind kind = KD_LOSS_PAPER;
+        float weight = 1.0f;
+        double ts0 = now_s();
+        if ((s = batch(bctx, step, x, t, &kind, &weight))) goto done;
+        float lr = kd_schedule_lr(&c->sched, c->lr, step);
+        if ((s = kd_train_step(m, o, loss, x, t, kind, weight, lr))) goto done;
+        float lv, gn;
+        int applied;
+        if ((s = kd_loss_read(loss, &lv)) || (s = kd_optim_read(o, &gn, &applied))) goto done;
+        if (!applied) {
+            s = kd_fail(KD_ERR_NUMERIC,
+                        "non-finite %s at step %ld (loss %g, gradient norm %g): the update was "
+                        "not applied and the last good checkpoint in %s is kept",
+                        isfinite(lv) ? "gradient" : "loss", step, (double)lv, (double)gn,
+                        c->out_dir);
+            goto done;
+        }
+        if (step == start) res->first_loss = lv;
+        res->last_loss = lv;
+        double dice[3] = {NAN, NAN, NAN};
+        int validated = 0;
+        if (val && c->val_every > 0 && ((step + 1) % c->val_every == 0 || step + 1 == c->steps)) {
+            if ((s = val(vctx, m, dice))) goto done;
+            validated = 1;
+            double mean = (dice[0] + dice[1] + dice[2]) / 3.0;
+            if (mean > best) {
+                best = mean;
+                if ((s = save(m, o, c, "best.kds", step + 1, best))) goto done;
+            }
+        }
+        fprintf(csv, "%ld,%s,%.6f,%.6g,%.6g,%.4f", step, kd_loss_name(kind), (double)lv,
+                (double)lr, (double)gn, now_s() - ts0);
+        if (validated) fprintf(csv, ",%.4f,%.4f,%.4f\n", dice[0], dice[1], dice[2]);
+        else fprintf(csv, ",,,\n");
+        fflush(csv);
+        if (c->ckpt_every > 0 && (step + 1) % c->ckpt_every == 0 &&
+            (s = save(m, o, c, "last.kds", step + 1, best)))
+            goto done;
+        double el = now_s() - t0, rate = (double)(step + 1 - start) / (el > 0 ? el : 1e-9);
+        if (interactive) progress(step + 1, c->steps, lv, lr, rate, (double)(c->steps - step - 1) / rate);
+        else if (c->progress && ((step + 1) % 50 == 0 || validated))
+            kd_log(KD_LOG_WARN, "step %ld/%ld loss %.4f lr %.2e%s", step + 1, c->steps, (double)lv,
+                   (double)lr, validated ? " (validated)" : "");
+    }
+    s = save(m, o, c, "last.kds", step, best);
+done:
+    if (interactive) fprintf(stderr, "\n");
+    res->steps_done = step - start;
+    res->seconds = now_s() - t0;
+    res->steps_per_s = res->seconds > 0 ? (double)res->steps_done / res->seconds : 0;
+    res->best_dice = best;
+    res->peak_device_bytes = kd_device_mem_peak(dev);
+    if (csv) fclose(csv);
+    kd_tensor_free(x);
+    kd_tensor_free(t);
+    kd_loss_free(loss);
+    return s;
+}
