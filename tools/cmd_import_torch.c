@@ -1,0 +1,65 @@
+/* kdseg import-torch: PyTorch state-dict tensors (golden tensor-file format) into a
+ * checkpoint. */
+#include <string.h>
+
+#include "cli.h"
+#include "kdseg/tensorfile.h"
+#include "kdseg/train.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: kdseg import-torch --tensors FILE --spec SPEC --out CKPT.kds [--prefix P]\n\n"
+            "Reads a tensor file (the KDGOLD01 format of shared/reference/README.md) holding\n"
+            "a PyTorch state dict, names as in model.state_dict() (optionally behind a prefix\n"
+            "such as 'param/'), and writes a kdseg checkpoint of the model SPEC. Every\n"
+            "parameter must be present with its PyTorch shape. Export from PyTorch with\n"
+            "tools/bench/export_state_dict.py.\n");
+}
+
+static int run(int argc, char **argv) {
+    const char *in = NULL, *spec = NULL, *out = NULL, *prefix = "";
+    for (int i = 1; i < argc; i++) {
+        if (kd_cli_opt(argc, argv, &i, "--tensors", &in) || kd_cli_opt(argc, argv, &i, "--spec", &spec) ||
+            kd_cli_opt(argc, argv, &i, "--out", &out) || kd_cli_opt(argc, argv, &i, "--prefix", &prefix)) {
+            if (!argv[i] || (i < argc && argv[i][0] == '-' && argv[i][1] == '-' && !argv[i][2]))
+                return kd_cli_unknown("import-torch", argv[i - 1]);
+        } else return kd_cli_unknown("import-torch", argv[i]);
+    }
+    if (!in || !spec || !out || !prefix) {
+        fprintf(stderr, "kdseg import-torch: --tensors, --spec and --out are required\n");
+        return 2;
+    }
+    kd_tensorfile *tf = NULL;
+    kd_status s = kd_tensorfile_read(in, &tf);
+    if (s) return kd_cli_error("import-torch", s);
+    kd_device *dev = kd_cli_open_device("import-torch");
+    if (!dev) {
+        kd_tensorfile_free(tf);
+        return 1;
+    }
+    kd_model *m = NULL;
+    s = kd_model_create(dev, spec, 1, &m);
+    for (int i = 0; !s && i < kd_model_param_tensors(m); i++) {
+        char nm[256];
+        snprintf(nm, sizeof nm, "%s%s", prefix, kd_model_param_name(m, i));
+        const kd_named_tensor *t = kd_tensorfile_find(tf, nm);
+        int nd, dims[5];
+        size_t numel = kd_model_param_shape(m, i, &nd, dims);
+        int same = t && t->ndim == nd;
+        for (int d = 0; same && d < nd; d++) same = t->dims[d] == dims[d];
+        if (!same)
+            s = kd_fail(KD_ERR_FORMAT, "%s: %s %s (the model %s needs %zu values)", in, nm,
+                        t ? "has another shape" : "is missing", kd_model_spec(m), numel);
+        else s = kd_model_param_set(m, i, t->data);
+    }
+    if (!s) s = kd_checkpoint_save(out, m, NULL, "step=0\nimported_from=pytorch\n");
+    int rc = s ? kd_cli_error("import-torch", s) : 0;
+    if (!s) printf("wrote %s: %s, %zu parameters\n", out, kd_model_spec(m), kd_model_param_count(m));
+    kd_model_free(m);
+    kd_device_free(dev);
+    kd_tensorfile_free(tf);
+    return rc;
+}
+
+const kd_command kd_cmd_import_torch = {"import-torch",
+                                        "convert a PyTorch state dict into a checkpoint", run, help};
