@@ -1,0 +1,47 @@
+/* Pieces shared by train, distill and demo: dataset batches for the trainer,
+ * validation on held-out cases, the SIGINT flag. */
+#ifndef KD_TRAIN_COMMON_H
+#define KD_TRAIN_COMMON_H
+
+#include "kdseg/data.h"
+#include "kdseg/infer.h"
+#include "kdseg/train.h"
+
+extern volatile int kd_stop_flag;
+/* SIGINT/SIGTERM set kd_stop_flag (a second SIGINT ends the process). */
+void kd_install_stop_handler(void);
+
+/* Batches from one or two samplers: a step takes the second sampler (e.g. the
+ * pseudo-labelled cases) when (hash(seed, step) mod 1000) < ratio * 1000. */
+typedef struct kd_batch_source {
+    kd_sampler *a, *b;
+    float ratio_b;          /* share of steps drawn from b */
+    kd_loss_kind kind_a, kind_b;
+    float weight_a, weight_b;
+    uint64_t seed;
+    float *img, *tgt;       /* host staging */
+    kd_loader *la, *lb;     /* background loaders (NULL: synchronous) */
+} kd_batch_source;
+
+kd_status kd_batch_source_init(kd_batch_source *bs, kd_sampler *a, kd_sampler *b, float ratio_b,
+                               uint64_t seed, long first_step, int threads);
+void kd_batch_source_free(kd_batch_source *bs);
+int kd_batch_source_uses_b(const kd_batch_source *bs, long step);
+kd_status kd_batch_from_source(void *ctx, long step, kd_tensor *x, kd_tensor *t,
+                               kd_loss_kind *kind, float *weight);
+
+/* Held-out cases for validation (preprocessed, in memory). */
+typedef struct kd_val_set {
+    kd_case **cases;
+    int n;
+} kd_val_set;
+
+kd_status kd_val_set_load(kd_val_set *v, const kd_dataset *ds, const int *idx, int n);
+void kd_val_set_free(kd_val_set *v);
+/* Mean Dice per region of thresholded whole-volume predictions (no TTA). */
+kd_status kd_validate(void *ctx, kd_model *m, double dice[3]);
+
+/* Writes a PNG of the loss and validation Dice curves from a train.csv. */
+kd_status kd_plot_training(const char *csv_path, const char *png_path);
+
+#endif
