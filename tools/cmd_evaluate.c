@@ -30,16 +30,21 @@ static int run(int argc, char **argv) {
     kd_eval_options_default(&o);
     const char *csv = NULL, *val;
     for (int i = 1; i < argc; i++) {
-        if (kd_cli_opt(argc, argv, &i, "--pred", &val)) o.pred_dir = val;
-        else if (kd_cli_opt(argc, argv, &i, "--ref", &val)) o.ref = val;
-        else if (kd_cli_opt(argc, argv, &i, "--csv", &val)) csv = val;
+        if (kd_cli_opt(argc, argv, &i, "--pred", &val))
+            o.pred_dir = val;
+        else if (kd_cli_opt(argc, argv, &i, "--ref", &val))
+            o.ref = val;
+        else if (kd_cli_opt(argc, argv, &i, "--csv", &val))
+            csv = val;
         else if (kd_cli_opt(argc, argv, &i, "--labels", &val)) {
             kd_status s = kd_label_convention_parse(val, &o.labels);
             if (s) return kd_cli_error("evaluate", s);
         } else if (kd_cli_opt(argc, argv, &i, "--empty-hd95", &val)) {
             if (kd_cli_float("evaluate", "--empty-hd95", val, 0, 1e6, &o.empty_hd95)) return 2;
-        } else if (kd_cli_flag(argv, i, "--allow-missing")) o.allow_missing = 1;
-        else return kd_cli_unknown("evaluate", argv[i]);
+        } else if (kd_cli_flag(argv, i, "--allow-missing"))
+            o.allow_missing = 1;
+        else
+            return kd_cli_unknown("evaluate", argv[i]);
     }
     if (!o.pred_dir || !o.ref || (csv && !*csv)) {
         fprintf(stderr, "kdseg evaluate: --pred DIR and --ref DIR are required\n");
@@ -49,7 +54,8 @@ static int run(int argc, char **argv) {
     kd_status s = kd_evaluate(&o, &r);
     if (s) return kd_cli_error("evaluate", s);
     int missing = 0;
-    for (int i = 0; i < r->n_cases; i++) missing += r->cases[i].status != KD_EVAL_OK;
+    for (int i = 0; i < r->n_cases; i++)
+        missing += r->cases[i].status != KD_EVAL_OK;
     printf("%d cases%s", r->n_cases, missing ? "" : "\n");
     if (missing) printf(", %d without a usable prediction (scored as empty)\n", missing);
     kd_eval_print_table(r, stdout);

@@ -25,8 +25,8 @@ typedef struct kd_metrics {
     double sensitivity; /* TP / (TP+FN); 1 when the reference is empty (nothing to miss) */
     double specificity; /* TN / (TN+FP); 1 when the reference covers the volume */
     int64_t tp, fp, fn, tn;
-    int64_t vol_pred, vol_ref;         /* voxels */
-    double vol_pred_mm3, vol_ref_mm3;  /* voxels times sz*sy*sx */
+    int64_t vol_pred, vol_ref;        /* voxels */
+    double vol_pred_mm3, vol_ref_mm3; /* voxels times sz*sy*sx */
 } kd_metrics;
 
 /* Metrics of one region. spacing: (sz, sy, sx) in mm, positive and finite. */
@@ -39,8 +39,8 @@ kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int
  * distance (with spacing) to the nearest surface voxel of the other, both directions
  * pooled; the 95th percentile with linear interpolation (np.percentile's default).
  * Both masks must be non-empty (KD_ERR_INVALID_ARG otherwise). */
-kd_status kd_hd95(const uint8_t *a, const uint8_t *b, int d, int h, int w,
-                  const double spacing[3], double *out);
+kd_status kd_hd95(const uint8_t *a, const uint8_t *b, int d, int h, int w, const double spacing[3],
+                  double *out);
 
 /* Surface of a mask (see kd_hd95) into surf (D, H, W); returns the surface voxel count. */
 size_t kd_mask_surface(const uint8_t *mask, int d, int h, int w, uint8_t *surf);
@@ -69,9 +69,9 @@ kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out);
 
 /* A label map read from NIfTI (1 or 2, .nii or .nii.gz). */
 typedef struct kd_label_map {
-    int d, h, w;        /* grid (D, H, W) = NIfTI (nz, ny, nx) */
-    double spacing[3];  /* (sz, sy, sx) in mm = pixdim[3], pixdim[2], pixdim[1] */
-    uint8_t *labels;    /* (D, H, W), x fastest as in the file */
+    int d, h, w;       /* grid (D, H, W) = NIfTI (nz, ny, nx) */
+    double spacing[3]; /* (sz, sy, sx) in mm = pixdim[3], pixdim[2], pixdim[1] */
+    uint8_t *labels;   /* (D, H, W), x fastest as in the file */
 } kd_label_map;
 
 /* Reads a 3-D label map (a 4-D file with one volume is accepted) of any integer or float
@@ -96,8 +96,8 @@ void kd_eval_options_default(kd_eval_options *o);
 
 typedef enum kd_eval_status {
     KD_EVAL_OK = 0,
-    KD_EVAL_MISSING = 1,   /* no prediction file: scored as empty (allow_missing) */
-    KD_EVAL_MISMATCH = 2   /* prediction on another grid: scored as empty (allow_missing) */
+    KD_EVAL_MISSING = 1, /* no prediction file: scored as empty (allow_missing) */
+    KD_EVAL_MISMATCH = 2 /* prediction on another grid: scored as empty (allow_missing) */
 } kd_eval_status;
 
 /* "ok", "missing", "mismatch". */
@@ -106,7 +106,7 @@ const char *kd_eval_status_name(kd_eval_status s);
 typedef struct kd_eval_case {
     char *name;
     kd_eval_status status;
-    kd_metrics region[KD_REGION_COUNT];   /* WT, TC, ET */
+    kd_metrics region[KD_REGION_COUNT]; /* WT, TC, ET */
 } kd_eval_case;
 
 typedef struct kd_eval_result {

@@ -43,8 +43,8 @@ kd_status kd_label_convention_parse(const char *s, kd_label_convention *out);
 /* Labels -> region masks (0/1 bytes). labels, wt, tc, et: (D, H, W), n voxels each.
  * Any of wt, tc, et may be NULL. A label outside the convention's set is KD_ERR_FORMAT
  * naming the value and voxel index. c must not be KD_LABELS_AUTO. */
-kd_status kd_labels_to_regions(const uint8_t *labels, size_t n, kd_label_convention c,
-                               uint8_t *wt, uint8_t *tc, uint8_t *et);
+kd_status kd_labels_to_regions(const uint8_t *labels, size_t n, kd_label_convention c, uint8_t *wt,
+                               uint8_t *tc, uint8_t *et);
 
 /* Guess a label map's convention from its values: a 4 means 2019, a 3 means 2023 (both:
  * KD_ERR_FORMAT), neither: `fallback` (1 and 2 then mean the same regions in 2019 and
@@ -59,9 +59,9 @@ typedef enum kd_prob_layout {
 } kd_prob_layout;
 
 typedef struct kd_postproc_options {
-    float threshold;          /* a region is present where its probability > threshold (0.5) */
+    float threshold;            /* a region is present where its probability > threshold (0.5) */
     kd_label_convention labels; /* 2019 (ET -> 4) or 2023 (ET -> 3); not MSD or AUTO */
-    int et_min_voxels;        /* ET with volume <= this is relabelled core (1); < 0: never (32) */
+    int et_min_voxels;          /* ET with volume <= this is relabelled core (1); < 0: never (32) */
     double min_component_fraction; /* 26-connected tumour components with fewer voxels than
                                       this fraction of all tumour voxels are removed; 0: off
                                       (0.1) */
@@ -83,8 +83,8 @@ kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, in
 /* Step 3 alone, in place on a label map (D, H, W): zeroes 26-connected components of
  * label > 0 with fewer voxels than fraction * (all label > 0 voxels). *removed (may be
  * NULL) gets the number of voxels zeroed. */
-kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w,
-                                            double fraction, size_t *removed);
+kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
+                                            size_t *removed);
 
 /* Step 4 alone: if 0 < count(label == et_label) <= max_voxels, set those voxels to 1.
  * Returns the number relabelled in *relabelled (may be NULL). */

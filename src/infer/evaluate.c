@@ -30,17 +30,38 @@ static int path_is_dir(const char *p) {
 static int voxel_value(const nifti_image *nim, size_t i, double *v) {
     const void *p = nim->data;
     switch (nim->datatype) {
-    case DT_UINT8: *v = ((const uint8_t *)p)[i]; return 1;
-    case DT_INT8: *v = ((const int8_t *)p)[i]; return 1;
-    case DT_INT16: *v = ((const int16_t *)p)[i]; return 1;
-    case DT_UINT16: *v = ((const uint16_t *)p)[i]; return 1;
-    case DT_INT32: *v = ((const int32_t *)p)[i]; return 1;
-    case DT_UINT32: *v = ((const uint32_t *)p)[i]; return 1;
-    case DT_INT64: *v = (double)((const int64_t *)p)[i]; return 1;
-    case DT_UINT64: *v = (double)((const uint64_t *)p)[i]; return 1;
-    case DT_FLOAT32: *v = ((const float *)p)[i]; return 1;
-    case DT_FLOAT64: *v = ((const double *)p)[i]; return 1;
-    default: return 0;
+    case DT_UINT8:
+        *v = ((const uint8_t *)p)[i];
+        return 1;
+    case DT_INT8:
+        *v = ((const int8_t *)p)[i];
+        return 1;
+    case DT_INT16:
+        *v = ((const int16_t *)p)[i];
+        return 1;
+    case DT_UINT16:
+        *v = ((const uint16_t *)p)[i];
+        return 1;
+    case DT_INT32:
+        *v = ((const int32_t *)p)[i];
+        return 1;
+    case DT_UINT32:
+        *v = ((const uint32_t *)p)[i];
+        return 1;
+    case DT_INT64:
+        *v = (double)((const int64_t *)p)[i];
+        return 1;
+    case DT_UINT64:
+        *v = (double)((const uint64_t *)p)[i];
+        return 1;
+    case DT_FLOAT32:
+        *v = ((const float *)p)[i];
+        return 1;
+    case DT_FLOAT64:
+        *v = ((const double *)p)[i];
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -80,9 +101,10 @@ kd_status kd_label_map_read(const char *path, kd_label_map **out) {
     kd_label_map *m = NULL;
     int64_t nx = nim->nx, ny = nim->ny, nz = nim->nz;
     int64_t extra = 1;
-    for (int k = 4; k <= 7 && k <= nim->dim[0]; k++) extra *= nim->dim[k] > 0 ? nim->dim[k] : 1;
-    if (nim->dim[0] < 1 || nx < 1 || ny < 1 || nz < 1 || nx > 65535 || ny > 65535 ||
-        nz > 65535 || nx * ny * nz > KD_LABEL_MAX_VOXELS) {
+    for (int k = 4; k <= 7 && k <= nim->dim[0]; k++)
+        extra *= nim->dim[k] > 0 ? nim->dim[k] : 1;
+    if (nim->dim[0] < 1 || nx < 1 || ny < 1 || nz < 1 || nx > 65535 || ny > 65535 || nz > 65535 ||
+        nx * ny * nz > KD_LABEL_MAX_VOXELS) {
         s = kd_fail(KD_ERR_FORMAT, "%s: absurd label map size %lld x %lld x %lld", path,
                     (long long)nx, (long long)ny, (long long)nz);
         goto done;
@@ -114,8 +136,10 @@ kd_status kd_label_map_read(const char *path, kd_label_map **out) {
     s = label_map_convert(path, nim, m);
 done:
     nifti_image_free(nim);
-    if (s) kd_label_map_free(m);
-    else *out = m;
+    if (s)
+        kd_label_map_free(m);
+    else
+        *out = m;
     return s;
 }
 
@@ -132,7 +156,8 @@ typedef struct ref_list {
 } ref_list;
 
 static void ref_list_free(ref_list *l) {
-    for (int i = 0; i < l->n; i++) free(l->v[i].name), free(l->v[i].path);
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i].name), free(l->v[i].path);
     free(l->v);
 }
 
@@ -188,7 +213,8 @@ static kd_status list_dir(const char *dir, char ***names, int *count) {
     }
     closedir(dp);
     if (s) {
-        for (int i = 0; i < n; i++) free(v[i]);
+        for (int i = 0; i < n; i++)
+            free(v[i]);
         free(v);
         return s;
     }
@@ -198,7 +224,8 @@ static kd_status list_dir(const char *dir, char ***names, int *count) {
 }
 
 static void free_names(char **v, int n) {
-    for (int i = 0; i < n; i++) free(v[i]);
+    for (int i = 0; i < n; i++)
+        free(v[i]);
     free(v);
 }
 
@@ -256,7 +283,8 @@ static kd_status find_reference(const char *ref, ref_list *l) {
     char sub[4096];
     snprintf(sub, sizeof sub, "%s/labelsTr", ref);
     kd_status s;
-    if (path_is_dir(sub)) s = add_label_folder(l, sub, KD_LABELS_MSD);
+    if (path_is_dir(sub))
+        s = add_label_folder(l, sub, KD_LABELS_MSD);
     else if ((s = add_brats_cases(l, ref)) == KD_OK && l->n == 0)
         s = add_label_folder(l, ref, KD_LABELS_AUTO);
     if (!s && l->n == 0)
@@ -277,16 +305,20 @@ void kd_eval_options_default(kd_eval_options *o) {
 
 const char *kd_eval_status_name(kd_eval_status s) {
     switch (s) {
-    case KD_EVAL_OK: return "ok";
-    case KD_EVAL_MISSING: return "missing";
-    case KD_EVAL_MISMATCH: return "mismatch";
+    case KD_EVAL_OK:
+        return "ok";
+    case KD_EVAL_MISSING:
+        return "missing";
+    case KD_EVAL_MISMATCH:
+        return "mismatch";
     }
     return "?";
 }
 
 void kd_eval_result_free(kd_eval_result *r) {
     if (!r) return;
-    for (int i = 0; i < r->n_cases; i++) free(r->cases[i].name);
+    for (int i = 0; i < r->n_cases; i++)
+        free(r->cases[i].name);
     free(r->cases);
     free(r);
 }
@@ -330,8 +362,10 @@ static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eva
         } else {
             for (int k = 0; k < 3; k++)
                 if (fabs(pred->spacing[k] - ref->spacing[k]) > 1e-3 * ref->spacing[k])
-                    kd_log(KD_LOG_WARN, "case %s: prediction spacing differs; using the "
-                           "reference's", rc->name);
+                    kd_log(KD_LOG_WARN,
+                           "case %s: prediction spacing differs; using the "
+                           "reference's",
+                           rc->name);
         }
     }
     size_t n = (size_t)ref->d * ref->h * ref->w;
@@ -375,16 +409,20 @@ kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out) {
     }
 done:
     ref_list_free(&l);
-    if (s) kd_eval_result_free(r);
-    else *out = r;
+    if (s)
+        kd_eval_result_free(r);
+    else
+        *out = r;
     return s;
 }
 
 /* ---- output ---- */
 
 static void csv_num(FILE *f, double v) {
-    if (isnan(v)) fputs(",nan", f);
-    else fprintf(f, ",%.10g", v);
+    if (isnan(v))
+        fputs(",nan", f);
+    else
+        fprintf(f, ",%.10g", v);
 }
 
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
@@ -393,10 +431,11 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write", tmp);
     fputs("case,status", f);
-    static const char *cols[] = {"Dice", "HD95", "Sensitivity", "Specificity", "VolPred_vox",
-                                 "VolRef_vox", "VolPred_mm3", "VolRef_mm3"};
+    static const char *cols[] = {"Dice",        "HD95",       "Sensitivity", "Specificity",
+                                 "VolPred_vox", "VolRef_vox", "VolPred_mm3", "VolRef_mm3"};
     for (int g = 0; g < KD_REGION_COUNT; g++)
-        for (int c = 0; c < 8; c++) fprintf(f, ",%s_%s", cols[c], kd_region_name(g));
+        for (int c = 0; c < 8; c++)
+            fprintf(f, ",%s_%s", cols[c], kd_region_name(g));
     fputc('\n', f);
     for (int i = 0; i < r->n_cases; i++) {
         const kd_eval_case *ec = &r->cases[i];
@@ -436,8 +475,10 @@ void kd_eval_print_table(const kd_eval_result *r, FILE *f) {
         for (int g = 0; g < KD_REGION_COUNT; g++) {
             for (int i = 0; i < n; i++) {
                 const kd_metrics *km = &r->cases[i].region[g];
-                x[i] = m == 0 ? km->dice : m == 1 ? km->hd95 : m == 2 ? km->sensitivity
-                                                                      : km->specificity;
+                x[i] = m == 0   ? km->dice
+                       : m == 1 ? km->hd95
+                       : m == 2 ? km->sensitivity
+                                : km->specificity;
             }
             kd_summary s;
             if (kd_summary_compute(x, (size_t)n, &s)) continue;

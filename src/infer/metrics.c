@@ -43,8 +43,10 @@ static void edt_line(const double *f, double *out, int n, double w2, int *v, dou
             int p = v[k];
             s = ((f[q] + w2 * (double)q * q) - (f[p] + w2 * (double)p * p)) /
                 (2.0 * w2 * (double)(q - p));
-            if (s <= z[k]) k--; /* z[0] = -inf stops this at k = 0 */
-            else break;
+            if (s <= z[k])
+                k--; /* z[0] = -inf stops this at k = 0 */
+            else
+                break;
         }
         k++;
         v[k] = q;
@@ -52,12 +54,14 @@ static void edt_line(const double *f, double *out, int n, double w2, int *v, dou
         z[k + 1] = INFINITY;
     }
     if (k < 0) {
-        for (int q = 0; q < n; q++) out[q] = INFINITY;
+        for (int q = 0; q < n; q++)
+            out[q] = INFINITY;
         return;
     }
     k = 0;
     for (int q = 0; q < n; q++) {
-        while (z[k + 1] < q) k++;
+        while (z[k + 1] < q)
+            k++;
         double dq = (double)(q - v[k]);
         out[q] = w2 * dq * dq + f[v[k]];
     }
@@ -75,9 +79,11 @@ static void edt_axis(double *a, const int dims[3], int axis, double spacing, dou
     for (int i = 0; i < dims[o1]; i++)
         for (int j = 0; j < dims[o2]; j++) {
             double *base = a + (size_t)i * st1 + (size_t)j * st2;
-            for (int q = 0; q < n; q++) line[q] = base[(size_t)q * stride];
+            for (int q = 0; q < n; q++)
+                line[q] = base[(size_t)q * stride];
             edt_line(line, res, n, w2, v, z);
-            for (int q = 0; q < n; q++) base[(size_t)q * stride] = res[q];
+            for (int q = 0; q < n; q++)
+                base[(size_t)q * stride] = res[q];
         }
 }
 
@@ -95,7 +101,8 @@ kd_status kd_edt_squared(const uint8_t *feature, int d, int h, int w, const doub
         free(v);
         return kd_fail(KD_ERR_OUT_OF_MEMORY, "distance transform: scratch for lines of %d", maxn);
     }
-    for (size_t i = 0; i < n; i++) dist2[i] = feature[i] ? 0.0 : INFINITY;
+    for (size_t i = 0; i < n; i++)
+        dist2[i] = feature[i] ? 0.0 : INFINITY;
     int dims[3] = {d, h, w};
     double *res = line + maxn, *z = res + maxn;
     edt_axis(dist2, dims, 2, spacing[2], line, res, v, z);
@@ -153,7 +160,8 @@ double kd_percentile_inplace(double *x, size_t n, double q) {
 kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out) {
     memset(out, 0, sizeof *out);
     size_t m = 0;
-    for (size_t i = 0; i < n; i++) m += !isnan(x[i]);
+    for (size_t i = 0; i < n; i++)
+        m += !isnan(x[i]);
     out->n_valid = m;
     if (m == 0) {
         out->mean = out->std = out->median = out->q25 = out->q75 = NAN;
@@ -169,7 +177,8 @@ kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out) {
             sum += x[i];
         }
     double mean = sum / (double)m, ss = 0;
-    for (size_t i = 0; i < m; i++) ss += (v[i] - mean) * (v[i] - mean);
+    for (size_t i = 0; i < m; i++)
+        ss += (v[i] - mean) * (v[i] - mean);
     qsort(v, m, sizeof(double), cmp_double);
     out->mean = mean;
     out->std = sqrt(ss / (double)m);
@@ -210,8 +219,8 @@ static void crop_copy(const uint8_t *src, int h, int w, const int lo[3], const i
                    src + ((size_t)(z + lo[0]) * h + (y + lo[1])) * w + lo[2], (size_t)cd[2]);
 }
 
-kd_status kd_hd95(const uint8_t *a, const uint8_t *b, int d, int h, int w,
-                  const double spacing[3], double *out) {
+kd_status kd_hd95(const uint8_t *a, const uint8_t *b, int d, int h, int w, const double spacing[3],
+                  double *out) {
     kd_status s = check_grid("hd95", d, h, w, spacing);
     if (s) return s;
     /* Work on the bounding box of both masks: every surface voxel (the query points and

@@ -14,10 +14,14 @@ const char *kd_region_name(int region) {
 
 const char *kd_label_convention_name(kd_label_convention c) {
     switch (c) {
-    case KD_LABELS_2019: return "2019";
-    case KD_LABELS_2023: return "2023";
-    case KD_LABELS_MSD: return "msd";
-    case KD_LABELS_AUTO: return "auto";
+    case KD_LABELS_2019:
+        return "2019";
+    case KD_LABELS_2023:
+        return "2023";
+    case KD_LABELS_MSD:
+        return "msd";
+    case KD_LABELS_AUTO:
+        return "auto";
     }
     return "?";
 }
@@ -39,15 +43,22 @@ static void region_table(kd_label_convention c, uint8_t t[256]) {
     memset(t, 0x80, 256);
     t[0] = 0;
     switch (c) {
-    case KD_LABELS_2019: t[1] = 1 | 2, t[2] = 1, t[4] = 1 | 2 | 4; break;
-    case KD_LABELS_2023: t[1] = 1 | 2, t[2] = 1, t[3] = 1 | 2 | 4; break;
-    case KD_LABELS_MSD: t[1] = 1, t[2] = 1 | 2, t[3] = 1 | 2 | 4; break;
-    case KD_LABELS_AUTO: break;
+    case KD_LABELS_2019:
+        t[1] = 1 | 2, t[2] = 1, t[4] = 1 | 2 | 4;
+        break;
+    case KD_LABELS_2023:
+        t[1] = 1 | 2, t[2] = 1, t[3] = 1 | 2 | 4;
+        break;
+    case KD_LABELS_MSD:
+        t[1] = 1, t[2] = 1 | 2, t[3] = 1 | 2 | 4;
+        break;
+    case KD_LABELS_AUTO:
+        break;
     }
 }
 
-kd_status kd_labels_to_regions(const uint8_t *labels, size_t n, kd_label_convention c,
-                               uint8_t *wt, uint8_t *tc, uint8_t *et) {
+kd_status kd_labels_to_regions(const uint8_t *labels, size_t n, kd_label_convention c, uint8_t *wt,
+                               uint8_t *tc, uint8_t *et) {
     if (c != KD_LABELS_2019 && c != KD_LABELS_2023 && c != KD_LABELS_MSD)
         return kd_fail(KD_ERR_INVALID_ARG, "labels to regions: convention '%s' is not concrete",
                        kd_label_convention_name(c));
@@ -57,8 +68,8 @@ kd_status kd_labels_to_regions(const uint8_t *labels, size_t n, kd_label_convent
         uint8_t r = t[labels[i]];
         if (r & 0x80)
             return kd_fail(KD_ERR_FORMAT,
-                           "label %d at voxel %zu is not a label of the %s convention",
-                           labels[i], i, kd_label_convention_name(c));
+                           "label %d at voxel %zu is not a label of the %s convention", labels[i],
+                           i, kd_label_convention_name(c));
         if (wt) wt[i] = r & 1;
         if (tc) tc[i] = (r >> 1) & 1;
         if (et) et[i] = (r >> 2) & 1;
@@ -89,7 +100,8 @@ void kd_postproc_options_default(kd_postproc_options *o) {
 kd_status kd_labels_drop_small_et(uint8_t *labels, size_t n, uint8_t et_label, int max_voxels,
                                   size_t *relabelled) {
     size_t count = 0;
-    for (size_t i = 0; i < n; i++) count += labels[i] == et_label;
+    for (size_t i = 0; i < n; i++)
+        count += labels[i] == et_label;
     if (relabelled) *relabelled = 0;
     if (max_voxels < 0 || count == 0 || count > (size_t)max_voxels) return KD_OK;
     for (size_t i = 0; i < n; i++)
@@ -137,8 +149,8 @@ static int32_t components26(const uint8_t *labels, int d, int h, int w, int32_t 
     return k;
 }
 
-kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w,
-                                            double fraction, size_t *removed) {
+kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
+                                            size_t *removed) {
     if (removed) *removed = 0;
     if (d <= 0 || h <= 0 || w <= 0)
         return kd_fail(KD_ERR_INVALID_ARG, "component removal: grid (%d, %d, %d) must be positive",
@@ -157,7 +169,8 @@ kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w
     }
     int32_t k = components26(labels, d, h, w, comp, sizes, queue);
     size_t total = 0;
-    for (int32_t c = 1; c <= k; c++) total += sizes[c];
+    for (int32_t c = 1; c <= k; c++)
+        total += sizes[c];
     /* size < fraction * total, with a relative margin so that a component of exactly
      * 10% of the tumour is kept despite 0.1 not being exact in binary */
     double limit = fraction * (double)total * (1.0 - 1e-12);
@@ -175,11 +188,10 @@ kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w
 kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, int h, int w,
                              const kd_postproc_options *o, uint8_t *labels) {
     if (d <= 0 || h <= 0 || w <= 0)
-        return kd_fail(KD_ERR_INVALID_ARG, "post-processing: grid (%d, %d, %d) must be positive",
-                       d, h, w);
+        return kd_fail(KD_ERR_INVALID_ARG, "post-processing: grid (%d, %d, %d) must be positive", d,
+                       h, w);
     if (o->labels != KD_LABELS_2019 && o->labels != KD_LABELS_2023)
-        return kd_fail(KD_ERR_INVALID_ARG,
-                       "post-processing: labels must be 2019 or 2023, not %s",
+        return kd_fail(KD_ERR_INVALID_ARG, "post-processing: labels must be 2019 or 2023, not %s",
                        kd_label_convention_name(o->labels));
     if (!isfinite(o->threshold))
         return kd_fail(KD_ERR_INVALID_ARG, "post-processing: threshold %g", o->threshold);
@@ -191,15 +203,14 @@ kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, in
         for (int r = 0; r < 3; r++) {
             float p = layout == KD_PROB_CDHW ? prob[(size_t)r * n + i] : prob[i * 3 + r];
             if (!isfinite(p))
-                return kd_fail(KD_ERR_NUMERIC,
-                               "post-processing: probability %g of %s at voxel %zu", p,
-                               kd_region_name(r), i);
+                return kd_fail(KD_ERR_NUMERIC, "post-processing: probability %g of %s at voxel %zu",
+                               p, kd_region_name(r), i);
             if (p > o->threshold) l = r == KD_REGION_ET ? et_label : region_label[r];
         }
         labels[i] = l;
     }
-    kd_status s = kd_labels_remove_small_components(labels, d, h, w, o->min_component_fraction,
-                                                    NULL);
+    kd_status s =
+        kd_labels_remove_small_components(labels, d, h, w, o->min_component_fraction, NULL);
     if (s) return s;
     return kd_labels_drop_small_et(labels, n, et_label, o->et_min_voxels, NULL);
 }

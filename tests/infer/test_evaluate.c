@@ -11,7 +11,7 @@
 
 /* NIfTI grid (nx, ny, nz) = (W, H, D) */
 enum { NX = 10, NY = 8, NZ = 6, NV = NX * NY * NZ };
-#define VOX(x, y, z) (((size_t)(z) * NY + (y)) * NX + (x))
+#define VOX(x, y, z) (((size_t)(z)*NY + (y)) * NX + (x))
 
 /* Writes a label map (nz, ny, nx) as `datatype` (uint8, int16 or float32) with pixdim
  * (px, py, pz) and scl_slope. Returns 0 on success. */
@@ -26,9 +26,12 @@ static int write_map(const char *path, const uint8_t *lab, int nx, int ny, int n
     nim->scl_slope = slope;
     size_t n = (size_t)nx * ny * nz;
     for (size_t i = 0; i < n; i++) {
-        if (datatype == DT_UINT8) ((uint8_t *)nim->data)[i] = lab[i];
-        else if (datatype == DT_INT16) ((int16_t *)nim->data)[i] = lab[i];
-        else ((float *)nim->data)[i] = fvals ? fvals[i] : lab[i];
+        if (datatype == DT_UINT8)
+            ((uint8_t *)nim->data)[i] = lab[i];
+        else if (datatype == DT_INT16)
+            ((int16_t *)nim->data)[i] = lab[i];
+        else
+            ((float *)nim->data)[i] = fvals ? fvals[i] : lab[i];
     }
     if (nifti_set_filenames(nim, path, 0, 1)) {
         nifti_image_free(nim);
@@ -55,10 +58,12 @@ static int make_cohort(const char *root, const char *sep, uint8_t et) {
     memset(a, 0, NV), memset(b, 0, NV), memset(bp, 0, NV);
     for (int z = 1; z < 5; z++)
         for (int y = 1; y < 7; y++)
-            for (int x = 2; x < 8; x++) a[VOX(x, y, z)] = 2;
+            for (int x = 2; x < 8; x++)
+                a[VOX(x, y, z)] = 2;
     for (int z = 2; z < 4; z++)
         for (int y = 3; y < 5; y++)
-            for (int x = 3; x < 6; x++) a[VOX(x, y, z)] = x == 3 ? 1 : et;
+            for (int x = 3; x < 6; x++)
+                a[VOX(x, y, z)] = x == 3 ? 1 : et;
     b[VOX(1, 3, 2)] = et;
     bp[VOX(4, 3, 2)] = et;
     snprintf(p, sizeof p, "%s/ref", root);
@@ -212,10 +217,12 @@ static int label_map_read(void) {
     const char *root = kd_test_tmpdir();
     char p[1024];
     static uint8_t lab[NV];
-    for (int i = 0; i < NV; i++) lab[i] = (uint8_t)(i % 3);
+    for (int i = 0; i < NV; i++)
+        lab[i] = (uint8_t)(i % 3);
     kd_label_map *m = NULL;
     KD_CHECK(write_map(pathf(p, sizeof p, root, "/i16.nii.gz", ""), lab, NX, NY, NZ, pix_x2,
-                       DT_INT16, NULL, 1.0) == 0, "write");
+                       DT_INT16, NULL, 1.0) == 0,
+             "write");
     KD_CHECK_OK(kd_label_map_read(p, &m));
     KD_CHECK(m->w == NX && m->h == NY && m->d == NZ, "grid %d %d %d", m->d, m->h, m->w);
     KD_CHECK(m->spacing[0] == 1.0 && m->spacing[2] == 2.0, "spacing (sz,sy,sx) %g %g %g",
@@ -224,9 +231,11 @@ static int label_map_read(void) {
     kd_label_map_free(m);
     /* float32 stored as v/2 with slope 2 */
     static float half[NV];
-    for (int i = 0; i < NV; i++) half[i] = lab[i] * 0.5f;
+    for (int i = 0; i < NV; i++)
+        half[i] = lab[i] * 0.5f;
     KD_CHECK(write_map(pathf(p, sizeof p, root, "/f32.nii", ""), lab, NX, NY, NZ, pix_x2,
-                       DT_FLOAT32, half, 2.0) == 0, "write");
+                       DT_FLOAT32, half, 2.0) == 0,
+             "write");
     KD_CHECK_OK(kd_label_map_read(p, &m));
     KD_CHECK(!memcmp(m->labels, lab, NV), "scaled float values");
     kd_label_map_free(m);
@@ -261,7 +270,8 @@ static int file_lines(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     int n = 0, c;
-    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
     fclose(f);
     return n;
 }
@@ -305,8 +315,9 @@ static int evaluate_cli(void) {
              exe, root, root, csv, out);
     KD_CHECK(sh(cmd) == 0, "--allow-missing");
     KD_CHECK(file_has(csv, "caseB,missing,0,50,0,1,0,1,0,2"), "missing row in the csv");
-    snprintf(cmd, sizeof cmd, "'%s' evaluate --pred '%s/pred' --ref '%s/ref' --labels 2020 >'%s' 2>&1",
-             exe, root, root, out);
+    snprintf(cmd, sizeof cmd,
+             "'%s' evaluate --pred '%s/pred' --ref '%s/ref' --labels 2020 >'%s' 2>&1", exe, root,
+             root, out);
     KD_CHECK(sh(cmd) == 2 && file_has(out, "2020"), "bad --labels");
     return 0;
 }

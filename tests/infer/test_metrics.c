@@ -6,7 +6,7 @@
 
 #include "../kdtest.h"
 
-#define IDX(z, y, x) (((size_t)(z) * H + (y)) * W + (x))
+#define IDX(z, y, x) (((size_t)(z)*H + (y)) * W + (x))
 
 static int near(double a, double b, double tol) { return fabs(a - b) <= tol; }
 
@@ -14,14 +14,16 @@ static int near(double a, double b, double tol) { return fabs(a - b) <= tol; }
 static void box(uint8_t *m, int h, int w, int z0, int z1, int y0, int y1, int x0, int x1) {
     for (int z = z0; z < z1; z++)
         for (int y = y0; y < y1; y++)
-            for (int x = x0; x < x1; x++) m[((size_t)z * h + y) * w + x] = 1;
+            for (int x = x0; x < x1; x++)
+                m[((size_t)z * h + y) * w + x] = 1;
 }
 
 /* ---- brute force references, independent of the library ---- */
 
 /* Surface as medpy: mask & ~erosion (6-neighbourhood, outside = background). */
 static void bf_surface(const uint8_t *m, int d, int h, int w, uint8_t *s) {
-    static const int off[6][3] = {{1, 0, 0}, {-1, 0, 0}, {0, 1, 0}, {0, -1, 0}, {0, 0, 1}, {0, 0, -1}};
+    static const int off[6][3] = {{1, 0, 0},  {-1, 0, 0}, {0, 1, 0},
+                                  {0, -1, 0}, {0, 0, 1},  {0, 0, -1}};
     for (int z = 0; z < d; z++)
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++) {
@@ -109,8 +111,9 @@ static int dice_shifted_cubes(void) {
     const double sp[3] = {1, 2, 0.5};
     kd_metrics m;
     KD_CHECK_OK(kd_metrics_compute(p, r, D, H, W, sp, 374, &m));
-    KD_CHECK(m.tp == 48 && m.fp == 16 && m.fn == 16 && m.tn == 1728 - 80, "counts %lld %lld %lld %lld",
-             (long long)m.tp, (long long)m.fp, (long long)m.fn, (long long)m.tn);
+    KD_CHECK(m.tp == 48 && m.fp == 16 && m.fn == 16 && m.tn == 1728 - 80,
+             "counts %lld %lld %lld %lld", (long long)m.tp, (long long)m.fp, (long long)m.fn,
+             (long long)m.tn);
     KD_CHECK(near(m.dice, 0.75, 1e-15), "dice %.17g", m.dice);
     KD_CHECK(near(m.sensitivity, 48.0 / 64, 1e-15), "sens %g", m.sensitivity);
     KD_CHECK(near(m.specificity, 1648.0 / 1664, 1e-15), "spec %g", m.specificity);
@@ -222,7 +225,8 @@ static int edt_brute_force(void) {
         float r[D * H * W];
         kd_test_randu(r, D * H * W, seed, 0, 1);
         float density = seed <= 2 ? 0.01f : seed <= 4 ? 0.1f : 0.5f;
-        for (int i = 0; i < D * H * W; i++) f[i] = r[i] < density;
+        for (int i = 0; i < D * H * W; i++)
+            f[i] = r[i] < density;
         KD_CHECK_OK(kd_edt_squared(f, D, H, W, sp, got));
         bf_edt(f, D, H, W, sp, ref);
         for (int i = 0; i < D * H * W; i++)
@@ -251,8 +255,8 @@ static int hd95_brute_force(void) {
             double hd;
             KD_CHECK_OK(kd_hd95(a, b, D, H, W, sps[s], &hd));
             double ref = bf_hd95(a, b, D, H, W, sps[s]);
-            KD_CHECK(near(hd, ref, 1e-9), "seed %u spacing %d: %.17g vs brute force %.17g", seed,
-                     s, hd, ref);
+            KD_CHECK(near(hd, ref, 1e-9), "seed %u spacing %d: %.17g vs brute force %.17g", seed, s,
+                     hd, ref);
             checked += hd > 0;
         }
     }
@@ -287,7 +291,8 @@ static int percentile_summary(void) {
     double a[] = {4, 1, 3, 2};
     KD_CHECK(near(kd_percentile_inplace(a, 4, 95), 3.8499999999999996, 1e-15), "p95 of 1..4");
     double b[10];
-    for (int i = 0; i < 10; i++) b[9 - i] = i;
+    for (int i = 0; i < 10; i++)
+        b[9 - i] = i;
     KD_CHECK(near(kd_percentile_inplace(b, 10, 95), 8.549999999999999, 1e-15), "p95 of 0..9");
     double c[] = {0.7, 0.1};
     KD_CHECK(near(kd_percentile_inplace(c, 2, 33), 0.29800000000000004, 1e-16), "p33");
@@ -310,14 +315,10 @@ static int percentile_summary(void) {
 
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
-        {"dice_shifted_cubes", dice_shifted_cubes},
-        {"hd95_shifted_cubes", hd95_shifted_cubes},
-        {"hd95_anisotropic", hd95_anisotropic},
-        {"hd95_spheres", hd95_spheres},
-        {"surface_border", surface_border},
-        {"edt_brute_force", edt_brute_force},
-        {"hd95_brute_force", hd95_brute_force},
-        {"empty_masks", empty_masks},
+        {"dice_shifted_cubes", dice_shifted_cubes}, {"hd95_shifted_cubes", hd95_shifted_cubes},
+        {"hd95_anisotropic", hd95_anisotropic},     {"hd95_spheres", hd95_spheres},
+        {"surface_border", surface_border},         {"edt_brute_force", edt_brute_force},
+        {"hd95_brute_force", hd95_brute_force},     {"empty_masks", empty_masks},
         {"percentile_summary", percentile_summary},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));

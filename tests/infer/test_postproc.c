@@ -6,7 +6,7 @@
 #include "../kdtest.h"
 
 enum { D = 8, H = 8, W = 8, N = D * H * W };
-#define IDX(z, y, x) (((size_t)(z) * H + (y)) * W + (x))
+#define IDX(z, y, x) (((size_t)(z)*H + (y)) * W + (x))
 
 static kd_postproc_options rules_off(kd_label_convention c) {
     kd_postproc_options o;
@@ -38,7 +38,8 @@ static int threshold(void) {
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
     KD_CHECK(l[0] == 2 && l[2] == 4 && l[3] == 2, "threshold 0.3: %d %d %d", l[0], l[2], l[3]);
     for (int i = 0; i < N; i++)
-        for (int c = 0; c < 3; c++) q[(size_t)i * 3 + c] = p[(size_t)c * N + i];
+        for (int c = 0; c < 3; c++)
+            q[(size_t)i * 3 + c] = p[(size_t)c * N + i];
     KD_CHECK_OK(kd_postproc_labels(q, KD_PROB_DHWC, D, H, W, &o, l2));
     KD_CHECK(!memcmp(l, l2, N), "channels-last layout gives other labels");
     p[5] = NAN;
@@ -56,8 +57,8 @@ static int label_mapping(void) {
     setp(p, 13, 0, 0.9f, 0); /* TC outside WT: later rule wins, core */
     kd_postproc_options o = rules_off(KD_LABELS_2019);
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
-    KD_CHECK(l[10] == 2 && l[11] == 1 && l[12] == 4 && l[13] == 1 && l[0] == 0,
-             "2019: %d %d %d %d", l[10], l[11], l[12], l[13]);
+    KD_CHECK(l[10] == 2 && l[11] == 1 && l[12] == 4 && l[13] == 1 && l[0] == 0, "2019: %d %d %d %d",
+             l[10], l[11], l[12], l[13]);
     o = rules_off(KD_LABELS_2023);
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
     KD_CHECK(l[10] == 2 && l[11] == 1 && l[12] == 3, "2023: %d %d %d", l[10], l[11], l[12]);
@@ -73,7 +74,8 @@ static void tumour_with_et(float *p, int et) {
     int k = 0;
     for (int z = 2; z < 6; z++)
         for (int y = 2; y < 6; y++)
-            for (int x = 2; x < 6; x++, k++) setp(p, IDX(z, y, x), 0.9f, 0.9f, k < et ? 0.9f : 0);
+            for (int x = 2; x < 6; x++, k++)
+                setp(p, IDX(z, y, x), 0.9f, 0.9f, k < et ? 0.9f : 0);
 }
 
 /* Catches: < instead of <= at the 32-voxel rule, ET removed instead of relabelled core,
@@ -87,7 +89,8 @@ static int small_et(void) {
         tumour_with_et(p, et);
         KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
         int n4 = 0, n1 = 0;
-        for (int i = 0; i < N; i++) n4 += l[i] == 4, n1 += l[i] == 1;
+        for (int i = 0; i < N; i++)
+            n4 += l[i] == 4, n1 += l[i] == 1;
         int want4 = et == 32 ? 0 : 33;
         KD_CHECK(n4 == want4 && n1 == 64 - want4, "ET %d voxels: %d labelled 4, %d labelled 1", et,
                  n4, n1);
@@ -96,18 +99,21 @@ static int small_et(void) {
     o.et_min_voxels = -1;
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
     int n4 = 0;
-    for (int i = 0; i < N; i++) n4 += l[i] == 4;
+    for (int i = 0; i < N; i++)
+        n4 += l[i] == 4;
     KD_CHECK(n4 == 32, "rule off: %d", n4);
     o.et_min_voxels = 32;
     o.labels = KD_LABELS_2023;
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
-    for (int i = 0; i < N; i++) KD_CHECK(l[i] != 3, "2023: small ET kept at %d", i);
+    for (int i = 0; i < N; i++)
+        KD_CHECK(l[i] != 3, "2023: small ET kept at %d", i);
     return 0;
 }
 
 static size_t count_nonzero(const uint8_t *l, size_t n) {
     size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += l[i] != 0;
+    for (size_t i = 0; i < n; i++)
+        c += l[i] != 0;
     return c;
 }
 
@@ -123,11 +129,13 @@ static void fill(uint8_t *l, int z0, int z1, int y0, int y1, int x0, int x1, int
  * 0.1 * total is not exact in binary: 3 of 30), a one-voxel-smaller one removed. */
 static int small_components(void) {
     static uint8_t l[N];
-    struct { int big, small, removed; } cases[] = {{90, 10, 0}, {90, 9, 9}, {27, 3, 0}, {28, 3, 3}};
+    struct {
+        int big, small, removed;
+    } cases[] = {{90, 10, 0}, {90, 9, 9}, {27, 3, 0}, {28, 3, 3}};
     for (int c = 0; c < 4; c++) {
         memset(l, 0, N);
-        fill(l, 0, 4, 0, 8, 0, 8, cases[c].big, 2);    /* z 0..3 */
-        fill(l, 6, 8, 0, 8, 0, 8, cases[c].small, 1);  /* z 6..7: apart */
+        fill(l, 0, 4, 0, 8, 0, 8, cases[c].big, 2);   /* z 0..3 */
+        fill(l, 6, 8, 0, 8, 0, 8, cases[c].small, 1); /* z 6..7: apart */
         size_t removed;
         KD_CHECK_OK(kd_labels_remove_small_components(l, D, H, W, 0.1, &removed));
         KD_CHECK((int)removed == cases[c].removed, "%d + %d: removed %zu, expected %d",
@@ -138,7 +146,8 @@ static int small_components(void) {
     /* through kd_postproc_labels with the default options: the speck goes */
     static float p[3 * N];
     fill(l, 0, 0, 0, 0, 0, 0, 0, 0);
-    for (int i = 0; i < 95; i++) setp(p, (size_t)i, 0.9f, 0, 0);
+    for (int i = 0; i < 95; i++)
+        setp(p, (size_t)i, 0.9f, 0, 0);
     setp(p, IDX(7, 7, 7), 0.9f, 0, 0);
     kd_postproc_options o;
     kd_postproc_options_default(&o);
@@ -158,11 +167,14 @@ static int connectivity26(void) {
         fill(l, 0, 3, 0, 6, 0, 6, 95, 2);
         KD_CHECK(l[IDX(2, 3, 4)] && !l[IDX(2, 3, 5)] && !l[IDX(2, 4, 4)], "layout of the blob");
         /* (3,4,5) meets the blob's last voxel (2,3,4) at a corner only; (3,5,6) not at all */
-        for (int z = 3; z < 8; z++) l[IDX(z, 4 + apart, 5 + apart)] = 1;
+        for (int z = 3; z < 8; z++)
+            l[IDX(z, 4 + apart, 5 + apart)] = 1;
         size_t removed;
         KD_CHECK_OK(kd_labels_remove_small_components(l, D, H, W, 0.1, &removed));
-        if (apart == 0) KD_CHECK(removed == 0, "corner-touching line removed (%zu)", removed);
-        else KD_CHECK(removed == 5, "separate line: removed %zu of 5", removed);
+        if (apart == 0)
+            KD_CHECK(removed == 0, "corner-touching line removed (%zu)", removed);
+        else
+            KD_CHECK(removed == 5, "separate line: removed %zu of 5", removed);
     }
     return 0;
 }
@@ -184,13 +196,16 @@ static int labels_to_regions(void) {
     uint8_t e23[4][3] = {{0, 0, 0}, {1, 1, 0}, {1, 0, 0}, {1, 1, 1}};
     KD_CHECK_OK(kd_labels_to_regions(lab, 4, KD_LABELS_2023, wt, tc, et));
     for (int i = 0; i < 4; i++)
-        KD_CHECK(wt[i] == e23[i][0] && tc[i] == e23[i][1] && et[i] == e23[i][2], "2023 label %d", i);
-    KD_CHECK(kd_labels_to_regions(lab, 5, KD_LABELS_2023, wt, tc, et) == KD_ERR_FORMAT, "4 in 2023");
+        KD_CHECK(wt[i] == e23[i][0] && tc[i] == e23[i][1] && et[i] == e23[i][2], "2023 label %d",
+                 i);
+    KD_CHECK(kd_labels_to_regions(lab, 5, KD_LABELS_2023, wt, tc, et) == KD_ERR_FORMAT,
+             "4 in 2023");
     /* MSD: 1 edema (WT), 2 non-enhancing (WT TC), 3 enhancing (all) */
     uint8_t emsd[4][3] = {{0, 0, 0}, {1, 0, 0}, {1, 1, 0}, {1, 1, 1}};
     KD_CHECK_OK(kd_labels_to_regions(lab, 4, KD_LABELS_MSD, wt, tc, et));
     for (int i = 0; i < 4; i++)
-        KD_CHECK(wt[i] == emsd[i][0] && tc[i] == emsd[i][1] && et[i] == emsd[i][2], "MSD label %d", i);
+        KD_CHECK(wt[i] == emsd[i][0] && tc[i] == emsd[i][1] && et[i] == emsd[i][2], "MSD label %d",
+                 i);
     KD_CHECK(kd_labels_to_regions(lab, 4, KD_LABELS_AUTO, wt, tc, et) == KD_ERR_INVALID_ARG,
              "AUTO is not a convention here");
     kd_label_convention c;
@@ -207,9 +222,11 @@ static int labels_to_regions(void) {
     /* round trip: probabilities of a label map's regions give the label map back */
     static float p[3 * N];
     static uint8_t l[N], back[N], rw[N], rt[N], re[N];
-    for (int i = 0; i < N; i++) l[i] = (uint8_t)((i / 7) % 5 == 3 ? 0 : (i / 7) % 5);
+    for (int i = 0; i < N; i++)
+        l[i] = (uint8_t)((i / 7) % 5 == 3 ? 0 : (i / 7) % 5);
     KD_CHECK_OK(kd_labels_to_regions(l, N, KD_LABELS_2019, rw, rt, re));
-    for (int i = 0; i < N; i++) setp(p, (size_t)i, rw[i], rt[i], re[i]);
+    for (int i = 0; i < N; i++)
+        setp(p, (size_t)i, rw[i], rt[i], re[i]);
     kd_postproc_options o = rules_off(KD_LABELS_2019);
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, back));
     KD_CHECK(!memcmp(l, back, N), "regions -> labels round trip");
