@@ -110,43 +110,51 @@ kd_status kd_labels_drop_small_et(uint8_t *labels, size_t n, uint8_t et_label, i
     return KD_OK;
 }
 
-/* Labels the 26-connected components of label > 0 into comp (0 = background, 1..k) and
- * returns k; sizes[c] the voxel count of component c (sizes has room for n + 1). */
-static int32_t components26(const uint8_t *labels, int d, int h, int w, int32_t *comp,
-                            size_t *sizes, size_t *queue) {
+/* Labels the 26-connected components of label > 0 into comp (0 = background, 1..k),
+ * k in *k, and their voxel counts in *sizes (index 1..k; allocated here). queue: n
+ * entries of scratch. n < 2^32 (checked by the caller). */
+static kd_status components26(const uint8_t *labels, int d, int h, int w, uint32_t *comp,
+                              uint32_t *queue, uint32_t **sizes, uint32_t *k_out) {
     size_t n = (size_t)d * h * w, hw = (size_t)h * w;
-    memset(comp, 0, sizeof(int32_t) * n);
-    int32_t k = 0;
+    memset(comp, 0, sizeof(uint32_t) * n);
+    uint32_t k = 0, cap = 0, *sz = NULL;
     for (size_t seed = 0; seed < n; seed++) {
         if (!labels[seed] || comp[seed]) continue;
-        k++;
+        if (++k >= cap) {
+            cap = cap ? cap * 2 : 64;
+            uint32_t *ns = realloc(sz, sizeof(uint32_t) * cap);
+            if (!ns) {
+                free(sz);
+                return kd_fail(KD_ERR_OUT_OF_MEMORY, "component removal: %u components", k);
+            }
+            sz = ns;
+        }
         size_t head = 0, tail = 0;
-        queue[tail++] = seed;
+        queue[tail++] = (uint32_t)seed;
         comp[seed] = k;
         while (head < tail) {
             size_t i = queue[head++];
             int z = (int)(i / hw), y = (int)(i % hw / (size_t)w), x = (int)(i % (size_t)w);
-            for (int dz = -1; dz <= 1; dz++) {
-                int zz = z + dz;
+            for (int zz = z - 1; zz <= z + 1; zz++) {
                 if (zz < 0 || zz >= d) continue;
-                for (int dy = -1; dy <= 1; dy++) {
-                    int yy = y + dy;
+                for (int yy = y - 1; yy <= y + 1; yy++) {
                     if (yy < 0 || yy >= h) continue;
-                    for (int dx = -1; dx <= 1; dx++) {
-                        int xx = x + dx;
+                    for (int xx = x - 1; xx <= x + 1; xx++) {
                         if (xx < 0 || xx >= w) continue;
                         size_t j = (size_t)zz * hw + (size_t)yy * w + xx;
                         if (labels[j] && !comp[j]) {
                             comp[j] = k;
-                            queue[tail++] = j;
+                            queue[tail++] = (uint32_t)j;
                         }
                     }
                 }
             }
         }
-        sizes[k] = tail;
+        sz[k] = (uint32_t)tail;
     }
-    return k;
+    *sizes = sz;
+    *k_out = k;
+    return KD_OK;
 }
 
 kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
@@ -160,29 +168,31 @@ kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w
                        fraction);
     if (fraction == 0) return KD_OK;
     size_t n = (size_t)d * h * w;
-    int32_t *comp = malloc(sizeof(int32_t) * n);
-    size_t *queue = malloc(sizeof(size_t) * n);
-    size_t *sizes = malloc(sizeof(size_t) * (n + 1));
-    if (!comp || !queue || !sizes) {
-        free(comp), free(queue), free(sizes);
-        return kd_fail(KD_ERR_OUT_OF_MEMORY, "component removal on a (%d, %d, %d) grid", d, h, w);
+    if (n >= UINT32_MAX)
+        return kd_fail(KD_ERR_INVALID_ARG, "component removal: grid (%d, %d, %d) too large", d, h,
+                       w);
+    uint32_t *comp = malloc(sizeof(uint32_t) * n), *queue = malloc(sizeof(uint32_t) * n);
+    uint32_t *sizes = NULL, k = 0;
+    kd_status s = KD_OK;
+    if (!comp || !queue)
+        s = kd_fail(KD_ERR_OUT_OF_MEMORY, "component removal on a (%d, %d, %d) grid", d, h, w);
+    if (!s) s = components26(labels, d, h, w, comp, queue, &sizes, &k);
+    if (!s) {
+        size_t total = 0, count = 0;
+        for (uint32_t c = 1; c <= k; c++)
+            total += sizes[c];
+        /* size < fraction * total, with a relative margin so that a component of exactly
+         * 10% of the tumour is kept although 0.1 is not exact in binary */
+        double limit = fraction * (double)total * (1.0 - 1e-12);
+        for (size_t i = 0; i < n; i++)
+            if (comp[i] && (double)sizes[comp[i]] < limit) {
+                labels[i] = 0;
+                count++;
+            }
+        if (removed) *removed = count;
     }
-    int32_t k = components26(labels, d, h, w, comp, sizes, queue);
-    size_t total = 0;
-    for (int32_t c = 1; c <= k; c++)
-        total += sizes[c];
-    /* size < fraction * total, with a relative margin so that a component of exactly
-     * 10% of the tumour is kept despite 0.1 not being exact in binary */
-    double limit = fraction * (double)total * (1.0 - 1e-12);
-    size_t count = 0;
-    for (size_t i = 0; i < n; i++)
-        if (comp[i] && (double)sizes[comp[i]] < limit) {
-            labels[i] = 0;
-            count++;
-        }
-    if (removed) *removed = count;
     free(comp), free(queue), free(sizes);
-    return KD_OK;
+    return s;
 }
 
 kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, int h, int w,
