@@ -2,8 +2,10 @@
 #include "cli.h"
 
 extern const kd_command kd_cmd_devices;
+extern const kd_command kd_cmd_evaluate;
 
 const kd_command *const kd_commands[] = {
     &kd_cmd_devices,
+    &kd_cmd_evaluate,
 };
 const int kd_command_count = (int)(sizeof kd_commands / sizeof kd_commands[0]);

@@ -5,6 +5,8 @@
 #include "kdseg/status.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
+#include "kdseg/postproc.h"
+#include "kdseg/metrics.h"
 
 
 #endif

@@ -1,0 +1,97 @@
+/* kdseg: post-processing of region probabilities into BraTS label maps, and label maps
+ * back into region masks, for each label convention. Host-only. */
+#ifndef KDSEG_POSTPROC_H
+#define KDSEG_POSTPROC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kdseg/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The three nested BraTS regions, in the order of every region array in kdseg. */
+typedef enum kd_region {
+    KD_REGION_WT = 0, /* whole tumour: every tumour label */
+    KD_REGION_TC = 1, /* tumour core: core + enhancing */
+    KD_REGION_ET = 2, /* enhancing tumour */
+    KD_REGION_COUNT = 3
+} kd_region;
+
+/* Short name of a region ("WT", "TC", "ET"). */
+const char *kd_region_name(int region);
+
+/* Label conventions of the supported layouts.
+ *   2019 (BraTS 2018-2021): 1 necrosis/non-enhancing core, 2 edema, 4 enhancing
+ *   2023 (BraTS 2023+):     1 NETC, 2 SNFH, 3 ET
+ *   MSD (Decathlon Task01): 1 edema, 2 non-enhancing, 3 enhancing
+ * KD_LABELS_AUTO is accepted only where a call says so. */
+typedef enum kd_label_convention {
+    KD_LABELS_2019 = 0,
+    KD_LABELS_2023 = 1,
+    KD_LABELS_MSD = 2,
+    KD_LABELS_AUTO = 3
+} kd_label_convention;
+
+/* "2019", "2023", "msd", "auto". */
+const char *kd_label_convention_name(kd_label_convention c);
+/* Parses those names (case-insensitive); KD_ERR_INVALID_ARG naming the text otherwise. */
+kd_status kd_label_convention_parse(const char *s, kd_label_convention *out);
+
+/* Labels -> region masks (0/1 bytes). labels, wt, tc, et: (D, H, W), n voxels each.
+ * Any of wt, tc, et may be NULL. A label outside the convention's set is KD_ERR_FORMAT
+ * naming the value and voxel index. c must not be KD_LABELS_AUTO. */
+kd_status kd_labels_to_regions(const uint8_t *labels, size_t n, kd_label_convention c, uint8_t *wt,
+                               uint8_t *tc, uint8_t *et);
+
+/* Guess a label map's convention from its values: a 4 means 2019, a 3 means 2023 (both:
+ * KD_ERR_FORMAT), neither: `fallback` (1 and 2 then mean the same regions in 2019 and
+ * 2023). MSD cannot be told from 2023 by values; ask for it explicitly. */
+kd_status kd_labels_detect(const uint8_t *labels, size_t n, kd_label_convention fallback,
+                           kd_label_convention *out);
+
+/* Memory layout of a region probability array. */
+typedef enum kd_prob_layout {
+    KD_PROB_CDHW = 0, /* (3, D, H, W): one volume per region, as written to NIfTI */
+    KD_PROB_DHWC = 1  /* (D, H, W, 3): channels-last, as downloaded from the device */
+} kd_prob_layout;
+
+typedef struct kd_postproc_options {
+    float threshold;            /* a region is present where its probability > threshold (0.5) */
+    kd_label_convention labels; /* 2019 (ET -> 4) or 2023 (ET -> 3); not MSD or AUTO */
+    int et_min_voxels;          /* ET with volume <= this is relabelled core (1); < 0: never (32) */
+    double min_component_fraction; /* 26-connected tumour components with fewer voxels than
+                                      this fraction of all tumour voxels are removed; 0: off
+                                      (0.1) */
+} kd_postproc_options;
+
+void kd_postproc_options_default(kd_postproc_options *o);
+
+/* Region probabilities -> label map, the paper's rules in this order:
+ *  1. threshold each region (p > threshold);
+ *  2. labels: WT -> 2, then TC -> 1, then ET -> 4 (2019) or 3 (2023), later rules win;
+ *  3. remove 26-connected components of the tumour (label > 0) smaller than
+ *     min_component_fraction of all tumour voxels;
+ *  4. if at most et_min_voxels ET voxels remain, relabel them as core (1).
+ * prob: (3, D, H, W) or (D, H, W, 3) by layout, regions WT, TC, ET; labels: (D, H, W).
+ * Non-finite probabilities are KD_ERR_NUMERIC. */
+kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, int h, int w,
+                             const kd_postproc_options *o, uint8_t *labels);
+
+/* Step 3 alone, in place on a label map (D, H, W): zeroes 26-connected components of
+ * label > 0 with fewer voxels than fraction * (all label > 0 voxels). *removed (may be
+ * NULL) gets the number of voxels zeroed. */
+kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
+                                            size_t *removed);
+
+/* Step 4 alone: if 0 < count(label == et_label) <= max_voxels, set those voxels to 1.
+ * Returns the number relabelled in *relabelled (may be NULL). */
+kd_status kd_labels_drop_small_et(uint8_t *labels, size_t n, uint8_t et_label, int max_voxels,
+                                  size_t *relabelled);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
