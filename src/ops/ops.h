@@ -1,4 +1,4 @@
-/* Device ops: shape checks and kernel dispatch (src/ops/*.c), one plain C
+/* Device ops: shape checks and kernel dispatch (the .c files of src/ops), one plain C
  * reference per op in src/ops/ref/ (ref.h).
  *
  * Conventions (DESIGN.md):
