@@ -1,6 +1,8 @@
 /* The device scheduler: teacher jobs and student steps on one in-order queue. */
 #include "kdseg/sched.h"
 
+#include "../ops/ops.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
