@@ -5,5 +5,6 @@
 #include "kdseg/status.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
+#include "kdseg/data.h"
 
 #endif
