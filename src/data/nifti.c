@@ -38,6 +38,7 @@ typedef struct raw_hdr {
     int64_t dim[8];
     int datatype, bitpix;
     int64_t vox_offset;
+    double scl_slope, scl_inter; /* as stored (NaN kept) */
 } raw_hdr;
 
 static void swap_bytes(void *p, int n) {
@@ -120,6 +121,8 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
             return kd_fail(KD_ERR_FORMAT, "%s: bad vox_offset %g", path, (double)off);
         h->vox_offset = (int64_t)off;
         if (h->vox_offset < 352) h->vox_offset = 352;
+        h->scl_slope = rd_f32(b + 112, sw);
+        h->scl_inter = rd_f32(b + 116, sw);
     } else {
         const unsigned char *m = b + 4;
         if (!memcmp(m, "ni2", 4))
@@ -136,6 +139,13 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
             return kd_fail(KD_ERR_FORMAT, "%s: bad vox_offset %lld", path,
                            (long long)h->vox_offset);
         if (h->vox_offset < 544) h->vox_offset = 544;
+        double d;
+        int64_t t = rd_i64(b + 176, sw);
+        memcpy(&d, &t, 8);
+        h->scl_slope = d;
+        t = rd_i64(b + 184, sw);
+        memcpy(&d, &t, 8);
+        h->scl_inter = d;
     }
     int64_t nd = h->dim[0];
     if (nd < 1 || nd > 7)
@@ -356,6 +366,8 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
         return s;
     }
     v->info.file_bytes = st.st_size;
+    v->info.scl_slope = rh.scl_slope;
+    v->info.scl_inter = rh.scl_inter;
     if (!with_data) {
         gzclose(f);
         *out = v;
@@ -371,8 +383,12 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
         kd_volume_free(v);
         return kd_fail(KD_ERR_OUT_OF_MEMORY, "%s: %lld voxels", path, (long long)nvox);
     }
-    /* Skip to the voxels: the header bytes already read, then up to vox_offset. */
-    int64_t pos = n;
+    /* Skip to the voxels (vox_offset may lie inside the 540 bytes read for the header). */
+    if (gzrewind(f) != 0) {
+        s = gz_fail(path, f, "rewind");
+        goto fail;
+    }
+    int64_t pos = 0;
     while (pos < rh.vox_offset) {
         int want = (int)((rh.vox_offset - pos) < 65536 ? rh.vox_offset - pos : 65536);
         int r = gzread(f, buf, want);
@@ -385,8 +401,8 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
         }
         pos += r;
     }
-    int scale = isfinite(nim->scl_slope) && nim->scl_slope != 0;
-    double slope = nim->scl_slope, inter = scale && isfinite(nim->scl_inter) ? nim->scl_inter : 0;
+    int scale = isfinite(rh.scl_slope) && rh.scl_slope != 0;
+    double slope = rh.scl_slope, inter = scale && isfinite(rh.scl_inter) ? rh.scl_inter : 0;
     int64_t bad = 0, done = 0, first_bad = -1;
     while (done < nvox) {
         int64_t k = nvox - done < (int64_t)chunk_vox ? nvox - done : (int64_t)chunk_vox;

@@ -213,8 +213,8 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
     for (int f = 0; f < p->nfoci; f++) {
         focus *fo = &p->foci[f];
         float re = (small_case || (f > 0 && kd_rng_uniform(&r) < 0.5))
-                       ? rr(&r, 3.5, 7.0) * unit
-                       : rr(&r, 9.0, 20.0) * unit;
+                       ? rr(&r, 3.0, 6.0) * unit
+                       : rr(&r, 7.0, 14.0) * unit;
         float c[3];
         if (kd_rng_uniform(&r) < 0.35) {
             /* Next to a ventricle: edema touching CSF. */

@@ -166,7 +166,7 @@ kd_status kd_png_write_montage(const char *path, const float *image, int channel
                     }
                     size_t i = ((size_t)z * h + y) * w + x;
                     float g = (v[i] - lo) / (hi - lo);
-                    g = g < 0 ? 0 : g > 1 ? 1 : g;
+                    g = v[i] == 0 ? 0 : g < 0 ? 0 : g > 1 ? 1 : g; /* background black */
                     float rgb[3] = {g * 255, g * 255, g * 255};
                     if (regions) {
                         const float *col = NULL;
