@@ -5,19 +5,18 @@
 #include "cli.h"
 
 static void help(FILE *f) {
-    fprintf(f,
-            "usage: kdseg inspect CASE [--png OUT.png] [--layout L] [--modalities LIST]\n"
-            "                     [--annotations DIR]\n\n"
-            "CASE is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz) or an\n"
-            "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr). Prints per\n"
-            "modality the file's dims, spacing, orientation, datatype, qform/sform, intensity\n"
-            "range; the crop box, padding and z-score statistics of the preprocessing; and\n"
-            "the region volumes (WT, TC, ET) when the case has labels.\n\n"
-            "  --png OUT.png      axial, coronal and sagittal slices through the tumour (or\n"
-            "                     the centre) of every modality, with the label overlay\n"
-            "  --layout L         force brats2018|brats2023|msd\n"
-            "  --modalities LIST  subset and order, e.g. t1ce,flair\n"
-            "  --annotations DIR  labels for an unlabeled case (DIR/CASE.nii.gz)\n");
+    fprintf(f, "usage: kdseg inspect CASE [--png OUT.png] [--layout L] [--modalities LIST]\n"
+               "                     [--annotations DIR]\n\n"
+               "CASE is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz) or an\n"
+               "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr). Prints per\n"
+               "modality the file's dims, spacing, orientation, datatype, qform/sform, intensity\n"
+               "range; the crop box, padding and z-score statistics of the preprocessing; and\n"
+               "the region volumes (WT, TC, ET) when the case has labels.\n\n"
+               "  --png OUT.png      axial, coronal and sagittal slices through the tumour (or\n"
+               "                     the centre) of every modality, with the label overlay\n"
+               "  --layout L         force brats2018|brats2023|msd\n"
+               "  --modalities LIST  subset and order, e.g. t1ce,flair\n"
+               "  --annotations DIR  labels for an unlabeled case (DIR/CASE.nii.gz)\n");
 }
 
 static double now(void) {
@@ -56,11 +55,11 @@ static void print_case(const kd_dataset *ds, const kd_case *c, double sec) {
     printf("loaded and preprocessed in %.2f s%s\n", sec, c->from_cache ? " (from cache)" : "");
     printf("original grid (D,H,W) %d x %d x %d\n", c->orig[0], c->orig[1], c->orig[2]);
     printf("crop box (D,H,W) [%d,%d) x [%d,%d) x [%d,%d) = %d x %d x %d (k,j,i of the file)\n",
-           c->crop_lo[0], c->crop_hi[0], c->crop_lo[1], c->crop_hi[1], c->crop_lo[2],
-           c->crop_hi[2], c->crop_hi[0] - c->crop_lo[0], c->crop_hi[1] - c->crop_lo[1],
+           c->crop_lo[0], c->crop_hi[0], c->crop_lo[1], c->crop_hi[1], c->crop_lo[2], c->crop_hi[2],
+           c->crop_hi[0] - c->crop_lo[0], c->crop_hi[1] - c->crop_lo[1],
            c->crop_hi[2] - c->crop_lo[2]);
-    printf("preprocessed grid %d x %d x %d (multiple of 16), crop starts at %d,%d,%d\n", c->d,
-           c->h, c->w, c->pad_lo[0], c->pad_lo[1], c->pad_lo[2]);
+    printf("preprocessed grid %d x %d x %d (multiple of 16), crop starts at %d,%d,%d\n", c->d, c->h,
+           c->w, c->pad_lo[0], c->pad_lo[1], c->pad_lo[2]);
     printf("%-6s %12s %12s %12s %12s %12s\n", "", "min", "max", "nonzero", "mean", "std");
     for (int ch = 0; ch < c->channels; ch++)
         printf("%-6s %12.4g %12.4g %12lld %12.4g %12.4g\n",
@@ -87,8 +86,8 @@ static void print_case(const kd_dataset *ds, const kd_case *c, double sec) {
     }
     if (c->tumour_hi[0] > c->tumour_lo[0])
         printf("  tumour bbox on the preprocessed grid [%d,%d) x [%d,%d) x [%d,%d)\n",
-               c->tumour_lo[0], c->tumour_hi[0], c->tumour_lo[1], c->tumour_hi[1],
-               c->tumour_lo[2], c->tumour_hi[2]);
+               c->tumour_lo[0], c->tumour_hi[0], c->tumour_lo[1], c->tumour_hi[1], c->tumour_lo[2],
+               c->tumour_hi[2]);
 }
 
 static int run(int argc, char **argv) {

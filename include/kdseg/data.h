@@ -33,10 +33,10 @@ typedef struct kd_rng {
 
 kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub);
 uint32_t kd_rng_u32(kd_rng *r);
-double kd_rng_uniform(kd_rng *r);              /* [0, 1) */
+double kd_rng_uniform(kd_rng *r);                     /* [0, 1) */
 double kd_rng_range(kd_rng *r, double lo, double hi); /* [lo, hi) */
-int kd_rng_int(kd_rng *r, int n);              /* [0, n), unbiased; 0 when n <= 0 */
-double kd_rng_normal(kd_rng *r);               /* standard normal (Box-Muller) */
+int kd_rng_int(kd_rng *r, int n);                     /* [0, n), unbiased; 0 when n <= 0 */
+double kd_rng_normal(kd_rng *r);                      /* standard normal (Box-Muller) */
 
 /* --------------------------------------------------------------- NIfTI -- */
 
@@ -53,32 +53,32 @@ enum {
 };
 
 /* Limits a header must respect before anything is allocated. */
-#define KD_NIFTI_MAX_DIM 4096            /* per spatial axis */
-#define KD_NIFTI_MAX_T 64                /* 4th dimension (channels, regions) */
-#define KD_NIFTI_MAX_VOXELS (1LL << 30)  /* nx*ny*nz*nt */
+#define KD_NIFTI_MAX_DIM    4096        /* per spatial axis */
+#define KD_NIFTI_MAX_T      64          /* 4th dimension (channels, regions) */
+#define KD_NIFTI_MAX_VOXELS (1LL << 30) /* nx*ny*nz*nt */
 
 /* A summary of the header, for printing and checks. */
 typedef struct kd_nifti_info {
-    int version;          /* 1 or 2 */
-    int ndim;             /* dim[0]: 3 or 4 */
-    int datatype;         /* NIfTI code (KD_DT_*) */
-    const char *datatype_name; /* "INT16", ... (static) */
-    double pixdim[4];     /* spacing x, y, z (mm) and t */
+    int version;                 /* 1 or 2 */
+    int ndim;                    /* dim[0]: 3 or 4 */
+    int datatype;                /* NIfTI code (KD_DT_*) */
+    const char *datatype_name;   /* "INT16", ... (static) */
+    double pixdim[4];            /* spacing x, y, z (mm) and t */
     double scl_slope, scl_inter; /* as stored (NaN or 0 slope: no scaling) */
     int qform_code, sform_code;
-    double affine[4][4];  /* voxel (i,j,k) -> world mm: sform if sform_code>0, else qform,
-                             else diag(pixdim) */
-    char orient[4];       /* axis codes of i, j, k as nibabel writes them ("LPS", "RAS") */
-    int64_t file_bytes;   /* size on disk */
+    double affine[4][4]; /* voxel (i,j,k) -> world mm: sform if sform_code>0, else qform,
+                            else diag(pixdim) */
+    char orient[4];      /* axis codes of i, j, k as nibabel writes them ("LPS", "RAS") */
+    int64_t file_bytes;  /* size on disk */
 } kd_nifti_info;
 
 /* One volume read from (or to be written to) a NIfTI file. */
 typedef struct kd_volume {
-    int nx, ny, nz, nt;   /* NIfTI dims; nt = 1 for a 3-D volume. (D,H,W) = (nz,ny,nx) */
-    float *data;          /* (nt, nz, ny, nx) float32, scaling applied; NULL if header-only */
-    char *path;           /* the file it came from (owned), or NULL */
+    int nx, ny, nz, nt; /* NIfTI dims; nt = 1 for a 3-D volume. (D,H,W) = (nz,ny,nx) */
+    float *data;        /* (nt, nz, ny, nx) float32, scaling applied; NULL if header-only */
+    char *path;         /* the file it came from (owned), or NULL */
     kd_nifti_info info;
-    void *hdr;            /* private: the libnifti header, for writing on the same grid */
+    void *hdr; /* private: the libnifti header, for writing on the same grid */
 } kd_volume;
 
 /* Reads a .nii or .nii.gz (NIfTI-1 or -2, 3-D or 4-D, any datatype above) into
@@ -158,14 +158,13 @@ typedef struct kd_dataset_opts {
 kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_dataset **out);
 /* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
  * in ../labelsTr). */
-kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *opts,
-                               kd_dataset **out);
+kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *opts, kd_dataset **out);
 void kd_dataset_free(kd_dataset *ds);
 
 kd_layout kd_dataset_layout(const kd_dataset *ds);
 int kd_dataset_count(const kd_dataset *ds);
-int kd_dataset_channels(const kd_dataset *ds);          /* C, selected modalities */
-int kd_dataset_modality(const kd_dataset *ds, int ch);  /* canonical id of channel ch */
+int kd_dataset_channels(const kd_dataset *ds);         /* C, selected modalities */
+int kd_dataset_modality(const kd_dataset *ds, int ch); /* canonical id of channel ch */
 const char *kd_dataset_case_name(const kd_dataset *ds, int i);
 /* 0 unlabeled, 1 own label file, 2 label from the annotations folder. */
 int kd_dataset_case_labeled(const kd_dataset *ds, int i);
@@ -183,21 +182,21 @@ const char *kd_dataset_case_label(const kd_dataset *ds, int i);
  * the rest after). The "preprocessed grid" is (d, h, w) = padded crop box. */
 typedef struct kd_case {
     char name[256];
-    int channels;                 /* C */
-    int d, h, w;                  /* preprocessed grid, each a multiple of 16 */
-    float *image;                 /* (C, d, h, w) */
-    float *target;                /* (3, d, h, w) WT, TC, ET in [0, 1], NULL if unlabeled */
-    int labeled;                  /* as kd_dataset_case_labeled */
-    int orig[3];                  /* original grid (D, H, W) = (nz, ny, nx) */
-    int crop_lo[3], crop_hi[3];   /* crop box in the original grid, [lo, hi) per D,H,W */
-    int pad_lo[3];                /* crop box starts at pad_lo in the preprocessed grid */
-    float mean[KD_MAX_MODALITIES], std[KD_MAX_MODALITIES]; /* z-score stats (raw units) */
+    int channels;               /* C */
+    int d, h, w;                /* preprocessed grid, each a multiple of 16 */
+    float *image;               /* (C, d, h, w) */
+    float *target;              /* (3, d, h, w) WT, TC, ET in [0, 1], NULL if unlabeled */
+    int labeled;                /* as kd_dataset_case_labeled */
+    int orig[3];                /* original grid (D, H, W) = (nz, ny, nx) */
+    int crop_lo[3], crop_hi[3]; /* crop box in the original grid, [lo, hi) per D,H,W */
+    int pad_lo[3];              /* crop box starts at pad_lo in the preprocessed grid */
+    float mean[KD_MAX_MODALITIES], std[KD_MAX_MODALITIES];        /* z-score stats (raw units) */
     float raw_min[KD_MAX_MODALITIES], raw_max[KD_MAX_MODALITIES]; /* whole volume */
-    int64_t nonzero[KD_MAX_MODALITIES];  /* brain voxels per modality */
-    int tumour_lo[3], tumour_hi[3];  /* bbox of WT > 0 on the preprocessed grid; empty
-                                        (lo >= hi) when none or unlabeled */
-    int from_cache;               /* 1 when read from the preprocessed-case cache */
-    kd_volume *geom;              /* header-only volume of the first modality's file */
+    int64_t nonzero[KD_MAX_MODALITIES];                           /* brain voxels per modality */
+    int tumour_lo[3], tumour_hi[3]; /* bbox of WT > 0 on the preprocessed grid; empty
+                                       (lo >= hi) when none or unlabeled */
+    int from_cache;                 /* 1 when read from the preprocessed-case cache */
+    kd_volume *geom;                /* header-only volume of the first modality's file */
 } kd_case;
 
 /* Loads case i preprocessed (from the cache when valid; writes the cache entry when
@@ -217,18 +216,17 @@ void kd_case_uncrop(const kd_case *c, const float *src, int n, float outside, fl
 kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t *labels);
 /* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map:
  * float32, or uint8 round(p*255) when quantise is nonzero. */
-kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs,
-                              int quantise);
+kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs, int quantise);
 
 /* ------------------------------------------------- Sampling, augmenting -- */
 
 typedef struct kd_augment_opts {
-    float p_flip;                    /* per axis */
-    float p_transpose;               /* swap the in-plane axes H and W */
-    float p_scale, scale_lo, scale_hi;  /* one factor per axis */
-    float p_rotate, rotate_deg;      /* about each axis, uniform in +-rotate_deg */
+    float p_flip;                      /* per axis */
+    float p_transpose;                 /* swap the in-plane axes H and W */
+    float p_scale, scale_lo, scale_hi; /* one factor per axis */
+    float p_rotate, rotate_deg;        /* about each axis, uniform in +-rotate_deg */
     float p_intensity, int_scale_lo, int_scale_hi, int_shift_lo, int_shift_hi; /* per channel */
-    float p_noise, noise_sigma;      /* sigma uniform in [0, noise_sigma], per sample */
+    float p_noise, noise_sigma;        /* sigma uniform in [0, noise_sigma], per sample */
     float p_gamma, gamma_lo, gamma_hi; /* per channel, on the patch's brain range */
 } kd_augment_opts;
 
@@ -239,11 +237,11 @@ void kd_augment_opts_default(kd_augment_opts *o);
 void kd_augment_opts_none(kd_augment_opts *o);
 
 typedef struct kd_sampler_opts {
-    int batch;               /* B */
-    int patch[3];            /* P (D, H, W) */
-    int margin;              /* tumour bbox margin for the centre, voxels (paper: 50) */
-    float fg_fraction;       /* share of patches centred on a random tumour voxel */
-    float random_fraction;   /* share of patches centred anywhere in the volume */
+    int batch;             /* B */
+    int patch[3];          /* P (D, H, W) */
+    int margin;            /* tumour bbox margin for the centre, voxels (paper: 50) */
+    float fg_fraction;     /* share of patches centred on a random tumour voxel */
+    float random_fraction; /* share of patches centred anywhere in the volume */
     kd_augment_opts aug;
     uint64_t seed;
     int rank;                /* data-parallel rank: its own random streams */
@@ -257,9 +255,9 @@ typedef struct kd_sampler kd_sampler;
 
 /* Where a sample came from (for tests and logs). */
 typedef struct kd_patch_info {
-    int source;      /* index in the order cases were added */
-    int centre[3];   /* patch centre on the case's preprocessed grid (before augmentation) */
-    int kind;        /* 0 tumour bbox + margin, 1 foreground voxel, 2 random */
+    int source;    /* index in the order cases were added */
+    int centre[3]; /* patch centre on the case's preprocessed grid (before augmentation) */
+    int kind;      /* 0 tumour bbox + margin, 1 foreground voxel, 2 random */
 } kd_patch_info;
 
 kd_status kd_sampler_create(const kd_sampler_opts *o, kd_sampler **out);
@@ -296,11 +294,11 @@ void kd_loader_free(kd_loader *l);
 
 typedef struct kd_phantom_opts {
     int cases;
-    int size[3];        /* D, H, W */
+    int size[3]; /* D, H, W */
     uint64_t seed;
-    int unlabeled;      /* write no label files */
-    kd_layout layout;   /* BRATS2018 (default when AUTO), BRATS2023 or MSD */
-    int first_index;    /* case numbering starts here (to add cases to a cohort) */
+    int unlabeled;    /* write no label files */
+    kd_layout layout; /* BRATS2018 (default when AUTO), BRATS2023 or MSD */
+    int first_index;  /* case numbering starts here (to add cases to a cohort) */
 } kd_phantom_opts;
 
 /* One phantom case in memory: images (4, D, H, W) as int16 values in the canonical
@@ -321,8 +319,8 @@ kd_status kd_png_write(const char *path, int width, int height, int channels,
  * slices through `centre` (D,H,W; NULL: the centroid of WT, else the middle), each
  * channel windowed to its 0.5-99.5 percentile of nonzero voxels, region overlay
  * (green edema, red core, yellow enhancing) when regions (3, D, H, W) is given. */
-kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d,
-                               int h, int w, const float *regions, const int centre[3]);
+kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d, int h,
+                               int w, const float *regions, const int centre[3]);
 
 #ifdef __cplusplus
 }

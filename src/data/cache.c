@@ -27,7 +27,8 @@ static void put(wbuf *b, const void *x, size_t n) {
     if (b->oom) return;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 1 << 16;
-        while (cap < b->n + n) cap *= 2;
+        while (cap < b->n + n)
+            cap *= 2;
         unsigned char *t = realloc(b->p, cap);
         if (!t) {
             b->oom = 1;
@@ -78,7 +79,8 @@ static int case_sources(const kd_dataset *ds, int i, const char **src) {
     int n = 0;
     for (int ch = 0; ch < ds->nch; ch++) {
         int dup = 0;
-        for (int k = 0; k < n; k++) dup |= !strcmp(src[k], dc->images[ch]);
+        for (int k = 0; k < n; k++)
+            dup |= !strcmp(src[k], dc->images[ch]);
         if (!dup) src[n++] = dc->images[ch];
     }
     if (dc->label) src[n++] = dc->label;
@@ -89,7 +91,8 @@ static void cache_path(const kd_dataset *ds, int i, char *out, size_t n) {
     const char *src[KD_MAX_MODALITIES + 1];
     int ns = case_sources(ds, i, src);
     uLong h = crc32(0, Z_NULL, 0);
-    for (int k = 0; k < ns; k++) h = crc32(h, (const Bytef *)src[k], (uInt)strlen(src[k]) + 1);
+    for (int k = 0; k < ns; k++)
+        h = crc32(h, (const Bytef *)src[k], (uInt)strlen(src[k]) + 1);
     for (int ch = 0; ch < ds->nch; ch++) {
         int32_t m = ds->mod[ch];
         h = crc32(h, (const Bytef *)&m, 4);
@@ -113,7 +116,8 @@ static int put_key(wbuf *b, const kd_dataset *ds, int i) {
     }
     put_str(b, ds->cases[i].name);
     put_i32(b, ds->nch);
-    for (int ch = 0; ch < ds->nch; ch++) put_i32(b, ds->mod[ch]);
+    for (int ch = 0; ch < ds->nch; ch++)
+        put_i32(b, ds->mod[ch]);
     put_i32(b, ds->cache_f32);
     put_i32(b, ds->cases[i].labeled);
     return 0;
@@ -149,12 +153,14 @@ kd_status kd_cache_store(const kd_dataset *ds, int i, const kd_case *c) {
     put_i64(&b, c->geom->info.file_bytes);
     put_i32(&b, c->target != NULL);
     size_t n = (size_t)c->d * c->h * c->w, ni = n * c->channels;
-    if (ds->cache_f32) put(&b, c->image, ni * sizeof(float));
+    if (ds->cache_f32)
+        put(&b, c->image, ni * sizeof(float));
     else {
         uint16_t tmp[4096];
         for (size_t o = 0; o < ni; o += 4096) {
             size_t k = ni - o < 4096 ? ni - o : 4096;
-            for (size_t j = 0; j < k; j++) tmp[j] = kd_f32_to_f16(c->image[o + j]);
+            for (size_t j = 0; j < k; j++)
+                tmp[j] = kd_f32_to_f16(c->image[o + j]);
             put(&b, tmp, k * 2);
         }
     }
@@ -162,7 +168,8 @@ kd_status kd_cache_store(const kd_dataset *ds, int i, const kd_case *c) {
         unsigned char tmp[4096];
         for (size_t o = 0; o < 3 * n; o += 4096) {
             size_t k = 3 * n - o < 4096 ? 3 * n - o : 4096;
-            for (size_t j = 0; j < k; j++) tmp[j] = (unsigned char)lrintf(c->target[o + j] * 255.0f);
+            for (size_t j = 0; j < k; j++)
+                tmp[j] = (unsigned char)lrintf(c->target[o + j] * 255.0f);
             put(&b, tmp, k);
         }
     }
@@ -212,8 +219,7 @@ kd_status kd_cache_load(const kd_dataset *ds, int i, kd_case **out) {
         goto miss;
     }
     wbuf key = {0};
-    if (put_key(&key, ds, i) || key.oom || key.n > (size_t)len - 4 ||
-        memcmp(key.p, data, key.n)) {
+    if (put_key(&key, ds, i) || key.oom || key.n > (size_t)len - 4 || memcmp(key.p, data, key.n)) {
         free(key.p);
         kd_log(KD_LOG_DEBUG, "%s: stale cache entry", path);
         goto miss;
@@ -265,7 +271,8 @@ kd_status kd_cache_load(const kd_dataset *ds, int i, kd_case **out) {
     if (has_target) c->target = malloc(3 * n * sizeof(float));
     if (!c->image || (has_target && !c->target)) goto miss;
     const unsigned char *p = b.p + b.off;
-    if (ds->cache_f32) memcpy(c->image, p, ni * sizeof(float));
+    if (ds->cache_f32)
+        memcpy(c->image, p, ni * sizeof(float));
     else
         for (size_t j = 0; j < ni; j++) {
             uint16_t h;
@@ -274,7 +281,8 @@ kd_status kd_cache_load(const kd_dataset *ds, int i, kd_case **out) {
         }
     p += ni * (ds->cache_f32 ? 4 : 2);
     if (has_target)
-        for (size_t j = 0; j < 3 * n; j++) c->target[j] = p[j] / 255.0f;
+        for (size_t j = 0; j < 3 * n; j++)
+            c->target[j] = p[j] / 255.0f;
     free(data);
     kd_case_tumour_bbox(c);
     *out = c;

@@ -13,10 +13,14 @@
 
 const char *kd_layout_name(kd_layout l) {
     switch (l) {
-    case KD_LAYOUT_AUTO: return "auto";
-    case KD_LAYOUT_BRATS2018: return "brats2018";
-    case KD_LAYOUT_BRATS2023: return "brats2023";
-    case KD_LAYOUT_MSD: return "msd";
+    case KD_LAYOUT_AUTO:
+        return "auto";
+    case KD_LAYOUT_BRATS2018:
+        return "brats2018";
+    case KD_LAYOUT_BRATS2023:
+        return "brats2023";
+    case KD_LAYOUT_MSD:
+        return "msd";
     }
     return "?";
 }
@@ -25,10 +29,14 @@ kd_status kd_layout_parse(const char *s, kd_layout *out) {
     static const struct {
         const char *name;
         kd_layout l;
-    } t[] = {{"auto", KD_LAYOUT_AUTO},           {"brats2018", KD_LAYOUT_BRATS2018},
-             {"brats2019", KD_LAYOUT_BRATS2018}, {"brats2020", KD_LAYOUT_BRATS2018},
-             {"brats2021", KD_LAYOUT_BRATS2018}, {"brats2023", KD_LAYOUT_BRATS2023},
-             {"msd", KD_LAYOUT_MSD},             {"decathlon", KD_LAYOUT_MSD}};
+    } t[] = {{"auto", KD_LAYOUT_AUTO},
+             {"brats2018", KD_LAYOUT_BRATS2018},
+             {"brats2019", KD_LAYOUT_BRATS2018},
+             {"brats2020", KD_LAYOUT_BRATS2018},
+             {"brats2021", KD_LAYOUT_BRATS2018},
+             {"brats2023", KD_LAYOUT_BRATS2023},
+             {"msd", KD_LAYOUT_MSD},
+             {"decathlon", KD_LAYOUT_MSD}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (s && !strcasecmp(s, t[i].name)) {
             *out = t[i].l;
@@ -70,18 +78,18 @@ int kd_label_regions(kd_layout l, int label) {
     if (label == 0) return 0;
     switch (l) {
     case KD_LAYOUT_MSD:
-        if (label == 1) return 1;        /* edema: WT */
-        if (label == 2) return 1 | 2;    /* non-enhancing: WT, TC */
+        if (label == 1) return 1;     /* edema: WT */
+        if (label == 2) return 1 | 2; /* non-enhancing: WT, TC */
         if (label == 3) return 1 | 2 | 4;
         return -1;
     case KD_LAYOUT_BRATS2023:
-        if (label == 1) return 1 | 2;    /* NETC */
-        if (label == 2) return 1;        /* SNFH */
+        if (label == 1) return 1 | 2; /* NETC */
+        if (label == 2) return 1;     /* SNFH */
         if (label == 3) return 1 | 2 | 4;
         return -1;
     default:
-        if (label == 1) return 1 | 2;    /* NCR/NET */
-        if (label == 2) return 1;        /* edema */
+        if (label == 1) return 1 | 2; /* NCR/NET */
+        if (label == 2) return 1;     /* edema */
         if (label == 4) return 1 | 2 | 4;
         return -1;
     }
@@ -97,9 +105,12 @@ void kd_regions_to_labels(kd_layout l, const float *regions, size_t n, uint8_t *
     }
     for (size_t i = 0; i < n; i++) {
         uint8_t v = 0;
-        if (regions[2 * n + i] > 0.5f) v = et;
-        else if (regions[n + i] > 0.5f) v = core;
-        else if (regions[i] > 0.5f) v = ed;
+        if (regions[2 * n + i] > 0.5f)
+            v = et;
+        else if (regions[n + i] > 0.5f)
+            v = core;
+        else if (regions[i] > 0.5f)
+            v = ed;
         labels[i] = v;
     }
 }
@@ -169,7 +180,8 @@ static kd_status list_dir(const char *dir, char ***names, int *n) {
 }
 
 static void free_names(char **names, int n) {
-    for (int i = 0; i < n; i++) free(names[i]);
+    for (int i = 0; i < n; i++)
+        free(names[i]);
     free(names);
 }
 
@@ -177,13 +189,15 @@ static void free_names(char **names, int n) {
 
 static void case_clear(kd_ds_case *c) {
     free(c->name);
-    for (int k = 0; k < KD_MAX_MODALITIES; k++) free(c->images[k]);
+    for (int k = 0; k < KD_MAX_MODALITIES; k++)
+        free(c->images[k]);
     free(c->label);
 }
 
 void kd_dataset_free(kd_dataset *ds) {
     if (!ds) return;
-    for (int i = 0; i < ds->n; i++) case_clear(&ds->cases[i]);
+    for (int i = 0; i < ds->n; i++)
+        case_clear(&ds->cases[i]);
     free(ds->cases);
     free(ds->dir);
     free(ds->annotations);
@@ -238,9 +252,12 @@ static kd_status brats_case(kd_dataset *ds, const char *dir, const char *name, k
 
 static int strip_nifti_ext(char *name) {
     size_t n = strlen(name);
-    if (n > 7 && !strcmp(name + n - 7, ".nii.gz")) name[n - 7] = 0;
-    else if (n > 4 && !strcmp(name + n - 4, ".nii")) name[n - 4] = 0;
-    else return 0;
+    if (n > 7 && !strcmp(name + n - 7, ".nii.gz"))
+        name[n - 7] = 0;
+    else if (n > 4 && !strcmp(name + n - 4, ".nii"))
+        name[n - 4] = 0;
+    else
+        return 0;
     return 1;
 }
 
@@ -315,7 +332,8 @@ static kd_status brats_scan(kd_dataset *ds, const char *dir, int depth) {
 static kd_status parse_modalities(kd_dataset *ds, const char *spec) {
     if (!spec || !*spec) {
         ds->nch = KD_MAX_MODALITIES;
-        for (int m = 0; m < KD_MAX_MODALITIES; m++) ds->mod[m] = m;
+        for (int m = 0; m < KD_MAX_MODALITIES; m++)
+            ds->mod[m] = m;
         return KD_OK;
     }
     char buf[256];
@@ -402,12 +420,15 @@ kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *o, kd_da
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     size_t len = strlen(buf);
-    while (len > 1 && buf[len - 1] == '/') buf[--len] = 0;
+    while (len > 1 && buf[len - 1] == '/')
+        buf[--len] = 0;
     char *slash = strrchr(buf, '/');
     const char *base = slash ? slash + 1 : buf;
     char parent[4096];
-    if (slash) snprintf(parent, sizeof parent, "%.*s", (int)(slash - buf), buf);
-    else snprintf(parent, sizeof parent, ".");
+    if (slash)
+        snprintf(parent, sizeof parent, "%.*s", (int)(slash - buf), buf);
+    else
+        snprintf(parent, sizeof parent, ".");
     kd_dataset *ds;
     kd_status s = ds_new(parent, o, &ds);
     if (s) return s;
@@ -456,7 +477,8 @@ int kd_dataset_case_labeled(const kd_dataset *ds, int i) {
 }
 int kd_dataset_labeled_count(const kd_dataset *ds) {
     int k = 0;
-    for (int i = 0; i < ds->n; i++) k += ds->cases[i].labeled != 0;
+    for (int i = 0; i < ds->n; i++)
+        k += ds->cases[i].labeled != 0;
     return k;
 }
 const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume) {

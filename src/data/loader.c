@@ -26,7 +26,7 @@ struct kd_loader {
     int64_t next_assign; /* next step a worker takes */
     int64_t next_take;   /* next step the consumer takes */
     int stop;
-    int failed;          /* an error was returned: no more batches */
+    int failed; /* an error was returned: no more batches */
 };
 
 static void *worker(void *arg) {
@@ -64,7 +64,8 @@ void kd_loader_free(kd_loader *l) {
     l->stop = 1;
     pthread_cond_broadcast(&l->cond);
     pthread_mutex_unlock(&l->lock);
-    for (int i = 0; i < l->started; i++) pthread_join(l->threads[i], NULL);
+    for (int i = 0; i < l->started; i++)
+        pthread_join(l->threads[i], NULL);
     for (int i = 0; i < l->depth; i++) {
         free(l->slots[i].images);
         free(l->slots[i].targets);
@@ -82,8 +83,8 @@ kd_status kd_loader_create(kd_sampler *s, int64_t first_step, int threads, int d
     if (!s || kd_sampler_count(s) == 0)
         return kd_fail(KD_ERR_INVALID_ARG, "loader: the sampler has no cases");
     if (threads < 1 || threads > 256 || depth < 1 || depth > 1024 || first_step < 0)
-        return kd_fail(KD_ERR_INVALID_ARG, "loader: threads %d, depth %d, first step %lld",
-                       threads, depth, (long long)first_step);
+        return kd_fail(KD_ERR_INVALID_ARG, "loader: threads %d, depth %d, first step %lld", threads,
+                       depth, (long long)first_step);
     kd_loader *l = calloc(1, sizeof *l);
     if (!l) return kd_fail(KD_ERR_OUT_OF_MEMORY, "loader");
     l->s = s;
@@ -125,7 +126,8 @@ kd_status kd_loader_next(kd_loader *l, int64_t *step, float *images, float *targ
         return kd_fail(KD_ERR_INVALID_ARG, "loader: stopped after an earlier error");
     }
     slot *sl = &l->slots[l->next_take % l->depth];
-    while (!sl->ready) pthread_cond_wait(&l->cond, &l->lock);
+    while (!sl->ready)
+        pthread_cond_wait(&l->cond, &l->lock);
     pthread_mutex_unlock(&l->lock);
     /* The slot is ours until next_take moves on. */
     kd_status st = sl->status;

@@ -78,14 +78,19 @@ static float rd_f32(const unsigned char *b, int sw) {
 static int dt_bytes(int dt) {
     switch (dt) {
     case KD_DT_UINT8:
-    case KD_DT_INT8: return 1;
+    case KD_DT_INT8:
+        return 1;
     case KD_DT_INT16:
-    case KD_DT_UINT16: return 2;
+    case KD_DT_UINT16:
+        return 2;
     case KD_DT_INT32:
     case KD_DT_UINT32:
-    case KD_DT_FLOAT32: return 4;
-    case KD_DT_FLOAT64: return 8;
-    default: return 0;
+    case KD_DT_FLOAT32:
+        return 4;
+    case KD_DT_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -94,8 +99,10 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
     memset(h, 0, sizeof *h);
     if (n < 4) return kd_fail(KD_ERR_FORMAT, "%s: not a NIfTI file (only %d bytes)", path, n);
     int32_t sz = rd_i32(b, 0);
-    if (sz == 348 || sz == 540) h->swapped = 0;
-    else if (rd_i32(b, 1) == 348 || rd_i32(b, 1) == 540) h->swapped = 1;
+    if (sz == 348 || sz == 540)
+        h->swapped = 0;
+    else if (rd_i32(b, 1) == 348 || rd_i32(b, 1) == 540)
+        h->swapped = 1;
     else
         return kd_fail(KD_ERR_FORMAT,
                        "%s: not a NIfTI file (header size field %d, expected 348 or 540)", path,
@@ -110,10 +117,12 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
         const unsigned char *m = b + 344;
         if (!memcmp(m, "ni1", 4))
             return kd_fail(KD_ERR_UNSUPPORTED,
-                           "%s: two-file NIfTI (.hdr/.img) is not supported; convert to .nii", path);
+                           "%s: two-file NIfTI (.hdr/.img) is not supported; convert to .nii",
+                           path);
         if (memcmp(m, "n+1", 4))
             return kd_fail(KD_ERR_FORMAT, "%s: not a NIfTI-1 file (bad magic at byte 344)", path);
-        for (int i = 0; i < 8; i++) h->dim[i] = rd_i16(b + 40 + 2 * i, sw);
+        for (int i = 0; i < 8; i++)
+            h->dim[i] = rd_i16(b + 40 + 2 * i, sw);
         h->datatype = rd_i16(b + 70, sw);
         h->bitpix = rd_i16(b + 72, sw);
         float off = rd_f32(b + 108, sw);
@@ -133,7 +142,8 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
             return kd_fail(KD_ERR_FORMAT, "%s: not a NIfTI-2 file (bad magic at byte 4)", path);
         h->datatype = rd_i16(b + 12, sw);
         h->bitpix = rd_i16(b + 14, sw);
-        for (int i = 0; i < 8; i++) h->dim[i] = rd_i64(b + 16 + 8 * i, sw);
+        for (int i = 0; i < 8; i++)
+            h->dim[i] = rd_i64(b + 16 + 8 * i, sw);
         h->vox_offset = rd_i64(b + 168, sw);
         if (h->vox_offset < 0 || h->vox_offset > 1000000000)
             return kd_fail(KD_ERR_FORMAT, "%s: bad vox_offset %lld", path,
@@ -164,12 +174,13 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
                            "allocate",
                            path, i, (long long)h->dim[i], KD_NIFTI_MAX_DIM);
     if (h->dim[4] > KD_NIFTI_MAX_T)
-        return kd_fail(KD_ERR_FORMAT, "%s: absurd header size: 4th dimension %lld (limit %d)",
-                       path, (long long)h->dim[4], KD_NIFTI_MAX_T);
+        return kd_fail(KD_ERR_FORMAT, "%s: absurd header size: 4th dimension %lld (limit %d)", path,
+                       (long long)h->dim[4], KD_NIFTI_MAX_T);
     for (int i = 5; i <= 7; i++)
         if (h->dim[i] != 1)
-            return kd_fail(KD_ERR_UNSUPPORTED, "%s: %lld-D volumes are not supported (dim[%d]=%lld)",
-                           path, (long long)nd, i, (long long)h->dim[i]);
+            return kd_fail(KD_ERR_UNSUPPORTED,
+                           "%s: %lld-D volumes are not supported (dim[%d]=%lld)", path,
+                           (long long)nd, i, (long long)h->dim[i]);
     int64_t nvox = h->dim[1] * h->dim[2] * h->dim[3] * h->dim[4];
     if (nvox > KD_NIFTI_MAX_VOXELS)
         return kd_fail(KD_ERR_FORMAT, "%s: absurd header size: %lld voxels (limit %lld)", path,
@@ -188,13 +199,20 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
 
 static char orient_char(int code) {
     switch (code) {
-    case NIFTI_L2R: return 'R';
-    case NIFTI_R2L: return 'L';
-    case NIFTI_P2A: return 'A';
-    case NIFTI_A2P: return 'P';
-    case NIFTI_I2S: return 'S';
-    case NIFTI_S2I: return 'I';
-    default: return '?';
+    case NIFTI_L2R:
+        return 'R';
+    case NIFTI_R2L:
+        return 'L';
+    case NIFTI_P2A:
+        return 'A';
+    case NIFTI_A2P:
+        return 'P';
+    case NIFTI_I2S:
+        return 'S';
+    case NIFTI_S2I:
+        return 'I';
+    default:
+        return '?';
     }
 }
 
@@ -205,21 +223,26 @@ static void fill_info(kd_volume *v, nifti_image *nim, int version) {
     in->ndim = nim->dim[0];
     in->datatype = nim->datatype;
     in->datatype_name = nifti_datatype_string(nim->datatype);
-    for (int i = 0; i < 4; i++) in->pixdim[i] = nim->pixdim[i + 1];
+    for (int i = 0; i < 4; i++)
+        in->pixdim[i] = nim->pixdim[i + 1];
     in->scl_slope = nim->scl_slope;
     in->scl_inter = nim->scl_inter;
     in->qform_code = nim->qform_code;
     in->sform_code = nim->sform_code;
     nifti_dmat44 m;
-    if (nim->sform_code > 0) m = nim->sto_xyz;
-    else if (nim->qform_code > 0) m = nim->qto_xyz;
+    if (nim->sform_code > 0)
+        m = nim->sto_xyz;
+    else if (nim->qform_code > 0)
+        m = nim->qto_xyz;
     else {
         memset(&m, 0, sizeof m);
-        for (int i = 0; i < 3; i++) m.m[i][i] = nim->pixdim[i + 1] > 0 ? nim->pixdim[i + 1] : 1;
+        for (int i = 0; i < 3; i++)
+            m.m[i][i] = nim->pixdim[i + 1] > 0 ? nim->pixdim[i + 1] : 1;
         m.m[3][3] = 1;
     }
     for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) in->affine[r][c] = m.m[r][c];
+        for (int c = 0; c < 4; c++)
+            in->affine[r][c] = m.m[r][c];
     int ic, jc, kc;
     nifti_dmat44_to_orientation(m, &ic, &jc, &kc);
     in->orient[0] = orient_char(ic);
@@ -271,13 +294,16 @@ static kd_status gz_fail(const char *path, gzFile f, const char *what) {
                        what);
     if (err == Z_ERRNO)
         return kd_fail(KD_ERR_IO, "%s: read error (%s): %s", path, what, strerror(errno));
+    /* zlib's message starts with the path; do not repeat it. */
+    size_t pl = strlen(path);
+    if (msg && !strncmp(msg, path, pl) && !strncmp(msg + pl, ": ", 2)) msg += pl + 2;
     return kd_fail(KD_ERR_FORMAT, "%s: corrupt gzip data (%s): %s", path, what,
                    msg ? msg : "zlib error");
 }
 
 /* Converts n raw values to float (swapping, scaling); counts non-finite values. */
-static int64_t convert(const unsigned char *raw, int64_t n, int dt, int sw, int scale,
-                       double slope, double inter, float *dst) {
+static int64_t convert(const unsigned char *raw, int64_t n, int dt, int sw, int scale, double slope,
+                       double inter, float *dst) {
     int nb = dt_bytes(dt);
     int64_t bad = 0;
     unsigned char tmp[8];
@@ -290,14 +316,48 @@ static int64_t convert(const unsigned char *raw, int64_t n, int dt, int sw, int 
         }
         double v;
         switch (dt) {
-        case KD_DT_UINT8: v = p[0]; break;
-        case KD_DT_INT8: v = (int8_t)p[0]; break;
-        case KD_DT_INT16: { int16_t x; memcpy(&x, p, 2); v = x; break; }
-        case KD_DT_UINT16: { uint16_t x; memcpy(&x, p, 2); v = x; break; }
-        case KD_DT_INT32: { int32_t x; memcpy(&x, p, 4); v = x; break; }
-        case KD_DT_UINT32: { uint32_t x; memcpy(&x, p, 4); v = x; break; }
-        case KD_DT_FLOAT32: { float x; memcpy(&x, p, 4); v = x; break; }
-        default: { double x; memcpy(&x, p, 8); v = x; break; }
+        case KD_DT_UINT8:
+            v = p[0];
+            break;
+        case KD_DT_INT8:
+            v = (int8_t)p[0];
+            break;
+        case KD_DT_INT16: {
+            int16_t x;
+            memcpy(&x, p, 2);
+            v = x;
+            break;
+        }
+        case KD_DT_UINT16: {
+            uint16_t x;
+            memcpy(&x, p, 2);
+            v = x;
+            break;
+        }
+        case KD_DT_INT32: {
+            int32_t x;
+            memcpy(&x, p, 4);
+            v = x;
+            break;
+        }
+        case KD_DT_UINT32: {
+            uint32_t x;
+            memcpy(&x, p, 4);
+            v = x;
+            break;
+        }
+        case KD_DT_FLOAT32: {
+            float x;
+            memcpy(&x, p, 4);
+            v = x;
+            break;
+        }
+        default: {
+            double x;
+            memcpy(&x, p, 8);
+            v = x;
+            break;
+        }
         }
         if (scale) v = v * slope + inter;
         float f = (float)v;
@@ -394,8 +454,9 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
         int r = gzread(f, buf, want);
         if (r <= 0) {
             s = r < 0 ? gz_fail(path, f, "header extensions")
-                      : kd_fail(KD_ERR_FORMAT, "%s: truncated file: ends at byte %lld, before "
-                                               "the voxel data at %lld",
+                      : kd_fail(KD_ERR_FORMAT,
+                                "%s: truncated file: ends at byte %lld, before "
+                                "the voxel data at %lld",
                                 path, (long long)pos, (long long)rh.vox_offset);
             goto fail;
         }
@@ -419,9 +480,8 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
                 s = gz_fail(path, f, "voxel data");
                 goto fail;
             }
-            s = kd_fail(KD_ERR_FORMAT,
-                        "%s: truncated file: %lld of %lld bytes of voxel data (%s)", path,
-                        (long long)(done * nb + (r > 0 ? r : 0)), (long long)nbytes,
+            s = kd_fail(KD_ERR_FORMAT, "%s: truncated file: %lld of %lld bytes of voxel data (%s)",
+                        path, (long long)(done * nb + (r > 0 ? r : 0)), (long long)nbytes,
                         compressed ? "gzip stream ends early" : "file ends early");
             goto fail;
         }
@@ -459,11 +519,10 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
     if (bad) {
         int64_t plane = (int64_t)v->nx * v->ny, vol = plane * v->nz;
         int64_t t = first_bad / vol, r = first_bad % vol;
-        kd_status e = kd_fail(KD_ERR_NUMERIC,
-                              "%s: %lld NaN/Inf voxels (first at i=%lld j=%lld k=%lld t=%lld)",
-                              path, (long long)bad, (long long)(r % v->nx),
-                              (long long)((r / v->nx) % v->ny), (long long)(r / plane),
-                              (long long)t);
+        kd_status e = kd_fail(
+            KD_ERR_NUMERIC, "%s: %lld NaN/Inf voxels (first at i=%lld j=%lld k=%lld t=%lld)", path,
+            (long long)bad, (long long)(r % v->nx), (long long)((r / v->nx) % v->ny),
+            (long long)(r / plane), (long long)t);
         kd_volume_free(v);
         return e;
     }
@@ -500,7 +559,8 @@ kd_status kd_volume_create_geometry(int nx, int ny, int nz, const double spacing
     memset(&m, 0, sizeof m);
     if (affine) {
         for (int r = 0; r < 4; r++)
-            for (int c = 0; c < 4; c++) m.m[r][c] = affine[r][c];
+            for (int c = 0; c < 4; c++)
+                m.m[r][c] = affine[r][c];
     } else {
         /* LPS as BraTS (i -> left, j -> posterior, k -> superior), centred at 0. */
         m.m[0][0] = -sp[0];
@@ -516,7 +576,8 @@ kd_status kd_volume_create_geometry(int nx, int ny, int nz, const double spacing
     nifti_quiet();
     nifti_image *nim = nifti_make_new_nim(dims, DT_FLOAT32, 0);
     if (nim) {
-        for (int i = 0; i < 3; i++) nim->pixdim[i + 1] = sp[i];
+        for (int i = 0; i < 3; i++)
+            nim->pixdim[i + 1] = sp[i];
         nim->dx = sp[0];
         nim->dy = sp[1];
         nim->dz = sp[2];
@@ -580,9 +641,11 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
         nim->dim[2] = geom->ny;
         nim->dim[3] = geom->nz;
         nim->dim[4] = nt;
-        for (int i = 5; i < 8; i++) nim->dim[i] = 1;
+        for (int i = 5; i < 8; i++)
+            nim->dim[i] = 1;
         if (nt > 1 && !(nim->pixdim[4] > 0)) nim->pixdim[4] = 1;
-        for (int i = nt > 1 ? 5 : 4; i < 8; i++) nim->pixdim[i] = 0;
+        for (int i = nt > 1 ? 5 : 4; i < 8; i++)
+            nim->pixdim[i] = 0;
         nifti_update_dims_from_array(nim);
         nim->datatype = dt;
         nim->nbyper = nbyper;
@@ -619,8 +682,8 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
 }
 
 kd_status kd_volume_header_bytes(const kd_volume *v, unsigned char *buf, int *len) {
-    return make_header(v, v->info.version == 2 ? 2 : 1, v->nt, v->info.datatype,
-                       v->info.scl_slope, v->info.scl_inter, buf, len);
+    return make_header(v, v->info.version == 2 ? 2 : 1, v->nt, v->info.datatype, v->info.scl_slope,
+                       v->info.scl_inter, buf, len);
 }
 
 kd_status kd_volume_from_header_bytes(const unsigned char *buf, int len, const char *path,

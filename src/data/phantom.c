@@ -23,7 +23,8 @@ static int vnoise_init(vnoise *n, int g, kd_rng *r) {
     n->g = g;
     n->v = malloc((size_t)g * g * g * sizeof(float));
     if (!n->v) return -1;
-    for (int i = 0; i < g * g * g; i++) n->v[i] = (float)(2 * kd_rng_uniform(r) - 1);
+    for (int i = 0; i < g * g * g; i++)
+        n->v[i] = (float)(2 * kd_rng_uniform(r) - 1);
     return 0;
 }
 
@@ -115,8 +116,8 @@ typedef struct phantom {
     focus foci[KD_MAX_FOCI];
     int nfoci;
     float inten[T_COUNT][4];
-    float wm_depth;  /* rho of the GM/WM boundary */
-    float fissure;   /* half width of the interhemispheric fissure */
+    float wm_depth; /* rho of the GM/WM boundary */
+    float fissure;  /* half width of the interhemispheric fissure */
     float noise_sd, bias_amp, scale[4];
 } phantom;
 
@@ -125,11 +126,15 @@ static void phantom_free(phantom *p) {
     free(p->fold.v);
     free(p->sulci.v);
     free(p->net.v);
-    for (int i = 0; i < 2; i++) free(p->vent_shape[i].v);
-    for (int i = 0; i < T_COUNT; i++) free(p->tex[i].v);
-    for (int i = 0; i < 4; i++) free(p->bias[i].v);
+    for (int i = 0; i < 2; i++)
+        free(p->vent_shape[i].v);
+    for (int i = 0; i < T_COUNT; i++)
+        free(p->tex[i].v);
+    for (int i = 0; i < 4; i++)
+        free(p->bias[i].v);
     for (int i = 0; i < KD_MAX_FOCI; i++)
-        for (int k = 0; k < 3; k++) free(p->tumour_shape[i][k].v);
+        for (int k = 0; k < 3; k++)
+            free(p->tumour_shape[i][k].v);
 }
 
 static float rr(kd_rng *r, double lo, double hi) { return (float)kd_rng_range(r, lo, hi); }
@@ -143,10 +148,12 @@ static void brain_point(const phantom *p, kd_rng *r, float rmax, float out[3]) {
             n2 += d[a] * d[a];
         }
         if (n2 > 1) continue;
-        for (int a = 0; a < 3; a++) out[a] = p->brain.c[a] + d[a] * rmax * p->brain.r[a];
+        for (int a = 0; a < 3; a++)
+            out[a] = p->brain.c[a] + d[a] * rmax * p->brain.r[a];
         return;
     }
-    for (int a = 0; a < 3; a++) out[a] = p->brain.c[a];
+    for (int a = 0; a < 3; a++)
+        out[a] = p->brain.c[a];
 }
 
 static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
@@ -189,12 +196,15 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
         v->soft = 1.0f;
     }
     /* Textures per tissue, bias fields per modality. */
-    for (int t = 0; t < T_COUNT; t++) err |= vnoise_init(&p->tex[t], (int)(mind / 4) + 2, &r);
-    for (int m = 0; m < 4; m++) err |= vnoise_init(&p->bias[m], 4, &r);
+    for (int t = 0; t < T_COUNT; t++)
+        err |= vnoise_init(&p->tex[t], (int)(mind / 4) + 2, &r);
+    for (int m = 0; m < 4; m++)
+        err |= vnoise_init(&p->bias[m], 4, &r);
     err |= vnoise_init(&p->net, (int)(mind / 6) + 2, &r);
     /* Contrasts: per-case jitter; some cases with faint enhancement or faint edema. */
     for (int t = 0; t < T_COUNT; t++)
-        for (int m = 0; m < 4; m++) p->inten[t][m] = base_int[t][m] * rr(&r, 0.95, 1.05);
+        for (int m = 0; m < 4; m++)
+            p->inten[t][m] = base_int[t][m] * rr(&r, 0.95, 1.05);
     float enh = rr(&r, 0.0, 1.0) < 0.35f ? rr(&r, 0.06, 0.15) : rr(&r, 0.15, 0.55);
     p->inten[T_ET][1] = p->inten[T_WM][1] * (1 + enh);
     float ed = rr(&r, 0.45, 1.0); /* edema contrast relative to the base */
@@ -202,7 +212,8 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
         p->inten[T_ED][m] = p->inten[T_WM][m] + ed * (p->inten[T_ED][m] - p->inten[T_WM][m]);
     p->noise_sd = rr(&r, 0.02, 0.05);
     p->bias_amp = rr(&r, 0.05, 0.2);
-    for (int m = 0; m < 4; m++) p->scale[m] = rr(&r, 300, 1500);
+    for (int m = 0; m < 4; m++)
+        p->scale[m] = rr(&r, 300, 1500);
 
     /* Tumours: usually one, sometimes 2-3 foci; some small. */
     double u = kd_rng_uniform(&r);
@@ -212,9 +223,8 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
     float unit = mind / 96.0f;
     for (int f = 0; f < p->nfoci; f++) {
         focus *fo = &p->foci[f];
-        float re = (small_case || (f > 0 && kd_rng_uniform(&r) < 0.5))
-                       ? rr(&r, 3.0, 6.0) * unit
-                       : rr(&r, 7.0, 14.0) * unit;
+        float re = (small_case || (f > 0 && kd_rng_uniform(&r) < 0.5)) ? rr(&r, 3.0, 6.0) * unit
+                                                                       : rr(&r, 8.0, 16.0) * unit;
         float c[3];
         if (kd_rng_uniform(&r) < 0.35) {
             /* Next to a ventricle: edema touching CSF. */
@@ -225,23 +235,27 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
                 n += d[a] * d[a];
             }
             n = sqrtf(n) + 1e-6f;
-            for (int a = 0; a < 3; a++) c[a] = v->c[a] + d[a] / n * (v->r[a] + 0.7f * re);
+            for (int a = 0; a < 3; a++)
+                c[a] = v->c[a] + d[a] / n * (v->r[a] + 0.7f * re);
         } else {
             brain_point(p, &r, 0.62f, c);
         }
-        for (int k = 0; k < 3; k++) err |= vnoise_init(&p->tumour_shape[f][k], 6, &r);
+        for (int k = 0; k < 3; k++)
+            err |= vnoise_init(&p->tumour_shape[f][k], 6, &r);
         float aniso[3];
-        for (int a = 0; a < 3; a++) aniso[a] = rr(&r, 0.75, 1.3);
+        for (int a = 0; a < 3; a++)
+            aniso[a] = rr(&r, 0.75, 1.3);
         fo->has_et = !no_et;
         fo->has_nec = fo->has_et ? kd_rng_uniform(&r) < 0.8 : 0;
         fo->net_frac = fo->has_et && kd_rng_uniform(&r) < 0.4 ? rr(&r, 0.1, 0.45) : 0;
-        float rc = re * rr(&r, 0.35, 0.7), rn = rc * rr(&r, 0.35, 0.7);
+        float rc = re * rr(&r, 0.5, 0.8), rn = rc * rr(&r, 0.4, 0.75);
         if (re < 8 * unit) rn = fminf(rn, rc - 1.2f);
         blob *bs[3] = {&fo->edema, &fo->core, &fo->nec};
-        float radii[3] = {re, rc, rn}, amps[3] = {rr(&r, 0.2, 0.4), rr(&r, 0.12, 0.25),
-                                                  rr(&r, 0.1, 0.25)};
+        float radii[3] = {re, rc, rn},
+              amps[3] = {rr(&r, 0.2, 0.4), rr(&r, 0.12, 0.25), rr(&r, 0.1, 0.25)};
         float off[3];
-        for (int a = 0; a < 3; a++) off[a] = rr(&r, -0.15, 0.15) * (re - rc);
+        for (int a = 0; a < 3; a++)
+            off[a] = rr(&r, -0.15, 0.15) * (re - rc);
         for (int k = 0; k < 3; k++) {
             blob *b = bs[k];
             for (int a = 0; a < 3; a++) {
@@ -257,8 +271,7 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
 }
 
 /* Renders the case. images (4, D, H, W) int16 (t1, t1ce, t2, flair), labels (D, H, W). */
-static void render(const phantom *p, uint64_t seed, int index, int16_t *images,
-                   uint8_t *labels) {
+static void render(const phantom *p, uint64_t seed, int index, int16_t *images, uint8_t *labels) {
     const int D = p->D, H = p->H, W = p->W;
     const size_t n = (size_t)D * H * W;
     const float inv[3] = {1.0f / D, 1.0f / H, 1.0f / W};
@@ -271,7 +284,8 @@ static void render(const phantom *p, uint64_t seed, int index, int16_t *images,
                 const float u[3] = {pt[0] * inv[0], pt[1] * inv[1], pt[2] * inv[2]};
                 float b = blob_at(&p->brain, pt);
                 if (b < 0.5f) {
-                    for (int m = 0; m < 4; m++) images[m * n + i] = 0;
+                    for (int m = 0; m < 4; m++)
+                        images[m * n + i] = 0;
                     labels[i] = 0;
                     continue;
                 }
@@ -367,8 +381,7 @@ kd_status kd_phantom_generate(const int size[3], uint64_t seed, int index, int16
                               uint8_t *labels) {
     for (int a = 0; a < 3; a++)
         if (size[a] < 16 || size[a] > 1024)
-            return kd_fail(KD_ERR_INVALID_ARG, "phantom: size %d out of range [16, 1024]",
-                           size[a]);
+            return kd_fail(KD_ERR_INVALID_ARG, "phantom: size %d out of range [16, 1024]", size[a]);
     phantom p;
     if (setup(&p, size, seed, index)) {
         phantom_free(&p);
@@ -385,8 +398,10 @@ static void relabel(kd_layout l, uint8_t *lab, size_t n) {
     if (l == KD_LAYOUT_BRATS2018) return;
     for (size_t i = 0; i < n; i++) {
         uint8_t v = lab[i];
-        if (l == KD_LAYOUT_BRATS2023) lab[i] = v == 4 ? 3 : v;
-        else lab[i] = v == 2 ? 1 : v == 1 ? 2 : v == 4 ? 3 : 0; /* MSD */
+        if (l == KD_LAYOUT_BRATS2023)
+            lab[i] = v == 4 ? 3 : v;
+        else
+            lab[i] = v == 2 ? 1 : v == 1 ? 2 : v == 4 ? 3 : 0; /* MSD */
     }
 }
 
@@ -431,7 +446,8 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
         int16_t *v = malloc(4 * n * sizeof *v);
         if (!v) return kd_fail(KD_ERR_OUT_OF_MEMORY, "phantom case %d", index);
         const int from[4] = {KD_MOD_FLAIR, KD_MOD_T1, KD_MOD_T1CE, KD_MOD_T2};
-        for (int k = 0; k < 4; k++) memcpy(v + k * n, img + from[k] * n, n * sizeof *v);
+        for (int k = 0; k < 4; k++)
+            memcpy(v + k * n, img + from[k] * n, n * sizeof *v);
         snprintf(path, sizeof path, "%s/imagesTr/KDPH_%03d.nii.gz", dir, index);
         s = kd_nifti_write(path, geom, 4, KD_DT_INT16, v, NULL);
         free(v);
@@ -443,8 +459,10 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
     }
     static const char *s18[] = {"t1", "t1ce", "t2", "flair"}, *s23[] = {"t1n", "t1c", "t2w", "t2f"};
     char sep = l == KD_LAYOUT_BRATS2018 ? '_' : '-';
-    if (l == KD_LAYOUT_BRATS2018) snprintf(name, sizeof name, "KDPhantom_%03d", index);
-    else snprintf(name, sizeof name, "KDPH-%05d-000", index);
+    if (l == KD_LAYOUT_BRATS2018)
+        snprintf(name, sizeof name, "KDPhantom_%03d", index);
+    else
+        snprintf(name, sizeof name, "KDPH-%05d-000", index);
     snprintf(cdir, sizeof cdir, "%s/%s", dir, name);
     s = kd_data_mkdirs(cdir);
     for (int m = 0; m < 4 && !s; m++) {

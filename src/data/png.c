@@ -91,7 +91,8 @@ static int cmp_float(const void *a, const void *b) {
 /* 0.5 and 99.5 percentiles of the nonzero voxels (a strided sample). */
 static void window(const float *v, size_t n, float *lo, float *hi) {
     size_t cnt = 0;
-    for (size_t i = 0; i < n; i++) cnt += v[i] != 0;
+    for (size_t i = 0; i < n; i++)
+        cnt += v[i] != 0;
     *lo = 0;
     *hi = 1;
     if (!cnt) return;
@@ -107,15 +108,16 @@ static void window(const float *v, size_t n, float *lo, float *hi) {
     free(s);
 }
 
-kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d,
-                               int h, int w, const float *regions, const int centre[3]) {
+kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d, int h,
+                               int w, const float *regions, const int centre[3]) {
     if (!image || channels < 1 || d < 1 || h < 1 || w < 1)
-        return kd_fail(KD_ERR_INVALID_ARG, "%s: montage of %d channels %dx%dx%d",
-                       path ? path : "?", channels, d, h, w);
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: montage of %d channels %dx%dx%d", path ? path : "?",
+                       channels, d, h, w);
     const size_t n = (size_t)d * h * w;
     int c[3] = {d / 2, h / 2, w / 2};
     if (centre) {
-        for (int a = 0; a < 3; a++) c[a] = centre[a];
+        for (int a = 0; a < 3; a++)
+            c[a] = centre[a];
     } else if (regions) {
         double s[3] = {0, 0, 0}, cnt = 0;
         size_t i = 0;
@@ -129,10 +131,12 @@ kd_status kd_png_write_montage(const char *path, const float *image, int channel
                         cnt++;
                     }
         if (cnt)
-            for (int a = 0; a < 3; a++) c[a] = (int)(s[a] / cnt + 0.5);
+            for (int a = 0; a < 3; a++)
+                c[a] = (int)(s[a] / cnt + 0.5);
     }
     const int dims[3] = {d, h, w};
-    for (int a = 0; a < 3; a++) c[a] = c[a] < 0 ? 0 : c[a] >= dims[a] ? dims[a] - 1 : c[a];
+    for (int a = 0; a < 3; a++)
+        c[a] = c[a] < 0 ? 0 : c[a] >= dims[a] ? dims[a] - 1 : c[a];
     const int gap = 2;
     int cw = w > h ? w : h, ch = h > d ? h : d;
     int W = channels * (cw + gap) + gap, H = 3 * (ch + gap) + gap;
@@ -172,14 +176,19 @@ kd_status kd_png_write_montage(const char *path, const float *image, int channel
                         const float *col = NULL;
                         static const float et[3] = {255, 255, 0}, tc[3] = {255, 0, 0},
                                            wt[3] = {0, 255, 0};
-                        if (regions[2 * n + i] > 0.5f) col = et;
-                        else if (regions[n + i] > 0.5f) col = tc;
-                        else if (regions[i] > 0.5f) col = wt;
+                        if (regions[2 * n + i] > 0.5f)
+                            col = et;
+                        else if (regions[n + i] > 0.5f)
+                            col = tc;
+                        else if (regions[i] > 0.5f)
+                            col = wt;
                         if (col)
-                            for (int j = 0; j < 3; j++) rgb[j] = 0.55f * rgb[j] + 0.45f * col[j];
+                            for (int j = 0; j < 3; j++)
+                                rgb[j] = 0.55f * rgb[j] + 0.45f * col[j];
                     }
                     uint8_t *o = px + ((size_t)(oy + r) * W + ox + q) * 3;
-                    for (int j = 0; j < 3; j++) o[j] = (uint8_t)lrintf(rgb[j]);
+                    for (int j = 0; j < 3; j++)
+                        o[j] = (uint8_t)lrintf(rgb[j]);
                 }
         }
     }

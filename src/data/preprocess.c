@@ -48,7 +48,8 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
             size_t row = z * plane + (size_t)y * W;
             for (int x = 0; x < W; x++) {
                 int nz = 0;
-                for (int ch = 0; ch < C && !nz; ch++) nz = chan[ch][row + x] != 0;
+                for (int ch = 0; ch < C && !nz; ch++)
+                    nz = chan[ch][row + x] != 0;
                 if (!nz) continue;
                 if (z < lo[0]) lo[0] = z;
                 if (z >= hi[0]) hi[0] = z + 1;
@@ -104,10 +105,11 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
         for (int z = lo[0]; z < hi[0]; z++)
             for (int y = lo[1]; y < hi[1]; y++) {
                 const float *srow = v + z * plane + (size_t)y * W;
-                float *drow = dst + ((size_t)(z - lo[0] + c->pad_lo[0]) * c->h +
-                                     (y - lo[1] + c->pad_lo[1])) *
-                                        c->w +
-                              c->pad_lo[2] - lo[2];
+                float *drow =
+                    dst +
+                    ((size_t)(z - lo[0] + c->pad_lo[0]) * c->h + (y - lo[1] + c->pad_lo[1])) *
+                        c->w +
+                    c->pad_lo[2] - lo[2];
                 for (int x = lo[2]; x < hi[2]; x++)
                     drow[x] = srow[x] != 0 ? (float)((srow[x] - mean) * inv) : 0.0f;
             }
@@ -134,8 +136,10 @@ static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume
     for (size_t i = 0; i < nvox * lab->nt; i++) {
         float v = lab->data[i];
         int bad;
-        if (soft) bad = u8 ? 0 : !(v >= 0 && v <= 1);
-        else bad = v != rintf(v) || kd_label_regions(layout, (int)v) < 0;
+        if (soft)
+            bad = u8 ? 0 : !(v >= 0 && v <= 1);
+        else
+            bad = v != rintf(v) || kd_label_regions(layout, (int)v) < 0;
         if (bad) {
             size_t r = i % nvox;
             if (soft)
@@ -163,7 +167,8 @@ static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume
                     }
                 } else {
                     int m = kd_label_regions(layout, (int)lab->data[si]);
-                    for (int r = 0; r < 3; r++) c->target[r * n + di] = (m >> r) & 1 ? 1.0f : 0.0f;
+                    for (int r = 0; r < 3; r++)
+                        c->target[r * n + di] = (m >> r) & 1 ? 1.0f : 0.0f;
                 }
             }
     return KD_OK;
@@ -235,7 +240,8 @@ static kd_status load_fresh(const kd_dataset *ds, int i, kd_case **out) {
         s = preprocess_image(c, ref->path, chan);
     }
     if (!s) s = kd_volume_copy_header(ref, &c->geom);
-    for (int ch = 0; ch < KD_MAX_MODALITIES; ch++) kd_volume_free(vols[ch]);
+    for (int ch = 0; ch < KD_MAX_MODALITIES; ch++)
+        kd_volume_free(vols[ch]);
     if (!s && dc->label) {
         s = kd_nifti_read(dc->label, &lab);
         if (!s) s = same_grid(c->name, c->geom, lab);
@@ -287,7 +293,8 @@ void kd_case_crop(const kd_case *c, const float *src, int n, float *dst) {
 void kd_case_uncrop(const kd_case *c, const float *src, int n, float outside, float *dst) {
     const int H = c->orig[1], W = c->orig[2];
     const size_t on = (size_t)c->orig[0] * H * W, pn = (size_t)c->d * c->h * c->w;
-    for (size_t i = 0; i < (size_t)n * on; i++) dst[i] = outside;
+    for (size_t i = 0; i < (size_t)n * on; i++)
+        dst[i] = outside;
     const int len = c->crop_hi[2] - c->crop_lo[2];
     for (int k = 0; k < n; k++)
         for (int z = c->crop_lo[0]; z < c->crop_hi[0]; z++)

@@ -14,7 +14,7 @@
 
 typedef struct entry {
     kd_case *c;
-    int *fg;     /* indices of WT voxels on the preprocessed grid (strided if many) */
+    int *fg; /* indices of WT voxels on the preprocessed grid (strided if many) */
     int nfg;
     int refs;
     uint64_t used;
@@ -80,8 +80,7 @@ static kd_status check_opts(const kd_sampler_opts *o) {
         return kd_fail(KD_ERR_INVALID_ARG, "sampler: batch %d out of range", o->batch);
     for (int i = 0; i < 3; i++)
         if (o->patch[i] < 1 || o->patch[i] > 1024)
-            return kd_fail(KD_ERR_INVALID_ARG, "sampler: patch size %d out of range",
-                           o->patch[i]);
+            return kd_fail(KD_ERR_INVALID_ARG, "sampler: patch size %d out of range", o->patch[i]);
     if (o->margin < 0) return kd_fail(KD_ERR_INVALID_ARG, "sampler: margin %d < 0", o->margin);
     if (!prob_ok(o->fg_fraction) || !prob_ok(o->random_fraction) ||
         o->fg_fraction + o->random_fraction > 1.0001f)
@@ -99,9 +98,8 @@ static kd_status check_opts(const kd_sampler_opts *o) {
     if (!(a->rotate_deg >= 0 && a->rotate_deg <= 180))
         return kd_fail(KD_ERR_INVALID_ARG, "augmentation: rotation %g degrees",
                        (double)a->rotate_deg);
-    if (!(a->gamma_lo > 0 && a->gamma_lo <= a->gamma_hi) ||
-        !(a->int_scale_lo <= a->int_scale_hi) || !(a->int_shift_lo <= a->int_shift_hi) ||
-        !(a->noise_sigma >= 0))
+    if (!(a->gamma_lo > 0 && a->gamma_lo <= a->gamma_hi) || !(a->int_scale_lo <= a->int_scale_hi) ||
+        !(a->int_shift_lo <= a->int_shift_hi) || !(a->noise_sigma >= 0))
         return kd_fail(KD_ERR_INVALID_ARG, "augmentation: bad intensity ranges");
     return KD_OK;
 }
@@ -149,8 +147,8 @@ kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, in
     for (int k = 0; k < count; k++) {
         int i = idx ? idx[k] : k;
         if (i < 0 || i >= ds->n)
-            return kd_fail(KD_ERR_INVALID_ARG, "sampler: case index %d out of range (%d cases)",
-                           i, ds->n);
+            return kd_fail(KD_ERR_INVALID_ARG, "sampler: case index %d out of range (%d cases)", i,
+                           ds->n);
         if (!ds->cases[i].labeled) {
             if (!idx) continue;
             return kd_fail(KD_ERR_INVALID_ARG,
@@ -164,7 +162,8 @@ kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, in
             if (t) s->src = t;
             if (e) s->cache = e;
             if (!t || !e) return kd_fail(KD_ERR_OUT_OF_MEMORY, "sampler cases");
-            for (int j = s->cap; j < cap; j++) s->cache[j] = NULL;
+            for (int j = s->cap; j < cap; j++)
+                s->cache[j] = NULL;
             s->cap = cap;
         }
         s->src[s->n].ds = ds;
@@ -172,8 +171,7 @@ kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, in
         s->n++;
         s->channels = kd_dataset_channels(ds);
     }
-    if (!s->n)
-        return kd_fail(KD_ERR_INVALID_ARG, "sampler: %s has no labeled cases", ds->dir);
+    if (!s->n) return kd_fail(KD_ERR_INVALID_ARG, "sampler: %s has no labeled cases", ds->dir);
     return KD_OK;
 }
 
@@ -200,7 +198,8 @@ static kd_status load_entry(const source *src, entry **out) {
     }
     const kd_case *c = e->c;
     size_t n = (size_t)c->d * c->h * c->w, count = 0;
-    for (size_t i = 0; i < n; i++) count += c->target[i] > 0.5f;
+    for (size_t i = 0; i < n; i++)
+        count += c->target[i] > 0.5f;
     size_t stride = count > 1000000 ? (count + 999999) / 1000000 : 1;
     if (count) {
         e->fg = malloc((count / stride + 1) * sizeof(int));
@@ -270,7 +269,8 @@ static int pick_source(const kd_sampler *s, int64_t g) {
     /* Only the first pos+1 steps of a Fisher-Yates shuffle are needed. */
     int *perm = malloc(s->n * sizeof(int));
     if (!perm) return (int)pos;
-    for (int i = 0; i < s->n; i++) perm[i] = i;
+    for (int i = 0; i < s->n; i++)
+        perm[i] = i;
     for (int i = 0; i <= pos; i++) {
         int j = i + kd_rng_int(&r, s->n - i);
         int t = perm[i];
@@ -294,7 +294,8 @@ static void choose_centre(const kd_sampler *s, const entry *e, kd_rng *r, kd_pat
         pi->centre[0] = i / (c->w * c->h);
         pi->kind = 1;
     } else if (u < s->o.fg_fraction + s->o.random_fraction || !has_tumour) {
-        for (int a = 0; a < 3; a++) pi->centre[a] = kd_rng_int(r, dims[a]);
+        for (int a = 0; a < 3; a++)
+            pi->centre[a] = kd_rng_int(r, dims[a]);
         pi->kind = 2;
     } else {
         for (int a = 0; a < 3; a++) {
@@ -317,7 +318,8 @@ static void mat_mul(double a[3][3], double b[3][3], double out[3][3]) {
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++) {
             t[i][j] = 0;
-            for (int k = 0; k < 3; k++) t[i][j] += a[i][k] * b[k][j];
+            for (int k = 0; k < 3; k++)
+                t[i][j] += a[i][k] * b[k][j];
         }
     memcpy(out, t, sizeof t);
 }
@@ -387,8 +389,10 @@ static void extract(const kd_sampler *s, const kd_case *c, const int centre[3], 
                     int in = iz >= 0 && iz < dims[0] && iy >= 0 && iy < dims[1] && ix >= 0 &&
                              ix < dims[2];
                     size_t si = in ? ((size_t)iz * c->h + iy) * c->w + ix : 0;
-                    for (int ch = 0; ch < C; ch++) img[ch * pn + o] = in ? c->image[ch * n + si] : 0;
-                    for (int r = 0; r < 3; r++) tgt[r * pn + o] = in ? c->target[r * n + si] : 0;
+                    for (int ch = 0; ch < C; ch++)
+                        img[ch * pn + o] = in ? c->image[ch * n + si] : 0;
+                    for (int r = 0; r < 3; r++)
+                        tgt[r * pn + o] = in ? c->target[r * n + si] : 0;
                     continue;
                 }
                 int i0[3];
@@ -415,13 +419,15 @@ static void extract(const kd_sampler *s, const kd_case *c, const int centre[3], 
                 for (int ch = 0; ch < C; ch++) {
                     const float *v = c->image + ch * n;
                     float acc = 0;
-                    for (k = 0; k < 8; k++) acc += w[k] * v[idx[k]];
+                    for (k = 0; k < 8; k++)
+                        acc += w[k] * v[idx[k]];
                     img[ch * pn + o] = acc;
                 }
                 for (int r = 0; r < 3; r++) {
                     const float *v = c->target + r * n;
                     float acc = 0;
-                    for (k = 0; k < 8; k++) acc += w[k] * v[idx[k]];
+                    for (k = 0; k < 8; k++)
+                        acc += w[k] * v[idx[k]];
                     tgt[r * pn + o] = acc;
                 }
             }

@@ -77,7 +77,8 @@ uint16_t kd_f32_to_f16(float f) {
 float kd_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu, x;
     if (e == 0) {
-        if (!m) x = sign;
+        if (!m)
+            x = sign;
         else {
             e = 127 - 15 + 1;
             while (!(m & 0x400u)) {
@@ -86,8 +87,10 @@ float kd_f16_to_f32(uint16_t h) {
             }
             x = sign | (e << 23) | ((m & 0x3ffu) << 13);
         }
-    } else if (e == 31) x = sign | 0x7f800000u | (m << 13);
-    else x = sign | ((e - 15 + 127) << 23) | (m << 13);
+    } else if (e == 31)
+        x = sign | 0x7f800000u | (m << 13);
+    else
+        x = sign | ((e - 15 + 127) << 23) | (m << 13);
     float f;
     memcpy(&f, &x, 4);
     return f;

@@ -45,20 +45,38 @@ static void pattern(int dt, void *buf, size_t n, double *expect) {
     for (size_t i = 0; i < n; i++) {
         double v;
         switch (dt) {
-        case KD_DT_UINT8: v = (double)((i * 37) % 256); ((uint8_t *)buf)[i] = (uint8_t)v; break;
-        case KD_DT_INT16: v = (double)((int)((i * 7919) % 65536) - 32768); ((int16_t *)buf)[i] = (int16_t)v; break;
-        case KD_DT_UINT16: v = (double)((i * 7919) % 65536); ((uint16_t *)buf)[i] = (uint16_t)v; break;
-        case KD_DT_INT32: v = (double)((int)((i * 104729) % 16777216) - 8388608); ((int32_t *)buf)[i] = (int32_t)v; break;
-        case KD_DT_FLOAT32: v = (float)(sin(i * 0.37) * 1e3); ((float *)buf)[i] = (float)v; break;
-        default: v = (float)(cos(i * 0.11) * 1e-3); ((double *)buf)[i] = v; break;
+        case KD_DT_UINT8:
+            v = (double)((i * 37) % 256);
+            ((uint8_t *)buf)[i] = (uint8_t)v;
+            break;
+        case KD_DT_INT16:
+            v = (double)((int)((i * 7919) % 65536) - 32768);
+            ((int16_t *)buf)[i] = (int16_t)v;
+            break;
+        case KD_DT_UINT16:
+            v = (double)((i * 7919) % 65536);
+            ((uint16_t *)buf)[i] = (uint16_t)v;
+            break;
+        case KD_DT_INT32:
+            v = (double)((int)((i * 104729) % 16777216) - 8388608);
+            ((int32_t *)buf)[i] = (int32_t)v;
+            break;
+        case KD_DT_FLOAT32:
+            v = (float)(sin(i * 0.37) * 1e3);
+            ((float *)buf)[i] = (float)v;
+            break;
+        default:
+            v = (float)(cos(i * 0.11) * 1e-3);
+            ((double *)buf)[i] = v;
+            break;
         }
         expect[i] = v;
     }
 }
 
 static int check_geometry(const kd_volume *a, const kd_volume *b) {
-    KD_CHECK(a->nx == b->nx && a->ny == b->ny && a->nz == b->nz, "dims %dx%dx%d vs %dx%dx%d",
-             a->nx, a->ny, a->nz, b->nx, b->ny, b->nz);
+    KD_CHECK(a->nx == b->nx && a->ny == b->ny && a->nz == b->nz, "dims %dx%dx%d vs %dx%dx%d", a->nx,
+             a->ny, a->nz, b->nx, b->ny, b->nz);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++)
             KD_CHECK(fabs(a->info.affine[r][c] - b->info.affine[r][c]) < 1e-4,
@@ -117,7 +135,8 @@ static int rt_float64(void) { return roundtrip(KD_DT_FLOAT64); }
 static int rt_scaling(void) {
     kd_volume *g = oblique_geometry(4, 3, 2);
     int16_t raw[24];
-    for (int i = 0; i < 24; i++) raw[i] = (int16_t)(i * 3 - 20);
+    for (int i = 0; i < 24; i++)
+        raw[i] = (int16_t)(i * 3 - 20);
     struct {
         double slope, inter, a, b;
     } cases[] = {{0.5, 10, 0.5, 10}, {NAN, 5, 1, 0}, {0, 5, 1, 0}, {-2, 0.25, -2, 0.25}};
@@ -190,8 +209,8 @@ static int layout_check(kd_layout l, const char *name) {
         kd_case_uncrop(c, c->target, 3, 0, back);
         size_t wt = 0;
         for (size_t k = 0; k < 3 * n; k++) {
-            KD_CHECK(back[k] == reg[k], "case %d region voxel %zu: %g vs %g", i, k,
-                     (double)back[k], (double)reg[k]);
+            KD_CHECK(back[k] == reg[k], "case %d region voxel %zu: %g vs %g", i, k, (double)back[k],
+                     (double)reg[k]);
             wt += k < n && reg[k] > 0;
         }
         KD_CHECK(wt > 0, "case %d has tumour", i);
@@ -201,8 +220,8 @@ static int layout_check(kd_layout l, const char *name) {
         for (int ch = 0; ch < 4; ch++)
             for (size_t k = 0; k < n; k += 97) {
                 float want = img[ch * n + k] ? (img[ch * n + k] - c->mean[ch]) / c->std[ch] : 0;
-                KD_CHECK(fabsf(back[ch * n + k] - want) < 1e-3f, "case %d ch %d voxel %zu", i,
-                         ch, k);
+                KD_CHECK(fabsf(back[ch * n + k] - want) < 1e-3f, "case %d ch %d voxel %zu", i, ch,
+                         k);
             }
         kd_case_free(c);
     }
@@ -236,8 +255,8 @@ static int regions_per_layout(void) {
             float reg[3] = {(float)(r & 1), (float)((r >> 1) & 1), (float)((r >> 2) & 1)};
             uint8_t back;
             kd_regions_to_labels(t[k].l, reg, 1, &back);
-            KD_CHECK(back == t[k].labels[j], "%s regions %d -> label %d", kd_layout_name(t[k].l),
-                     r, back);
+            KD_CHECK(back == t[k].labels[j], "%s regions %d -> label %d", kd_layout_name(t[k].l), r,
+                     back);
         }
     }
     return 0;
@@ -294,7 +313,8 @@ static int annotations(void) {
     char p[1024];
     snprintf(p, sizeof p, "%s/%s.nii.gz", ann, kd_dataset_case_name(ds, 0));
     KD_CHECK_OK(kd_case_write_labels(c0, p, lab));
-    for (size_t i = 0; i < 3 * n; i++) probs[i] = (float)((i * 13) % 256) / 255.0f;
+    for (size_t i = 0; i < 3 * n; i++)
+        probs[i] = (float)((i * 13) % 256) / 255.0f;
     snprintf(p, sizeof p, "%s/%s.nii.gz", ann, kd_dataset_case_name(ds, 1));
     KD_CHECK_OK(kd_case_write_probs(c1, p, probs, 1));
     kd_case_free(c0);
@@ -311,7 +331,8 @@ static int annotations(void) {
     float *reg = malloc(3 * n * sizeof(float));
     regions_2018(lab, n, reg);
     kd_case_uncrop(c0, c0->target, 3, 0, back);
-    for (size_t i = 0; i < 3 * n; i++) KD_CHECK(back[i] == reg[i], "hard voxel %zu", i);
+    for (size_t i = 0; i < 3 * n; i++)
+        KD_CHECK(back[i] == reg[i], "hard voxel %zu", i);
     kd_case_crop(c1, probs, 3, back);
     size_t pn = (size_t)c1->d * c1->h * c1->w;
     for (size_t i = 0; i < 3 * pn; i++)
@@ -366,7 +387,8 @@ static const char *good_file(const char *name) {
     const char *p = tpath(name);
     size_t n = 32 * 24 * 20;
     int16_t *d = malloc(n * 2);
-    for (size_t i = 0; i < n; i++) d[i] = (int16_t)((i * 7919) % 3000);
+    for (size_t i = 0; i < n; i++)
+        d[i] = (int16_t)((i * 7919) % 3000);
     kd_status s = kd_nifti_write(p, g, 1, KD_DT_INT16, d, NULL);
     free(d);
     kd_volume_free(g);
@@ -389,7 +411,8 @@ static int bad_not_nifti(void) {
     const char *q = tpath("text.nii.gz");
     gzFile f = gzopen(q, "wb");
     unsigned char junk[600];
-    for (int i = 0; i < 600; i++) junk[i] = (unsigned char)(i * 31);
+    for (int i = 0; i < 600; i++)
+        junk[i] = (unsigned char)(i * 31);
     gzwrite(f, junk, sizeof junk);
     gzclose(f);
     return expect_read_error(q, KD_ERR_FORMAT, "not a NIfTI");
@@ -421,7 +444,8 @@ static int bad_corrupt_gzip(void) {
     unsigned char *b = read_all(p, &n);
     unsigned char *c = malloc(n);
     memcpy(c, b, n);
-    for (size_t i = n / 2; i < n / 2 + 16; i++) c[i] ^= 0x5a;
+    for (size_t i = n / 2; i < n / 2 + 16; i++)
+        c[i] ^= 0x5a;
     write_bytes(p, c, n);
     if (expect_read_error(p, KD_ERR_FORMAT, "corrupt")) return 1;
     memcpy(c, b, n);
@@ -495,7 +519,8 @@ static int bad_labels(void) {
     KD_CHECK_OK(kd_nifti_read(p, &v));
     size_t n = (size_t)v->nx * v->ny * v->nz;
     uint8_t *lab = malloc(n);
-    for (size_t i = 0; i < n; i++) lab[i] = (uint8_t)v->data[i];
+    for (size_t i = 0; i < n; i++)
+        lab[i] = (uint8_t)v->data[i];
     lab[n / 3] = 3;
     KD_CHECK_OK(kd_nifti_write(p, v, 1, KD_DT_UINT8, lab, NULL));
     kd_dataset *ds;
@@ -515,7 +540,8 @@ static int bad_labels(void) {
 static int bad_nan(void) {
     kd_volume *g = oblique_geometry(6, 5, 4);
     float d[120];
-    for (int i = 0; i < 120; i++) d[i] = (float)i;
+    for (int i = 0; i < 120; i++)
+        d[i] = (float)i;
     d[77] = NAN;
     const char *p = tpath("nan.nii.gz");
     KD_CHECK_OK(kd_nifti_write(p, g, 1, KD_DT_FLOAT32, d, NULL));
@@ -533,7 +559,8 @@ static int bad_absurd_size(void) {
     size_t n = 0;
     unsigned char *b = read_all(p, &n);
     int16_t big = 30000;
-    for (int i = 1; i <= 3; i++) memcpy(b + 40 + 2 * i, &big, 2); /* dim[1..3] */
+    for (int i = 1; i <= 3; i++)
+        memcpy(b + 40 + 2 * i, &big, 2); /* dim[1..3] */
     write_bytes(p, b, n);
     if (expect_read_error(p, KD_ERR_FORMAT, "absurd")) return 1;
     /* NIfTI-2 with 64-bit dims: 2000^3 x 64 voxels. */
@@ -567,8 +594,7 @@ static int crop_pad_uncrop(void) {
     KD_CHECK_OK(kd_dataset_open(dir, NULL, &ds));
     kd_case *c;
     KD_CHECK_OK(kd_case_load(ds, 0, &c));
-    KD_CHECK(c->d % 16 == 0 && c->h % 16 == 0 && c->w % 16 == 0, "grid %d %d %d", c->d, c->h,
-             c->w);
+    KD_CHECK(c->d % 16 == 0 && c->h % 16 == 0 && c->w % 16 == 0, "grid %d %d %d", c->d, c->h, c->w);
     size_t n = (size_t)c->d * c->h * c->w;
     size_t on = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     for (int a = 0; a < 3; a++) {
@@ -590,7 +616,8 @@ static int crop_pad_uncrop(void) {
         for (int y = 0; y < PH_SIZE[1]; y++)
             for (int x = 0; x < PH_SIZE[2]; x++, i++) {
                 int nz = 0;
-                for (int ch = 0; ch < 4; ch++) nz |= img[ch * on + i] != 0;
+                for (int ch = 0; ch < 4; ch++)
+                    nz |= img[ch * on + i] != 0;
                 if (!nz) continue;
                 int p[3] = {z, y, x};
                 for (int a = 0; a < 3; a++) {
@@ -663,7 +690,8 @@ static int cache_invalidate(void) {
     KD_CHECK(!memcmp(b->target, a->target, 3 * n * sizeof(float)), "targets exact");
     KD_CHECK(b->geom->nx == a->geom->nx && b->geom->info.affine[1][3] == a->geom->info.affine[1][3],
              "geometry");
-    KD_CHECK(!memcmp(b->crop_lo, a->crop_lo, sizeof a->crop_lo) && b->mean[2] == a->mean[2], "stats");
+    KD_CHECK(!memcmp(b->crop_lo, a->crop_lo, sizeof a->crop_lo) && b->mean[2] == a->mean[2],
+             "stats");
     /* Touch a source: the entry must be rebuilt. */
     const char *src = kd_dataset_case_image(ds, 0, 2, NULL);
     struct timeval tv[2] = {{1000000000, 0}, {1000000000, 0}};
@@ -739,8 +767,10 @@ static int sampler_same_seed(void) {
         KD_CHECK(!memcmp(x[0], x[1], ni * 4) && !memcmp(y[0], y[1], nt * 4), "step %lld same",
                  (long long)step);
         KD_CHECK(memcmp(x[0], x[2], ni * 4), "step %lld: another seed differs", (long long)step);
-        for (size_t i = 0; i < ni; i++) KD_CHECK(isfinite(x[0][i]), "finite");
-        for (size_t i = 0; i < nt; i++) KD_CHECK(y[0][i] >= -1e-6f && y[0][i] <= 1 + 1e-6f, "target in [0,1]");
+        for (size_t i = 0; i < ni; i++)
+            KD_CHECK(isfinite(x[0][i]), "finite");
+        for (size_t i = 0; i < nt; i++)
+            KD_CHECK(y[0][i] >= -1e-6f && y[0][i] <= 1 + 1e-6f, "target in [0,1]");
     }
     for (int k = 0; k < 3; k++) {
         free(x[k]);
@@ -761,7 +791,8 @@ static int sampler_centres(void) {
     size_t ni = kd_sampler_image_floats(s), nt = kd_sampler_target_floats(s);
     float *x = malloc(ni * 4), *y = malloc(nt * 4);
     kd_case *cs[3];
-    for (int i = 0; i < 3; i++) KD_CHECK_OK(kd_case_load(g_ds, i, &cs[i]));
+    for (int i = 0; i < 3; i++)
+        KD_CHECK_OK(kd_case_load(g_ds, i, &cs[i]));
     int seen[3] = {0, 0, 0}, kinds[3] = {0, 0, 0};
     const int P[3] = {16, 24, 24};
     const size_t pn = 16 * 24 * 24;
@@ -786,9 +817,11 @@ static int sampler_centres(void) {
             for (int z = 0; z < P[0]; z++)
                 for (int yy = 0; yy < P[1]; yy++)
                     for (int xx = 0; xx < P[2]; xx++, o++) {
-                        int q[3] = {ct[0] - P[0] / 2 + z, ct[1] - P[1] / 2 + yy, ct[2] - P[2] / 2 + xx};
+                        int q[3] = {ct[0] - P[0] / 2 + z, ct[1] - P[1] / 2 + yy,
+                                    ct[2] - P[2] / 2 + xx};
                         int in = 1;
-                        for (int a = 0; a < 3; a++) in &= q[a] >= 0 && q[a] < dims[a];
+                        for (int a = 0; a < 3; a++)
+                            in &= q[a] >= 0 && q[a] < dims[a];
                         size_t si = in ? ((size_t)q[0] * c->h + q[1]) * c->w + q[2] : 0;
                         for (int ch = 0; ch < 4; ch++) {
                             float want = in ? c->image[ch * n + si] : 0;
@@ -799,11 +832,12 @@ static int sampler_centres(void) {
                     }
         }
     }
-    KD_CHECK(seen[0] == 2 && seen[1] == 2 && seen[2] == 2, "epochs cover cases: %d %d %d",
-             seen[0], seen[1], seen[2]);
+    KD_CHECK(seen[0] == 2 && seen[1] == 2 && seen[2] == 2, "epochs cover cases: %d %d %d", seen[0],
+             seen[1], seen[2]);
     KD_CHECK(kinds[0] && kinds[1] && kinds[2], "all kinds drawn: %d %d %d", kinds[0], kinds[1],
              kinds[2]);
-    for (int i = 0; i < 3; i++) kd_case_free(cs[i]);
+    for (int i = 0; i < 3; i++)
+        kd_case_free(cs[i]);
     free(x);
     free(y);
     kd_sampler_free(s);
@@ -921,7 +955,8 @@ static int loader_error(void) {
     float *x = malloc(kd_sampler_image_floats(s) * 4), *y = malloc(kd_sampler_target_floats(s) * 4);
     kd_status st = KD_OK;
     int k;
-    for (k = 0; k < 4 && st == KD_OK; k++) st = kd_loader_next(l, NULL, x, y);
+    for (k = 0; k < 4 && st == KD_OK; k++)
+        st = kd_loader_next(l, NULL, x, y);
     KD_CHECK(st == KD_ERR_FORMAT, "status %s after %d batches", kd_status_string(st), k);
     KD_CHECK(contains(kd_last_error(), p, "truncated"), "message: %s", kd_last_error());
     KD_CHECK(kd_loader_next(l, NULL, x, y) != KD_OK, "stopped after the error");
@@ -955,15 +990,19 @@ static int phantom_contrasts(void) {
             int l = la[i];
             KD_CHECK(l == 0 || l == 1 || l == 2 || l == 4, "label %d", l);
             int bg = 1;
-            for (int m = 0; m < 4; m++) bg &= a[m * n + i] == 0;
+            for (int m = 0; m < 4; m++)
+                bg &= a[m * n + i] == 0;
             KD_CHECK(!(bg && l), "tumour outside the brain");
             if (bg) continue;
-            for (int m = 0; m < 4; m++) sum[l][m] += a[m * n + i];
+            for (int m = 0; m < 4; m++)
+                sum[l][m] += a[m * n + i];
             cnt[l]++;
         }
         KD_CHECK(cnt[2] > 0, "case %d has edema", idx);
-        if (!cnt[4]) no_et++;
-        else et_cases++;
+        if (!cnt[4])
+            no_et++;
+        else
+            et_cases++;
         if (cnt[1] + cnt[2] + cnt[4] < 3000) multi_or_small++;
         double h[4], ed[4];
         for (int m = 0; m < 4; m++) {
@@ -996,7 +1035,8 @@ static uint32_t rd_be32(const unsigned char *p) {
 static int png_roundtrip(void) {
     const int w = 13, h = 7;
     uint8_t px[13 * 7 * 3];
-    for (int i = 0; i < w * h * 3; i++) px[i] = (uint8_t)(i * 11);
+    for (int i = 0; i < w * h * 3; i++)
+        px[i] = (uint8_t)(i * 11);
     const char *p = tpath("t.png");
     KD_CHECK_OK(kd_png_write(p, w, h, 3, px));
     size_t n = 0;
@@ -1091,7 +1131,8 @@ static int rng_streams(void) {
         double u = kd_rng_uniform(&a);
         KD_CHECK(u >= 0 && u < 1, "uniform");
     }
-    for (int k = 0; k < 5; k++) KD_CHECK(abs(hist[k] - 10000) < 500, "bin %d: %d", k, hist[k]);
+    for (int k = 0; k < 5; k++)
+        KD_CHECK(abs(hist[k] - 10000) < 500, "bin %d: %d", k, hist[k]);
     return 0;
 }
 
