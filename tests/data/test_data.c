@@ -1084,7 +1084,7 @@ static int real_case(void) {
     snprintf(dir, sizeof dir, "%s/data/brats2023-sample/BraTS-GLI-00001-000", sh ? sh : "");
     struct stat st;
     if (!sh || stat(dir, &st) != 0) {
-        printf("SKIP: %s not present\n", dir);
+        printf("SKIP: %s not present\n", sh ? dir : "../shared/data/brats2023-sample");
         return KD_TEST_SKIP;
     }
     kd_dataset *ds;
