@@ -11,5 +11,6 @@
 #include "kdseg/postproc.h"
 #include "kdseg/metrics.h"
 
+#include "kdseg/data.h"
 
 #endif
