@@ -1,6 +1,7 @@
 /* Batches, validation and stop handling shared by train, distill and demo. */
 #include "train_common.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,4 +143,251 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]) {
     }
     for (int r = 0; r < 3; r++) dice[r] /= v->n > 0 ? v->n : 1;
     return KD_OK;
+}
+
+/* ---- command-line training sessions ------------------------------------------------- */
+
+#include <sys/stat.h>
+
+#include "cli.h"
+
+void kd_train_args_default(kd_train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->layout = "auto";
+    a->model = "resunet";
+    a->optim = "adam";
+    a->schedule = "step";
+    a->loss = "paper";
+    a->aug = "default";
+    a->cases = 8;
+    a->size[0] = a->size[1] = a->size[2] = 64;
+    a->val_cases = 1;
+    a->patch[0] = a->patch[1] = a->patch[2] = 64;
+    a->batch = 1;
+    a->steps = 200;
+    a->step_every = 16000;
+    a->val_every = 50;
+    a->ckpt_every = 50;
+    a->threads = 1;
+    a->margin = 50;
+    a->lr = 1e-4;
+    a->wd = 1e-6;
+    a->seed = 1;
+}
+
+void kd_train_args_help(FILE *f) {
+    fprintf(f,
+            "data:\n"
+            "  --data DIR            dataset folder (BraTS 2018-21, 2023+ or MSD Task01 layout)\n"
+            "  --layout L            auto|brats2018|brats2023|msd (default auto)\n"
+            "  --annotations DIR     labels for unlabeled cases (e.g. from kdseg annotate)\n"
+            "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
+            "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
+            "  --cases N             phantom cases (default 8)     --size D,H,W (default 64)\n"
+            "  --val-cases N         labeled cases held out for validation (default 1)\n"
+            "model and optimisation:\n"
+            "  --model SPEC          model spec (default resunet; see kdseg models)\n"
+            "  --patch P|D,H,W       patch size (default 64)      --batch B (default 1)\n"
+            "  --steps N             total steps (default 200)    --lr X (default 1e-4)\n"
+            "  --optim adam|sgd      AMSGrad Adam (default) or Nesterov SGD   --wd X (1e-6)\n"
+            "  --schedule S          step|poly|cosine|const (default step: x0.5 every\n"
+            "                        --step-every N steps, default 16000)   --warmup N\n"
+            "  --loss paper|bce|mse  (default paper: Dice + weighted BCE)\n"
+            "  --aug default|none    augmentation (default)     --fg-fraction X (0)\n"
+            "  --margin N            patch centres in the tumour box + N voxels (default 50)\n"
+            "  --seed S              every random choice (default 1)\n"
+            "  --val-every N         validate every N steps (default 50)\n"
+            "  --ckpt-every N        save last.kds every N steps (default 50)\n"
+            "  --resume              continue from OUT/last.kds exactly\n"
+            "  --threads N           background loader threads (default 1; 0: none)\n"
+            "  --quiet               no progress output\n");
+}
+
+int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a) {
+    const char *v;
+    int r = 0;
+#define STR(name, field)                                              \
+    else if (kd_cli_opt(argc, argv, i, name, &v)) {                   \
+        if (!v) return kd_cli_unknown(cmd, name);                     \
+        a->field = v;                                                 \
+    }
+#define INT(name, field, lo, hi) \
+    else if (kd_cli_opt(argc, argv, i, name, &v)) r = kd_cli_int(cmd, name, v, lo, hi, &a->field);
+#define DBL(name, field, lo, hi) \
+    else if (kd_cli_opt(argc, argv, i, name, &v)) r = kd_cli_float(cmd, name, v, lo, hi, &a->field);
+    if (0) {
+    }
+    STR("--data", data) STR("--layout", layout) STR("--annotations", annotations)
+    STR("--modalities", modalities) STR("--out", out) STR("--model", model)
+    STR("--optim", optim) STR("--schedule", schedule) STR("--loss", loss) STR("--aug", aug)
+    INT("--cases", cases, 2, 10000) INT("--val-cases", val_cases, 0, 10000)
+    INT("--batch", batch, 1, 64) INT("--steps", steps, 1, 100000000)
+    INT("--warmup", warmup, 0, 100000000) INT("--step-every", step_every, 1, 100000000)
+    INT("--val-every", val_every, 0, 100000000) INT("--ckpt-every", ckpt_every, 0, 100000000)
+    INT("--threads", threads, 0, 16) INT("--margin", margin, 0, 1000)
+    DBL("--lr", lr, 1e-9, 10) DBL("--wd", wd, 0, 1) DBL("--fg-fraction", fg, 0, 1)
+    else if (kd_cli_opt(argc, argv, i, "--size", &v)) r = kd_cli_dims3(cmd, "--size", v, 16, 512, a->size);
+    else if (kd_cli_opt(argc, argv, i, "--patch", &v)) r = kd_cli_dims3(cmd, "--patch", v, 8, 512, a->patch);
+    else if (kd_cli_opt(argc, argv, i, "--seed", &v)) {
+        int s32 = 0;
+        r = kd_cli_int(cmd, "--seed", v, 0, 2147483647, &s32);
+        a->seed = s32;
+    } else if (kd_cli_flag(argv, *i, "--synthetic")) a->synthetic = 1;
+    else if (kd_cli_flag(argv, *i, "--resume")) a->resume = 1;
+    else if (kd_cli_flag(argv, *i, "--quiet")) a->quiet = 1;
+    else return 0;
+#undef STR
+#undef INT
+#undef DBL
+    return r ? 2 : 1;
+}
+
+kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_train_session *s) {
+    memset(s, 0, sizeof *s);
+    s->a = *a;
+    kd_status st;
+    memset(&s->tc, 0, sizeof s->tc);
+    kd_optim_defaults(&s->oc);
+    kd_schedule_defaults(&s->tc.sched);
+    if ((st = kd_loss_parse(a->loss, &s->loss)) || (st = kd_schedule_parse(a->schedule, &s->tc.sched)))
+        return st;
+    if (!strcmp(a->optim, "sgd")) s->oc.kind = KD_OPT_SGD;
+    else if (strcmp(a->optim, "adam"))
+        return kd_fail(KD_ERR_INVALID_ARG, "--optim must be adam or sgd, got '%s'", a->optim);
+    if (strcmp(a->aug, "default") && strcmp(a->aug, "none"))
+        return kd_fail(KD_ERR_INVALID_ARG, "--aug must be default or none, got '%s'", a->aug);
+    s->oc.lr = (float)a->lr;
+    s->oc.weight_decay = (float)a->wd;
+    s->tc.sched.step_every = a->step_every;
+    s->tc.sched.warmup = a->warmup;
+    s->tc.sched.total_steps = a->steps;
+    if (mkdir(a->out, 0755) && errno != EEXIST)
+        return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
+    static char dir[4096];
+    const char *data = a->data;
+    if (a->synthetic) {
+        snprintf(dir, sizeof dir, "%s/phantom", a->out);
+        struct stat sb;
+        if (stat(dir, &sb) != 0) {
+            kd_phantom_opts po;
+            memset(&po, 0, sizeof po);
+            po.cases = a->cases;
+            memcpy(po.size, a->size, sizeof po.size);
+            po.seed = (uint64_t)a->seed;
+            po.layout = KD_LAYOUT_BRATS2018;
+            if (!a->quiet)
+                kd_log(KD_LOG_WARN, "generating %d phantom cases of %dx%dx%d in %s", a->cases,
+                       a->size[0], a->size[1], a->size[2], dir);
+            if ((st = kd_phantom_write_cohort(dir, &po))) return st;
+        }
+        data = dir;
+    }
+    kd_dataset_opts dopts;
+    memset(&dopts, 0, sizeof dopts);
+    if ((st = kd_layout_parse(a->layout, &dopts.layout))) return st;
+    dopts.annotations = a->annotations;
+    dopts.modalities = a->modalities;
+    if ((st = kd_dataset_open(data, &dopts, &s->ds))) return st;
+    s->lab = malloc(sizeof(int) * (size_t)(kd_dataset_count(s->ds) + 1));
+    s->pseudo = malloc(sizeof(int) * (size_t)(kd_dataset_count(s->ds) + 1));
+    if (!s->lab || !s->pseudo) return kd_fail(KD_ERR_OUT_OF_MEMORY, "case list");
+    for (int i = 0; i < kd_dataset_count(s->ds); i++) {
+        int l = kd_dataset_case_labeled(s->ds, i);
+        if (l == 1) s->lab[s->nlab++] = i;
+        else if (l == 2) s->pseudo[s->npseudo++] = i;
+    }
+    if (s->nlab - a->val_cases < 1)
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: %d labeled cases; need more than --val-cases %d",
+                       data, s->nlab, a->val_cases);
+    if (!(s->dev = kd_cli_open_device(cmd))) return kd_fail(KD_ERR_NO_DEVICE, "%s", kd_last_error());
+    char path[4096], meta[8192];
+    snprintf(path, sizeof path, "%s/last.kds", a->out);
+    s->tc.best_so_far = -1;
+    if (a->resume) {
+        if ((st = kd_checkpoint_load(path, s->dev, &s->m, &s->oc, &s->o, meta, sizeof meta))) return st;
+        char v[64];
+        kd_meta_get(meta, "step", v, sizeof v);
+        s->start = atol(v);
+        kd_meta_get(meta, "best_dice", v, sizeof v);
+        s->tc.best_so_far = v[0] ? atof(v) : -1;
+        if (!a->quiet) kd_log(KD_LOG_WARN, "resuming %s at step %ld", kd_model_spec(s->m), s->start);
+    } else if ((st = kd_model_create(s->dev, a->model, (uint64_t)a->seed, &s->m)) ||
+               (st = kd_optim_create(s->m, &s->oc, &s->o))) {
+        return st;
+    }
+    for (int k = 0; k < 3; k++)
+        if (a->patch[k] % kd_model_divisor(s->m))
+            return kd_fail(KD_ERR_INVALID_ARG, "--patch %dx%dx%d: sizes must be multiples of %d for %s",
+                           a->patch[0], a->patch[1], a->patch[2], kd_model_divisor(s->m),
+                           kd_model_arch(s->m));
+    kd_sampler_opts_default(&s->so);
+    s->so.batch = a->batch;
+    memcpy(s->so.patch, a->patch, sizeof s->so.patch);
+    s->so.seed = (uint64_t)a->seed;
+    s->so.fg_fraction = (float)a->fg;
+    s->so.margin = a->margin;
+    if (!strcmp(a->aug, "none")) kd_augment_opts_none(&s->so.aug);
+    if ((st = kd_sampler_create(&s->so, &s->smp)) ||
+        (st = kd_sampler_add(s->smp, s->ds, s->lab, s->nlab - a->val_cases)))
+        return st;
+    if ((st = kd_val_set_load(&s->vs, s->ds, s->lab + s->nlab - a->val_cases, a->val_cases))) return st;
+    kd_train_config *tc = &s->tc;
+    tc->batch = a->batch;
+    memcpy(tc->patch, a->patch, sizeof tc->patch);
+    tc->steps = a->steps;
+    tc->lr = (float)a->lr;
+    tc->seed = (uint64_t)a->seed;
+    tc->val_every = a->val_cases > 0 ? a->val_every : 0;
+    tc->ckpt_every = a->ckpt_every;
+    tc->out_dir = a->out;
+    tc->progress = !a->quiet;
+    tc->stop = &kd_stop_flag;
+    snprintf(s->extra, sizeof s->extra, "data=%s\nloss=%s\noptim=%s\npatch=%d,%d,%d\nbatch=%d\n", data,
+             a->loss, a->optim, a->patch[0], a->patch[1], a->patch[2], a->batch);
+    tc->meta_extra = s->extra;
+    kd_install_stop_handler();
+    return KD_OK;
+}
+
+void kd_train_session_close(kd_train_session *s) {
+    kd_val_set_free(&s->vs);
+    kd_sampler_free(s->smp);
+    kd_optim_free(s->o);
+    kd_model_free(s->m);
+    kd_device_free(s->dev);
+    kd_dataset_free(s->ds);
+    free(s->lab);
+    free(s->pseudo);
+    memset(s, 0, sizeof *s);
+}
+
+kd_status kd_train_session_run(kd_train_session *s, kd_batch_source *bs) {
+    const kd_train_args *a = &s->a;
+    size_t plan = 0;
+    kd_model_plan(s->m, kd_shape5(a->batch, kd_model_in_channels(s->m), a->patch[0], a->patch[1], a->patch[2]),
+                  1, &plan);
+    if (!a->quiet)
+        printf("training %s (%zu parameters) on %s, %d labeled cases (%d held out), patch "
+               "%dx%dx%d, batch %d, steps %ld..%d\nplanned activation memory %.1f MiB (+ %.1f MiB "
+               "parameters, gradients and optimizer state)\n",
+               kd_model_spec(s->m), kd_model_param_count(s->m), kd_device_name(s->dev), s->nlab,
+               a->val_cases, a->patch[0], a->patch[1], a->patch[2], a->batch, s->start, a->steps,
+               plan / 1048576.0, 5.0 * kd_model_param_bytes(s->m) / 1048576.0);
+    kd_train_result res;
+    kd_status st = kd_train_run(s->m, s->o, &s->tc, s->start, kd_batch_from_source, bs,
+                                a->val_cases ? kd_validate : NULL, &s->vs, &res);
+    if (!st || st == KD_ERR_INTERRUPTED) {
+        if (!a->quiet)
+            printf("%ld steps in %.1f s (%.3f steps/s), loss %.4f -> %.4f, best validation Dice "
+                   "%.4f, peak device memory %.1f MiB\n",
+                   res.steps_done, res.seconds, res.steps_per_s, (double)res.first_loss,
+                   (double)res.last_loss, res.best_dice, res.peak_device_bytes / 1048576.0);
+        char csv[4096], png[4096];
+        snprintf(csv, sizeof csv, "%s/train.csv", a->out);
+        snprintf(png, sizeof png, "%s/train.png", a->out);
+        kd_status ps = kd_plot_training(csv, png);
+        if (ps) kd_log(KD_LOG_WARN, "plot: %s", kd_last_error());
+        else if (!a->quiet) printf("wrote %s/last.kds, %s, %s\n", a->out, csv, png);
+    }
+    return st;
 }

@@ -45,3 +45,46 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]);
 kd_status kd_plot_training(const char *csv_path, const char *png_path);
 
 #endif
+
+/* ---- command-line training sessions (train, distill, demo) ---------------------------- */
+
+typedef struct kd_train_args {
+    const char *data, *layout, *annotations, *modalities, *out, *model, *optim, *schedule, *loss,
+        *aug;
+    int synthetic, cases, size[3], val_cases, patch[3], batch, steps, warmup, step_every,
+        val_every, ckpt_every, resume, threads, margin, quiet;
+    double lr, wd, fg;
+    long seed;
+} kd_train_args;
+
+void kd_train_args_default(kd_train_args *a);
+/* Parses argv[*i] if it is a training option: 1 handled, 0 not a training option,
+ * 2 a bad value (message printed). */
+int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a);
+/* The option list for --help. */
+void kd_train_args_help(FILE *f);
+
+typedef struct kd_train_session {
+    kd_train_args a;
+    kd_dataset *ds;
+    int *lab, nlab;            /* labeled case indices; the last val_cases are held out */
+    int *pseudo, npseudo;      /* cases labeled by the --annotations folder */
+    kd_device *dev;
+    kd_model *m;
+    kd_optim *o;
+    kd_optim_config oc;
+    kd_loss_kind loss;
+    kd_sampler_opts so;
+    kd_sampler *smp;           /* labeled training cases */
+    kd_val_set vs;
+    kd_train_config tc;
+    long start;
+    char extra[1024];
+} kd_train_session;
+
+/* Opens the data (generating a phantom cohort with --synthetic), the device, the model
+ * and optimizer (or resumes from OUT/last.kds), the labeled sampler and validation set. */
+kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_train_session *s);
+void kd_train_session_close(kd_train_session *s);
+/* Runs kd_train_run with a batch source, prints the summary, writes the plot. */
+kd_status kd_train_session_run(kd_train_session *s, kd_batch_source *bs);

@@ -246,6 +246,9 @@ typedef struct kd_sampler_opts {
     uint64_t seed;
     int rank;                /* data-parallel rank: its own random streams */
     int max_cases_in_memory; /* preprocessed cases kept (LRU); 0: all */
+    int allow_unlabeled;     /* accept unlabeled cases: their patches are centred at random
+                                and their targets are zero (online distillation replaces
+                                them with the teachers' predictions) */
 } kd_sampler_opts;
 
 /* batch 2, patch 128^3, margin 50, fractions 0, default augmentation, seed 1. */
@@ -262,7 +265,8 @@ typedef struct kd_patch_info {
 
 kd_status kd_sampler_create(const kd_sampler_opts *o, kd_sampler **out);
 /* Adds cases of a dataset (borrowed: must outlive the sampler). idx NULL: all labeled
- * cases. Unlabeled cases are refused. */
+ * cases (all cases with allow_unlabeled). Unlabeled cases are refused unless the options
+ * allow them. */
 kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, int n);
 int kd_sampler_count(const kd_sampler *s);
 /* The batch of `step`: images (B, C, P, P, P) and targets (B, 3, P, P, P), float32

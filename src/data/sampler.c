@@ -149,7 +149,7 @@ kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, in
         if (i < 0 || i >= ds->n)
             return kd_fail(KD_ERR_INVALID_ARG, "sampler: case index %d out of range (%d cases)", i,
                            ds->n);
-        if (!ds->cases[i].labeled) {
+        if (!ds->cases[i].labeled && !s->o.allow_unlabeled) {
             if (!idx) continue;
             return kd_fail(KD_ERR_INVALID_ARG,
                            "sampler: case %s has no labels (add an --annotations folder)",
@@ -198,7 +198,7 @@ static kd_status load_entry(const source *src, entry **out) {
     }
     const kd_case *c = e->c;
     size_t n = (size_t)c->d * c->h * c->w, count = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; c->target && i < n; i++)
         count += c->target[i] > 0.5f;
     size_t stride = count > 1000000 ? (count + 999999) / 1000000 : 1;
     if (count) {
@@ -392,7 +392,7 @@ static void extract(const kd_sampler *s, const kd_case *c, const int centre[3], 
                     for (int ch = 0; ch < C; ch++)
                         img[ch * pn + o] = in ? c->image[ch * n + si] : 0;
                     for (int r = 0; r < 3; r++)
-                        tgt[r * pn + o] = in ? c->target[r * n + si] : 0;
+                        tgt[r * pn + o] = in && c->target ? c->target[r * n + si] : 0;
                     continue;
                 }
                 int i0[3];
@@ -423,7 +423,7 @@ static void extract(const kd_sampler *s, const kd_case *c, const int centre[3], 
                         acc += w[k] * v[idx[k]];
                     img[ch * pn + o] = acc;
                 }
-                for (int r = 0; r < 3; r++) {
+                for (int r = 0; r < 3 && c->target; r++) {
                     const float *v = c->target + r * n;
                     float acc = 0;
                     for (k = 0; k < 8; k++)
@@ -488,6 +488,7 @@ kd_status kd_sampler_batch(kd_sampler *s, int64_t step, float *images, float *ta
         draw_xform(s, &r, &x);
         float *img = images + (size_t)b * s->channels * pn;
         float *tgt = targets + (size_t)b * 3 * pn;
+        if (!e->c->target) memset(tgt, 0, 3 * pn * sizeof(float));
         extract(s, e->c, pi.centre, &x, img, tgt);
         release(s, e);
         augment_intensity(s, &r, s->channels, img);
