@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *kd_cli_device = NULL;
 
@@ -95,4 +96,16 @@ int kd_cli_unknown(const char *cmd, const char *arg) {
     fprintf(stderr, "kdseg %s: unknown option or argument '%s' (see kdseg %s --help)\n", cmd, arg,
             cmd);
     return 2;
+}
+
+int kd_mkdir_p(const char *path) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }

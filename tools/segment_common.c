@@ -1,6 +1,7 @@
 /* The loop over cases shared by segment and annotate. */
 #include "segment_common.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,7 +103,8 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
                            a->models[i], kd_model_in_channels(r->models[i]),
                            kd_dataset_channels(r->ds));
     }
-    mkdir(a->out, 0755);
+    if (kd_mkdir_p(a->out))
+        return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
     return KD_OK;
 }
 

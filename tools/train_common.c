@@ -261,7 +261,7 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     s->tc.sched.step_every = a->step_every;
     s->tc.sched.warmup = a->warmup;
     s->tc.sched.total_steps = a->steps;
-    if (mkdir(a->out, 0755) && errno != EEXIST)
+    if (kd_mkdir_p(a->out))
         return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
     static char dir[4096];
     const char *data = a->data;

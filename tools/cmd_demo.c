@@ -1,0 +1,388 @@
+/* kdseg demo: the paper's experiment on a built-in synthetic cohort. Teachers of three
+ * architectures are trained on a few labeled cases, their ensemble annotates an
+ * unlabeled pool, and a student trained on labeled + annotated cases is compared with
+ * the same student trained on the labeled cases only, with every teacher and with the
+ * ensemble, on held-out test cases. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+#include "kdseg/metrics.h"
+#include "kdseg/plot.h"
+#include "train_common.h"
+
+typedef struct demo_cfg {
+    int labeled, unlabeled, test, size, patch, batch;
+    int teacher_steps, student_steps, val_every;
+    const char *teacher_specs[3], *teacher_names[3], *student_spec;
+    double teacher_lr, student_lr, pseudo_ratio;
+    const char *tta;
+} demo_cfg;
+
+static const demo_cfg demo_default = {
+    10, 24, 8, 64, 32, 2, 240, 320, 80,
+    {"unet3d:widths=8,16,32", "cascade:widths=8,16,32", "resnext-se:widths=16,32,64:enc=1,1,1"},
+    {"unet3d", "cascade", "resnext-se"},
+    "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.6, "none"};
+
+static const demo_cfg demo_quick = {
+    6, 8, 4, 48, 32, 1, 40, 50, 25,
+    {"unet3d:widths=8,16", "cascade:widths=8,16", "resnext-se:widths=16,32:enc=1,1"},
+    {"unet3d", "cascade", "resnext-se"},
+    "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 3e-3, 3e-3, 0.6, "none"};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double g_t0;
+
+/* Run a kdseg subcommand with printf-formatted, space-separated arguments. */
+static kd_status call(const char *fmt, ...) {
+    char line[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    char *argv[128];
+    int argc = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(line, " ", &save); t && argc < 127; t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    argv[argc] = NULL;
+    for (int c = 0; c < kd_command_count; c++)
+        if (!strcmp(kd_commands[c]->name, argv[0])) {
+            fflush(stdout);
+            int r = kd_commands[c]->run(argc, argv);
+            fflush(stdout);
+            return r ? kd_fail(KD_ERR_INTERNAL, "stage 'kdseg %s' failed (exit %d)", argv[0], r)
+                     : KD_OK;
+        }
+    return kd_fail(KD_ERR_INTERNAL, "no command %s", argv[0]);
+}
+
+static void stage(int k, int n, const char *what) {
+    printf("\n[%d/%d] %s  (%.0f s elapsed)\n", k, n, what, now_s() - g_t0);
+    fflush(stdout);
+}
+
+typedef struct model_result {
+    char name[64];
+    kd_eval_result *ev;
+} model_result;
+
+static void summary_cell(char *buf, size_t n, const kd_eval_result *ev, int region, int hd) {
+    double *x = malloc((size_t)(ev->n_cases ? ev->n_cases : 1) * sizeof *x);
+    kd_summary s = {0};
+    if (x) {
+        for (int i = 0; i < ev->n_cases; i++)
+            x[i] = hd ? ev->cases[i].region[region].hd95 : ev->cases[i].region[region].dice;
+        kd_summary_compute(x, (size_t)ev->n_cases, &s);
+        free(x);
+    }
+    if (hd) snprintf(buf, n, "%.2f ± %.2f", s.mean, s.std);
+    else snprintf(buf, n, "%.3f ± %.3f", s.mean, s.std);
+}
+
+static double mean_dice(const kd_eval_result *ev, int region) {
+    double s = 0;
+    for (int i = 0; i < ev->n_cases; i++) s += ev->cases[i].region[region].dice;
+    return ev->n_cases ? s / ev->n_cases : 0;
+}
+
+static double mean3(const kd_eval_result *ev) {
+    return (mean_dice(ev, 0) + mean_dice(ev, 1) + mean_dice(ev, 2)) / 3;
+}
+
+static kd_status write_tables(const char *out, model_result *r, int n) {
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/results.md", out);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *md = fopen(tmp, "w");
+    if (!md) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+    fprintf(md, "| model | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |\n"
+                "| --- | --- | --- | --- | --- | --- | --- |\n");
+    printf("\n%-22s %-14s %-14s %-14s %-14s %-14s %-14s\n", "model", "Dice WT", "Dice TC",
+           "Dice ET", "HD95 WT", "HD95 TC", "HD95 ET");
+    for (int m = 0; m < n; m++) {
+        fprintf(md, "| %s", r[m].name);
+        printf("%-22s", r[m].name);
+        for (int hd = 0; hd < 2; hd++)
+            for (int g = 0; g < 3; g++) {
+                char cell[64];
+                summary_cell(cell, sizeof cell, r[m].ev, g, hd);
+                fprintf(md, " | %s", cell);
+                printf(" %-14s", cell);
+            }
+        fprintf(md, " |\n");
+        printf("\n");
+    }
+    if (fclose(md) || rename(tmp, path)) return kd_fail(KD_ERR_IO, "%s: write failed", path);
+    snprintf(path, sizeof path, "%s/results.csv", out);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *csv = fopen(tmp, "w");
+    if (!csv) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+    fprintf(csv, "model,case,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et\n");
+    for (int m = 0; m < n; m++)
+        for (int i = 0; i < r[m].ev->n_cases; i++) {
+            const kd_eval_case *c = &r[m].ev->cases[i];
+            fprintf(csv, "%s,%s,%.4f,%.4f,%.4f,%.3f,%.3f,%.3f\n", r[m].name, c->name,
+                    c->region[0].dice, c->region[1].dice, c->region[2].dice, c->region[0].hd95,
+                    c->region[1].hd95, c->region[2].hd95);
+        }
+    if (fclose(csv) || rename(tmp, path)) return kd_fail(KD_ERR_IO, "%s: write failed", path);
+    return KD_OK;
+}
+
+static kd_status write_boxplot(const char *out, model_result *r, int n) {
+    static const char *groups[3] = {"WT", "TC", "ET"};
+    const char *names[16];
+    const double *vals[48];
+    int counts[48];
+    double *store = malloc(sizeof(double) * 48 * (size_t)(r[0].ev->n_cases + 1));
+    if (!store) return kd_fail(KD_ERR_OUT_OF_MEMORY, "box plot");
+    for (int m = 0; m < n; m++) names[m] = r[m].name;
+    for (int g = 0; g < 3; g++)
+        for (int m = 0; m < n; m++) {
+            double *v = store + (size_t)(g * n + m) * (r[0].ev->n_cases + 1);
+            for (int i = 0; i < r[m].ev->n_cases; i++) v[i] = r[m].ev->cases[i].region[g].dice;
+            vals[g * n + m] = v;
+            counts[g * n + m] = r[m].ev->n_cases;
+        }
+    kd_canvas c;
+    kd_status s = kd_canvas_create(960, 420, &c);
+    if (!s) {
+        kd_plot_boxes(&c, 0, 0, 960, 420, "per-case dice on the test cases", groups, 3, names, n,
+                      vals, counts, 0.0, 1.0);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/dice_boxplot.png", out);
+        s = kd_canvas_write(&c, path);
+    }
+    kd_canvas_free(&c);
+    free(store);
+    return s;
+}
+
+/* One test case, axial slice through the reference tumour: FLAIR with each model's
+ * labels (green edema, red core, yellow enhancing), reference first. */
+static kd_status write_example(const char *out, const char *test_dir, model_result *r, int n) {
+    kd_dataset *ds = NULL;
+    kd_status s = kd_dataset_open(test_dir, NULL, &ds);
+    if (s) return s;
+    const char *name = kd_dataset_case_name(ds, 0);
+    int vol;
+    const char *flair = kd_dataset_case_image(ds, 0, 3, &vol);
+    kd_volume *img = NULL;
+    kd_label_map *ref = NULL, *pred[16] = {0};
+    kd_canvas c = {0};
+    if ((s = kd_nifti_read(flair, &img)) || (s = kd_label_map_read(kd_dataset_case_label(ds, 0), &ref)))
+        goto done;
+    int D = ref->d, H = ref->h, W = ref->w;
+    for (int m = 0; m < n; m++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/pred/%s/%s.nii.gz", out, r[m].name, name);
+        if ((s = kd_label_map_read(p, &pred[m]))) goto done;
+    }
+    /* slice with the most tumour */
+    int zbest = D / 2;
+    long best = -1;
+    for (int z = 0; z < D; z++) {
+        long cnt = 0;
+        for (int k = 0; k < H * W; k++) cnt += ref->labels[(size_t)z * H * W + k] > 0;
+        if (cnt > best) best = cnt, zbest = z;
+    }
+    float mx = 1e-6f;
+    for (int k = 0; k < H * W; k++) mx = fmaxf(mx, img->data[(size_t)zbest * H * W + k]);
+    int scale = 3, cw = W * scale + 8, ch = H * scale + 24;
+    if ((s = kd_canvas_create(cw * (n + 1), ch, &c))) goto done;
+    for (int m = -1; m < n; m++) {
+        const uint8_t *lab = (m < 0 ? ref : pred[m])->labels + (size_t)zbest * H * W;
+        int x0 = (m + 1) * cw + 4;
+        kd_canvas_text(&c, x0, 4, m < 0 ? "reference" : r[m].name, 0x000000, 1);
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                float g = img->data[(size_t)zbest * H * W + (size_t)y * W + x] / mx;
+                int v = (int)(255 * (g < 0 ? 0 : g > 1 ? 1 : g));
+                uint32_t col = (uint32_t)(v << 16 | v << 8 | v);
+                uint8_t l = lab[(size_t)y * W + x];
+                if (l == 2) col = 0x30c030;
+                else if (l == 1) col = 0xd03030;
+                else if (l == 4 || l == 3) col = 0xf0e020;
+                /* image rows top to bottom: flip H so anterior is up */
+                kd_canvas_rect(&c, x0 + x * scale, 20 + (H - 1 - y) * scale, x0 + x * scale + scale - 1,
+                               20 + (H - 1 - y) * scale + scale - 1, col, 1);
+            }
+    }
+    char p[4096];
+    snprintf(p, sizeof p, "%s/example.png", out);
+    s = kd_canvas_write(&c, p);
+done:
+    kd_canvas_free(&c);
+    for (int m = 0; m < n; m++) kd_label_map_free(pred[m]);
+    kd_label_map_free(ref);
+    kd_volume_free(img);
+    kd_dataset_free(ds);
+    return s;
+}
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: kdseg demo [--quick] [--online] [--out DIR] [--seed S]\n\n"
+            "The paper's experiment on a built-in synthetic cohort:\n"
+            "  1. generate labeled, unlabeled and test phantom cases;\n"
+            "  2. train three heterogeneous teachers (unet3d, cascade, resnext-se);\n"
+            "  3. annotate the unlabeled cases with the teacher ensemble;\n"
+            "  4. train the ResUNet student on the labeled cases only (baseline) and distil a\n"
+            "     second student on labeled + ensemble-annotated cases (offline; with --online\n"
+            "     also a third, distilled online through the device scheduler);\n"
+            "  5. segment the test cases with every teacher, the ensemble and the students,\n"
+            "     and evaluate them;\n"
+            "  6. print the paper's table (Dice and HD95 per region, mean ± std), write\n"
+            "     results.csv, results.md, dice_boxplot.png and example.png into DIR.\n\n"
+            "  --quick      a smaller run (used by the tests; about 2 minutes here)\n"
+            "  --out DIR    output folder (default kdseg-demo)\n"
+            "  --seed S     cohort and training seed (default 1)\n");
+}
+
+static int run(int argc, char **argv) {
+    demo_cfg c = demo_default;
+    const char *out = "kdseg-demo";
+    int online = 0, seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (kd_cli_flag(argv, i, "--quick")) c = demo_quick;
+        else if (kd_cli_flag(argv, i, "--online")) online = 1;
+        else if (kd_cli_opt(argc, argv, &i, "--out", &v) && v) out = v;
+        else if (kd_cli_opt(argc, argv, &i, "--seed", &v) && v) {
+            if (kd_cli_int("demo", "--seed", v, 0, 1000000, &seed)) return 2;
+        } else return kd_cli_unknown("demo", argv[i]);
+    }
+    if (strchr(out, ' ')) {
+        fprintf(stderr, "kdseg demo: --out must not contain spaces\n");
+        return 2;
+    }
+    g_t0 = now_s();
+    setenv("KDSEG_PROFILE", "quiet", 0); /* the scheduler's busy fraction */
+    int nst = 6;
+    kd_status s = KD_OK;
+    char d[4096];
+    if (kd_mkdir_p(out)) {
+        fprintf(stderr, "kdseg demo: cannot create %s\n", out);
+        return 1;
+    }
+    const char *com = "--patch %d --batch %d --margin 6 --fg-fraction 0.5 --val-cases 1 --quiet "
+                      "--threads 1";
+    char common[512];
+    snprintf(common, sizeof common, com, c.patch, c.batch);
+    stage(1, nst, "generating the phantom cohort");
+    s = call("phantom --out %s/data/labeled --cases %d --size %d --seed %d", out, c.labeled, c.size, seed);
+    if (!s) s = call("phantom --out %s/data/unlabeled --cases %d --size %d --seed %d --first 1000 --unlabeled",
+                     out, c.unlabeled, c.size, seed);
+    if (!s) s = call("phantom --out %s/data/test --cases %d --size %d --seed %d --first 2000", out,
+                     c.test, c.size, seed);
+    if (s) goto fail;
+    stage(2, nst, "training three heterogeneous teachers on the labeled cases");
+    for (int t = 0; t < 3 && !s; t++) {
+        printf("  teacher %s (%s): %d steps\n", c.teacher_names[t], c.teacher_specs[t], c.teacher_steps);
+        s = call("train --data %s/data/labeled --out %s/models/%s --model %s --steps %d --lr %g "
+                 "--val-every %d --seed %d %s",
+                 out, out, c.teacher_names[t], c.teacher_specs[t], c.teacher_steps, c.teacher_lr,
+                 c.val_every, seed + 10 + t, common);
+    }
+    if (s) goto fail;
+    stage(3, nst, "annotating the unlabeled cases with the teacher ensemble");
+    s = call("annotate --teacher %s/models/unet3d/best.kds --teacher %s/models/cascade/best.kds "
+             "--teacher %s/models/resnext-se/best.kds --dataset %s/data/unlabeled --out %s/annotations "
+             "--tta %s",
+             out, out, out, out, out, c.tta);
+    if (s) goto fail;
+    stage(4, nst, "training the student on labeled cases (baseline) and distilling it");
+    printf("  student (%s), labeled only: %d steps\n", c.student_spec, c.student_steps);
+    s = call("train --data %s/data/labeled --out %s/models/student-baseline --model %s --steps %d "
+             "--lr %g --val-every %d --seed %d %s",
+             out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed, common);
+    if (s) goto fail;
+    printf("  student distilled offline (labeled + %d ensemble-annotated cases): %d steps\n",
+           c.unlabeled, c.student_steps);
+    s = call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/annotations "
+             "--out %s/models/student-distilled --model %s --steps %d --lr %g --val-every %d --seed %d "
+             "--pseudo-ratio %g %s",
+             out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
+             c.pseudo_ratio, common);
+    if (s) goto fail;
+    if (online) {
+        printf("  student distilled online (teachers run on each unlabeled patch): %d steps\n",
+               c.student_steps);
+        s = call("distill --online --teacher %s/models/unet3d/best.kds --teacher %s/models/cascade/best.kds "
+                 "--teacher %s/models/resnext-se/best.kds --data %s/data/labeled --unlabeled "
+                 "%s/data/unlabeled --out %s/models/student-online --model %s --steps %d --lr %g "
+                 "--val-every %d --seed %d --pseudo-ratio %g %s",
+                 out, out, out, out, out, out, c.student_spec, c.student_steps, c.student_lr,
+                 c.val_every, seed, c.pseudo_ratio, common);
+        if (s) goto fail;
+    }
+    stage(5, nst, "segmenting and evaluating the test cases");
+    const char *names[8] = {"unet3d", "cascade", "resnext-se", "ensemble", "student-baseline",
+                            "student-distilled", "student-online"};
+    int nm = online ? 7 : 6;
+    model_result res[8];
+    memset(res, 0, sizeof res);
+    for (int m = 0; m < nm && !s; m++) {
+        snprintf(res[m].name, sizeof res[m].name, "%s", names[m]);
+        snprintf(d, sizeof d, "%s/pred/%s", out, names[m]);
+        char models[2048];
+        if (m == 3)
+            snprintf(models, sizeof models,
+                     "--model %s/models/unet3d/best.kds --model %s/models/cascade/best.kds --model "
+                     "%s/models/resnext-se/best.kds",
+                     out, out, out);
+        else snprintf(models, sizeof models, "--model %s/models/%s/best.kds", out, names[m]);
+        printf("  %s\n", names[m]);
+        s = call("segment %s --dataset %s/data/test --out %s --tta %s", models, out, d, c.tta);
+        if (s) break;
+        kd_eval_options eo;
+        kd_eval_options_default(&eo);
+        char ref[4096];
+        snprintf(ref, sizeof ref, "%s/data/test", out);
+        eo.pred_dir = d;
+        eo.ref = ref;
+        s = kd_evaluate(&eo, &res[m].ev);
+    }
+    if (s) goto fail_free;
+    stage(6, nst, "results");
+    if ((s = write_tables(out, res, nm)) || (s = write_boxplot(out, res, nm))) goto fail_free;
+    snprintf(d, sizeof d, "%s/data/test", out);
+    if ((s = write_example(out, d, res, nm))) goto fail_free;
+    double base = mean3(res[4].ev), dist = mean3(res[5].ev), ens = mean3(res[3].ev);
+    double best_t = 0;
+    int beats_all = 1;
+    for (int t = 0; t < 3; t++) {
+        double v = mean3(res[t].ev);
+        if (v > best_t) best_t = v;
+        if (dist <= v) beats_all = 0;
+    }
+    printf("\nmean Dice over WT, TC, ET: ensemble %.3f, best teacher %.3f, student baseline %.3f, "
+           "student distilled %.3f%s\n",
+           ens, best_t, base, dist, "");
+    if (online) printf("student distilled online %.3f\n", mean3(res[6].ev));
+    printf("distilled student %s the baseline student (%+.3f), %s every single teacher, and is "
+           "%.3f from the ensemble\n",
+           dist > base ? "beats" : "does not beat", dist - base,
+           beats_all ? "beats" : "does not beat", ens - dist);
+    printf("wrote %s/results.md, results.csv, dice_boxplot.png, example.png (%.0f s in all)\n", out,
+           now_s() - g_t0);
+fail_free:
+    for (int m = 0; m < 8; m++) kd_eval_result_free(res[m].ev);
+fail:
+    return s ? kd_cli_error("demo", s) : 0;
+}
+
+const kd_command kd_cmd_demo = {"demo", "run the paper's distillation experiment on phantoms", run,
+                                help};
