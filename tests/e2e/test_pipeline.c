@@ -1,0 +1,484 @@
+/* End to end: the commands on small generated cohorts, inference properties,
+ * distillation pieces, and the demo. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "../kdtest.h"
+#include "kdseg/data.h"
+#include "kdseg/infer.h"
+#include "kdseg/metrics.h"
+#include "kdseg/sched.h"
+
+/* Run the kdseg command; returns its exit status. Output to a log in the temp dir. */
+static int kdseg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int kdseg(const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s >>'%s/log.txt' 2>&1", getenv("KDSEG_EXE"), args,
+             kd_test_tmpdir());
+    int r = system(cmd);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
+}
+
+static void show_log(void) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "tail -n 20 '%s/log.txt' >&2", kd_test_tmpdir());
+    if (system(cmd)) fprintf(stderr, "(no log)\n");
+}
+
+static int save_model(kd_device *dev, const char *spec, uint64_t seed, const char *path) {
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
+    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, "step=0\n"));
+    kd_model_free(m);
+    return 0;
+}
+
+static const char *tmp(const char *name) {
+    static char buf[8][1024];
+    static int k;
+    k = (k + 1) % 8;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
+    return buf[k];
+}
+
+/* Catches: annotate averaging wrongly, weighting one teacher, or writing the wrong grid. */
+static int annotate_equals_average(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
+        save_model(dev, "unet3d:widths=8,16", 2, tmp("t2.kds")))
+        return 1;
+    KD_CHECK(kdseg("phantom --out %s --cases 2 --size 40,36,32 --unlabeled --seed 3", tmp("unl")) == 0, "phantom");
+    int r = kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s --soft", tmp("t1.kds"),
+                  tmp("t2.kds"), tmp("unl"), tmp("ann"));
+    r |= kdseg("segment --model %s --dataset %s --out %s --probabilities f32", tmp("t1.kds"), tmp("unl"), tmp("s1"));
+    r |= kdseg("segment --model %s --dataset %s --out %s --probabilities f32", tmp("t2.kds"), tmp("unl"), tmp("s2"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "commands");
+    for (int c = 0; c < 2; c++) {
+        char p[1024];
+        kd_volume *a, *b1, *b2;
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d.nii.gz", tmp("ann"), c);
+        KD_CHECK_OK(kd_nifti_read(p, &a));
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d_prob.nii.gz", tmp("s1"), c);
+        KD_CHECK_OK(kd_nifti_read(p, &b1));
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d_prob.nii.gz", tmp("s2"), c);
+        KD_CHECK_OK(kd_nifti_read(p, &b2));
+        KD_CHECK(a->nt == 3 && a->nx == 32 && a->ny == 36 && a->nz == 40, "4-D soft annotation on the original grid");
+        KD_CHECK(!strcmp(a->info.datatype_name, "UINT8"), "uint8-quantised: %s", a->info.datatype_name);
+        size_t n = (size_t)a->nx * a->ny * a->nz * 3;
+        double worst = 0;
+        for (size_t k = 0; k < n; k++) {
+            double avg = 0.5 * ((double)b1->data[k] + (double)b2->data[k]);
+            double e = fabs((double)a->data[k] / 255.0 - avg);
+            if (e > worst) worst = e;
+        }
+        /* one quantisation step (1/255) is allowed */
+        KD_CHECK(worst <= 1.0 / 255 + 1e-6, "case %d: annotation differs from the average by %g", c, worst);
+        kd_volume_free(a);
+        kd_volume_free(b1);
+        kd_volume_free(b2);
+    }
+    return 0;
+}
+
+static double mtime_of(const char *p) {
+    struct stat st;
+    return stat(p, &st) ? -1 : (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
+}
+
+/* Catches: annotate redoing finished cases or skipping unfinished ones. */
+static int annotate_resume(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
+        save_model(dev, "cascade:widths=8,16", 2, tmp("t2.kds")))
+        return 1;
+    KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --unlabeled --seed 4", tmp("unl")) == 0, "phantom");
+    KD_CHECK(kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s", tmp("t1.kds"),
+                   tmp("t2.kds"), tmp("unl"), tmp("ann")) == 0, "annotate");
+    char p0[1024], p1[1024], p2[1024];
+    snprintf(p0, sizeof p0, "%s/KDPhantom_000.nii.gz", tmp("ann"));
+    snprintf(p1, sizeof p1, "%s/KDPhantom_001.nii.gz", tmp("ann"));
+    snprintf(p2, sizeof p2, "%s/agreement.csv", tmp("ann"));
+    double m0 = mtime_of(p0);
+    KD_CHECK(m0 > 0 && mtime_of(p1) > 0, "annotations written");
+    remove(p1);
+    KD_CHECK(kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s", tmp("t1.kds"),
+                   tmp("t2.kds"), tmp("unl"), tmp("ann")) == 0, "annotate again");
+    KD_CHECK(mtime_of(p0) == m0, "a finished case was redone");
+    KD_CHECK(mtime_of(p1) > 0, "the missing case was annotated");
+    /* every case exactly once in the agreement CSV: 3 + 1 redone */
+    FILE *f = fopen(p2, "r");
+    int rows = 0, c1 = 0;
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        rows++;
+        c1 += !strncmp(line, "KDPhantom_001,", 14);
+    }
+    if (f) fclose(f);
+    KD_CHECK(rows == 1 + 4 && c1 == 2, "agreement rows %d (KDPhantom_001: %d)", rows, c1);
+    /* labels are BraTS 2019 values of a label map on the original grid */
+    kd_label_map *lm;
+    KD_CHECK_OK(kd_label_map_read(p0, &lm));
+    KD_CHECK(lm->d == 32 && lm->h == 32 && lm->w == 32, "grid");
+    for (size_t k = 0; k < 32 * 32 * 32; k++)
+        KD_CHECK(lm->labels[k] <= 4 && lm->labels[k] != 3, "label %d", lm->labels[k]);
+    kd_label_map_free(lm);
+    return 0;
+}
+
+/* Catches: online soft targets computed on another batch or weighted wrongly. */
+static int online_targets(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *st, *t[2];
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, &st));
+    KD_CHECK_OK(kd_model_create(dev, "unet3d:widths=8,16", 2, &t[0]));
+    KD_CHECK_OK(kd_model_create(dev, "resnext-se:widths=16,32:enc=1,1", 3, &t[1]));
+    kd_optim *o;
+    kd_optim_config oc;
+    kd_optim_defaults(&oc);
+    KD_CHECK_OK(kd_optim_create(st, &oc, &o));
+    kd_sched_config c;
+    memset(&c, 0, sizeof c);
+    c.batch = 2;
+    c.patch[0] = c.patch[1] = c.patch[2] = 16;
+    c.lr = 1e-3f;
+    kd_schedule_defaults(&c.sched);
+    c.distill_loss = KD_LOSS_BCE;
+    c.distill_weight = 1;
+    kd_sched *s;
+    KD_CHECK_OK(kd_sched_create(st, o, t, 2, &c, &s));
+    kd_shape xs = kd_shape5(2, 4, 16, 16, 16), ts = kd_shape5(2, 3, 16, 16, 16);
+    size_t nx = kd_shape_numel(xs), nt = kd_shape_numel(ts);
+    float *hx = malloc(nx * 4), *a = malloc(nt * 4), *b = malloc(nt * 4), *got = malloc(nt * 4);
+    kd_test_randu(hx, nx, 9, -2, 2);
+    kd_tensor *x, *tt, *y;
+    KD_CHECK_OK(kd_tensor_create(dev, xs, &x));
+    KD_CHECK_OK(kd_tensor_upload(x, hx));
+    KD_CHECK_OK(kd_tensor_create(dev, ts, &tt));
+    KD_CHECK_OK(kd_sched_teacher_targets(s, x, tt));
+    KD_CHECK_OK(kd_tensor_download(tt, got));
+    KD_CHECK_OK(kd_model_forward(t[0], x, 0, &y));
+    KD_CHECK_OK(kd_tensor_download(y, a));
+    kd_model_release(t[0]);
+    KD_CHECK_OK(kd_model_forward(t[1], x, 0, &y));
+    KD_CHECK_OK(kd_tensor_download(y, b));
+    kd_model_release(t[1]);
+    for (size_t k = 0; k < nt; k++)
+        KD_CHECK(fabsf(got[k] - 0.5f * (a[k] + b[k])) <= 1e-6f, "target %zu: %g vs %g", k,
+                 (double)got[k], 0.5 * (a[k] + b[k]));
+    free(hx);
+    free(a);
+    free(b);
+    free(got);
+    kd_tensor_free(x);
+    kd_tensor_free(tt);
+    kd_sched_free(s);
+    kd_optim_free(o);
+    for (int i = 0; i < 2; i++) kd_model_free(t[i]);
+    kd_model_free(st);
+    return 0;
+}
+
+/* Make every conv kernel symmetric under flips of each axis: the network is then
+ * flip-equivariant (trilinear upsampling, GroupNorm and 1x1 convs commute with flips). */
+static int symmetrise(kd_model *m) {
+    for (int i = 0; i < kd_model_param_tensors(m); i++) {
+        int nd, d[5];
+        size_t n = kd_model_param_shape(m, i, &nd, d);
+        if (nd != 5 || d[2] == 1) continue;
+        float *w = malloc(n * 4), *s = malloc(n * 4);
+        KD_CHECK_OK(kd_model_param_get(m, i, w));
+        int k = d[2], kv = k * k * k;
+        for (size_t oc = 0; oc < n / kv; oc++)
+            for (int a = 0; a < k; a++)
+                for (int b = 0; b < k; b++)
+                    for (int c = 0; c < k; c++) {
+                        double acc = 0;
+                        for (int f = 0; f < 8; f++) {
+                            int aa = f & 4 ? k - 1 - a : a, bb = f & 2 ? k - 1 - b : b, cc = f & 1 ? k - 1 - c : c;
+                            acc += w[oc * kv + (aa * k + bb) * k + cc];
+                        }
+                        s[oc * kv + (a * k + b) * k + c] = (float)(acc / 8);
+                    }
+        KD_CHECK_OK(kd_model_param_set(m, i, s));
+        free(w);
+        free(s);
+    }
+    return 0;
+}
+
+/* Catches: flips applied and not undone (or undone on the wrong axis): for a
+ * flip-equivariant model, TTA must equal no TTA. Tolerance 1e-5 (float rounding of the
+ * mirrored arithmetic). */
+static int tta_symmetric(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 5, &m));
+    if (symmetrise(m)) return 1;
+    int D = 16, H = 24, W = 32;
+    size_t nv = (size_t)D * H * W;
+    float *img = malloc(4 * nv * 4), *p0 = malloc(3 * nv * 4), *p4 = malloc(3 * nv * 4),
+          *p8 = malloc(3 * nv * 4);
+    kd_test_randu(img, 4 * nv, 1, -1, 1);
+    kd_infer_opts o;
+    kd_infer_opts_default(&o);
+    KD_CHECK_OK(kd_infer_volume(&m, 1, img, 4, D, H, W, &o, p0, NULL));
+    o.tta = 4;
+    KD_CHECK_OK(kd_infer_volume(&m, 1, img, 4, D, H, W, &o, p4, NULL));
+    o.tta = 8;
+    kd_infer_stats st;
+    KD_CHECK_OK(kd_infer_volume(&m, 1, img, 4, D, H, W, &o, p8, &st));
+    KD_CHECK(st.passes == 8, "8 passes, got %d", st.passes);
+    double e4 = 0, e8 = 0, spread = 0;
+    for (size_t k = 0; k < 3 * nv; k++) {
+        e4 = fmax(e4, fabs((double)p4[k] - p0[k]));
+        e8 = fmax(e8, fabs((double)p8[k] - p0[k]));
+        spread = fmax(spread, fabs((double)p0[k] - p0[0]));
+    }
+    printf("max |tta4 - none| %.3g, |tta8 - none| %.3g (output spread %.3g)\n", e4, e8, spread);
+    KD_CHECK(spread > 1e-3, "the output is not constant");
+    KD_CHECK(e4 <= 1e-5 && e8 <= 1e-5, "TTA of a symmetric model changed the output: %g %g", e4, e8);
+    /* and a non-symmetric model does change (so the flips really happen) */
+    kd_model *m2;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 5, &m2));
+    o.tta = 0;
+    KD_CHECK_OK(kd_infer_volume(&m2, 1, img, 4, D, H, W, &o, p0, NULL));
+    o.tta = 4;
+    KD_CHECK_OK(kd_infer_volume(&m2, 1, img, 4, D, H, W, &o, p4, NULL));
+    e4 = 0;
+    for (size_t k = 0; k < 3 * nv; k++) e4 = fmax(e4, fabs((double)p4[k] - p0[k]));
+    KD_CHECK(e4 > 1e-4, "TTA had no effect on an asymmetric model");
+    kd_model_free(m2);
+    kd_model_free(m);
+    free(img);
+    free(p0);
+    free(p4);
+    free(p8);
+    return 0;
+}
+
+/* Catches: seams, wrong window placement or blending weights. Windows see less context
+ * and GroupNorm statistics per window, so outputs differ a little: stated tolerance,
+ * mean |difference| <= 0.03, and where the whole-volume output is confident
+ * (|p - 0.5| > 0.1) the thresholded regions agree on >= 98% of voxels. A misplaced
+ * window or missing normalisation of the blend gives differences of 0.1 and more. */
+static int sliding_window(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16:enc=1,1:dec=1", 7, &m));
+    int D = 48, H = 48, W = 48;
+    size_t nv = (size_t)D * H * W;
+    float *img = malloc(4 * nv * 4), *a = malloc(3 * nv * 4), *b = malloc(3 * nv * 4);
+    /* smooth input so the model sees structure, not noise */
+    for (int c = 0; c < 4; c++)
+        for (int z = 0; z < D; z++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++)
+                    img[(((size_t)c * D + z) * H + y) * W + x] =
+                        sinf(0.2f * x + c) * cosf(0.15f * y) + 0.5f * sinf(0.1f * z * (c + 1));
+    kd_infer_opts o;
+    kd_infer_opts_default(&o);
+    kd_infer_stats st;
+    KD_CHECK_OK(kd_infer_volume(&m, 1, img, 4, D, H, W, &o, a, &st));
+    KD_CHECK(st.windows == 1, "whole volume");
+    o.tile[0] = o.tile[1] = o.tile[2] = 32;
+    o.force_tiles = 1;
+    KD_CHECK_OK(kd_infer_volume(&m, 1, img, 4, D, H, W, &o, b, &st));
+    KD_CHECK(st.windows == 8, "2x2x2 windows of 32 over 48 at overlap 0.5, got %d", st.windows);
+    double mad = 0;
+    size_t agree = 0, confident = 0;
+    for (size_t k = 0; k < 3 * nv; k++) {
+        mad += fabs((double)a[k] - b[k]);
+        if (fabsf(a[k] - 0.5f) > 0.1f) {
+            confident++;
+            agree += (a[k] > 0.5f) == (b[k] > 0.5f);
+        }
+    }
+    mad /= 3 * nv;
+    double ag = confident ? (double)agree / confident : 0;
+    printf("mean |whole - windows| %.4f, agreement %.4f over %zu confident voxels\n", mad, ag, confident);
+    KD_CHECK(confident > nv / 10, "too few confident voxels: %zu", confident);
+    KD_CHECK(mad <= 0.03, "mean difference %g", mad);
+    KD_CHECK(ag >= 0.98, "agreement %g", ag);
+    /* the Gaussian weights are positive, peak 1 in the centre */
+    float wts[8 * 8 * 8];
+    int t[3] = {8, 8, 8};
+    kd_gaussian_weights(t, wts);
+    KD_CHECK(wts[0] > 0 && wts[0] < wts[(4 * 8 + 4) * 8 + 4], "weights");
+    kd_model_free(m);
+    free(img);
+    free(a);
+    free(b);
+    return 0;
+}
+
+/* Catches: outputs written on another grid or with another affine. */
+static int segment_geometry(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("m.kds"))) return 1;
+    KD_CHECK(kdseg("phantom --out %s --cases 1 --size 40,44,36 --seed 5 --layout brats2023", tmp("c")) == 0, "phantom");
+    int r = kdseg("segment --model %s --dataset %s --out %s --probabilities --png", tmp("m.kds"),
+                  tmp("c"), tmp("seg"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "segment");
+    char p[1024], q[1024];
+    snprintf(p, sizeof p, "%s/KDPH-00000-000/KDPH-00000-000-t1n.nii.gz", tmp("c"));
+    snprintf(q, sizeof q, "%s/KDPH-00000-000.nii.gz", tmp("seg"));
+    kd_volume *a, *b, *pr;
+    KD_CHECK_OK(kd_nifti_read_header(p, &a));
+    KD_CHECK_OK(kd_nifti_read(q, &b));
+    KD_CHECK(a->nx == b->nx && a->ny == b->ny && a->nz == b->nz && b->nt == 1, "grid");
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            KD_CHECK(fabs(a->info.affine[i][j] - b->info.affine[i][j]) < 1e-5, "affine [%d][%d]", i, j);
+    KD_CHECK(!strcmp(b->info.datatype_name, "UINT8"), "uint8 labels");
+    size_t n = (size_t)b->nx * b->ny * b->nz;
+    for (size_t k = 0; k < n; k++)
+        KD_CHECK(b->data[k] == 0 || b->data[k] == 1 || b->data[k] == 2 || b->data[k] == 3,
+                 "BraTS 2023 labels from a 2023 input, got %g", (double)b->data[k]);
+    snprintf(q, sizeof q, "%s/KDPH-00000-000_prob.nii.gz", tmp("seg"));
+    KD_CHECK_OK(kd_nifti_read_header(q, &pr));
+    KD_CHECK(pr->nt == 3 && pr->nx == a->nx, "4-D probabilities");
+    snprintf(q, sizeof q, "%s/KDPH-00000-000.png", tmp("seg"));
+    struct stat st;
+    KD_CHECK(stat(q, &st) == 0 && st.st_size > 1000, "png");
+    kd_volume_free(a);
+    kd_volume_free(b);
+    kd_volume_free(pr);
+    return 0;
+}
+
+/* The real BraTS case: a label map on the original 240x240x155 grid and affine. */
+static int segment_real_case(void) {
+    const char *sh = kd_test_shared_dir();
+    if (!sh) {
+        printf("SKIP: ../shared/data is absent\n");
+        return KD_TEST_SKIP;
+    }
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("m.kds"))) return 1;
+    char cased[1024];
+    snprintf(cased, sizeof cased, "%s/data/brats2023-sample/BraTS-GLI-00001-000", sh);
+    int r = kdseg("segment --model %s --case %s --out %s", tmp("m.kds"), cased, tmp("real"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "segment the real case");
+    char p[1024], q[1024];
+    snprintf(p, sizeof p, "%s/BraTS-GLI-00001-000-t1n.nii.gz", cased);
+    snprintf(q, sizeof q, "%s/BraTS-GLI-00001-000.nii.gz", tmp("real"));
+    kd_volume *a, *b;
+    KD_CHECK_OK(kd_nifti_read_header(p, &a));
+    KD_CHECK_OK(kd_nifti_read_header(q, &b));
+    KD_CHECK(b->nx == 240 && b->ny == 240 && b->nz == 155, "grid %dx%dx%d", b->nx, b->ny, b->nz);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            KD_CHECK(fabs(a->info.affine[i][j] - b->info.affine[i][j]) < 1e-5, "affine");
+    kd_volume_free(a);
+    kd_volume_free(b);
+    return 0;
+}
+
+/* Catches: `kdseg train --resume` not continuing where it stopped. */
+static int train_resume_cli(void) {
+    KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 6", tmp("d")) == 0, "phantom");
+    const char *common = "--model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 "
+                         "--val-every 4 --ckpt-every 2 --quiet --margin 4 --threads 0";
+    KD_CHECK(kdseg("train --data %s --out %s --steps 8 %s", tmp("d"), tmp("a"), common) == 0, "straight");
+    KD_CHECK(kdseg("train --data %s --out %s --steps 5 %s", tmp("d"), tmp("b"), common) == 0, "first part");
+    KD_CHECK(kdseg("train --data %s --out %s --steps 8 --resume %s", tmp("d"), tmp("b"), common) == 0, "resumed");
+    char pa[1024], pb[1024];
+    snprintf(pa, sizeof pa, "%s/train.csv", tmp("a"));
+    snprintf(pb, sizeof pb, "%s/train.csv", tmp("b"));
+    FILE *fa = fopen(pa, "r"), *fb = fopen(pb, "r");
+    KD_CHECK(fa && fb, "csv");
+    char la[512], lb[512];
+    int rows = 0;
+    while (fgets(la, sizeof la, fa) && fgets(lb, sizeof lb, fb)) {
+        /* step, kind, loss must match; the time column differs */
+        char *ca = strchr(strchr(strchr(la, ',') + 1, ',') + 1, ','), *cb = strchr(strchr(strchr(lb, ',') + 1, ',') + 1, ',');
+        KD_CHECK(ca - la == cb - lb && !strncmp(la, lb, (size_t)(ca - la)), "row %d: %s vs %s", rows, la, lb);
+        rows++;
+    }
+    fclose(fa);
+    fclose(fb);
+    KD_CHECK(rows == 9, "rows %d", rows);
+    return 0;
+}
+
+/* Catches: crashes or silent success on bad command lines and inputs. */
+static int bad_inputs_cli(void) {
+    struct {
+        const char *args;
+        int code;
+    } cases[] = {
+        {"frobnicate", 2},
+        {"train --synthetic --out /tmp/x --patch 0", 2},
+        {"train --synthetic --out /tmp/x --steps -5", 2},
+        {"train --data /nonexistent --out /tmp/kdtest-bad", 1},
+        {"segment --model /nonexistent.kds --dataset /nonexistent --out /tmp/kdtest-bad", 1},
+        {"train --synthetic --out /tmp/kdtest-bad2 --model vnet", 2},
+        {"selftest --golden /nonexistent", 1},
+        {"--device no-such-device devices --build", 1},
+        {"evaluate --pred /nonexistent --ref /nonexistent", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int r = kdseg("%s", cases[i].args);
+        KD_CHECK(r == cases[i].code || (cases[i].code == 1 && r != 0 && r < 128) ||
+                     (cases[i].code == 2 && r == 2),
+                 "'kdseg %s' exited %d, expected %d", cases[i].args, r, cases[i].code);
+    }
+    return 0;
+}
+
+/* The demo end to end (--quick): every stage runs and the table has every row. */
+static int demo_quick(void) {
+    int r = kdseg("demo --quick --out %s", tmp("demo"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "demo --quick");
+    char p[1024], line[1024];
+    snprintf(p, sizeof p, "%s/results.md", tmp("demo"));
+    FILE *f = fopen(p, "r");
+    KD_CHECK(f, "results.md");
+    const char *rows[] = {"unet3d", "cascade", "resnext-se", "ensemble", "student-baseline",
+                          "student-distilled"};
+    int found[6] = {0}, lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        lines++;
+        for (int i = 0; i < 6; i++)
+            if (!strncmp(line + 2, rows[i], strlen(rows[i])) && line[2 + strlen(rows[i])] == ' ') found[i]++;
+    }
+    fclose(f);
+    for (int i = 0; i < 6; i++) KD_CHECK(found[i] == 1, "row %s", rows[i]);
+    KD_CHECK(lines == 8, "header + separator + 6 rows, got %d lines", lines);
+    const char *files[] = {"results.csv", "dice_boxplot.png", "example.png"};
+    for (int i = 0; i < 3; i++) {
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", tmp("demo"), files[i]);
+        KD_CHECK(stat(p, &st) == 0 && st.st_size > 100, "%s", files[i]);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    static const kd_test_case cases[] = {
+        {"annotate_equals_average", annotate_equals_average},
+        {"annotate_resume", annotate_resume},
+        {"online_targets", online_targets},
+        {"tta_symmetric", tta_symmetric},
+        {"sliding_window", sliding_window},
+        {"segment_geometry", segment_geometry},
+        {"segment_real_case", segment_real_case},
+        {"train_resume_cli", train_resume_cli},
+        {"bad_inputs_cli", bad_inputs_cli},
+        {"demo_quick", demo_quick},
+    };
+    return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
+}
