@@ -23,27 +23,32 @@
 #define KD_VLD1(p) (*(p))
 #define KD_VST1(v, p) (*(p) = (v))
 
+/* Multiply-add: fma where the device says it is fast or the CPU target has FMA (one
+ * instruction on FMA CPUs and
+ * GPUs; PoCL does not fuse mad() on its own), else mad. */
+#if defined(FP_FAST_FMAF) || defined(__FMA__)
+#define KD_MAD(a, b, c) fma((a), (b), (c))
+#else
+#define KD_MAD(a, b, c) mad((a), (b), (c))
+#endif
+
 /* floor(a / s) for s > 0 and any sign of a. */
 inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
 
 /* ---- forward ---------------------------------------------------------------------------
- * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b.
- * Range: (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
-#define KD_FWD_EDGE(VT, VLD, aj, j)                                                       \
-    {                                                                                     \
-        int xi = xi0 + (j) * S;                                                           \
-        if ((j) < nv && xi >= 0 && xi < W) {                                              \
-            __global const float *pj = xr + xi * Cin;                                     \
-            for (int ci = 0; ci < Cin; ci++) aj = mad((VT)pj[ci], VLD(wk + ci * Cout), aj); \
-        }                                                                                 \
-    }
+ * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b,
+ * padding PD, PH, PW per axis (negative crops: the stride-1 input gradient runs here as a
+ * conv with flipped weights and padding K-1-P). Range: (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
+/* Edge of the forward: position j may fall outside (zero padding) or past Wo. */
+#define KD_FWD_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
+#define KD_FWD_PTR(j) (xr + (KD_FWD_OK(j) ? xi0 + (j) * S : 0) * Cin)
 
 #define KD_CONV_FWD(SFX, VT, V, VLD, VST)                                                   \
     __kernel void kd_conv3d_fwd_##SFX(                                                      \
         __global const float *x, int xoff, __global const float *w, int woff,               \
         __global const float *b, int boff, int has_b, __global float *y, int yoff, int N,   \
         int D, int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD, int KH,     \
-        int KW, int S, int P) {                                                             \
+        int KW, int S, int PD, int PH, int PW) {                                            \
         int nco = Cout / V;                                                                 \
         int g0 = get_global_id(0), yo = get_global_id(1), nz = get_global_id(2);            \
         int co = (g0 % nco) * V, xo0 = (g0 / nco) * KD_WB;                                  \
@@ -52,32 +57,41 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         int nv = min(KD_WB, Wo - xo0);                                                      \
         VT a0 = has_b ? VLD(b + boff + co) : (VT)0.0f;                                      \
         VT a1 = a0, a2 = a0, a3 = a0;                                                       \
-        int st = S * Cin;                                                                   \
+        int st = S * Cin, xi00 = xo0 * S - PW;                                              \
+        /* all KW taps of all KD_WB positions inside: the (kw, ci) loops fuse into one, as   \
+         * x[xi0 + kw, ci] and w[kw, ci] are both contiguous in kw*Cin + ci */               \
+        int inner = nv == KD_WB && xi00 >= 0 && xi00 + (KD_WB - 1) * S + KW - 1 < W;        \
         for (int kd = 0; kd < KD; kd++) {                                                   \
-            int zi = zo * S + kd - P;                                                       \
+            int zi = zo * S + kd - PD;                                                      \
             if (zi < 0 || zi >= D) continue;                                                \
             for (int kh = 0; kh < KH; kh++) {                                               \
-                int yi = yo * S + kh - P;                                                   \
+                int yi = yo * S + kh - PH;                                                  \
                 if (yi < 0 || yi >= H) continue;                                            \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;    \
                 __global const float *wr = w + woff + (kd * KH + kh) * KW * Cin * Cout + co; \
+                if (inner) {                                                                \
+                    __global const float *p = xr + xi00 * Cin;                              \
+                    for (int t = 0; t < KW * Cin; t++) {                                    \
+                        VT wv = VLD(wr + t * Cout);                                         \
+                        a0 = KD_MAD((VT)p[t], wv, a0);                                      \
+                        a1 = KD_MAD((VT)p[st + t], wv, a1);                                 \
+                        a2 = KD_MAD((VT)p[2 * st + t], wv, a2);                             \
+                        a3 = KD_MAD((VT)p[3 * st + t], wv, a3);                             \
+                    }                                                                       \
+                    continue;                                                               \
+                }                                                                           \
                 for (int kw = 0; kw < KW; kw++) {                                           \
-                    int xi0 = xo0 * S + kw - P;                                             \
+                    int xi0 = xi00 + kw;                                                    \
                     __global const float *wk = wr + kw * Cin * Cout;                        \
-                    if (nv == KD_WB && xi0 >= 0 && xi0 + (KD_WB - 1) * S < W) {             \
-                        __global const float *p = xr + xi0 * Cin;                           \
-                        for (int ci = 0; ci < Cin; ci++) {                                  \
-                            VT wv = VLD(wk + ci * Cout);                                    \
-                            a0 = mad((VT)p[ci], wv, a0);                                    \
-                            a1 = mad((VT)p[st + ci], wv, a1);                               \
-                            a2 = mad((VT)p[2 * st + ci], wv, a2);                           \
-                            a3 = mad((VT)p[3 * st + ci], wv, a3);                           \
-                        }                                                                   \
-                    } else {                                                                \
-                        KD_FWD_EDGE(VT, VLD, a0, 0)                                         \
-                        KD_FWD_EDGE(VT, VLD, a1, 1)                                         \
-                        KD_FWD_EDGE(VT, VLD, a2, 2)                                         \
-                        KD_FWD_EDGE(VT, VLD, a3, 3)                                         \
+                    int o0 = KD_FWD_OK(0), o1 = KD_FWD_OK(1), o2 = KD_FWD_OK(2), o3 = KD_FWD_OK(3); \
+                    __global const float *q0 = KD_FWD_PTR(0), *q1 = KD_FWD_PTR(1);          \
+                    __global const float *q2 = KD_FWD_PTR(2), *q3 = KD_FWD_PTR(3);          \
+                    for (int ci = 0; ci < Cin; ci++) {                                      \
+                        VT wv = VLD(wk + ci * Cout);                                        \
+                        a0 = KD_MAD((VT)(o0 ? q0[ci] : 0.0f), wv, a0);                      \
+                        a1 = KD_MAD((VT)(o1 ? q1[ci] : 0.0f), wv, a1);                      \
+                        a2 = KD_MAD((VT)(o2 ? q2[ci] : 0.0f), wv, a2);                      \
+                        a3 = KD_MAD((VT)(o3 ? q3[ci] : 0.0f), wv, a3);                      \
                     }                                                                       \
                 }                                                                           \
             }                                                                               \
@@ -105,7 +119,7 @@ KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_VST1)
         int tj = t + (j) * S;                                                             \
         if ((j) < nv && tj >= 0 && tj % S == 0 && tj / S < Wo) {                          \
             __global const float *qj = dr + (tj / S) * Cout;                              \
-            for (int c = 0; c < Cout; c++) aj = mad((VT)qj[c], VLD(wk + c * Cin), aj);    \
+            for (int c = 0; c < Cout; c++) aj = KD_MAD((VT)qj[c], VLD(wk + c * Cin), aj);    \
         }                                                                                 \
     }
 
@@ -142,10 +156,10 @@ KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_VST1)
                         __global const float *q = dr + (t / S) * Cout;                      \
                         for (int c = 0; c < Cout; c++) {                                    \
                             VT wv = VLD(wk + c * Cin);                                      \
-                            a0 = mad((VT)q[c], wv, a0);                                     \
-                            a1 = mad((VT)q[Cout + c], wv, a1);                              \
-                            a2 = mad((VT)q[2 * Cout + c], wv, a2);                          \
-                            a3 = mad((VT)q[3 * Cout + c], wv, a3);                          \
+                            a0 = KD_MAD((VT)q[c], wv, a0);                                     \
+                            a1 = KD_MAD((VT)q[Cout + c], wv, a1);                              \
+                            a2 = KD_MAD((VT)q[2 * Cout + c], wv, a2);                          \
+                            a3 = KD_MAD((VT)q[3 * Cout + c], wv, a3);                          \
                         }                                                                   \
                     } else {                                                                \
                         KD_BWD_EDGE(VT, VLD, a0, 0)                                         \
@@ -199,10 +213,10 @@ KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
                 for (int xo = xlo; xo < xhi; xo++) {                                        \
                     __global const float *xp = xr + (xo * S + kw - P) * Cin;                \
                     VT g = VLD(dr + xo * Cout);                                             \
-                    a0 = mad((VT)xp[ci0], g, a0);                                           \
-                    a1 = mad((VT)xp[c1], g, a1);                                            \
-                    a2 = mad((VT)xp[c2], g, a2);                                            \
-                    a3 = mad((VT)xp[c3], g, a3);                                            \
+                    a0 = KD_MAD((VT)xp[ci0], g, a0);                                           \
+                    a1 = KD_MAD((VT)xp[c1], g, a1);                                            \
+                    a2 = KD_MAD((VT)xp[c2], g, a2);                                            \
+                    a3 = KD_MAD((VT)xp[c3], g, a3);                                            \
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
@@ -240,7 +254,7 @@ KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
                 for (int kw = 0; kw < KW; kw++) {                                           \
                     int xi = xo * S + kw - P;                                               \
                     if (xi < 0 || xi >= W) continue;                                        \
-                    a = mad(VLD(x + xoff + (((n * D + zi) * H + yi) * W + xi) * C + c),     \
+                    a = KD_MAD(VLD(x + xoff + (((n * D + zi) * H + yi) * W + xi) * C + c),     \
                             VLD(w + woff + ((kd * KH + kh) * KW + kw) * C + c), a);         \
                 }                                                                           \
             }                                                                               \
@@ -265,7 +279,7 @@ KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
                 for (int kw = 0; kw < KW; kw++) {                                           \
                     int tx = xi + P - kw;                                                   \
                     if (tx < 0 || tx % S != 0 || tx / S >= Wo) continue;                    \
-                    a = mad(VLD(dy + dyoff +                                                \
+                    a = KD_MAD(VLD(dy + dyoff +                                                \
                                 (((n * Do + tz / S) * Ho + ty / S) * Wo + tx / S) * C + c), \
                             VLD(w + woff + ((kd * KH + kh) * KW + kw) * C + c), a);         \
                 }                                                                           \
@@ -295,7 +309,7 @@ KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * C + c;  \
                 __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * C + c; \
                 for (int xo = xlo; xo < xhi; xo++)                                          \
-                    a = mad(VLD(xr + (xo * S + kw - P) * C), VLD(dr + xo * C), a);          \
+                    a = KD_MAD(VLD(xr + (xo * S + kw - P) * C), VLD(dr + xo * C), a);          \
             }                                                                               \
         }                                                                                   \
         VST(a, part + ((long)chunk * K3 + k) * C + c);                                      \
@@ -336,11 +350,13 @@ __kernel void kd_conv_colsum_part(__global const float *v, int voff, int R, int 
     part[(long)chunk * C + c] = s;
 }
 
-/* wt (K3, B, A) = w (K3, A, B) with the last two axes swapped. Range: K3*A*B. */
+/* wt (K3, B, A) = w (K3, A, B) with the last two axes swapped; flip != 0 also reverses
+ * the tap order (k -> K3-1-k, i.e. every spatial axis flipped). Range: K3*A*B. */
 __kernel void kd_conv_wtranspose(__global const float *w, int woff, __global float *wt, int K3,
-                                 int A, int B) {
+                                 int A, int B, int flip) {
     int i = get_global_id(0);
     if (i >= K3 * A * B) return;
     int bb = i % B, a = (i / B) % A, k = i / (A * B);
+    if (flip) k = K3 - 1 - k;
     wt[(k * B + bb) * A + a] = w[woff + i];
 }

@@ -8,17 +8,28 @@
 #define WB 4 /* output positions along W per work-item (KD_WB in conv3d.cl) */
 
 /* Widest vector (16, 8 or 1) that divides the channel count. */
-static int vec_width(int c) { return c % 16 == 0 ? 16 : c % 8 == 0 ? 8 : 1; }
+static int env_int(const char *name, int dflt);
+static int vec_width(int c) {
+    static int vmax = -1;
+    if (vmax < 0) vmax = env_int("KDSEG_CONV_VMAX", 16);
+    return c % 16 == 0 && vmax >= 16 ? 16 : c % 8 == 0 && vmax >= 8 ? 8 : 1;
+}
 
 /* Local size along H of the forward/input-gradient kernels: small groups of rows keep
  * PoCL from vectorising across work-items and balance the two-core load. */
+static int env_int(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return (e && atoi(e) > 0) ? atoi(e) : dflt;
+}
 static size_t rows_per_group(int rows) {
     static int ly = -1;
-    if (ly < 0) {
-        const char *e = getenv("KDSEG_CONV_LY");
-        ly = (e && atoi(e) > 0) ? atoi(e) : 4;
-    }
+    if (ly < 0) ly = env_int("KDSEG_CONV_LY", 4);
     return rows >= ly ? (size_t)ly : 1;
+}
+static size_t cols_per_group(size_t cols) {
+    static int lx = -1;
+    if (lx < 0) lx = env_int("KDSEG_CONV_LX", 1);
+    return cols % (size_t)lx == 0 ? (size_t)lx : 1;
 }
 
 static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -40,13 +51,14 @@ static void tmp_free(kd_device *dev, tmpbuf *t) {
 }
 
 /* wt (K3, B, A) from w (K3, A, B). */
-static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, int B,
+static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, int B, int flip,
                              tmpbuf *wt) {
     kd_status s = tmp_alloc(dev, (size_t)K3 * A * B, wt);
     if (s) return s;
     size_t g = (size_t)K3 * A * B;
     return kd_rt_launch(dev, "kd_conv_wtranspose", 1, &g, NULL,
-                        KD_ARGS(KD_T(w), KD_MEM(wt->mem), KD_INT(K3), KD_INT(A), KD_INT(B)));
+                        KD_ARGS(KD_T(w), KD_MEM(wt->mem), KD_INT(K3), KD_INT(A), KD_INT(B),
+                                KD_INT(flip)));
 }
 
 /* The conv kernels' argument tail: sizes of input and output, taps, stride, pad. */
@@ -54,21 +66,24 @@ static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, 
     KD_INT(N), KD_INT(D), KD_INT(H), KD_INT(W), KD_INT(CI), KD_INT(DO), KD_INT(HO),       \
         KD_INT(WO), KD_INT(CO), KD_INT(KD), KD_INT(KH), KD_INT(KW), KD_INT(S), KD_INT(P)
 
-/* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co). */
+/* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co), padding per
+ * axis pad[3] (may be negative: cropping). */
 static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int w, int co,
-                               int od, int oh, int ow, const int *k, int s, int p,
+                               int od, int oh, int ow, const int *k, int s, const int *pad,
                                cl_mem xm, size_t xoff, cl_mem wm, size_t woff,
                                const kd_tensor *b, const kd_tensor *y) {
     int v = vec_width(co);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_fwd_v%d", v);
     size_t gws[3] = {cdiv((size_t)ow, WB) * (size_t)(co / v), (size_t)oh, (size_t)n * od};
-    size_t lws[3] = {1, rows_per_group(oh), 1};
+    size_t lws[3] = {cols_per_group(gws[0]), rows_per_group(oh), 1};
     cl_mem bm = b ? b->mem : y->mem;
     return kd_rt_launch(dev, name, 3, gws, lws,
                         KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
                                 KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(y),
-                                GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p)));
+                                GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s,
+                                          pad[0]),
+                                KD_INT(pad[1]), KD_INT(pad[2])));
 }
 
 /* dx = sum over taps dy . wt [+ b] on the dense kernel: dx (n, ci, d, h, w),
@@ -195,8 +210,9 @@ kd_status kd_conv_direct_forward(const kd_conv_geom *g, const kd_tensor *x, cons
         return dense_backward_data(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h,
                                    g->w, k2, 2, 0, x, w->mem, w->off, b, y);
     if (g->groups > 1) return dw_forward(g, x, w, b, y);
+    int pad[3] = {g->p, g->p, g->p};
     return dense_forward(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh, g->ow, g->k,
-                         g->s, g->p, x->mem, x->off, w->mem, w->off, b, y);
+                         g->s, pad, x->mem, x->off, w->mem, w->off, b, y);
 }
 
 kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *dy,
@@ -204,16 +220,23 @@ kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *
     kd_device *dev = dy->dev;
     tmpbuf wt = {0};
     kd_status st;
+    static const int pad0[3] = {0, 0, 0};
+    int K3 = g->k[0] * g->k[1] * g->k[2];
     if (g->transposed) { /* dx = k2 s2 conv of dy with w's channel axes swapped */
-        st = transpose_w(dev, w, 8, g->ci, g->co, &wt);
+        st = transpose_w(dev, w, 8, g->ci, g->co, 0, &wt);
         if (!st)
             st = dense_forward(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h, g->w,
-                               k2, 2, 0, dy->mem, dy->off, wt.mem, 0, NULL, dx);
+                               k2, 2, pad0, dy->mem, dy->off, wt.mem, 0, NULL, dx);
     } else if (g->groups > 1) {
         return dw_backward_input(g, dy, w, dx);
+    } else if (g->s == 1) { /* a forward conv of dy with flipped weights, padding K-1-P */
+        int pad[3] = {g->k[0] - 1 - g->p, g->k[1] - 1 - g->p, g->k[2] - 1 - g->p};
+        st = transpose_w(dev, w, K3, g->ci, g->co, 1, &wt);
+        if (!st)
+            st = dense_forward(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h, g->w,
+                               g->k, 1, pad, dy->mem, dy->off, wt.mem, 0, NULL, dx);
     } else {
-        int K3 = g->k[0] * g->k[1] * g->k[2];
-        st = transpose_w(dev, w, K3, g->ci, g->co, &wt);
+        st = transpose_w(dev, w, K3, g->ci, g->co, 0, &wt);
         if (!st)
             st = dense_backward_data(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh,
                                      g->ow, g->k, g->s, g->p, dy, wt.mem, 0, NULL, dx);
