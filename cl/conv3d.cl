@@ -35,10 +35,24 @@
 /* floor(a / s) for s > 0 and any sign of a. */
 inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
 
+/* Store the first min(nc, V) lanes of a at p (the output may have fewer channels than
+ * the zero-padded weights the vectors run over). */
+#define KD_STORE_MASKED(V, VST, a, p, nc)                                                  \
+    {                                                                                      \
+        if ((nc) >= (V)) {                                                                 \
+            VST(a, p);                                                                     \
+        } else {                                                                           \
+            float t_[V];                                                                   \
+            VST(a, t_);                                                                    \
+            for (int l = 0; l < (nc); l++) (p)[l] = t_[l];                                 \
+        }                                                                                  \
+    }
+
 /* ---- forward ---------------------------------------------------------------------------
  * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b,
  * padding PD, PH, PW per axis (negative crops: the stride-1 input gradient runs here as a
- * conv with flipped weights and padding K-1-P). Range: (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
+ * conv with flipped weights and padding K-1-P). Cout is the weights' (possibly zero-padded)
+ * channel count, Cy <= Cout the output's. Range: (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
 /* Edge of the forward: position j may fall outside (zero padding) or past Wo. */
 #define KD_FWD_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
 #define KD_FWD_PTR(j) (xr + (KD_FWD_OK(j) ? xi0 + (j) * S : 0) * Cin)
@@ -48,7 +62,7 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         __global const float *x, int xoff, __global const float *w, int woff,               \
         __global const float *b, int boff, int has_b, __global float *y, int yoff, int N,   \
         int D, int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD, int KH,     \
-        int KW, int S, int PD, int PH, int PW) {                                            \
+        int KW, int S, int PD, int PH, int PW, int Cy) {                                    \
         int nco = Cout / V;                                                                 \
         int g0 = get_global_id(0), yo = get_global_id(1), nz = get_global_id(2);            \
         int co = (g0 % nco) * V, xo0 = (g0 / nco) * KD_WB;                                  \
@@ -96,11 +110,12 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
-        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cout + co; \
-        VST(a0, yp);                                                                        \
-        if (nv > 1) VST(a1, yp + Cout);                                                     \
-        if (nv > 2) VST(a2, yp + 2 * Cout);                                                 \
-        if (nv > 3) VST(a3, yp + 3 * Cout);                                                 \
+        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cy + co;   \
+        int nc = Cy - co;                                                                   \
+        KD_STORE_MASKED(V, VST, a0, yp, nc)                                                 \
+        if (nv > 1) KD_STORE_MASKED(V, VST, a1, yp + Cy, nc)                                \
+        if (nv > 2) KD_STORE_MASKED(V, VST, a2, yp + 2 * Cy, nc)                            \
+        if (nv > 3) KD_STORE_MASKED(V, VST, a3, yp + 3 * Cy, nc)                            \
     }
 
 KD_CONV_FWD(v16, float16, 16, KD_VLD16, KD_VST16)
@@ -359,4 +374,14 @@ __kernel void kd_conv_wtranspose(__global const float *w, int woff, __global flo
     int bb = i % B, a = (i / B) % A, k = i / (A * B);
     if (flip) k = K3 - 1 - k;
     wt[(k * B + bb) * A + a] = w[woff + i];
+}
+
+/* wp (K3, A, Bp) = w (K3, A, B) zero-padded to Bp >= B columns (vector-width channels for
+ * outputs like the 3 tumour regions). Range: K3*A*Bp. */
+__kernel void kd_conv_wpad(__global const float *w, int woff, __global float *wp, int K3A, int B,
+                           int Bp) {
+    int i = get_global_id(0);
+    if (i >= K3A * Bp) return;
+    int c = i % Bp, r = i / Bp;
+    wp[i] = c < B ? w[woff + r * B + c] : 0.0f;
 }

@@ -66,24 +66,52 @@ static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, 
     KD_INT(N), KD_INT(D), KD_INT(H), KD_INT(W), KD_INT(CI), KD_INT(DO), KD_INT(HO),       \
         KD_INT(WO), KD_INT(CO), KD_INT(KD), KD_INT(KH), KD_INT(KW), KD_INT(S), KD_INT(P)
 
+/* wp (K3A, Bp) = w (K3A, B) zero-padded; m, off name w. */
+static kd_status pad_cols(kd_device *dev, cl_mem m, size_t off, int K3A, int B, int Bp,
+                          tmpbuf *wp) {
+    kd_status s = tmp_alloc(dev, (size_t)K3A * Bp, wp);
+    if (s) return s;
+    size_t g = (size_t)K3A * Bp;
+    return kd_rt_launch(dev, "kd_conv_wpad", 1, &g, NULL,
+                        KD_ARGS(KD_MEM(m), KD_INT(off), KD_MEM(wp->mem), KD_INT(K3A), KD_INT(B),
+                                KD_INT(Bp)));
+}
+
 /* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co), padding per
- * axis pad[3] (may be negative: cropping). */
+ * axis pad[3] (may be negative: cropping). Output channels that are not a multiple of 8
+ * run on weights (and bias) zero-padded to a multiple of 8, so the kernel stays vectorised. */
 static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int w, int co,
                                int od, int oh, int ow, const int *k, int s, const int *pad,
                                cl_mem xm, size_t xoff, cl_mem wm, size_t woff,
                                const kd_tensor *b, const kd_tensor *y) {
-    int v = vec_width(co);
+    int cop = co % 8 == 0 ? co : (co + 7) / 8 * 8;
+    tmpbuf wp = {0}, bp = {0};
+    cl_mem bm = b ? b->mem : y->mem;
+    size_t boff = b ? b->off : 0;
+    kd_status st = KD_OK;
+    if (cop != co) {
+        int K3 = k[0] * k[1] * k[2];
+        st = pad_cols(dev, wm, woff, K3 * ci, co, cop, &wp);
+        if (!st && b) st = pad_cols(dev, b->mem, b->off, 1, co, cop, &bp);
+        if (st) goto done;
+        wm = wp.mem, woff = 0;
+        if (b) bm = bp.mem, boff = 0;
+    }
+    int v = vec_width(cop);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_fwd_v%d", v);
-    size_t gws[3] = {cdiv((size_t)ow, WB) * (size_t)(co / v), (size_t)oh, (size_t)n * od};
+    size_t gws[3] = {cdiv((size_t)ow, WB) * (size_t)(cop / v), (size_t)oh, (size_t)n * od};
     size_t lws[3] = {cols_per_group(gws[0]), rows_per_group(oh), 1};
-    cl_mem bm = b ? b->mem : y->mem;
-    return kd_rt_launch(dev, name, 3, gws, lws,
-                        KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
-                                KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(y),
-                                GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s,
-                                          pad[0]),
-                                KD_INT(pad[1]), KD_INT(pad[2])));
+    st = kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
+                      KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
+                              KD_INT(boff), KD_INT(b != NULL), KD_T(y),
+                              GEOM_ARGS(n, d, h, w, ci, od, oh, ow, cop, k[0], k[1], k[2], s,
+                                        pad[0]),
+                              KD_INT(pad[1]), KD_INT(pad[2]), KD_INT(co)));
+done:
+    tmp_free(dev, &wp);
+    tmp_free(dev, &bp);
+    return st;
 }
 
 /* dx = sum over taps dy . wt [+ b] on the dense kernel: dx (n, ci, d, h, w),
@@ -99,7 +127,7 @@ static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h
     size_t gws[3] = {(size_t)(ci / v) * (size_t)s * per_parity, (size_t)h, (size_t)n * d};
     size_t lws[3] = {1, rows_per_group(h), 1};
     cl_mem bm = b ? b->mem : dx->mem;
-    return kd_rt_launch(dev, name, 3, gws, lws,
+    return kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
                         KD_ARGS(KD_T(dy), KD_MEM(wtm), KD_INT(wtoff), KD_MEM(bm),
                                 KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(dx),
                                 GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p)));
