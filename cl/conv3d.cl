@@ -52,7 +52,8 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
  * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b,
  * padding PD, PH, PW per axis (negative crops: the stride-1 input gradient runs here as a
  * conv with flipped weights and padding K-1-P). Cout is the weights' (possibly zero-padded)
- * channel count, Cy <= Cout the output's. Range: (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
+ * channel count, Cy <= Cout the output's. Range: (ceil(Wo/KD_WB), Ho, N*Do * Cout/V) when
+ * co_outer (large weights: each channel block's weight slice is reused from cache), else (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
 /* Edge of the forward: position j may fall outside (zero padding) or past Wo. */
 #define KD_FWD_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
 #define KD_FWD_PTR(j) (xr + (KD_FWD_OK(j) ? xi0 + (j) * S : 0) * Cin)
@@ -62,11 +63,15 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         __global const float *x, int xoff, __global const float *w, int woff,               \
         __global const float *b, int boff, int has_b, __global float *y, int yoff, int N,   \
         int D, int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD, int KH,     \
-        int KW, int S, int PD, int PH, int PW, int Cy) {                                    \
+        int KW, int S, int PD, int PH, int PW, int Cy, int co_outer) {                      \
         int nco = Cout / V;                                                                 \
         int g0 = get_global_id(0), yo = get_global_id(1), nz = get_global_id(2);            \
         int co = (g0 % nco) * V, xo0 = (g0 / nco) * KD_WB;                                  \
-        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                  \
+        if (co_outer) { /* channel block slowest: one weight slice stays in cache */        \
+            co = (nz / (N * Do)) * V, xo0 = g0 * KD_WB, nz = nz % (N * Do);                 \
+            if (co >= Cout) return;                                                         \
+        }                                                                                   \
+        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                 \
         int n = nz / Do, zo = nz - n * Do;                                                  \
         int nv = min(KD_WB, Wo - xo0);                                                      \
         VT a0 = has_b ? VLD(b + boff + co) : (VT)0.0f;                                      \
@@ -85,6 +90,7 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
                 __global const float *wr = w + woff + (kd * KH + kh) * KW * Cin * Cout + co; \
                 if (inner) {                                                                \
                     __global const float *p = xr + xi00 * Cin;                              \
+                    _Pragma("unroll 2")                                                     \
                     for (int t = 0; t < KW * Cin; t++) {                                    \
                         VT wv = VLD(wr + t * Cout);                                         \
                         a0 = KD_MAD((VT)p[t], wv, a0);                                      \
@@ -100,6 +106,16 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
                     int o0 = KD_FWD_OK(0), o1 = KD_FWD_OK(1), o2 = KD_FWD_OK(2), o3 = KD_FWD_OK(3); \
                     __global const float *q0 = KD_FWD_PTR(0), *q1 = KD_FWD_PTR(1);          \
                     __global const float *q2 = KD_FWD_PTR(2), *q3 = KD_FWD_PTR(3);          \
+                    if (o0 && o1 && o2 && o3) {                                             \
+                        for (int ci = 0; ci < Cin; ci++) {                                  \
+                            VT wv = VLD(wk + ci * Cout);                                    \
+                            a0 = KD_MAD((VT)q0[ci], wv, a0);                                \
+                            a1 = KD_MAD((VT)q1[ci], wv, a1);                                \
+                            a2 = KD_MAD((VT)q2[ci], wv, a2);                                \
+                            a3 = KD_MAD((VT)q3[ci], wv, a3);                                \
+                        }                                                                   \
+                        continue;                                                           \
+                    }                                                                       \
                     for (int ci = 0; ci < Cin; ci++) {                                      \
                         VT wv = VLD(wk + ci * Cout);                                        \
                         a0 = KD_MAD((VT)(o0 ? q0[ci] : 0.0f), wv, a0);                      \
@@ -225,6 +241,7 @@ KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
                 int yi = yo * S + kh - P;                                                   \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;    \
                 __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * Cout + co; \
+                _Pragma("unroll 2")                                                         \
                 for (int xo = xlo; xo < xhi; xo++) {                                        \
                     __global const float *xp = xr + (xo * S + kw - P) * Cin;                \
                     VT g = VLD(dr + xo * Cout);                                             \

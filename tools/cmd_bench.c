@@ -15,6 +15,7 @@ typedef struct bench_opts {
     const char *json;  /* --json FILE or NULL */
     const char *only;  /* substring filter on row names, or NULL */
     int impls;         /* bit 1: direct, bit 2: gemm */
+    int cpu;           /* also print GFLOP per CPU-second (per-core efficiency) */
 } bench_opts;
 
 typedef struct bench_sub {
@@ -26,6 +27,14 @@ typedef struct bench_sub {
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
+}
+
+/* CPU time of this process (all threads): on a CPU device shared with other jobs, flops per
+ * CPU-second show a kernel's efficiency independent of how much of the machine we got. */
+static double cpu_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
@@ -78,22 +87,25 @@ static kd_status run_pass(conv_bufs *c, kd_conv_pass pass) {
 
 /* Median ms of o->reps runs after one warm-up with impl forced. */
 static kd_status time_pass(kd_device *dev, conv_bufs *c, kd_conv_pass pass, kd_conv_impl impl,
-                           int reps, double *ms) {
+                           int reps, double *ms, double *cms) {
     kd_conv_force(impl);
     kd_status s = run_pass(c, pass);
     if (!s) s = kd_device_finish(dev);
-    double t[64];
+    double t[64], ct[64];
     if (reps > 64) reps = 64;
     for (int r = 0; r < reps && !s; r++) {
-        double t0 = now_ms();
+        double t0 = now_ms(), c0 = cpu_ms();
         s = run_pass(c, pass);
         if (!s) s = kd_device_finish(dev);
         t[r] = now_ms() - t0;
+        ct[r] = cpu_ms() - c0;
     }
     kd_conv_force(KD_CONV_AUTO);
     if (s) return s;
     qsort(t, (size_t)reps, sizeof t[0], cmp_double);
+    qsort(ct, (size_t)reps, sizeof ct[0], cmp_double);
     *ms = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    *cms = reps % 2 ? ct[reps / 2] : 0.5 * (ct[reps / 2 - 1] + ct[reps / 2]);
     return KD_OK;
 }
 
@@ -154,16 +166,17 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
         kd_conv_geom g;
         kd_status s = conv_bufs_make(dev, r, edge, &c, &g);
         for (int pass = 0; pass < 3 && !s; pass++) {
-            double ms[2] = {-1, -1};
+            double ms[2] = {-1, -1}, cms[2] = {-1, -1};
             for (int im = 0; im < 2 && !s; im++)
                 if (o->impls & (1 << im))
                     s = time_pass(dev, &c, (kd_conv_pass)pass, im ? KD_CONV_GEMM : KD_CONV_DIRECT,
-                                  o->reps, &ms[im]);
+                                  o->reps, &ms[im], &cms[im]);
             if (s) break;
             /* the chooser's pick (times both once if not stored yet) */
             kd_conv_force(KD_CONV_AUTO);
             if ((s = run_pass(&c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev))) break;
             char key[160];
+            g.has_bias = pass == KD_PASS_FWD && r->bias; /* as the ops key it */
             kd_conv_key(&g, (kd_conv_pass)pass, key, sizeof key);
             kd_conv_impl pick = kd_conv_choice_lookup(dev, key, NULL, NULL);
             if (pick == KD_CONV_AUTO && kd_conv_forced() != KD_CONV_AUTO) pick = kd_conv_forced();
@@ -173,16 +186,22 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             for (int im = 0; im < 2; im++)
                 if (ms[im] >= 0) snprintf(d[im], sizeof d[im], "%9.2f %8.1f", ms[im], gf / ms[im]);
                 else snprintf(d[im], sizeof d[im], "%9s %8s", "-", "-");
-            printf("%-24s %-6s %-11s %s %s  %s\n", pass ? "" : r->name, size, pass_label[pass],
+            printf("%-24s %-6s %-11s %s %s  %-6s", pass ? "" : r->name, size, pass_label[pass],
                    d[0], d[1], impl_name(pick));
+            if (o->cpu)
+                for (int im = 0; im < 2; im++)
+                    if (cms[im] > 0) printf(" %7.1f", gf / cms[im]);
+            printf("\n");
             fflush(stdout);
             if (js) {
                 fprintf(js,
                         "%s\n  {\"layer\": \"%s\", \"size\": %d, \"cin\": %d, \"cout\": %d, "
                         "\"k\": %d, \"stride\": %d, \"pad\": %d, \"pass\": \"%s\", \"gflop\": %.6f, "
-                        "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"chosen\": \"%s\"}",
+                        "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"direct_cpu_ms\": %.4f, "
+                        "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\"}",
                         first ? "" : ",", r->name, edge, r->ci, r->co, r->k, r->s, r->p,
-                        pass_label[pass], gf * 1e-3, ms[0], ms[1], impl_name(pick));
+                        pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1],
+                        impl_name(pick));
                 first = 0;
             }
         }
@@ -213,6 +232,8 @@ static void help(FILE *f) {
             "  --reps N      timed runs per measurement, median reported (default 5)\n"
             "  --impl I      direct, gemm or both (default both)\n"
             "  --only TEXT   only rows whose name contains TEXT\n"
+            "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
+            "                efficiency, useful when other jobs share the CPU device)\n"
             "  --json FILE   also write the results as JSON\n");
 }
 
@@ -228,7 +249,7 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "kdseg bench: unknown subcommand '%s' (see kdseg bench --help)\n", argv[1]);
         return 2;
     }
-    bench_opts o = {5, 64, NULL, NULL, 3};
+    bench_opts o = {5, 64, NULL, NULL, 3, 0};
     for (int i = 2; i < argc; i++) {
         const char *v;
         if (kd_cli_opt(argc, argv, &i, "--reps", &v)) {
@@ -241,6 +262,8 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--only", &v)) {
             if (!v) return kd_cli_unknown("bench", argv[i]);
             o.only = v;
+        } else if (kd_cli_flag(argv, i, "--cpu")) {
+            o.cpu = 1;
         } else if (kd_cli_opt(argc, argv, &i, "--impl", &v)) {
             if (v && !strcmp(v, "direct")) o.impls = 1;
             else if (v && !strcmp(v, "gemm")) o.impls = 2;

@@ -8,7 +8,11 @@
 #define WB 4 /* output positions along W per work-item (KD_WB in conv3d.cl) */
 
 /* Widest vector (16, 8 or 1) that divides the channel count. */
-static int env_int(const char *name, int dflt);
+/* Integer from the environment (tuning experiments), dflt when unset. */
+static int env_int(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return (e && atoi(e) > 0) ? atoi(e) : dflt;
+}
 static int vec_width(int c) {
     static int vmax = -1;
     if (vmax < 0) vmax = env_int("KDSEG_CONV_VMAX", 16);
@@ -17,13 +21,13 @@ static int vec_width(int c) {
 
 /* Local size along H of the forward/input-gradient kernels: small groups of rows keep
  * PoCL from vectorising across work-items and balance the two-core load. */
-static int env_int(const char *name, int dflt) {
-    const char *e = getenv(name);
-    return (e && atoi(e) > 0) ? atoi(e) : dflt;
-}
+/* Rows per work-group on CPUs. Measured on PoCL 3.1 (2-core EPYC): one work-item per group
+ * is fastest for every conv shape (1x1x1 convs ran 3-4x slower with 8-32 rows per group,
+ * 3x3x3 ones 10-30% slower with 4), so PoCL compiles the kernel without a work-item loop.
+ * KDSEG_CONV_LY overrides for experiments. */
 static size_t rows_per_group(int rows) {
     static int ly = -1;
-    if (ly < 0) ly = env_int("KDSEG_CONV_LY", 4);
+    if (ly < 0) ly = env_int("KDSEG_CONV_LY", 1);
     return rows >= ly ? (size_t)ly : 1;
 }
 static size_t cols_per_group(size_t cols) {
@@ -100,14 +104,18 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
     int v = vec_width(cop);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_fwd_v%d", v);
-    size_t gws[3] = {cdiv((size_t)ow, WB) * (size_t)(cop / v), (size_t)oh, (size_t)n * od};
+    /* weights larger than about half an L2 cache: loop over channel blocks outermost */
+    int co_outer = (size_t)k[0] * k[1] * k[2] * ci * cop * sizeof(float) > ((size_t)256 << 10) &&
+                   cop > v;
+    size_t nxb = cdiv((size_t)ow, WB), nco = (size_t)(cop / v);
+    size_t gws[3] = {co_outer ? nxb : nxb * nco, (size_t)oh, (size_t)n * od * (co_outer ? nco : 1)};
     size_t lws[3] = {cols_per_group(gws[0]), rows_per_group(oh), 1};
     st = kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
                       KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
                               KD_INT(boff), KD_INT(b != NULL), KD_T(y),
                               GEOM_ARGS(n, d, h, w, ci, od, oh, ow, cop, k[0], k[1], k[2], s,
                                         pad[0]),
-                              KD_INT(pad[1]), KD_INT(pad[2]), KD_INT(co)));
+                              KD_INT(pad[1]), KD_INT(pad[2]), KD_INT(co), KD_INT(co_outer)));
 done:
     tmp_free(dev, &wp);
     tmp_free(dev, &bp);
@@ -168,7 +176,8 @@ static kd_status dense_backward_weight(kd_device *dev, int n, int ci, int d, int
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_wgrad_part_v%d", v);
     size_t gws[2] = {(size_t)K3 * cdiv((size_t)ci, 4) * (size_t)(co / v), (size_t)nchunks};
-    st = kd_rt_launch(dev, name, 2, gws, NULL,
+    size_t lws[2] = {1, 1}; /* each item loops over a whole chunk: no grouping needed */
+    st = kd_rt_launch(dev, name, 2, gws, kd_device_is_cpu(dev) ? lws : NULL,
                       KD_ARGS(KD_T(x), KD_T(dy), KD_MEM(part.mem),
                               GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p),
                               KD_INT(planes), KD_INT(nchunks)));
