@@ -36,17 +36,34 @@
 inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
 
 /* Store the first min(nc, V) lanes of a at p (the output may have fewer channels than
- * the zero-padded weights the vectors run over). */
-#define KD_STORE_MASKED(V, VST, a, p, nc)                                                  \
+ * the zero-padded weights the vectors run over). Lane by lane, without a private array
+ * (which PoCL would keep in memory). */
+#define KD_LANES8(v, p, nc)                                                                \
     {                                                                                      \
-        if ((nc) >= (V)) {                                                                 \
-            VST(a, p);                                                                     \
+        if ((nc) > 0) (p)[0] = (v).s0;                                                     \
+        if ((nc) > 1) (p)[1] = (v).s1;                                                     \
+        if ((nc) > 2) (p)[2] = (v).s2;                                                     \
+        if ((nc) > 3) (p)[3] = (v).s3;                                                     \
+        if ((nc) > 4) (p)[4] = (v).s4;                                                     \
+        if ((nc) > 5) (p)[5] = (v).s5;                                                     \
+        if ((nc) > 6) (p)[6] = (v).s6;                                                     \
+        if ((nc) > 7) (p)[7] = (v).s7;                                                     \
+    }
+#define KD_MST16(a, p, nc)                                                                 \
+    {                                                                                      \
+        if ((nc) >= 16) {                                                                  \
+            vstore16((a), 0, (p));                                                         \
         } else {                                                                           \
-            float t_[V];                                                                   \
-            VST(a, t_);                                                                    \
-            for (int l = 0; l < (nc); l++) (p)[l] = t_[l];                                 \
+            KD_LANES8((a).lo, p, nc)                                                       \
+            KD_LANES8((a).hi, (p) + 8, (nc) - 8)                                           \
         }                                                                                  \
     }
+#define KD_MST8(a, p, nc)                                                                  \
+    {                                                                                      \
+        if ((nc) >= 8) vstore8((a), 0, (p));                                               \
+        else KD_LANES8(a, p, nc)                                                           \
+    }
+#define KD_MST1(a, p, nc) (*(p) = (a));
 
 /* ---- forward ---------------------------------------------------------------------------
  * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b,
@@ -58,7 +75,7 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
 #define KD_FWD_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
 #define KD_FWD_PTR(j) (xr + (KD_FWD_OK(j) ? xi0 + (j) * S : 0) * Cin)
 
-#define KD_CONV_FWD(SFX, VT, V, VLD, VST)                                                   \
+#define KD_CONV_FWD(SFX, VT, V, VLD, MST)                                                   \
     __kernel void kd_conv3d_fwd_##SFX(                                                      \
         __global const float *x, int xoff, __global const float *w, int woff,               \
         __global const float *b, int boff, int has_b, __global float *y, int yoff, int N,   \
@@ -128,15 +145,15 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         }                                                                                   \
         __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cy + co;   \
         int nc = Cy - co;                                                                   \
-        KD_STORE_MASKED(V, VST, a0, yp, nc)                                                 \
-        if (nv > 1) KD_STORE_MASKED(V, VST, a1, yp + Cy, nc)                                \
-        if (nv > 2) KD_STORE_MASKED(V, VST, a2, yp + 2 * Cy, nc)                            \
-        if (nv > 3) KD_STORE_MASKED(V, VST, a3, yp + 3 * Cy, nc)                            \
+        MST(a0, yp, nc)                                                                     \
+        if (nv > 1) MST(a1, yp + Cy, nc)                                                    \
+        if (nv > 2) MST(a2, yp + 2 * Cy, nc)                                                \
+        if (nv > 3) MST(a3, yp + 3 * Cy, nc)                                                \
     }
 
-KD_CONV_FWD(v16, float16, 16, KD_VLD16, KD_VST16)
-KD_CONV_FWD(v8, float8, 8, KD_VLD8, KD_VST8)
-KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_VST1)
+KD_CONV_FWD(v16, float16, 16, KD_VLD16, KD_MST16)
+KD_CONV_FWD(v8, float8, 8, KD_VLD8, KD_MST8)
+KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_MST1)
 
 /* ---- input gradient (also the transposed conv's forward) ---------------------------------
  * dx (N, D, H, W, Cin) = sum over taps with (i + P - k) divisible by S of
