@@ -23,75 +23,137 @@
 #define KD_VLD1(p) (*(p))
 #define KD_VST1(v, p) (*(p) = (v))
 
+/* Multiply-add: fma where the device says it is fast or the CPU target has FMA (one
+ * instruction on FMA CPUs and
+ * GPUs; PoCL does not fuse mad() on its own), else mad. */
+#if defined(FP_FAST_FMAF) || defined(__FMA__)
+#define KD_MAD(a, b, c) fma((a), (b), (c))
+#else
+#define KD_MAD(a, b, c) mad((a), (b), (c))
+#endif
+
 /* floor(a / s) for s > 0 and any sign of a. */
 inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
 
-/* ---- forward ---------------------------------------------------------------------------
- * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b.
- * Range: (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
-#define KD_FWD_EDGE(VT, VLD, aj, j)                                                       \
-    {                                                                                     \
-        int xi = xi0 + (j) * S;                                                           \
-        if ((j) < nv && xi >= 0 && xi < W) {                                              \
-            __global const float *pj = xr + xi * Cin;                                     \
-            for (int ci = 0; ci < Cin; ci++) aj = mad((VT)pj[ci], VLD(wk + ci * Cout), aj); \
-        }                                                                                 \
+/* Store the first min(nc, V) lanes of a at p (the output may have fewer channels than
+ * the zero-padded weights the vectors run over). Lane by lane, without a private array
+ * (which PoCL would keep in memory). */
+#define KD_LANES8(v, p, nc)                                                                \
+    {                                                                                      \
+        if ((nc) > 0) (p)[0] = (v).s0;                                                     \
+        if ((nc) > 1) (p)[1] = (v).s1;                                                     \
+        if ((nc) > 2) (p)[2] = (v).s2;                                                     \
+        if ((nc) > 3) (p)[3] = (v).s3;                                                     \
+        if ((nc) > 4) (p)[4] = (v).s4;                                                     \
+        if ((nc) > 5) (p)[5] = (v).s5;                                                     \
+        if ((nc) > 6) (p)[6] = (v).s6;                                                     \
+        if ((nc) > 7) (p)[7] = (v).s7;                                                     \
     }
+#define KD_MST16(a, p, nc)                                                                 \
+    {                                                                                      \
+        if ((nc) >= 16) {                                                                  \
+            vstore16((a), 0, (p));                                                         \
+        } else {                                                                           \
+            KD_LANES8((a).lo, p, nc)                                                       \
+            KD_LANES8((a).hi, (p) + 8, (nc) - 8)                                           \
+        }                                                                                  \
+    }
+#define KD_MST8(a, p, nc)                                                                  \
+    {                                                                                      \
+        if ((nc) >= 8) vstore8((a), 0, (p));                                               \
+        else KD_LANES8(a, p, nc)                                                           \
+    }
+#define KD_MST1(a, p, nc) (*(p) = (a));
 
-#define KD_CONV_FWD(SFX, VT, V, VLD, VST)                                                   \
+/* ---- forward ---------------------------------------------------------------------------
+ * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b,
+ * padding PD, PH, PW per axis (negative crops: the stride-1 input gradient runs here as a
+ * conv with flipped weights and padding K-1-P). Cout is the weights' (possibly zero-padded)
+ * channel count, Cy <= Cout the output's. Range: (ceil(Wo/KD_WB), Ho, N*Do * Cout/V) when
+ * co_outer (large weights: each channel block's weight slice is reused from cache), else (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
+/* Edge of the forward: position j may fall outside (zero padding) or past Wo. */
+#define KD_FWD_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
+#define KD_FWD_PTR(j) (xr + (KD_FWD_OK(j) ? xi0 + (j) * S : 0) * Cin)
+
+#define KD_CONV_FWD(SFX, VT, V, VLD, MST)                                                   \
     __kernel void kd_conv3d_fwd_##SFX(                                                      \
         __global const float *x, int xoff, __global const float *w, int woff,               \
         __global const float *b, int boff, int has_b, __global float *y, int yoff, int N,   \
         int D, int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD, int KH,     \
-        int KW, int S, int P) {                                                             \
+        int KW, int S, int PD, int PH, int PW, int Cy, int co_outer) {                      \
         int nco = Cout / V;                                                                 \
         int g0 = get_global_id(0), yo = get_global_id(1), nz = get_global_id(2);            \
         int co = (g0 % nco) * V, xo0 = (g0 / nco) * KD_WB;                                  \
-        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                  \
+        if (co_outer) { /* channel block slowest: one weight slice stays in cache */        \
+            co = (nz / (N * Do)) * V, xo0 = g0 * KD_WB, nz = nz % (N * Do);                 \
+            if (co >= Cout) return;                                                         \
+        }                                                                                   \
+        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                 \
         int n = nz / Do, zo = nz - n * Do;                                                  \
         int nv = min(KD_WB, Wo - xo0);                                                      \
         VT a0 = has_b ? VLD(b + boff + co) : (VT)0.0f;                                      \
         VT a1 = a0, a2 = a0, a3 = a0;                                                       \
-        int st = S * Cin;                                                                   \
+        int st = S * Cin, xi00 = xo0 * S - PW;                                              \
+        /* all KW taps of all KD_WB positions inside: the (kw, ci) loops fuse into one, as   \
+         * x[xi0 + kw, ci] and w[kw, ci] are both contiguous in kw*Cin + ci */               \
+        int inner = nv == KD_WB && xi00 >= 0 && xi00 + (KD_WB - 1) * S + KW - 1 < W;        \
         for (int kd = 0; kd < KD; kd++) {                                                   \
-            int zi = zo * S + kd - P;                                                       \
+            int zi = zo * S + kd - PD;                                                      \
             if (zi < 0 || zi >= D) continue;                                                \
             for (int kh = 0; kh < KH; kh++) {                                               \
-                int yi = yo * S + kh - P;                                                   \
+                int yi = yo * S + kh - PH;                                                  \
                 if (yi < 0 || yi >= H) continue;                                            \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;    \
                 __global const float *wr = w + woff + (kd * KH + kh) * KW * Cin * Cout + co; \
+                if (inner) {                                                                \
+                    __global const float *p = xr + xi00 * Cin;                              \
+                    _Pragma("unroll 2")                                                     \
+                    for (int t = 0; t < KW * Cin; t++) {                                    \
+                        VT wv = VLD(wr + t * Cout);                                         \
+                        a0 = KD_MAD((VT)p[t], wv, a0);                                      \
+                        a1 = KD_MAD((VT)p[st + t], wv, a1);                                 \
+                        a2 = KD_MAD((VT)p[2 * st + t], wv, a2);                             \
+                        a3 = KD_MAD((VT)p[3 * st + t], wv, a3);                             \
+                    }                                                                       \
+                    continue;                                                               \
+                }                                                                           \
                 for (int kw = 0; kw < KW; kw++) {                                           \
-                    int xi0 = xo0 * S + kw - P;                                             \
+                    int xi0 = xi00 + kw;                                                    \
                     __global const float *wk = wr + kw * Cin * Cout;                        \
-                    if (nv == KD_WB && xi0 >= 0 && xi0 + (KD_WB - 1) * S < W) {             \
-                        __global const float *p = xr + xi0 * Cin;                           \
+                    int o0 = KD_FWD_OK(0), o1 = KD_FWD_OK(1), o2 = KD_FWD_OK(2), o3 = KD_FWD_OK(3); \
+                    __global const float *q0 = KD_FWD_PTR(0), *q1 = KD_FWD_PTR(1);          \
+                    __global const float *q2 = KD_FWD_PTR(2), *q3 = KD_FWD_PTR(3);          \
+                    if (o0 && o1 && o2 && o3) {                                             \
                         for (int ci = 0; ci < Cin; ci++) {                                  \
                             VT wv = VLD(wk + ci * Cout);                                    \
-                            a0 = mad((VT)p[ci], wv, a0);                                    \
-                            a1 = mad((VT)p[st + ci], wv, a1);                               \
-                            a2 = mad((VT)p[2 * st + ci], wv, a2);                           \
-                            a3 = mad((VT)p[3 * st + ci], wv, a3);                           \
+                            a0 = KD_MAD((VT)q0[ci], wv, a0);                                \
+                            a1 = KD_MAD((VT)q1[ci], wv, a1);                                \
+                            a2 = KD_MAD((VT)q2[ci], wv, a2);                                \
+                            a3 = KD_MAD((VT)q3[ci], wv, a3);                                \
                         }                                                                   \
-                    } else {                                                                \
-                        KD_FWD_EDGE(VT, VLD, a0, 0)                                         \
-                        KD_FWD_EDGE(VT, VLD, a1, 1)                                         \
-                        KD_FWD_EDGE(VT, VLD, a2, 2)                                         \
-                        KD_FWD_EDGE(VT, VLD, a3, 3)                                         \
+                        continue;                                                           \
+                    }                                                                       \
+                    for (int ci = 0; ci < Cin; ci++) {                                      \
+                        VT wv = VLD(wk + ci * Cout);                                        \
+                        a0 = KD_MAD((VT)(o0 ? q0[ci] : 0.0f), wv, a0);                      \
+                        a1 = KD_MAD((VT)(o1 ? q1[ci] : 0.0f), wv, a1);                      \
+                        a2 = KD_MAD((VT)(o2 ? q2[ci] : 0.0f), wv, a2);                      \
+                        a3 = KD_MAD((VT)(o3 ? q3[ci] : 0.0f), wv, a3);                      \
                     }                                                                       \
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
-        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cout + co; \
-        VST(a0, yp);                                                                        \
-        if (nv > 1) VST(a1, yp + Cout);                                                     \
-        if (nv > 2) VST(a2, yp + 2 * Cout);                                                 \
-        if (nv > 3) VST(a3, yp + 3 * Cout);                                                 \
+        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cy + co;   \
+        int nc = Cy - co;                                                                   \
+        MST(a0, yp, nc)                                                                     \
+        if (nv > 1) MST(a1, yp + Cy, nc)                                                    \
+        if (nv > 2) MST(a2, yp + 2 * Cy, nc)                                                \
+        if (nv > 3) MST(a3, yp + 3 * Cy, nc)                                                \
     }
 
-KD_CONV_FWD(v16, float16, 16, KD_VLD16, KD_VST16)
-KD_CONV_FWD(v8, float8, 8, KD_VLD8, KD_VST8)
-KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_VST1)
+KD_CONV_FWD(v16, float16, 16, KD_VLD16, KD_MST16)
+KD_CONV_FWD(v8, float8, 8, KD_VLD8, KD_MST8)
+KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_MST1)
 
 /* ---- input gradient (also the transposed conv's forward) ---------------------------------
  * dx (N, D, H, W, Cin) = sum over taps with (i + P - k) divisible by S of
@@ -105,7 +167,7 @@ KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_VST1)
         int tj = t + (j) * S;                                                             \
         if ((j) < nv && tj >= 0 && tj % S == 0 && tj / S < Wo) {                          \
             __global const float *qj = dr + (tj / S) * Cout;                              \
-            for (int c = 0; c < Cout; c++) aj = mad((VT)qj[c], VLD(wk + c * Cin), aj);    \
+            for (int c = 0; c < Cout; c++) aj = KD_MAD((VT)qj[c], VLD(wk + c * Cin), aj);    \
         }                                                                                 \
     }
 
@@ -142,10 +204,10 @@ KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_VST1)
                         __global const float *q = dr + (t / S) * Cout;                      \
                         for (int c = 0; c < Cout; c++) {                                    \
                             VT wv = VLD(wk + c * Cin);                                      \
-                            a0 = mad((VT)q[c], wv, a0);                                     \
-                            a1 = mad((VT)q[Cout + c], wv, a1);                              \
-                            a2 = mad((VT)q[2 * Cout + c], wv, a2);                          \
-                            a3 = mad((VT)q[3 * Cout + c], wv, a3);                          \
+                            a0 = KD_MAD((VT)q[c], wv, a0);                                     \
+                            a1 = KD_MAD((VT)q[Cout + c], wv, a1);                              \
+                            a2 = KD_MAD((VT)q[2 * Cout + c], wv, a2);                          \
+                            a3 = KD_MAD((VT)q[3 * Cout + c], wv, a3);                          \
                         }                                                                   \
                     } else {                                                                \
                         KD_BWD_EDGE(VT, VLD, a0, 0)                                         \
@@ -196,13 +258,14 @@ KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
                 int yi = yo * S + kh - P;                                                   \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;    \
                 __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * Cout + co; \
+                _Pragma("unroll 2")                                                         \
                 for (int xo = xlo; xo < xhi; xo++) {                                        \
                     __global const float *xp = xr + (xo * S + kw - P) * Cin;                \
                     VT g = VLD(dr + xo * Cout);                                             \
-                    a0 = mad((VT)xp[ci0], g, a0);                                           \
-                    a1 = mad((VT)xp[c1], g, a1);                                            \
-                    a2 = mad((VT)xp[c2], g, a2);                                            \
-                    a3 = mad((VT)xp[c3], g, a3);                                            \
+                    a0 = KD_MAD((VT)xp[ci0], g, a0);                                           \
+                    a1 = KD_MAD((VT)xp[c1], g, a1);                                            \
+                    a2 = KD_MAD((VT)xp[c2], g, a2);                                            \
+                    a3 = KD_MAD((VT)xp[c3], g, a3);                                            \
                 }                                                                           \
             }                                                                               \
         }                                                                                   \
@@ -240,7 +303,7 @@ KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
                 for (int kw = 0; kw < KW; kw++) {                                           \
                     int xi = xo * S + kw - P;                                               \
                     if (xi < 0 || xi >= W) continue;                                        \
-                    a = mad(VLD(x + xoff + (((n * D + zi) * H + yi) * W + xi) * C + c),     \
+                    a = KD_MAD(VLD(x + xoff + (((n * D + zi) * H + yi) * W + xi) * C + c),     \
                             VLD(w + woff + ((kd * KH + kh) * KW + kw) * C + c), a);         \
                 }                                                                           \
             }                                                                               \
@@ -265,7 +328,7 @@ KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
                 for (int kw = 0; kw < KW; kw++) {                                           \
                     int tx = xi + P - kw;                                                   \
                     if (tx < 0 || tx % S != 0 || tx / S >= Wo) continue;                    \
-                    a = mad(VLD(dy + dyoff +                                                \
+                    a = KD_MAD(VLD(dy + dyoff +                                                \
                                 (((n * Do + tz / S) * Ho + ty / S) * Wo + tx / S) * C + c), \
                             VLD(w + woff + ((kd * KH + kh) * KW + kw) * C + c), a);         \
                 }                                                                           \
@@ -295,7 +358,7 @@ KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * C + c;  \
                 __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * C + c; \
                 for (int xo = xlo; xo < xhi; xo++)                                          \
-                    a = mad(VLD(xr + (xo * S + kw - P) * C), VLD(dr + xo * C), a);          \
+                    a = KD_MAD(VLD(xr + (xo * S + kw - P) * C), VLD(dr + xo * C), a);          \
             }                                                                               \
         }                                                                                   \
         VST(a, part + ((long)chunk * K3 + k) * C + c);                                      \
@@ -336,11 +399,23 @@ __kernel void kd_conv_colsum_part(__global const float *v, int voff, int R, int 
     part[(long)chunk * C + c] = s;
 }
 
-/* wt (K3, B, A) = w (K3, A, B) with the last two axes swapped. Range: K3*A*B. */
+/* wt (K3, B, A) = w (K3, A, B) with the last two axes swapped; flip != 0 also reverses
+ * the tap order (k -> K3-1-k, i.e. every spatial axis flipped). Range: K3*A*B. */
 __kernel void kd_conv_wtranspose(__global const float *w, int woff, __global float *wt, int K3,
-                                 int A, int B) {
+                                 int A, int B, int flip) {
     int i = get_global_id(0);
     if (i >= K3 * A * B) return;
     int bb = i % B, a = (i / B) % A, k = i / (A * B);
+    if (flip) k = K3 - 1 - k;
     wt[(k * B + bb) * A + a] = w[woff + i];
+}
+
+/* wp (K3, A, Bp) = w (K3, A, B) zero-padded to Bp >= B columns (vector-width channels for
+ * outputs like the 3 tumour regions). Range: K3*A*Bp. */
+__kernel void kd_conv_wpad(__global const float *w, int woff, __global float *wp, int K3A, int B,
+                           int Bp) {
+    int i = get_global_id(0);
+    if (i >= K3A * Bp) return;
+    int c = i % Bp, r = i / Bp;
+    wp[i] = c < B ? w[woff + r * B + c] : 0.0f;
 }

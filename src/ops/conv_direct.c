@@ -8,17 +8,32 @@
 #define WB 4 /* output positions along W per work-item (KD_WB in conv3d.cl) */
 
 /* Widest vector (16, 8 or 1) that divides the channel count. */
-static int vec_width(int c) { return c % 16 == 0 ? 16 : c % 8 == 0 ? 8 : 1; }
+/* Integer from the environment (tuning experiments), dflt when unset. */
+static int env_int(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return (e && atoi(e) > 0) ? atoi(e) : dflt;
+}
+static int vec_width(int c) {
+    static int vmax = -1;
+    if (vmax < 0) vmax = env_int("KDSEG_CONV_VMAX", 16);
+    return c % 16 == 0 && vmax >= 16 ? 16 : c % 8 == 0 && vmax >= 8 ? 8 : 1;
+}
 
 /* Local size along H of the forward/input-gradient kernels: small groups of rows keep
  * PoCL from vectorising across work-items and balance the two-core load. */
+/* Rows per work-group on CPUs. Measured on PoCL 3.1 (2-core EPYC): one work-item per group
+ * is fastest for every conv shape (1x1x1 convs ran 3-4x slower with 8-32 rows per group,
+ * 3x3x3 ones 10-30% slower with 4), so PoCL compiles the kernel without a work-item loop.
+ * KDSEG_CONV_LY overrides for experiments. */
 static size_t rows_per_group(int rows) {
     static int ly = -1;
-    if (ly < 0) {
-        const char *e = getenv("KDSEG_CONV_LY");
-        ly = (e && atoi(e) > 0) ? atoi(e) : 4;
-    }
+    if (ly < 0) ly = env_int("KDSEG_CONV_LY", 1);
     return rows >= ly ? (size_t)ly : 1;
+}
+static size_t cols_per_group(size_t cols) {
+    static int lx = -1;
+    if (lx < 0) lx = env_int("KDSEG_CONV_LX", 1);
+    return cols % (size_t)lx == 0 ? (size_t)lx : 1;
 }
 
 static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -40,13 +55,14 @@ static void tmp_free(kd_device *dev, tmpbuf *t) {
 }
 
 /* wt (K3, B, A) from w (K3, A, B). */
-static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, int B,
+static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, int B, int flip,
                              tmpbuf *wt) {
     kd_status s = tmp_alloc(dev, (size_t)K3 * A * B, wt);
     if (s) return s;
     size_t g = (size_t)K3 * A * B;
     return kd_rt_launch(dev, "kd_conv_wtranspose", 1, &g, NULL,
-                        KD_ARGS(KD_T(w), KD_MEM(wt->mem), KD_INT(K3), KD_INT(A), KD_INT(B)));
+                        KD_ARGS(KD_T(w), KD_MEM(wt->mem), KD_INT(K3), KD_INT(A), KD_INT(B),
+                                KD_INT(flip)));
 }
 
 /* The conv kernels' argument tail: sizes of input and output, taps, stride, pad. */
@@ -54,21 +70,56 @@ static kd_status transpose_w(kd_device *dev, const kd_tensor *w, int K3, int A, 
     KD_INT(N), KD_INT(D), KD_INT(H), KD_INT(W), KD_INT(CI), KD_INT(DO), KD_INT(HO),       \
         KD_INT(WO), KD_INT(CO), KD_INT(KD), KD_INT(KH), KD_INT(KW), KD_INT(S), KD_INT(P)
 
-/* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co). */
+/* wp (K3A, Bp) = w (K3A, B) zero-padded; m, off name w. */
+static kd_status pad_cols(kd_device *dev, cl_mem m, size_t off, int K3A, int B, int Bp,
+                          tmpbuf *wp) {
+    kd_status s = tmp_alloc(dev, (size_t)K3A * Bp, wp);
+    if (s) return s;
+    size_t g = (size_t)K3A * Bp;
+    return kd_rt_launch(dev, "kd_conv_wpad", 1, &g, NULL,
+                        KD_ARGS(KD_MEM(m), KD_INT(off), KD_MEM(wp->mem), KD_INT(K3A), KD_INT(B),
+                                KD_INT(Bp)));
+}
+
+/* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co), padding per
+ * axis pad[3] (may be negative: cropping). Output channels that are not a multiple of 8
+ * run on weights (and bias) zero-padded to a multiple of 8, so the kernel stays vectorised. */
 static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int w, int co,
-                               int od, int oh, int ow, const int *k, int s, int p,
+                               int od, int oh, int ow, const int *k, int s, const int *pad,
                                cl_mem xm, size_t xoff, cl_mem wm, size_t woff,
                                const kd_tensor *b, const kd_tensor *y) {
-    int v = vec_width(co);
+    int cop = co % 8 == 0 ? co : (co + 7) / 8 * 8;
+    tmpbuf wp = {0}, bp = {0};
+    cl_mem bm = b ? b->mem : y->mem;
+    size_t boff = b ? b->off : 0;
+    kd_status st = KD_OK;
+    if (cop != co) {
+        int K3 = k[0] * k[1] * k[2];
+        st = pad_cols(dev, wm, woff, K3 * ci, co, cop, &wp);
+        if (!st && b) st = pad_cols(dev, b->mem, b->off, 1, co, cop, &bp);
+        if (st) goto done;
+        wm = wp.mem, woff = 0;
+        if (b) bm = bp.mem, boff = 0;
+    }
+    int v = vec_width(cop);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_fwd_v%d", v);
-    size_t gws[3] = {cdiv((size_t)ow, WB) * (size_t)(co / v), (size_t)oh, (size_t)n * od};
-    size_t lws[3] = {1, rows_per_group(oh), 1};
-    cl_mem bm = b ? b->mem : y->mem;
-    return kd_rt_launch(dev, name, 3, gws, lws,
-                        KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
-                                KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(y),
-                                GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p)));
+    /* weights larger than about half an L2 cache: loop over channel blocks outermost */
+    int co_outer = (size_t)k[0] * k[1] * k[2] * ci * cop * sizeof(float) > ((size_t)256 << 10) &&
+                   cop > v;
+    size_t nxb = cdiv((size_t)ow, WB), nco = (size_t)(cop / v);
+    size_t gws[3] = {co_outer ? nxb : nxb * nco, (size_t)oh, (size_t)n * od * (co_outer ? nco : 1)};
+    size_t lws[3] = {cols_per_group(gws[0]), rows_per_group(oh), 1};
+    st = kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
+                      KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
+                              KD_INT(boff), KD_INT(b != NULL), KD_T(y),
+                              GEOM_ARGS(n, d, h, w, ci, od, oh, ow, cop, k[0], k[1], k[2], s,
+                                        pad[0]),
+                              KD_INT(pad[1]), KD_INT(pad[2]), KD_INT(co), KD_INT(co_outer)));
+done:
+    tmp_free(dev, &wp);
+    tmp_free(dev, &bp);
+    return st;
 }
 
 /* dx = sum over taps dy . wt [+ b] on the dense kernel: dx (n, ci, d, h, w),
@@ -84,7 +135,7 @@ static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h
     size_t gws[3] = {(size_t)(ci / v) * (size_t)s * per_parity, (size_t)h, (size_t)n * d};
     size_t lws[3] = {1, rows_per_group(h), 1};
     cl_mem bm = b ? b->mem : dx->mem;
-    return kd_rt_launch(dev, name, 3, gws, lws,
+    return kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
                         KD_ARGS(KD_T(dy), KD_MEM(wtm), KD_INT(wtoff), KD_MEM(bm),
                                 KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(dx),
                                 GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p)));
@@ -125,7 +176,8 @@ static kd_status dense_backward_weight(kd_device *dev, int n, int ci, int d, int
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_wgrad_part_v%d", v);
     size_t gws[2] = {(size_t)K3 * cdiv((size_t)ci, 4) * (size_t)(co / v), (size_t)nchunks};
-    st = kd_rt_launch(dev, name, 2, gws, NULL,
+    size_t lws[2] = {1, 1}; /* each item loops over a whole chunk: no grouping needed */
+    st = kd_rt_launch(dev, name, 2, gws, kd_device_is_cpu(dev) ? lws : NULL,
                       KD_ARGS(KD_T(x), KD_T(dy), KD_MEM(part.mem),
                               GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p),
                               KD_INT(planes), KD_INT(nchunks)));
@@ -195,8 +247,9 @@ kd_status kd_conv_direct_forward(const kd_conv_geom *g, const kd_tensor *x, cons
         return dense_backward_data(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h,
                                    g->w, k2, 2, 0, x, w->mem, w->off, b, y);
     if (g->groups > 1) return dw_forward(g, x, w, b, y);
+    int pad[3] = {g->p, g->p, g->p};
     return dense_forward(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh, g->ow, g->k,
-                         g->s, g->p, x->mem, x->off, w->mem, w->off, b, y);
+                         g->s, pad, x->mem, x->off, w->mem, w->off, b, y);
 }
 
 kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *dy,
@@ -204,16 +257,23 @@ kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *
     kd_device *dev = dy->dev;
     tmpbuf wt = {0};
     kd_status st;
+    static const int pad0[3] = {0, 0, 0};
+    int K3 = g->k[0] * g->k[1] * g->k[2];
     if (g->transposed) { /* dx = k2 s2 conv of dy with w's channel axes swapped */
-        st = transpose_w(dev, w, 8, g->ci, g->co, &wt);
+        st = transpose_w(dev, w, 8, g->ci, g->co, 0, &wt);
         if (!st)
             st = dense_forward(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h, g->w,
-                               k2, 2, 0, dy->mem, dy->off, wt.mem, 0, NULL, dx);
+                               k2, 2, pad0, dy->mem, dy->off, wt.mem, 0, NULL, dx);
     } else if (g->groups > 1) {
         return dw_backward_input(g, dy, w, dx);
+    } else if (g->s == 1) { /* a forward conv of dy with flipped weights, padding K-1-P */
+        int pad[3] = {g->k[0] - 1 - g->p, g->k[1] - 1 - g->p, g->k[2] - 1 - g->p};
+        st = transpose_w(dev, w, K3, g->ci, g->co, 1, &wt);
+        if (!st)
+            st = dense_forward(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h, g->w,
+                               g->k, 1, pad, dy->mem, dy->off, wt.mem, 0, NULL, dx);
     } else {
-        int K3 = g->k[0] * g->k[1] * g->k[2];
-        st = transpose_w(dev, w, K3, g->ci, g->co, &wt);
+        st = transpose_w(dev, w, K3, g->ci, g->co, 0, &wt);
         if (!st)
             st = dense_backward_data(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh,
                                      g->ow, g->k, g->s, g->p, dy, wt.mem, 0, NULL, dx);

@@ -113,14 +113,13 @@ static kd_status conv_forward(kd_device *dev, const cg *c, cl_mem xm, size_t xof
 
 /* dx = col2im(dy x w^T); w (K, co) with K = k3 * ci. */
 static kd_status conv_backward_input(kd_device *dev, const cg *c, const kd_tensor *dy,
-                                     cl_mem wm, size_t woff, int w_is_kco, const kd_tensor *dx) {
+                                     cl_mem wm, size_t woff, const kd_tensor *dx) {
     size_t K = (size_t)c->k[0] * c->k[1] * c->k[2] * c->ci;
     size_t plane = (size_t)c->oh * c->ow;
-    /* w_is_kco: w stored (K, co) -> use transposed; else stored (co, K) */
     if (is_pointwise(c))
-        return sgemm(dev, 0, w_is_kco, (size_t)c->n * plane * c->od, (size_t)c->ci,
-                     (size_t)c->co, dy->mem, dy->off, (size_t)c->co, wm, woff,
-                     w_is_kco ? (size_t)c->co : K, 0.0f, dx->mem, dx->off, (size_t)c->ci);
+        return sgemm(dev, 0, 1, (size_t)c->n * plane * c->od, (size_t)c->ci, (size_t)c->co,
+                     dy->mem, dy->off, (size_t)c->co, wm, woff, (size_t)c->co, 0.0f, dx->mem,
+                     dx->off, (size_t)c->ci);
     kd_status st = kd_rt_fill(dev, dx->mem, dx->off * sizeof(float),
                               kd_shape_numel(dx->shape) * sizeof(float), 0.0f);
     if (st) return st;
@@ -130,9 +129,9 @@ static kd_status conv_backward_input(kd_device *dev, const cg *c, const kd_tenso
     for (int n = 0; n < c->n && !st; n++)
         for (int z0 = 0; z0 < c->od && !st; z0 += np) {
             int nz = c->od - z0 < np ? c->od - z0 : np;
-            st = sgemm(dev, 0, w_is_kco, (size_t)nz * plane, K, (size_t)c->co, dy->mem,
+            st = sgemm(dev, 0, 1, (size_t)nz * plane, K, (size_t)c->co, dy->mem,
                        dy->off + ((size_t)n * c->od + z0) * plane * c->co, (size_t)c->co, wm,
-                       woff, w_is_kco ? (size_t)c->co : K, 0.0f, col.mem, 0, K);
+                       woff, (size_t)c->co, 0.0f, col.mem, 0, K);
             if (st) break;
             int zi0 = z0 * c->s - c->p, zi1 = (z0 + nz - 1) * c->s + c->k[0] - 1 - c->p;
             if (zi0 < 0) zi0 = 0;
@@ -251,7 +250,7 @@ kd_status kd_conv_gemm_backward_input(const kd_conv_geom *g, const kd_tensor *dy
                                       const kd_tensor *w, kd_tensor *dx) {
     if (g->transposed) return convT_backward_input(dy->dev, g, dy, w, dx);
     cg c = plain(g);
-    return conv_backward_input(dy->dev, &c, dy, w->mem, w->off, 1, dx);
+    return conv_backward_input(dy->dev, &c, dy, w->mem, w->off, dx);
 }
 
 kd_status kd_conv_gemm_backward_weight(const kd_conv_geom *g, const kd_tensor *x,

@@ -425,6 +425,34 @@ static int chooser_cache(void) {
     return 0;
 }
 
+/* KDSEG_CONV=direct|gemm forces an implementation without timing, kd_conv_force overrides
+ * the environment, and KD_CONV_AUTO gives control back (catches an ignored variable or a
+ * force that leaks into the chooser's table). */
+static int force_env(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_conv_force(KD_CONV_AUTO);
+    setenv("KDSEG_CONV", "gemm", 1);
+    KD_CHECK(kd_conv_forced() == KD_CONV_GEMM, "KDSEG_CONV=gemm not honoured");
+    setenv("KDSEG_CONV", "direct", 1);
+    KD_CHECK(kd_conv_forced() == KD_CONV_DIRECT, "KDSEG_CONV=direct not honoured");
+    kd_conv_force(KD_CONV_GEMM);
+    KD_CHECK(kd_conv_forced() == KD_CONV_GEMM, "kd_conv_force does not override KDSEG_CONV");
+    kd_conv_force(KD_CONV_AUTO);
+    KD_CHECK(kd_conv_forced() == KD_CONV_DIRECT, "KD_CONV_AUTO does not restore the variable");
+    /* forced runs neither time nor store a choice, and still compute the right thing */
+    int before = kd_conv_timings_done();
+    cfg c = {1, 16, 4, 5, 3, 8, {3, 3, 3}, 2, 1, 1, 1, 0};
+    if (run_cfg(&c, KD_CONV_AUTO)) return 1;
+    KD_CHECK(kd_conv_timings_done() == before, "timed although KDSEG_CONV forces direct");
+    kd_conv_geom g = {1, 16, 4, 5, 3, 8, 2, 3, 2, {3, 3, 3}, 2, 1, 1, 0, 1};
+    char key[160];
+    kd_conv_key(&g, KD_PASS_FWD, key, sizeof key);
+    KD_CHECK(kd_conv_choice_lookup(dev, key, NULL, NULL) == KD_CONV_AUTO,
+             "a forced run stored a choice for %s", key);
+    unsetenv("KDSEG_CONV");
+    return 0;
+}
+
 /* Bad input gives a clear error naming the op and shapes, never a crash. */
 static int bad_input(void) {
     KD_DEVICE_OR_FAIL(dev);
@@ -469,7 +497,7 @@ int main(int argc, char **argv) {
         BOTH(k2_s1_p1),   BOTH(k2_s2_p1),   BOTH(dw16),      BOTH(dw8_s2),    BOTH(dw5),
         BOTH(convT32_16), BOTH(convT5_3),   BOTH(convT16_8),
         {"semantics_direct", semantics_direct}, {"semantics_gemm", semantics_gemm},
-        {"chooser_cache", chooser_cache}, {"bad_input", bad_input},
+        {"chooser_cache", chooser_cache}, {"force_env", force_env}, {"bad_input", bad_input},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
