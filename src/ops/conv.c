@@ -22,10 +22,20 @@ static const char *pass_name(kd_conv_pass p) {
     return p == KD_PASS_FWD ? "fwd" : p == KD_PASS_BWD_DATA ? "bwd_data" : "bwd_weight";
 }
 
+/* The choice is keyed by a shape class: channels, kernel, stride, padding, groups and
+ * the voxel count (N*D*H*W) rounded up to a power of two. Whole-volume inference meets a
+ * new D,H,W with every case; timing both implementations again for each would cost far
+ * more than it could gain, and the faster one does not change within a class. */
 void kd_conv_key(const kd_conv_geom *g, kd_conv_pass pass, char *out, size_t n) {
-    snprintf(out, n, "%s|%s|n%d ci%d %dx%dx%d co%d k%dx%dx%d s%d p%d g%d b%d",
-             g->transposed ? "convT" : "conv", pass_name(pass), g->n, g->ci, g->d, g->h, g->w,
-             g->co, g->k[0], g->k[1], g->k[2], g->s, g->p, g->groups, g->has_bias);
+    long long vox = (long long)g->n * g->d * g->h * g->w, cls = 1;
+    int lg = 0;
+    while (cls < vox) {
+        cls <<= 1;
+        lg++;
+    }
+    snprintf(out, n, "%s|%s|vox2^%d ci%d co%d k%dx%dx%d s%d p%d g%d b%d",
+             g->transposed ? "convT" : "conv", pass_name(pass), lg, g->ci, g->co, g->k[0],
+             g->k[1], g->k[2], g->s, g->p, g->groups, g->has_bias);
 }
 
 /* ---- checks --------------------------------------------------------------------------- */
