@@ -277,7 +277,7 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "kdseg demo: cannot create %s\n", out);
         return 1;
     }
-    const char *com = "--patch %d --batch %d --margin 6 --fg-fraction 0.5 --val-cases 1 --quiet "
+    const char *com = "--patch %d --batch %d --margin 50 --fg-fraction 0.5 --val-cases 2 --quiet "
                       "--threads 1";
     char common[512];
     snprintf(common, sizeof common, com, c.patch, c.batch);
