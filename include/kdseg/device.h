@@ -52,6 +52,16 @@ double kd_device_profile_busy(kd_device *dev, double *span);
 void kd_device_profile_reset(kd_device *dev);
 int kd_device_profiling(const kd_device *dev);
 
+/* Profiling tags: kernels launched while a tag is set are also summed per tag
+ * (used by the scheduler to report time per job kind). 0..7; 0 is the default. */
+#define KD_PROFILE_TAGS 8
+void kd_device_profile_tag(kd_device *dev, int tag);
+double kd_device_profile_tag_busy(kd_device *dev, int tag);
+
+/* A pending device->host read (non-blocking): wait for it before using the data. */
+typedef struct kd_event kd_event;
+kd_status kd_event_wait(kd_event *ev); /* waits and frees */
+
 /* The program-cache folder ($XDG_CACHE_HOME/kdseg or ~/.cache/kdseg). */
 const char *kd_cache_dir(void);
 

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "kdseg/data.h"
 #include "kdseg/model.h"
 
 #ifdef __cplusplus
@@ -41,6 +42,15 @@ kd_status kd_infer_volume(kd_model *const *models, int nmodels, const float *ima
 /* Gaussian importance map for a tile (sigma = 1/8 of the tile per axis, as nnU-Net),
  * normalised to max 1, floored at a small positive value. */
 void kd_gaussian_weights(const int tile[3], float *w);
+
+
+/* ---- whole cases ------------------------------------------------------------------ */
+
+/* Region probabilities of a preprocessed case on its ORIGINAL grid: inference on the
+ * preprocessed grid (averaged over flips and models), then uncropped (0 outside the
+ * crop box). probs: (K, D, H, W) with (D, H, W) = c->orig. */
+kd_status kd_segment_case(kd_model *const *models, int nmodels, const kd_case *c,
+                          const kd_infer_opts *o, float *probs_orig, kd_infer_stats *st);
 
 #ifdef __cplusplus
 }

@@ -46,6 +46,11 @@ kd_status kd_tensor_download(const kd_tensor *t, float *ncdhw);
 kd_status kd_tensor_upload_ndhwc(kd_tensor *t, const float *ndhwc);
 kd_status kd_tensor_download_ndhwc(const kd_tensor *t, float *ndhwc);
 
+/* Non-blocking: the upload's source must stay valid until the next sync point;
+ * the download completes when the event is waited for (kd_event_wait). */
+kd_status kd_tensor_upload_ndhwc_async(kd_tensor *t, const float *ndhwc);
+kd_status kd_tensor_download_ndhwc_async(const kd_tensor *t, float *ndhwc, kd_event **ev);
+
 kd_status kd_tensor_fill(kd_tensor *t, float v);
 /* dst = src (same shape). */
 kd_status kd_tensor_copy(kd_tensor *dst, const kd_tensor *src);

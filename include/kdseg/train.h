@@ -33,6 +33,8 @@ kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const k
 void kd_loss_reset(kd_loss *l);
 /* Read the total (a sync point). Also gives Dice per channel of the last term. */
 kd_status kd_loss_read(kd_loss *l, float *total);
+/* Non-blocking read of the total into *dst (valid after kd_event_wait). */
+kd_status kd_loss_read_async(kd_loss *l, float *dst, kd_event **ev);
 /* The device buffer holding the running total, for the optimizer's finite check. */
 kd_tensor *kd_loss_total_tensor(kd_loss *l);
 
@@ -73,6 +75,8 @@ void kd_optim_free(kd_optim *o);
 kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss);
 /* Read the last step's gradient L2 norm and whether it was applied (a sync point). */
 kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied);
+/* Non-blocking read of [sum of squares, applied flag] into st[2]. */
+kd_status kd_optim_read_async(kd_optim *o, float st[2], kd_event **ev);
 long kd_optim_steps(const kd_optim *o);
 void kd_optim_set_steps(kd_optim *o, long steps);
 /* State slabs (m, v, vmax for Adam; momentum for SGD), for checkpoints. */

@@ -99,6 +99,16 @@ kd_status kd_tensor_download_ndhwc(const kd_tensor *t, float *dst) {
                       dst);
 }
 
+kd_status kd_tensor_upload_ndhwc_async(kd_tensor *t, const float *src) {
+    return kd_rt_write_async(t->dev, t->mem, t->off * sizeof(float),
+                             kd_tensor_numel(t) * sizeof(float), src);
+}
+
+kd_status kd_tensor_download_ndhwc_async(const kd_tensor *t, float *dst, kd_event **ev) {
+    return kd_rt_read_async(t->dev, t->mem, t->off * sizeof(float),
+                            kd_tensor_numel(t) * sizeof(float), dst, ev);
+}
+
 kd_status kd_tensor_upload(kd_tensor *t, const float *ncdhw) {
     if (t->shape.c == 1) return kd_tensor_upload_ndhwc(t, ncdhw);
     float *tmp = malloc(kd_tensor_numel(t) * sizeof(float));

@@ -441,7 +441,7 @@ kd_status kd_device_open(const char *selector, kd_device **out) {
     const char *lim = getenv("KDSEG_MEM_LIMIT");
     if (lim && *lim && parse_bytes(lim)) d->mem_limit = parse_bytes(lim);
     const char *prof = getenv("KDSEG_PROFILE");
-    d->profiling = prof && !strcmp(prof, "1");
+    d->profiling = prof && (!strcmp(prof, "1") || !strcmp(prof, "quiet"));
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &err);
@@ -472,7 +472,8 @@ fail:
 void kd_device_free(kd_device *d) {
     if (!d) return;
     if (d->queue) clFinish(d->queue);
-    if (d->profiling && getenv("KDSEG_PROFILE")) kd_device_profile_print(d, stderr);
+    const char *prof = getenv("KDSEG_PROFILE");
+    if (d->profiling && prof && !strcmp(prof, "1")) kd_device_profile_print(d, stderr);
     kd_rt_profile_clear(d);
     kd_rt_pool_trim(d);
     free(d->pool);

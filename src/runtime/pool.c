@@ -113,6 +113,34 @@ kd_status kd_rt_read(kd_device *d, cl_mem m, size_t off, size_t bytes, void *dst
     return err == CL_SUCCESS ? KD_OK : kd_cl_fail(err, "reading %zu bytes from the device", bytes);
 }
 
+kd_status kd_rt_read_async(kd_device *d, cl_mem m, size_t off, size_t bytes, void *dst,
+                           kd_event **ev) {
+    *ev = calloc(1, sizeof **ev);
+    if (!*ev) return kd_fail(KD_ERR_OUT_OF_MEMORY, "event");
+    cl_int err = clEnqueueReadBuffer(d->queue, m, CL_FALSE, off, bytes, dst, 0, NULL, &(*ev)->ev);
+    if (err != CL_SUCCESS) {
+        free(*ev);
+        *ev = NULL;
+        return kd_cl_fail(err, "reading %zu bytes from the device", bytes);
+    }
+    clFlush(d->queue);
+    return KD_OK;
+}
+
+kd_status kd_event_wait(kd_event *ev) {
+    if (!ev) return KD_OK;
+    cl_int err = clWaitForEvents(1, &ev->ev);
+    clReleaseEvent(ev->ev);
+    free(ev);
+    return err == CL_SUCCESS ? KD_OK : kd_cl_fail(err, "waiting for a device read");
+}
+
+kd_status kd_rt_write_async(kd_device *d, cl_mem m, size_t off, size_t bytes, const void *src) {
+    if (!bytes) return KD_OK;
+    cl_int err = clEnqueueWriteBuffer(d->queue, m, CL_FALSE, off, bytes, src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KD_OK : kd_cl_fail(err, "writing %zu bytes to the device", bytes);
+}
+
 kd_status kd_rt_fill(kd_device *d, cl_mem m, size_t off, size_t bytes, float value) {
     if (!bytes) return KD_OK;
     size_t n = bytes / sizeof(float);

@@ -20,7 +20,7 @@ void kd_rt_profile_add(kd_device *d, int kernel, cl_event ev) {
             d->cap_events = cap;
         }
     }
-    d->events[d->nevents++] = (kd_pending_event){ev, kernel};
+    d->events[d->nevents++] = (kd_pending_event){ev, kernel, d->tag};
 }
 
 void kd_rt_profile_collect(kd_device *d) {
@@ -38,6 +38,7 @@ void kd_rt_profile_collect(kd_device *d) {
             kd_kernel_entry *k = &d->kernels[d->events[i].kernel];
             k->busy_s += 1e-9 * (double)(b - a);
             k->calls++;
+            d->tag_busy[d->events[i].tag] += 1e-9 * (double)(b - a);
             if (!d->first_start || a < d->first_start) d->first_start = a;
             if (b > d->last_end) d->last_end = b;
         }
@@ -95,6 +96,16 @@ void kd_device_profile_reset(kd_device *d) {
         d->kernels[i].calls = 0;
     }
     d->first_start = d->last_end = 0;
+    for (int t = 0; t < KD_PROFILE_TAGS; t++) d->tag_busy[t] = 0;
+}
+
+void kd_device_profile_tag(kd_device *d, int tag) {
+    d->tag = tag >= 0 && tag < KD_PROFILE_TAGS ? tag : 0;
+}
+
+double kd_device_profile_tag_busy(kd_device *d, int tag) {
+    kd_rt_profile_collect(d);
+    return tag >= 0 && tag < KD_PROFILE_TAGS ? d->tag_busy[tag] : 0;
 }
 
 int kd_rt_dir_stats(const char *dir, int *files, long *bytes) {

@@ -55,6 +55,12 @@ void kd_rt_pool_trim(kd_device *dev);
 /* Blocking transfers (sync points) and a non-blocking fill. */
 kd_status kd_rt_write(kd_device *dev, cl_mem m, size_t off_bytes, size_t bytes, const void *src);
 kd_status kd_rt_read(kd_device *dev, cl_mem m, size_t off_bytes, size_t bytes, void *dst);
+/* Non-blocking transfers: src/dst must stay valid until the event completes (write:
+ * until the next sync point that follows it). */
+kd_status kd_rt_read_async(kd_device *dev, cl_mem m, size_t off_bytes, size_t bytes, void *dst,
+                           kd_event **ev);
+kd_status kd_rt_write_async(kd_device *dev, cl_mem m, size_t off_bytes, size_t bytes,
+                            const void *src);
 kd_status kd_rt_fill(kd_device *dev, cl_mem m, size_t off_bytes, size_t bytes, float value);
 kd_status kd_rt_copy(kd_device *dev, cl_mem src, size_t src_off, cl_mem dst, size_t dst_off,
                      size_t bytes);

@@ -21,8 +21,12 @@ typedef struct kd_pool_entry {
 
 typedef struct kd_pending_event {
     cl_event ev;
-    int kernel;
+    int kernel, tag;
 } kd_pending_event;
+
+struct kd_event {
+    cl_event ev;
+};
 
 struct kd_device {
     cl_platform_id platform;
@@ -52,6 +56,8 @@ struct kd_device {
     kd_pending_event *events;
     int nevents, cap_events;
     cl_ulong first_start, last_end;
+    int tag;
+    double tag_busy[KD_PROFILE_TAGS];
 };
 
 void kd_rt_profile_add(kd_device *d, int kernel, cl_event ev);

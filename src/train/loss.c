@@ -119,3 +119,7 @@ kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const k
 kd_status kd_loss_read(kd_loss *l, float *total) {
     return kd_tensor_download_ndhwc(l->total, total);
 }
+
+kd_status kd_loss_read_async(kd_loss *l, float *dst, kd_event **ev) {
+    return kd_tensor_download_ndhwc_async(l->total, dst, ev);
+}

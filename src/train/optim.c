@@ -108,6 +108,10 @@ kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied) {
     return KD_OK;
 }
 
+kd_status kd_optim_read_async(kd_optim *o, float st[2], kd_event **ev) {
+    return kd_tensor_download_ndhwc_async(o->stats, st, ev);
+}
+
 /* ---- schedules ------------------------------------------------------------------ */
 
 void kd_schedule_defaults(kd_schedule *s) {

@@ -1,0 +1,65 @@
+/* kdseg: the device scheduler. Teacher forward passes and student training steps are
+ * jobs on the one in-order device queue, pipelined so the device does not wait for the
+ * host: while step i runs, batch i+1 is prepared on the host, uploaded and the teacher
+ * jobs producing its soft targets are queued behind step i; the loss of step i is read
+ * without blocking the queue. */
+#ifndef KDSEG_SCHED_H
+#define KDSEG_SCHED_H
+
+#include "kdseg/train.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { KD_JOB_OTHER = 0, KD_JOB_TEACHER = 1, KD_JOB_STUDENT = 2, KD_JOB_KINDS = 3 };
+
+/* A host batch for `step`: images (B, C, P, P, P) NCDHW; targets (B, K, P, P, P) for a
+ * labeled batch (set *labeled = 1), or untouched for an unlabeled one (*labeled = 0:
+ * the teachers produce the targets). */
+typedef kd_status (*kd_host_batch_fn)(void *ctx, long step, float *images, float *targets,
+                                      int *labeled);
+/* Called after step `step` with its loss and gradient norm (in step order). */
+typedef kd_status (*kd_step_fn)(void *ctx, long step, int labeled, float loss, float grad_norm);
+
+typedef struct kd_sched_config {
+    int batch, patch[3];
+    float lr;
+    kd_schedule sched;
+    kd_loss_kind label_loss;   /* for labeled batches (paper) */
+    kd_loss_kind distill_loss; /* against the ensemble's soft targets (bce) */
+    float distill_weight;      /* weight of the distillation loss (1) */
+    size_t mem_budget;         /* 0: 80% of the device's limit */
+} kd_sched_config;
+
+typedef struct kd_sched_report {
+    long steps, teacher_jobs;
+    double seconds;
+    double busy_fraction;          /* kernel-busy time / span (profiling on), else -1 */
+    double job_seconds[KD_JOB_KINDS]; /* device time per job kind (profiling on) */
+    size_t peak_device_bytes;      /* with every model resident */
+    size_t planned_bytes;
+} kd_sched_report;
+
+typedef struct kd_sched kd_sched;
+
+/* Plans memory for the student's training step plus every teacher's parameters and the
+ * largest teacher forward; KD_ERR_OUT_OF_MEMORY (saying to fall back to offline
+ * annotation) when they do not fit together. */
+kd_status kd_sched_create(kd_model *student, kd_optim *opt, kd_model *const *teachers,
+                          int nteachers, const kd_sched_config *c, kd_sched **out);
+void kd_sched_free(kd_sched *s);
+
+/* The ensemble's soft targets for device images x: t = mean over teachers of their
+ * probabilities (inference mode, activations released after each teacher). */
+kd_status kd_sched_teacher_targets(kd_sched *s, const kd_tensor *x, kd_tensor *t);
+
+/* Runs steps [start, end) through the pipeline. */
+kd_status kd_sched_run(kd_sched *s, long start, long end, kd_host_batch_fn batch, void *bctx,
+                       kd_step_fn on_step, void *sctx, const volatile int *stop,
+                       kd_sched_report *rep);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

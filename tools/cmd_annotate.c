@@ -1,0 +1,35 @@
+/* kdseg annotate: the teacher ensemble labels the unlabeled cases. */
+#include "cli.h"
+#include "segment_common.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: kdseg annotate --teacher T1.kds [--teacher T2.kds ...] --dataset DIR\n"
+            "                      --out ANN_DIR [--soft] [--tta none|4|8] [--all] [options]\n\n"
+            "Whole-volume inference of every teacher (with flips), region probabilities\n"
+            "averaged, written per unlabeled case on its original grid as ANN_DIR/CASE.nii.gz:\n"
+            "a hard label map in the dataset's convention (the paper's way), or with --soft\n"
+            "uint8-quantised WT/TC/ET probabilities (4-D). ANN_DIR then serves as\n"
+            "--annotations for kdseg train / distill. Resumable: cases already written are\n"
+            "skipped. With several teachers, ANN_DIR/agreement.csv holds the mean pairwise\n"
+            "Dice between teachers per case (low agreement = untrustworthy pseudo-labels).\n"
+            "--all also annotates labeled cases. Other options as kdseg segment.\n");
+}
+
+static int run(int argc, char **argv) {
+    kd_seg_args a;
+    int r = kd_seg_args_parse("annotate", argc, argv, &a);
+    if (r) return r;
+    if (!a.out || !a.dataset || a.nmodels == 0) {
+        fprintf(stderr, "kdseg annotate: --teacher, --dataset and --out are required\n");
+        return 2;
+    }
+    kd_seg_run run;
+    kd_status s = kd_seg_open(&a, "annotate", &run);
+    if (!s) s = kd_seg_all(&run, &a, KD_SEG_ANNOTATE);
+    kd_seg_close(&run);
+    return s ? kd_cli_error("annotate", s) : 0;
+}
+
+const kd_command kd_cmd_annotate = {"annotate", "annotate unlabeled cases with a teacher ensemble",
+                                    run, help};

@@ -1,0 +1,53 @@
+/* kdseg segment: label maps for cases, from one model or an ensemble. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+#include "kdseg/infer.h"
+#include "kdseg/postproc.h"
+#include "kdseg/train.h"
+#include "segment_common.h"
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: kdseg segment --model A.kds [--model B.kds ...] (--case DIR | --dataset DIR)\n"
+            "                     --out DIR [options]\n\n"
+            "Writes OUT/CASE.nii.gz, a uint8 BraTS label map on the case's original grid and\n"
+            "header. Several --model are an ensemble: probabilities are averaged.\n\n"
+            "  --tta none|4|8        test-time flips: none, the paper's four (identity, flip x,\n"
+            "                        flip y, both) or all eight mirrorings (default none)\n"
+            "  --tile D,H,W          sliding windows of this size (default: whole volume when the\n"
+            "                        device has the memory, else windows chosen automatically)\n"
+            "  --overlap X           window overlap (default 0.5), Gaussian-weighted blending\n"
+            "  --labels 2019|2023    ET label 4 or 3 (default: from the input layout)\n"
+            "  --threshold X         region threshold (default 0.5)\n"
+            "  --et-min N            ET of at most N voxels becomes core (default 32; -1 off)\n"
+            "  --min-component F     drop tumour components under F of the tumour (default 0.1;\n"
+            "                        0 off)\n"
+            "  --probabilities [u8|f32]  also write OUT/CASE_prob.nii.gz (default u8)\n"
+            "  --png                 also write OUT/CASE.png (overlay on three planes)\n"
+            "  --layout L, --modalities LIST   as for kdseg train\n");
+}
+
+static int run(int argc, char **argv) {
+    kd_seg_args a;
+    int r = kd_seg_args_parse("segment", argc, argv, &a);
+    if (r) return r;
+    if (!a.out || (!a.case_dir == !a.dataset) || a.nmodels == 0) {
+        fprintf(stderr, "kdseg segment: --model, one of --case/--dataset, and --out are required\n");
+        kd_seg_args_free(&a);
+        return 2;
+    }
+    kd_seg_run run;
+    kd_status s = kd_seg_open(&a, "segment", &run);
+    if (!s) s = kd_seg_all(&run, &a, KD_SEG_WRITE_LABELS);
+    kd_seg_close(&run);
+    kd_seg_args_free(&a);
+    return s ? kd_cli_error("segment", s) : 0;
+}
+
+const kd_command kd_cmd_segment = {"segment", "segment cases with a model or an ensemble", run,
+                                   help};

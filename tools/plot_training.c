@@ -1,0 +1,60 @@
+/* The training-curve PNG from train.csv. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kdseg/plot.h"
+#include "train_common.h"
+
+kd_status kd_plot_training(const char *csv_path, const char *png_path) {
+    FILE *f = fopen(csv_path, "r");
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot read", csv_path);
+    int cap = 1024, n = 0;
+    double *x = malloc(cap * sizeof *x), *loss = malloc(cap * sizeof *loss);
+    double *d[3] = {malloc(cap * sizeof(double)), malloc(cap * sizeof(double)),
+                    malloc(cap * sizeof(double))};
+    char line[1024];
+    kd_status s = KD_OK;
+    if (!fgets(line, sizeof line, f)) n = 0;
+    while (x && loss && d[0] && d[1] && d[2] && fgets(line, sizeof line, f)) {
+        if (n == cap) {
+            cap *= 2;
+            x = realloc(x, cap * sizeof *x);
+            loss = realloc(loss, cap * sizeof *loss);
+            for (int k = 0; k < 3; k++) d[k] = realloc(d[k], cap * sizeof(double));
+            if (!x || !loss || !d[0] || !d[1] || !d[2]) break;
+        }
+        char *fld[16];
+        int nf = 0;
+        for (char *p = line; nf < 16;) {
+            fld[nf++] = p;
+            char *c = strchr(p, ',');
+            if (!c) break;
+            *c = 0;
+            p = c + 1;
+        }
+        if (nf < 9) continue;
+        x[n] = atof(fld[0]);
+        loss[n] = atof(fld[2]);
+        for (int k = 0; k < 3; k++) d[k][n] = (fld[6 + k][0] && fld[6 + k][0] != '\n') ? atof(fld[6 + k]) : NAN;
+        n++;
+    }
+    fclose(f);
+    if (!x || !loss || !d[0] || !d[1] || !d[2]) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "plot");
+    kd_canvas c = {0};
+    if (!s) s = kd_canvas_create(900, 360, &c);
+    if (!s) {
+        kd_series ls = {"loss", x, loss, n, 0x1f77b4};
+        kd_plot_lines(&c, 0, 0, 450, 360, "training loss", &ls, 1, 1);
+        kd_series ds[3] = {{"WT", x, d[0], n, 0x2ca02c}, {"TC", x, d[1], n, 0xd62728},
+                           {"ET", x, d[2], n, 0xbcbd22}};
+        kd_plot_lines(&c, 450, 0, 450, 360, "validation dice", ds, 3, 0);
+        s = kd_canvas_write(&c, png_path);
+    }
+    kd_canvas_free(&c);
+    free(x);
+    free(loss);
+    for (int k = 0; k < 3; k++) free(d[k]);
+    return s;
+}

@@ -1,0 +1,262 @@
+/* The loop over cases shared by segment and annotate. */
+#include "segment_common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+#include "kdseg/train.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
+    memset(a, 0, sizeof *a);
+    kd_infer_opts_default(&a->infer);
+    a->infer.progress = 1;
+    kd_postproc_options_default(&a->post);
+    a->layout = "auto";
+    const char *v;
+    int annotate = !strcmp(cmd, "annotate");
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+        if (kd_cli_opt(argc, argv, &i, annotate ? "--teacher" : "--model", &v) ||
+            (annotate && kd_cli_opt(argc, argv, &i, "--model", &v))) {
+            if (!v) return kd_cli_unknown(cmd, argv[i - 1]);
+            if (a->nmodels == KD_SEG_MAX_MODELS) {
+                fprintf(stderr, "kdseg %s: at most %d models\n", cmd, KD_SEG_MAX_MODELS);
+                return 2;
+            }
+            a->models[a->nmodels++] = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--case", &v)) a->case_dir = v;
+        else if (kd_cli_opt(argc, argv, &i, "--dataset", &v)) a->dataset = v;
+        else if (kd_cli_opt(argc, argv, &i, "--out", &v)) a->out = v;
+        else if (kd_cli_opt(argc, argv, &i, "--layout", &v)) a->layout = v;
+        else if (kd_cli_opt(argc, argv, &i, "--modalities", &v)) a->modalities = v;
+        else if (kd_cli_opt(argc, argv, &i, "--labels", &v)) a->labels = v;
+        else if (kd_cli_opt(argc, argv, &i, "--tta", &v)) {
+            if (!v) return kd_cli_unknown(cmd, "--tta");
+            if (!strcmp(v, "none") || !strcmp(v, "1")) a->infer.tta = 0;
+            else if (!strcmp(v, "4")) a->infer.tta = 4;
+            else if (!strcmp(v, "8")) a->infer.tta = 8;
+            else {
+                fprintf(stderr, "kdseg %s: --tta expects none, 4 or 8, got '%s'\n", cmd, v);
+                return 2;
+            }
+        } else if (kd_cli_opt(argc, argv, &i, "--tile", &v)) {
+            r = kd_cli_dims3(cmd, "--tile", v, 8, 1024, a->infer.tile);
+            a->infer.force_tiles = 1;
+        } else if (kd_cli_opt(argc, argv, &i, "--overlap", &v)) {
+            double x;
+            r = kd_cli_float(cmd, "--overlap", v, 0, 0.9, &x);
+            a->infer.overlap = (float)x;
+        } else if (kd_cli_opt(argc, argv, &i, "--threshold", &v)) {
+            double x;
+            r = kd_cli_float(cmd, "--threshold", v, 0, 1, &x);
+            a->post.threshold = (float)x;
+        } else if (kd_cli_opt(argc, argv, &i, "--et-min", &v)) {
+            r = kd_cli_int(cmd, "--et-min", v, -1, 1000000000, &a->post.et_min_voxels);
+        } else if (kd_cli_opt(argc, argv, &i, "--min-component", &v)) {
+            r = kd_cli_float(cmd, "--min-component", v, 0, 1, &a->post.min_component_fraction);
+        } else if (kd_cli_flag(argv, i, "--probabilities")) {
+            a->probabilities = 1;
+            if (i + 1 < argc && (!strcmp(argv[i + 1], "u8") || !strcmp(argv[i + 1], "f32")))
+                a->probabilities = !strcmp(argv[++i], "u8") ? 1 : 2;
+        } else if (kd_cli_flag(argv, i, "--png")) a->png = 1;
+        else if (annotate && kd_cli_flag(argv, i, "--soft")) a->soft = 1;
+        else if (annotate && kd_cli_flag(argv, i, "--all")) a->labeled_too = 1;
+        else return kd_cli_unknown(cmd, argv[i]);
+        if (r) return r;
+        if (i < argc && !argv[i]) return kd_cli_unknown(cmd, argv[i - 1]);
+    }
+    a->skip_done = annotate;
+    return 0;
+}
+
+void kd_seg_args_free(kd_seg_args *a) { (void)a; }
+
+kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
+    memset(r, 0, sizeof *r);
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    kd_status s = kd_layout_parse(a->layout, &o.layout);
+    if (s) return s;
+    o.modalities = a->modalities;
+    s = a->case_dir ? kd_dataset_open_case(a->case_dir, &o, &r->ds)
+                    : kd_dataset_open(a->dataset, &o, &r->ds);
+    if (s) return s;
+    if (!(r->dev = kd_cli_open_device(cmd))) return kd_fail(KD_ERR_NO_DEVICE, "%s", kd_last_error());
+    for (int i = 0; i < a->nmodels; i++) {
+        s = kd_checkpoint_load(a->models[i], r->dev, &r->models[i], NULL, NULL, NULL, 0);
+        if (s) return s;
+        r->nmodels++;
+        if (kd_model_in_channels(r->models[i]) != kd_dataset_channels(r->ds))
+            return kd_fail(KD_ERR_SHAPE, "%s takes %d channels but the data has %d (--modalities)",
+                           a->models[i], kd_model_in_channels(r->models[i]),
+                           kd_dataset_channels(r->ds));
+    }
+    mkdir(a->out, 0755);
+    return KD_OK;
+}
+
+void kd_seg_close(kd_seg_run *r) {
+    for (int i = 0; i < r->nmodels; i++) kd_model_free(r->models[i]);
+    kd_device_free(r->dev);
+    kd_dataset_free(r->ds);
+    memset(r, 0, sizeof *r);
+}
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* 2019 labels -> the MSD convention (1 edema, 2 non-enhancing, 3 enhancing). */
+static void to_msd(uint8_t *l, size_t n) {
+    for (size_t i = 0; i < n; i++) l[i] = l[i] == 2 ? 1 : l[i] == 1 ? 2 : l[i] == 4 ? 3 : 0;
+}
+
+static double dice_mask(const float *a, const float *b, size_t n) {
+    double i = 0, sa = 0, sb = 0;
+    for (size_t k = 0; k < n; k++) {
+        int x = a[k] > 0.5f, y = b[k] > 0.5f;
+        i += x && y;
+        sa += x;
+        sb += y;
+    }
+    return sa + sb > 0 ? 2 * i / (sa + sb) : 1.0;
+}
+
+static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, FILE *agree) {
+    const char *name = kd_dataset_case_name(r->ds, i);
+    char out[4096], path[4096];
+    snprintf(out, sizeof out, "%s/%s.nii.gz", a->out, name);
+    if (a->skip_done && exists(out)) {
+        printf("  %s: already annotated, skipped\n", name);
+        return KD_OK;
+    }
+    double t0 = now_s();
+    kd_case *c = NULL;
+    kd_status s = kd_case_load(r->ds, i, &c);
+    if (s) return s;
+    size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
+    float *p = calloc(3 * nv, sizeof(float)), *one = NULL;
+    uint8_t *lab = malloc(nv);
+    kd_infer_stats st = {0}, st1;
+    size_t peak = 0;
+    if (!p || !lab) {
+        s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
+        goto done;
+    }
+    if (mode == KD_SEG_ANNOTATE && r->nmodels > 1) {
+        /* each teacher separately: their agreement marks untrustworthy pseudo-labels */
+        one = malloc((size_t)r->nmodels * 3 * nv * sizeof(float));
+        if (!one) {
+            s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
+            goto done;
+        }
+        for (int m = 0; m < r->nmodels && !s; m++) {
+            s = kd_segment_case(&r->models[m], 1, c, &a->infer, one + (size_t)m * 3 * nv, &st1);
+            st.passes += st1.passes;
+            st.windows = st1.windows;
+            if (st1.peak_device > peak) peak = st1.peak_device;
+        }
+        if (s) goto done;
+        for (size_t k = 0; k < 3 * nv; k++) {
+            double acc = 0;
+            for (int m = 0; m < r->nmodels; m++) acc += one[(size_t)m * 3 * nv + k];
+            p[k] = (float)(acc / r->nmodels);
+        }
+        double dsum[3] = {0, 0, 0};
+        int pairs = 0;
+        for (int x = 0; x < r->nmodels; x++)
+            for (int y = x + 1; y < r->nmodels; y++, pairs++)
+                for (int g = 0; g < 3; g++)
+                    dsum[g] += dice_mask(one + ((size_t)x * 3 + g) * nv, one + ((size_t)y * 3 + g) * nv, nv);
+        if (agree)
+            fprintf(agree, "%s,%.4f,%.4f,%.4f,%.4f\n", name, dsum[0] / pairs, dsum[1] / pairs,
+                    dsum[2] / pairs, (dsum[0] + dsum[1] + dsum[2]) / (3.0 * pairs));
+    } else {
+        s = kd_segment_case(r->models, r->nmodels, c, &a->infer, p, &st);
+        peak = st.peak_device;
+        if (s) goto done;
+    }
+    kd_postproc_options po = a->post;
+    kd_layout lay = kd_dataset_layout(r->ds);
+    if (a->labels) {
+        if ((s = kd_label_convention_parse(a->labels, &po.labels))) goto done;
+    } else po.labels = lay == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : KD_LABELS_2019;
+    if (mode == KD_SEG_ANNOTATE && a->soft) {
+        s = kd_case_write_probs(c, out, p, 1);
+    } else {
+        if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) po.labels = KD_LABELS_2019;
+        if ((s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1], c->orig[2], &po, lab)))
+            goto done;
+        if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) to_msd(lab, nv);
+        s = kd_case_write_labels(c, out, lab);
+    }
+    if (s) goto done;
+    if (a->probabilities && mode == KD_SEG_WRITE_LABELS) {
+        snprintf(path, sizeof path, "%s/%s_prob.nii.gz", a->out, name);
+        if ((s = kd_case_write_probs(c, path, p, a->probabilities == 1))) goto done;
+    }
+    if (a->png) {
+        size_t pv = (size_t)c->d * c->h * c->w;
+        float *pp = malloc(3 * pv * sizeof(float));
+        if (!pp) {
+            s = kd_fail(KD_ERR_OUT_OF_MEMORY, "png");
+            goto done;
+        }
+        kd_case_crop(c, p, 3, pp);
+        for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > a->post.threshold ? 1.0f : 0.0f;
+        snprintf(path, sizeof path, "%s/%s.png", a->out, name);
+        s = kd_png_write_montage(path, c->image, c->channels, c->d, c->h, c->w, pp, NULL);
+        free(pp);
+        if (s) goto done;
+    }
+    printf("  %s: %dx%dx%d, %s, %d passes, %.2f s, peak device memory %.1f MiB\n", name,
+           c->orig[0], c->orig[1], c->orig[2],
+           st.windows > 1 ? "sliding windows" : "whole volume", st.passes, now_s() - t0,
+           peak / 1048576.0);
+    fflush(stdout);
+done:
+    free(p);
+    free(one);
+    free(lab);
+    kd_case_free(c);
+    return s ? kd_fail_context(s, "case %s", name) : KD_OK;
+}
+
+kd_status kd_seg_all(kd_seg_run *r, const kd_seg_args *a, int mode) {
+    int n = kd_dataset_count(r->ds), todo = 0;
+    FILE *agree = NULL;
+    if (mode == KD_SEG_ANNOTATE && r->nmodels > 1) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/agreement.csv", a->out);
+        int fresh = !exists(path);
+        agree = fopen(path, "a");
+        if (!agree) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+        if (fresh) fprintf(agree, "case,dice_wt,dice_tc,dice_et,mean\n");
+    }
+    for (int i = 0; i < n; i++)
+        todo += mode != KD_SEG_ANNOTATE || a->labeled_too || !kd_dataset_case_labeled(r->ds, i);
+    printf("%s %d case%s with %d model%s on %s\n", mode == KD_SEG_ANNOTATE ? "annotating" : "segmenting",
+           todo, todo == 1 ? "" : "s", r->nmodels, r->nmodels == 1 ? "" : "s", kd_device_name(r->dev));
+    kd_status s = KD_OK;
+    int k = 0;
+    for (int i = 0; i < n && !s; i++) {
+        if (mode == KD_SEG_ANNOTATE && !a->labeled_too && kd_dataset_case_labeled(r->ds, i)) continue;
+        if (kd_log_is_tty()) fprintf(stderr, "[%d/%d] ", ++k, todo);
+        s = one_case(r, a, mode, i, agree);
+        if (agree) fflush(agree);
+    }
+    if (agree) fclose(agree);
+    return s;
+}

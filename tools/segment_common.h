@@ -1,0 +1,40 @@
+/* Shared by segment and annotate: options, model loading, the loop over cases. */
+#ifndef KD_SEGMENT_COMMON_H
+#define KD_SEGMENT_COMMON_H
+
+#include "kdseg/data.h"
+#include "kdseg/infer.h"
+#include "kdseg/postproc.h"
+
+#define KD_SEG_MAX_MODELS 16
+
+typedef struct kd_seg_args {
+    const char *models[KD_SEG_MAX_MODELS];
+    int nmodels;
+    const char *case_dir, *dataset, *out, *layout, *modalities, *labels;
+    kd_infer_opts infer;
+    kd_postproc_options post;
+    int probabilities;  /* 0 none, 1 uint8, 2 float32 */
+    int png, soft, skip_done, labeled_too;
+} kd_seg_args;
+
+int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a);
+void kd_seg_args_free(kd_seg_args *a);
+
+typedef struct kd_seg_run {
+    kd_device *dev;
+    kd_model *models[KD_SEG_MAX_MODELS];
+    int nmodels;
+    kd_dataset *ds;
+} kd_seg_run;
+
+kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r);
+void kd_seg_close(kd_seg_run *r);
+
+enum {
+    KD_SEG_WRITE_LABELS = 1, /* segment: CASE.nii.gz (+ probabilities, png) */
+    KD_SEG_ANNOTATE = 2      /* annotate: unlabeled cases only, resumable, agreement CSV */
+};
+kd_status kd_seg_all(kd_seg_run *r, const kd_seg_args *a, int mode);
+
+#endif
