@@ -22,15 +22,26 @@ regress)
   shopt -s nullglob
   files=("$here"/regress/*)
   [ ${#files[@]} -gt 0 ] || { echo "no regression inputs"; exit 77; }
-  echo "fuzz regress: ${#files[@]} inputs"
-  exec "$fuzzer" "${limits[@]}" "${files[@]}"
+  # one run per input, so that every failing input is reported
+  bad=0
+  for f in "${files[@]}"; do
+    if "$fuzzer" "${limits[@]}" "$f" >"${TMPDIR:-/tmp}/kdfuzz-regress.log" 2>&1; then
+      echo "ok   $(basename "$f")"
+    else
+      bad=$((bad + 1))
+      echo "FAIL $(basename "$f"):"
+      grep -E "ERROR|SUMMARY|fuzz_nifti:|^ +#[0-9]+ .* in kd_" "${TMPDIR:-/tmp}/kdfuzz-regress.log" | head -12
+    fi
+  done
+  echo "fuzz regress: ${#files[@]} inputs, $bad failed"
+  [ $bad = 0 ]
+  exit $?
   ;;
 run)
   gen=$3 work=$4
   secs=${KDSEG_FUZZ_SECONDS:-60}
   rm -rf "$work/seeds" "$work/artifacts" && mkdir -p "$work/seeds" "$work/corpus" "$work/artifacts"
   "$gen" "$work/seeds" || exit 1
-  cp "$here"/regress/* "$work/seeds/" 2>/dev/null
   # new inputs go to WORK/corpus (kept between runs of a build folder)
   TMPDIR=$work "$fuzzer" "${limits[@]}" -max_total_time="$secs" -print_final_stats=1 \
     -dict="$here/nifti.dict" -artifact_prefix="$work/artifacts/" "$work/corpus" "$work/seeds" \
