@@ -82,6 +82,12 @@ int kd_test_main(int argc, char **argv, const kd_test_case *cases, int n) {
         ran++;
         kd_clear_error();
         int r = cases[i].fn();
+        /* finish queued work before the next case or exit: PoCL aborts when kernels are
+         * still compiling while the process tears down */
+        if (g_dev && kd_device_finish(g_dev) != KD_OK && !r) {
+            fprintf(stderr, "device error after the case: %s\n", kd_last_error());
+            r = 1;
+        }
         if (r == KD_TEST_SKIP) {
             skipped++;
             printf("SKIP %s\n", cases[i].name);

@@ -5,8 +5,12 @@
 #include "kdseg/status.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
+#include "kdseg/model.h"
+#include "kdseg/train.h"
+#include "kdseg/tensorfile.h"
 #include "kdseg/postproc.h"
 #include "kdseg/metrics.h"
 
+#include "kdseg/data.h"
 
 #endif

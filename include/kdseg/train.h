@@ -84,14 +84,8 @@ int kd_optim_state_count(const kd_optim *o);
 kd_tensor *kd_optim_state_tensor(kd_optim *o, int i);
 const char *kd_optim_state_name(const kd_optim *o, int i);
 
-#ifdef __cplusplus
-}
-#endif
-#endif
 
 /* ---- golden self-test ---------------------------------------------------------------- */
-#ifndef KDSEG_SELFTEST_DECL
-#define KDSEG_SELFTEST_DECL
 typedef struct kd_selftest_report {
     char spec[512];
     int batch, depth, height, width;
@@ -104,7 +98,6 @@ typedef struct kd_selftest_report {
     float loss_ref, loss_got;
     int pass;
 } kd_selftest_report;
-#endif
 
 /* Tolerances (see ../shared/reference/README.md): outputs, loss, gradients within
  * 1e-3 of each tensor's largest magnitude; stepped parameters within 1e-5 absolute
@@ -175,3 +168,8 @@ kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor
 kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
                        kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
                        kd_train_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -117,7 +117,9 @@ static int se_block(kd_graph *g, int x, int c, int reduction, const char *name) 
     int s = kd_g_unary(g, KD_N_GAP, x);
     snprintf(n, sizeof n, "%s.fc1", name);
     s = kd_g_conv(g, s, r, 1, 1, 0, 1, 1, n);
-    s = kd_g_leaky(g, s, 0.0f);
+    /* leaky, not ReLU: after GroupNorm the pooled means sit near zero and a ReLU here
+     * can leave the whole squeeze path without gradient */
+    s = kd_g_leaky(g, s, 0.01f);
     snprintf(n, sizeof n, "%s.fc2", name);
     s = kd_g_conv(g, s, c, 1, 1, 0, 1, 1, n);
     s = kd_g_unary(g, KD_N_SIGMOID, s);

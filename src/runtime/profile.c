@@ -25,7 +25,6 @@ void kd_rt_profile_add(kd_device *d, int kernel, cl_event ev) {
 
 void kd_rt_profile_collect(kd_device *d) {
     if (!d->nevents) return;
-    clWaitForEvents((cl_uint)d->nevents, &d->events[0].ev);
     for (int i = 0; i < d->nevents; i++) {
         cl_ulong a = 0, b = 0;
         cl_event ev = d->events[i].ev;

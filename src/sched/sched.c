@@ -1,6 +1,8 @@
 /* The device scheduler: teacher jobs and student steps on one in-order queue. */
 #include "kdseg/sched.h"
 
+#include "../ops/ops.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +60,7 @@ kd_status kd_sched_create(kd_model *student, kd_optim *opt, kd_model *const *tea
         size_t b = 0;
         st = kd_model_plan(teachers[i], xs, 0, &b);
         if (b > worst_t) worst_t = b;
-        params += kd_model_param_bytes(teachers[i]) + 2 * kd_model_param_bytes(teachers[i]) / 1;
+        params += 2 * kd_model_param_bytes(teachers[i]); /* parameters and gradient slab */
     }
     if (st) return st;
     size_t io = 2 * kd_shape_numel(xs) * sizeof(float) * 2;

@@ -238,7 +238,7 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
     size_t soff = 0;
     p = tab;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t len, nd, dims[5] = {1, 1, 1, 1, 1};
+        uint32_t len = 0, nd = 0, dims[5] = {1, 1, 1, 1, 1};
         char name[128];
         uint64_t off;
         get32(&p, end, &len);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../nn/tensor_impl.h"
+#include "../ops/ops.h"
 #include "kdseg/train.h"
 
 #define LOSS_WG 64

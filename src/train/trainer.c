@@ -63,6 +63,7 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
     kd_status s;
     double best = c->best_so_far, t0 = now_s(); /* a resumed run keeps its best score */
     long step = start;
+    int interactive = c->progress && kd_log_is_tty();
     mkdir(c->out_dir, 0755);
     kd_shape xs = kd_shape5(c->batch, kd_model_in_channels(m), c->patch[0], c->patch[1], c->patch[2]);
     kd_shape ts = xs;
@@ -79,7 +80,6 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
     }
     if (start == 0) fprintf(csv, "step,kind,loss,lr,grad_norm,seconds,val_wt,val_tc,val_et\n");
     kd_device_mem_reset_peak(dev);
-    int interactive = c->progress && kd_log_is_tty();
     for (step = start; step < c->steps; step++) {
         if (c->stop && *c->stop) {
             s = save(m, o, c, "last.kds", step, best);

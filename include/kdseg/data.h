@@ -1,0 +1,328 @@
+/* kdseg: MRI data on the host. NIfTI volumes, dataset layouts, preprocessing,
+ * patch sampling with augmentation, the background loader, the phantom cohort
+ * and a small PNG writer.
+ *
+ * Axes. A NIfTI volume of dims (nx, ny, nz) is stored x fastest; kdseg speaks of
+ * it as (D, H, W) = (nz, ny, nx), so a NIfTI array is a C array [nz][ny][nx] and
+ * no transposition ever happens. All host arrays here are float32 NCDHW (or CDHW
+ * for one case), W fastest. Region channels are always (WT, TC, ET). Image
+ * channels follow the dataset's modality order (default t1, t1ce, t2, flair for
+ * every layout, so one model fits all layouts).
+ *
+ * Errors: every call returns kd_status; kd_last_error() names the file and the
+ * problem. Nothing here touches OpenCL. */
+#ifndef KDSEG_DATA_H
+#define KDSEG_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kdseg/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ RNG -- */
+
+/* PCG32 (XSH-RR). Streams are derived from (seed, rank, step, sub) by splitmix64,
+ * so every random choice is reproducible and independent across ranks/steps. */
+typedef struct kd_rng {
+    uint64_t state, inc;
+} kd_rng;
+
+kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub);
+uint32_t kd_rng_u32(kd_rng *r);
+double kd_rng_uniform(kd_rng *r);                     /* [0, 1) */
+double kd_rng_range(kd_rng *r, double lo, double hi); /* [lo, hi) */
+int kd_rng_int(kd_rng *r, int n);                     /* [0, n), unbiased; 0 when n <= 0 */
+double kd_rng_normal(kd_rng *r);                      /* standard normal (Box-Muller) */
+
+/* --------------------------------------------------------------- NIfTI -- */
+
+/* NIfTI datatype codes accepted by the reader and writer. */
+enum {
+    KD_DT_UINT8 = 2,
+    KD_DT_INT16 = 4,
+    KD_DT_INT32 = 8,
+    KD_DT_FLOAT32 = 16,
+    KD_DT_FLOAT64 = 64,
+    KD_DT_INT8 = 256,
+    KD_DT_UINT16 = 512,
+    KD_DT_UINT32 = 768
+};
+
+/* Limits a header must respect before anything is allocated. */
+#define KD_NIFTI_MAX_DIM    4096        /* per spatial axis */
+#define KD_NIFTI_MAX_T      64          /* 4th dimension (channels, regions) */
+#define KD_NIFTI_MAX_VOXELS (1LL << 30) /* nx*ny*nz*nt */
+
+/* A summary of the header, for printing and checks. */
+typedef struct kd_nifti_info {
+    int version;                 /* 1 or 2 */
+    int ndim;                    /* dim[0]: 3 or 4 */
+    int datatype;                /* NIfTI code (KD_DT_*) */
+    const char *datatype_name;   /* "INT16", ... (static) */
+    double pixdim[4];            /* spacing x, y, z (mm) and t */
+    double scl_slope, scl_inter; /* as stored (NaN or 0 slope: no scaling) */
+    int qform_code, sform_code;
+    double affine[4][4]; /* voxel (i,j,k) -> world mm: sform if sform_code>0, else qform,
+                            else diag(pixdim) */
+    char orient[4];      /* axis codes of i, j, k as nibabel writes them ("LPS", "RAS") */
+    int64_t file_bytes;  /* size on disk */
+} kd_nifti_info;
+
+/* One volume read from (or to be written to) a NIfTI file. */
+typedef struct kd_volume {
+    int nx, ny, nz, nt; /* NIfTI dims; nt = 1 for a 3-D volume. (D,H,W) = (nz,ny,nx) */
+    float *data;        /* (nt, nz, ny, nx) float32, scaling applied; NULL if header-only */
+    char *path;         /* the file it came from (owned), or NULL */
+    kd_nifti_info info;
+    void *hdr; /* private: the libnifti header, for writing on the same grid */
+} kd_volume;
+
+/* Reads a .nii or .nii.gz (NIfTI-1 or -2, 3-D or 4-D, any datatype above) into
+ * float32 with scl_slope/scl_inter applied. Refuses: missing/unreadable files,
+ * non-NIfTI content, two-file (.hdr/.img) pairs, absurd sizes (before allocating),
+ * truncated or corrupt gzip (CRC checked), NaN/Inf voxels. */
+kd_status kd_nifti_read(const char *path, kd_volume **out);
+/* The same checks on the header only; data stays NULL. */
+kd_status kd_nifti_read_header(const char *path, kd_volume **out);
+void kd_volume_free(kd_volume *v);
+
+/* A header-only volume on a fresh grid: dims (nx, ny, nz), spacing in mm and an
+ * affine (voxel -> world; NULL: LPS like BraTS, diag(-sx,-sy,sz) centred), written
+ * as both qform and sform (code 1, scanner). */
+kd_status kd_volume_create_geometry(int nx, int ny, int nz, const double spacing[3],
+                                    const double affine[4][4], kd_volume **out);
+
+/* Options of kd_nifti_write; zero-initialised means: same version as the geometry
+ * source, no scaling. */
+typedef struct kd_nifti_write_opts {
+    int version;                 /* 0: same as geom, 1 or 2 */
+    double scl_slope, scl_inter; /* stored as given; 0,0 writes slope 0 (none) */
+} kd_nifti_write_opts;
+
+/* Writes data (nt, nz, ny, nx) of NIfTI `datatype` on the grid of `geom` (its
+ * dims nx,ny,nz, spacing, qform/sform), gzip-compressed when path ends in .gz.
+ * Written to a temporary file in the same folder and renamed; never half-written.
+ * Data is stored as given (no conversion); opts may be NULL. */
+kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int datatype,
+                         const void *data, const kd_nifti_write_opts *opts);
+
+/* ------------------------------------------------------------- Layouts -- */
+
+typedef enum kd_layout {
+    KD_LAYOUT_AUTO = 0,
+    KD_LAYOUT_BRATS2018, /* CASE/CASE_{t1,t1ce,t2,flair}.nii.gz, CASE_seg: 1 NCR/NET, 2 ED, 4 ET */
+    KD_LAYOUT_BRATS2023, /* CASE/CASE-{t1n,t1c,t2w,t2f}.nii.gz, CASE-seg: 1 NETC, 2 SNFH, 3 ET */
+    KD_LAYOUT_MSD        /* imagesTr/NAME.nii.gz 4-D (FLAIR,T1w,T1gd,T2w), labelsTr/NAME:
+                            1 edema, 2 non-enhancing, 3 enhancing */
+} kd_layout;
+
+const char *kd_layout_name(kd_layout l); /* "auto", "brats2018", "brats2023", "msd" */
+/* "brats2018" (also "brats2019", "brats2020", "brats2021"), "brats2023", "msd", "auto". */
+kd_status kd_layout_parse(const char *s, kd_layout *out);
+
+/* Modalities (canonical ids). Names accepted: t1|t1n|t1w, t1ce|t1c|t1gd,
+ * t2|t2w, flair|t2f. */
+enum { KD_MOD_T1 = 0, KD_MOD_T1CE = 1, KD_MOD_T2 = 2, KD_MOD_FLAIR = 3, KD_MAX_MODALITIES = 4 };
+const char *kd_modality_name(int mod); /* "t1", "t1ce", "t2", "flair" */
+
+/* Label map (layout's label values) to regions, one voxel at a time:
+ * bit 0 WT, bit 1 TC, bit 2 ET; -1 for a value outside the layout's set. */
+int kd_label_regions(kd_layout l, int label);
+/* Region probabilities (3, n) (WT, TC, ET) to the layout's labels, threshold 0.5,
+ * nested as WT ⊇ TC ⊇ ET: ET -> enhancing, else TC -> core, else WT -> edema. */
+void kd_regions_to_labels(kd_layout l, const float *regions, size_t n, uint8_t *labels);
+
+/* ------------------------------------------------------------- Dataset -- */
+
+typedef struct kd_dataset kd_dataset;
+
+typedef struct kd_dataset_opts {
+    kd_layout layout;        /* KD_LAYOUT_AUTO: detect */
+    const char *annotations; /* folder of labels for unlabeled cases, or NULL. A case NAME
+                                takes NAME.nii.gz (or NAME.nii): a 3-D label map in the
+                                layout's labels, or a 4-D map of 3 volumes (WT, TC, ET):
+                                uint8 probabilities v/255 or float32 in [0, 1]. A case's
+                                own label file wins over an annotation. */
+    const char *modalities;  /* "t1ce,flair": subset and order; NULL: t1,t1ce,t2,flair */
+    const char *cache_dir;   /* preprocessed-case cache folder (created), or NULL */
+    int cache_float32;       /* cache images as float32 (exact) instead of float16 */
+} kd_dataset_opts;
+
+/* Opens a dataset folder: finds the cases (BraTS layouts: case folders, also one level
+ * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/), sorted by name. Checks that
+ * each case has every selected modality. Reads no voxels. opts may be NULL. */
+kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_dataset **out);
+/* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
+ * in ../labelsTr). */
+kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *opts, kd_dataset **out);
+void kd_dataset_free(kd_dataset *ds);
+
+kd_layout kd_dataset_layout(const kd_dataset *ds);
+int kd_dataset_count(const kd_dataset *ds);
+int kd_dataset_channels(const kd_dataset *ds);         /* C, selected modalities */
+int kd_dataset_modality(const kd_dataset *ds, int ch); /* canonical id of channel ch */
+const char *kd_dataset_case_name(const kd_dataset *ds, int i);
+/* 0 unlabeled, 1 own label file, 2 label from the annotations folder. */
+int kd_dataset_case_labeled(const kd_dataset *ds, int i);
+int kd_dataset_labeled_count(const kd_dataset *ds);
+/* The file of channel ch (for MSD the 4-D file; *volume is the index in it, else 0). */
+const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume);
+/* The label (or annotation) file, or NULL. */
+const char *kd_dataset_case_label(const kd_dataset *ds, int i);
+
+/* ------------------------------------------------------- Preprocessing -- */
+
+/* One case, preprocessed as the paper's code does: cropped to the bounding box of
+ * voxels nonzero in any modality, each modality z-scored over its nonzero voxels
+ * (zeros stay zero), then zero-padded to a multiple of 16 per axis (pad_lo before,
+ * the rest after). The "preprocessed grid" is (d, h, w) = padded crop box. */
+typedef struct kd_case {
+    char name[256];
+    int channels;               /* C */
+    int d, h, w;                /* preprocessed grid, each a multiple of 16 */
+    float *image;               /* (C, d, h, w) */
+    float *target;              /* (3, d, h, w) WT, TC, ET in [0, 1], NULL if unlabeled */
+    int labeled;                /* as kd_dataset_case_labeled */
+    int orig[3];                /* original grid (D, H, W) = (nz, ny, nx) */
+    int crop_lo[3], crop_hi[3]; /* crop box in the original grid, [lo, hi) per D,H,W */
+    int pad_lo[3];              /* crop box starts at pad_lo in the preprocessed grid */
+    float mean[KD_MAX_MODALITIES], std[KD_MAX_MODALITIES];        /* z-score stats (raw units) */
+    float raw_min[KD_MAX_MODALITIES], raw_max[KD_MAX_MODALITIES]; /* whole volume */
+    int64_t nonzero[KD_MAX_MODALITIES];                           /* brain voxels per modality */
+    int tumour_lo[3], tumour_hi[3]; /* bbox of WT > 0 on the preprocessed grid; empty
+                                       (lo >= hi) when none or unlabeled */
+    int from_cache;                 /* 1 when read from the preprocessed-case cache */
+    kd_volume *geom;                /* header-only volume of the first modality's file */
+} kd_case;
+
+/* Loads case i preprocessed (from the cache when valid; writes the cache entry when
+ * the dataset has a cache_dir). Checks that modalities agree in dims and affine,
+ * label values are in the layout's set, voxels are finite. */
+kd_status kd_case_load(const kd_dataset *ds, int i, kd_case **out);
+void kd_case_free(kd_case *c);
+
+/* Original grid (n, D, H, W) -> preprocessed grid (n, d, h, w): crop, zero pad. */
+void kd_case_crop(const kd_case *c, const float *src, int n, float *dst);
+/* Preprocessed grid (n, d, h, w) -> original grid (n, D, H, W): the crop box is
+ * copied back, everything outside it set to `outside`. Undoes kd_case_crop exactly
+ * inside the crop box. */
+void kd_case_uncrop(const kd_case *c, const float *src, int n, float outside, float *dst);
+
+/* Writes a uint8 label map (D, H, W) on the case's original grid and geometry. */
+kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t *labels);
+/* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map:
+ * float32, or uint8 round(p*255) when quantise is nonzero. */
+kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs, int quantise);
+
+/* ------------------------------------------------- Sampling, augmenting -- */
+
+typedef struct kd_augment_opts {
+    float p_flip;                      /* per axis */
+    float p_transpose;                 /* swap the in-plane axes H and W */
+    float p_scale, scale_lo, scale_hi; /* one factor per axis */
+    float p_rotate, rotate_deg;        /* about each axis, uniform in +-rotate_deg */
+    float p_intensity, int_scale_lo, int_scale_hi, int_shift_lo, int_shift_hi; /* per channel */
+    float p_noise, noise_sigma;        /* sigma uniform in [0, noise_sigma], per sample */
+    float p_gamma, gamma_lo, gamma_hi; /* per channel, on the patch's brain range */
+} kd_augment_opts;
+
+/* Defaults: flips 0.5, transpose 0.5, scale 0.5 in [0.7, 1.3], rotate 0.2 +-10 deg,
+ * intensity 1.0 (x[0.9,1.1], +[-0.2,0.2]), noise 0.15 (0.1), gamma 0.15 [0.7, 1.5]. */
+void kd_augment_opts_default(kd_augment_opts *o);
+/* Every probability zero: patches are plain crops. */
+void kd_augment_opts_none(kd_augment_opts *o);
+
+typedef struct kd_sampler_opts {
+    int batch;             /* B */
+    int patch[3];          /* P (D, H, W) */
+    int margin;            /* tumour bbox margin for the centre, voxels (paper: 50) */
+    float fg_fraction;     /* share of patches centred on a random tumour voxel */
+    float random_fraction; /* share of patches centred anywhere in the volume */
+    kd_augment_opts aug;
+    uint64_t seed;
+    int rank;                /* data-parallel rank: its own random streams */
+    int max_cases_in_memory; /* preprocessed cases kept (LRU); 0: all */
+} kd_sampler_opts;
+
+/* batch 2, patch 128^3, margin 50, fractions 0, default augmentation, seed 1. */
+void kd_sampler_opts_default(kd_sampler_opts *o);
+
+typedef struct kd_sampler kd_sampler;
+
+/* Where a sample came from (for tests and logs). */
+typedef struct kd_patch_info {
+    int source;    /* index in the order cases were added */
+    int centre[3]; /* patch centre on the case's preprocessed grid (before augmentation) */
+    int kind;      /* 0 tumour bbox + margin, 1 foreground voxel, 2 random */
+} kd_patch_info;
+
+kd_status kd_sampler_create(const kd_sampler_opts *o, kd_sampler **out);
+/* Adds cases of a dataset (borrowed: must outlive the sampler). idx NULL: all labeled
+ * cases. Unlabeled cases are refused. */
+kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, int n);
+int kd_sampler_count(const kd_sampler *s);
+/* The batch of `step`: images (B, C, P, P, P) and targets (B, 3, P, P, P), float32
+ * NCDHW; info (B entries) may be NULL. Cases are visited in a fresh permutation per
+ * epoch. A pure function of (seed, rank, step): safe to call from several threads. */
+kd_status kd_sampler_batch(kd_sampler *s, int64_t step, float *images, float *targets,
+                           kd_patch_info *info);
+size_t kd_sampler_image_floats(const kd_sampler *s);  /* B*C*P^3 */
+size_t kd_sampler_target_floats(const kd_sampler *s); /* B*3*P^3 */
+void kd_sampler_free(kd_sampler *s);
+
+/* ------------------------------------------------------ Background loader -- */
+
+typedef struct kd_loader kd_loader;
+
+/* Starts `threads` workers (>= 1) that prepare batches first_step, first_step+1, ...
+ * with kd_sampler_batch into a bounded queue of `depth` batches (>= 1). The sampler
+ * is borrowed. */
+kd_status kd_loader_create(kd_sampler *s, int64_t first_step, int threads, int depth,
+                           kd_loader **out);
+/* Waits for the next batch in step order and copies it out (sizes as the sampler).
+ * A worker's error is returned here as its kd_status and message, once; the loader
+ * then stops. *step may be NULL. */
+kd_status kd_loader_next(kd_loader *l, int64_t *step, float *images, float *targets);
+/* Stops the workers and frees. NULL ok. */
+void kd_loader_free(kd_loader *l);
+
+/* ------------------------------------------------------------- Phantom -- */
+
+typedef struct kd_phantom_opts {
+    int cases;
+    int size[3]; /* D, H, W */
+    uint64_t seed;
+    int unlabeled;    /* write no label files */
+    kd_layout layout; /* BRATS2018 (default when AUTO), BRATS2023 or MSD */
+    int first_index;  /* case numbering starts here (to add cases to a cohort) */
+} kd_phantom_opts;
+
+/* One phantom case in memory: images (4, D, H, W) as int16 values in the canonical
+ * modality order (t1, t1ce, t2, flair) and labels (D, H, W) in BraTS 2018 values
+ * (0, 1, 2, 4). Deterministic in (seed, index). */
+kd_status kd_phantom_generate(const int size[3], uint64_t seed, int index, int16_t *images,
+                              uint8_t *labels);
+/* Writes a cohort in a real layout under dir (created). */
+kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o);
+
+/* ----------------------------------------------------------------- PNG -- */
+
+/* Writes an 8-bit PNG (channels 1 grey, 3 RGB, 4 RGBA), rows top to bottom, via a
+ * temporary file and rename. */
+kd_status kd_png_write(const char *path, int width, int height, int channels,
+                       const uint8_t *pixels);
+/* Writes a montage: rows axial, coronal, sagittal; one column per image channel;
+ * slices through `centre` (D,H,W; NULL: the centroid of WT, else the middle), each
+ * channel windowed to its 0.5-99.5 percentile of nonzero voxels, region overlay
+ * (green edema, red core, yellow enhancing) when regions (3, D, H, W) is given. */
+kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d, int h,
+                               int w, const float *regions, const int centre[3]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
