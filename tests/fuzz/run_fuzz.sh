@@ -14,7 +14,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 MAX_LEN=${KDSEG_FUZZ_MAX_LEN:-8192}
 MALLOC_MB=${KDSEG_FUZZ_MALLOC_MB:-40}
-limits=(-max_len="$MAX_LEN" -malloc_limit_mb="$MALLOC_MB" -rss_limit_mb=1024 -timeout=20)
+# -error_exitcode: libFuzzer exits 77 on a crash by default, which meson counts as a skip
+limits=(-error_exitcode=1 -timeout_exitcode=1 -max_len="$MAX_LEN" -malloc_limit_mb="$MALLOC_MB" -rss_limit_mb=1024 -timeout=20)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0}
 mode=$1 fuzzer=$2
 case "$mode" in
