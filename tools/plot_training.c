@@ -7,6 +7,14 @@
 #include "kdseg/plot.h"
 #include "train_common.h"
 
+/* Grows *p to cap doubles; 0 (with *p untouched) when out of memory. */
+static int grow(double **p, int cap) {
+    double *q = realloc(*p, (size_t)cap * sizeof *q);
+    if (!q) return 0;
+    *p = q;
+    return 1;
+}
+
 kd_status kd_plot_training(const char *csv_path, const char *png_path) {
     FILE *f = fopen(csv_path, "r");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot read", csv_path);
@@ -20,10 +28,13 @@ kd_status kd_plot_training(const char *csv_path, const char *png_path) {
     while (x && loss && d[0] && d[1] && d[2] && fgets(line, sizeof line, f)) {
         if (n == cap) {
             cap *= 2;
-            x = realloc(x, cap * sizeof *x);
-            loss = realloc(loss, cap * sizeof *loss);
-            for (int k = 0; k < 3; k++) d[k] = realloc(d[k], cap * sizeof(double));
-            if (!x || !loss || !d[0] || !d[1] || !d[2]) break;
+            /* on failure the old arrays stay owned (and are freed below) */
+            int ok = grow(&x, cap) && grow(&loss, cap);
+            for (int k = 0; k < 3; k++) ok = ok && grow(&d[k], cap);
+            if (!ok) {
+                s = kd_fail(KD_ERR_OUT_OF_MEMORY, "plot: %d rows of %s", cap, csv_path);
+                break;
+            }
         }
         char *fld[16];
         int nf = 0;
@@ -41,7 +52,7 @@ kd_status kd_plot_training(const char *csv_path, const char *png_path) {
         n++;
     }
     fclose(f);
-    if (!x || !loss || !d[0] || !d[1] || !d[2]) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "plot");
+    if (!s && (!x || !loss || !d[0] || !d[1] || !d[2])) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "plot");
     kd_canvas c = {0};
     if (!s) s = kd_canvas_create(900, 360, &c);
     if (!s) {

@@ -8,15 +8,28 @@ static void fmt_mib(char *out, size_t n, size_t b) {
     snprintf(out, n, "%.1f MiB", (double)b / (1024.0 * 1024.0));
 }
 
+/* KDSEG_POOL_EXACT=1 (set by tools/check_kernels.sh): buffers of exactly the size
+ * asked, never a larger pooled one, so that Oclgrind sees a kernel that overruns
+ * its tensor by a few elements instead of writing into the rounding slack. */
+static int pool_exact(void) {
+    const char *e = getenv("KDSEG_POOL_EXACT");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+static size_t pool_round(size_t bytes) {
+    if (bytes == 0) bytes = 4;
+    return pool_exact() ? bytes : (bytes + 255) & ~(size_t)255;
+}
+
 kd_status kd_rt_alloc(kd_device *d, size_t bytes, cl_mem *out) {
     *out = NULL;
-    if (bytes == 0) bytes = 4;
-    bytes = (bytes + 255) & ~(size_t)255;
+    bytes = pool_round(bytes);
     /* best fit among pooled buffers, at most 25% larger than asked */
     int best = -1;
+    size_t slack = pool_exact() ? 0 : bytes / 4;
     for (int i = 0; i < d->npool; i++) {
         size_t b = d->pool[i].bytes;
-        if (b >= bytes && b <= bytes + bytes / 4 && (best < 0 || b < d->pool[best].bytes))
+        if (b >= bytes && b <= bytes + slack && (best < 0 || b < d->pool[best].bytes))
             best = i;
     }
     if (best >= 0) {
@@ -62,8 +75,7 @@ kd_status kd_rt_alloc(kd_device *d, size_t bytes, cl_mem *out) {
 
 void kd_rt_release(kd_device *d, cl_mem mem, size_t bytes) {
     if (!mem) return;
-    if (bytes == 0) bytes = 4;
-    bytes = (bytes + 255) & ~(size_t)255;
+    bytes = pool_round(bytes);
     d->in_use -= bytes < d->in_use ? bytes : d->in_use;
     if (d->npool == d->cap_pool) {
         int cap = d->cap_pool ? 2 * d->cap_pool : 64;
