@@ -161,6 +161,9 @@ static kd_status parse_raw(const char *path, const unsigned char *b, int n, raw_
     if (nd < 1 || nd > 7)
         return kd_fail(KD_ERR_FORMAT, "%s: bad number of dimensions dim[0]=%lld", path,
                        (long long)nd);
+    if (nd < 3)
+        return kd_fail(KD_ERR_UNSUPPORTED, "%s: a %lld-D image; kdseg reads 3-D and 4-D volumes",
+                       path, (long long)nd);
     for (int i = 1; i <= 7; i++) {
         if (i > nd) h->dim[i] = 1;
         if (h->dim[i] < 1)
@@ -394,6 +397,15 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
     int64_t nvox = rh.dim[1] * rh.dim[2] * rh.dim[3] * rh.dim[4];
     int nb = dt_bytes(rh.datatype);
     int64_t nbytes = nvox * nb;
+    /* deflate cannot expand more than about 1032:1: a compressed file that claims more
+     * voxels than that is refused before anything is allocated */
+    if (compressed && nbytes > 1032 * (int64_t)st.st_size + (1 << 20)) {
+        gzclose(f);
+        return kd_fail(KD_ERR_FORMAT,
+                       "%s: the header claims %lld bytes of voxels but the compressed file has "
+                       "only %lld bytes: truncated or hostile",
+                       path, (long long)nbytes, (long long)st.st_size);
+    }
     if (!compressed && (int64_t)st.st_size < rh.vox_offset + nbytes) {
         gzclose(f);
         return kd_fail(KD_ERR_FORMAT,
