@@ -25,7 +25,7 @@ typedef struct demo_cfg {
 } demo_cfg;
 
 static const demo_cfg demo_default = {
-    10, 24, 8, 64, 32, 2, 240, 320, 80,
+    10, 24, 8, 64, 32, 2, 400, 400, 100,
     {"unet3d:widths=8,16,32", "cascade:widths=8,16,32", "resnext-se:widths=16,32,64:enc=1,1,1"},
     {"unet3d", "cascade", "resnext-se"},
     "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.6, "none"};
@@ -278,7 +278,7 @@ static int run(int argc, char **argv) {
         return 1;
     }
     const char *com = "--patch %d --batch %d --margin 50 --fg-fraction 0.5 --val-cases 2 --quiet "
-                      "--threads 1";
+                      "--threads 1 --schedule cosine";
     char common[512];
     snprintf(common, sizeof common, com, c.patch, c.batch);
     stage(1, nst, "generating the phantom cohort");
