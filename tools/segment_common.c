@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "kdseg/train.h"
@@ -182,9 +183,15 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
             for (int y = x + 1; y < r->nmodels; y++, pairs++)
                 for (int g = 0; g < 3; g++)
                     dsum[g] += dice_mask(one + ((size_t)x * 3 + g) * nv, one + ((size_t)y * 3 + g) * nv, nv);
-        if (agree)
-            fprintf(agree, "%s,%.4f,%.4f,%.4f,%.4f\n", name, dsum[0] / pairs, dsum[1] / pairs,
-                    dsum[2] / pairs, (dsum[0] + dsum[1] + dsum[2]) / (3.0 * pairs));
+        /* the row goes to disk before the output is renamed into place: a run killed in
+         * between leaves a row without an output, which the next run drops */
+        if (agree && (fprintf(agree, "%s,%.4f,%.4f,%.4f,%.4f\n", name, dsum[0] / pairs,
+                              dsum[1] / pairs, dsum[2] / pairs,
+                              (dsum[0] + dsum[1] + dsum[2]) / (3.0 * pairs)) < 0 ||
+                      fflush(agree) != 0)) {
+            s = kd_fail(KD_ERR_IO, "%s/agreement.csv: write failed: %s", a->out, strerror(errno));
+            goto done;
+        }
     } else {
         s = kd_segment_case(r->models, r->nmodels, c, &a->infer, p, &st);
         peak = st.peak_device;
@@ -236,15 +243,63 @@ done:
     return s ? kd_fail_context(s, "case %s", name) : KD_OK;
 }
 
+/* Rewrites OUT/agreement.csv (temp file + rename) keeping one row per case whose output
+ * exists: a killed run may have left a partial last row, or a row of a case whose output
+ * was never renamed into place; a case whose output was removed is redone. The last row
+ * of a case wins. */
+static kd_status agreement_clean(const kd_seg_args *a, const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return KD_OK;
+    char **rows = NULL, line[1024], tmp[4200], out[4096];
+    int n = 0, cap = 0;
+    kd_status s = KD_OK;
+    while (!s && fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        char *comma = strchr(line, ',');
+        if (!len || line[len - 1] != '\n' || !comma || !strncmp(line, "case,", 5)) continue;
+        snprintf(out, sizeof out, "%s/%.*s.nii.gz", a->out, (int)(comma - line), line);
+        if (!exists(out)) continue;
+        if (n == cap) {
+            char **q = realloc(rows, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *rows);
+            if (!q) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
+            else rows = q;
+        }
+        if (!s && !(rows[n++] = strdup(line))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
+    }
+    fclose(f);
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    FILE *g = s ? NULL : fopen(tmp, "w");
+    if (!s && !g) s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    if (g) {
+        int ok = fputs("case,dice_wt,dice_tc,dice_et,mean\n", g) >= 0;
+        for (int i = 0; i < n && ok; i++) {
+            size_t key = strcspn(rows[i], ",") + 1;
+            int later = 0;
+            for (int j = i + 1; j < n && !later; j++) later = !strncmp(rows[i], rows[j], key);
+            if (!later) ok = fputs(rows[i], g) >= 0;
+        }
+        ok = fclose(g) == 0 && ok;
+        if (!ok || rename(tmp, path) != 0) {
+            s = kd_fail(KD_ERR_IO, "%s: rewrite failed: %s", path, strerror(errno));
+            remove(tmp);
+        }
+    }
+    for (int i = 0; i < n; i++) free(rows[i]);
+    free(rows);
+    return s;
+}
+
 kd_status kd_seg_all(kd_seg_run *r, const kd_seg_args *a, int mode) {
     int n = kd_dataset_count(r->ds), todo = 0;
     FILE *agree = NULL;
     if (mode == KD_SEG_ANNOTATE && r->nmodels > 1) {
         char path[4096];
         snprintf(path, sizeof path, "%s/agreement.csv", a->out);
+        kd_status cs = agreement_clean(a, path);
+        if (cs) return cs;
         int fresh = !exists(path);
         agree = fopen(path, "a");
-        if (!agree) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+        if (!agree) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
         if (fresh) fprintf(agree, "case,dice_wt,dice_tc,dice_et,mean\n");
     }
     for (int i = 0; i < n; i++)

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kdseg/train.h"
 
@@ -52,6 +53,44 @@ static void progress(long step, long total, float loss, float lr, double rate, d
     fflush(stderr);
 }
 
+#define CSV_HEADER "step,kind,loss,lr,grad_norm,seconds,val_wt,val_tc,val_et\n"
+
+/* Opens train.csv for a run starting at `start`. A resumed run continues the log of the
+ * run it resumes, which may have logged steps after its last checkpoint (killed between
+ * a row and the next checkpoint) or a partial last row: the file is cut before the first
+ * row at or past `start` (or the first incomplete one), so every step appears once. */
+static kd_status csv_open(const char *path, long start, FILE **out) {
+    *out = NULL;
+    FILE *f = start > 0 ? fopen(path, "r+") : NULL;
+    if (f) {
+        char line[4096];
+        long keep = 0;
+        int header = 1;
+        while (fgets(line, sizeof line, f)) {
+            size_t n = strlen(line);
+            if (n == 0 || line[n - 1] != '\n') break;
+            char *end;
+            long st = strtol(line, &end, 10);
+            if (header ? strcmp(line, CSV_HEADER) : (end == line || *end != ',' || st >= start))
+                break;
+            header = 0;
+            keep = ftell(f);
+        }
+        int bad = keep < 0 || fflush(f) != 0 || ftruncate(fileno(f), keep) != 0;
+        int e = errno;
+        fclose(f);
+        if (bad) return kd_fail(KD_ERR_IO, "%s: cannot cut the log at step %ld: %s", path, start, strerror(e));
+        f = fopen(path, "a");
+        if (f && keep == 0) fputs(CSV_HEADER, f);
+    } else {
+        f = fopen(path, "w");
+        if (f) fputs(CSV_HEADER, f);
+    }
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    *out = f;
+    return KD_OK;
+}
+
 kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
                        kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
                        kd_train_result *res) {
@@ -73,12 +112,7 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
         goto done;
     char path[4096];
     snprintf(path, sizeof path, "%s/train.csv", c->out_dir);
-    csv = fopen(path, start > 0 ? "a" : "w");
-    if (!csv) {
-        s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        goto done;
-    }
-    if (start == 0) fprintf(csv, "step,kind,loss,lr,grad_norm,seconds,val_wt,val_tc,val_et\n");
+    if ((s = csv_open(path, start, &csv))) goto done;
     kd_device_mem_reset_peak(dev);
     for (step = start; step < c->steps; step++) {
         if (c->stop && *c->stop) {
@@ -121,7 +155,11 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
                 (double)lr, (double)gn, now_s() - ts0);
         if (validated) fprintf(csv, ",%.4f,%.4f,%.4f\n", dice[0], dice[1], dice[2]);
         else fprintf(csv, ",,,\n");
-        fflush(csv);
+        if (fflush(csv) != 0) {
+            s = kd_fail(KD_ERR_IO, "%s/train.csv: write failed at step %ld: %s", c->out_dir, step,
+                        strerror(errno));
+            goto done;
+        }
         if (c->ckpt_every > 0 && (step + 1) % c->ckpt_every == 0 &&
             (s = save(m, o, c, "last.kds", step + 1, best)))
             goto done;

@@ -1,0 +1,1029 @@
+/* Fault tests through the `kdseg` command (its path in $KDSEG_EXE): hostile inputs with
+ * their expected message and exit code, SIGKILL at random moments during train and
+ * annotate, SIGINT during training, full and read-only output file systems, and
+ * bit-for-bit determinism of two training runs. Every model is tiny (resunet 8,16,
+ * patch 16) and every cohort 32^3, so each case stays well under a minute. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../kdtest.h"
+#include "kdseg/data.h"
+#include "kdseg/train.h"
+
+#define TINY "resunet:widths=8,16:enc=1,1:dec=1"
+#define TRAIN_OPTS "--model " TINY " --patch 16 --margin 4 --quiet"
+
+/* ------------------------------------------------------------ helpers -- */
+
+/* A path in the test's temporary folder. The buffers are reused after 256 calls, more
+ * than any case makes, so a case may keep the pointers it gets. */
+static const char *tmp(const char *name) {
+    static char buf[256][1024];
+    static int k;
+    k = (k + 1) % 256;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
+    return buf[k];
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) && errno == EINTR) {
+    }
+}
+
+/* The shell command that runs kdseg with args, output appended to log. */
+static void command_line(char *cmd, size_t n, const char *log, const char *args) {
+    snprintf(cmd, n, "exec '%s' %s >>'%s' 2>&1", getenv("KDSEG_EXE"), args, log);
+}
+
+/* Starts kdseg in the background (the pid is kdseg's own: sh execs it). */
+static pid_t spawn(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static pid_t spawn(const char *log, const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    command_line(cmd, sizeof cmd, log, args);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Exit status of pid; 128 + signal when killed by one. */
+static int wait_for(pid_t pid) {
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Runs kdseg, output to log (truncated first); returns its exit status. */
+static int kdseg_log(const char *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int kdseg_log(const char *log, const char *fmt, ...) {
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    FILE *f = fopen(log, "w");
+    if (f) fclose(f);
+    return wait_for(spawn(log, "%s", args));
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t got = b ? fread(b, 1, (size_t)(n > 0 ? n : 0), f) : 0;
+    fclose(f);
+    if (!b) return NULL;
+    b[got] = 0;
+    if (len) *len = got;
+    return b;
+}
+
+static int file_has(const char *path, const char *frag) {
+    char *b = slurp(path, NULL);
+    int r = b && strstr(b, frag) != NULL;
+    free(b);
+    return r;
+}
+
+static void show(const char *path) {
+    char *b = slurp(path, NULL);
+    fprintf(stderr, "---- %s ----\n%s\n----\n", path, b ? b : "(none)");
+    free(b);
+}
+
+static int exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static long file_size(const char *p) {
+    struct stat st;
+    return stat(p, &st) ? -1 : (long)st.st_size;
+}
+
+static int same_bytes(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    int r = x && y && na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return r;
+}
+
+static int copy_file(const char *from, const char *to) {
+    size_t n;
+    char *b = slurp(from, &n);
+    FILE *f = b ? fopen(to, "wb") : NULL;
+    int ok = f && fwrite(b, 1, n, f) == n;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(b);
+    return ok ? 0 : -1;
+}
+
+static int phantom(const char *dir, int cases, int unlabeled, int seed) {
+    kd_phantom_opts o;
+    memset(&o, 0, sizeof o);
+    o.cases = cases;
+    o.size[0] = o.size[1] = o.size[2] = 32;
+    o.seed = (uint64_t)seed;
+    o.unlabeled = unlabeled;
+    o.layout = KD_LAYOUT_BRATS2018;
+    KD_CHECK_OK(kd_phantom_write_cohort(dir, &o));
+    return 0;
+}
+
+static int save_model(const char *spec, uint64_t seed, const char *path) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
+    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, "step=0\n"));
+    kd_model_free(m);
+    return 0;
+}
+
+/* Loads a checkpoint fully (CRC, tensors); returns its step, or -1 with a message. */
+static long ckpt_step(const char *path) {
+    kd_device *dev = kd_test_device();
+    if (!dev) return -1;
+    kd_model *m = NULL;
+    kd_optim *o = NULL;
+    char meta[4096], v[64];
+    if (kd_checkpoint_load(path, dev, &m, NULL, &o, meta, sizeof meta)) {
+        fprintf(stderr, "%s does not load: %s\n", path, kd_last_error());
+        return -1;
+    }
+    kd_optim_free(o);
+    kd_model_free(m);
+    kd_meta_get(meta, "step", v, sizeof v);
+    return atol(v);
+}
+
+/* Reads train.csv: the header and every row must be complete lines; fills steps[] with
+ * each row's step and losses[] with its "kind,loss" text. Returns the row count or -1. */
+static int csv_rows(const char *path, long *steps, char (*losses)[64], int max) {
+    size_t n;
+    char *b = slurp(path, &n);
+    if (!b) return -1;
+    if (strncmp(b, "step,kind,loss,", 15) || (n && b[n - 1] != '\n')) {
+        fprintf(stderr, "%s: bad header or a partial last line\n", path);
+        free(b);
+        return -1;
+    }
+    int rows = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(strchr(b, '\n') + 1, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        char *end, *c2 = strchr(l, ','), *c3 = c2 ? strchr(c2 + 1, ',') : NULL;
+        long s = strtol(l, &end, 10);
+        if (end == l || *end != ',' || !c3 || rows == max) {
+            fprintf(stderr, "%s: malformed row '%s'\n", path, l);
+            free(b);
+            return -1;
+        }
+        steps[rows] = s;
+        if (losses) {
+            char *c4 = strchr(c3 + 1, ',');
+            snprintf(losses[rows], 64, "%.*s", (int)((c4 ? c4 : c3) - (c2 + 1)), c2 + 1);
+        }
+        rows++;
+    }
+    free(b);
+    return rows;
+}
+
+/* Rows must be exactly steps 0..n-1 in order. */
+static int csv_steps_are(const char *path, int n) {
+    long steps[4096];
+    int rows = csv_rows(path, steps, NULL, 4096);
+    KD_CHECK(rows == n, "%s: %d rows, expected %d", path, rows, n);
+    for (int i = 0; i < rows; i++)
+        KD_CHECK(steps[i] == i, "%s: row %d is step %ld (duplicated or missing steps)", path, i, steps[i]);
+    return 0;
+}
+
+/* ------------------------------------------------------ 1. bad inputs -- */
+
+/* Rewrites the case file dir/KDPhantom_000/KDPhantom_000_<mod>.nii.gz through fn. */
+static kd_status edit_volume(const char *dir, const char *mod, int (*fn)(kd_volume *v, const char *path)) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/KDPhantom_000/KDPhantom_000_%s.nii.gz", dir, mod);
+    kd_volume *v;
+    kd_status s = kd_nifti_read(p, &v);
+    if (s) return s;
+    int r = fn(v, p);
+    kd_volume_free(v);
+    return r ? kd_fail(KD_ERR_INTERNAL, "editing %s", p) : KD_OK;
+}
+
+static int put_f32(kd_volume *v, const char *path) {
+    return kd_nifti_write(path, v, v->nt, KD_DT_FLOAT32, v->data, NULL) != KD_OK;
+}
+static int set_nan(kd_volume *v, const char *path) {
+    v->data[1000] = NAN;
+    return put_f32(v, path);
+}
+static int set_inf(kd_volume *v, const char *path) {
+    v->data[17] = INFINITY;
+    return put_f32(v, path);
+}
+static int set_label3(kd_volume *v, const char *path) {
+    v->data[(16 * 32 + 16) * 32 + 16] = 3; /* not a BraTS 2018 label */
+    return put_f32(v, path);
+}
+static int set_label_half(kd_volume *v, const char *path) {
+    v->data[(16 * 32 + 16) * 32 + 16] = 1.5f;
+    return put_f32(v, path);
+}
+static int set_zero(kd_volume *v, const char *path) {
+    memset(v->data, 0, (size_t)v->nx * v->ny * v->nz * v->nt * sizeof(float));
+    return put_f32(v, path);
+}
+/* 30 slices instead of 32, same affine */
+static int shrink(kd_volume *v, const char *path) {
+    kd_volume *g;
+    double sp[3] = {v->info.pixdim[0], v->info.pixdim[1], v->info.pixdim[2]};
+    if (kd_volume_create_geometry(v->nx, v->ny, v->nz - 2, sp, v->info.affine, &g)) return 1;
+    int r = kd_nifti_write(path, g, 1, KD_DT_FLOAT32, v->data, NULL) != KD_OK;
+    kd_volume_free(g);
+    return r;
+}
+/* same grid, shifted 5 mm along x */
+static int shift(kd_volume *v, const char *path) {
+    kd_volume *g;
+    double sp[3] = {v->info.pixdim[0], v->info.pixdim[1], v->info.pixdim[2]}, a[4][4];
+    memcpy(a, v->info.affine, sizeof a);
+    a[0][3] += 5;
+    if (kd_volume_create_geometry(v->nx, v->ny, v->nz, sp, a, &g)) return 1;
+    int r = kd_nifti_write(path, g, 1, KD_DT_FLOAT32, v->data, NULL) != KD_OK;
+    kd_volume_free(g);
+    return r;
+}
+/* two volumes in a modality file (BraTS wants 3-D) */
+static int two_volumes(kd_volume *v, const char *path) {
+    size_t n = (size_t)v->nx * v->ny * v->nz;
+    float *d = malloc(2 * n * sizeof(float));
+    if (!d) return 1;
+    memcpy(d, v->data, n * sizeof(float));
+    memcpy(d + n, v->data, n * sizeof(float));
+    int r = kd_nifti_write(path, v, 2, KD_DT_FLOAT32, d, NULL) != KD_OK;
+    free(d);
+    return r;
+}
+/* Uncompressed NIfTI-1 .nii in place of the .nii.gz, with header dim[] edited. */
+static int write_dims(kd_volume *v, const char *path, int ndim, int dim5) {
+    char p[2048];
+    snprintf(p, sizeof p, "%.*s", (int)(strlen(path) - 3), path); /* strip .gz */
+    kd_nifti_write_opts o = {1, 0, 0};
+    if (kd_nifti_write(p, v, 1, KD_DT_FLOAT32, v->data, &o)) return 1;
+    if (remove(path)) return 1;
+    FILE *f = fopen(p, "r+b");
+    if (!f) return 1;
+    int16_t d0 = (int16_t)ndim, d5 = (int16_t)dim5;
+    int ok = fseek(f, 40, SEEK_SET) == 0 && fwrite(&d0, 2, 1, f) == 1; /* dim[0] */
+    ok = ok && fseek(f, 50, SEEK_SET) == 0 && fwrite(&d5, 2, 1, f) == 1; /* dim[5] */
+    return !(fclose(f) == 0 && ok);
+}
+static int make_2d(kd_volume *v, const char *path) { return write_dims(v, path, 2, 1); }
+static int make_5d(kd_volume *v, const char *path) { return write_dims(v, path, 5, 2); }
+
+static int truncate_half(const char *p) {
+    long n = file_size(p);
+    return n <= 0 || truncate(p, n / 2);
+}
+
+/* Byte edits of checkpoint files. */
+static int edit_bytes(const char *p, long off, uint32_t val) {
+    FILE *f = fopen(p, "r+b");
+    if (!f) return 1;
+    if (off < 0) {
+        fseek(f, 0, SEEK_END);
+        off += ftell(f);
+    }
+    int ok = fseek(f, off, SEEK_SET) == 0 && fwrite(&val, 4, 1, f) == 1;
+    return !(fclose(f) == 0 && ok);
+}
+
+typedef struct bad_row {
+    const char *name;
+    /* what the row does to a fresh 3-case labeled phantom cohort D (and model M) */
+    int what;
+    /* the command: {D} cohort, {C} its first case folder, {O} a fresh output folder,
+     * {M} a tiny model checkpoint, {F} a regular file */
+    const char *cmd;
+    int code;          /* expected exit status */
+    const char *frag;  /* expected in the output (the problem) */
+    const char *frag2; /* expected too (the file or option it names), or NULL */
+} bad_row;
+
+enum {
+    W_NONE, W_RM_T2, W_DIMS, W_AFFINE, W_TRUNC_GZ, W_ZERO_BYTES, W_NAN, W_INF, W_LABEL3,
+    W_LABEL_HALF, W_EMPTY_BRAIN, W_2D, W_5D, W_4D, W_CK_VERSION, W_CK_CRC, W_CK_TRUNC,
+    W_CK_NOT, W_LAST_CRC
+};
+
+#define TRAIN1 "train --data {D} --out {O} --steps 1 --val-every 0 " TRAIN_OPTS
+/* Catches, row by row: a crash (status >= 128), a silent success, the wrong exit status
+ * (2: the command line is wrong, 1: the data or files are), or a message that does not
+ * say what is wrong and where. */
+static const bad_row bad_rows[] = {
+    {"missing_modality", W_RM_T2, TRAIN1, 1, "missing t2 image", "KDPhantom_000_t2"},
+    {"dims_mismatch", W_DIMS, TRAIN1, 1, "(32 x 32 x 30) disagree", "KDPhantom_000_t2.nii.gz"},
+    {"affine_mismatch", W_AFFINE, TRAIN1, 1, "affine of", "largest difference 5 mm"},
+    {"truncated_gzip", W_TRUNC_GZ, TRAIN1, 1, "truncated", "KDPhantom_000_t1.nii.gz"},
+    {"zero_byte_file", W_ZERO_BYTES, TRAIN1, 1, "not a NIfTI file (only 0 bytes)", "KDPhantom_000_flair.nii.gz"},
+    {"nan_voxels", W_NAN, TRAIN1, 1, "1 NaN/Inf voxels", "KDPhantom_000_t1ce.nii.gz"},
+    {"inf_voxels", W_INF, "segment --model {M} --dataset {D} --out {O}", 1, "1 NaN/Inf voxels",
+     "KDPhantom_000_flair.nii.gz"},
+    {"label_value_3", W_LABEL3, TRAIN1, 1, "label 3 at i=16 j=16 k=16 is not one of",
+     "KDPhantom_000_seg.nii.gz"},
+    {"label_fraction", W_LABEL_HALF, TRAIN1, 1, "label 1.5 at", "KDPhantom_000_seg.nii.gz"},
+    /* all-zero images: refused when the case is loaded (a zero-size crop box would
+     * give a NaN z-score and a NaN model input) */
+    {"empty_brain_train", W_EMPTY_BRAIN, TRAIN1, 1, "every voxel of every modality is zero",
+     "KDPhantom_000"},
+    {"empty_brain_segment", W_EMPTY_BRAIN, "segment --model {M} --case {C} --out {O}", 1,
+     "every voxel of every modality is zero", "KDPhantom_000"},
+    {"volume_2d", W_2D, TRAIN1, 1, "a 2-D image; kdseg reads 3-D and 4-D", "KDPhantom_000_t1.nii"},
+    {"volume_5d", W_5D, TRAIN1, 1, "5-D volumes are not supported", "KDPhantom_000_t1.nii"},
+    {"volume_4d_modality", W_4D, TRAIN1, 1, "expected a 3-D volume, found 2", "KDPhantom_000_t2"},
+    {"ckpt_other_version", W_CK_VERSION, "segment --model {M} --dataset {D} --out {O}", 1,
+     "format version 7, this kdseg reads version", "m.kds"},
+    {"ckpt_bad_crc", W_CK_CRC, "segment --model {M} --dataset {D} --out {O}", 1, "CRC mismatch", "m.kds"},
+    {"ckpt_truncated", W_CK_TRUNC, "segment --model {M} --dataset {D} --out {O}", 1,
+     "file corrupt or truncated", "m.kds"},
+    {"ckpt_not_a_checkpoint", W_CK_NOT, "segment --model {M} --dataset {D} --out {O}", 1,
+     "not a kdseg checkpoint", "m.kds"},
+    {"resume_corrupt_last", W_LAST_CRC, "train --data {D} --out {O} --steps 4 --resume " TRAIN_OPTS, 1,
+     "CRC mismatch", "last.kds"},
+    {"spec_unknown_arch", W_NONE, "train --data {D} --out {O} --steps 1 --model vnet:widths=8,16", 2,
+     "unknown architecture 'vnet'", "known: resunet"},
+    {"spec_bad_widths", W_NONE, "train --data {D} --out {O} --steps 1 --model resunet:widths=0,8", 2,
+     "bad value '0' for widths", NULL},
+    {"spec_one_level", W_NONE, "train --data {D} --out {O} --steps 1 --model resunet:widths=8", 2,
+     "widths needs at least 2 levels", NULL},
+    {"spec_unknown_key", W_NONE, "train --data {D} --out {O} --steps 1 --model unet3d:widths=8,16:enc=1,1", 2,
+     "unknown key 'enc' for unet3d", NULL},
+    {"spec_enc_count", W_NONE, "train --data {D} --out {O} --steps 1 --model resunet:widths=8,16:enc=1", 2,
+     "enc needs 2 entries", NULL},
+    {"patch_not_multiple", W_NONE, "train --data {D} --out {O} --steps 1 --model " TINY " --patch 17", 2,
+     "must be multiples of 2", "--patch 17x17x17"},
+    {"opt_patch_too_small", W_NONE, TRAIN1 " --patch 4", 2, "--patch expects an integer in [8, 512]", "'4'"},
+    {"opt_lr_zero", W_NONE, TRAIN1 " --lr 0", 2, "--lr expects a number in", "'0'"},
+    {"opt_batch_zero", W_NONE, TRAIN1 " --batch 0", 2, "--batch expects an integer in [1, 64]", NULL},
+    {"opt_threads_many", W_NONE, TRAIN1 " --threads 99", 2, "--threads expects an integer in [0, 16]", NULL},
+    {"opt_steps_junk", W_NONE, "train --data {D} --out {O} --steps 10x", 2, "--steps expects an integer", "'10x'"},
+    {"opt_val_cases_all", W_NONE, TRAIN1 " --val-cases 3", 2, "3 labeled cases; need more than --val-cases 3", NULL},
+    {"opt_overlap", W_NONE, "segment --model {M} --dataset {D} --out {O} --overlap 0.95", 2,
+     "--overlap expects a number in [0, 0.9]", NULL},
+    {"opt_tta", W_NONE, "segment --model {M} --dataset {D} --out {O} --tta 3", 2,
+     "--tta expects none, 4 or 8", "'3'"},
+    {"opt_tile", W_NONE, "segment --model {M} --dataset {D} --out {O} --tile 16,16", 2,
+     "--tile expects D,H,W or one number", NULL},
+    {"modalities_vs_model", W_NONE, "segment --model {M} --dataset {D} --out {O} --modalities t1,t2", 1,
+     "takes 4 channels but the data has 2", "m.kds"},
+    {"out_under_a_file", W_NONE, "train --data {D} --out {F}/sub --steps 1 " TRAIN_OPTS, 1,
+     "cannot create the output folder", "Not a directory"},
+    {"out_in_proc", W_NONE, "segment --model {M} --dataset {D} --out /proc/kdseg-faults/x", 1,
+     "/proc/kdseg-faults/x: cannot create the output folder", NULL},
+};
+
+static void expand(const char *fmt, char *out, size_t n) {
+    size_t u = 0;
+    for (const char *p = fmt; *p && u + 1 < n;) {
+        const char *rep = NULL;
+        if (p[0] == '{' && p[1] && p[2] == '}') {
+            switch (p[1]) {
+            case 'D': rep = tmp("d"); break;
+            case 'C': rep = tmp("d/KDPhantom_000"); break;
+            case 'O': rep = tmp("out"); break;
+            case 'M': rep = tmp("m.kds"); break;
+            case 'F': rep = tmp("afile"); break;
+            }
+        }
+        if (rep) {
+            u += (size_t)snprintf(out + u, n - u, "%s", rep);
+            p += 3;
+        } else
+            out[u++] = *p++;
+    }
+    out[u < n ? u : n - 1] = 0;
+}
+
+static int run_bad_row(const bad_row *r) {
+    const char *d = tmp("d");
+    if (phantom(d, 3, 0, 11)) return 1;
+    if (save_model(TINY, 1, tmp("m.kds"))) return 1;
+    FILE *f = fopen(tmp("afile"), "w");
+    KD_CHECK(f && fputs("x\n", f) >= 0 && fclose(f) == 0, "afile");
+    char p[2048];
+    kd_status s = KD_OK;
+    switch (r->what) {
+    case W_RM_T2:
+        snprintf(p, sizeof p, "%s/KDPhantom_000/KDPhantom_000_t2.nii.gz", d);
+        KD_CHECK(remove(p) == 0, "remove");
+        break;
+    case W_DIMS: s = edit_volume(d, "t2", shrink); break;
+    case W_AFFINE: s = edit_volume(d, "t2", shift); break;
+    case W_TRUNC_GZ:
+        snprintf(p, sizeof p, "%s/KDPhantom_000/KDPhantom_000_t1.nii.gz", d);
+        KD_CHECK(truncate_half(p) == 0, "truncate");
+        break;
+    case W_ZERO_BYTES:
+        snprintf(p, sizeof p, "%s/KDPhantom_000/KDPhantom_000_flair.nii.gz", d);
+        KD_CHECK(truncate(p, 0) == 0, "truncate");
+        break;
+    case W_NAN: s = edit_volume(d, "t1ce", set_nan); break;
+    case W_INF: s = edit_volume(d, "flair", set_inf); break;
+    case W_LABEL3: s = edit_volume(d, "seg", set_label3); break;
+    case W_LABEL_HALF: s = edit_volume(d, "seg", set_label_half); break;
+    case W_EMPTY_BRAIN:
+        s = edit_volume(d, "t1", set_zero);
+        if (!s) s = edit_volume(d, "t1ce", set_zero);
+        if (!s) s = edit_volume(d, "t2", set_zero);
+        if (!s) s = edit_volume(d, "flair", set_zero);
+        break;
+    case W_2D: s = edit_volume(d, "t1", make_2d); break;
+    case W_5D: s = edit_volume(d, "t1", make_5d); break;
+    case W_4D: s = edit_volume(d, "t2", two_volumes); break;
+    case W_CK_VERSION: KD_CHECK(edit_bytes(tmp("m.kds"), 8, 7) == 0, "edit"); break;
+    case W_CK_CRC: KD_CHECK(edit_bytes(tmp("m.kds"), file_size(tmp("m.kds")) / 2, 0x3f800000u) == 0, "edit"); break;
+    case W_CK_TRUNC: KD_CHECK(truncate_half(tmp("m.kds")) == 0, "truncate"); break;
+    case W_CK_NOT:
+        snprintf(p, sizeof p, "%s/KDPhantom_000/KDPhantom_000_t1.nii.gz", d);
+        KD_CHECK(copy_file(p, tmp("m.kds")) == 0, "copy");
+        break;
+    case W_LAST_CRC:
+        KD_CHECK(kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 " TRAIN_OPTS, d,
+                           tmp("out")) == 0, "first run");
+        KD_CHECK(edit_bytes(tmp("out/last.kds"), -4, 0) == 0, "edit CRC");
+        break;
+    }
+    KD_CHECK_OK(s);
+    char cmd[4096];
+    expand(r->cmd, cmd, sizeof cmd);
+    int code = kdseg_log(tmp("log.txt"), "%s", cmd);
+    int ok = code == r->code && file_has(tmp("log.txt"), r->frag) &&
+             (!r->frag2 || file_has(tmp("log.txt"), r->frag2));
+    if (!ok) show(tmp("log.txt"));
+    KD_CHECK(code < 128, "'kdseg %s' crashed (status %d)", cmd, code);
+    KD_CHECK(code == r->code, "'kdseg %s' exited %d, expected %d", cmd, code, r->code);
+    KD_CHECK(file_has(tmp("log.txt"), r->frag), "the message lacks '%s'", r->frag);
+    KD_CHECK(!r->frag2 || file_has(tmp("log.txt"), r->frag2), "the message lacks '%s'", r->frag2);
+    /* a refused training run leaves no checkpoint behind */
+    if (!strncmp(r->cmd, "train", 5) && r->what != W_LAST_CRC)
+        KD_CHECK(!exists(tmp("out/last.kds")), "a failed run wrote last.kds");
+    return 0;
+}
+
+/* Decision: a patch larger than the (cropped, padded) volume is legitimate. The sampler
+ * reads zeros outside the case (background after z-scoring), as it does for any patch at
+ * a border, so training on a 48^3 patch of a 32^3 phantom works and the loss is finite.
+ * Catches: a sampler that reads out of bounds or refuses the patch, a NaN loss from an
+ * all-padding patch; and segment --tile larger than the volume works too. */
+static int patch_larger_than_volume(void) {
+    if (phantom(tmp("d"), 3, 0, 12)) return 1;
+    int code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 3 --val-every 3 --model " TINY
+                         " --patch 48 --quiet", tmp("d"), tmp("out"));
+    if (code) show(tmp("log.txt"));
+    KD_CHECK(code == 0, "train with a 48^3 patch on 32^3 cases exited %d", code);
+    long steps[8];
+    char loss[8][64];
+    KD_CHECK(csv_rows(tmp("out/train.csv"), steps, loss, 8) == 3, "3 rows");
+    for (int i = 0; i < 3; i++) {
+        double l = atof(strchr(loss[i], ',') + 1);
+        KD_CHECK(isfinite(l) && l > 0, "step %d: loss %s", i, loss[i]);
+    }
+    KD_CHECK(ckpt_step(tmp("out/last.kds")) == 3, "last.kds at step 3");
+    code = kdseg_log(tmp("log2.txt"), "segment --model %s --dataset %s --out %s --tile 64",
+                     tmp("out/last.kds"), tmp("d"), tmp("seg"));
+    if (code) show(tmp("log2.txt"));
+    KD_CHECK(code == 0, "segment --tile 64 on 32^3 cases exited %d", code);
+    kd_volume *v;
+    KD_CHECK_OK(kd_nifti_read(tmp("seg/KDPhantom_000.nii.gz"), &v));
+    KD_CHECK(v->nx == 32 && v->ny == 32 && v->nz == 32, "grid");
+    kd_volume_free(v);
+    return 0;
+}
+
+/* ------------------------------------------------------ 2. kill tests -- */
+
+#define KILL_STEPS 400
+#define KILL_OPTS "--steps 400 --ckpt-every 3 --val-every 100 --threads 1 " TRAIN_OPTS
+
+/* Number of complete data rows of a CSV (0 if absent). */
+static int csv_lines(const char *p) {
+    size_t n;
+    char *b = slurp(p, &n);
+    int k = 0;
+    for (size_t i = 0; b && i < n; i++) k += b[i] == '\n';
+    free(b);
+    return k > 0 ? k - 1 : 0;
+}
+
+/* Waits until the CSV has more than `rows` rows or the process ended; 0 on timeout. */
+static int wait_rows(const char *csv, int rows, pid_t pid, double timeout) {
+    double t0 = now_s();
+    while (now_s() - t0 < timeout) {
+        if (csv_lines(csv) > rows) return 1;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return -1;
+        sleep_s(0.01);
+    }
+    return 0;
+}
+
+/* SIGKILL of `kdseg train` at 6 seeded random moments (each after the run has logged a
+ * new row, then 0-0.4 s later: during steps, CSV appends and checkpoint writes), then
+ * resume. After every kill last.kds loads (CRC and all tensors: never a truncated file
+ * under the final name) and train.csv has only complete rows. The finished CSV has every
+ * step exactly once with the losses of an uninterrupted run, and the final last.kds is
+ * bit for bit the uninterrupted run's.
+ * Catches: non-atomic checkpoint writes, steps logged twice after a resume (rows written
+ * after the last checkpoint of a killed run), partial CSV rows, resume not exact. */
+static int kill_train(void) {
+    const char *d = tmp("d");
+    if (phantom(d, 3, 0, 13)) return 1;
+    int code = kdseg_log(tmp("ref.txt"), "train --data %s --out %s " KILL_OPTS, d, tmp("ref"));
+    if (code) show(tmp("ref.txt"));
+    KD_CHECK(code == 0, "uninterrupted run");
+    kd_rng rng = kd_rng_make(20240917, 0, 0, 0);
+    const char *out = tmp("run"), *csv = tmp("run/train.csv"), *last = tmp("run/last.kds");
+    int kills = 0, mid = 0;
+    long prev = -1;
+    for (int k = 0; k < 6; k++) {
+        int resume = exists(last);
+        int before = csv_lines(csv);
+        pid_t pid = spawn(tmp("log.txt"), "train --data %s --out %s %s " KILL_OPTS, d, out,
+                          resume ? "--resume" : "");
+        int w = wait_rows(csv, resume ? before : 0, pid, 40);
+        KD_CHECK(w != 0, "no progress within 40 s");
+        if (w < 0) break; /* finished (or failed) by itself */
+        sleep_s(0.4 * kd_rng_uniform(&rng));
+        kill(pid, SIGKILL);
+        code = wait_for(pid);
+        if (code != 128 + SIGKILL) {
+            show(tmp("log.txt"));
+            KD_CHECK(code == 0, "run %d exited %d", k, code);
+            break;
+        }
+        kills++;
+        long st = exists(last) ? ckpt_step(last) : 0;
+        KD_CHECK(st >= 0, "after kill %d last.kds does not load", k);
+        KD_CHECK(st >= prev, "last.kds went back from step %ld to %ld", prev, st);
+        mid += st > prev && st < KILL_STEPS;
+        prev = st;
+        long steps[KILL_STEPS + 8];
+        int rows = csv_rows(csv, steps, NULL, KILL_STEPS + 8);
+        KD_CHECK(rows >= 0, "after kill %d train.csv is malformed", k);
+        /* rows logged after the checkpoint may exist now; they must go on resume */
+        printf("kill %d: last.kds at step %ld, %d rows logged\n", k, st, rows);
+    }
+    code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --resume " KILL_OPTS, d, out);
+    if (code) show(tmp("log.txt"));
+    KD_CHECK(code == 0, "final resume exited %d", code);
+    printf("%d kills, %d of them after progress\n", kills, mid);
+    KD_CHECK(kills >= 3 && mid >= 2, "the kills did not land during training (%d, %d)", kills, mid);
+    if (csv_steps_are(csv, KILL_STEPS)) return 1;
+    static long sa[KILL_STEPS], sb[KILL_STEPS];
+    static char la[KILL_STEPS][64], lb[KILL_STEPS][64];
+    KD_CHECK(csv_rows(tmp("ref/train.csv"), sa, la, KILL_STEPS) == KILL_STEPS, "reference rows");
+    KD_CHECK(csv_rows(csv, sb, lb, KILL_STEPS) == KILL_STEPS, "rows");
+    for (int i = 0; i < KILL_STEPS; i++)
+        KD_CHECK(!strcmp(la[i], lb[i]), "step %d: %s after kills, %s uninterrupted", i, lb[i], la[i]);
+    KD_CHECK(same_bytes(last, tmp("ref/last.kds")), "final last.kds differs from the uninterrupted run's");
+    return 0;
+}
+
+#define ANN_CASES 6
+
+/* Every final-named annotation loads fully and is on the case grid; returns how many. */
+static int check_annotations(const char *dir) {
+    int done = 0;
+    for (int c = 0; c < ANN_CASES; c++) {
+        char p[2048];
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d.nii.gz", dir, c);
+        if (!exists(p)) continue;
+        kd_volume *v;
+        if (kd_nifti_read(p, &v)) {
+            fprintf(stderr, "%s: %s\n", p, kd_last_error());
+            return -1;
+        }
+        int ok = v->nx == 32 && v->ny == 32 && v->nz == 32;
+        kd_volume_free(v);
+        if (!ok) return -1;
+        done++;
+    }
+    return done;
+}
+
+/* agreement.csv: header once, complete rows; counts[c] rows of case c. */
+static int agreement_rows(const char *p, int counts[ANN_CASES]) {
+    size_t n;
+    char *b = slurp(p, &n);
+    memset(counts, 0, ANN_CASES * sizeof(int));
+    if (!b) return 0;
+    int rows = 0;
+    if (strncmp(b, "case,dice_wt,", 13) || (n && b[n - 1] != '\n')) rows = -1;
+    char *save = NULL;
+    for (char *l = strtok_r(b, "\n", &save); l && rows >= 0; l = strtok_r(NULL, "\n", &save)) {
+        int c, commas = 0;
+        for (char *q = l; *q; q++) commas += *q == ',';
+        if (!strncmp(l, "case,", 5)) continue;
+        if (sscanf(l, "KDPhantom_%3d,", &c) != 1 || c < 0 || c >= ANN_CASES || commas != 4) {
+            fprintf(stderr, "%s: malformed row '%s'\n", p, l);
+            rows = -1;
+            break;
+        }
+        counts[c]++;
+        rows++;
+    }
+    free(b);
+    return rows;
+}
+
+/* The row of case c in an agreement CSV ("" if none). */
+static void agreement_row(const char *p, int c, char *row, size_t n) {
+    char *b = slurp(p, NULL), key[32];
+    snprintf(key, sizeof key, "KDPhantom_%03d,", c);
+    char *r = b ? strstr(b, key) : NULL;
+    row[0] = 0;
+    if (r) snprintf(row, n, "%.*s", (int)strcspn(r, "\n"), r);
+    free(b);
+}
+
+/* SIGKILL of `kdseg annotate` (two teachers, 6 cases, 4 flips) at seeded random moments
+ * (0.1-1.2 s after start), rerun until a run finishes. After every kill each file under a
+ * final name loads fully (gzip CRC, dims) and agreement.csv has only complete rows, each
+ * case at most once. At the end every case is annotated exactly once: its output is bit
+ * for bit the uninterrupted run's and agreement.csv has exactly one row per case, equal
+ * to the uninterrupted run's.
+ * Catches: outputs written in place (truncated under the final name), agreement rows
+ * written twice or for cases whose output was never finished, partial rows, temporary
+ * files mistaken for results. */
+static int kill_annotate(void) {
+    if (phantom(tmp("unl"), ANN_CASES, 1, 14)) return 1;
+    if (save_model(TINY, 1, tmp("t1.kds")) || save_model("unet3d:widths=8,16", 2, tmp("t2.kds"))) return 1;
+    const char *common = "--tta 4 --teacher %s --teacher %s --dataset %s --out %s";
+    char args[4096];
+    snprintf(args, sizeof args, common, tmp("t1.kds"), tmp("t2.kds"), tmp("unl"), tmp("ref"));
+    int code = kdseg_log(tmp("ref.txt"), "annotate %s", args);
+    if (code) show(tmp("ref.txt"));
+    KD_CHECK(code == 0, "uninterrupted annotate");
+    snprintf(args, sizeof args, common, tmp("t1.kds"), tmp("t2.kds"), tmp("unl"), tmp("ann"));
+    kd_rng rng = kd_rng_make(777, 0, 0, 0);
+    int kills = 0, partial = 0, finished = 0, counts[ANN_CASES];
+    for (int k = 0; k < 15 && !finished; k++) {
+        pid_t pid = spawn(tmp("log.txt"), "annotate %s", args);
+        sleep_s(0.1 + 1.1 * kd_rng_uniform(&rng));
+        if (waitpid(pid, &code, WNOHANG) == pid) {
+            KD_CHECK(WIFEXITED(code) && WEXITSTATUS(code) == 0, "annotate run %d failed", k);
+            finished = 1;
+            break;
+        }
+        kill(pid, SIGKILL);
+        code = wait_for(pid);
+        if (code == 0) {
+            finished = 1;
+            break;
+        }
+        KD_CHECK(code == 128 + SIGKILL, "annotate run %d exited %d", k, code);
+        kills++;
+        int done = check_annotations(tmp("ann"));
+        KD_CHECK(done >= 0, "after kill %d a file under a final name is truncated", k);
+        partial += done > 0 && done < ANN_CASES;
+        int rows = agreement_rows(tmp("ann/agreement.csv"), counts);
+        KD_CHECK(rows >= 0, "after kill %d agreement.csv is malformed", k);
+        printf("kill %d: %d cases written, %d agreement rows\n", k, done, rows);
+    }
+    if (!finished) {
+        code = kdseg_log(tmp("log.txt"), "annotate %s", args);
+        if (code) show(tmp("log.txt"));
+        KD_CHECK(code == 0, "final annotate");
+    }
+    printf("%d kills, %d with some but not all cases written\n", kills, partial);
+    KD_CHECK(kills >= 2 && partial >= 1, "the kills did not land during annotation (%d, %d)", kills, partial);
+    KD_CHECK(check_annotations(tmp("ann")) == ANN_CASES, "every case annotated");
+    KD_CHECK(agreement_rows(tmp("ann/agreement.csv"), counts) == ANN_CASES, "one row per case");
+    for (int c = 0; c < ANN_CASES; c++) {
+        char p[2048], q[2048], ra[256], rb[256];
+        KD_CHECK(counts[c] == 1, "case %d has %d agreement rows", c, counts[c]);
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d.nii.gz", tmp("ann"), c);
+        snprintf(q, sizeof q, "%s/KDPhantom_%03d.nii.gz", tmp("ref"), c);
+        KD_CHECK(same_bytes(p, q), "case %d differs from the uninterrupted run", c);
+        agreement_row(tmp("ann/agreement.csv"), c, ra, sizeof ra);
+        agreement_row(tmp("ref/agreement.csv"), c, rb, sizeof rb);
+        KD_CHECK(!strcmp(ra, rb), "agreement of case %d: %s vs %s", c, ra, rb);
+    }
+    /* left-over temporary files of killed writes are ignored: read as --annotations,
+     * each case's label is exactly ANN/CASE.nii.gz */
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "printf 'temporary files left: '; ls '%s' | grep -c tmp", tmp("ann"));
+    fflush(stdout);
+    if (system(cmd)) fflush(stdout);
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.annotations = tmp("ann");
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(tmp("unl"), &o, &ds));
+    KD_CHECK(kd_dataset_count(ds) == ANN_CASES, "cases");
+    for (int c = 0; c < ANN_CASES; c++) {
+        const char *l = kd_dataset_case_label(ds, c);
+        size_t n = l ? strlen(l) : 0;
+        KD_CHECK(kd_dataset_case_labeled(ds, c) == 2 && n > 7 && !strcmp(l + n - 7, ".nii.gz"),
+                 "case %d label %s", c, l ? l : "(none)");
+    }
+    kd_dataset_free(ds);
+    return 0;
+}
+
+/* The states a killed annotate run can leave in agreement.csv, made by hand: a row of a
+ * case whose output was never renamed into place (its temporary file still there), a
+ * duplicated row, a partial last row. A rerun keeps exactly one complete row per case.
+ * Catches: appending to such a file as it is (duplicates, a row glued to a partial one),
+ * a redone case logged twice. */
+static int annotate_stale_rows(void) {
+    if (phantom(tmp("unl"), 3, 1, 21)) return 1;
+    if (save_model(TINY, 1, tmp("t1.kds")) || save_model("unet3d:widths=8,16", 2, tmp("t2.kds"))) return 1;
+    char args[4096];
+    snprintf(args, sizeof args, "annotate --teacher %s --teacher %s --dataset %s --out %s",
+             tmp("t1.kds"), tmp("t2.kds"), tmp("unl"), tmp("ann"));
+    KD_CHECK(kdseg_log(tmp("log.txt"), "%s", args) == 0, "annotate");
+    char row1[256], *all = slurp(tmp("ann/agreement.csv"), NULL);
+    agreement_row(tmp("ann/agreement.csv"), 1, row1, sizeof row1);
+    KD_CHECK(all && row1[0], "row of case 1");
+    /* case 1: output gone (a temporary file instead), row present twice; case 0 twice;
+     * a partial row at the end */
+    KD_CHECK(rename(tmp("ann/KDPhantom_001.nii.gz"), tmp("ann/KDPhantom_001.nii.gz.tmp-1-0")) == 0, "mv");
+    FILE *f = fopen(tmp("ann/agreement.csv"), "a");
+    char row0[256];
+    agreement_row(tmp("ann/agreement.csv"), 0, row0, sizeof row0);
+    KD_CHECK(f && fprintf(f, "%s\n%s\nKDPhantom_002,0.9", row1, row0) > 0 && fclose(f) == 0, "append");
+    free(all);
+    KD_CHECK(kdseg_log(tmp("log2.txt"), "%s", args) == 0, "annotate again");
+    int counts[ANN_CASES];
+    int rows = agreement_rows(tmp("ann/agreement.csv"), counts);
+    if (rows != 3) show(tmp("ann/agreement.csv"));
+    KD_CHECK(rows == 3 && counts[0] == 1 && counts[1] == 1 && counts[2] == 1,
+             "%d rows (case 0: %d, 1: %d, 2: %d)", rows, counts[0], counts[1], counts[2]);
+    char again[256];
+    agreement_row(tmp("ann/agreement.csv"), 1, again, sizeof again);
+    KD_CHECK(!strcmp(again, row1), "case 1 redone: %s vs %s", again, row1);
+    KD_CHECK(check_annotations(tmp("ann")) == 3, "outputs");
+    return 0;
+}
+
+/* ------------------------------------------------------------ 3. SIGINT -- */
+
+/* SIGINT in the middle of training: the command saves last.kds at the step it reached,
+ * exits non-zero saying it was interrupted, and --resume continues to the end with every
+ * step logged once.
+ * Catches: Ctrl-C losing the work since the last periodic checkpoint (ckpt-every is
+ * huge here), a zero exit status, a checkpoint at the wrong step, a torn CSV. */
+static int sigint_train(void) {
+    const char *d = tmp("d"), *csv = tmp("out/train.csv");
+    if (phantom(d, 3, 0, 15)) return 1;
+    const char *opts = "--ckpt-every 100000 --val-every 0 --threads 1 " TRAIN_OPTS;
+    pid_t pid = spawn(tmp("log.txt"), "train --data %s --out %s --steps 100000 %s", d, tmp("out"), opts);
+    int w = wait_rows(csv, 5, pid, 40);
+    KD_CHECK(w == 1, "training did not log 6 steps");
+    kill(pid, SIGINT);
+    int code = wait_for(pid);
+    int seen = csv_lines(csv);
+    if (code != 1) show(tmp("log.txt"));
+    KD_CHECK(code == 1, "exit status %d after SIGINT (expected 1)", code);
+    KD_CHECK(file_has(tmp("log.txt"), "interrupted") && file_has(tmp("log.txt"), "last.kds saved"),
+             "the message does not say it was interrupted and saved");
+    long st = ckpt_step(tmp("out/last.kds"));
+    KD_CHECK(st >= 6 && st == seen, "last.kds at step %ld, %d steps logged", st, seen);
+    if (csv_steps_are(csv, (int)st)) return 1;
+    code = kdseg_log(tmp("log2.txt"), "train --data %s --out %s --steps %ld --resume %s", d, tmp("out"), st + 3, opts);
+    if (code) show(tmp("log2.txt"));
+    KD_CHECK(code == 0, "resume exited %d", code);
+    KD_CHECK(ckpt_step(tmp("out/last.kds")) == st + 3, "resumed to the end");
+    return csv_steps_are(csv, (int)st + 3);
+}
+
+/* ---------------------------------------------- 4. full or read-only disk -- */
+
+static char g_mnt[1024];
+static void unmount(void) {
+    if (g_mnt[0]) umount2(g_mnt, MNT_DETACH);
+    g_mnt[0] = 0;
+}
+
+/* A small tmpfs at tmp(name) (needs root and CAP_SYS_ADMIN; else the case skips). */
+static int mount_small(const char *name, const char *size) {
+    const char *dir = tmp(name);
+    if (mkdir(dir, 0755)) return -1;
+    char opts[64];
+    snprintf(opts, sizeof opts, "size=%s", size);
+    if (mount("tmpfs", dir, "tmpfs", 0, opts)) {
+        printf("SKIP: cannot mount a tmpfs (%s); the disk-full case needs root\n", strerror(errno));
+        return KD_TEST_SKIP;
+    }
+    snprintf(g_mnt, sizeof g_mnt, "%s", dir);
+    atexit(unmount); /* runs before the harness removes the temporary folder */
+    return 0;
+}
+
+/* Fills the file system of dir with a new file, leaving about `leave` bytes free (0:
+ * writes until the file system refuses even one more byte). */
+static int fill(const char *dir, long leave) {
+    static int serial;
+    struct statvfs sv;
+    if (statvfs(dir, &sv)) return -1;
+    long avail = (long)(sv.f_bavail * sv.f_frsize) - leave;
+    char p[2048];
+    snprintf(p, sizeof p, "%s/filler%d", dir, serial++);
+    FILE *f = fopen(p, "wb");
+    if (!f) return leave == 0 && errno == ENOSPC ? 0 : -1;
+    setvbuf(f, NULL, _IONBF, 0);
+    static char block[4096];
+    long k = 0;
+    while ((leave == 0 || k + (long)sizeof block <= avail) && fwrite(block, 1, sizeof block, f) == sizeof block)
+        k += (long)sizeof block;
+    while (leave == 0 && fwrite(block, 1, 1, f) == 1) {
+    }
+    fclose(f);
+    return 0;
+}
+
+static int no_temp_files(const char *dir) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "ls -a '%s' | grep '[.]tmp' >&2", dir);
+    return system(cmd) != 0;
+}
+
+/* Output on a full file system: training resumes, cannot write its next checkpoint, says
+ * so (No space left on device) with exit status 1; the previous last.kds is kept byte for
+ * byte and still loads, and no temporary file is left. Then annotate into the full disk:
+ * exit 1, "write failed", no file under the final name.
+ * Catches: a checkpoint overwritten in place (lost on ENOSPC), errors ignored (exit 0 with
+ * a missing file), temporary files left to fill the disk further. */
+static int disk_full(void) {
+    int r = mount_small("full", "4M");
+    if (r) return r;
+    char d[1024], out[1024], last[1024]; /* (tmp() reuses its buffers) */
+    snprintf(d, sizeof d, "%s", tmp("d"));
+    snprintf(out, sizeof out, "%s", tmp("full/out"));
+    snprintf(last, sizeof last, "%s", tmp("full/out/last.kds"));
+    if (phantom(d, 3, 0, 16)) return 1;
+    int code = kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d, out);
+    KD_CHECK(code == 0, "first run");
+    KD_CHECK(copy_file(last, tmp("good.kds")) == 0, "copy");
+    KD_CHECK(fill(tmp("full"), 64 * 1024) == 0, "fill the disk");
+    code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 4 --val-every 0 --resume " TRAIN_OPTS, d, out);
+    if (code != 1) show(tmp("log.txt"));
+    KD_CHECK(code == 1, "exit status %d on a full disk", code);
+    KD_CHECK(file_has(tmp("log.txt"), "No space left on device"), "the message does not name the cause");
+    KD_CHECK(file_has(tmp("log.txt"), "last.kds"), "the message does not name the file");
+    KD_CHECK(same_bytes(last, tmp("good.kds")), "the previous last.kds was not kept");
+    KD_CHECK(ckpt_step(last) == 2, "the kept last.kds loads");
+    KD_CHECK(no_temp_files(out), "temporary files left in %s", out);
+    /* annotate into the full disk (the teacher checkpoint lives elsewhere) */
+    if (phantom(tmp("unl"), 1, 1, 17) || save_model(TINY, 1, tmp("t.kds"))) return 1;
+    KD_CHECK(fill(tmp("full"), 0) == 0, "fill");
+    code = kdseg_log(tmp("log2.txt"), "annotate --teacher %s --dataset %s --out %s", tmp("t.kds"),
+                     tmp("unl"), tmp("full/out"));
+    if (code != 1) show(tmp("log2.txt"));
+    KD_CHECK(code == 1, "annotate exit status %d on a full disk", code);
+    KD_CHECK(file_has(tmp("log2.txt"), "write failed"), "annotate's message");
+    KD_CHECK(!exists(tmp("full/out/KDPhantom_000.nii.gz")), "a partial annotation under the final name");
+    KD_CHECK(no_temp_files(out), "temporary files left by annotate");
+    return 0;
+}
+
+/* A read-only output file system (root ignores permission bits, not a read-only
+ * mount): resume fails at once with "Read-only file system", exit 1; last.kds kept.
+ * Catches: errors on opening the log or checkpoint ignored, files clobbered. */
+static int output_read_only(void) {
+    int r = mount_small("ro", "4M");
+    if (r) return r;
+    char d[1024], out[1024], last[1024];
+    snprintf(d, sizeof d, "%s", tmp("d"));
+    snprintf(out, sizeof out, "%s", tmp("ro/out"));
+    snprintf(last, sizeof last, "%s", tmp("ro/out/last.kds"));
+    if (phantom(d, 3, 0, 18)) return 1;
+    KD_CHECK(kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d,
+                       out) == 0, "first run");
+    KD_CHECK(copy_file(last, tmp("good.kds")) == 0, "copy");
+    if (mount(NULL, tmp("ro"), NULL, MS_REMOUNT | MS_RDONLY, NULL)) {
+        printf("SKIP: cannot remount read-only: %s\n", strerror(errno));
+        return KD_TEST_SKIP;
+    }
+    int code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 4 --val-every 0 --resume " TRAIN_OPTS, d, out);
+    if (code != 1) show(tmp("log.txt"));
+    KD_CHECK(code == 1, "exit status %d on a read-only folder", code);
+    KD_CHECK(file_has(tmp("log.txt"), "Read-only file system"), "the message does not name the cause");
+    KD_CHECK(same_bytes(last, tmp("good.kds")) && ckpt_step(last) == 2, "last.kds kept");
+    return 0;
+}
+
+/* ------------------------------------------------------- 5. determinism -- */
+
+/* Two `kdseg train` runs with the same seed (background loader, augmentation on,
+ * validation, best and last checkpoints): identical train.csv losses and gradient norms,
+ * and bit-identical last.kds and best.kds.
+ * Catches: unseeded randomness (loader threads, augmentation), float atomics or
+ * order-dependent reductions in kernels, timestamps or paths leaking into checkpoints. */
+static int determinism(void) {
+    const char *d = tmp("d");
+    if (phantom(d, 3, 0, 19)) return 1;
+    const char *opts = "--steps 24 --ckpt-every 8 --val-every 8 --threads 2 --aug default --seed 5 " TRAIN_OPTS;
+    KD_CHECK(kdseg_log(tmp("a.txt"), "train --data %s --out %s %s", d, tmp("a"), opts) == 0, "run a");
+    KD_CHECK(kdseg_log(tmp("b.txt"), "train --data %s --out %s %s", d, tmp("b"), opts) == 0, "run b");
+    /* step, kind, loss, lr, grad_norm: all but the seconds column */
+    char *a = slurp(tmp("a/train.csv"), NULL), *b = slurp(tmp("b/train.csv"), NULL);
+    KD_CHECK(a && b, "csv");
+    char *sa = NULL, *sb = NULL;
+    int rows = 0;
+    for (char *la = strtok_r(a, "\n", &sa), *lb = strtok_r(b, "\n", &sb); la || lb;
+         la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), rows++) {
+        KD_CHECK(la && lb, "row counts differ");
+        const char *ea = la, *eb = lb;
+        for (int c = 0; c < 5 && ea && eb; c++) {
+            ea = strchr(ea + 1, ',');
+            eb = strchr(eb + 1, ',');
+        }
+        KD_CHECK(ea && eb && ea - la == eb - lb && !strncmp(la, lb, (size_t)(ea - la)),
+                 "row %d: %s vs %s", rows, la, lb);
+        /* validation Dice (after the seconds column) too */
+        KD_CHECK(!strcmp(strchr(ea + 1, ',') ? strchr(ea + 1, ',') : "", strchr(eb + 1, ',') ? strchr(eb + 1, ',') : ""),
+                 "row %d validation: %s vs %s", rows, la, lb);
+    }
+    free(a);
+    free(b);
+    KD_CHECK(rows == 25, "rows %d", rows);
+    KD_CHECK(same_bytes(tmp("a/last.kds"), tmp("b/last.kds")), "last.kds differ");
+    KD_CHECK(same_bytes(tmp("a/best.kds"), tmp("b/best.kds")), "best.kds differ");
+    return 0;
+}
+
+/* ----------------------------------------------------------------- main -- */
+
+static const bad_row *g_row;
+static int run_selected_row(void) { return run_bad_row(g_row); }
+
+/* With no argument, every bad-input row runs in a child process of its own (each needs a
+ * fresh temporary folder), then the other cases. */
+static int all_rows(const char *self) {
+    int failed = 0;
+    for (size_t i = 0; i < sizeof bad_rows / sizeof bad_rows[0]; i++) {
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "'%s' 'bad/%s'", self, bad_rows[i].name);
+        failed += system(cmd) != 0;
+    }
+    return failed;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && !strncmp(argv[1], "bad/", 4)) {
+        for (size_t i = 0; i < sizeof bad_rows / sizeof bad_rows[0]; i++)
+            if (!strcmp(argv[1] + 4, bad_rows[i].name)) {
+                g_row = &bad_rows[i];
+                const kd_test_case one[] = {{argv[1], run_selected_row}};
+                return kd_test_main(argc, argv, one, 1);
+            }
+        fprintf(stderr, "no bad-input row named '%s'\n", argv[1] + 4);
+        return 1;
+    }
+    static const kd_test_case cases[] = {
+        {"patch_larger_than_volume", patch_larger_than_volume},
+        {"kill_train", kill_train},
+        {"kill_annotate", kill_annotate},
+        {"annotate_stale_rows", annotate_stale_rows},
+        {"sigint_train", sigint_train},
+        {"disk_full", disk_full},
+        {"output_read_only", output_read_only},
+        {"determinism", determinism},
+    };
+    int failed = argc > 1 ? 0 : all_rows(argv[0]);
+    int r = kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
+    return failed ? 1 : r;
+}
