@@ -477,7 +477,9 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
            "measured = peak device bytes handed out during the run\n\n");
     printf("%-7s %5s %10s %10s %12s %11s %11s", "patch", "batch", "ms/step", "cpu-s/step",
            "Mvoxel/s", "planned MiB", "measured MiB");
-    if (o->compare) printf(" %11s %8s %11s %9s", "torch ms", "speedup", "torch MiB", "mem ratio");
+    if (o->compare)
+        printf(" %10s %11s %8s %9s %11s %9s", "torch ms", "torch cpu-s", "speedup", "cpu ratio",
+               "torch MiB", "mem ratio");
     printf("\n");
     if (js)
         fprintf(js, "{\"bench\": \"train\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
@@ -505,14 +507,16 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
             snprintf(pre, sizeof pre, "%d^3", patch);
             printf("%-7s %5d %10.1f %10.2f %12.2f %11.1f %11.1f", pre, batch, r.ms, r.cpu_ms * 1e-3,
                    vox / r.ms * 1e-3, mib(r.planned), mib(r.measured));
-            double tms = -1, trss = -1;
+            double tms = -1, trss = -1, tcpu = -1;
             if (o->compare && has_ref && !(o->scaling && (batch > 1))) {
                 snprintf(args, sizeof args, "train%s --patch %d --batch %d --reps %d", ra, patch,
                          batch, o->reps < 3 ? o->reps : 3);
                 if (!run_pytorch(args, py, sizeof py)) {
                     tms = json_num(py, "step_ms");
+                    tcpu = json_num(py, "step_cpu_ms");
                     trss = json_num(py, "maxrss_mib");
-                    printf(" %11.1f %7.2fx %11.1f %8.2fx", tms, tms / r.ms, trss, trss / mib(r.planned));
+                    printf(" %10.1f %11.2f %7.2fx %8.2fx %11.1f %8.2fx", tms, tcpu * 1e-3, tms / r.ms,
+                           tcpu / r.cpu_ms, trss, trss / mib(r.planned));
                 }
             }
             printf("\n");
@@ -522,9 +526,9 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
                         "%s\n  {\"patch\": %d, \"batch\": %d, \"ms\": %.3f, \"cpu_ms\": %.3f, "
                         "\"voxels_per_s\": %.1f, \"planned_bytes\": %zu, \"activation_plan_bytes\": %zu, "
                         "\"param_bytes\": %zu, \"measured_peak_bytes\": %zu, \"torch_ms\": %.3f, "
-                        "\"torch_maxrss_mib\": %.1f}",
+                        "\"torch_cpu_ms\": %.3f, \"torch_maxrss_mib\": %.1f}",
                         first ? "" : ",", patch, batch, r.ms, r.cpu_ms, vox / r.ms * 1e3, r.planned,
-                        r.act_plan, r.param_bytes, r.measured, tms, trss);
+                        r.act_plan, r.param_bytes, r.measured, tms, tcpu, trss);
                 first = 0;
             }
         }
@@ -567,7 +571,7 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
            D, H, W, C, o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
     printf("%-6s %8s %10s %11s %12s %12s", "tta", "windows", "s/volume", "cpu-s/vol", "Mvoxel/s",
            "peak MiB");
-    if (o->compare) printf(" %10s %8s", "torch s", "speedup");
+    if (o->compare) printf(" %10s %11s %8s %9s", "torch s", "torch cpu-s", "speedup", "cpu ratio");
     printf("\n");
     if (js)
         fprintf(js, "{\"bench\": \"infer\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
@@ -601,13 +605,14 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
         double ms = median(wt, reps), cms = median(ct, reps);
         printf("%-6d %8d %10.2f %11.2f %12.2f %12.1f", ttas[k], st.windows, ms * 1e-3, cms * 1e-3,
                (double)nv / ms * 1e-3, mib(st.peak_device));
-        double ts = -1;
+        double ts = -1, tcs = -1;
         if (o->compare && has_ref) {
             snprintf(args, sizeof args, "infer%s --volume %d %d %d --tta %d --reps %d", ra, D, H, W,
                      ttas[k], ttas[k] > 1 ? 1 : (o->reps < 3 ? o->reps : 3));
             if (!run_pytorch(args, py, sizeof py)) {
                 ts = json_num(py, "infer_ms") * 1e-3;
-                printf(" %10.2f %7.2fx", ts, ts / (ms * 1e-3));
+                tcs = json_num(py, "infer_cpu_ms") * 1e-3;
+                printf(" %10.2f %11.2f %7.2fx %8.2fx", ts, tcs, ts / (ms * 1e-3), tcs / (cms * 1e-3));
             }
         }
         printf("\n");
@@ -615,8 +620,8 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
         if (js)
             fprintf(js,
                     "%s\n  {\"tta\": %d, \"windows\": %d, \"seconds\": %.4f, \"cpu_seconds\": %.4f, "
-                    "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f}",
-                    k ? "," : "", ttas[k], st.windows, ms * 1e-3, cms * 1e-3, st.peak_device, ts);
+                    "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f}",
+                    k ? "," : "", ttas[k], st.windows, ms * 1e-3, cms * 1e-3, st.peak_device, ts, tcs);
     }
     if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
     if (js) {
@@ -692,7 +697,8 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
         printf("wall time              %10.2f s (%.2f s per step)\n", rep.seconds,
                rep.seconds / (double)(rep.steps ? rep.steps : 1));
         printf("device busy fraction   %10.3f\n", rep.busy_fraction);
-        printf("teacher jobs           %10ld, device time %.2f s (%.2f s per job)\n", rep.teacher_jobs,
+        printf("ensemble jobs          %10ld (3 teacher forwards each), device time %.2f s (%.2f s per job)\n",
+               rep.teacher_jobs,
                rep.job_seconds[KD_JOB_TEACHER],
                rep.job_seconds[KD_JOB_TEACHER] / (double)(rep.teacher_jobs ? rep.teacher_jobs : 1));
         printf("student steps          %10ld, device time %.2f s (%.2f s per step)\n", rep.steps,
@@ -828,7 +834,11 @@ static int run(int argc, char **argv) {
     if (!strcmp(sub->name, "sched")) setenv("KDSEG_PROFILE", "quiet", 0);
     kd_device *dev = kd_cli_open_device("bench");
     if (!dev) return 1;
+    /* train, infer, sched: --impl direct or gemm forces the conv implementation (skips the
+     * chooser's one-time timings of new shapes, which at 128^3 take minutes) */
+    if (strcmp(sub->name, "ops") && o.impls != 3) kd_conv_force(o.impls == 1 ? KD_CONV_DIRECT : KD_CONV_GEMM);
     int rc = sub->run(dev, &o);
+    kd_conv_force(KD_CONV_AUTO);
     kd_device_free(dev);
     return rc;
 }
