@@ -71,6 +71,7 @@ typedef struct conv_row {
 /* The student ResUNet (widths 16, 32, 64, 128): encoder 3x3x3 convs per level, the input
  * and output convs, the 2x2x2 stride-2 down convs, and the decoder's 1x1x1 convs (2C -> C
  * after the skip concatenation at level i, and C_{i+1} -> C_i at level i+1 before upsampling). */
+/* Rows starting "T " are the teachers' shapes; every row times the forward with a bias. */
 static const conv_row conv_rows[] = {
     {"input 4->16 k3", 0, 4, 16, 3, 1, 1, 1},
     {"conv 16 k3", 0, 16, 16, 3, 1, 1, 1},
@@ -87,6 +88,17 @@ static const conv_row conv_rows[] = {
     {"dec 64->32 k1 (up)", 2, 64, 32, 1, 1, 0, 1},
     {"dec 128->64 k1 (up)", 3, 128, 64, 1, 1, 0, 1},
     {"output 16->3 k3", 0, 16, 3, 3, 1, 1, 1},
+    /* the teachers' plain conv shapes the student does not have (unet3d at widths
+     * 16..128: channel-doubling encoder convs, 2C->C 3x3x3 decoder convs after the skip
+     * concatenation, the 1x1x1 head; cascade: the second net sees the image plus WT) */
+    {"T unet3d 16->32 k3", 1, 16, 32, 3, 1, 1, 1},
+    {"T unet3d 32->64 k3", 2, 32, 64, 3, 1, 1, 1},
+    {"T unet3d 64->128 k3", 3, 64, 128, 3, 1, 1, 1},
+    {"T unet3d dec 32->16 k3", 0, 32, 16, 3, 1, 1, 1},
+    {"T unet3d dec 64->32 k3", 1, 64, 32, 3, 1, 1, 1},
+    {"T unet3d dec 128->64 k3", 2, 128, 64, 3, 1, 1, 1},
+    {"T unet3d head 16->3 k1", 0, 16, 3, 1, 1, 0, 1},
+    {"T cascade 5->16 k3", 0, 5, 16, 3, 1, 1, 1},
 };
 
 typedef struct conv_bufs {
@@ -495,7 +507,8 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
             train_res r;
             kd_status s = train_measure(dev, o->model, batch, patch, o->reps, &r);
             if (s == KD_ERR_OUT_OF_MEMORY && o->scaling) {
-                printf("%-7d %5d   does not fit: %s\n", patch, batch, kd_last_error());
+                printf("%d^3%*s %5d   does not fit: %s\n", patch, patch < 100 ? 3 : 2, "", batch,
+                       kd_last_error());
                 continue;
             }
             if (s) {
@@ -736,8 +749,9 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
 /* ---- the subcommand table ---------------------------------------------------------------- */
 
 static const bench_sub subs[] = {
-    {"ops", "time forward, input- and weight-gradient of every conv layer shape of the student, "
-            "with each implementation, and the chooser's pick", bench_ops},
+    {"ops", "time forward, input- and weight-gradient of every conv layer shape of the student "
+            "and the teachers' other plain conv shapes, with each implementation, and the "
+            "chooser's pick", bench_ops},
     {"train", "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
               "x batch 1, 2, 4): time, voxels/s, planned and measured device memory", bench_train},
     {"infer", "whole-volume inference of a 160x192x160 crop (--volume) with and without TTA 4",
