@@ -108,9 +108,12 @@ typedef struct conv_bufs {
 
 static kd_status run_pass(conv_bufs *c, kd_conv_pass pass) {
     switch (pass) {
-    case KD_PASS_FWD: return kd_conv3d_forward(&c->p, c->x, c->w, c->b, c->y);
-    case KD_PASS_BWD_DATA: return kd_conv3d_backward_input(&c->p, c->dy, c->w, c->dx);
-    default: return kd_conv3d_backward_weight(&c->p, c->x, c->dy, c->dw, NULL);
+    case KD_PASS_FWD:
+        return kd_conv3d_forward(&c->p, c->x, c->w, c->b, c->y);
+    case KD_PASS_BWD_DATA:
+        return kd_conv3d_backward_input(&c->p, c->dy, c->w, c->dx);
+    default:
+        return kd_conv3d_backward_weight(&c->p, c->x, c->dy, c->dw, NULL);
     }
 }
 
@@ -140,7 +143,8 @@ static kd_status time_pass(kd_device *dev, conv_bufs *c, kd_conv_pass pass, kd_c
 
 static void conv_bufs_free(conv_bufs *c) {
     kd_tensor *all[] = {c->x, c->w, c->b, c->y, c->dy, c->dx, c->dw, c->db};
-    for (int i = 0; i < 8; i++) kd_tensor_free(all[i]);
+    for (int i = 0; i < 8; i++)
+        kd_tensor_free(all[i]);
 }
 
 static kd_status conv_bufs_make(kd_device *dev, const conv_row *r, int edge, conv_bufs *c,
@@ -161,8 +165,8 @@ static kd_status conv_bufs_make(kd_device *dev, const conv_row *r, int edge, con
     if ((s = kd_tensor_fill(c->x, 0.5f)) || (s = kd_tensor_fill(c->w, 0.01f)) ||
         (s = kd_tensor_fill(c->b, 0.1f)) || (s = kd_tensor_fill(c->dy, 0.25f)))
         return s;
-    *g = (kd_conv_geom){1, r->ci, edge, edge, edge, r->co, o, o, o, {r->k, r->k, r->k},
-                        r->s, r->p, 1, 0, 0};
+    *g = (kd_conv_geom){1,    r->ci, edge, edge, edge, r->co, o, o, o, {r->k, r->k, r->k},
+                        r->s, r->p,  1,    0,    0};
     return KD_OK;
 }
 
@@ -181,12 +185,13 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
            kd_device_name(dev));
     printf("median of %d runs after a warm-up; GF/s = 2*MACs / time; weight-grad without bias\n\n",
            o->reps);
-    printf("%-24s %-6s %-11s %9s %8s %9s %8s  %s\n", "layer", "size", "pass", "direct ms",
-           "GF/s", "gemm ms", "GF/s", "chosen");
+    printf("%-24s %-6s %-11s %9s %8s %9s %8s  %s\n", "layer", "size", "pass", "direct ms", "GF/s",
+           "gemm ms", "GF/s", "chosen");
     char date[32];
     if (js)
-        fprintf(js, "{\"bench\": \"ops\", \"device\": \"%s\", \"date\": \"%s\", \"patch\": %d, "
-                    "\"reps\": %d, \"rows\": [",
+        fprintf(js,
+                "{\"bench\": \"ops\", \"device\": \"%s\", \"date\": \"%s\", \"patch\": %d, "
+                "\"reps\": %d, \"rows\": [",
                 kd_device_name(dev), today(date, sizeof date), o->patch, o->reps);
     int first = 1, rc = 0;
     enum { NROWS = (int)(sizeof conv_rows / sizeof conv_rows[0]) };
@@ -225,8 +230,10 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             char size[16], d[2][32];
             snprintf(size, sizeof size, "%d^3", edge);
             for (int im = 0; im < 2; im++)
-                if (ms[im] >= 0) snprintf(d[im], sizeof d[im], "%9.2f %8.1f", ms[im], gf / ms[im]);
-                else snprintf(d[im], sizeof d[im], "%9s %8s", "-", "-");
+                if (ms[im] >= 0)
+                    snprintf(d[im], sizeof d[im], "%9.2f %8.1f", ms[im], gf / ms[im]);
+                else
+                    snprintf(d[im], sizeof d[im], "%9s %8s", "-", "-");
             printf("%-24s %-6s %-11s %s %s  %-6s", pass ? "" : r->name, size, pass_label[pass],
                    d[0], d[1], impl_name(pick));
             if (o->cpu)
@@ -235,19 +242,20 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             printf("\n");
             fflush(stdout);
             if (js) {
-                fprintf(js,
-                        "%s\n  {\"layer\": \"%s\", \"size\": %d, \"cin\": %d, \"cout\": %d, "
-                        "\"k\": %d, \"stride\": %d, \"pad\": %d, \"pass\": \"%s\", \"gflop\": %.6f, "
-                        "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"direct_cpu_ms\": %.4f, "
-                        "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\"}",
-                        first ? "" : ",", r->name, edge, r->ci, r->co, r->k, r->s, r->p,
-                        pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1],
-                        impl_name(pick));
+                fprintf(
+                    js,
+                    "%s\n  {\"layer\": \"%s\", \"size\": %d, \"cin\": %d, \"cout\": %d, "
+                    "\"k\": %d, \"stride\": %d, \"pad\": %d, \"pass\": \"%s\", \"gflop\": %.6f, "
+                    "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"direct_cpu_ms\": %.4f, "
+                    "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\"}",
+                    first ? "" : ",", r->name, edge, r->ci, r->co, r->k, r->s, r->p,
+                    pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1], impl_name(pick));
                 first = 0;
             }
         }
         conv_bufs_free(&c);
-        if (s) rc = kd_cli_error("bench ops", s);
+        if (s)
+            rc = kd_cli_error("bench ops", s);
         else {
             done_row[i] = 1;
             size_t l = strlen(shapes);
@@ -264,20 +272,22 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
         if (!run_pytorch(args, py, sizeof py)) {
             const char *lst = strstr(py, "\"fwdbwd_ms_list\": \"");
             char *p = lst ? (char *)lst + strlen("\"fwdbwd_ms_list\": \"") : NULL;
-            printf("%-24s %-6s %10s %10s %10s %8s\n", "layer", "size", "kdseg ms", "cpu-s", "torch ms",
-                   "speedup");
+            printf("%-24s %-6s %10s %10s %10s %8s\n", "layer", "size", "kdseg ms", "cpu-s",
+                   "torch ms", "speedup");
             for (int i = 0; i < NROWS && p; i++) {
                 if (!done_row[i]) continue;
                 double t = strtod(p, &p);
                 if (*p == ',') p++;
                 char size[16];
                 snprintf(size, sizeof size, "%d^3", o->patch >> conv_rows[i].level);
-                printf("%-24s %-6s %10.2f %10.3f %10.2f %7.2fx\n", conv_rows[i].name, size, fb_ms[i],
-                       fb_cpu[i] * 1e-3, t, t / fb_ms[i]);
+                printf("%-24s %-6s %10.2f %10.3f %10.2f %7.2fx\n", conv_rows[i].name, size,
+                       fb_ms[i], fb_cpu[i] * 1e-3, t, t / fb_ms[i]);
                 if (js) {
-                    fprintf(js, ",\n  {\"layer\": \"%s\", \"size\": %d, \"fwdbwd_ms\": %.4f, "
-                                "\"fwdbwd_cpu_ms\": %.4f, \"torch_fwdbwd_ms\": %.4f}",
-                            conv_rows[i].name, o->patch >> conv_rows[i].level, fb_ms[i], fb_cpu[i], t);
+                    fprintf(js,
+                            ",\n  {\"layer\": \"%s\", \"size\": %d, \"fwdbwd_ms\": %.4f, "
+                            "\"fwdbwd_cpu_ms\": %.4f, \"torch_fwdbwd_ms\": %.4f}",
+                            conv_rows[i].name, o->patch >> conv_rows[i].level, fb_ms[i], fb_cpu[i],
+                            t);
                 }
             }
         }
@@ -308,8 +318,10 @@ static float rng_unit(uint64_t *st) { return (float)(rng_next(st) >> 40) / 16777
 /* Images in [-2, 2] and binary targets (a random half of the voxels set per channel). */
 static void fill_batch(float *x, size_t nx, float *t, size_t nt, uint64_t seed) {
     uint64_t st = seed;
-    for (size_t i = 0; i < nx; i++) x[i] = 4.0f * rng_unit(&st) - 2.0f;
-    for (size_t i = 0; t && i < nt; i++) t[i] = rng_unit(&st) < 0.5f ? 1.0f : 0.0f;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = 4.0f * rng_unit(&st) - 2.0f;
+    for (size_t i = 0; t && i < nt; i++)
+        t[i] = rng_unit(&st) < 0.5f ? 1.0f : 0.0f;
 }
 
 static const char *today(char *buf, size_t n) {
@@ -360,7 +372,9 @@ static int run_pytorch(const char *args, char *out, size_t n) {
         checked = 1;
         py = find_python();
         have = py != NULL;
-        if (!have) printf("PyTorch comparison skipped: no python with torch (tried python3, /usr/bin/python3)\n");
+        if (!have)
+            printf("PyTorch comparison skipped: no python with torch (tried python3, "
+                   "/usr/bin/python3)\n");
     }
     if (!have) return 1;
     char cmd[2048];
@@ -403,7 +417,7 @@ static int resunet_args(const char *spec, char *out, size_t n) {
 /* ---- bench train ---------------------------------------------------------------------- */
 
 typedef struct train_res {
-    double ms, cpu_ms;       /* median per step: wall and process CPU time */
+    double ms, cpu_ms;        /* median per step: wall and process CPU time */
     size_t planned, measured; /* device bytes */
     size_t act_plan, param_bytes;
 } train_res;
@@ -425,7 +439,8 @@ static kd_status train_measure(kd_device *dev, const char *spec, int batch, int 
     if (!s) s = kd_loss_create(dev, &loss);
     if (s) goto done;
     int ci = kd_model_in_channels(m), co = kd_model_out_channels(m);
-    kd_shape xs = kd_shape5(batch, ci, patch, patch, patch), ts = kd_shape5(batch, co, patch, patch, patch);
+    kd_shape xs = kd_shape5(batch, ci, patch, patch, patch),
+             ts = kd_shape5(batch, co, patch, patch, patch);
     size_t nx = kd_shape_numel(xs), nt = kd_shape_numel(ts);
     if (!(hx = malloc(nx * sizeof *hx)) || !(ht = malloc(nt * sizeof *ht))) {
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "bench train: host batch of %zu floats", nx + nt);
@@ -482,9 +497,10 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
         fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
         return 1;
     }
-    printf("training step (zero grads, forward, the paper's loss, backward, AMSGrad Adam) of\n  %s\n"
-           "on %s, %s; median of %d steps after a warm-up step\n",
-           o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
+    printf(
+        "training step (zero grads, forward, the paper's loss, backward, AMSGrad Adam) of\n  %s\n"
+        "on %s, %s; median of %d steps after a warm-up step\n",
+        o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
     printf("planned = parameters + gradients + Adam state (5x params) + batch + activation plan;\n"
            "measured = peak device bytes handed out during the run\n\n");
     printf("%-7s %5s %10s %10s %12s %11s %11s", "patch", "batch", "ms/step", "cpu-s/step",
@@ -494,8 +510,9 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
                "torch MiB", "mem ratio");
     printf("\n");
     if (js)
-        fprintf(js, "{\"bench\": \"train\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
-                    "\"reps\": %d, \"rows\": [",
+        fprintf(js,
+                "{\"bench\": \"train\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
+                "\"reps\": %d, \"rows\": [",
                 kd_device_name(dev), date, o->model, o->reps);
     int has_ref = !resunet_args(o->model, ra, sizeof ra);
     if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
@@ -503,7 +520,8 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
     int np = o->scaling ? 4 : 1, nb = o->scaling ? 3 : 1;
     for (int pi = 0; pi < np && !rc; pi++)
         for (int bi = 0; bi < nb && !rc; bi++) {
-            int patch = o->scaling ? patches[pi] : o->patch, batch = o->scaling ? batches[bi] : o->batch;
+            int patch = o->scaling ? patches[pi] : o->patch,
+                batch = o->scaling ? batches[bi] : o->batch;
             train_res r;
             kd_status s = train_measure(dev, o->model, batch, patch, o->reps, &r);
             if (s == KD_ERR_OUT_OF_MEMORY && o->scaling) {
@@ -528,8 +546,8 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
                     tms = json_num(py, "step_ms");
                     tcpu = json_num(py, "step_cpu_ms");
                     trss = json_num(py, "maxrss_mib");
-                    printf(" %10.1f %11.2f %7.2fx %8.2fx %11.1f %8.2fx", tms, tcpu * 1e-3, tms / r.ms,
-                           tcpu / r.cpu_ms, trss, trss / mib(r.planned));
+                    printf(" %10.1f %11.2f %7.2fx %8.2fx %11.1f %8.2fx", tms, tcpu * 1e-3,
+                           tms / r.ms, tcpu / r.cpu_ms, trss, trss / mib(r.planned));
                 }
             }
             printf("\n");
@@ -537,7 +555,8 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
             if (js) {
                 fprintf(js,
                         "%s\n  {\"patch\": %d, \"batch\": %d, \"ms\": %.3f, \"cpu_ms\": %.3f, "
-                        "\"voxels_per_s\": %.1f, \"planned_bytes\": %zu, \"activation_plan_bytes\": %zu, "
+                        "\"voxels_per_s\": %.1f, \"planned_bytes\": %zu, "
+                        "\"activation_plan_bytes\": %zu, "
                         "\"param_bytes\": %zu, \"measured_peak_bytes\": %zu, \"torch_ms\": %.3f, "
                         "\"torch_cpu_ms\": %.3f, \"torch_maxrss_mib\": %.1f}",
                         first ? "" : ",", patch, batch, r.ms, r.cpu_ms, vox / r.ms * 1e3, r.planned,
@@ -562,13 +581,15 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
     if (s) return kd_cli_error("bench infer", s);
     int div = kd_model_divisor(m);
     if (D % div || H % div || W % div) {
-        fprintf(stderr, "kdseg bench infer: --volume %dx%dx%d must be a multiple of %d\n", D, H, W, div);
+        fprintf(stderr, "kdseg bench infer: --volume %dx%dx%d must be a multiple of %d\n", D, H, W,
+                div);
         kd_model_free(m);
         return 2;
     }
     int C = kd_model_in_channels(m), K = kd_model_out_channels(m);
     size_t nv = (size_t)D * H * W;
-    float *img = malloc((size_t)C * nv * sizeof *img), *probs = malloc((size_t)K * nv * sizeof *probs);
+    float *img = malloc((size_t)C * nv * sizeof *img),
+          *probs = malloc((size_t)K * nv * sizeof *probs);
     if (!img || !probs) {
         fprintf(stderr, "kdseg bench infer: out of host memory\n");
         free(img);
@@ -578,7 +599,8 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
     }
     fill_batch(img, (size_t)C * nv, NULL, 0, 11);
     FILE *js = NULL;
-    if (o->json && !(js = fopen(o->json, "w"))) fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
+    if (o->json && !(js = fopen(o->json, "w")))
+        fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
     printf("whole-volume inference (kd_infer_volume) of a %dx%dx%d crop, %d channels, with\n  %s\n"
            "on %s, %s; median of %d runs after a warm-up\n\n",
            D, H, W, C, o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
@@ -587,8 +609,9 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
     if (o->compare) printf(" %10s %11s %8s %9s", "torch s", "torch cpu-s", "speedup", "cpu ratio");
     printf("\n");
     if (js)
-        fprintf(js, "{\"bench\": \"infer\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
-                    "\"volume\": [%d, %d, %d], \"reps\": %d, \"rows\": [",
+        fprintf(js,
+                "{\"bench\": \"infer\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
+                "\"volume\": [%d, %d, %d], \"reps\": %d, \"rows\": [",
                 kd_device_name(dev), date, o->model, D, H, W, o->reps);
     int has_ref = !resunet_args(o->model, ra, sizeof ra), rc = 0;
     int ttas[2] = {1, 4}, nt = 2;
@@ -625,16 +648,18 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
             if (!run_pytorch(args, py, sizeof py)) {
                 ts = json_num(py, "infer_ms") * 1e-3;
                 tcs = json_num(py, "infer_cpu_ms") * 1e-3;
-                printf(" %10.2f %11.2f %7.2fx %8.2fx", ts, tcs, ts / (ms * 1e-3), tcs / (cms * 1e-3));
+                printf(" %10.2f %11.2f %7.2fx %8.2fx", ts, tcs, ts / (ms * 1e-3),
+                       tcs / (cms * 1e-3));
             }
         }
         printf("\n");
         fflush(stdout);
         if (js)
-            fprintf(js,
-                    "%s\n  {\"tta\": %d, \"windows\": %d, \"seconds\": %.4f, \"cpu_seconds\": %.4f, "
-                    "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f}",
-                    k ? "," : "", ttas[k], st.windows, ms * 1e-3, cms * 1e-3, st.peak_device, ts, tcs);
+            fprintf(
+                js,
+                "%s\n  {\"tta\": %d, \"windows\": %d, \"seconds\": %.4f, \"cpu_seconds\": %.4f, "
+                "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f}",
+                k ? "," : "", ttas[k], st.windows, ms * 1e-3, cms * 1e-3, st.peak_device, ts, tcs);
     }
     if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
     if (js) {
@@ -679,7 +704,8 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
     kd_optim_config oc;
     kd_optim_defaults(&oc);
     kd_status s = kd_model_create(dev, o->model, 1, &st);
-    for (int i = 0; i < 3 && !s; i++) s = kd_model_create(dev, sched_teachers[i], 2 + (uint64_t)i, &t[i]);
+    for (int i = 0; i < 3 && !s; i++)
+        s = kd_model_create(dev, sched_teachers[i], 2 + (uint64_t)i, &t[i]);
     if (!s) s = kd_optim_create(st, &oc, &opt);
     kd_sched_config c;
     memset(&c, 0, sizeof c);
@@ -701,18 +727,19 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
         s = kd_sched_run(sc, 2, 2 + o->steps, sched_batch, &bc, NULL, NULL, NULL, &rep);
     }
     int rc = 0;
-    if (s) rc = kd_cli_error("bench sched", s);
+    if (s)
+        rc = kd_cli_error("bench sched", s);
     else {
         printf("scheduler: student %s\n  + teachers %s, %s, %s\non %s, %s\n"
                "%ld steps (half labeled, half annotated by the ensemble), batch %d, patch %d^3\n\n",
-               o->model, sched_teachers[0], sched_teachers[1], sched_teachers[2], kd_device_name(dev),
-               today(date, sizeof date), rep.steps, o->batch, o->patch);
+               o->model, sched_teachers[0], sched_teachers[1], sched_teachers[2],
+               kd_device_name(dev), today(date, sizeof date), rep.steps, o->batch, o->patch);
         printf("wall time              %10.2f s (%.2f s per step)\n", rep.seconds,
                rep.seconds / (double)(rep.steps ? rep.steps : 1));
         printf("device busy fraction   %10.3f\n", rep.busy_fraction);
-        printf("ensemble jobs          %10ld (3 teacher forwards each), device time %.2f s (%.2f s per job)\n",
-               rep.teacher_jobs,
-               rep.job_seconds[KD_JOB_TEACHER],
+        printf("ensemble jobs          %10ld (3 teacher forwards each), device time %.2f s (%.2f s "
+               "per job)\n",
+               rep.teacher_jobs, rep.job_seconds[KD_JOB_TEACHER],
                rep.job_seconds[KD_JOB_TEACHER] / (double)(rep.teacher_jobs ? rep.teacher_jobs : 1));
         printf("student steps          %10ld, device time %.2f s (%.2f s per step)\n", rep.steps,
                rep.job_seconds[KD_JOB_STUDENT],
@@ -722,17 +749,21 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
                mib(rep.peak_device_bytes), mib(rep.planned_bytes));
         if (o->json) {
             FILE *js = fopen(o->json, "w");
-            if (!js) fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
+            if (!js)
+                fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
             else {
                 fprintf(js,
-                        "{\"bench\": \"sched\", \"device\": \"%s\", \"date\": \"%s\", \"student\": \"%s\", "
+                        "{\"bench\": \"sched\", \"device\": \"%s\", \"date\": \"%s\", \"student\": "
+                        "\"%s\", "
                         "\"teachers\": [\"%s\", \"%s\", \"%s\"], \"batch\": %d, \"patch\": %d, "
-                        "\"steps\": %ld, \"teacher_jobs\": %ld, \"seconds\": %.4f, \"busy_fraction\": %.4f, "
-                        "\"teacher_seconds\": %.4f, \"student_seconds\": %.4f, \"other_seconds\": %.4f, "
+                        "\"steps\": %ld, \"teacher_jobs\": %ld, \"seconds\": %.4f, "
+                        "\"busy_fraction\": %.4f, "
+                        "\"teacher_seconds\": %.4f, \"student_seconds\": %.4f, \"other_seconds\": "
+                        "%.4f, "
                         "\"peak_device_bytes\": %zu, \"planned_bytes\": %zu}\n",
                         kd_device_name(dev), date, o->model, sched_teachers[0], sched_teachers[1],
-                        sched_teachers[2], o->batch, o->patch, rep.steps, rep.teacher_jobs, rep.seconds,
-                        rep.busy_fraction, rep.job_seconds[KD_JOB_TEACHER],
+                        sched_teachers[2], o->batch, o->patch, rep.steps, rep.teacher_jobs,
+                        rep.seconds, rep.busy_fraction, rep.job_seconds[KD_JOB_TEACHER],
                         rep.job_seconds[KD_JOB_STUDENT], rep.job_seconds[KD_JOB_OTHER],
                         rep.peak_device_bytes, rep.planned_bytes);
                 fclose(js);
@@ -741,7 +772,8 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
     }
     kd_sched_free(sc);
     kd_optim_free(opt);
-    for (int i = 0; i < 3; i++) kd_model_free(t[i]);
+    for (int i = 0; i < 3; i++)
+        kd_model_free(t[i]);
     kd_model_free(st);
     return rc;
 }
@@ -749,42 +781,49 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
 /* ---- the subcommand table ---------------------------------------------------------------- */
 
 static const bench_sub subs[] = {
-    {"ops", "time forward, input- and weight-gradient of every conv layer shape of the student "
-            "and the teachers' other plain conv shapes, with each implementation, and the "
-            "chooser's pick", bench_ops},
-    {"train", "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
-              "x batch 1, 2, 4): time, voxels/s, planned and measured device memory", bench_train},
+    {"ops",
+     "time forward, input- and weight-gradient of every conv layer shape of the student "
+     "and the teachers' other plain conv shapes, with each implementation, and the "
+     "chooser's pick",
+     bench_ops},
+    {"train",
+     "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
+     "x batch 1, 2, 4): time, voxels/s, planned and measured device memory",
+     bench_train},
     {"infer", "whole-volume inference of a 160x192x160 crop (--volume) with and without TTA 4",
      bench_infer},
-    {"sched", "teacher ensemble + student steps through the scheduler: busy fraction, time per "
-              "job kind, peak memory", bench_sched},
+    {"sched",
+     "teacher ensemble + student steps through the scheduler: busy fraction, time per "
+     "job kind, peak memory",
+     bench_sched},
 };
 #define NSUBS ((int)(sizeof subs / sizeof subs[0]))
 
 static void help(FILE *f) {
     fprintf(f, "usage: kdseg bench SUBCOMMAND [options]\n\nsubcommands:\n");
-    for (int i = 0; i < NSUBS; i++) fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);
-    fprintf(f,
-            "\noptions:\n"
-            "  --patch N     cubic patch edge (default 64)\n"
-            "  --reps N      timed runs per measurement, median reported (default 5)\n"
-            "  --impl I      direct, gemm or both (default both)\n"
-            "  --only TEXT   only rows whose name contains TEXT\n"
-            "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
-            "                efficiency, useful when other jobs share the CPU device)\n"
-            "  --json FILE   also write the results as JSON\n"
-            "  --model SPEC  model spec (train, infer; the student in sched; default the\n"
-            "                paper's student resunet:widths=16,32,64,128)\n"
-            "  --batch N     batch size (train, sched; default 1)\n"
-            "  --scaling     train: the table over patch 32,64,96,128 and batch 1,2,4\n"
-            "  --volume D,H,W  infer: volume (default 160,192,160)\n"
-            "  --tta N       infer: only this TTA (1, 4 or 8; default both 1 and 4)\n"
-            "  --steps N     sched: timed steps (default 4)\n"
-            "  --compare-pytorch  run tools/bench/pytorch_bench.py (same model, shapes, loss\n"
-            "                and AMSGrad step, 2 threads) in the same run and print ratios;\n"
-            "                skipped when no python3 or /usr/bin/python3 imports torch\n"
-            "\nenvironment: KDSEG_MEM_LIMIT (kdseg's device memory limit), POCL_MEMORY_LIMIT=GB\n"
-            "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n");
+    for (int i = 0; i < NSUBS; i++)
+        fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);
+    fprintf(
+        f, "\noptions:\n"
+           "  --patch N     cubic patch edge (default 64)\n"
+           "  --reps N      timed runs per measurement, median reported (default 5)\n"
+           "  --impl I      direct, gemm or both (default both)\n"
+           "  --only TEXT   only rows whose name contains TEXT\n"
+           "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
+           "                efficiency, useful when other jobs share the CPU device)\n"
+           "  --json FILE   also write the results as JSON\n"
+           "  --model SPEC  model spec (train, infer; the student in sched; default the\n"
+           "                paper's student resunet:widths=16,32,64,128)\n"
+           "  --batch N     batch size (train, sched; default 1)\n"
+           "  --scaling     train: the table over patch 32,64,96,128 and batch 1,2,4\n"
+           "  --volume D,H,W  infer: volume (default 160,192,160)\n"
+           "  --tta N       infer: only this TTA (1, 4 or 8; default both 1 and 4)\n"
+           "  --steps N     sched: timed steps (default 4)\n"
+           "  --compare-pytorch  run tools/bench/pytorch_bench.py (same model, shapes, loss\n"
+           "                and AMSGrad step, 2 threads) in the same run and print ratios;\n"
+           "                skipped when no python3 or /usr/bin/python3 imports torch\n"
+           "\nenvironment: KDSEG_MEM_LIMIT (kdseg's device memory limit), POCL_MEMORY_LIMIT=GB\n"
+           "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n");
 }
 
 static int run(int argc, char **argv) {
@@ -800,7 +839,7 @@ static int run(int argc, char **argv) {
         return 2;
     }
     bench_opts o = {5, 64, NULL, NULL, 3, 0, 1, "resunet:widths=16,32,64,128", 0, {160, 192, 160},
-                    4, 0, 0};
+                    4, 0,  0};
     if (!strcmp(sub->name, "train") || !strcmp(sub->name, "infer")) o.reps = 3;
     if (!strcmp(sub->name, "sched")) o.patch = 32;
     for (int i = 2; i < argc; i++) {
@@ -833,9 +872,12 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--volume", &v)) {
             if (kd_cli_dims3("bench", "--volume", v, 8, 1024, o.vol)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--impl", &v)) {
-            if (v && !strcmp(v, "direct")) o.impls = 1;
-            else if (v && !strcmp(v, "gemm")) o.impls = 2;
-            else if (v && !strcmp(v, "both")) o.impls = 3;
+            if (v && !strcmp(v, "direct"))
+                o.impls = 1;
+            else if (v && !strcmp(v, "gemm"))
+                o.impls = 2;
+            else if (v && !strcmp(v, "both"))
+                o.impls = 3;
             else {
                 fprintf(stderr, "kdseg bench: --impl must be direct, gemm or both\n");
                 return 2;
@@ -850,12 +892,13 @@ static int run(int argc, char **argv) {
     if (!dev) return 1;
     /* train, infer, sched: --impl direct or gemm forces the conv implementation (skips the
      * chooser's one-time timings of new shapes, which at 128^3 take minutes) */
-    if (strcmp(sub->name, "ops") && o.impls != 3) kd_conv_force(o.impls == 1 ? KD_CONV_DIRECT : KD_CONV_GEMM);
+    if (strcmp(sub->name, "ops") && o.impls != 3)
+        kd_conv_force(o.impls == 1 ? KD_CONV_DIRECT : KD_CONV_GEMM);
     int rc = sub->run(dev, &o);
     kd_conv_force(KD_CONV_AUTO);
     kd_device_free(dev);
     return rc;
 }
 
-const kd_command kd_cmd_bench = {"bench", "benchmarks: kdseg bench ops|train|infer|sched [--compare-pytorch]",
-                                 run, help};
+const kd_command kd_cmd_bench = {
+    "bench", "benchmarks: kdseg bench ops|train|infer|sched [--compare-pytorch]", run, help};
