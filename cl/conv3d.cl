@@ -419,3 +419,17 @@ __kernel void kd_conv_wpad(__global const float *w, int woff, __global float *wp
     int c = i % Bp, r = i / Bp;
     wp[i] = c < B ? w[woff + r * B + c] : 0.0f;
 }
+
+/* out (+)= sum over chunks of part, dropping zero-padded columns: part (nchunks, R, Bp),
+ * out (R, B) with B <= Bp (the weight gradient of a conv whose output channels were padded
+ * so the partial kernel stays vectorised). Range: R * B. */
+__kernel void kd_conv_reduce_crop(__global const float *part, int nchunks, int R, int Bp,
+                                  __global float *out, int ooff, int B) {
+    int i = get_global_id(0);
+    if (i >= R * B) return;
+    int r = i / B, c = i - r * B;
+    long M = (long)R * Bp;
+    float s = 0.0f;
+    for (int k = 0; k < nchunks; k++) s += part[k * M + (long)r * Bp + c];
+    out[ooff + i] += s;
+}

@@ -1,11 +1,18 @@
 /* kdseg bench: benchmarks as subcommands (a table below; `ops` measures the conv layers of
  * the student ResUNet). Timings are medians of several runs after a warm-up, each run
  * between two device waits; the device is named in the output. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#ifndef KD_BENCH_SCRIPT
+#define KD_BENCH_SCRIPT "tools/bench/pytorch_bench.py"
+#endif
+
 #include "cli.h"
+#include "kdseg/infer.h"
+#include "kdseg/sched.h"
 #include "ops/conv_internal.h"
 
 /* Options shared by every bench subcommand. */
@@ -16,6 +23,13 @@ typedef struct bench_opts {
     const char *only;  /* substring filter on row names, or NULL */
     int impls;         /* bit 1: direct, bit 2: gemm */
     int cpu;           /* also print GFLOP per CPU-second (per-core efficiency) */
+    int batch;         /* train, sched: batch size */
+    const char *model; /* model spec (train, infer; the student in sched) */
+    int tta;           /* infer: flips besides the plain pass (0: both 1 and 4) */
+    int vol[3];        /* infer: volume (D, H, W) */
+    int steps;         /* sched: steps through the pipeline */
+    int compare;       /* --compare-pytorch */
+    int scaling;       /* train: the patch x batch table */
 } bench_opts;
 
 typedef struct bench_sub {
@@ -43,6 +57,9 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+static int run_pytorch(const char *args, char *out, size_t n);
+static const char *today(char *buf, size_t n);
+
 /* ---- bench ops: the conv layers ----------------------------------------------------------- */
 
 /* A conv layer of the student at a patch of edge P: spatial size P >> level. */
@@ -54,6 +71,7 @@ typedef struct conv_row {
 /* The student ResUNet (widths 16, 32, 64, 128): encoder 3x3x3 convs per level, the input
  * and output convs, the 2x2x2 stride-2 down convs, and the decoder's 1x1x1 convs (2C -> C
  * after the skip concatenation at level i, and C_{i+1} -> C_i at level i+1 before upsampling). */
+/* Rows starting "T " are the teachers' shapes; every row times the forward with a bias. */
 static const conv_row conv_rows[] = {
     {"input 4->16 k3", 0, 4, 16, 3, 1, 1, 1},
     {"conv 16 k3", 0, 16, 16, 3, 1, 1, 1},
@@ -69,7 +87,18 @@ static const conv_row conv_rows[] = {
     {"dec 32->16 k1 (up)", 1, 32, 16, 1, 1, 0, 1},
     {"dec 64->32 k1 (up)", 2, 64, 32, 1, 1, 0, 1},
     {"dec 128->64 k1 (up)", 3, 128, 64, 1, 1, 0, 1},
-    {"output 16->3 k1", 0, 16, 3, 1, 1, 0, 1},
+    {"output 16->3 k3", 0, 16, 3, 3, 1, 1, 1},
+    /* the teachers' plain conv shapes the student does not have (unet3d at widths
+     * 16..128: channel-doubling encoder convs, 2C->C 3x3x3 decoder convs after the skip
+     * concatenation, the 1x1x1 head; cascade: the second net sees the image plus WT) */
+    {"T unet3d 16->32 k3", 1, 16, 32, 3, 1, 1, 1},
+    {"T unet3d 32->64 k3", 2, 32, 64, 3, 1, 1, 1},
+    {"T unet3d 64->128 k3", 3, 64, 128, 3, 1, 1, 1},
+    {"T unet3d dec 32->16 k3", 0, 32, 16, 3, 1, 1, 1},
+    {"T unet3d dec 64->32 k3", 1, 64, 32, 3, 1, 1, 1},
+    {"T unet3d dec 128->64 k3", 2, 128, 64, 3, 1, 1, 1},
+    {"T unet3d head 16->3 k1", 0, 16, 3, 1, 1, 0, 1},
+    {"T cascade 5->16 k3", 0, 5, 16, 3, 1, 1, 1},
 };
 
 typedef struct conv_bufs {
@@ -79,9 +108,12 @@ typedef struct conv_bufs {
 
 static kd_status run_pass(conv_bufs *c, kd_conv_pass pass) {
     switch (pass) {
-    case KD_PASS_FWD: return kd_conv3d_forward(&c->p, c->x, c->w, c->b, c->y);
-    case KD_PASS_BWD_DATA: return kd_conv3d_backward_input(&c->p, c->dy, c->w, c->dx);
-    default: return kd_conv3d_backward_weight(&c->p, c->x, c->dy, c->dw, NULL);
+    case KD_PASS_FWD:
+        return kd_conv3d_forward(&c->p, c->x, c->w, c->b, c->y);
+    case KD_PASS_BWD_DATA:
+        return kd_conv3d_backward_input(&c->p, c->dy, c->w, c->dx);
+    default:
+        return kd_conv3d_backward_weight(&c->p, c->x, c->dy, c->dw, NULL);
     }
 }
 
@@ -111,7 +143,8 @@ static kd_status time_pass(kd_device *dev, conv_bufs *c, kd_conv_pass pass, kd_c
 
 static void conv_bufs_free(conv_bufs *c) {
     kd_tensor *all[] = {c->x, c->w, c->b, c->y, c->dy, c->dx, c->dw, c->db};
-    for (int i = 0; i < 8; i++) kd_tensor_free(all[i]);
+    for (int i = 0; i < 8; i++)
+        kd_tensor_free(all[i]);
 }
 
 static kd_status conv_bufs_make(kd_device *dev, const conv_row *r, int edge, conv_bufs *c,
@@ -132,8 +165,8 @@ static kd_status conv_bufs_make(kd_device *dev, const conv_row *r, int edge, con
     if ((s = kd_tensor_fill(c->x, 0.5f)) || (s = kd_tensor_fill(c->w, 0.01f)) ||
         (s = kd_tensor_fill(c->b, 0.1f)) || (s = kd_tensor_fill(c->dy, 0.25f)))
         return s;
-    *g = (kd_conv_geom){1, r->ci, edge, edge, edge, r->co, o, o, o, {r->k, r->k, r->k},
-                        r->s, r->p, 1, 0, 0};
+    *g = (kd_conv_geom){1,    r->ci, edge, edge, edge, r->co, o, o, o, {r->k, r->k, r->k},
+                        r->s, r->p,  1,    0,    0};
     return KD_OK;
 }
 
@@ -152,12 +185,22 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
            kd_device_name(dev));
     printf("median of %d runs after a warm-up; GF/s = 2*MACs / time; weight-grad without bias\n\n",
            o->reps);
-    printf("%-24s %-6s %-11s %9s %8s %9s %8s  %s\n", "layer", "size", "pass", "direct ms",
-           "GF/s", "gemm ms", "GF/s", "chosen");
-    if (js) fprintf(js, "{\"device\": \"%s\", \"patch\": %d, \"reps\": %d, \"rows\": [", kd_device_name(dev),
-                    o->patch, o->reps);
+    printf("%-24s %-6s %-11s %9s %8s %9s %8s  %s\n", "layer", "size", "pass", "direct ms", "GF/s",
+           "gemm ms", "GF/s", "chosen");
+    char date[32];
+    if (js)
+        fprintf(js,
+                "{\"bench\": \"ops\", \"device\": \"%s\", \"date\": \"%s\", \"patch\": %d, "
+                "\"reps\": %d, \"rows\": [",
+                kd_device_name(dev), today(date, sizeof date), o->patch, o->reps);
     int first = 1, rc = 0;
-    for (size_t i = 0; i < sizeof conv_rows / sizeof conv_rows[0] && !rc; i++) {
+    enum { NROWS = (int)(sizeof conv_rows / sizeof conv_rows[0]) };
+    double fb_ms[NROWS], fb_cpu[NROWS]; /* forward + both gradients, the chosen impl */
+    int done_row[NROWS];
+    char shapes[1024] = "";
+    for (size_t i = 0; i < NROWS && !rc; i++) {
+        fb_ms[i] = fb_cpu[i] = 0;
+        done_row[i] = 0;
         const conv_row *r = &conv_rows[i];
         if (o->only && !strstr(r->name, o->only)) continue;
         int edge = o->patch >> r->level;
@@ -181,11 +224,16 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             kd_conv_impl pick = kd_conv_choice_lookup(dev, key, NULL, NULL);
             if (pick == KD_CONV_AUTO && kd_conv_forced() != KD_CONV_AUTO) pick = kd_conv_forced();
             double gf = kd_conv_flops(&g) * 1e-6;
+            int ci = pick == KD_CONV_GEMM && ms[1] >= 0 ? 1 : ms[0] >= 0 ? 0 : 1;
+            fb_ms[i] += ms[ci];
+            fb_cpu[i] += cms[ci];
             char size[16], d[2][32];
             snprintf(size, sizeof size, "%d^3", edge);
             for (int im = 0; im < 2; im++)
-                if (ms[im] >= 0) snprintf(d[im], sizeof d[im], "%9.2f %8.1f", ms[im], gf / ms[im]);
-                else snprintf(d[im], sizeof d[im], "%9s %8s", "-", "-");
+                if (ms[im] >= 0)
+                    snprintf(d[im], sizeof d[im], "%9.2f %8.1f", ms[im], gf / ms[im]);
+                else
+                    snprintf(d[im], sizeof d[im], "%9s %8s", "-", "-");
             printf("%-24s %-6s %-11s %s %s  %-6s", pass ? "" : r->name, size, pass_label[pass],
                    d[0], d[1], impl_name(pick));
             if (o->cpu)
@@ -194,19 +242,55 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             printf("\n");
             fflush(stdout);
             if (js) {
-                fprintf(js,
-                        "%s\n  {\"layer\": \"%s\", \"size\": %d, \"cin\": %d, \"cout\": %d, "
-                        "\"k\": %d, \"stride\": %d, \"pad\": %d, \"pass\": \"%s\", \"gflop\": %.6f, "
-                        "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"direct_cpu_ms\": %.4f, "
-                        "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\"}",
-                        first ? "" : ",", r->name, edge, r->ci, r->co, r->k, r->s, r->p,
-                        pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1],
-                        impl_name(pick));
+                fprintf(
+                    js,
+                    "%s\n  {\"layer\": \"%s\", \"size\": %d, \"cin\": %d, \"cout\": %d, "
+                    "\"k\": %d, \"stride\": %d, \"pad\": %d, \"pass\": \"%s\", \"gflop\": %.6f, "
+                    "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"direct_cpu_ms\": %.4f, "
+                    "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\"}",
+                    first ? "" : ",", r->name, edge, r->ci, r->co, r->k, r->s, r->p,
+                    pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1], impl_name(pick));
                 first = 0;
             }
         }
         conv_bufs_free(&c);
-        if (s) rc = kd_cli_error("bench ops", s);
+        if (s)
+            rc = kd_cli_error("bench ops", s);
+        else {
+            done_row[i] = 1;
+            size_t l = strlen(shapes);
+            snprintf(shapes + l, sizeof shapes - l, "%s%d,%d,%d,%d,%d,%d", l ? ";" : "", r->ci,
+                     r->co, r->k, r->s, r->p, r->level);
+        }
+    }
+    char py[16384], args[1400];
+    if (!rc && o->compare && shapes[0]) {
+        snprintf(args, sizeof args, "convs --edge %d --reps %d --shapes '%s'", o->patch,
+                 o->reps < 3 ? o->reps : 3, shapes);
+        printf("\nforward + input-grad + weight-grad (chosen implementation) against PyTorch's\n"
+               "forward + backward (input and weight gradients), 2 threads, same run:\n\n");
+        if (!run_pytorch(args, py, sizeof py)) {
+            const char *lst = strstr(py, "\"fwdbwd_ms_list\": \"");
+            char *p = lst ? (char *)lst + strlen("\"fwdbwd_ms_list\": \"") : NULL;
+            printf("%-24s %-6s %10s %10s %10s %8s\n", "layer", "size", "kdseg ms", "cpu-s",
+                   "torch ms", "speedup");
+            for (int i = 0; i < NROWS && p; i++) {
+                if (!done_row[i]) continue;
+                double t = strtod(p, &p);
+                if (*p == ',') p++;
+                char size[16];
+                snprintf(size, sizeof size, "%d^3", o->patch >> conv_rows[i].level);
+                printf("%-24s %-6s %10.2f %10.3f %10.2f %7.2fx\n", conv_rows[i].name, size,
+                       fb_ms[i], fb_cpu[i] * 1e-3, t, t / fb_ms[i]);
+                if (js) {
+                    fprintf(js,
+                            ",\n  {\"layer\": \"%s\", \"size\": %d, \"fwdbwd_ms\": %.4f, "
+                            "\"fwdbwd_cpu_ms\": %.4f, \"torch_fwdbwd_ms\": %.4f}",
+                            conv_rows[i].name, o->patch >> conv_rows[i].level, fb_ms[i], fb_cpu[i],
+                            t);
+                }
+            }
+        }
     }
     if (js) {
         fprintf(js, "\n]}\n");
@@ -215,26 +299,531 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
     return rc;
 }
 
+/* ---- helpers shared by train, infer and sched --------------------------------------------- */
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static uint64_t rng_next(uint64_t *st) { /* splitmix64 */
+    uint64_t z = (*st += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static float rng_unit(uint64_t *st) { return (float)(rng_next(st) >> 40) / 16777216.0f; }
+
+/* Images in [-2, 2] and binary targets (a random half of the voxels set per channel). */
+static void fill_batch(float *x, size_t nx, float *t, size_t nt, uint64_t seed) {
+    uint64_t st = seed;
+    for (size_t i = 0; i < nx; i++)
+        x[i] = 4.0f * rng_unit(&st) - 2.0f;
+    for (size_t i = 0; t && i < nt; i++)
+        t[i] = rng_unit(&st) < 0.5f ? 1.0f : 0.0f;
+}
+
+static const char *today(char *buf, size_t n) {
+    time_t now = time(NULL);
+    struct tm tmv;
+    localtime_r(&now, &tmv);
+    strftime(buf, n, "%Y-%m-%d %H:%M", &tmv);
+    return buf;
+}
+
+/* Value of "key": NUMBER in a flat JSON text, or -1 when absent. */
+static double json_num(const char *js, const char *key) {
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = js ? strstr(js, pat) : NULL;
+    if (!p) return -1;
+    return strtod(p + strlen(pat), NULL);
+}
+
+/* A python that can import torch: python3 on PATH, else Debian's /usr/bin/python3. */
+static const char *find_python(void) {
+    static const char *cands[] = {"python3", "/usr/bin/python3"};
+    for (int i = 0; i < 2; i++) {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "%s -c 'import torch' >/dev/null 2>&1", cands[i]);
+        if (system(cmd) == 0) return cands[i];
+    }
+    return NULL;
+}
+
+static const char *bench_script(void) {
+    const char *e = getenv("KDSEG_BENCH_SCRIPT");
+    if (e && *e) return e;
+    FILE *f = fopen("tools/bench/pytorch_bench.py", "r");
+    if (f) {
+        fclose(f);
+        return "tools/bench/pytorch_bench.py";
+    }
+    return KD_BENCH_SCRIPT;
+}
+
+/* Runs the PyTorch script with args (2 threads) and returns its last output line (a flat
+ * JSON object) in out; 0 on success. Prints why when it cannot. */
+static int run_pytorch(const char *args, char *out, size_t n) {
+    static int checked, have;
+    static const char *py;
+    if (!checked) {
+        checked = 1;
+        py = find_python();
+        have = py != NULL;
+        if (!have)
+            printf("PyTorch comparison skipped: no python with torch (tried python3, "
+                   "/usr/bin/python3)\n");
+    }
+    if (!have) return 1;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s %s --threads 2 %s", py, bench_script(), args);
+    fflush(stdout);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        printf("PyTorch comparison failed: cannot run %s\n", cmd);
+        return 1;
+    }
+    char line[4096];
+    out[0] = 0;
+    while (fgets(line, sizeof line, p))
+        if (line[0] == '{') snprintf(out, n, "%s", line);
+    int rc = pclose(p);
+    if (rc != 0 || !out[0]) {
+        printf("PyTorch comparison failed: '%s' exited with status %d\n", cmd, rc);
+        return 1;
+    }
+    return 0;
+}
+
+/* Parse "widths=..:enc=..:dec=.." of a resunet spec into the script's arguments. */
+static int resunet_args(const char *spec, char *out, size_t n) {
+    if (strncmp(spec, "resunet", 7)) return 1;
+    const char *keys[] = {"widths=", "enc=", "dec=", "groups="};
+    const char *opts[] = {"--widths", "--enc", "--dec", "--groups"};
+    size_t len = 0;
+    out[0] = 0;
+    for (int k = 0; k < 4; k++) {
+        const char *p = strstr(spec, keys[k]);
+        if (!p) continue;
+        p += strlen(keys[k]);
+        size_t l = strcspn(p, ":");
+        len += (size_t)snprintf(out + len, n > len ? n - len : 0, " %s %.*s", opts[k], (int)l, p);
+    }
+    return 0;
+}
+
+/* ---- bench train ---------------------------------------------------------------------- */
+
+typedef struct train_res {
+    double ms, cpu_ms;        /* median per step: wall and process CPU time */
+    size_t planned, measured; /* device bytes */
+    size_t act_plan, param_bytes;
+} train_res;
+
+static kd_status train_measure(kd_device *dev, const char *spec, int batch, int patch, int reps,
+                               train_res *r) {
+    kd_model *m = NULL;
+    kd_optim *opt = NULL;
+    kd_loss *loss = NULL;
+    kd_tensor *x = NULL, *t = NULL;
+    float *hx = NULL, *ht = NULL;
+    memset(r, 0, sizeof *r);
+    kd_device_mem_reset_peak(dev);
+    size_t base = kd_device_mem_current(dev);
+    kd_status s = kd_model_create(dev, spec, 1, &m);
+    kd_optim_config oc;
+    kd_optim_defaults(&oc);
+    if (!s) s = kd_optim_create(m, &oc, &opt);
+    if (!s) s = kd_loss_create(dev, &loss);
+    if (s) goto done;
+    int ci = kd_model_in_channels(m), co = kd_model_out_channels(m);
+    kd_shape xs = kd_shape5(batch, ci, patch, patch, patch),
+             ts = kd_shape5(batch, co, patch, patch, patch);
+    size_t nx = kd_shape_numel(xs), nt = kd_shape_numel(ts);
+    if (!(hx = malloc(nx * sizeof *hx)) || !(ht = malloc(nt * sizeof *ht))) {
+        s = kd_fail(KD_ERR_OUT_OF_MEMORY, "bench train: host batch of %zu floats", nx + nt);
+        goto done;
+    }
+    fill_batch(hx, nx, ht, nt, 7);
+    if ((s = kd_tensor_create(dev, xs, &x)) || (s = kd_tensor_create(dev, ts, &t)) ||
+        (s = kd_tensor_upload(x, hx)) || (s = kd_tensor_upload(t, ht)))
+        goto done;
+    if ((s = kd_model_plan(m, xs, 1, &r->act_plan))) goto done;
+    r->param_bytes = kd_model_param_bytes(m);
+    /* parameters, gradients, Adam's m, v and vmax; the batch; the activation plan */
+    r->planned = 5 * r->param_bytes + (nx + nt) * sizeof(float) + r->act_plan;
+    double wt[64], ct[64];
+    if (reps > 64) reps = 64;
+    for (int i = -1; i < reps && !s; i++) { /* i = -1: warm-up (chooser timing, pool) */
+        double t0 = now_ms(), c0 = cpu_ms();
+        s = kd_train_step(m, opt, loss, x, t, KD_LOSS_PAPER, 1.0f, 1e-4f);
+        if (!s) s = kd_device_finish(dev);
+        if (i >= 0) {
+            wt[i] = now_ms() - t0;
+            ct[i] = cpu_ms() - c0;
+        } else if (kd_device_profiling(dev)) {
+            kd_device_profile_reset(dev); /* KDSEG_PROFILE=1 then shows the timed steps only */
+        }
+    }
+    if (!s) {
+        float lv;
+        s = kd_loss_read(loss, &lv);
+        if (!s && !(lv == lv)) s = kd_fail(KD_ERR_NUMERIC, "bench train: non-finite loss");
+    }
+    if (s) goto done;
+    r->ms = median(wt, reps);
+    r->cpu_ms = median(ct, reps);
+    r->measured = kd_device_mem_peak(dev) - base;
+done:
+    free(hx);
+    free(ht);
+    kd_tensor_free(x);
+    kd_tensor_free(t);
+    kd_loss_free(loss);
+    kd_optim_free(opt);
+    kd_model_free(m);
+    return s;
+}
+
+static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
+
+static int bench_train(kd_device *dev, const bench_opts *o) {
+    static const int patches[] = {32, 64, 96, 128}, batches[] = {1, 2, 4};
+    char date[32], py[4096], args[1024], ra[512];
+    FILE *js = NULL;
+    if (o->json && !(js = fopen(o->json, "w"))) {
+        fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
+        return 1;
+    }
+    printf(
+        "training step (zero grads, forward, the paper's loss, backward, AMSGrad Adam) of\n  %s\n"
+        "on %s, %s; median of %d steps after a warm-up step\n",
+        o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
+    printf("planned = parameters + gradients + Adam state (5x params) + batch + activation plan;\n"
+           "measured = peak device bytes handed out during the run\n\n");
+    printf("%-7s %5s %10s %10s %12s %11s %11s", "patch", "batch", "ms/step", "cpu-s/step",
+           "Mvoxel/s", "planned MiB", "measured MiB");
+    if (o->compare)
+        printf(" %10s %11s %8s %9s %11s %9s", "torch ms", "torch cpu-s", "speedup", "cpu ratio",
+               "torch MiB", "mem ratio");
+    printf("\n");
+    if (js)
+        fprintf(js,
+                "{\"bench\": \"train\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
+                "\"reps\": %d, \"rows\": [",
+                kd_device_name(dev), date, o->model, o->reps);
+    int has_ref = !resunet_args(o->model, ra, sizeof ra);
+    if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
+    int rc = 0, first = 1;
+    int np = o->scaling ? 4 : 1, nb = o->scaling ? 3 : 1;
+    for (int pi = 0; pi < np && !rc; pi++)
+        for (int bi = 0; bi < nb && !rc; bi++) {
+            int patch = o->scaling ? patches[pi] : o->patch,
+                batch = o->scaling ? batches[bi] : o->batch;
+            train_res r;
+            kd_status s = train_measure(dev, o->model, batch, patch, o->reps, &r);
+            if (s == KD_ERR_OUT_OF_MEMORY && o->scaling) {
+                printf("%d^3%*s %5d   does not fit: %s\n", patch, patch < 100 ? 3 : 2, "", batch,
+                       kd_last_error());
+                continue;
+            }
+            if (s) {
+                rc = kd_cli_error("bench train", s);
+                break;
+            }
+            double vox = (double)batch * patch * patch * patch;
+            char pre[16];
+            snprintf(pre, sizeof pre, "%d^3", patch);
+            printf("%-7s %5d %10.1f %10.2f %12.2f %11.1f %11.1f", pre, batch, r.ms, r.cpu_ms * 1e-3,
+                   vox / r.ms * 1e-3, mib(r.planned), mib(r.measured));
+            double tms = -1, trss = -1, tcpu = -1;
+            if (o->compare && has_ref && !(o->scaling && (batch > 1))) {
+                snprintf(args, sizeof args, "train%s --patch %d --batch %d --reps %d", ra, patch,
+                         batch, o->reps < 3 ? o->reps : 3);
+                if (!run_pytorch(args, py, sizeof py)) {
+                    tms = json_num(py, "step_ms");
+                    tcpu = json_num(py, "step_cpu_ms");
+                    trss = json_num(py, "maxrss_mib");
+                    printf(" %10.1f %11.2f %7.2fx %8.2fx %11.1f %8.2fx", tms, tcpu * 1e-3,
+                           tms / r.ms, tcpu / r.cpu_ms, trss, trss / mib(r.planned));
+                }
+            }
+            printf("\n");
+            fflush(stdout);
+            if (js) {
+                fprintf(js,
+                        "%s\n  {\"patch\": %d, \"batch\": %d, \"ms\": %.3f, \"cpu_ms\": %.3f, "
+                        "\"voxels_per_s\": %.1f, \"planned_bytes\": %zu, "
+                        "\"activation_plan_bytes\": %zu, "
+                        "\"param_bytes\": %zu, \"measured_peak_bytes\": %zu, \"torch_ms\": %.3f, "
+                        "\"torch_cpu_ms\": %.3f, \"torch_maxrss_mib\": %.1f}",
+                        first ? "" : ",", patch, batch, r.ms, r.cpu_ms, vox / r.ms * 1e3, r.planned,
+                        r.act_plan, r.param_bytes, r.measured, tms, tcpu, trss);
+                first = 0;
+            }
+        }
+    if (js) {
+        fprintf(js, "\n]}\n");
+        fclose(js);
+    }
+    return rc;
+}
+
+/* ---- bench infer ---------------------------------------------------------------------- */
+
+static int bench_infer(kd_device *dev, const bench_opts *o) {
+    char date[32], py[4096], args[1024], ra[512];
+    int D = o->vol[0], H = o->vol[1], W = o->vol[2];
+    kd_model *m = NULL;
+    kd_status s = kd_model_create(dev, o->model, 1, &m);
+    if (s) return kd_cli_error("bench infer", s);
+    int div = kd_model_divisor(m);
+    if (D % div || H % div || W % div) {
+        fprintf(stderr, "kdseg bench infer: --volume %dx%dx%d must be a multiple of %d\n", D, H, W,
+                div);
+        kd_model_free(m);
+        return 2;
+    }
+    int C = kd_model_in_channels(m), K = kd_model_out_channels(m);
+    size_t nv = (size_t)D * H * W;
+    float *img = malloc((size_t)C * nv * sizeof *img),
+          *probs = malloc((size_t)K * nv * sizeof *probs);
+    if (!img || !probs) {
+        fprintf(stderr, "kdseg bench infer: out of host memory\n");
+        free(img);
+        free(probs);
+        kd_model_free(m);
+        return 1;
+    }
+    fill_batch(img, (size_t)C * nv, NULL, 0, 11);
+    FILE *js = NULL;
+    if (o->json && !(js = fopen(o->json, "w")))
+        fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
+    printf("whole-volume inference (kd_infer_volume) of a %dx%dx%d crop, %d channels, with\n  %s\n"
+           "on %s, %s; median of %d runs after a warm-up\n\n",
+           D, H, W, C, o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
+    printf("%-6s %8s %10s %11s %12s %12s", "tta", "windows", "s/volume", "cpu-s/vol", "Mvoxel/s",
+           "peak MiB");
+    if (o->compare) printf(" %10s %11s %8s %9s", "torch s", "torch cpu-s", "speedup", "cpu ratio");
+    printf("\n");
+    if (js)
+        fprintf(js,
+                "{\"bench\": \"infer\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
+                "\"volume\": [%d, %d, %d], \"reps\": %d, \"rows\": [",
+                kd_device_name(dev), date, o->model, D, H, W, o->reps);
+    int has_ref = !resunet_args(o->model, ra, sizeof ra), rc = 0;
+    int ttas[2] = {1, 4}, nt = 2;
+    if (o->tta) {
+        ttas[0] = o->tta;
+        nt = 1;
+    }
+    for (int k = 0; k < nt && !rc; k++) {
+        kd_infer_opts io;
+        kd_infer_opts_default(&io);
+        io.tta = ttas[k];
+        kd_infer_stats st;
+        double wt[64], ct[64];
+        int reps = o->reps > 64 ? 64 : o->reps;
+        for (int i = -1; i < reps && !s; i++) {
+            double t0 = now_ms(), c0 = cpu_ms();
+            s = kd_infer_volume(&m, 1, img, C, D, H, W, &io, probs, &st);
+            if (i >= 0) {
+                wt[i] = now_ms() - t0;
+                ct[i] = cpu_ms() - c0;
+            }
+        }
+        if (s) {
+            rc = kd_cli_error("bench infer", s);
+            break;
+        }
+        double ms = median(wt, reps), cms = median(ct, reps);
+        printf("%-6d %8d %10.2f %11.2f %12.2f %12.1f", ttas[k], st.windows, ms * 1e-3, cms * 1e-3,
+               (double)nv / ms * 1e-3, mib(st.peak_device));
+        double ts = -1, tcs = -1;
+        if (o->compare && has_ref) {
+            snprintf(args, sizeof args, "infer%s --volume %d %d %d --tta %d --reps %d", ra, D, H, W,
+                     ttas[k], ttas[k] > 1 ? 1 : (o->reps < 3 ? o->reps : 3));
+            if (!run_pytorch(args, py, sizeof py)) {
+                ts = json_num(py, "infer_ms") * 1e-3;
+                tcs = json_num(py, "infer_cpu_ms") * 1e-3;
+                printf(" %10.2f %11.2f %7.2fx %8.2fx", ts, tcs, ts / (ms * 1e-3),
+                       tcs / (cms * 1e-3));
+            }
+        }
+        printf("\n");
+        fflush(stdout);
+        if (js)
+            fprintf(
+                js,
+                "%s\n  {\"tta\": %d, \"windows\": %d, \"seconds\": %.4f, \"cpu_seconds\": %.4f, "
+                "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f}",
+                k ? "," : "", ttas[k], st.windows, ms * 1e-3, cms * 1e-3, st.peak_device, ts, tcs);
+    }
+    if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
+    if (js) {
+        fprintf(js, "\n]}\n");
+        fclose(js);
+    }
+    free(img);
+    free(probs);
+    kd_model_free(m);
+    return rc;
+}
+
+/* ---- bench sched ---------------------------------------------------------------------- */
+
+typedef struct sched_ctx {
+    int batch, patch, ci, co;
+} sched_ctx;
+
+/* Even steps labeled, odd steps unlabeled (the teachers annotate them). */
+static kd_status sched_batch(void *ctx, long step, float *images, float *targets, int *labeled) {
+    sched_ctx *c = ctx;
+    size_t v = (size_t)c->batch * c->patch * c->patch * c->patch;
+    *labeled = step % 2 == 0;
+    fill_batch(images, v * (size_t)c->ci, *labeled ? targets : NULL, v * (size_t)c->co,
+               100 + (uint64_t)step);
+    return KD_OK;
+}
+
+static const char *const sched_teachers[] = {
+    "unet3d:widths=16,32,64,128", "cascade:widths=16,32,64", "resnext-se:widths=16,32,64,128"};
+
+static int bench_sched(kd_device *dev, const bench_opts *o) {
+    char date[32];
+    if (!kd_device_profiling(dev)) {
+        fprintf(stderr, "kdseg bench sched: profiling is off (KDSEG_PROFILE must be quiet or 1 "
+                        "before the device opens)\n");
+        return 1;
+    }
+    kd_model *st = NULL, *t[3] = {NULL, NULL, NULL};
+    kd_optim *opt = NULL;
+    kd_sched *sc = NULL;
+    kd_optim_config oc;
+    kd_optim_defaults(&oc);
+    kd_status s = kd_model_create(dev, o->model, 1, &st);
+    for (int i = 0; i < 3 && !s; i++)
+        s = kd_model_create(dev, sched_teachers[i], 2 + (uint64_t)i, &t[i]);
+    if (!s) s = kd_optim_create(st, &oc, &opt);
+    kd_sched_config c;
+    memset(&c, 0, sizeof c);
+    c.batch = o->batch;
+    c.patch[0] = c.patch[1] = c.patch[2] = o->patch;
+    c.lr = 1e-4f;
+    kd_schedule_defaults(&c.sched);
+    c.label_loss = KD_LOSS_PAPER;
+    c.distill_loss = KD_LOSS_BCE;
+    c.distill_weight = 1;
+    if (!s) s = kd_sched_create(st, opt, t, 3, &c, &sc);
+    sched_ctx bc = {o->batch, o->patch, st ? kd_model_in_channels(st) : 4,
+                    st ? kd_model_out_channels(st) : 3};
+    kd_sched_report warm, rep;
+    /* warm-up: one labeled and one unlabeled step (chooser timing, pool) */
+    if (!s) s = kd_sched_run(sc, 0, 2, sched_batch, &bc, NULL, NULL, NULL, &warm);
+    if (!s) {
+        kd_device_profile_reset(dev);
+        s = kd_sched_run(sc, 2, 2 + o->steps, sched_batch, &bc, NULL, NULL, NULL, &rep);
+    }
+    int rc = 0;
+    if (s)
+        rc = kd_cli_error("bench sched", s);
+    else {
+        printf("scheduler: student %s\n  + teachers %s, %s, %s\non %s, %s\n"
+               "%ld steps (half labeled, half annotated by the ensemble), batch %d, patch %d^3\n\n",
+               o->model, sched_teachers[0], sched_teachers[1], sched_teachers[2],
+               kd_device_name(dev), today(date, sizeof date), rep.steps, o->batch, o->patch);
+        printf("wall time              %10.2f s (%.2f s per step)\n", rep.seconds,
+               rep.seconds / (double)(rep.steps ? rep.steps : 1));
+        printf("device busy fraction   %10.3f\n", rep.busy_fraction);
+        printf("ensemble jobs          %10ld (3 teacher forwards each), device time %.2f s (%.2f s "
+               "per job)\n",
+               rep.teacher_jobs, rep.job_seconds[KD_JOB_TEACHER],
+               rep.job_seconds[KD_JOB_TEACHER] / (double)(rep.teacher_jobs ? rep.teacher_jobs : 1));
+        printf("student steps          %10ld, device time %.2f s (%.2f s per step)\n", rep.steps,
+               rep.job_seconds[KD_JOB_STUDENT],
+               rep.job_seconds[KD_JOB_STUDENT] / (double)(rep.steps ? rep.steps : 1));
+        printf("other device time      %10.2f s\n", rep.job_seconds[KD_JOB_OTHER]);
+        printf("peak device memory     %10.1f MiB (planned %.1f MiB), all four models resident\n",
+               mib(rep.peak_device_bytes), mib(rep.planned_bytes));
+        if (o->json) {
+            FILE *js = fopen(o->json, "w");
+            if (!js)
+                fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
+            else {
+                fprintf(js,
+                        "{\"bench\": \"sched\", \"device\": \"%s\", \"date\": \"%s\", \"student\": "
+                        "\"%s\", "
+                        "\"teachers\": [\"%s\", \"%s\", \"%s\"], \"batch\": %d, \"patch\": %d, "
+                        "\"steps\": %ld, \"teacher_jobs\": %ld, \"seconds\": %.4f, "
+                        "\"busy_fraction\": %.4f, "
+                        "\"teacher_seconds\": %.4f, \"student_seconds\": %.4f, \"other_seconds\": "
+                        "%.4f, "
+                        "\"peak_device_bytes\": %zu, \"planned_bytes\": %zu}\n",
+                        kd_device_name(dev), date, o->model, sched_teachers[0], sched_teachers[1],
+                        sched_teachers[2], o->batch, o->patch, rep.steps, rep.teacher_jobs,
+                        rep.seconds, rep.busy_fraction, rep.job_seconds[KD_JOB_TEACHER],
+                        rep.job_seconds[KD_JOB_STUDENT], rep.job_seconds[KD_JOB_OTHER],
+                        rep.peak_device_bytes, rep.planned_bytes);
+                fclose(js);
+            }
+        }
+    }
+    kd_sched_free(sc);
+    kd_optim_free(opt);
+    for (int i = 0; i < 3; i++)
+        kd_model_free(t[i]);
+    kd_model_free(st);
+    return rc;
+}
+
 /* ---- the subcommand table ---------------------------------------------------------------- */
 
 static const bench_sub subs[] = {
-    {"ops", "time forward, input- and weight-gradient of every conv layer shape of the student, "
-            "with each implementation, and the chooser's pick", bench_ops},
+    {"ops",
+     "time forward, input- and weight-gradient of every conv layer shape of the student "
+     "and the teachers' other plain conv shapes, with each implementation, and the "
+     "chooser's pick",
+     bench_ops},
+    {"train",
+     "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
+     "x batch 1, 2, 4): time, voxels/s, planned and measured device memory",
+     bench_train},
+    {"infer", "whole-volume inference of a 160x192x160 crop (--volume) with and without TTA 4",
+     bench_infer},
+    {"sched",
+     "teacher ensemble + student steps through the scheduler: busy fraction, time per "
+     "job kind, peak memory",
+     bench_sched},
 };
 #define NSUBS ((int)(sizeof subs / sizeof subs[0]))
 
 static void help(FILE *f) {
     fprintf(f, "usage: kdseg bench SUBCOMMAND [options]\n\nsubcommands:\n");
-    for (int i = 0; i < NSUBS; i++) fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);
-    fprintf(f,
-            "\noptions:\n"
-            "  --patch N     cubic patch edge (default 64)\n"
-            "  --reps N      timed runs per measurement, median reported (default 5)\n"
-            "  --impl I      direct, gemm or both (default both)\n"
-            "  --only TEXT   only rows whose name contains TEXT\n"
-            "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
-            "                efficiency, useful when other jobs share the CPU device)\n"
-            "  --json FILE   also write the results as JSON\n");
+    for (int i = 0; i < NSUBS; i++)
+        fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);
+    fprintf(
+        f, "\noptions:\n"
+           "  --patch N     cubic patch edge (default 64)\n"
+           "  --reps N      timed runs per measurement, median reported (default 5)\n"
+           "  --impl I      direct, gemm or both (default both)\n"
+           "  --only TEXT   only rows whose name contains TEXT\n"
+           "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
+           "                efficiency, useful when other jobs share the CPU device)\n"
+           "  --json FILE   also write the results as JSON\n"
+           "  --model SPEC  model spec (train, infer; the student in sched; default the\n"
+           "                paper's student resunet:widths=16,32,64,128)\n"
+           "  --batch N     batch size (train, sched; default 1)\n"
+           "  --scaling     train: the table over patch 32,64,96,128 and batch 1,2,4\n"
+           "  --volume D,H,W  infer: volume (default 160,192,160)\n"
+           "  --tta N       infer: only this TTA (1, 4 or 8; default both 1 and 4)\n"
+           "  --steps N     sched: timed steps (default 4)\n"
+           "  --compare-pytorch  run tools/bench/pytorch_bench.py (same model, shapes, loss\n"
+           "                and AMSGrad step, 2 threads) in the same run and print ratios;\n"
+           "                skipped when no python3 or /usr/bin/python3 imports torch\n"
+           "\nenvironment: KDSEG_MEM_LIMIT (kdseg's device memory limit), POCL_MEMORY_LIMIT=GB\n"
+           "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n");
 }
 
 static int run(int argc, char **argv) {
@@ -249,7 +838,10 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "kdseg bench: unknown subcommand '%s' (see kdseg bench --help)\n", argv[1]);
         return 2;
     }
-    bench_opts o = {5, 64, NULL, NULL, 3, 0};
+    bench_opts o = {5, 64, NULL, NULL, 3, 0, 1, "resunet:widths=16,32,64,128", 0, {160, 192, 160},
+                    4, 0,  0};
+    if (!strcmp(sub->name, "train") || !strcmp(sub->name, "infer")) o.reps = 3;
+    if (!strcmp(sub->name, "sched")) o.patch = 32;
     for (int i = 2; i < argc; i++) {
         const char *v;
         if (kd_cli_opt(argc, argv, &i, "--reps", &v)) {
@@ -264,10 +856,28 @@ static int run(int argc, char **argv) {
             o.only = v;
         } else if (kd_cli_flag(argv, i, "--cpu")) {
             o.cpu = 1;
+        } else if (kd_cli_flag(argv, i, "--compare-pytorch")) {
+            o.compare = 1;
+        } else if (kd_cli_flag(argv, i, "--scaling")) {
+            o.scaling = 1;
+        } else if (kd_cli_opt(argc, argv, &i, "--model", &v)) {
+            if (!v) return kd_cli_unknown("bench", argv[i]);
+            o.model = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--batch", &v)) {
+            if (kd_cli_int("bench", "--batch", v, 1, 64, &o.batch)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--steps", &v)) {
+            if (kd_cli_int("bench", "--steps", v, 1, 1000, &o.steps)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--tta", &v)) {
+            if (kd_cli_int("bench", "--tta", v, 1, 8, &o.tta)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--volume", &v)) {
+            if (kd_cli_dims3("bench", "--volume", v, 8, 1024, o.vol)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--impl", &v)) {
-            if (v && !strcmp(v, "direct")) o.impls = 1;
-            else if (v && !strcmp(v, "gemm")) o.impls = 2;
-            else if (v && !strcmp(v, "both")) o.impls = 3;
+            if (v && !strcmp(v, "direct"))
+                o.impls = 1;
+            else if (v && !strcmp(v, "gemm"))
+                o.impls = 2;
+            else if (v && !strcmp(v, "both"))
+                o.impls = 3;
             else {
                 fprintf(stderr, "kdseg bench: --impl must be direct, gemm or both\n");
                 return 2;
@@ -276,11 +886,19 @@ static int run(int argc, char **argv) {
             return kd_cli_unknown("bench", argv[i]);
         }
     }
+    /* the scheduler's busy fraction and per-job times come from profiling events */
+    if (!strcmp(sub->name, "sched")) setenv("KDSEG_PROFILE", "quiet", 0);
     kd_device *dev = kd_cli_open_device("bench");
     if (!dev) return 1;
+    /* train, infer, sched: --impl direct or gemm forces the conv implementation (skips the
+     * chooser's one-time timings of new shapes, which at 128^3 take minutes) */
+    if (strcmp(sub->name, "ops") && o.impls != 3)
+        kd_conv_force(o.impls == 1 ? KD_CONV_DIRECT : KD_CONV_GEMM);
     int rc = sub->run(dev, &o);
+    kd_conv_force(KD_CONV_AUTO);
     kd_device_free(dev);
     return rc;
 }
 
-const kd_command kd_cmd_bench = {"bench", "benchmarks: kdseg bench ops (conv layers)", run, help};
+const kd_command kd_cmd_bench = {
+    "bench", "benchmarks: kdseg bench ops|train|infer|sched [--compare-pytorch]", run, help};

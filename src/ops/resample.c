@@ -41,7 +41,7 @@ static kd_status launch_rs(const char *name, kd_shape over, int nargs, const kd_
 kd_status kd_upsample_trilinear_forward(const kd_tensor *x, kd_tensor *y) {
     kd_status st = check_x2("upsample_trilinear", "y", y, "x", x);
     if (st) return st;
-    return launch_rs("kd_up_trilinear_fwd", y->shape,
+    return launch_rs("kd_up_trilinear_fwd", x->shape, /* over input voxels: 2x2x2 outputs each */
                      KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(x->shape)), x->dev);
 }
 
