@@ -142,7 +142,8 @@ static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **tea
         if (sv) st = sv;
     }
     fclose(oc.csv);
-    if (!s->a.quiet) {
+    /* the scheduler's report is printed even with --quiet (the demo shows it) */
+    {
         printf("online distillation: %ld steps (%ld with teacher jobs) in %.1f s\n", total_steps,
                teacher_jobs, now_s() - t0);
         if (busy_w > 0)
