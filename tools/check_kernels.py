@@ -103,6 +103,9 @@ def main():
     jobs = int(os.environ.get("KDSEG_OCLGRIND_JOBS", "2"))
     only = re.compile(os.environ.get("KDSEG_OCLGRIND_ONLY", ".*"))
     want_suites = os.environ.get("KDSEG_OCLGRIND_SUITES", "runtime conv layers").split()
+    # single tests beyond those suites: the loss and optimizer kernels on tiny tensors
+    # (a whole model's forward is too slow under Oclgrind)
+    extra = os.environ.get("KDSEG_OCLGRIND_EXTRA", "nn/optim_sgd nn/loss_and_adam").split()
     exclude = read_list(os.path.join(REL, "oclgrind_exclude.txt"))
     uncovered_ok = read_list(os.path.join(REL, "oclgrind_uncovered.txt"))
     logdir = os.path.join(build, "oclgrind")
@@ -126,7 +129,7 @@ def main():
         name = "oclgrind/" + t["name"]
         if "fuzz" in suites or not only.search(t["name"]):
             continue
-        if "all" not in want_suites and not set(suites) & set(want_suites):
+        if "all" not in want_suites and not set(suites) & set(want_suites) and t["name"] not in extra:
             continue
         if t["name"] in exclude:
             print(f"  skip {t['name']}: {exclude[t['name']]}")

@@ -529,6 +529,110 @@ static int optim_sgd(void) {
     return 0;
 }
 
+/* The losses and the AMSGrad step against hand computations in double precision, on
+ * tiny tensors (also run under Oclgrind, where a model forward is too slow). Catches a
+ * wrong loss formula term, a missing 1/M or 1/C, a gradient of the wrong sign, a bias
+ * correction or max-of-v mistake. Tolerances: relative 1e-5 of the loss, 1e-4 of the
+ * largest gradient, 1e-6 absolute for parameters. */
+static int loss_and_adam(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_shape s = kd_shape5(2, 3, 3, 4, 5);
+    size_t n = kd_shape_numel(s);
+    float *p = malloc(n * 4), *t = malloc(n * 4), *dp = malloc(n * 4);
+    kd_test_randu(p, n, 1, 0.02f, 0.98f);
+    kd_test_randu(t, n, 2, 0, 1);
+    for (size_t i = 0; i < n; i += 2) t[i] = t[i] > 0.5f; /* hard and soft targets */
+    kd_tensor *tp, *tt, *td;
+    KD_CHECK_OK(kd_tensor_create(dev, s, &tp));
+    KD_CHECK_OK(kd_tensor_create(dev, s, &tt));
+    KD_CHECK_OK(kd_tensor_create(dev, s, &td));
+    KD_CHECK_OK(kd_tensor_upload(tp, p));
+    KD_CHECK_OK(kd_tensor_upload(tt, t));
+    kd_loss *l;
+    KD_CHECK_OK(kd_loss_create(dev, &l));
+    size_t V = n / 3;
+    for (int kind = 0; kind < 3; kind++) {
+        kd_loss_reset(l);
+        KD_CHECK_OK(kd_loss_add(l, (kd_loss_kind)kind, tp, tt, 0.7f, td, 0));
+        float got;
+        KD_CHECK_OK(kd_loss_read(l, &got));
+        KD_CHECK_OK(kd_tensor_download(td, dp));
+        /* host reference; NCDHW: channel c of item b is p[(b*3 + c)*V/2 ...] */
+        double spg[3] = {0}, spp[3] = {0}, sg[3] = {0}, bce = 0, mse = 0;
+        double wbg = kind == KD_LOSS_PAPER ? 0.01 : 1.0;
+        size_t per = V / 2;
+        for (size_t i = 0; i < n; i++) {
+            int c = (int)((i / per) % 3);
+            spg[c] += (double)p[i] * t[i];
+            spp[c] += (double)p[i] * p[i];
+            sg[c] += t[i];
+            bce += t[i] * log(p[i] + 1e-6) + wbg * (1 - t[i]) * log(1 + 1e-6 - p[i]);
+            mse += ((double)p[i] - t[i]) * ((double)p[i] - t[i]);
+        }
+        double dice = 0;
+        for (int c = 0; c < 3; c++) dice += 2 * (spg[c] + 1e-6) / (spp[c] + sg[c] + 2e-6);
+        dice /= 3;
+        double ref = kind == KD_LOSS_PAPER ? 0.5 * (1 - dice) - 0.5 * bce / n
+                     : kind == KD_LOSS_BCE ? -bce / n : mse / n;
+        ref *= 0.7;
+        KD_CHECK(fabs(got - ref) <= 1e-5 * fabs(ref), "%s: loss %.9g vs %.9g", kd_loss_name((kd_loss_kind)kind), (double)got, ref);
+        double gmax = 0, err = 0;
+        for (size_t i = 0; i < n; i++) {
+            int c = (int)((i / per) % 3);
+            double den = spp[c] + sg[c] + 2e-6, num = spg[c] + 1e-6;
+            double dd = -(2 * t[i] / den - 4 * num * p[i] / (den * den)) / 3;
+            double db = -(t[i] / (p[i] + 1e-6) - wbg * (1 - t[i]) / (1 + 1e-6 - p[i])) / n;
+            double dm = 2 * ((double)p[i] - t[i]) / n;
+            double g = 0.7 * (kind == KD_LOSS_PAPER ? 0.5 * dd + 0.5 * db : kind == KD_LOSS_BCE ? db : dm);
+            gmax = fmax(gmax, fabs(g));
+            err = fmax(err, fabs(g - dp[i]));
+        }
+        KD_CHECK(err <= 1e-4 * gmax, "%s: gradient error %g of %g", kd_loss_name((kd_loss_kind)kind), err, gmax);
+    }
+    /* AMSGrad: two steps with gradients 0.5 then -0.25 */
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, &m));
+    kd_optim *o;
+    kd_optim_config oc;
+    kd_optim_defaults(&oc);
+    oc.lr = 1e-2f;
+    oc.weight_decay = 0.1f;
+    KD_CHECK_OK(kd_optim_create(m, &oc, &o));
+    size_t np = kd_model_param_count(m);
+    float *p0 = malloc(np * 4), *p1 = malloc(np * 4);
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(m), p0));
+    float gs[2] = {0.5f, -0.25f};
+    for (int k = 0; k < 2; k++) {
+        KD_CHECK_OK(kd_tensor_fill(kd_model_grads(m), gs[k]));
+        KD_CHECK_OK(kd_optim_step(o, oc.lr, NULL));
+    }
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(m), p1));
+    for (size_t i = 0; i < np; i += 101) {
+        double w = p0[i], mm = 0, v = 0, vmax = 0;
+        for (int k = 0; k < 2; k++) {
+            double g = gs[k] + 0.1 * w;
+            mm = 0.9 * mm + 0.1 * g;
+            v = 0.999 * v + 0.001 * g * g;
+            vmax = fmax(vmax, v);
+            double bc1 = 1 - pow(0.9, k + 1), bc2 = 1 - pow(0.999, k + 1);
+            w -= 1e-2 / bc1 * mm / (sqrt(vmax) / sqrt(bc2) + 1e-8);
+        }
+        KD_CHECK(fabs(w - p1[i]) <= 1e-6, "param %zu: %.9g vs %.9g", i, w, (double)p1[i]);
+    }
+    free(p0);
+    free(p1);
+    kd_optim_free(o);
+    kd_model_free(m);
+    kd_loss_free(l);
+    kd_tensor_free(tp);
+    kd_tensor_free(tt);
+    kd_tensor_free(td);
+    free(p);
+    free(t);
+    free(dp);
+    return 0;
+}
+
 /* Catches: schedule off-by-one or wrong shapes. */
 static int schedules(void) {
     kd_schedule s;
@@ -594,6 +698,7 @@ int main(int argc, char **argv) {
         {"nonfinite_stops", nonfinite_stops},
         {"optim_sgd", optim_sgd},
         {"schedules", schedules},
+        {"loss_and_adam", loss_and_adam},
         {"tensorfile_bad", tensorfile_bad},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
