@@ -8,84 +8,14 @@ usage: make_golden.py OUT.kdgold [--widths 8,16,24,32] [--enc 1,1,1,1] [--dec 1,
                       [--batch 2] [--shape 16,24,32] [--seed 0]
 """
 import argparse
+import os
 import struct
+import sys
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-
-class ConvWrap(nn.Module):
-    def __init__(self, cin, cout):
-        super().__init__()
-        self.conv1 = nn.Conv3d(cin, cout, 3, padding=1, bias=False)
-
-    def forward(self, x):
-        return self.conv1(x)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, cin, cout, down):
-        super().__init__()
-        if down:
-            self.downsample = nn.Sequential(nn.Conv3d(cin, cout, 2, stride=2, bias=False))
-        else:
-            self.downsample = None
-        self.conv1 = ConvWrap(cout, cout)
-        self.conv2 = ConvWrap(cout, cout)
-        self.norm1 = nn.GroupNorm(8, cout)
-        self.norm2 = nn.GroupNorm(8, cout)
-
-    def forward(self, x):
-        if self.downsample is not None:
-            x = self.downsample(x)
-        o = F.leaky_relu(self.norm1(self.conv1(x)), 0.01)
-        o = F.leaky_relu(self.norm2(self.conv2(o)), 0.01)
-        return x + o
-
-
-class ResUNet(nn.Module):
-    def __init__(self, w, enc, dec):
-        super().__init__()
-        L = len(w)
-        self.conv_input = nn.Conv3d(4, w[0], 3, padding=1, bias=False)
-        self.norm_input = nn.GroupNorm(8, w[0])
-        self.conv_first = nn.Sequential(*[ResBlock(w[0], w[0], False) for _ in range(enc[0])])
-        self.encoder_convs = nn.ModuleList(
-            nn.Sequential(*[ResBlock(w[i], w[i + 1], j == 0) if j == 0 else ResBlock(w[i + 1], w[i + 1], False)
-                            for j in range(enc[i + 1])]) for i in range(L - 1))
-        self.upsampling = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2, mode="trilinear"),
-                          nn.Conv3d(w[i + 1], w[i], 1, bias=False)) for i in range(L - 1))
-        self.decoder_convs1x1 = nn.ModuleList(nn.Conv3d(2 * w[i], w[i], 1, bias=False) for i in range(L - 1))
-        self.decoder_convs = nn.ModuleList(
-            nn.Sequential(*[ResBlock(w[i], w[i], False) for _ in range(dec[i])]) for i in range(L - 1))
-        self.conv_output = nn.Conv3d(w[0], 3, 3, padding=1, bias=True)
-
-    def forward(self, x):
-        c = self.norm_input(self.conv_input(x))
-        c = self.conv_first(c)
-        skips = []
-        for enc in self.encoder_convs:
-            skips.append(c)
-            c = enc(c)
-        for i in reversed(range(len(skips))):
-            c = F.leaky_relu(self.upsampling[i](c), 0.01)
-            c = torch.cat([skips[i], c], dim=1)
-            c = self.decoder_convs[i](self.decoder_convs1x1[i](c))
-        return torch.sigmoid(self.conv_output(c))
-
-
-def paper_loss(p, g):
-    dims = (0, 2, 3, 4)
-    dice = 2 * ((p * g).sum(dims) + 1e-6) / ((p * p).sum(dims) + g.sum(dims) + 2e-6)
-    dice_loss = 1 - dice.mean()
-    bce = -(g * torch.log(p + 1e-6) + 0.01 * (1 - g) * torch.log(1 + 1e-6 - p)).mean()
-    return (dice_loss + bce) / 2
-
-
-def ints(s):
-    return [int(v) for v in s.split(",")]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_bench import ResUNet, ints, paper_loss  # noqa: E402  (one definition of the model)
 
 
 def main():
