@@ -678,7 +678,8 @@ static void agreement_row(const char *p, int c, char *row, size_t n) {
 }
 
 /* SIGKILL of `kdseg annotate` (two teachers, 6 cases, 4 flips) at seeded random moments
- * (0.1-1.2 s after start), rerun until a run finishes. After every kill each file under a
+ * within the time the remaining cases take (measured on an uninterrupted run, so the kills
+ * land during annotation on a fast or a slow machine), rerun until a run finishes. After every kill each file under a
  * final name loads fully (gzip CRC, dims) and agreement.csv has only complete rows, each
  * case at most once. At the end every case is annotated exactly once: its output is bit
  * for bit the uninterrupted run's and agreement.csv has exactly one row per case, equal
@@ -692,15 +693,19 @@ static int kill_annotate(void) {
     const char *common = "--tta 4 --teacher %s --teacher %s --dataset %s --out %s";
     char args[4096];
     snprintf(args, sizeof args, common, tmp("t1.kds"), tmp("t2.kds"), tmp("unl"), tmp("ref"));
+    double t_ref = now_s();
     int code = kdseg_log(tmp("ref.txt"), "annotate %s", args);
+    t_ref = now_s() - t_ref;
     if (code) show(tmp("ref.txt"));
     KD_CHECK(code == 0, "uninterrupted annotate");
     snprintf(args, sizeof args, common, tmp("t1.kds"), tmp("t2.kds"), tmp("unl"), tmp("ann"));
     kd_rng rng = kd_rng_make(777, 0, 0, 0);
-    int kills = 0, partial = 0, finished = 0, counts[ANN_CASES];
+    int kills = 0, partial = 0, finished = 0, counts[ANN_CASES], done_before = 0;
     for (int k = 0; k < 15 && !finished; k++) {
         pid_t pid = spawn(tmp("log.txt"), "annotate %s", args);
-        sleep_s(0.1 + 1.1 * kd_rng_uniform(&rng));
+        /* a moment inside this run: the cases still to do take about that share of t_ref */
+        double share = (double)(ANN_CASES - done_before) / ANN_CASES;
+        sleep_s(0.05 + t_ref * share * (0.1 + 0.6 * kd_rng_uniform(&rng)));
         if (waitpid(pid, &code, WNOHANG) == pid) {
             KD_CHECK(WIFEXITED(code) && WEXITSTATUS(code) == 0, "annotate run %d failed", k);
             finished = 1;
@@ -717,6 +722,7 @@ static int kill_annotate(void) {
         int done = check_annotations(tmp("ann"));
         KD_CHECK(done >= 0, "after kill %d a file under a final name is truncated", k);
         partial += done > 0 && done < ANN_CASES;
+        done_before = done;
         int rows = agreement_rows(tmp("ann/agreement.csv"), counts);
         KD_CHECK(rows >= 0, "after kill %d agreement.csv is malformed", k);
         printf("kill %d: %d cases written, %d agreement rows\n", k, done, rows);
