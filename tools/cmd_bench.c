@@ -719,7 +719,7 @@ static int bench_sched(kd_device *dev, const bench_opts *o) {
     if (!s) s = kd_sched_create(st, opt, t, 3, &c, &sc);
     sched_ctx bc = {o->batch, o->patch, st ? kd_model_in_channels(st) : 4,
                     st ? kd_model_out_channels(st) : 3};
-    kd_sched_report warm, rep;
+    kd_sched_report warm = {0}, rep = {0};
     /* warm-up: one labeled and one unlabeled step (chooser timing, pool) */
     if (!s) s = kd_sched_run(sc, 0, 2, sched_batch, &bc, NULL, NULL, NULL, &warm);
     if (!s) {
