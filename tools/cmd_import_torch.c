@@ -20,13 +20,13 @@ static int run(int argc, char **argv) {
     const char *in = NULL, *spec = NULL, *out = NULL, *prefix = "";
     for (int i = 1; i < argc; i++) {
         if (kd_cli_opt(argc, argv, &i, "--tensors", &in) || kd_cli_opt(argc, argv, &i, "--spec", &spec) ||
-            kd_cli_opt(argc, argv, &i, "--out", &out) || kd_cli_opt(argc, argv, &i, "--prefix", &prefix)) {
-            if (!argv[i] || (i < argc && argv[i][0] == '-' && argv[i][1] == '-' && !argv[i][2]))
-                return kd_cli_unknown("import-torch", argv[i - 1]);
-        } else return kd_cli_unknown("import-torch", argv[i]);
+            kd_cli_opt(argc, argv, &i, "--out", &out) || kd_cli_opt(argc, argv, &i, "--prefix", &prefix))
+            continue; /* a missing value leaves the option NULL: caught below */
+        return kd_cli_unknown("import-torch", argv[i]);
     }
     if (!in || !spec || !out || !prefix) {
-        fprintf(stderr, "kdseg import-torch: --tensors, --spec and --out are required\n");
+        fprintf(stderr, "kdseg import-torch: --tensors, --spec and --out need values (and --prefix, "
+                        "when given)\n");
         return 2;
     }
     kd_tensorfile *tf = NULL;

@@ -31,7 +31,7 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
         int r = 0;
         if (kd_cli_opt(argc, argv, &i, annotate ? "--teacher" : "--model", &v) ||
             (annotate && kd_cli_opt(argc, argv, &i, "--model", &v))) {
-            if (!v) return kd_cli_unknown(cmd, argv[i - 1]);
+            if (!v) return kd_cli_unknown(cmd, argv[i]); /* the option, its value missing */
             if (a->nmodels == KD_SEG_MAX_MODELS) {
                 fprintf(stderr, "kdseg %s: at most %d models\n", cmd, KD_SEG_MAX_MODELS);
                 return 2;
@@ -76,7 +76,6 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
         else if (annotate && kd_cli_flag(argv, i, "--all")) a->labeled_too = 1;
         else return kd_cli_unknown(cmd, argv[i]);
         if (r) return r;
-        if (i < argc && !argv[i]) return kd_cli_unknown(cmd, argv[i - 1]);
     }
     a->skip_done = annotate;
     return 0;
