@@ -58,6 +58,15 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static int run_pytorch(const char *args, char *out, size_t n);
+
+/* --torch-device: where the PyTorch side runs (cpu, or cuda for cuDNN on a GPU machine) */
+static const char *torch_device = "cpu";
+
+/* The PyTorch figure comparable to kdseg's planned device memory: the process's peak
+ * resident memory on the CPU, the CUDA allocator's peak on a GPU. */
+static const char *torch_mem_key(void) {
+    return strcmp(torch_device, "cpu") ? "cuda_peak_mib" : "maxrss_mib";
+}
 static const char *today(char *buf, size_t n);
 
 /* ---- bench ops: the conv layers ----------------------------------------------------------- */
@@ -378,7 +387,8 @@ static int run_pytorch(const char *args, char *out, size_t n) {
     }
     if (!have) return 1;
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s --threads 2 %s", py, bench_script(), args);
+    snprintf(cmd, sizeof cmd, "%s %s --threads 2 --device %s %s", py, bench_script(), torch_device,
+             args);
     fflush(stdout);
     FILE *p = popen(cmd, "r");
     if (!p) {
@@ -545,7 +555,7 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
                 if (!run_pytorch(args, py, sizeof py)) {
                     tms = json_num(py, "step_ms");
                     tcpu = json_num(py, "step_cpu_ms");
-                    trss = json_num(py, "maxrss_mib");
+                    trss = json_num(py, torch_mem_key());
                     printf(" %10.1f %11.2f %7.2fx %8.2fx %11.1f %8.2fx", tms, tcpu * 1e-3,
                            tms / r.ms, tcpu / r.cpu_ms, trss, trss / mib(r.planned));
                 }
@@ -822,6 +832,8 @@ static void help(FILE *f) {
            "  --compare-pytorch  run tools/bench/pytorch_bench.py (same model, shapes, loss\n"
            "                and AMSGrad step, 2 threads) in the same run and print ratios;\n"
            "                skipped when no python3 or /usr/bin/python3 imports torch\n"
+           "  --torch-device cpu|cuda  where the PyTorch side runs (default cpu; cuda: cuDNN\n"
+           "                autotuned, strict fp32, memory = the CUDA allocator's peak)\n"
            "\nenvironment: KDSEG_MEM_LIMIT (kdseg's device memory limit), POCL_MEMORY_LIMIT=GB\n"
            "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n");
 }
@@ -858,6 +870,12 @@ static int run(int argc, char **argv) {
             o.cpu = 1;
         } else if (kd_cli_flag(argv, i, "--compare-pytorch")) {
             o.compare = 1;
+        } else if (kd_cli_opt(argc, argv, &i, "--torch-device", &v)) {
+            if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) {
+                fprintf(stderr, "kdseg bench: --torch-device must be cpu or cuda\n");
+                return 2;
+            }
+            torch_device = v;
         } else if (kd_cli_flag(argv, i, "--scaling")) {
             o.scaling = 1;
         } else if (kd_cli_opt(argc, argv, &i, "--model", &v)) {

@@ -20,7 +20,7 @@ typedef struct demo_cfg {
     int labeled, unlabeled, test, size, patch, batch;
     int teacher_steps, student_steps, val_every;
     const char *teacher_specs[3], *teacher_names[3], *student_spec;
-    double teacher_lr, student_lr, pseudo_ratio;
+    double teacher_lr, student_lr, pseudo_ratio, pseudo_weight;
     const char *tta;
 } demo_cfg;
 
@@ -28,13 +28,13 @@ static const demo_cfg demo_default = {
     10, 24, 12, 64, 32, 2, 400, 400, 100,
     {"unet3d:widths=8,16,32", "cascade:widths=8,16,32", "resnext-se:widths=16,32,64:enc=1,1,1"},
     {"unet3d", "cascade", "resnext-se"},
-    "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.5, "none"};
+    "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.5, 1.0, "none"};
 
 static const demo_cfg demo_quick = {
     6, 8, 4, 48, 32, 1, 40, 50, 25,
     {"unet3d:widths=8,16", "cascade:widths=8,16", "resnext-se:widths=16,32:enc=1,1"},
     {"unet3d", "cascade", "resnext-se"},
-    "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 3e-3, 3e-3, 0.6, "none"};
+    "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 3e-3, 3e-3, 0.6, 1.0, "none"};
 
 static double now_s(void) {
     struct timespec ts;
@@ -248,17 +248,39 @@ static void help(FILE *f) {
             "     results.csv, results.md, dice_boxplot.png and example.png into DIR.\n\n"
             "  --quick      a smaller run (used by the tests; about 2 minutes here)\n"
             "  --out DIR    output folder (default kdseg-demo)\n"
-            "  --seed S     cohort and training seed (default 1)\n");
+            "  --seed S     cohort and training seed (default 1)\n\n"
+            "the experiment's sizes (defaults: the default or --quick run's):\n"
+            "  --labeled N --unlabeled N --test N   cases in each set\n"
+            "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
+            "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
+            "  --pseudo-weight W  weight of the loss on those steps\n");
 }
 
 static int run(int argc, char **argv) {
     demo_cfg c = demo_default;
     const char *out = "kdseg-demo";
     int online = 0, seed = 1;
+    for (int i = 1; i < argc; i++) /* --quick first: the size options below override it */
+        if (kd_cli_flag(argv, i, "--quick")) c = demo_quick;
     for (int i = 1; i < argc; i++) {
         const char *v;
-        if (kd_cli_flag(argv, i, "--quick")) c = demo_quick;
+        if (kd_cli_flag(argv, i, "--quick")) continue;
         else if (kd_cli_flag(argv, i, "--online")) online = 1;
+        else if (kd_cli_opt(argc, argv, &i, "--labeled", &v)) {
+            if (kd_cli_int("demo", "--labeled", v, 3, 10000, &c.labeled)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--unlabeled", &v)) {
+            if (kd_cli_int("demo", "--unlabeled", v, 1, 10000, &c.unlabeled)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--test", &v)) {
+            if (kd_cli_int("demo", "--test", v, 1, 10000, &c.test)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--teacher-steps", &v)) {
+            if (kd_cli_int("demo", "--teacher-steps", v, 1, 10000000, &c.teacher_steps)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--student-steps", &v)) {
+            if (kd_cli_int("demo", "--student-steps", v, 1, 10000000, &c.student_steps)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--pseudo-ratio", &v)) {
+            if (kd_cli_float("demo", "--pseudo-ratio", v, 0, 1, &c.pseudo_ratio)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--pseudo-weight", &v)) {
+            if (kd_cli_float("demo", "--pseudo-weight", v, 0, 100, &c.pseudo_weight)) return 2;
+        }
         else if (kd_cli_opt(argc, argv, &i, "--out", &v) && v) out = v;
         else if (kd_cli_opt(argc, argv, &i, "--seed", &v) && v) {
             if (kd_cli_int("demo", "--seed", v, 0, 1000000, &seed)) return 2;
@@ -313,9 +335,9 @@ static int run(int argc, char **argv) {
            c.unlabeled, c.student_steps);
     s = call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/annotations "
              "--out %s/models/student-distilled --model %s --steps %d --lr %g --val-every %d --seed %d "
-             "--pseudo-ratio %g %s",
+             "--pseudo-ratio %g --pseudo-weight %g %s",
              out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
-             c.pseudo_ratio, common);
+             c.pseudo_ratio, c.pseudo_weight, common);
     if (s) goto fail;
     if (online) {
         printf("  student distilled online (teachers run on each unlabeled patch): %d steps\n",
@@ -323,9 +345,9 @@ static int run(int argc, char **argv) {
         s = call("distill --online --teacher %s/models/unet3d/best.kds --teacher %s/models/cascade/best.kds "
                  "--teacher %s/models/resnext-se/best.kds --data %s/data/labeled --unlabeled "
                  "%s/data/unlabeled --out %s/models/student-online --model %s --steps %d --lr %g "
-                 "--val-every %d --seed %d --pseudo-ratio %g %s",
+                 "--val-every %d --seed %d --pseudo-ratio %g --pseudo-weight %g %s",
                  out, out, out, out, out, out, c.student_spec, c.student_steps, c.student_lr,
-                 c.val_every, seed, c.pseudo_ratio, common);
+                 c.val_every, seed, c.pseudo_ratio, c.pseudo_weight, common);
         if (s) goto fail;
     }
     stage(5, nst, "segmenting and evaluating the test cases");

@@ -104,20 +104,31 @@ def ints(s):
     return [int(v) for v in s.split(",")]
 
 
+DEV = torch.device("cpu")
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn, reps):
-    """Median wall ms and process CPU ms of reps calls after one warm-up call."""
+    """Median wall ms and process CPU ms of reps calls after one warm-up call (on CUDA
+    the device is synchronised before each clock read, so the GPU's work is counted)."""
     fn()
+    sync()
     wall, cpu = [], []
     for _ in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
+        sync()
         wall.append(1e3 * (time.perf_counter() - t0))
         cpu.append(1e3 * (time.process_time() - c0))
     return statistics.median(wall), statistics.median(cpu)
 
 
 def make_model(a):
-    m = ResUNet(ints(a.widths), ints(a.enc), ints(a.dec), a.groups)
+    m = ResUNet(ints(a.widths), ints(a.enc), ints(a.dec), a.groups).to(DEV)
     return m, sum(p.numel() for p in m.parameters())
 
 
@@ -125,8 +136,8 @@ def bench_train(a, out):
     model, npar = make_model(a)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-6, amsgrad=True)
-    x = torch.rand(a.batch, 4, a.patch, a.patch, a.patch) * 4 - 2
-    g = (torch.rand(a.batch, 3, a.patch, a.patch, a.patch) < 0.5).float()
+    x = (torch.rand(a.batch, 4, a.patch, a.patch, a.patch) * 4 - 2).to(DEV)
+    g = (torch.rand(a.batch, 3, a.patch, a.patch, a.patch) < 0.5).float().to(DEV)
 
     def step():
         opt.zero_grad()
@@ -142,7 +153,7 @@ def bench_train(a, out):
 def bench_infer(a, out):
     model, npar = make_model(a)
     model.eval()
-    x = torch.rand(1, 4, *a.volume) * 4 - 2
+    x = (torch.rand(1, 4, *a.volume) * 4 - 2).to(DEV)
     flips = [[], [4], [3], [3, 4], [2], [2, 4], [2, 3], [2, 3, 4]][:max(1, a.tta)]
 
     def run():
@@ -164,8 +175,8 @@ def bench_convs(a, out):
     for spec in a.shapes.split(";"):
         ci, co, k, s, p, level = ints(spec)
         e = a.edge >> level
-        conv = nn.Conv3d(ci, co, k, stride=s, padding=p, bias=False)
-        x = torch.rand(1, ci, e, e, e, requires_grad=True)
+        conv = nn.Conv3d(ci, co, k, stride=s, padding=p, bias=False).to(DEV)
+        x = torch.rand(1, ci, e, e, e, device=DEV, requires_grad=True)
         with torch.no_grad():
             y0 = conv(x)
         dy = torch.rand_like(y0)
@@ -190,6 +201,9 @@ def bench_convs(a, out):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, or cuda (cuDNN autotuned, strict fp32: TF32 off unless --tf32)")
+    ap.add_argument("--tf32", action="store_true")
     sub = ap.add_subparsers(dest="mode", required=True)
     for name in ("train", "infer", "convs"):
         sp = sub.add_parser(name)
@@ -207,9 +221,20 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    out = dict(torch=torch.__version__, threads=torch.get_num_threads(), base_rss_mib=rss_mib())
+    global DEV
+    DEV = torch.device(a.device)
+    out = dict(torch=torch.__version__, threads=torch.get_num_threads(), base_rss_mib=rss_mib(),
+               torch_device=a.device)
+    if DEV.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = a.tf32
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        out.update(gpu=torch.cuda.get_device_name(0), cudnn=torch.backends.cudnn.version(),
+                   tf32=a.tf32)
     {"train": bench_train, "infer": bench_infer, "convs": bench_convs}[a.mode](a, out)
     out["maxrss_mib"] = rss_mib()
+    if DEV.type == "cuda":
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     # the flat keys first: kdseg reads them with a simple scan
     rows = out.pop("rows", None)
     line = json.dumps(out)
