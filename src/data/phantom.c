@@ -207,7 +207,12 @@ static int setup(phantom *p, const int size[3], uint64_t seed, int index) {
             p->inten[t][m] = base_int[t][m] * rr(&r, 0.95, 1.05);
     float enh = rr(&r, 0.0, 1.0) < 0.35f ? rr(&r, 0.06, 0.15) : rr(&r, 0.15, 0.55);
     p->inten[T_ET][1] = p->inten[T_WM][1] * (1 + enh);
-    float ed = rr(&r, 0.45, 1.0); /* edema contrast relative to the base */
+    /* Edema contrast relative to the base. Its floor keeps faint edema visible on FLAIR and
+     * T2 (at least ~1.2x grey matter, as peritumoural edema is in BraTS, whose whole tumour
+     * is delineated on FLAIR): below about 0.7 edema equals grey matter in all four
+     * contrasts, a label no model can learn from the images (it made every model mark
+     * grey matter as edema in the demo's test cases). */
+    float ed = rr(&r, 0.75, 1.0);
     for (int m = 0; m < 4; m++)
         p->inten[T_ED][m] = p->inten[T_WM][m] + ed * (p->inten[T_ED][m] - p->inten[T_WM][m]);
     p->noise_sd = rr(&r, 0.02, 0.05);

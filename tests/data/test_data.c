@@ -972,10 +972,14 @@ static int loader_error(void) {
 
 /* Catches: a phantom that is not deterministic, labels outside the set, contrasts the
  * wrong way round, cohorts without the variety the demo needs. */
+static int cmp_i16(const void *x, const void *y) {
+    return (*(const int16_t *)x > *(const int16_t *)y) - (*(const int16_t *)x < *(const int16_t *)y);
+}
+
 static int phantom_contrasts(void) {
     const int sz[3] = {64, 64, 64};
     const size_t n = 64 * 64 * 64;
-    int16_t *a = malloc(4 * n * 2), *b = malloc(4 * n * 2);
+    int16_t *a = malloc(4 * n * 2), *b = malloc(4 * n * 2), *hv = malloc(n * 2);
     uint8_t *la = malloc(n), *lb = malloc(n);
     KD_CHECK_OK(kd_phantom_generate(sz, 3, 1, a, la));
     KD_CHECK_OK(kd_phantom_generate(sz, 3, 1, b, lb));
@@ -1010,6 +1014,15 @@ static int phantom_contrasts(void) {
             ed[m] = sum[2][m] / cnt[2];
         }
         KD_CHECK(ed[3] > h[3] && ed[2] > h[2], "case %d: edema bright on FLAIR and T2", idx);
+        /* Edema visible on FLAIR: brighter on average than 90% of the healthy brain (grey
+         * matter included). Catches an edema contrast so faint that it equals grey matter
+         * in every contrast (a label no model can learn from the images). */
+        size_t nh = 0;
+        for (size_t i = 0; i < n; i++)
+            if (!la[i] && a[3 * n + i]) hv[nh++] = a[3 * n + i];
+        qsort(hv, nh, sizeof *hv, cmp_i16);
+        KD_CHECK(ed[3] > hv[nh * 9 / 10], "case %d: edema FLAIR %.0f not above the healthy 90th "
+                 "percentile %d", idx, ed[3], hv[nh * 9 / 10]);
         if (cnt[4] > 20) {
             double et = sum[4][1] / cnt[4];
             KD_CHECK(et > h[1], "case %d: enhancing bright on T1ce", idx);
@@ -1020,6 +1033,7 @@ static int phantom_contrasts(void) {
     KD_CHECK(multi_or_small > 0, "some small tumours");
     free(a);
     free(b);
+    free(hv);
     free(la);
     free(lb);
     return 0;
