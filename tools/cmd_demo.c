@@ -20,7 +20,7 @@ typedef struct demo_cfg {
     int labeled, unlabeled, test, size, patch, batch;
     int teacher_steps, student_steps, val_every;
     const char *teacher_specs[3], *teacher_names[3], *student_spec;
-    double teacher_lr, student_lr, pseudo_ratio, pseudo_weight;
+    double teacher_lr, student_lr, pseudo_ratio, pseudo_weight, min_agreement;
     const char *tta;
 } demo_cfg;
 
@@ -28,13 +28,13 @@ static const demo_cfg demo_default = {
     10, 24, 12, 64, 32, 2, 400, 400, 100,
     {"unet3d:widths=8,16,32", "cascade:widths=8,16,32", "resnext-se:widths=16,32,64:enc=1,1,1"},
     {"unet3d", "cascade", "resnext-se"},
-    "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.5, 1.0, "none"};
+    "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.5, 1.0, 0.0, "none"};
 
 static const demo_cfg demo_quick = {
     6, 8, 4, 48, 32, 1, 40, 50, 25,
     {"unet3d:widths=8,16", "cascade:widths=8,16", "resnext-se:widths=16,32:enc=1,1"},
     {"unet3d", "cascade", "resnext-se"},
-    "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 3e-3, 3e-3, 0.6, 1.0, "none"};
+    "resunet:widths=8,16,32:enc=1,1,1:dec=1,1", 3e-3, 3e-3, 0.6, 1.0, 0.0, "none"};
 
 static double now_s(void) {
     struct timespec ts;
@@ -253,7 +253,8 @@ static void help(FILE *f) {
             "  --labeled N --unlabeled N --test N   cases in each set\n"
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
-            "  --pseudo-weight W  weight of the loss on those steps\n");
+            "  --pseudo-weight W  weight of the loss on those steps\n"
+            "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n");
 }
 
 static int run(int argc, char **argv) {
@@ -280,6 +281,8 @@ static int run(int argc, char **argv) {
             if (kd_cli_float("demo", "--pseudo-ratio", v, 0, 1, &c.pseudo_ratio)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--pseudo-weight", &v)) {
             if (kd_cli_float("demo", "--pseudo-weight", v, 0, 100, &c.pseudo_weight)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--min-agreement", &v)) {
+            if (kd_cli_float("demo", "--min-agreement", v, 0, 1, &c.min_agreement)) return 2;
         }
         else if (kd_cli_opt(argc, argv, &i, "--out", &v) && v) out = v;
         else if (kd_cli_opt(argc, argv, &i, "--seed", &v) && v) {
@@ -335,9 +338,9 @@ static int run(int argc, char **argv) {
            c.unlabeled, c.student_steps);
     s = call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/annotations "
              "--out %s/models/student-distilled --model %s --steps %d --lr %g --val-every %d --seed %d "
-             "--pseudo-ratio %g --pseudo-weight %g %s",
+             "--pseudo-ratio %g --pseudo-weight %g --min-agreement %g %s",
              out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
-             c.pseudo_ratio, c.pseudo_weight, common);
+             c.pseudo_ratio, c.pseudo_weight, c.min_agreement, common);
     if (s) goto fail;
     if (online) {
         printf("  student distilled online (teachers run on each unlabeled patch): %d steps\n",

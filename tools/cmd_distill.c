@@ -23,6 +23,8 @@ static void help(FILE *f) {
             "  --pseudo-ratio X      share of steps drawn from pseudo-labeled/unlabeled cases\n"
             "                        (default 0.5)\n"
             "  --pseudo-weight W     weight of the loss on those steps (default 1)\n"
+            "  --min-agreement X     offline: use only annotated cases whose teachers agree\n"
+            "                        (mean pairwise Dice in ANN_DIR/agreement.csv) >= X\n"
             "  --pseudo-loss L       offline: loss on annotated cases (default paper)\n"
             "  --online              online distillation (needs --teacher)\n"
             "  --teacher T.kds       a teacher checkpoint (repeat for an ensemble)\n"
@@ -159,12 +161,82 @@ static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **tea
     return st;
 }
 
+/* Keeps in idx[0..n) only the annotated cases whose mean pairwise Dice between teachers
+ * (ANN_DIR/agreement.csv, written by kdseg annotate with two or more teachers) is at least
+ * min: disagreement marks the pseudo-labels least worth learning from. */
+static kd_status filter_by_agreement(const char *ann, const kd_dataset *pool, int *idx, int *n,
+                                     double min, int quiet) {
+    char path[4096], line[1024];
+    snprintf(path, sizeof path, "%s/agreement.csv", ann);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return kd_fail(KD_ERR_IO, "%s: cannot read (--min-agreement needs the agreement file that "
+                       "kdseg annotate writes with two or more teachers)", path);
+    int kept = 0, low = 0, missing = 0, lineno = 0;
+    char **names = NULL;
+    double *vals = NULL;
+    int nrows = 0, cap = 0;
+    kd_status st = KD_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (lineno == 1 && !strncmp(line, "case,", 5)) continue;
+        char *comma = strchr(line, ',');
+        char *last = strrchr(line, ',');
+        char *end = NULL;
+        double v = last ? strtod(last + 1, &end) : NAN;
+        if (!comma || !end || end == last + 1 || !(v >= 0 && v <= 1)) {
+            st = kd_fail(KD_ERR_FORMAT, "%s:%d: expected 'case,wt,tc,et,mean' with Dice in [0, 1]",
+                         path, lineno);
+            break;
+        }
+        *comma = 0;
+        if (nrows == cap) {
+            cap = cap ? 2 * cap : 64;
+            char **nn = realloc(names, (size_t)cap * sizeof *nn);
+            double *nv = nn ? realloc(vals, (size_t)cap * sizeof *nv) : NULL;
+            if (nn) names = nn;
+            if (!nn || !nv) {
+                st = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
+                break;
+            }
+            vals = nv;
+        }
+        names[nrows] = strdup(line);
+        if (!names[nrows]) {
+            st = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
+            break;
+        }
+        vals[nrows++] = v;
+    }
+    fclose(f);
+    for (int i = 0; i < *n && !st; i++) {
+        const char *name = kd_dataset_case_name(pool, idx[i]);
+        int r = nrows - 1; /* the last row of a case wins (a re-annotated case) */
+        while (r >= 0 && strcmp(names[r], name)) r--;
+        if (r < 0) missing++;
+        else if (vals[r] < min) low++;
+        else idx[kept++] = idx[i];
+    }
+    for (int r = 0; r < nrows; r++) free(names[r]);
+    free(names);
+    free(vals);
+    if (st) return st;
+    if (!quiet || !kept)
+        printf("--min-agreement %.2f: kept %d of %d annotated cases (%d below, %d not in %s)\n",
+               min, kept, *n, low, missing, path);
+    *n = kept;
+    if (!kept)
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: no annotated case has a teacher agreement of at "
+                       "least %.2f", path, min);
+    return KD_OK;
+}
+
 static int run(int argc, char **argv) {
     kd_train_args a;
     kd_train_args_default(&a);
     const char *unlabeled = NULL, *teachers[16], *pseudo_loss = "paper", *distill_loss = "bce";
     int nt = 0, online = 0, r;
-    double ratio = 0.5, weight = 1.0;
+    double ratio = 0.5, weight = 1.0, min_agree = 0;
     for (int i = 1; i < argc; i++) {
         const char *v;
         if ((r = kd_train_args_parse_one("distill", argc, argv, &i, &a)) == 1) continue;
@@ -180,6 +252,8 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--pseudo-weight", &v) ||
                    kd_cli_opt(argc, argv, &i, "--distill-weight", &v)) {
             if (kd_cli_float("distill", "--pseudo-weight", v, 0, 100, &weight)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--min-agreement", &v)) {
+            if (kd_cli_float("distill", "--min-agreement", v, 0, 1, &min_agree)) return 2;
         } else if (kd_cli_flag(argv, i, "--online")) online = 1;
         else return kd_cli_unknown("distill", argv[i]);
     }
@@ -230,6 +304,9 @@ static int run(int argc, char **argv) {
                      online ? "unlabeled" : "annotated (check --annotations)");
         goto done;
     }
+    if (!online && min_agree > 0 &&
+        (st = filter_by_agreement(ann, pool, idx, &n, min_agree, a.quiet)))
+        goto done;
     kd_sampler_opts so = s.so;
     so.allow_unlabeled = online;
     so.seed = s.so.seed + 1000003;

@@ -414,6 +414,70 @@ static int train_resume_cli(void) {
     return 0;
 }
 
+/* Does the log of this test's kdseg runs contain text (since the log was last cleared)? */
+static int log_has(const char *text) {
+    char p[1024], line[2048];
+    snprintf(p, sizeof p, "%s/log.txt", kd_test_tmpdir());
+    FILE *f = fopen(p, "r");
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, text) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+static void log_clear(void) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/log.txt", kd_test_tmpdir());
+    remove(p);
+}
+
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return 1;
+    fputs(text, f);
+    return fclose(f) != 0;
+}
+
+/* Catches: --min-agreement keeping the wrong cases (a case below the threshold, or one
+ * missing from agreement.csv, used anyway), a threshold no case meets or a malformed
+ * agreement file accepted silently instead of a clear error naming the file. */
+static int distill_min_agreement(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
+        save_model(dev, "cascade:widths=8,16", 2, tmp("t2.kds")))
+        return 1;
+    KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 7", tmp("lab")) == 0, "phantom");
+    KD_CHECK(kdseg("phantom --out %s --cases 4 --size 32 --unlabeled --seed 8", tmp("unl")) == 0,
+             "phantom");
+    KD_CHECK(kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s", tmp("t1.kds"),
+                   tmp("t2.kds"), tmp("unl"), tmp("ann")) == 0, "annotate");
+    char agree[1024];
+    snprintf(agree, sizeof agree, "%s/agreement.csv", tmp("ann"));
+    /* known agreements: 000 high, 001 low, 002 medium, 003 missing from the file */
+    KD_CHECK(!write_text(agree, "case,dice_wt,dice_tc,dice_et,mean\n"
+                                "KDPhantom_000,0.9,0.9,0.9,0.9000\n"
+                                "KDPhantom_001,0.2,0.2,0.2,0.2000\n"
+                                "KDPhantom_002,0.6,0.6,0.6,0.6000\n"),
+             "write %s", agree);
+    const char *common = "--model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --steps 2 "
+                         "--val-cases 1 --val-every 0 --threads 0";
+    log_clear();
+    KD_CHECK(kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --min-agreement 0.5 %s",
+                   tmp("lab"), tmp("unl"), tmp("ann"), tmp("s1"), common) == 0, "distill 0.5");
+    KD_CHECK(log_has("kept 2 of 4 annotated cases (1 below, 1 not in"), "kept count");
+    log_clear();
+    KD_CHECK(kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --min-agreement 0.95 %s",
+                   tmp("lab"), tmp("unl"), tmp("ann"), tmp("s2"), common) == 2, "none kept: exit 2");
+    KD_CHECK(log_has("no annotated case has a teacher agreement of at least 0.95"), "message");
+    KD_CHECK(!write_text(agree, "case,dice_wt,dice_tc,dice_et,mean\nKDPhantom_000,0.9,0.9,0.9,high\n"),
+             "write %s", agree);
+    log_clear();
+    KD_CHECK(kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --min-agreement 0.5 %s",
+                   tmp("lab"), tmp("unl"), tmp("ann"), tmp("s3"), common) == 1, "malformed: exit 1");
+    KD_CHECK(log_has("agreement.csv:2: expected"), "malformed file named with its line");
+    return 0;
+}
+
 /* Catches: crashes or silent success on bad command lines and inputs. */
 static int bad_inputs_cli(void) {
     struct {
@@ -478,6 +542,7 @@ int main(int argc, char **argv) {
         {"segment_geometry", segment_geometry},
         {"segment_real_case", segment_real_case},
         {"train_resume_cli", train_resume_cli},
+        {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},
         {"demo_quick", demo_quick},
     };
