@@ -6,7 +6,8 @@ static void help(FILE *f) {
     fprintf(f,
             "usage: kdseg annotate --teacher T1.kds [--teacher T2.kds ...] --dataset DIR\n"
             "                      --out ANN_DIR [--soft] [--tta none|4|8] [--all] [options]\n\n"
-            "Whole-volume inference of every teacher (with flips), region probabilities\n"
+            "Inference of every teacher over the whole case (sliding windows of the training\n"
+            "patch unless --tile says otherwise; with flips), region probabilities\n"
             "averaged, written per unlabeled case on its original grid as ANN_DIR/CASE.nii.gz:\n"
             "a hard label map in the dataset's convention (the paper's way), or with --soft\n"
             "uint8-quantised WT/TC/ET probabilities (4-D). ANN_DIR then serves as\n"

@@ -16,6 +16,7 @@ typedef struct kd_seg_args {
     kd_postproc_options post;
     int probabilities;  /* 0 none, 1 uint8, 2 float32 */
     int png, soft, skip_done, labeled_too;
+    int whole; /* --tile whole: one pass over the whole volume, whatever the training patch */
 } kd_seg_args;
 
 int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a);
@@ -26,6 +27,9 @@ typedef struct kd_seg_run {
     kd_model *models[KD_SEG_MAX_MODELS];
     int nmodels;
     kd_dataset *ds;
+    /* the options cases run with: the command line's, and without --tile, sliding windows
+     * of the models' training patch (read from their checkpoints), as nnU-Net infers */
+    kd_infer_opts infer;
 } kd_seg_run;
 
 kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r);

@@ -93,6 +93,7 @@ kd_status kd_batch_from_source(void *ctx, long step, kd_tensor *x, kd_tensor *t,
 }
 
 kd_status kd_val_set_load(kd_val_set *v, const kd_dataset *ds, const int *idx, int n) {
+    memset(v->tile, 0, sizeof v->tile);
     v->cases = calloc((size_t)(n > 0 ? n : 1), sizeof *v->cases);
     v->n = 0;
     if (!v->cases) return kd_fail(KD_ERR_OUT_OF_MEMORY, "validation set");
@@ -124,7 +125,13 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]) {
         size_t nv = (size_t)c->d * c->h * c->w;
         float *p = malloc(3 * nv * sizeof(float));
         if (!p) return kd_fail(KD_ERR_OUT_OF_MEMORY, "validation");
-        kd_status s = kd_infer_volume(&m, 1, c->image, c->channels, c->d, c->h, c->w, NULL, p, NULL);
+        kd_infer_opts io;
+        kd_infer_opts_default(&io);
+        if (v->tile[0] > 0) {
+            memcpy(io.tile, v->tile, sizeof io.tile);
+            io.force_tiles = 1;
+        }
+        kd_status s = kd_infer_volume(&m, 1, c->image, c->channels, c->d, c->h, c->w, &io, p, NULL);
         if (s) {
             free(p);
             return s;
@@ -331,6 +338,7 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
         (st = kd_sampler_add(s->smp, s->ds, s->lab, s->nlab - a->val_cases)))
         return st;
     if ((st = kd_val_set_load(&s->vs, s->ds, s->lab + s->nlab - a->val_cases, a->val_cases))) return st;
+    memcpy(s->vs.tile, a->patch, sizeof s->vs.tile);
     kd_train_config *tc = &s->tc;
     tc->batch = a->batch;
     memcpy(tc->patch, a->patch, sizeof tc->patch);

@@ -34,11 +34,13 @@ kd_status kd_batch_from_source(void *ctx, long step, kd_tensor *x, kd_tensor *t,
 typedef struct kd_val_set {
     kd_case **cases;
     int n;
+    int tile[3]; /* sliding windows of this size (the training patch), as segment infers */
 } kd_val_set;
 
 kd_status kd_val_set_load(kd_val_set *v, const kd_dataset *ds, const int *idx, int n);
 void kd_val_set_free(kd_val_set *v);
-/* Mean Dice per region of thresholded whole-volume predictions (no TTA). */
+/* Mean Dice per region of thresholded predictions (no TTA; sliding windows of v->tile, or
+ * the whole volume when tile is 0). */
 kd_status kd_validate(void *ctx, kd_model *m, double dice[3]);
 
 /* Writes a PNG of the loss and validation Dice curves from a train.csv. */
