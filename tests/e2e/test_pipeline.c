@@ -42,6 +42,9 @@ static int save_model(kd_device *dev, const char *spec, uint64_t seed, const cha
     return 0;
 }
 
+static int log_has(const char *text);
+static void log_clear(void);
+
 static const char *tmp(const char *name) {
     static char buf[8][1024];
     static int k;
@@ -358,6 +361,53 @@ static int segment_geometry(void) {
     return 0;
 }
 
+/* Are two files byte for byte the same? */
+static int same_bytes(const char *a, const char *b) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int same = fa && fb;
+    while (same) {
+        int x = fgetc(fa), y = fgetc(fb);
+        if (x != y) same = 0;
+        if (x == EOF || y == EOF) break;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same;
+}
+
+/* Catches: segment ignoring the training patch stored in the checkpoint (inferring over
+ * the whole volume, whose GroupNorm statistics differ from the patches the model learnt
+ * on), --tile whole not giving one pass, or a checkpoint without a patch not falling
+ * back to the whole volume. */
+static int segment_training_patch(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("nopatch.kds"))) return 1;
+    KD_CHECK(kdseg("phantom --out %s --cases 2 --size 32 --seed 9", tmp("d")) == 0, "phantom");
+    KD_CHECK(kdseg("train --data %s --out %s --model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 "
+                   "--steps 2 --val-cases 1 --val-every 0 --threads 0 --quiet", tmp("d"), tmp("m")) == 0,
+             "train at patch 16");
+    char model[1024];
+    snprintf(model, sizeof model, "%s/m/last.kds", kd_test_tmpdir());
+    const char *runs[4][2] = {{"auto", ""}, {"t16", "--tile 16,16,16"}, {"whole", "--tile whole"},
+                              {"nopatch", ""}};
+    for (int i = 0; i < 4; i++) {
+        log_clear();
+        KD_CHECK(kdseg("segment --model %s --dataset %s --out %s --probabilities f32 %s",
+                       i == 3 ? tmp("nopatch.kds") : model, tmp("d"), tmp(runs[i][0]), runs[i][1]) == 0,
+                 "segment %s", runs[i][0]);
+        int windows = log_has("sliding windows"), whole = log_has("whole volume");
+        KD_CHECK(i == 0 || i == 1 ? windows && !whole : whole && !windows,
+                 "%s: windows %d whole %d", runs[i][0], windows, whole);
+    }
+    char a[1024], b[1024], c[1024];
+    snprintf(a, sizeof a, "%s/KDPhantom_000_prob.nii.gz", tmp("auto"));
+    snprintf(b, sizeof b, "%s/KDPhantom_000_prob.nii.gz", tmp("t16"));
+    snprintf(c, sizeof c, "%s/KDPhantom_000_prob.nii.gz", tmp("whole"));
+    KD_CHECK(same_bytes(a, b), "default = windows of the training patch");
+    KD_CHECK(!same_bytes(a, c), "windows differ from one whole-volume pass");
+    return 0;
+}
+
 /* The real BraTS case: a label map on the original 240x240x155 grid and affine. */
 static int segment_real_case(void) {
     const char *sh = kd_test_shared_dir();
@@ -540,6 +590,7 @@ int main(int argc, char **argv) {
         {"tta_symmetric", tta_symmetric},
         {"sliding_window", sliding_window},
         {"segment_geometry", segment_geometry},
+        {"segment_training_patch", segment_training_patch},
         {"segment_real_case", segment_real_case},
         {"train_resume_cli", train_resume_cli},
         {"distill_min_agreement", distill_min_agreement},
