@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kdseg/tensor.h"
 
@@ -64,9 +65,14 @@ kd_status kd_model_zero_grad(kd_model *m);
 void kd_model_release(kd_model *m);
 
 /* Planned peak device bytes of activations (and gradients when training) for an
- * input shape, from the memory plan; parameters, gradients and optimizer state
- * are reported separately by kd_model_param_bytes. */
+ * input shape, from the memory plan: every buffer forward and backward allocate (saved
+ * and recomputed activations, statistics, gradients, the direct conv's scratch), and,
+ * training, the caller's dL/d(output); not the input, parameters, gradients and
+ * optimizer state (kd_model_param_bytes). kd_model_plan_explain also writes to out what
+ * is live at the peak, tensor by tensor. */
 kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak_bytes);
+kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak_bytes,
+                                FILE *out);
 size_t kd_model_param_bytes(const kd_model *m);
 
 /* Architectures known to kd_model_create: fills name, defaults and a description;

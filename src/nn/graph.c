@@ -103,7 +103,8 @@ int kd_graph_channels(const kd_graph *g, int node) {
     case KD_N_INPUT:
     case KD_N_CONV:
     case KD_N_CONVT:
-    case KD_N_SLICE: return n->cout;
+    case KD_N_SLICE:
+    case KD_N_CONV_CAT: return n->cout;
     case KD_N_CONCAT: return kd_graph_channels(g, n->in[0]) + kd_graph_channels(g, n->in[1]);
     default: return kd_graph_channels(g, n->in[0]);
     }
@@ -146,6 +147,25 @@ int kd_g_convt(kd_graph *g, int in, int cout, int bias, const char *name) {
     int dims[5] = {cin, cout, 2, 2, 2};
     snprintf(pn, sizeof pn, "%s.weight", name);
     n->w = add_param(g, pn, 5, dims, 2);
+    if (bias) {
+        snprintf(pn, sizeof pn, "%s.bias", name);
+        n->b = add_param(g, pn, 1, &cout, 0);
+    }
+    return n->w < 0 || (bias && n->b < 0) ? -1 : i;
+}
+
+int kd_g_conv_cat(kd_graph *g, int a, int b, int cout, int bias, const char *name) {
+    if (a < 0 || b < 0) return -1;
+    int cin = kd_graph_channels(g, a) + kd_graph_channels(g, b);
+    int i = add_node(g, KD_N_CONV_CAT, a, b);
+    if (i < 0) return -1;
+    kd_node *n = &g->nodes[i];
+    n->cout = cout;
+    n->conv = (kd_conv_params){{1, 1, 1}, 1, 0, 1};
+    char pn[96];
+    int dims[5] = {cout, cin, 1, 1, 1};
+    snprintf(pn, sizeof pn, "%s.weight", name);
+    n->w = add_param(g, pn, 5, dims, 1);
     if (bias) {
         snprintf(pn, sizeof pn, "%s.bias", name);
         n->b = add_param(g, pn, 1, &cout, 0);
@@ -298,6 +318,16 @@ static kd_status infer_shapes(kd_graph *g, kd_shape in) {
         case KD_N_GAP: s.d = s.h = s.w = 1; break;
         case KD_N_CONCAT: s.c += g->nodes[n->in[1]].shape.c; break;
         case KD_N_SLICE: s.c = n->cout; break;
+        case KD_N_CONV_CAT: {
+            kd_shape s2 = g->nodes[n->in[1]].shape;
+            if (s2.n != s.n || s2.d != s.d || s2.h != s.h || s2.w != s.w) {
+                char b2[96];
+                return kd_fail(KD_ERR_SHAPE, "node %d: concatenating %s and %s", i,
+                               kd_shape_str(s, b1, sizeof b1), kd_shape_str(s2, b2, sizeof b2));
+            }
+            s.c = n->cout;
+            break;
+        }
         default: break;
         }
         n->shape = s;
@@ -305,7 +335,7 @@ static kd_status infer_shapes(kd_graph *g, kd_shape in) {
     return KD_OK;
 }
 
-/* Does the backward of node j need its input k's forward output? */
+/* Does node n's backward read the forward output of its input `which`? */
 static int bwd_needs_input(const kd_node *n, int which) {
     switch (n->op) {
     case KD_N_CONV:
@@ -313,29 +343,67 @@ static int bwd_needs_input(const kd_node *n, int which) {
     case KD_N_GN:
     case KD_N_GN_LEAKY:
     case KD_N_BN:
-    case KD_N_LEAKY:
     case KD_N_MAXPOOL: return which == 0;
+    case KD_N_LEAKY: return which == 0 && !n->inplace; /* in place: the sign of its output */
     case KD_N_CHSCALE:
-    case KD_N_SPGATE: return 1;
+    case KD_N_SPGATE:
+    case KD_N_CONV_CAT: return 1;
     default: return 0;
     }
 }
 
+/* Does node n's backward read its own forward output? */
+static int bwd_needs_output(const kd_node *n) {
+    return n->op == KD_N_SIGMOID || (n->op == KD_N_LEAKY && n->inplace);
+}
+
+/* Outputs rebuilt in backward from what backward keeps anyway (a norm's input and
+ * statistics) or from a smaller tensor (the upsampling's input, 1/8 of the voxels): one
+ * elementwise or resampling pass instead of a full-resolution tensor held from the forward
+ * to the backward. BatchNorm is not among them: its forward updates the running stats. */
+static int recomputable(const kd_node *n) {
+    return n->op == KD_N_GN || n->op == KD_N_GN_LEAKY || n->op == KD_N_UP_TRI ||
+           n->op == KD_N_UP_NEAR;
+}
+
+/* Per run: consumer counts, in-place LeakyReLUs, which outputs backward keeps, and which
+ * it recomputes instead. */
 static void lifetimes(kd_graph *g, int training) {
     for (int i = 0; i < g->nnodes; i++) {
-        g->nodes[i].uses_left = 0;
-        g->nodes[i].keep = 0;
+        kd_node *n = &g->nodes[i];
+        n->uses_left = n->keep = n->recompute = n->inplace = 0;
     }
+    for (int j = 0; j < g->nnodes; j++)
+        for (int w = 0; w < 2; w++)
+            if (g->nodes[j].in[w] >= 0) g->nodes[g->nodes[j].in[w]].uses_left++;
+    /* LeakyReLU (slope >= 0: y > 0 exactly where x > 0) over an input that nothing else
+     * reads and whose own backward does not read it (the graph input is borrowed) */
     for (int j = 0; j < g->nnodes; j++) {
         kd_node *n = &g->nodes[j];
-        for (int w = 0; w < 2; w++) {
-            if (n->in[w] < 0) continue;
-            g->nodes[n->in[w]].uses_left++;
-            if (training && bwd_needs_input(n, w)) g->nodes[n->in[w]].keep = 1;
-        }
-        if (training && n->op == KD_N_SIGMOID) n->keep = 1;
+        int k = n->in[0];
+        if (n->op != KD_N_LEAKY || !(n->slope >= 0.0f) || k < 0) continue;
+        const kd_node *x = &g->nodes[k];
+        if (x->op != KD_N_INPUT && x->uses_left == 1 && k != g->output && !bwd_needs_output(x))
+            n->inplace = 1;
     }
+    if (training)
+        for (int j = 0; j < g->nnodes; j++) {
+            kd_node *n = &g->nodes[j];
+            for (int w = 0; w < 2; w++)
+                if (n->in[w] >= 0 && bwd_needs_input(n, w)) g->nodes[n->in[w]].keep = 1;
+            if (bwd_needs_output(n)) n->keep = 1;
+        }
     g->nodes[g->output].keep = 1;
+    if (!training) return;
+    for (int k = 0; k < g->nnodes; k++) {
+        kd_node *x = &g->nodes[k];
+        if (!x->keep || k == g->output || !recomputable(x)) continue;
+        kd_node *src = &g->nodes[x->in[0]];
+        if (src->recompute) continue; /* one level: the source must be kept */
+        x->recompute = 1;
+        x->keep = 0;
+        src->keep = 1;
+    }
 }
 
 static int has_stats(const kd_node *n) {
@@ -346,13 +414,51 @@ static size_t stats_numel(const kd_node *n) {
     return n->op == KD_N_BN ? (size_t)n->shape.c : (size_t)n->shape.n * (size_t)n->groups;
 }
 
+/* The concatenation a CONV_CAT node convolves (its forward's temporary). */
+static kd_shape cat_shape(const kd_graph *g, const kd_node *n) {
+    kd_shape s = g->nodes[n->in[0]].shape;
+    s.c += g->nodes[n->in[1]].shape.c;
+    return s;
+}
+
 /* ---- forward ----------------------------------------------------------------- */
+
+static void drop_output(kd_graph *g, int k) {
+    kd_node *n = &g->nodes[k];
+    if (n->op != KD_N_INPUT) kd_tensor_free(n->out);
+    n->out = NULL;
+}
+
+/* n has read its inputs: drop those no later forward or backward reads. */
+static void release_inputs(kd_graph *g, const kd_node *n) {
+    for (int w = 0; w < 2; w++) {
+        int k = n->in[w];
+        if (k >= 0 && --g->nodes[k].uses_left == 0 && !g->nodes[k].keep) drop_output(g, k);
+    }
+}
 
 static kd_status run_node(kd_graph *g, kd_node *n, int training) {
     kd_tensor *x = n->in[0] >= 0 ? g->nodes[n->in[0]].out : NULL;
     kd_tensor *x2 = n->in[1] >= 0 ? g->nodes[n->in[1]].out : NULL;
     kd_tensor *w = n->w >= 0 ? g->pview[n->w] : NULL, *b = n->b >= 0 ? g->pview[n->b] : NULL;
     kd_status s;
+    if (n->inplace) { /* take over the input's buffer */
+        n->out = x;
+        g->nodes[n->in[0]].out = NULL;
+        return kd_leaky_forward(n->out, n->slope, n->out);
+    }
+    if (n->op == KD_N_CONV_CAT) {
+        /* the concatenation first: inputs nothing else reads go before y is allocated,
+         * so inference holds no more than a concat node followed by a conv did */
+        kd_tensor *cat = NULL;
+        s = kd_tensor_create(g->dev, cat_shape(g, n), &cat);
+        if (!s) s = kd_concat_forward(x, x2, cat);
+        release_inputs(g, n);
+        if (!s) s = kd_tensor_create(g->dev, n->shape, &n->out);
+        if (!s) s = kd_conv3d_forward(&n->conv, cat, w, b, n->out);
+        kd_tensor_free(cat);
+        return s;
+    }
     if ((s = kd_tensor_create(g->dev, n->shape, &n->out))) return s;
     if (has_stats(n)) {
         kd_shape ss = kd_shape5(1, (int)stats_numel(n), 1, 1, 1);
@@ -383,15 +489,10 @@ static kd_status run_node(kd_graph *g, kd_node *n, int training) {
     case KD_N_CONCAT: return kd_concat_forward(x, x2, n->out);
     case KD_N_ADD: return kd_add(x, x2, n->out);
     case KD_N_SLICE: return kd_slice_channels_forward(x, n->c0, n->out);
+    case KD_N_CONV_CAT:
     case KD_N_INPUT: break;
     }
     return kd_fail(KD_ERR_INTERNAL, "graph: unknown node op %d", (int)n->op);
-}
-
-static void drop_output(kd_graph *g, int k) {
-    kd_node *n = &g->nodes[k];
-    if (n->op != KD_N_INPUT) kd_tensor_free(n->out);
-    n->out = NULL;
 }
 
 kd_status kd_graph_forward(kd_graph *g, const kd_tensor *x, int training, kd_tensor **out) {
@@ -417,11 +518,7 @@ kd_status kd_graph_forward(kd_graph *g, const kd_tensor *x, int training, kd_ten
             kd_tensor_free(n->rstd);
             n->mean = n->rstd = NULL;
         }
-        for (int w = 0; w < 2; w++) {
-            int k = n->in[w];
-            if (k < 0) continue;
-            if (--g->nodes[k].uses_left == 0 && !g->nodes[k].keep) drop_output(g, k);
-        }
+        if (n->op != KD_N_CONV_CAT) release_inputs(g, n); /* CONV_CAT: released inside */
     }
     *out = g->nodes[g->output].out;
     return KD_OK;
@@ -441,6 +538,16 @@ static kd_status give_grad(kd_graph *g, int k, kd_tensor *tmp) {
     return s;
 }
 
+/* n's gradient, now dx of input k computed in place: hand it over (k had none yet) or
+ * add it into k's gradient. */
+static kd_status pass_grad(kd_graph *g, kd_node *n, int k) {
+    kd_node *t = &g->nodes[k];
+    if (t->grad) return kd_add(t->grad, n->grad, t->grad);
+    t->grad = n->grad;
+    n->grad = NULL;
+    return KD_OK;
+}
+
 static int wants_grad(const kd_graph *g, int k) {
     return k >= 0 && g->nodes[k].op != KD_N_INPUT;
 }
@@ -449,64 +556,187 @@ static kd_status new_like(kd_graph *g, int k, kd_tensor **t) {
     return kd_tensor_create(g->dev, g->nodes[k].shape, t);
 }
 
+/* Rebuild a recomputed output (see recomputable) into *t. */
+static kd_status recompute(kd_graph *g, int k, kd_tensor **t) {
+    kd_node *n = &g->nodes[k];
+    kd_tensor *x = g->nodes[n->in[0]].out;
+    if (!x || (has_stats(n) && (!n->mean || !n->rstd)))
+        return kd_fail(KD_ERR_INTERNAL, "graph: node %d cannot be recomputed: its input or "
+                       "statistics were not kept", k);
+    kd_status s = kd_tensor_create(g->dev, n->shape, t);
+    if (s) return s;
+    switch (n->op) {
+    case KD_N_GN:
+    case KD_N_GN_LEAKY:
+        s = kd_groupnorm_apply(x, g->pview[n->w], g->pview[n->b], n->mean, n->rstd, n->groups,
+                               n->op == KD_N_GN_LEAKY, n->slope, *t);
+        break;
+    case KD_N_UP_TRI: s = kd_upsample_trilinear_forward(x, *t); break;
+    case KD_N_UP_NEAR: s = kd_upsample_nearest_forward(x, *t); break;
+    default: s = kd_fail(KD_ERR_INTERNAL, "graph: node %d (op %d) is not recomputable", k,
+                         (int)n->op);
+    }
+    if (s) {
+        kd_tensor_free(*t);
+        *t = NULL;
+    }
+    return s;
+}
+
+static void drop_recomputed(kd_graph *g, int rec[2]) {
+    for (int w = 0; w < 2; w++)
+        if (rec[w] >= 0) {
+            drop_output(g, rec[w]);
+            rec[w] = -1;
+        }
+}
+
+/* ADD: dy goes to each input unchanged: first added into the inputs' existing gradients,
+ * then copied for an input without one, the last such taker getting dy itself. */
+static kd_status add_backward(kd_graph *g, kd_node *n) {
+    kd_status s = KD_OK;
+    int added[2] = {0, 0};
+    for (int w = 0; w < 2 && !s; w++) {
+        int k = n->in[w];
+        if (!wants_grad(g, k) || !g->nodes[k].grad) continue;
+        s = kd_add(g->nodes[k].grad, n->grad, g->nodes[k].grad);
+        added[w] = 1;
+    }
+    for (int w = 0; w < 2 && !s; w++) {
+        int k = n->in[w];
+        if (added[w] || !wants_grad(g, k)) continue;
+        kd_node *t = &g->nodes[k];
+        if (t->grad) { /* x + x: the copy made for in[0] */
+            s = kd_add(t->grad, n->grad, t->grad);
+        } else if (w == 0 && wants_grad(g, n->in[1]) && !added[1]) {
+            if (!(s = new_like(g, k, &t->grad))) s = kd_tensor_copy(t->grad, n->grad);
+        } else {
+            t->grad = n->grad;
+            n->grad = NULL;
+        }
+    }
+    return s;
+}
+
+/* CONV_CAT: the two row blocks of the 1x1 weight, (Ca, Cout) then (Cb, Cout), as views. */
+static kd_status cat_views(kd_graph *g, kd_node *n, kd_tensor *w, kd_tensor **wa,
+                           kd_tensor **wb) {
+    size_t na = (size_t)g->nodes[n->in[0]].shape.c * n->cout,
+           nb = (size_t)g->nodes[n->in[1]].shape.c * n->cout;
+    kd_status s = kd_tensor_view(w, 0, kd_shape5(1, (int)na, 1, 1, 1), wa);
+    if (!s) s = kd_tensor_view(w, na, kd_shape5(1, (int)nb, 1, 1, 1), wb);
+    return s;
+}
+
+static kd_status conv_cat_backward(kd_graph *g, kd_node *n, int rec[2]) {
+    int a = n->in[0], b2 = n->in[1];
+    kd_tensor *dy = n->grad, *wa = NULL, *wb = NULL, *dwa = NULL, *dwb = NULL, *d = NULL;
+    kd_tensor *db = n->b >= 0 ? g->gview[n->b] : NULL;
+    kd_status s = cat_views(g, n, g->pview[n->w], &wa, &wb);
+    if (!s) s = cat_views(g, n, g->gview[n->w], &dwa, &dwb);
+    if (!s) s = kd_conv3d_backward_weight(&n->conv, g->nodes[a].out, dy, dwa, db);
+    if (!s) s = kd_conv3d_backward_weight(&n->conv, g->nodes[b2].out, dy, dwb, NULL);
+    drop_recomputed(g, rec);
+    for (int w = 0; w < 2 && !s; w++) { /* one input gradient at a time */
+        int k = n->in[w];
+        if (!wants_grad(g, k)) continue;
+        if (!(s = new_like(g, k, &d))) s = kd_conv3d_backward_input(&n->conv, dy, w ? wb : wa, d);
+        if (!s) s = give_grad(g, k, d);
+        else kd_tensor_free(d);
+        d = NULL;
+    }
+    kd_tensor_free(wa);
+    kd_tensor_free(wb);
+    kd_tensor_free(dwa);
+    kd_tensor_free(dwb);
+    return s;
+}
+
 static kd_status back_node(kd_graph *g, kd_node *n) {
     int a = n->in[0], b2 = n->in[1];
+    int rec[2] = {-1, -1};
+    kd_status s = KD_OK;
+    /* rebuild the recomputed inputs this backward reads; dropped again once used */
+    for (int w = 0; w < 2 && !s; w++) {
+        int k = n->in[w];
+        if (k < 0 || !bwd_needs_input(n, w) || !g->nodes[k].recompute || g->nodes[k].out)
+            continue;
+        if (!(s = recompute(g, k, &g->nodes[k].out))) rec[w] = k;
+    }
+    if (s) return s;
     kd_tensor *dy = n->grad, *x = a >= 0 ? g->nodes[a].out : NULL;
     kd_tensor *x2 = b2 >= 0 ? g->nodes[b2].out : NULL;
     kd_tensor *w = n->w >= 0 ? g->pview[n->w] : NULL;
     kd_tensor *dw = n->w >= 0 ? g->gview[n->w] : NULL, *db = n->b >= 0 ? g->gview[n->b] : NULL;
     kd_tensor *da = NULL, *db2 = NULL;
     int ga = wants_grad(g, a), gb = wants_grad(g, b2);
-    kd_status s = KD_OK;
-    if (ga && (s = new_like(g, a, &da))) return s;
-    if (gb && (s = new_like(g, b2, &db2))) goto done;
     switch (n->op) {
+    /* same-shape backwards computed in place over dy, then handed to the input */
+    case KD_N_GN:
+        s = kd_groupnorm_backward(dy, x, w, n->mean, n->rstd, n->groups, dy, dw, db);
+        if (!s && ga) s = pass_grad(g, n, a);
+        goto done;
+    case KD_N_GN_LEAKY:
+        s = kd_groupnorm_leaky_backward(dy, x, w, g->pview[n->b], n->mean, n->rstd, n->groups,
+                                        n->slope, dy, dw, db);
+        if (!s && ga) s = pass_grad(g, n, a);
+        goto done;
+    case KD_N_BN:
+        s = kd_batchnorm_backward(dy, x, w, n->mean, n->rstd, dy, dw, db);
+        if (!s && ga) s = pass_grad(g, n, a);
+        goto done;
+    case KD_N_LEAKY:
+        if (ga) s = kd_leaky_backward(dy, n->inplace ? n->out : x, n->slope, dy);
+        if (!s && ga) s = pass_grad(g, n, a);
+        goto done;
+    case KD_N_SIGMOID:
+        if (ga) s = kd_sigmoid_backward(dy, n->out, dy);
+        if (!s && ga) s = pass_grad(g, n, a);
+        goto done;
+    case KD_N_ADD: s = add_backward(g, n); goto done;
+    case KD_N_CONV_CAT: s = conv_cat_backward(g, n, rec); goto done;
+    /* weight gradients first: the recomputed input is dropped before dx is allocated */
     case KD_N_CONV:
         s = kd_conv3d_backward_weight(&n->conv, x, dy, dw, db);
-        if (!s && ga) s = kd_conv3d_backward_input(&n->conv, dy, w, da);
+        drop_recomputed(g, rec);
+        if (!s && ga && !(s = new_like(g, a, &da)))
+            s = kd_conv3d_backward_input(&n->conv, dy, w, da);
         break;
     case KD_N_CONVT:
         s = kd_convT3d_backward_weight(x, dy, dw, db);
-        if (!s && ga) s = kd_convT3d_backward_input(dy, w, da);
+        drop_recomputed(g, rec);
+        if (!s && ga && !(s = new_like(g, a, &da))) s = kd_convT3d_backward_input(dy, w, da);
         break;
-    case KD_N_GN:
-        s = kd_groupnorm_backward(dy, x, w, n->mean, n->rstd, n->groups, da, dw, db);
-        break;
-    case KD_N_GN_LEAKY:
-        s = kd_groupnorm_leaky_backward(dy, x, w, g->pview[n->b], n->mean, n->rstd, n->groups,
-                                        n->slope, da, dw, db);
-        break;
-    case KD_N_BN: s = kd_batchnorm_backward(dy, x, w, n->mean, n->rstd, da, dw, db); break;
-    case KD_N_LEAKY: s = ga ? kd_leaky_backward(dy, x, n->slope, da) : KD_OK; break;
-    case KD_N_SIGMOID: s = ga ? kd_sigmoid_backward(dy, n->out, da) : KD_OK; break;
-    case KD_N_UP_TRI: s = ga ? kd_upsample_trilinear_backward(dy, da) : KD_OK; break;
-    case KD_N_UP_NEAR: s = ga ? kd_upsample_nearest_backward(dy, da) : KD_OK; break;
-    case KD_N_MAXPOOL: s = ga ? kd_maxpool_backward(dy, x, da) : KD_OK; break;
-    case KD_N_AVGPOOL: s = ga ? kd_avgpool_backward(dy, da) : KD_OK; break;
-    case KD_N_GAP: s = ga ? kd_global_avgpool_backward(dy, da) : KD_OK; break;
-    case KD_N_CHSCALE:
-        if (!ga && (s = new_like(g, a, &da))) break;
-        if (!gb && (s = new_like(g, b2, &db2))) break;
-        s = kd_channel_scale_backward(dy, x, x2, da, db2);
-        break;
-    case KD_N_SPGATE:
-        if (!ga && (s = new_like(g, a, &da))) break;
-        if (!gb && (s = new_like(g, b2, &db2))) break;
-        s = kd_spatial_gate_backward(dy, x, x2, da, db2);
-        break;
-    case KD_N_CONCAT:
-        if (!ga && (s = new_like(g, a, &da))) break;
-        if (!gb && (s = new_like(g, b2, &db2))) break;
-        s = kd_concat_backward(dy, da, db2);
-        break;
-    case KD_N_ADD:
-        if (ga) s = kd_tensor_copy(da, dy);
-        if (!s && gb) s = kd_tensor_copy(db2, dy);
-        break;
-    case KD_N_SLICE:
-        if (ga && !(s = kd_tensor_fill(da, 0.0f))) s = kd_slice_channels_backward(dy, n->c0, da);
-        break;
-    case KD_N_INPUT: break;
+    default:
+        if (ga && (s = new_like(g, a, &da))) goto done;
+        if (gb && (s = new_like(g, b2, &db2))) goto done;
+        switch (n->op) {
+        case KD_N_UP_TRI: s = ga ? kd_upsample_trilinear_backward(dy, da) : KD_OK; break;
+        case KD_N_UP_NEAR: s = ga ? kd_upsample_nearest_backward(dy, da) : KD_OK; break;
+        case KD_N_MAXPOOL: s = ga ? kd_maxpool_backward(dy, x, da) : KD_OK; break;
+        case KD_N_AVGPOOL: s = ga ? kd_avgpool_backward(dy, da) : KD_OK; break;
+        case KD_N_GAP: s = ga ? kd_global_avgpool_backward(dy, da) : KD_OK; break;
+        case KD_N_CHSCALE:
+            if (!ga && (s = new_like(g, a, &da))) break;
+            if (!gb && (s = new_like(g, b2, &db2))) break;
+            s = kd_channel_scale_backward(dy, x, x2, da, db2);
+            break;
+        case KD_N_SPGATE:
+            if (!ga && (s = new_like(g, a, &da))) break;
+            if (!gb && (s = new_like(g, b2, &db2))) break;
+            s = kd_spatial_gate_backward(dy, x, x2, da, db2);
+            break;
+        case KD_N_CONCAT:
+            if (!ga && (s = new_like(g, a, &da))) break;
+            if (!gb && (s = new_like(g, b2, &db2))) break;
+            s = kd_concat_backward(dy, da, db2);
+            break;
+        case KD_N_SLICE:
+            if (ga && !(s = kd_tensor_fill(da, 0.0f)))
+                s = kd_slice_channels_backward(dy, n->c0, da);
+            break;
+        default: s = kd_fail(KD_ERR_INTERNAL, "graph: no backward for op %d", (int)n->op);
+        }
     }
     if (s) goto done;
     if (ga) {
@@ -518,6 +748,7 @@ static kd_status back_node(kd_graph *g, kd_node *n) {
         db2 = NULL;
     }
 done:
+    drop_recomputed(g, rec);
     kd_tensor_free(da);
     kd_tensor_free(db2);
     return s;
@@ -558,66 +789,314 @@ kd_status kd_graph_backward(kd_graph *g, const kd_tensor *dout) {
 
 /* ---- memory plan ------------------------------------------------------------- */
 
+/* The plan replays forward and backward allocation by allocation, as the two functions
+ * above make them, and keeps the peak of the bytes live (rounded as the buffer pool
+ * rounds). Live bytes per node: its output, its statistics, its gradient; plus the
+ * temporaries of the node being run (a forward's concatenation, recomputed inputs, the
+ * conv ops' scratch, an input gradient on its way into an existing one). */
+
+enum { P_OUT, P_STATS, P_GRAD, P_KINDS };
+#define P_MAXTMP 8
+
+typedef struct plan_tmp {
+    int node;
+    const char *what;
+    size_t bytes;
+} plan_tmp;
+
+typedef struct plan {
+    kd_graph *g;
+    size_t cur, best;
+    size_t *live[P_KINDS];
+    plan_tmp tmp[P_MAXTMP];
+    int ntmp;
+    const char *phase;
+    int at;        /* node being run */
+    size_t caller; /* the caller's dL/d(output) during backward */
+    /* at the peak (explain only) */
+    int snap;
+    size_t *pk[P_KINDS];
+    plan_tmp pk_tmp[P_MAXTMP];
+    int pk_ntmp, pk_at;
+    size_t pk_caller;
+    const char *pk_phase;
+} plan;
+
 static size_t round_bytes(size_t numel) { return (numel * sizeof(float) + 255) & ~(size_t)255; }
 
-kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak) {
+static size_t node_bytes(const kd_graph *g, int k) {
+    return round_bytes(kd_shape_numel(g->nodes[k].shape));
+}
+
+static void p_peak(plan *p) {
+    if (p->cur <= p->best) return;
+    p->best = p->cur;
+    if (!p->snap) return;
+    for (int k = 0; k < P_KINDS; k++)
+        memcpy(p->pk[k], p->live[k], (size_t)p->g->nnodes * sizeof(size_t));
+    memcpy(p->pk_tmp, p->tmp, sizeof p->tmp);
+    p->pk_ntmp = p->ntmp;
+    p->pk_at = p->at;
+    p->pk_phase = p->phase;
+    p->pk_caller = p->caller;
+}
+
+static void p_hold(plan *p, int kind, int node, size_t bytes) {
+    p->live[kind][node] += bytes;
+    p->cur += bytes;
+    p_peak(p);
+}
+
+static void p_drop(plan *p, int kind, int node) {
+    p->cur -= p->live[kind][node];
+    p->live[kind][node] = 0;
+}
+
+/* Move node `from`'s gradient bytes to node `to` (a gradient handed over in place). */
+static void p_move_grad(plan *p, int from, int to) {
+    p->live[P_GRAD][to] = p->live[P_GRAD][from];
+    p->live[P_GRAD][from] = 0;
+}
+
+static void p_tmp(plan *p, int node, const char *what, size_t bytes) {
+    if (!bytes) return;
+    if (p->ntmp < P_MAXTMP) p->tmp[p->ntmp++] = (plan_tmp){node, what, bytes};
+    p->cur += bytes;
+    p_peak(p);
+}
+
+/* Release the temporaries pushed after the first `keep`. */
+static void p_tmp_pop(plan *p, int keep) {
+    while (p->ntmp > keep) p->cur -= p->tmp[--p->ntmp].bytes;
+}
+
+static size_t conv_scratch(const kd_graph *g, const kd_node *n, kd_shape x, int pass) {
+    if (n->op == KD_N_CONVT) return kd_convT3d_scratch_bytes(x, n->shape, n->b >= 0, pass);
+    (void)g;
+    return kd_conv3d_scratch_bytes(&n->conv, x, n->shape, n->b >= 0, pass);
+}
+
+/* An input gradient made by node n's backward for input k (a new tensor): k keeps it,
+ * or it is added into k's gradient and released. */
+static void p_new_grad(plan *p, int k, const char *what) {
+    size_t b = node_bytes(p->g, k);
+    if (p->live[P_GRAD][k]) {
+        p_tmp(p, k, what, b);
+        p_tmp_pop(p, p->ntmp - 1);
+    } else {
+        p_hold(p, P_GRAD, k, b);
+    }
+}
+
+static void plan_release_inputs(plan *p, const kd_node *n) {
+    for (int w = 0; w < 2; w++) {
+        int k = n->in[w];
+        if (k >= 0 && --p->g->nodes[k].uses_left == 0 && !p->g->nodes[k].keep)
+            p_drop(p, P_OUT, k);
+    }
+}
+
+static void plan_forward(plan *p, int training) {
+    kd_graph *g = p->g;
+    p->phase = "forward";
+    for (int i = 0; i < g->nnodes; i++) {
+        const kd_node *n = &g->nodes[i];
+        p->at = i;
+        if (n->op == KD_N_INPUT) {
+            /* borrowed */
+        } else if (n->inplace) {
+            p->live[P_OUT][i] = p->live[P_OUT][n->in[0]];
+            p->live[P_OUT][n->in[0]] = 0;
+        } else if (n->op == KD_N_CONV_CAT) { /* as run_node */
+            kd_shape cs = cat_shape(g, n);
+            p_tmp(p, i, "concatenation", round_bytes(kd_shape_numel(cs)));
+            plan_release_inputs(p, n);
+            p_hold(p, P_OUT, i, node_bytes(g, i));
+            p_tmp(p, i, "conv scratch", conv_scratch(g, n, cs, 0));
+            p_tmp_pop(p, 0);
+            continue;
+        } else {
+            p_hold(p, P_OUT, i, node_bytes(g, i));
+            if (has_stats(n)) p_hold(p, P_STATS, i, 2 * round_bytes(stats_numel(n)));
+            if (n->op == KD_N_CONV || n->op == KD_N_CONVT)
+                p_tmp(p, i, "conv scratch", conv_scratch(g, n, g->nodes[n->in[0]].shape, 0));
+            p_tmp_pop(p, 0);
+            if (!training && has_stats(n)) p_drop(p, P_STATS, i);
+        }
+        plan_release_inputs(p, n);
+    }
+}
+
+static void plan_backward_node(plan *p, int i) {
+    const kd_graph *g = p->g;
+    const kd_node *n = &g->nodes[i];
+    int a = n->in[0], b2 = n->in[1];
+    int ga = wants_grad(g, a), gb = wants_grad(g, b2);
+    int nrec = 0;
+    for (int w = 0; w < 2; w++) {
+        int k = n->in[w];
+        if (k < 0 || !bwd_needs_input(n, w) || !g->nodes[k].recompute || p->live[P_OUT][k] ||
+            (w == 1 && k == a && nrec))
+            continue;
+        p_tmp(p, k, "recomputed output", node_bytes(g, k));
+        nrec++;
+    }
+    switch (n->op) {
+    case KD_N_GN:
+    case KD_N_GN_LEAKY:
+    case KD_N_BN:
+    case KD_N_LEAKY:
+    case KD_N_SIGMOID:
+        if (ga) {
+            if (!p->live[P_GRAD][a]) p_move_grad(p, i, a);
+        }
+        break;
+    case KD_N_ADD: { /* as add_backward */
+        int added[2] = {0, 0};
+        for (int w = 0; w < 2; w++)
+            added[w] = wants_grad(g, n->in[w]) && p->live[P_GRAD][n->in[w]];
+        for (int w = 0; w < 2; w++) {
+            int k = n->in[w];
+            if (added[w] || !wants_grad(g, k) || p->live[P_GRAD][k]) continue;
+            if (w == 0 && gb && !added[1]) p_hold(p, P_GRAD, k, node_bytes(g, k));
+            else p_move_grad(p, i, k);
+        }
+        break;
+    }
+    case KD_N_CONV:
+    case KD_N_CONVT:
+        p_tmp(p, i, "conv weight-gradient scratch", conv_scratch(g, n, g->nodes[a].shape, 2));
+        p_tmp_pop(p, 0); /* and the recomputed input */
+        if (ga) {
+            size_t b = node_bytes(g, a);
+            p_tmp(p, a, "input gradient", b);
+            p_tmp(p, i, "conv input-gradient scratch", conv_scratch(g, n, g->nodes[a].shape, 1));
+            p_tmp_pop(p, 0);
+            if (!p->live[P_GRAD][a]) p_hold(p, P_GRAD, a, b);
+        }
+        break;
+    case KD_N_CONV_CAT:
+        for (int w = 0; w < 2; w++) {
+            p_tmp(p, i, "conv weight-gradient scratch",
+                  kd_conv3d_scratch_bytes(&n->conv, g->nodes[n->in[w]].shape, n->shape,
+                                          w == 0 && n->b >= 0, 2));
+            p_tmp_pop(p, p->ntmp - 1);
+        }
+        p_tmp_pop(p, 0);
+        for (int w = 0; w < 2; w++) {
+            int k = n->in[w];
+            if (!wants_grad(g, k)) continue;
+            size_t b = node_bytes(g, k);
+            p_tmp(p, k, "input gradient", b);
+            p_tmp(p, i, "conv input-gradient scratch",
+                  kd_conv3d_scratch_bytes(&n->conv, g->nodes[k].shape, n->shape, 0, 1));
+            p_tmp_pop(p, 0);
+            if (!p->live[P_GRAD][k]) p_hold(p, P_GRAD, k, b);
+        }
+        break;
+    default: {
+        /* new input gradients (CHSCALE, SPGATE, CONCAT: both inputs, wanted or not) */
+        int both = n->op == KD_N_CHSCALE || n->op == KD_N_SPGATE || n->op == KD_N_CONCAT;
+        int ta = ga || (both && a >= 0), tb = gb || (both && b2 >= 0);
+        if (ta) p_tmp(p, a, "input gradient", node_bytes(g, a));
+        if (tb) p_tmp(p, b2, "input gradient", node_bytes(g, b2));
+        p_tmp_pop(p, nrec); /* the recomputed inputs stay until the gradients are given */
+        if (ga) p_new_grad(p, a, "input gradient");
+        if (gb) p_new_grad(p, b2, "input gradient");
+    }
+    }
+    p_tmp_pop(p, 0);
+}
+
+static void plan_backward(plan *p) {
+    const kd_graph *g = p->g;
+    p->phase = "backward";
+    p->at = g->output;
+    /* the caller's dL/d(output), live across the backward, and the graph's copy of it */
+    p->caller = node_bytes(g, g->output);
+    p->cur += p->caller;
+    p_hold(p, P_GRAD, g->output, node_bytes(g, g->output));
+    for (int i = g->nnodes - 1; i >= 0; i--) {
+        p->at = i;
+        if (p->live[P_GRAD][i] && g->nodes[i].op != KD_N_INPUT) plan_backward_node(p, i);
+        p_drop(p, P_GRAD, i);
+        p_drop(p, P_STATS, i);
+        if (i != g->output) p_drop(p, P_OUT, i); /* the output stays with the caller */
+    }
+}
+
+static const char *op_name(kd_node_op op) {
+    static const char *names[] = {"input",   "conv",     "convT",   "groupnorm", "gn+leaky",
+                                  "batchnorm", "leaky",  "sigmoid", "up_tri",    "up_near",
+                                  "maxpool", "avgpool",  "gap",     "chscale",   "spgate",
+                                  "concat",  "add",      "slice",   "conv_cat"};
+    return (size_t)op < sizeof names / sizeof names[0] ? names[op] : "?";
+}
+
+static void plan_print(const plan *p, FILE *f) {
+    const kd_graph *g = p->g;
+    static const char *kinds[P_KINDS] = {"output", "statistics", "gradient"};
+    double mib = 1.0 / (1024.0 * 1024.0);
+    char b[96];
+    fprintf(f, "planned peak %.1f MiB, during the %s of node %d (%s)\n", (double)p->best * mib,
+            p->pk_phase, p->pk_at, op_name(g->nodes[p->pk_at].op));
+    fprintf(f, "%5s %-10s %-33s %-28s %10s\n", "node", "op", "shape", "held", "MiB");
+    size_t stats = 0;
+    int nstats = 0;
+    for (int i = 0; i < g->nnodes; i++)
+        for (int k = 0; k < P_KINDS; k++) {
+            if (!p->pk[k][i]) continue;
+            if (k == P_STATS) { /* a few KiB each: one line for all */
+                stats += p->pk[k][i];
+                nstats++;
+                continue;
+            }
+            fprintf(f, "%5d %-10s %-33s %-28s %10.1f\n", i, op_name(g->nodes[i].op),
+                    kd_shape_str(g->nodes[i].shape, b, sizeof b), kinds[k],
+                    (double)p->pk[k][i] * mib);
+        }
+    if (nstats)
+        fprintf(f, "%5s %-10s %-33s %-28s %10.1f\n", "-", "norms", "", "statistics (mean, rstd)",
+                (double)stats * mib);
+    for (int t = 0; t < p->pk_ntmp; t++)
+        fprintf(f, "%5d %-10s %-33s %-28s %10.1f\n", p->pk_tmp[t].node,
+                op_name(g->nodes[p->pk_tmp[t].node].op),
+                kd_shape_str(g->nodes[p->pk_tmp[t].node].shape, b, sizeof b), p->pk_tmp[t].what,
+                (double)p->pk_tmp[t].bytes * mib);
+    if (p->pk_caller)
+        fprintf(f, "%5s %-10s %-33s %-28s %10.1f\n", "-", "caller",
+                kd_shape_str(g->nodes[g->output].shape, b, sizeof b), "dL/d(output)",
+                (double)p->pk_caller * mib);
+}
+
+kd_status kd_graph_plan_explain(kd_graph *g, kd_shape in, int training, size_t *peak,
+                                FILE *explain) {
     kd_status s = infer_shapes(g, in);
     if (s) return s;
     lifetimes(g, training);
-    size_t cur = 0, best = 0;
-    size_t *held = calloc((size_t)g->nnodes, sizeof *held);
-    size_t *grad = calloc((size_t)g->nnodes, sizeof *grad);
-    if (!held || !grad) {
-        free(held);
-        free(grad);
-        return kd_fail(KD_ERR_OUT_OF_MEMORY, "memory plan");
+    plan p;
+    memset(&p, 0, sizeof p);
+    p.g = g;
+    p.snap = explain != NULL;
+    size_t nn = (size_t)g->nnodes;
+    int ok = 1;
+    for (int k = 0; k < P_KINDS; k++) {
+        ok &= (p.live[k] = calloc(nn, sizeof(size_t))) != NULL;
+        if (p.snap) ok &= (p.pk[k] = calloc(nn, sizeof(size_t))) != NULL;
     }
-#define GROW(b)                   \
-    do {                          \
-        cur += (b);               \
-        if (cur > best) best = cur; \
-    } while (0)
-    for (int i = 0; i < g->nnodes; i++) {
-        kd_node *n = &g->nodes[i];
-        if (n->op != KD_N_INPUT) {
-            held[i] = round_bytes(kd_shape_numel(n->shape));
-            if (has_stats(n)) held[i] += 2 * round_bytes(stats_numel(n));
-            GROW(held[i]);
-            if (!training && has_stats(n)) {
-                cur -= 2 * round_bytes(stats_numel(n));
-                held[i] -= 2 * round_bytes(stats_numel(n));
-            }
-        }
-        for (int w = 0; w < 2; w++) {
-            int k = n->in[w];
-            if (k >= 0 && --g->nodes[k].uses_left == 0 && !g->nodes[k].keep) {
-                cur -= held[k];
-                held[k] = 0;
-            }
-        }
+    if (ok) {
+        plan_forward(&p, training);
+        if (training) plan_backward(&p);
+        *peak = p.best;
+        if (explain && p.pk_phase) plan_print(&p, explain);
     }
-    if (training) {
-        grad[g->output] = round_bytes(kd_shape_numel(g->nodes[g->output].shape));
-        GROW(grad[g->output]);
-        for (int i = g->nnodes - 1; i >= 0; i--) {
-            kd_node *n = &g->nodes[i];
-            if (grad[i] && n->op != KD_N_INPUT) {
-                for (int w = 0; w < 2; w++) {
-                    int k = n->in[w];
-                    if (k < 0 || g->nodes[k].op == KD_N_INPUT) continue;
-                    size_t b = round_bytes(kd_shape_numel(g->nodes[k].shape));
-                    GROW(b); /* the new gradient (or the temporary added into it) */
-                    if (grad[k]) cur -= b;
-                    else grad[k] = b;
-                }
-            }
-            cur -= grad[i] + held[i];
-            grad[i] = held[i] = 0;
-        }
+    for (int k = 0; k < P_KINDS; k++) {
+        free(p.live[k]);
+        free(p.pk[k]);
     }
-#undef GROW
-    free(held);
-    free(grad);
-    *peak = best;
-    return KD_OK;
+    return ok ? KD_OK : kd_fail(KD_ERR_OUT_OF_MEMORY, "memory plan");
+}
+
+kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak) {
+    return kd_graph_plan_explain(g, in, training, peak, NULL);
 }

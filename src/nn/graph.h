@@ -3,6 +3,8 @@
 #ifndef KD_GRAPH_H
 #define KD_GRAPH_H
 
+#include <stdio.h>
+
 #include "../ops/ops.h"
 #include "kdseg/model.h"
 
@@ -24,7 +26,9 @@ typedef enum kd_node_op {
     KD_N_SPGATE,    /* in[0] * in[1] (N, 1, D, H, W) */
     KD_N_CONCAT,
     KD_N_ADD,
-    KD_N_SLICE      /* channels [c0, c0 + cout) of in[0] */
+    KD_N_SLICE,     /* channels [c0, c0 + cout) of in[0] */
+    KD_N_CONV_CAT   /* 1x1x1 conv of concat(in[0], in[1]) along channels, w, b?; backward
+                       reads the two inputs, so the concatenation is never kept */
 } kd_node_op;
 
 typedef struct kd_param_info {
@@ -47,6 +51,10 @@ typedef struct kd_node {
     kd_tensor *out, *grad, *mean, *rstd;
     int uses_left;        /* forward consumers not yet run */
     int keep;             /* output needed by backward */
+    int recompute;        /* training: output dropped once its forward consumers ran, rebuilt
+                             in backward for each consumer whose backward reads it */
+    int inplace;          /* LeakyReLU written over its input's buffer (its only reader);
+                             backward takes the sign from the output */
 } kd_node;
 
 typedef struct kd_graph {
@@ -76,6 +84,9 @@ int kd_g_leaky(kd_graph *g, int in, float slope);
 int kd_g_unary(kd_graph *g, kd_node_op op, int in);
 int kd_g_binary(kd_graph *g, kd_node_op op, int a, int b);
 int kd_g_slice(kd_graph *g, int in, int c0, int count);
+/* 1x1x1 conv of concat(a, b): the parameter is one (cout, Ca + Cb, 1, 1, 1) weight, as for
+ * a conv after a concat node, but the concatenation exists only inside the forward. */
+int kd_g_conv_cat(kd_graph *g, int a, int b, int cout, int bias, const char *name);
 /* Allocate the slabs and views once the graph is complete. */
 kd_status kd_graph_finalize(kd_graph *g, int output);
 int kd_graph_channels(const kd_graph *g, int node);
@@ -83,6 +94,12 @@ int kd_graph_channels(const kd_graph *g, int node);
 kd_status kd_graph_forward(kd_graph *g, const kd_tensor *x, int training, kd_tensor **out);
 kd_status kd_graph_backward(kd_graph *g, const kd_tensor *dout);
 void kd_graph_release(kd_graph *g);
+/* The planned peak of device bytes that forward (and, training, backward) take beyond the
+ * input, the parameter slabs and the caller's dL/d(output): activations, saved statistics,
+ * recomputed outputs, gradients and the conv ops' scratch, allocation by allocation as
+ * kd_graph_forward/backward make them. With explain, also writes what is live at the peak. */
 kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak);
+kd_status kd_graph_plan_explain(kd_graph *g, kd_shape in, int training, size_t *peak,
+                                FILE *explain);
 
 #endif

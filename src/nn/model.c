@@ -93,13 +93,19 @@ static kd_status build_resunet(kd_graph *g, const kd_spec *sp, int *out_node, in
         }
     }
     for (int i = L - 2; i >= 0; i--) {
-        c = kd_g_unary(g, KD_N_UP_TRI, c);
+        /* The paper's upsampling block is trilinear x2, then a 1x1 conv without bias.
+         * Both are linear, and trilinear weights sum to one, so the two commute: the conv
+         * runs first, on 1/8 of the voxels, and the upsampling carries w[i] channels, not
+         * w[i + 1]. Same parameters, same function up to float rounding (the golden
+         * files check it); no upsampled w[i + 1]-channel tensor is made or kept, and the
+         * LeakyReLU runs in place over the upsampled one. */
         snprintf(n, sizeof n, "upsampling.%d.1", i);
         c = kd_g_conv(g, c, w[i], 1, 1, 0, 1, 0, n);
+        c = kd_g_unary(g, KD_N_UP_TRI, c);
         c = kd_g_leaky(g, c, 0.01f);
-        c = kd_g_binary(g, KD_N_CONCAT, skip[i], c);
+        /* conv1x1(concat(skip, c)): backward reads skip and c, so no concatenation is kept */
         snprintf(n, sizeof n, "decoder_convs1x1.%d", i);
-        c = kd_g_conv(g, c, w[i], 1, 1, 0, 1, 0, n);
+        c = kd_g_conv_cat(g, skip[i], c, w[i], 0, n);
         for (int j = 0; j < sp->dec[i]; j++) {
             snprintf(n, sizeof n, "decoder_convs.%d.%d", i, j);
             c = res_block(g, c, w[i], 0, sp->groups, n);
@@ -313,4 +319,9 @@ void kd_model_release(kd_model *m) { kd_graph_release(m->g); }
 
 kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak) {
     return kd_graph_plan(m->g, in, training, peak);
+}
+
+kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak,
+                                FILE *out) {
+    return kd_graph_plan_explain(m->g, in, training, peak, out);
 }

@@ -186,9 +186,8 @@ static kd_status build_resnext_se(kd_graph *g, const kd_spec *sp, int *out_node,
         c = kd_g_unary(g, KD_N_UP_TRI, c);
         snprintf(n, sizeof n, "up.%d", i);
         c = kd_g_conv(g, c, w[i], 1, 1, 0, 1, 0, n);
-        c = kd_g_binary(g, KD_N_CONCAT, skip[i], c);
-        snprintf(n, sizeof n, "fuse.%d", i);
-        c = kd_g_conv(g, c, w[i], 1, 1, 0, 1, 0, n);
+        snprintf(n, sizeof n, "fuse.%d", i); /* 1x1 conv of concat(skip, c) */
+        c = kd_g_conv_cat(g, skip[i], c, w[i], 0, n);
         snprintf(n, sizeof n, "dec.%d", i);
         c = resnext_block(g, c, w[i], sp->groups, red, n);
     }

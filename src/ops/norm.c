@@ -156,8 +156,8 @@ static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tens
 /* ---- GroupNorm ------------------------------------------------------------------- */
 
 static kd_status gn_check_fwd(const char *op, const kd_tensor *x, const kd_tensor *gamma,
-                              const kd_tensor *beta, int groups, kd_tensor *y,
-                              kd_tensor *mean, kd_tensor *rstd) {
+                              const kd_tensor *beta, int groups, const kd_tensor *y,
+                              const kd_tensor *mean, const kd_tensor *rstd) {
     if (!x) return kd_fail(KD_ERR_INVALID_ARG, "%s: x is NULL", op);
     kd_shape s = x->shape;
     kd_status st = check_groups(op, s, groups);
@@ -214,6 +214,18 @@ kd_status kd_groupnorm_leaky_forward(const kd_tensor *x, const kd_tensor *gamma,
                                      const kd_tensor *beta, int groups, float eps, float slope,
                                      kd_tensor *y, kd_tensor *mean, kd_tensor *rstd) {
     return gn_forward("groupnorm_leaky", x, gamma, beta, groups, eps, 1, slope, y, mean, rstd);
+}
+
+kd_status kd_groupnorm_apply(const kd_tensor *x, const kd_tensor *gamma, const kd_tensor *beta,
+                             const kd_tensor *mean, const kd_tensor *rstd, int groups, int leaky,
+                             float slope, kd_tensor *y) {
+    const char *op = leaky ? "groupnorm_leaky apply" : "groupnorm apply";
+    kd_status st = gn_check_fwd(op, x, gamma, beta, groups, y, mean, rstd);
+    if (st) return st;
+    norm_geom g = geom_group(x->shape, groups);
+    st = norm_apply(x->dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
+                    leaky != 0, slope, y);
+    return st ? kd_fail_context(st, "%s", op) : KD_OK;
 }
 
 kd_status kd_groupnorm_backward(const kd_tensor *dy, const kd_tensor *x,

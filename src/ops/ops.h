@@ -48,6 +48,14 @@ kd_status kd_convT3d_backward_input(const kd_tensor *dy, const kd_tensor *w, kd_
 kd_status kd_convT3d_backward_weight(const kd_tensor *x, const kd_tensor *dy, kd_tensor *dw,
                                      kd_tensor *db);
 
+/* Device bytes that one pass of the direct implementation takes from the buffer pool and
+ * gives back before it returns (padded or transposed weights, padded dy, weight-gradient
+ * partials): pass 0 forward, 1 input gradient, 2 weight gradient. x and y are the
+ * activation shapes; for the memory plan. The GEMM path's im2col buffers are not counted. */
+size_t kd_conv3d_scratch_bytes(const kd_conv_params *p, kd_shape x, kd_shape y, int has_bias,
+                               int pass);
+size_t kd_convT3d_scratch_bytes(kd_shape x, kd_shape y, int has_bias, int pass);
+
 /* Which conv implementation: chosen by timing once per (device, shape, pass) and
  * cached on disk, or forced by KDSEG_CONV=direct|gemm. */
 typedef enum kd_conv_impl { KD_CONV_AUTO = 0, KD_CONV_DIRECT, KD_CONV_GEMM } kd_conv_impl;
@@ -77,6 +85,16 @@ kd_status kd_groupnorm_leaky_backward(const kd_tensor *dy, const kd_tensor *x,
                                       float slope, kd_tensor *dx, kd_tensor *dgamma,
                                       kd_tensor *dbeta);
 
+/* GroupNorm (+ LeakyReLU(slope) when leaky != 0) of x with the statistics a forward on
+ * the same x saved: the forward's y bit for bit, without the statistics pass. The graph
+ * recomputes outputs with it in backward instead of keeping them. y may be x. */
+kd_status kd_groupnorm_apply(const kd_tensor *x, const kd_tensor *gamma, const kd_tensor *beta,
+                             const kd_tensor *mean, const kd_tensor *rstd, int groups, int leaky,
+                             float slope, kd_tensor *y);
+
+/* The GroupNorm, fused and BatchNorm backwards may write dx over dy (dx == dy): the
+ * last pass reads each dy element once, then writes the same dx element. */
+
 /* BatchNorm3d. training != 0: batch statistics (saved in mean/rstd, numel C) and the
  * running stats updated r = (1-momentum) r + momentum * batch (unbiased variance, as
  * PyTorch); training == 0: running stats used, mean/rstd may be NULL. */
@@ -92,7 +110,8 @@ kd_status kd_batchnorm_backward(const kd_tensor *dy, const kd_tensor *x,
 
 /* ---- activations (y and x may be the same tensor for forward) -------------- */
 
-/* slope 0 gives ReLU. Backward uses the forward input x (or output y: same sign). */
+/* slope 0 gives ReLU. Backward uses the forward input x, or the output y (y > 0 exactly
+ * where x > 0 for slope >= 0). Backwards may write dx over dy (elementwise). */
 kd_status kd_leaky_forward(const kd_tensor *x, float slope, kd_tensor *y);
 kd_status kd_leaky_backward(const kd_tensor *dy, const kd_tensor *x, float slope,
                             kd_tensor *dx);

@@ -26,12 +26,28 @@ static int act_case(kd_device *d, kd_shape s, unsigned seed) {
         KD_CHECK_OK(kd_leaky_forward(X.t, slope, Y.t));
         KD_CHECK_OK(kd_leaky_backward(DY.t, X.t, slope, DX.t));
         bad = dt_close(&Y, y, TOL, "leaky") || dt_close(&DX, dx, TOL, "leaky backward");
+        /* as the graph runs an in-place LeakyReLU: forward over x, backward taking the
+         * sign from the output, dx written over dy */
+        dt XI, DI;
+        KD_CHECK(!(dt_new(d, s, x, &XI) || dt_new(d, s, dy, &DI)), "setup");
+        KD_CHECK_OK(kd_leaky_forward(XI.t, slope, XI.t));
+        KD_CHECK_OK(kd_leaky_backward(DI.t, XI.t, slope, DI.t));
+        bad = bad || dt_close(&XI, y, TOL, "leaky in place") ||
+              dt_close(&DI, dx, TOL, "leaky backward from the output, in place");
+        dt_free(&XI), dt_free(&DI);
     }
     kd_ref_sigmoid_forward(x, n, y);
     kd_ref_sigmoid_backward(dy, y, n, dx);
     KD_CHECK_OK(kd_sigmoid_forward(X.t, Y.t));
     KD_CHECK_OK(kd_sigmoid_backward(DY.t, Y.t, DX.t));
     bad = bad || dt_close(&Y, y, TOL, "sigmoid") || dt_close(&DX, dx, TOL, "sigmoid backward");
+    {
+        dt DI; /* dx written over dy, as the graph does */
+        KD_CHECK(!dt_new(d, s, dy, &DI), "setup");
+        KD_CHECK_OK(kd_sigmoid_backward(DI.t, Y.t, DI.t));
+        bad = bad || dt_close(&DI, dx, TOL, "sigmoid backward in place");
+        dt_free(&DI);
+    }
     kd_ref_softmax_forward(x, nvox, s.c, y);
     kd_ref_softmax_backward(dy, y, nvox, s.c, dx);
     KD_CHECK_OK(kd_softmax_forward(X.t, Y.t));
@@ -48,7 +64,9 @@ static int act_case(kd_device *d, kd_shape s, unsigned seed) {
 
 /* Catches: the float8 body or the scalar tail wrong (element counts not multiples
  * of 8), slope ignored or applied to the positive side, softmax over the wrong
- * axis (C = 3, 5, 16 channels-last), a missing max shift, wrong backward formulas. */
+ * axis (C = 3, 5, 16 channels-last), a missing max shift, wrong backward formulas;
+ * LeakyReLU (ReLU included) and sigmoid failing in place as the graph runs them
+ * (forward over x, backward from the output's sign, dx over dy). */
 static int act_ops(void) {
     KD_DEVICE_OR_FAIL(d);
     kd_shape sh[] = {{2, 5, 5, 6, 7}, {1, 3, 7, 9, 11}, {1, 16, 3, 4, 5}};

@@ -308,6 +308,96 @@ static int bn_train_infer(void) {
     return 0;
 }
 
+/* kd_groupnorm_apply and the in-place backwards the graph relies on, for one shape:
+ * apply with the forward's statistics must give the forward's y bit for bit (into a new
+ * tensor and over x itself) and the C reference's y; each backward with dx == dy must give
+ * the out-of-place dx, dgamma and dbeta bit for bit. act: 0 GroupNorm, 1 fused, 2 BatchNorm
+ * (backward only: it has no apply). */
+static int apply_inplace_case(kd_device *d, kd_shape s, int G, int act, unsigned seed) {
+    size_t n = kd_shape_numel(s), C = (size_t)s.c, ng = act == 2 ? C : (size_t)s.n * G;
+    float slope = 0.01f, eps = 1e-5f;
+    float *x = frand(n, seed, -2.0f, 3.0f), *dy = frand(n, seed + 1, -1.0f, 1.0f);
+    float *gamma = frand(C, seed + 2, 0.5f, 1.5f), *beta = frand(C, seed + 3, -0.5f, 0.5f);
+    float *y = malloc(n * 4), *mean = malloc(ng * 4), *rstd = malloc(ng * 4);
+    if (act == 1) kd_ref_groupnorm_leaky_forward(x, s, gamma, beta, G, eps, slope, y, mean, rstd);
+    else if (act == 0) kd_ref_groupnorm_forward(x, s, gamma, beta, G, eps, y, mean, rstd);
+    kd_shape vs = kd_shape5(1, (int)C, 1, 1, 1), gs = kd_shape5(1, (int)ng, 1, 1, 1);
+    dt X, XI, Y, Y2, M, R, G_, B, RM, RV, DY, DYI, DX, DG1, DB1, DG2, DB2;
+    int bad = dt_new(d, s, x, &X) || dt_new(d, s, x, &XI) || dt_new(d, s, NULL, &Y) ||
+              dt_new(d, s, NULL, &Y2) || dt_new(d, gs, NULL, &M) || dt_new(d, gs, NULL, &R) ||
+              dt_new(d, vs, gamma, &G_) || dt_new(d, vs, beta, &B) || dt_new(d, vs, NULL, &RM) ||
+              dt_new(d, vs, NULL, &RV) || dt_new(d, s, dy, &DY) || dt_new(d, s, dy, &DYI) ||
+              dt_new(d, s, NULL, &DX) || dt_new(d, vs, NULL, &DG1) || dt_new(d, vs, NULL, &DB1) ||
+              dt_new(d, vs, NULL, &DG2) || dt_new(d, vs, NULL, &DB2);
+    KD_CHECK(!bad, "setup");
+    dt *zero[] = {&DG1, &DB1, &DG2, &DB2, &RM};
+    for (int i = 0; i < 5; i++) KD_CHECK_OK(kd_tensor_fill(zero[i]->t, 0.0f));
+    KD_CHECK_OK(kd_tensor_fill(RV.t, 1.0f));
+    char what[160], sb[96];
+    snprintf(what, sizeof what, "%s %s G=%d",
+             act == 2 ? "batchnorm" : act ? "groupnorm_leaky" : "groupnorm",
+             kd_shape_str(s, sb, sizeof sb), G);
+    if (act == 2) {
+        KD_CHECK_OK(kd_batchnorm_forward(X.t, G_.t, B.t, RM.t, RV.t, 1, 0.1f, eps, Y.t, M.t, R.t));
+        KD_CHECK_OK(kd_batchnorm_backward(DY.t, X.t, G_.t, M.t, R.t, DX.t, DG1.t, DB1.t));
+        KD_CHECK_OK(kd_batchnorm_backward(DYI.t, X.t, G_.t, M.t, R.t, DYI.t, DG2.t, DB2.t));
+    } else {
+        if (act)
+            KD_CHECK_OK(kd_groupnorm_leaky_forward(X.t, G_.t, B.t, G, eps, slope, Y.t, M.t, R.t));
+        else
+            KD_CHECK_OK(kd_groupnorm_forward(X.t, G_.t, B.t, G, eps, Y.t, M.t, R.t));
+        KD_CHECK_OK(kd_groupnorm_apply(X.t, G_.t, B.t, M.t, R.t, G, act, slope, Y2.t));
+        KD_CHECK_OK(kd_groupnorm_apply(XI.t, G_.t, B.t, M.t, R.t, G, act, slope, XI.t));
+        bad = dt_same_bits(&Y, &Y2, what) || dt_same_bits(&Y, &XI, what) ||
+              dt_close(&Y2, y, TOL_FWD, what);
+        if (act) {
+            KD_CHECK_OK(kd_groupnorm_leaky_backward(DY.t, X.t, G_.t, B.t, M.t, R.t, G, slope,
+                                                    DX.t, DG1.t, DB1.t));
+            KD_CHECK_OK(kd_groupnorm_leaky_backward(DYI.t, X.t, G_.t, B.t, M.t, R.t, G, slope,
+                                                    DYI.t, DG2.t, DB2.t));
+        } else {
+            KD_CHECK_OK(kd_groupnorm_backward(DY.t, X.t, G_.t, M.t, R.t, G, DX.t, DG1.t, DB1.t));
+            KD_CHECK_OK(kd_groupnorm_backward(DYI.t, X.t, G_.t, M.t, R.t, G, DYI.t, DG2.t,
+                                              DB2.t));
+        }
+    }
+    bad = bad || dt_same_bits(&DX, &DYI, what) || dt_same_bits(&DG1, &DG2, what) ||
+          dt_same_bits(&DB1, &DB2, what);
+    dt *all[] = {&X, &XI, &Y, &Y2, &M, &R, &G_, &B, &RM, &RV, &DY, &DYI, &DX, &DG1, &DB1, &DG2, &DB2};
+    for (int i = 0; i < 17; i++) dt_free(all[i]);
+    free(x), free(dy), free(gamma), free(beta), free(y), free(mean), free(rstd);
+    return bad;
+}
+
+/* Catches: kd_groupnorm_apply (the graph's recomputation of a norm's output in backward)
+ * differing from the forward in any bit (wrong statistics indexing, the activation
+ * dropped or applied twice, offsets ignored), failing when y is x, or not matching the C
+ * reference; and a norm backward that breaks when dx is written over dy (the graph's
+ * in-place backward). Awkward shapes: groups straddling float4 lanes, G = C, batch 2.
+ * Bad statistics are refused with the shape named. */
+static int gn_apply_inplace(void) {
+    KD_DEVICE_OR_FAIL(d);
+    for (int i = 0; i < NGN; i++)
+        for (int act = 0; act < 2; act++)
+            if (apply_inplace_case(d, gn_cases[i].s, gn_cases[i].G, act, 60u + 7 * i + act))
+                return 1;
+    if (apply_inplace_case(d, kd_shape5(2, 5, 5, 6, 7), 5, 2, 90u) ||
+        apply_inplace_case(d, kd_shape5(1, 16, 7, 9, 11), 16, 2, 91u))
+        return 1;
+    kd_tensor *x, *g, *m;
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 12, 3, 3, 3), &x));
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 12, 1, 1, 1), &g));
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 3, 1, 1, 1), &m));
+    kd_status st = kd_groupnorm_apply(x, g, g, m, m, 4, 1, 0.01f, x);
+    KD_CHECK(st == KD_ERR_SHAPE && strstr(kd_last_error(), "mean has 3 elements"), "%s",
+             kd_last_error());
+    st = kd_groupnorm_apply(x, g, g, m, m, 5, 0, 0.0f, x);
+    KD_CHECK(st == KD_ERR_SHAPE && strstr(kd_last_error(), "5 groups"), "%s", kd_last_error());
+    kd_tensor_free(x), kd_tensor_free(g), kd_tensor_free(m);
+    KD_CHECK_OK(kd_device_finish(d));
+    return 0;
+}
+
 /* Catches: shape mistakes reaching a kernel instead of a clear error. */
 static int norm_bad_shapes(void) {
     KD_DEVICE_OR_FAIL(d);
@@ -344,6 +434,7 @@ int main(int argc, char **argv) {
         {"gn_far_from_zero", gn_far_from_zero},
         {"bn_train_infer", bn_train_infer},
         {"norm_bad_shapes", norm_bad_shapes},
+        {"gn_apply_inplace", gn_apply_inplace},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

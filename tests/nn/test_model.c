@@ -103,7 +103,50 @@ static int spec_errors(void) {
     return 0;
 }
 
-/* Catches: a memory plan that ignores backward or frees nothing. */
+/* One inference forward, then one training forward + backward of spec at 16^3 (direct
+ * convolutions): the pool's measured peak against the plan. The plan counts the caller's
+ * dL/d(output), which this test allocates before the measurement starts. Tolerance 2.5%:
+ * the pool may hand out a pooled buffer up to 25% larger than asked (buffers left by the
+ * models before), and the norms' and channel sums' partials (a few KiB) are not planned;
+ * measured: resunet, unet3d, cascade within 0.1%, resnext-se 1.9%. */
+static int plan_vs_measured(kd_device *dev, const char *spec) {
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, spec, 1, &m));
+    kd_shape s = kd_shape5(1, kd_model_in_channels(m), 16, 16, 16),
+             os = kd_shape5(1, kd_model_out_channels(m), 16, 16, 16);
+    size_t tr = 0, inf = 0;
+    KD_CHECK_OK(kd_model_plan(m, s, 1, &tr));
+    KD_CHECK_OK(kd_model_plan(m, s, 0, &inf));
+    kd_tensor *x, *y, *dy;
+    KD_CHECK_OK(kd_tensor_zeros(dev, s, &x));
+    KD_CHECK_OK(kd_tensor_zeros(dev, os, &dy));
+    size_t base = kd_device_mem_current(dev);
+    kd_device_mem_reset_peak(dev);
+    KD_CHECK_OK(kd_model_forward(m, x, 0, &y));
+    size_t measured_inf = kd_device_mem_peak(dev) - base;
+    kd_model_release(m);
+    KD_CHECK_OK(kd_device_finish(dev));
+    kd_device_mem_reset_peak(dev);
+    KD_CHECK_OK(kd_model_forward(m, x, 1, &y));
+    KD_CHECK_OK(kd_model_backward(m, dy));
+    size_t measured = kd_device_mem_peak(dev) - base + kd_shape_numel(os) * sizeof(float);
+    printf("%s: training planned %zu, measured %zu; inference planned %zu, measured %zu\n",
+           spec, tr, measured, inf, measured_inf);
+    KD_CHECK(measured <= tr + tr / 40 && measured + measured / 40 >= tr,
+             "%s: training plan %zu vs measured %zu", spec, tr, measured);
+    KD_CHECK(measured_inf <= inf + inf / 40 && measured_inf + measured_inf / 40 >= inf,
+             "%s: inference plan %zu vs measured %zu", spec, inf, measured_inf);
+    kd_model_release(m);
+    kd_tensor_free(x);
+    kd_tensor_free(dy);
+    kd_model_free(m);
+    return 0;
+}
+
+/* Catches: a memory plan that ignores backward or frees nothing, and a plan that does not
+ * follow what forward and backward really allocate (every architecture: recomputed norms
+ * and upsampling, in-place LeakyReLU/ReLU, the decoder's conv of a concatenation, in-place
+ * backwards, the conv ops' scratch) to within 2.5%. */
 static int plan(void) {
     KD_DEVICE_OR_FAIL(dev);
     kd_model *m;
@@ -116,31 +159,38 @@ static int plan(void) {
            tr / 1048576.0, tr2 / 1048576.0);
     /* one 16-channel 64^3 activation is 16 MiB: inference keeps a few, training many */
     KD_CHECK(inf >= 3 * 16777216 && inf < 12 * 16777216, "inference plan %zu", inf);
-    KD_CHECK(tr > 3 * inf, "training keeps activations: %zu vs %zu", tr, inf);
+    KD_CHECK(tr > 2 * inf, "training keeps activations: %zu vs %zu", tr, inf);
     KD_CHECK(tr2 > tr + tr / 2, "batch 2 grows: %zu vs %zu", tr2, tr);
+    kd_model_free(m);
     /* the plan matches the pool's measured peak for a real step on a small shape (direct
      * convolutions: the GEMM path adds im2col scratch that the plan does not count) */
     kd_conv_force(KD_CONV_DIRECT);
-    kd_model_free(m);
-    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16,32,64", 1, &m));
-    kd_shape s = kd_shape5(1, 4, 16, 16, 16);
-    KD_CHECK_OK(kd_model_plan(m, s, 1, &tr));
-    kd_tensor *x, *y, *dy;
-    KD_CHECK_OK(kd_tensor_zeros(dev, s, &x));
-    KD_CHECK_OK(kd_tensor_zeros(dev, kd_shape5(1, 3, 16, 16, 16), &dy));
-    size_t base = kd_device_mem_current(dev);
-    kd_device_mem_reset_peak(dev);
-    KD_CHECK_OK(kd_model_forward(m, x, 1, &y));
-    KD_CHECK_OK(kd_model_backward(m, dy));
-    size_t measured = kd_device_mem_peak(dev) - base;
-    printf("small model: planned %zu, measured %zu\n", tr, measured);
-    KD_CHECK(measured <= tr + tr / 4 && measured + measured / 2 >= tr,
-             "plan %zu vs measured %zu", tr, measured);
-    kd_model_release(m);
-    kd_tensor_free(x);
-    kd_tensor_free(dy);
-    kd_model_free(m);
+    const char *specs[] = {"resunet:widths=8,16,32,64", "unet3d:widths=8,16,32",
+                           "cascade:widths=8,16", "resnext-se:widths=16,32:enc=1,1"};
+    int bad = 0;
+    for (int i = 0; i < 4 && !bad; i++) bad = plan_vs_measured(dev, specs[i]);
     kd_conv_force(KD_CONV_AUTO);
+    return bad;
+}
+
+/* Catches: a regression of the activation memory of the paper's student (widths
+ * 16,32,64,128, batch 1) at 128^3, the size of issue 8's memory target: norm outputs or
+ * upsampled tensors kept instead of recomputed, the decoder's concatenation kept, the
+ * LeakyReLU no longer in place. Measured on 2026-11-27: training 1964 MiB (3184 MiB
+ * before recomputation), inference 640 MiB. The breakdown at the peak is printed. */
+static int plan_bound(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=16,32,64,128", 1, &m));
+    kd_shape s = kd_shape5(1, 4, 128, 128, 128);
+    size_t tr = 0, inf = 0;
+    KD_CHECK_OK(kd_model_plan_explain(m, s, 1, &tr, stdout));
+    KD_CHECK_OK(kd_model_plan(m, s, 0, &inf));
+    printf("128^3 batch 1: training %.1f MiB, inference %.1f MiB\n", tr / 1048576.0,
+           inf / 1048576.0);
+    KD_CHECK(tr <= (size_t)2048 << 20, "training plan %.1f MiB > 2048 MiB", tr / 1048576.0);
+    KD_CHECK(inf <= (size_t)704 << 20, "inference plan %.1f MiB > 704 MiB", inf / 1048576.0);
+    kd_model_free(m);
     return 0;
 }
 
@@ -689,6 +739,7 @@ int main(int argc, char **argv) {
         {"param_count", param_count},
         {"spec_errors", spec_errors},
         {"plan", plan},
+        {"plan_bound", plan_bound},
         {"teachers_grad", teachers_grad},
         {"checkpoint_roundtrip", checkpoint_roundtrip},
         {"checkpoint_corrupt", checkpoint_corrupt},
