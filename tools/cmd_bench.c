@@ -145,7 +145,8 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             if (s) break;
             /* the chooser's pick (times both once if not stored yet) */
             kd_conv_force(KD_CONV_AUTO);
-            if ((s = kd_conv_bufs_run(&c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev))) break;
+            if ((s = kd_conv_bufs_run(&c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev)))
+                break;
             char key[160];
             g.has_bias = pass == KD_PASS_FWD && r->bias; /* as the ops key it */
             kd_conv_key(&g, (kd_conv_pass)pass, key, sizeof key);
@@ -214,8 +215,8 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
                     fprintf(js,
                             ",\n  {\"layer\": \"%s\", \"size\": %d, \"fwdbwd_ms\": %.4f, "
                             "\"fwdbwd_cpu_ms\": %.4f, \"torch_fwdbwd_ms\": %.4f}",
-                            kd_conv_rows[i].name, o->patch >> kd_conv_rows[i].level, fb_ms[i], fb_cpu[i],
-                            t);
+                            kd_conv_rows[i].name, o->patch >> kd_conv_rows[i].level, fb_ms[i],
+                            fb_cpu[i], t);
                 }
             }
         }

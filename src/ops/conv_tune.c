@@ -57,7 +57,8 @@ int kd_conv_tune_valid(const kd_conv_tune *p, char *why, size_t nwhy) {
     else if (p->lx < 1 || p->lx > 1024 || p->ly < 1 || p->ly > 1024 || p->lx * p->ly > 1024)
         bad = "lx and ly must be 1..1024 with lx*ly <= 1024";
     else if (p->vmax != 1 && p->vmax != 8 && p->vmax != 16) bad = "vmax must be 1, 8 or 16";
-    else if (p->coouter < -1 || p->coouter > (1 << 20)) bad = "coouter must be never or 0..1048576 KiB";
+    else if (p->coouter < -1 || p->coouter > (1 << 20))
+        bad = "coouter must be never or 0..1048576 KiB";
     else if (p->chunks < 1 || p->chunks > 4096) bad = "chunks must be 1..4096";
     else if (p->wlx < 1 || p->wlx > 1024) bad = "wlx must be 1..1024";
     if (bad && why) snprintf(why, nwhy, "%s", bad);
@@ -282,7 +283,8 @@ int kd_conv_tune_file_read(const char *path, kd_tune_entry **out, int *nout, cha
         lineno++;
         size_t len = strlen(line);
         if (len == 0 || line[len - 1] != '\n') {
-            snprintf(lwhy, sizeof lwhy, "%s", len > MAX_LINE ? "line too long" : "line cut off (no newline)");
+            snprintf(lwhy, sizeof lwhy, "%s",
+                     len > MAX_LINE ? "line too long" : "line cut off (no newline)");
             goto bad;
         }
         line[--len] = 0;
@@ -555,14 +557,20 @@ void kd_conv_tune_describe(FILE *f, const kd_dev_ident *id) {
             shapes += strchr(table[i].scope, '|') != NULL;
         }
     fprintf(f, "conv tuning (direct kernels) for %s:\n", id->name);
+    const kd_tune_entry *e[3];
+    kd_conv_tune t[3];
     for (int p = 0; p < 3; p++) {
-        char key[64], ps[256], src[400];
-        kd_conv_tune t;
+        char key[64];
         snprintf(key, sizeof key, "conv|%s|", passes[p]);
-        const kd_tune_entry *e = kd_conv_tune_resolve(table, ntable, id, key, &t);
-        kd_conv_tune_format(&t, ps, sizeof ps);
-        kd_conv_tune_source(e, src, sizeof src);
-        fprintf(f, "  %-10s %s\n  %-10s   from %s\n", passes[p], ps, "", src);
+        e[p] = kd_conv_tune_resolve(table, ntable, id, key, &t[p]);
+    }
+    int one = e[0] == e[1] && e[1] == e[2]; /* the same entry for every pass */
+    for (int p = 0; p < (one ? 1 : 3); p++) {
+        char ps[256], src[400];
+        kd_conv_tune_format(&t[p], ps, sizeof ps);
+        kd_conv_tune_source(e[p], src, sizeof src);
+        fprintf(f, "  %-10s %s\n  %-10s   from %s\n", one ? "all passes" : passes[p], ps, "",
+                src);
     }
     pthread_mutex_unlock(&lock);
     if (st > 0)

@@ -38,8 +38,8 @@ static kd_conv_tune tp(int local, int lx, int ly, int vmax, int coouter, int chu
     return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx};
 }
 
-static kd_tune_entry ent(int level, const char *match, int rank, const char *scope,
-                         kd_conv_tune p, int user) {
+static kd_tune_entry ent(int level, const char *match, int rank, const char *scope, kd_conv_tune p,
+                         int user) {
     kd_tune_entry e;
     memset(&e, 0, sizeof e);
     e.level = level;
@@ -144,7 +144,8 @@ static int file_roundtrip(void) {
     free(r);
     kd_conv_tune p;
     KD_CHECK(kd_conv_tune_parse("vmax=8 lx=4", &p, why, sizeof why) == 0, "%s", why);
-    KD_CHECK(p.vmax == 8 && p.lx == 4 && p.ly == 1 && p.chunks == 64 && p.local == KD_TUNE_LOCAL_AUTO,
+    KD_CHECK(p.vmax == 8 && p.lx == 4 && p.ly == 1 && p.chunks == 64 &&
+                 p.local == KD_TUNE_LOCAL_AUTO,
              "missing keys must keep the default");
     KD_CHECK(kd_conv_tune_file_read(tmp("none.txt"), &r, &n, why, sizeof why) == 1 && n == 0,
              "an absent file is not an error");
@@ -159,7 +160,8 @@ static int corrupt_table(void) {
     static const char *good =
         "# kdseg conv tuning table 1\n"
         "name\tDev\t*\tfwd\tlocal=set lx=2 ly=1 vmax=16 coouter=256 chunks=64 wlx=1\t-\t-\n"
-        "name\tDev\t*\tbwd_data\tlocal=set lx=2 ly=1 vmax=16 coouter=256 chunks=64 wlx=1\t1.0\t0.5\n"
+        "name\tDev\t*\tbwd_data\tlocal=set lx=2 ly=1 vmax=16 coouter=256 chunks=64 "
+        "wlx=1\t1.0\t0.5\n"
         "end\t2\n";
     char longline[3000];
     memset(longline, 'a', sizeof longline);
@@ -181,13 +183,18 @@ static int corrupt_table(void) {
         {"truncated before the end line", good, strlen(good) - 6},
         {"cut inside a line", good, 120},
         {"bad vmax", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tvmax=7\t-\t-\nend\t1\n", 0},
-        {"unknown key", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\ttile=3\t-\t-\nend\t1\n", 0},
+        {"unknown key", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\ttile=3\t-\t-\nend\t1\n",
+         0},
         {"six fields", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tvmax=8\t-\nend\t1\n", 0},
-        {"count mismatch", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tvmax=8\t-\t-\nend\t2\n", 0},
-        {"group too large", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tlx=64 ly=64\t-\t-\nend\t1\n", 0},
+        {"count mismatch", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tvmax=8\t-\t-\nend\t2\n",
+         0},
+        {"group too large",
+         "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tlx=64 ly=64\t-\t-\nend\t1\n", 0},
         {"bad type", "# kdseg conv tuning table 1\nvendor\tx\tdsp\tfwd\tvmax=8\t-\t-\nend\t1\n", 0},
-        {"bad time", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tvmax=8\tfast\t-\nend\t1\n", 0},
-        {"text after end", "# kdseg conv tuning table 1\nend\t0\nname\tDev\t*\tfwd\tvmax=8\t-\t-\n", 0},
+        {"bad time", "# kdseg conv tuning table 1\nname\tDev\t*\tfwd\tvmax=8\tfast\t-\nend\t1\n",
+         0},
+        {"text after end", "# kdseg conv tuning table 1\nend\t0\nname\tDev\t*\tfwd\tvmax=8\t-\t-\n",
+         0},
         {"long line", longline, strlen(longline)},
         {"binary junk", (const char *)junk, sizeof junk},
     };
@@ -204,10 +211,10 @@ static int corrupt_table(void) {
         KD_CHECK(write_text(path, cases[c].text, len) == 0, "write");
         why[0] = 0;
         int st2 = kd_conv_tune_file_read(path, &r, &n, why, sizeof why);
-        KD_CHECK(st2 == -1 && n == 0 && r == NULL, "%s: read as %d with %d entries",
-                 cases[c].what, st2, n);
-        KD_CHECK(strstr(why, path) != NULL, "%s: the reason must name the file: %s",
-                 cases[c].what, why);
+        KD_CHECK(st2 == -1 && n == 0 && r == NULL, "%s: read as %d with %d entries", cases[c].what,
+                 st2, n);
+        KD_CHECK(strstr(why, path) != NULL, "%s: the reason must name the file: %s", cases[c].what,
+                 why);
     }
     /* on the device: a truncated file is ignored, the launch uses the built-in entry */
     KD_DEVICE_OR_FAIL(dev);
@@ -286,7 +293,8 @@ static int upload_rand(kd_tensor *t, unsigned seed) {
 static int run_shape(kd_device *dev, const shape *sh, const kd_conv_tune *p, outs *o) {
     memset(o, 0, sizeof *o);
     int od, oh, ow;
-    if (sh->transposed) od = 2 * sh->d, oh = 2 * sh->h, ow = 2 * sh->w;
+    if (sh->transposed)
+        od = 2 * sh->d, oh = 2 * sh->h, ow = 2 * sh->w;
     else {
         od = kd_conv_out_size(sh->d, sh->k, sh->s, sh->p);
         oh = kd_conv_out_size(sh->h, sh->k, sh->s, sh->p);
@@ -326,7 +334,8 @@ static int run_shape(kd_device *dev, const shape *sh, const kd_conv_tune *p, out
     KD_CHECK_OK(kd_tensor_download_ndhwc(dx, o->dx));
     KD_CHECK_OK(kd_tensor_download_ndhwc(dw, o->dw));
     kd_tensor *all[] = {x, w, b, y, dy, dx, dw};
-    for (int i = 0; i < 7; i++) kd_tensor_free(all[i]);
+    for (int i = 0; i < 7; i++)
+        kd_tensor_free(all[i]);
     return 0;
 }
 
@@ -341,10 +350,8 @@ static int same_results(void) {
     KD_DEVICE_OR_FAIL(dev);
     use_table(tmp("none.txt"));
     const kd_conv_tune sets[] = {
-        tp(KD_TUNE_LOCAL_SET, 3, 2, 16, 256, 64, 3),
-        tp(KD_TUNE_LOCAL_DRIVER, 1, 1, 16, 256, 64, 1),
-        tp(KD_TUNE_LOCAL_SET, 5, 3, 1, 0, 64, 7),
-        tp(KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 7, 2),
+        tp(KD_TUNE_LOCAL_SET, 3, 2, 16, 256, 64, 3), tp(KD_TUNE_LOCAL_DRIVER, 1, 1, 16, 256, 64, 1),
+        tp(KD_TUNE_LOCAL_SET, 5, 3, 1, 0, 64, 7),    tp(KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 7, 2),
         tp(KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 1, 1),
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -390,13 +397,13 @@ static int entry_reaches_launch(void) {
     char trace[2048], src[400];
     kd_conv_tune last;
     kd_conv_force(KD_CONV_DIRECT);
-#define FWD(X, Y)                                                                          \
-    do {                                                                                   \
-        kd_conv_tune_trace_begin();                                                        \
-        kd_status s_ = kd_conv3d_forward(&cp, X, w, b, Y);                                 \
-        kd_conv_tune_trace_end(trace, sizeof trace);                                       \
-        KD_CHECK_OK(s_);                                                                   \
-        kd_conv_tune_last(&last, src, sizeof src);                                         \
+#define FWD(X, Y)                                                                                  \
+    do {                                                                                           \
+        kd_conv_tune_trace_begin();                                                                \
+        kd_status s_ = kd_conv3d_forward(&cp, X, w, b, Y);                                         \
+        kd_conv_tune_trace_end(trace, sizeof trace);                                               \
+        KD_CHECK_OK(s_);                                                                           \
+        kd_conv_tune_last(&last, src, sizeof src);                                                 \
     } while (0)
     FWD(x, y);
     /* 8 wide: 2 blocks of 4 positions x 1 vector of 16 channels, 8 rows, 8 planes */
@@ -426,7 +433,8 @@ static int entry_reaches_launch(void) {
 #undef FWD
     kd_conv_force(KD_CONV_AUTO);
     kd_tensor *all[] = {x, w, b, y, x2, y2};
-    for (int i = 0; i < 6; i++) kd_tensor_free(all[i]);
+    for (int i = 0; i < 6; i++)
+        kd_tensor_free(all[i]);
     return 0;
 }
 
@@ -449,7 +457,8 @@ static int log_has(const char *text) {
     if (!f) return 0;
     char line[2048];
     int found = 0;
-    while (!found && fgets(line, sizeof line, f)) found = strstr(line, text) != NULL;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, text) != NULL;
     fclose(f);
     return found;
 }
@@ -477,8 +486,8 @@ static int tune_e2e(void) {
                  "entry %d: times %g -> %g", i, e[i].ms_default, e[i].ms_best);
     }
     free(e);
-    KD_CHECK(n == 6 && named == 6 && pass_level == 3, "%d entries, %d named, %d per pass", n,
-             named, pass_level);
+    KD_CHECK(n == 6 && named == 6 && pass_level == 3, "%d entries, %d named, %d per pass", n, named,
+             pass_level);
     /* this process reads what the other wrote and launches with it */
     kd_conv_tune_reload();
     kd_tensor *x, *w, *b, *y;
