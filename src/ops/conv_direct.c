@@ -8,8 +8,8 @@
 #define WB 4 /* output positions along W per work-item (KD_WB in conv3d.cl) */
 
 /* Launch parameters (local sizes, vector width, loop order, weight-gradient chunks) come
- * from the per-device tuning table (conv_tune.c); its built-in default is what was
- * measured best on PoCL: one work-item per group on CPUs, the driver's choice elsewhere. */
+ * from the per-device tuning table (conv_tune.c); its built-in default is the behaviour
+ * from before the table: one work-item per group on CPUs, the driver's choice elsewhere. */
 
 /* Widest vector (16, 8 or 1) that divides the channel count, at most vmax. */
 static int vec_width(int c, int vmax) {
@@ -23,9 +23,10 @@ static int use_local(kd_device *dev, const kd_conv_tune *t) {
 }
 
 /* Local size along an axis of n work-items: want, at most n (the launch rounds the range up
- * to a multiple; the kernels guard their bounds). With want = 1 this is one work-item per
- * group, the measured best on PoCL: PoCL then compiles the kernel without a work-item loop
- * (1x1x1 convs ran 3-4x slower with 8-32 rows per group, 3x3x3 ones 10-30% slower with 4). */
+ * to a multiple; the kernels guard their bounds). want = 1 (one work-item per group, PoCL
+ * then compiles the kernel without a work-item loop) is the CPU default: on PoCL 3.1 1x1x1
+ * convs ran 3-4x slower with 8-32 rows per group and 3x3x3 ones 10-30% slower with 4;
+ * `kdseg tune` found 2-4 work-items along dim 0 5-20% faster for most shapes. */
 static size_t local_of(size_t n, int want) {
     return n >= (size_t)want ? (size_t)want : (n ? n : 1);
 }

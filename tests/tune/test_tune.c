@@ -216,6 +216,34 @@ static int corrupt_table(void) {
         KD_CHECK(strstr(why, path) != NULL, "%s: the reason must name the file: %s", cases[c].what,
                  why);
     }
+    /* 3000 random mutations of the intact file (bytes changed, cut short, lines dropped):
+     * none may crash (run under ASan by tools/test.sh), and whatever is accepted must hold
+     * only valid entries */
+    size_t gl = strlen(good);
+    char mut[512];
+    for (int it = 0; it < 3000; it++) {
+        memcpy(mut, good, gl);
+        size_t len = gl;
+        int edits = 1 + it % 4;
+        for (int k = 0; k < edits; k++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t pos = (size_t)(st >> 33) % len;
+            switch ((st >> 20) % 3) {
+            case 0: mut[pos] = (char)(st >> 40); break;               /* any byte */
+            case 1: len = pos + 1; break;                              /* cut short */
+            default: mut[pos] = "\t\n=0-#x "[(st >> 44) % 8]; break; /* a format byte */
+            }
+        }
+        KD_CHECK(write_text(path, mut, len) == 0, "write");
+        int st3 = kd_conv_tune_file_read(path, &r, &n, why, sizeof why);
+        KD_CHECK(st3 == 0 || st3 == -1, "mutation %d: state %d", it, st3);
+        for (int i = 0; i < n; i++)
+            KD_CHECK(kd_conv_tune_valid(&r[i].p, why, sizeof why) && r[i].match[0] &&
+                         r[i].scope[0],
+                     "mutation %d: an invalid entry %d was accepted", it, i);
+        free(r);
+        r = NULL;
+    }
     /* on the device: a truncated file is ignored, the launch uses the built-in entry */
     KD_DEVICE_OR_FAIL(dev);
     KD_CHECK(write_text(path, good, strlen(good) - 6) == 0, "write");
