@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "kdseg/infer.h"
 #include "kdseg/sched.h"
-#include "ops/conv_internal.h"
+#include "conv_shapes.h"
 
 /* Options shared by every bench subcommand. */
 typedef struct bench_opts {
@@ -71,72 +71,19 @@ static const char *today(char *buf, size_t n);
 
 /* ---- bench ops: the conv layers ----------------------------------------------------------- */
 
-/* A conv layer of the student at a patch of edge P: spatial size P >> level. */
-typedef struct conv_row {
-    const char *name;
-    int level, ci, co, k, s, p, bias;
-} conv_row;
-
-/* The student ResUNet (widths 16, 32, 64, 128): encoder 3x3x3 convs per level, the input
- * and output convs, the 2x2x2 stride-2 down convs, and the decoder's 1x1x1 convs (2C -> C
- * after the skip concatenation at level i, and C_{i+1} -> C_i at level i+1 before upsampling). */
-/* Rows starting "T " are the teachers' shapes; every row times the forward with a bias. */
-static const conv_row conv_rows[] = {
-    {"input 4->16 k3", 0, 4, 16, 3, 1, 1, 1},
-    {"conv 16 k3", 0, 16, 16, 3, 1, 1, 1},
-    {"conv 32 k3", 1, 32, 32, 3, 1, 1, 1},
-    {"conv 64 k3", 2, 64, 64, 3, 1, 1, 1},
-    {"conv 128 k3", 3, 128, 128, 3, 1, 1, 1},
-    {"down 16->32 k2s2", 0, 16, 32, 2, 2, 0, 1},
-    {"down 32->64 k2s2", 1, 32, 64, 2, 2, 0, 1},
-    {"down 64->128 k2s2", 2, 64, 128, 2, 2, 0, 1},
-    {"dec 32->16 k1 (2C->C)", 0, 32, 16, 1, 1, 0, 1},
-    {"dec 64->32 k1 (2C->C)", 1, 64, 32, 1, 1, 0, 1},
-    {"dec 128->64 k1 (2C->C)", 2, 128, 64, 1, 1, 0, 1},
-    {"dec 32->16 k1 (up)", 1, 32, 16, 1, 1, 0, 1},
-    {"dec 64->32 k1 (up)", 2, 64, 32, 1, 1, 0, 1},
-    {"dec 128->64 k1 (up)", 3, 128, 64, 1, 1, 0, 1},
-    {"output 16->3 k3", 0, 16, 3, 3, 1, 1, 1},
-    /* the teachers' plain conv shapes the student does not have (unet3d at widths
-     * 16..128: channel-doubling encoder convs, 2C->C 3x3x3 decoder convs after the skip
-     * concatenation, the 1x1x1 head; cascade: the second net sees the image plus WT) */
-    {"T unet3d 16->32 k3", 1, 16, 32, 3, 1, 1, 1},
-    {"T unet3d 32->64 k3", 2, 32, 64, 3, 1, 1, 1},
-    {"T unet3d 64->128 k3", 3, 64, 128, 3, 1, 1, 1},
-    {"T unet3d dec 32->16 k3", 0, 32, 16, 3, 1, 1, 1},
-    {"T unet3d dec 64->32 k3", 1, 64, 32, 3, 1, 1, 1},
-    {"T unet3d dec 128->64 k3", 2, 128, 64, 3, 1, 1, 1},
-    {"T unet3d head 16->3 k1", 0, 16, 3, 1, 1, 0, 1},
-    {"T cascade 5->16 k3", 0, 5, 16, 3, 1, 1, 1},
-};
-
-typedef struct conv_bufs {
-    kd_conv_params p;
-    kd_tensor *x, *w, *b, *y, *dy, *dx, *dw, *db;
-} conv_bufs;
-
-static kd_status run_pass(conv_bufs *c, kd_conv_pass pass) {
-    switch (pass) {
-    case KD_PASS_FWD:
-        return kd_conv3d_forward(&c->p, c->x, c->w, c->b, c->y);
-    case KD_PASS_BWD_DATA:
-        return kd_conv3d_backward_input(&c->p, c->dy, c->w, c->dx);
-    default:
-        return kd_conv3d_backward_weight(&c->p, c->x, c->dy, c->dw, NULL);
-    }
-}
+/* The conv layer shapes and their buffers: tools/conv_shapes.c (shared with kdseg tune). */
 
 /* Median ms of o->reps runs after one warm-up with impl forced. */
-static kd_status time_pass(kd_device *dev, conv_bufs *c, kd_conv_pass pass, kd_conv_impl impl,
+static kd_status time_pass(kd_device *dev, kd_conv_bufs *c, kd_conv_pass pass, kd_conv_impl impl,
                            int reps, double *ms, double *cms) {
     kd_conv_force(impl);
-    kd_status s = run_pass(c, pass);
+    kd_status s = kd_conv_bufs_run(c, pass);
     if (!s) s = kd_device_finish(dev);
     double t[64], ct[64];
     if (reps > 64) reps = 64;
     for (int r = 0; r < reps && !s; r++) {
         double t0 = now_ms(), c0 = cpu_ms();
-        s = run_pass(c, pass);
+        s = kd_conv_bufs_run(c, pass);
         if (!s) s = kd_device_finish(dev);
         t[r] = now_ms() - t0;
         ct[r] = cpu_ms() - c0;
@@ -147,35 +94,6 @@ static kd_status time_pass(kd_device *dev, conv_bufs *c, kd_conv_pass pass, kd_c
     qsort(ct, (size_t)reps, sizeof ct[0], cmp_double);
     *ms = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     *cms = reps % 2 ? ct[reps / 2] : 0.5 * (ct[reps / 2 - 1] + ct[reps / 2]);
-    return KD_OK;
-}
-
-static void conv_bufs_free(conv_bufs *c) {
-    kd_tensor *all[] = {c->x, c->w, c->b, c->y, c->dy, c->dx, c->dw, c->db};
-    for (int i = 0; i < 8; i++)
-        kd_tensor_free(all[i]);
-}
-
-static kd_status conv_bufs_make(kd_device *dev, const conv_row *r, int edge, conv_bufs *c,
-                                kd_conv_geom *g) {
-    memset(c, 0, sizeof *c);
-    c->p = (kd_conv_params){{r->k, r->k, r->k}, r->s, r->p, 1};
-    int o = kd_conv_out_size(edge, r->k, r->s, r->p);
-    kd_shape xs = kd_shape5(1, r->ci, edge, edge, edge), ys = kd_shape5(1, r->co, o, o, o);
-    kd_shape ws = kd_shape5(1, 1, 1, 1, r->k * r->k * r->k * r->ci * r->co);
-    kd_shape bs = kd_shape5(1, r->co, 1, 1, 1);
-    kd_status s;
-    if ((s = kd_tensor_create(dev, xs, &c->x)) || (s = kd_tensor_create(dev, ws, &c->w)) ||
-        (s = kd_tensor_create(dev, bs, &c->b)) || (s = kd_tensor_create(dev, ys, &c->y)) ||
-        (s = kd_tensor_create(dev, ys, &c->dy)) || (s = kd_tensor_create(dev, xs, &c->dx)) ||
-        (s = kd_tensor_zeros(dev, ws, &c->dw)) || (s = kd_tensor_zeros(dev, bs, &c->db)))
-        return s;
-    /* small finite values (no denormals) */
-    if ((s = kd_tensor_fill(c->x, 0.5f)) || (s = kd_tensor_fill(c->w, 0.01f)) ||
-        (s = kd_tensor_fill(c->b, 0.1f)) || (s = kd_tensor_fill(c->dy, 0.25f)))
-        return s;
-    *g = (kd_conv_geom){1,    r->ci, edge, edge, edge, r->co, o, o, o, {r->k, r->k, r->k},
-                        r->s, r->p,  1,    0,    0};
     return KD_OK;
 }
 
@@ -203,20 +121,21 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
                 "\"reps\": %d, \"rows\": [",
                 kd_device_name(dev), today(date, sizeof date), o->patch, o->reps);
     int first = 1, rc = 0;
-    enum { NROWS = (int)(sizeof conv_rows / sizeof conv_rows[0]) };
+    enum { NROWS = 64 };
     double fb_ms[NROWS], fb_cpu[NROWS]; /* forward + both gradients, the chosen impl */
     int done_row[NROWS];
+    int nrows = kd_conv_nrows < NROWS ? kd_conv_nrows : NROWS;
     char shapes[1024] = "";
-    for (size_t i = 0; i < NROWS && !rc; i++) {
+    for (int i = 0; i < nrows && !rc; i++) {
         fb_ms[i] = fb_cpu[i] = 0;
         done_row[i] = 0;
-        const conv_row *r = &conv_rows[i];
+        const kd_conv_row *r = &kd_conv_rows[i];
         if (o->only && !strstr(r->name, o->only)) continue;
         int edge = o->patch >> r->level;
         if (edge < r->k) continue;
-        conv_bufs c;
+        kd_conv_bufs c;
         kd_conv_geom g;
-        kd_status s = conv_bufs_make(dev, r, edge, &c, &g);
+        kd_status s = kd_conv_bufs_make(dev, r, edge, 0, &c, &g);
         for (int pass = 0; pass < 3 && !s; pass++) {
             double ms[2] = {-1, -1}, cms[2] = {-1, -1};
             for (int im = 0; im < 2 && !s; im++)
@@ -226,7 +145,8 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             if (s) break;
             /* the chooser's pick (times both once if not stored yet) */
             kd_conv_force(KD_CONV_AUTO);
-            if ((s = run_pass(&c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev))) break;
+            if ((s = kd_conv_bufs_run(&c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev)))
+                break;
             char key[160];
             g.has_bias = pass == KD_PASS_FWD && r->bias; /* as the ops key it */
             kd_conv_key(&g, (kd_conv_pass)pass, key, sizeof key);
@@ -262,7 +182,7 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
                 first = 0;
             }
         }
-        conv_bufs_free(&c);
+        kd_conv_bufs_free(&c);
         if (s)
             rc = kd_cli_error("bench ops", s);
         else {
@@ -283,20 +203,20 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
             char *p = lst ? (char *)lst + strlen("\"fwdbwd_ms_list\": \"") : NULL;
             printf("%-24s %-6s %10s %10s %10s %8s\n", "layer", "size", "kdseg ms", "cpu-s",
                    "torch ms", "speedup");
-            for (int i = 0; i < NROWS && p; i++) {
+            for (int i = 0; i < nrows && p; i++) {
                 if (!done_row[i]) continue;
                 double t = strtod(p, &p);
                 if (*p == ',') p++;
                 char size[16];
-                snprintf(size, sizeof size, "%d^3", o->patch >> conv_rows[i].level);
-                printf("%-24s %-6s %10.2f %10.3f %10.2f %7.2fx\n", conv_rows[i].name, size,
+                snprintf(size, sizeof size, "%d^3", o->patch >> kd_conv_rows[i].level);
+                printf("%-24s %-6s %10.2f %10.3f %10.2f %7.2fx\n", kd_conv_rows[i].name, size,
                        fb_ms[i], fb_cpu[i] * 1e-3, t, t / fb_ms[i]);
                 if (js) {
                     fprintf(js,
                             ",\n  {\"layer\": \"%s\", \"size\": %d, \"fwdbwd_ms\": %.4f, "
                             "\"fwdbwd_cpu_ms\": %.4f, \"torch_fwdbwd_ms\": %.4f}",
-                            conv_rows[i].name, o->patch >> conv_rows[i].level, fb_ms[i], fb_cpu[i],
-                            t);
+                            kd_conv_rows[i].name, o->patch >> kd_conv_rows[i].level, fb_ms[i],
+                            fb_cpu[i], t);
                 }
             }
         }

@@ -2,13 +2,16 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ops/conv_tune.h"
 
 static void help(FILE *f) {
     fprintf(f,
             "usage: kdseg devices [--build]\n\n"
             "Lists every OpenCL platform and device with its type, compute units, memory,\n"
             "OpenCL C version and fp16/fp64 support, marks the one kdseg would choose (*),\n"
-            "and shows the program cache's folder and state.\n\n"
+            "and shows the program cache's folder and state, and which conv tuning entry\n"
+            "applies to the chosen device (its name in the user table written by\n"
+            "`kdseg tune`, else its vendor and type, else the built-in default).\n\n"
             "  --build   also build every kernel program for the chosen device and print the\n"
             "            time taken and how many programs came from the cache\n");
 }
@@ -21,6 +24,9 @@ static int run(int argc, char **argv) {
     }
     kd_status s = kd_device_list(stdout, kd_cli_device);
     if (s) return kd_cli_error("devices", s);
+    kd_dev_ident id;
+    if ((s = kd_rt_ident_chosen(kd_cli_device, &id))) return kd_cli_error("devices", s);
+    kd_conv_tune_describe(stdout, &id);
     if (build) {
         kd_device *d = kd_cli_open_device("devices");
         if (!d) return 1;

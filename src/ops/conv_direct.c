@@ -3,37 +3,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "conv_internal.h"
+#include "conv_tune.h"
 
 #define WB 4 /* output positions along W per work-item (KD_WB in conv3d.cl) */
 
-/* Widest vector (16, 8 or 1) that divides the channel count. */
-/* Integer from the environment (tuning experiments), dflt when unset. */
-static int env_int(const char *name, int dflt) {
-    const char *e = getenv(name);
-    return (e && atoi(e) > 0) ? atoi(e) : dflt;
-}
-static int vec_width(int c) {
-    static int vmax = -1;
-    if (vmax < 0) vmax = env_int("KDSEG_CONV_VMAX", 16);
+/* Launch parameters (local sizes, vector width, loop order, weight-gradient chunks) come
+ * from the per-device tuning table (conv_tune.c); its built-in default is the behaviour
+ * from before the table: one work-item per group on CPUs, the driver's choice elsewhere. */
+
+/* Widest vector (16, 8 or 1) that divides the channel count, at most vmax. */
+static int vec_width(int c, int vmax) {
     return c % 16 == 0 && vmax >= 16 ? 16 : c % 8 == 0 && vmax >= 8 ? 8 : 1;
 }
 
-/* Local size along H of the forward/input-gradient kernels: small groups of rows keep
- * PoCL from vectorising across work-items and balance the two-core load. */
-/* Rows per work-group on CPUs. Measured on PoCL 3.1 (2-core EPYC): one work-item per group
- * is fastest for every conv shape (1x1x1 convs ran 3-4x slower with 8-32 rows per group,
- * 3x3x3 ones 10-30% slower with 4), so PoCL compiles the kernel without a work-item loop.
- * KDSEG_CONV_LY overrides for experiments. */
-static size_t rows_per_group(int rows) {
-    static int ly = -1;
-    if (ly < 0) ly = env_int("KDSEG_CONV_LY", 1);
-    return rows >= ly ? (size_t)ly : 1;
+/* Whether local sizes are passed: set, driver (NULL), or auto (CPU devices only). */
+static int use_local(kd_device *dev, const kd_conv_tune *t) {
+    return t->local == KD_TUNE_LOCAL_SET ||
+           (t->local == KD_TUNE_LOCAL_AUTO && kd_device_is_cpu(dev));
 }
-static size_t cols_per_group(size_t cols) {
-    static int lx = -1;
-    if (lx < 0) lx = env_int("KDSEG_CONV_LX", 1);
-    return cols % (size_t)lx == 0 ? (size_t)lx : 1;
+
+/* Local size along an axis of n work-items: want, at most n (the launch rounds the range up
+ * to a multiple; the kernels guard their bounds). want = 1 (one work-item per group, PoCL
+ * then compiles the kernel without a work-item loop) is the CPU default: on PoCL 3.1 1x1x1
+ * convs ran 3-4x slower with 8-32 rows per group and 3x3x3 ones 10-30% slower with 4;
+ * `kdseg tune` found 2-4 work-items along dim 0 5-20% faster for most shapes. */
+static size_t local_of(size_t n, int want) {
+    return n >= (size_t)want ? (size_t)want : (n ? n : 1);
+}
+
+/* The launches that the tuning parameters shape go through here: kdseg tune traces them to
+ * tell which candidates launch exactly what the default launches. */
+static kd_status conv_launch(kd_device *dev, const char *name, int dim, const size_t *gws,
+                             const size_t *lws, int nargs, const kd_arg *args) {
+    kd_conv_tune_trace_add(name, dim, gws, lws);
+    return kd_rt_launch(dev, name, dim, gws, lws, nargs, args);
 }
 
 static size_t cdiv(size_t a, size_t b) { return (a + b - 1) / b; }
@@ -87,8 +90,10 @@ static kd_status pad_cols(kd_device *dev, cl_mem m, size_t off, int K3A, int B, 
 static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int w, int co,
                                int od, int oh, int ow, const int *k, int s, const int *pad,
                                cl_mem xm, size_t xoff, cl_mem wm, size_t woff,
-                               const kd_tensor *b, const kd_tensor *y) {
-    int cop = co % 8 == 0 ? co : (co + 7) / 8 * 8;
+                               const kd_tensor *b, const kd_tensor *y, const kd_conv_tune *t) {
+    /* (not with scalar kernels, vmax 1: the v1 store writes whole vectors of one lane, and
+     * padding would only add work) */
+    int cop = co % 8 == 0 || t->vmax < 8 ? co : (co + 7) / 8 * 8;
     tmpbuf wp = {0}, bp = {0};
     cl_mem bm = b ? b->mem : y->mem;
     size_t boff = b ? b->off : 0;
@@ -101,16 +106,19 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
         wm = wp.mem, woff = 0;
         if (b) bm = bp.mem, boff = 0;
     }
-    int v = vec_width(cop);
+    int v = vec_width(cop, t->vmax);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_fwd_v%d", v);
-    /* weights larger than about half an L2 cache: loop over channel blocks outermost */
-    int co_outer = (size_t)k[0] * k[1] * k[2] * ci * cop * sizeof(float) > ((size_t)256 << 10) &&
+    /* weights larger than the threshold (256 KiB, about half an L2 cache, by default): loop
+     * over channel blocks outermost */
+    int co_outer = t->coouter >= 0 &&
+                   (size_t)k[0] * k[1] * k[2] * ci * cop * sizeof(float) >
+                       ((size_t)t->coouter << 10) &&
                    cop > v;
     size_t nxb = cdiv((size_t)ow, WB), nco = (size_t)(cop / v);
     size_t gws[3] = {co_outer ? nxb : nxb * nco, (size_t)oh, (size_t)n * od * (co_outer ? nco : 1)};
-    size_t lws[3] = {cols_per_group(gws[0]), rows_per_group(oh), 1};
-    st = kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
+    size_t lws[3] = {local_of(gws[0], t->lx), local_of(gws[1], t->ly), 1};
+    st = conv_launch(dev, name, 3, gws, use_local(dev, t) ? lws : NULL,
                       KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
                               KD_INT(boff), KD_INT(b != NULL), KD_T(y),
                               GEOM_ARGS(n, d, h, w, ci, od, oh, ow, cop, k[0], k[1], k[2], s,
@@ -127,15 +135,16 @@ done:
 static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h, int w, int co,
                                      int od, int oh, int ow, const int *k, int s, int p,
                                      const kd_tensor *dy, cl_mem wtm, size_t wtoff,
-                                     const kd_tensor *b, const kd_tensor *dx) {
-    int v = vec_width(ci);
+                                     const kd_tensor *b, const kd_tensor *dx,
+                                     const kd_conv_tune *t) {
+    int v = vec_width(ci, t->vmax);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_bwd_data_v%d", v);
     size_t per_parity = cdiv(cdiv((size_t)w, (size_t)s), WB);
     size_t gws[3] = {(size_t)(ci / v) * (size_t)s * per_parity, (size_t)h, (size_t)n * d};
-    size_t lws[3] = {1, rows_per_group(h), 1};
+    size_t lws[3] = {local_of(gws[0], t->lx), local_of(gws[1], t->ly), 1};
     cl_mem bm = b ? b->mem : dx->mem;
-    return kd_rt_launch(dev, name, 3, gws, kd_device_is_cpu(dev) ? lws : NULL,
+    return conv_launch(dev, name, 3, gws, use_local(dev, t) ? lws : NULL,
                         KD_ARGS(KD_T(dy), KD_MEM(wtm), KD_INT(wtoff), KD_MEM(bm),
                                 KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(dx),
                                 GEOM_ARGS(n, d, h, w, ci, od, oh, ow, co, k[0], k[1], k[2], s, p)));
@@ -143,9 +152,10 @@ static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h
 
 /* Chunks of output planes for weight-gradient partials: enough chunks to occupy the
  * device, few enough that the partial buffer stays small. */
-static void plan_chunks(int planes_total, size_t per_chunk_floats, int *planes, int *nchunks) {
+static void plan_chunks(int planes_total, size_t per_chunk_floats, int max_chunks, int *planes,
+                        int *nchunks) {
     size_t cap = ((size_t)16 << 20) / (per_chunk_floats ? per_chunk_floats : 1);
-    int want = planes_total < 64 ? planes_total : 64;
+    int want = planes_total < max_chunks ? planes_total : max_chunks;
     if ((size_t)want > cap) want = cap ? (int)cap : 1;
     if (want < 1) want = 1;
     *planes = (planes_total + want - 1) / want;
@@ -165,15 +175,16 @@ static kd_status reduce_into(kd_device *dev, cl_mem part, int nchunks, size_t m,
 static kd_status dense_backward_weight(kd_device *dev, int n, int ci, int d, int h, int w,
                                        int co, int od, int oh, int ow, const int *k, int s,
                                        int p, const kd_tensor *x, const kd_tensor *dy,
-                                       const kd_tensor *dw, int transpose) {
+                                       const kd_tensor *dw, int transpose,
+                                       const kd_conv_tune *t) {
     /* Cout not a multiple of 8 (the output conv's 3): dy zero-padded to 8 channels keeps
      * the partial kernel vectorised (the scalar kernel ran at 3 GFLOP/s on PoCL); the
      * padded columns are dropped in the reduction. */
-    int cop = co % 8 == 0 || transpose ? co : (co + 7) / 8 * 8;
-    int v = vec_width(cop), K3 = k[0] * k[1] * k[2];
+    int cop = co % 8 == 0 || transpose || t->vmax < 8 ? co : (co + 7) / 8 * 8;
+    int v = vec_width(cop, t->vmax), K3 = k[0] * k[1] * k[2];
     size_t m = (size_t)K3 * ci * cop;
     int planes, nchunks;
-    plan_chunks(n * od, m, &planes, &nchunks);
+    plan_chunks(n * od, m, t->chunks, &planes, &nchunks);
     tmpbuf part = {0}, dyp = {0};
     cl_mem dym = dy->mem;
     size_t dyoff = dy->off;
@@ -187,8 +198,9 @@ static kd_status dense_backward_weight(kd_device *dev, int n, int ci, int d, int
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_wgrad_part_v%d", v);
     size_t gws[2] = {(size_t)K3 * cdiv((size_t)ci, 4) * (size_t)(cop / v), (size_t)nchunks};
-    size_t lws[2] = {1, 1}; /* each item loops over a whole chunk: no grouping needed */
-    st = kd_rt_launch(dev, name, 2, gws, kd_device_is_cpu(dev) ? lws : NULL,
+    /* each item loops over a whole chunk: on CPUs no grouping is needed (wlx 1) */
+    size_t lws[2] = {local_of(gws[0], t->wlx), 1};
+    st = conv_launch(dev, name, 2, gws, use_local(dev, t) ? lws : NULL,
                       KD_ARGS(KD_T(x), KD_MEM(dym), KD_INT(dyoff), KD_MEM(part.mem),
                               GEOM_ARGS(n, d, h, w, ci, od, oh, ow, cop, k[0], k[1], k[2], s, p),
                               KD_INT(planes), KD_INT(nchunks)));
@@ -215,41 +227,41 @@ done:
         KD_INT((g)->k[1]), KD_INT((g)->k[2]), KD_INT((g)->s), KD_INT((g)->p)
 
 static kd_status dw_forward(const kd_conv_geom *g, const kd_tensor *x, const kd_tensor *w,
-                            const kd_tensor *b, kd_tensor *y) {
-    int v = vec_width(g->ci);
+                            const kd_tensor *b, kd_tensor *y, const kd_conv_tune *t) {
+    int v = vec_width(g->ci, t->vmax);
     char name[48];
     snprintf(name, sizeof name, "kd_dwconv3d_fwd_v%d", v);
     size_t gws[3] = {(size_t)(g->ci / v) * g->ow, (size_t)g->oh, (size_t)g->n * g->od};
     cl_mem bm = b ? b->mem : y->mem;
-    return kd_rt_launch(x->dev, name, 3, gws, NULL,
+    return conv_launch(x->dev, name, 3, gws, NULL,
                         KD_ARGS(KD_T(x), KD_T(w), KD_MEM(bm),
                                 KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(y), DW_ARGS(g)));
 }
 
 static kd_status dw_backward_input(const kd_conv_geom *g, const kd_tensor *dy,
-                                   const kd_tensor *w, kd_tensor *dx) {
-    int v = vec_width(g->ci);
+                                   const kd_tensor *w, kd_tensor *dx, const kd_conv_tune *t) {
+    int v = vec_width(g->ci, t->vmax);
     char name[48];
     snprintf(name, sizeof name, "kd_dwconv3d_bwd_data_v%d", v);
     size_t gws[3] = {(size_t)(g->ci / v) * g->w, (size_t)g->h, (size_t)g->n * g->d};
-    return kd_rt_launch(dy->dev, name, 3, gws, NULL,
+    return conv_launch(dy->dev, name, 3, gws, NULL,
                         KD_ARGS(KD_T(dy), KD_T(w), KD_T(dx), DW_ARGS(g)));
 }
 
 static kd_status dw_backward_weight(const kd_conv_geom *g, const kd_tensor *x,
-                                    const kd_tensor *dy, kd_tensor *dw) {
+                                    const kd_tensor *dy, kd_tensor *dw, const kd_conv_tune *t) {
     kd_device *dev = x->dev;
-    int v = vec_width(g->ci), K3 = g->k[0] * g->k[1] * g->k[2];
+    int v = vec_width(g->ci, t->vmax), K3 = g->k[0] * g->k[1] * g->k[2];
     size_t m = (size_t)K3 * g->ci;
     int planes, nchunks;
-    plan_chunks(g->n * g->od, m, &planes, &nchunks);
+    plan_chunks(g->n * g->od, m, t->chunks, &planes, &nchunks);
     tmpbuf part = {0};
     kd_status st = tmp_alloc(dev, m * (size_t)nchunks, &part);
     if (st) return st;
     char name[48];
     snprintf(name, sizeof name, "kd_dwconv3d_wgrad_part_v%d", v);
     size_t gws[2] = {(size_t)K3 * (size_t)(g->ci / v), (size_t)nchunks};
-    st = kd_rt_launch(dev, name, 2, gws, NULL,
+    st = conv_launch(dev, name, 2, gws, NULL,
                       KD_ARGS(KD_T(x), KD_T(dy), KD_MEM(part.mem), DW_ARGS(g), KD_INT(planes),
                               KD_INT(nchunks)));
     if (!st) st = reduce_into(dev, part.mem, nchunks, m, dw, 0, 1, 1);
@@ -264,13 +276,15 @@ static const int k2[3] = {2, 2, 2};
 kd_status kd_conv_direct_forward(const kd_conv_geom *g, const kd_tensor *x, const kd_tensor *w,
                                  const kd_tensor *b, kd_tensor *y) {
     kd_device *dev = x->dev;
+    kd_conv_tune t;
+    kd_conv_tune_get(dev, g, KD_PASS_FWD, &t, NULL, 0);
     if (g->transposed) /* the transposed conv is the input gradient of a k2 s2 conv */
         return dense_backward_data(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h,
-                                   g->w, k2, 2, 0, x, w->mem, w->off, b, y);
-    if (g->groups > 1) return dw_forward(g, x, w, b, y);
+                                   g->w, k2, 2, 0, x, w->mem, w->off, b, y, &t);
+    if (g->groups > 1) return dw_forward(g, x, w, b, y, &t);
     int pad[3] = {g->p, g->p, g->p};
     return dense_forward(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh, g->ow, g->k,
-                         g->s, pad, x->mem, x->off, w->mem, w->off, b, y);
+                         g->s, pad, x->mem, x->off, w->mem, w->off, b, y, &t);
 }
 
 kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *dy,
@@ -280,24 +294,26 @@ kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *
     kd_status st;
     static const int pad0[3] = {0, 0, 0};
     int K3 = g->k[0] * g->k[1] * g->k[2];
+    kd_conv_tune t;
+    kd_conv_tune_get(dev, g, KD_PASS_BWD_DATA, &t, NULL, 0);
     if (g->transposed) { /* dx = k2 s2 conv of dy with w's channel axes swapped */
         st = transpose_w(dev, w, 8, g->ci, g->co, 0, &wt);
         if (!st)
             st = dense_forward(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h, g->w,
-                               k2, 2, pad0, dy->mem, dy->off, wt.mem, 0, NULL, dx);
+                               k2, 2, pad0, dy->mem, dy->off, wt.mem, 0, NULL, dx, &t);
     } else if (g->groups > 1) {
-        return dw_backward_input(g, dy, w, dx);
+        return dw_backward_input(g, dy, w, dx, &t);
     } else if (g->s == 1) { /* a forward conv of dy with flipped weights, padding K-1-P */
         int pad[3] = {g->k[0] - 1 - g->p, g->k[1] - 1 - g->p, g->k[2] - 1 - g->p};
         st = transpose_w(dev, w, K3, g->ci, g->co, 1, &wt);
         if (!st)
             st = dense_forward(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h, g->w,
-                               g->k, 1, pad, dy->mem, dy->off, wt.mem, 0, NULL, dx);
+                               g->k, 1, pad, dy->mem, dy->off, wt.mem, 0, NULL, dx, &t);
     } else {
         st = transpose_w(dev, w, K3, g->ci, g->co, 0, &wt);
         if (!st)
             st = dense_backward_data(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh,
-                                     g->ow, g->k, g->s, g->p, dy, wt.mem, 0, NULL, dx);
+                                     g->ow, g->k, g->s, g->p, dy, wt.mem, 0, NULL, dx, &t);
     }
     tmp_free(dev, &wt);
     return st;
@@ -306,12 +322,14 @@ kd_status kd_conv_direct_backward_input(const kd_conv_geom *g, const kd_tensor *
 kd_status kd_conv_direct_backward_weight(const kd_conv_geom *g, const kd_tensor *x,
                                          const kd_tensor *dy, kd_tensor *dw) {
     kd_device *dev = x->dev;
+    kd_conv_tune t;
+    kd_conv_tune_get(dev, g, KD_PASS_BWD_WEIGHT, &t, NULL, 0);
     if (g->transposed) /* partials (k, co, ci) of the k2 s2 conv of dy by x, transposed */
         return dense_backward_weight(dev, g->n, g->co, g->od, g->oh, g->ow, g->ci, g->d, g->h,
-                                     g->w, k2, 2, 0, dy, x, dw, 1);
-    if (g->groups > 1) return dw_backward_weight(g, x, dy, dw);
+                                     g->w, k2, 2, 0, dy, x, dw, 1, &t);
+    if (g->groups > 1) return dw_backward_weight(g, x, dy, dw, &t);
     return dense_backward_weight(dev, g->n, g->ci, g->d, g->h, g->w, g->co, g->od, g->oh, g->ow,
-                                 g->k, g->s, g->p, x, dy, dw, 0);
+                                 g->k, g->s, g->p, x, dy, dw, 0, &t);
 }
 
 kd_status kd_conv_bias_grad(const kd_tensor *dy, kd_tensor *db) {

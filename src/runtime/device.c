@@ -623,3 +623,29 @@ kd_status kd_device_list(FILE *f, const char *selector) {
             cache_enabled() ? "enabled" : "disabled by KDSEG_CACHE=0", files, bytes);
     return KD_OK;
 }
+
+/* ---- identity (per-device tables) ------------------------------------------------ */
+
+static void ident_fill(cl_platform_id p, cl_device_id dv, kd_dev_ident *out) {
+    memset(out, 0, sizeof *out);
+    cl_device_type t = 0;
+    clGetDeviceInfo(dv, CL_DEVICE_NAME, sizeof out->name - 1, out->name, NULL);
+    clGetDeviceInfo(dv, CL_DEVICE_VENDOR, sizeof out->vendor - 1, out->vendor, NULL);
+    clGetPlatformInfo(p, CL_PLATFORM_VENDOR, sizeof out->pvendor - 1, out->pvendor, NULL);
+    clGetDeviceInfo(dv, CL_DEVICE_TYPE, sizeof t, &t, NULL);
+    out->rank = type_rank(t);
+}
+
+void kd_rt_ident(kd_device *d, kd_dev_ident *out) { ident_fill(d->platform, d->device, out); }
+
+kd_status kd_rt_ident_chosen(const char *selector, kd_dev_ident *out) {
+    dev_entry list[MAX_PLATFORMS * 4];
+    int count = 0, idx;
+    kd_status s = enumerate(list, &count);
+    if (s) return s;
+    const char *sel = effective_selector(selector);
+    choose(list, count, sel, &idx);
+    if (idx < 0) return no_match(list, count, sel);
+    ident_fill(list[idx].platform, list[idx].device, out);
+    return KD_OK;
+}
