@@ -25,7 +25,7 @@ typedef struct demo_cfg {
 } demo_cfg;
 
 static const demo_cfg demo_default = {
-    10, 24, 12, 64, 32, 2, 400, 400, 100,
+    6, 36, 24, 64, 32, 2, 400, 400, 100,
     {"unet3d:widths=8,16,32", "cascade:widths=8,16,32", "resnext-se:widths=16,32,64:enc=1,1,1"},
     {"unet3d", "cascade", "resnext-se"},
     "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.5, 1.0, 0.0, "none"};

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "conv_internal.h"
+#include "conv_tune.h"
 
 int kd_conv_out_size(int in, int k, int stride, int pad) {
     if (stride <= 0 || k <= 0) return 0;
@@ -283,7 +284,7 @@ static size_t scratch_of(kd_conv_geom *g, kd_shape xs, kd_shape ys, int pass) {
     g->n = xs.n, g->ci = xs.c, g->d = xs.d, g->h = xs.h, g->w = xs.w;
     g->co = ys.c, g->od = ys.d, g->oh = ys.h, g->ow = ys.w;
     kd_conv_pass ps = pass == 0 ? KD_PASS_FWD : pass == 1 ? KD_PASS_BWD_DATA : KD_PASS_BWD_WEIGHT;
-    return kd_conv_direct_scratch_bytes(g, ps);
+    return kd_conv_direct_scratch_bytes(g, ps, &kd_conv_tune_default);
 }
 
 size_t kd_conv3d_scratch_bytes(const kd_conv_params *p, kd_shape x, kd_shape y, int has_bias,

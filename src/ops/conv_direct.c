@@ -359,25 +359,26 @@ static size_t pool_bytes(size_t floats) { return (floats * sizeof(float) + 255) 
 /* Device bytes the direct implementation takes from the pool inside one pass, at most at
  * once; mirrors the allocations above (padded weights and bias, transposed weights,
  * zero-padded dy, weight-gradient partials). */
-size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass) {
+size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass,
+                                    const kd_conv_tune *t) {
     int K3 = g->k[0] * g->k[1] * g->k[2];
     size_t b = 0;
     if (g->groups > 1) { /* depthwise: partials of the weight gradient only */
         if (pass != KD_PASS_BWD_WEIGHT) return 0;
         size_t m = (size_t)K3 * g->ci;
         int planes, nchunks;
-        plan_chunks(g->n * g->od, m, &planes, &nchunks);
+        plan_chunks(g->n * g->od, m, t->chunks, &planes, &nchunks);
         return pool_bytes(m * (size_t)nchunks);
     }
     if (pass == KD_PASS_FWD) {
         if (g->transposed) return 0; /* the transposed forward runs dense_backward_data */
-        int cop = g->co % 8 == 0 ? g->co : (g->co + 7) / 8 * 8;
+        int cop = g->co % 8 == 0 || t->vmax < 8 ? g->co : (g->co + 7) / 8 * 8;
         if (cop != g->co) b = pool_bytes((size_t)K3 * g->ci * cop) + (g->has_bias ? pool_bytes(cop) : 0);
         return b;
     }
     if (pass == KD_PASS_BWD_DATA) {
         b = pool_bytes((size_t)K3 * g->ci * g->co); /* transposed weights */
-        if ((g->transposed || g->s == 1) && g->ci % 8) /* dense_forward pads its Cout (= ci) */
+        if ((g->transposed || g->s == 1) && g->ci % 8 && t->vmax >= 8) /* dense_forward pads its Cout (= ci) */
             b += pool_bytes((size_t)K3 * g->co * ((g->ci + 7) / 8 * 8));
         return b;
     }
@@ -385,12 +386,12 @@ size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass) {
     int planes, nchunks;
     if (g->transposed) { /* partials (k, co, ci) of the k2 s2 conv of dy by x */
         m = (size_t)8 * g->co * g->ci;
-        plan_chunks(g->n * g->d, m, &planes, &nchunks);
+        plan_chunks(g->n * g->d, m, t->chunks, &planes, &nchunks);
         return pool_bytes(m * (size_t)nchunks);
     }
-    int cop = g->co % 8 == 0 ? g->co : (g->co + 7) / 8 * 8;
+    int cop = g->co % 8 == 0 || t->vmax < 8 ? g->co : (g->co + 7) / 8 * 8;
     m = (size_t)K3 * g->ci * cop;
-    plan_chunks(g->n * g->od, m, &planes, &nchunks);
+    plan_chunks(g->n * g->od, m, t->chunks, &planes, &nchunks);
     b = pool_bytes(m * (size_t)nchunks);
     if (cop != g->co) b += pool_bytes((size_t)g->n * g->od * g->oh * g->ow * cop);
     return b;

@@ -33,7 +33,11 @@ kd_status kd_conv_direct_backward_weight(const kd_conv_geom *g, const kd_tensor 
                                          const kd_tensor *dy, kd_tensor *dw);
 /* Device bytes the direct implementation allocates inside one pass (scratch: padded or
  * transposed weights, padded dy, weight-gradient partials), for the memory plan. */
-size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass);
+struct kd_conv_tune;
+/* (t: the tuning parameters of the pass; the memory plan, which has no device, uses the
+ * built-in default's) */
+size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass,
+                                    const struct kd_conv_tune *t);
 /* The GEMM path supports groups = 1 only (depthwise is not a GEMM). */
 int kd_conv_gemm_supports(const kd_conv_geom *g);
 kd_status kd_conv_gemm_forward(const kd_conv_geom *g, const kd_tensor *x, const kd_tensor *w,
