@@ -21,16 +21,21 @@ const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64
 
 /* What is known. PoCL's CPU device: the values measured best on PoCL 3.1 (2-core EPYC):
  * one work-item per group for every conv shape (1x1x1 convs ran 3-4x slower with 8-32 rows
- * per group, 3x3x3 ones 10-30% slower with 4), float16 vectors. NVIDIA GPUs: a guess, not
- * measured (an H200 ran the direct kernels at 0.9-3.8 TFLOP/s with NULL local sizes, the
- * small deep-level shapes slowest): warps of 32 work-items along W blocks x channel
- * vectors, 4 rows, float8 vectors and no channel-block-outer order for more work-items,
- * more weight-gradient chunks. */
+ * per group, 3x3x3 ones 10-30% slower with 4), float16 vectors. NVIDIA GPUs: the per-pass
+ * winners of `kdseg tune` on an H200 (driver 580.159, 2026-11-27; over the student's 15
+ * conv shapes at 64^3 they were 2.1x faster than the default for forward and input
+ * gradient, 1.19x for the weight gradient): the driver's local size, scalar channels and
+ * no channel-block-outer order (more work-items) for forward and input gradient, float8
+ * for the weight gradient. Other NVIDIA GPUs start from these; `kdseg tune` measures them. */
 static const kd_tune_entry builtin[] = {
     {KD_TUNE_LEVEL_VENDOR, "pocl", 2, "*", {KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1}, -1, -1, 0,
      "PoCL CPU, measured on PoCL 3.1"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "*", {KD_TUNE_LOCAL_SET, 32, 4, 8, -1, 256, 32}, -1, -1,
-     0, "NVIDIA GPU, an untuned guess: run kdseg tune"},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "fwd", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1}, 5.210,
+     2.472, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_data", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1},
+     5.223, 2.503, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_weight", {KD_TUNE_LOCAL_DRIVER, 1, 1, 8, 256, 64, 1},
+     7.474, 6.258, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
 };
 
 const kd_tune_entry *kd_conv_tune_builtin(int *n) {

@@ -110,8 +110,11 @@ static int lookup_order(void) {
              "PoCL CPU must get today's values");
     kd_dev_ident nv = {"NVIDIA H200", "NVIDIA Corporation", "NVIDIA Corporation", 0};
     h = kd_conv_tune_resolve(b, nb, &nv, key, &p);
-    KD_CHECK(h && !strcmp(h->match, "nvidia") && h->note && strstr(h->note, "untuned"),
-             "NVIDIA GPU entry (marked untuned) expected");
+    KD_CHECK(h && !strcmp(h->match, "nvidia") && h->note && strstr(h->note, "H200") &&
+                 p.local == KD_TUNE_LOCAL_DRIVER && p.vmax == 1,
+             "NVIDIA GPU forward entry (measured on an H200) expected");
+    h = kd_conv_tune_resolve(b, nb, &nv, "conv|bwd_weight|vox2^12 ci16 co16 k3x3x3 s1 p1 g1 b0", &p);
+    KD_CHECK(h && !strcmp(h->scope, "bwd_weight") && p.vmax == 8, "NVIDIA weight-gradient entry");
     nv.rank = 2;
     KD_CHECK(kd_conv_tune_resolve(b, nb, &nv, key, &p) == NULL, "NVIDIA CPU must get the default");
     return 0;
