@@ -1,9 +1,12 @@
 /* Test harness implementation. */
 #include "kdtest.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static kd_device *g_dev;
@@ -105,4 +108,16 @@ int kd_test_main(int argc, char **argv, const kd_test_case *cases, int n) {
     }
     if (failed) return 1;
     return (skipped == ran && ran > 0) ? KD_TEST_SKIP : 0;
+}
+
+int kd_test_kdseg(const char *fmt, ...) {
+    char args[4096], cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s >>'%s/log.txt' 2>&1", getenv("KDSEG_EXE"), args,
+             kd_test_tmpdir());
+    int r = system(cmd);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
 }

@@ -28,6 +28,9 @@ kd_device *kd_test_device(void);
 const char *kd_test_shared_dir(void);
 /* A fresh temporary folder for this test (removed at exit). */
 const char *kd_test_tmpdir(void);
+/* Runs the kdseg command ($KDSEG_EXE) with printf-formatted arguments, its output appended
+ * to the temp dir's log.txt; returns its exit status (128 when it did not exit). */
+int kd_test_kdseg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Largest |a - b| divided by max(largest |ref|, floor). */
 double kd_test_rel_err(const float *got, const float *ref, size_t n, double floor);

@@ -106,24 +106,12 @@ static void load_locked(void) {
     fclose(f);
 }
 
-static void mkdir_p(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    mkdir(tmp, 0755);
-}
-
 /* Rewrite the whole file: another process may have added lines since we loaded, so merge
  * them first (their lines win only for keys we do not hold). */
 static void save_locked(void) {
     char path[1200], tmp[1300];
     path_of(path, sizeof path);
-    mkdir_p(kd_cache_dir());
+    kd_rt_mkdir_p(kd_cache_dir());
     snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) {

@@ -354,25 +354,13 @@ bad:
     return -1;
 }
 
-static void mkdir_p(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    mkdir(tmp, 0755);
-}
-
 kd_status kd_conv_tune_file_write(const char *path, const kd_tune_entry *e, int n) {
     char dir[1024], tmp[1300];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
-        mkdir_p(dir);
+        kd_rt_mkdir_p(dir);
     }
     snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");

@@ -169,7 +169,7 @@ static int cache_enabled(void) {
     return !(e && !strcmp(e, "0"));
 }
 
-static void mkdir_p(const char *path) {
+void kd_rt_mkdir_p(const char *path) {
     char tmp[1024];
     snprintf(tmp, sizeof tmp, "%s", path);
     for (char *p = tmp + 1; *p; p++)
@@ -217,7 +217,7 @@ bad:
 }
 
 static void cache_write(const char *path, uint64_t key, const unsigned char *bin, size_t n) {
-    mkdir_p(kd_cache_dir());
+    kd_rt_mkdir_p(kd_cache_dir());
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");

@@ -14,19 +14,7 @@
 #include "kdseg/metrics.h"
 #include "kdseg/sched.h"
 
-/* Run the kdseg command; returns its exit status. Output to a log in the temp dir. */
-static int kdseg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int kdseg(const char *fmt, ...) {
-    char args[4096], cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s >>'%s/log.txt' 2>&1", getenv("KDSEG_EXE"), args,
-             kd_test_tmpdir());
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
-}
+#define kdseg kd_test_kdseg /* (tests/kdtest.c) */
 
 static void show_log(void) {
     char cmd[600];

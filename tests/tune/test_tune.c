@@ -469,19 +469,7 @@ static int entry_reaches_launch(void) {
     return 0;
 }
 
-/* Run the kdseg command with output appended to the temp dir's log; its exit status. */
-static int kdseg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int kdseg(const char *fmt, ...) {
-    char args[2048], cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s >>'%s/log.txt' 2>&1", getenv("KDSEG_EXE"), args,
-             kd_test_tmpdir());
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
-}
+#define kdseg kd_test_kdseg /* (tests/kdtest.c) */
 
 static int log_has(const char *text) {
     FILE *f = fopen(tmp("log.txt"), "r");
