@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "kdseg/train.h"
+#include "tmpfiles.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -105,6 +106,7 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     }
     if (kd_mkdir_p(a->out))
         return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
+    kd_tmp_sweep(a->out, KD_TMP_STALE_SECONDS); /* left by killed runs */
     return KD_OK;
 }
 
