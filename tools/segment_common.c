@@ -241,7 +241,8 @@ done:
     free(one);
     free(lab);
     kd_case_free(c);
-    return s ? kd_fail_context(s, "case %s", name) : KD_OK;
+    /* (kd_segment_case names the case itself) */
+    return s && strncmp(kd_last_error(), "case ", 5) ? kd_fail_context(s, "case %s", name) : s;
 }
 
 /* Rewrites OUT/agreement.csv (temp file + rename) keeping one row per case whose output

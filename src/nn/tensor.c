@@ -130,8 +130,10 @@ kd_status kd_tensor_download(const kd_tensor *t, float *ncdhw) {
 }
 
 kd_status kd_tensor_fill(kd_tensor *t, float v) {
-    return kd_rt_fill(t->dev, t->mem, t->off * sizeof(float), kd_tensor_numel(t) * sizeof(float),
-                      v);
+    kd_status st = kd_rt_fill(t->dev, t->mem, t->off * sizeof(float),
+                              kd_tensor_numel(t) * sizeof(float), v);
+    char b[96];
+    return st ? kd_fail_context(st, "filling tensor %s", kd_shape_str(t->shape, b, sizeof b)) : KD_OK;
 }
 
 kd_status kd_tensor_copy(kd_tensor *dst, const kd_tensor *src) {
