@@ -102,6 +102,12 @@ int kd_test_main(int argc, char **argv, const kd_test_case *cases, int n) {
         }
         fflush(stdout);
     }
+    /* free the device now, not in the atexit handler: exit() runs the thread-local
+     * destructors first, and Oclgrind's runtime keeps a thread_local stack of the API
+     * calls in progress, so OpenCL calls from an atexit handler write into freed memory
+     * (Oclgrind 21.10 then aborts with "corrupted double-linked list"; valgrind shows it) */
+    kd_device_free(g_dev);
+    g_dev = NULL;
     if (argc > 1 && ran == 0) {
         fprintf(stderr, "no test case named '%s'\n", argv[1]);
         return 1;

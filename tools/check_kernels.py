@@ -2,10 +2,11 @@
 """Kernel checks under Oclgrind (tools/check_kernels.sh is the entry point).
 
 Runs the meson tests of a build folder that drive OpenCL kernels under
-`oclgrind --data-races --uninitialized --check-api` (Oclgrind's own platform is the
+`oclgrind --data-races --check-api` (Oclgrind's own platform is the
 only one the program sees, and KDSEG_DEVICE=oclgrind makes sure it is chosen), with
 KDSEG_POOL_EXACT=1 so buffers have no rounding slack and KDSEG_TEST_SMALL=1 for
-tests that shrink their shapes. A test fails on any Oclgrind diagnostic (invalid
+tests that shrink their shapes; the runtime suite also with `--uninitialized` (see
+UNINIT_SUITES below for why not the others). A test fails on any Oclgrind diagnostic (invalid
 read/write, data race, uninitialised value, API error, divergence) or when the test
 itself fails. Then:
   - canaries: the deliberately broken kernels of tests/reliability/bad_kernels.cl
@@ -17,7 +18,8 @@ Writes one JSON line per check ({"name", "result"}) to OUT for tools/test.sh.
 
 Usage: check_kernels.py BUILD OUT.jsonl
 Environment: KDSEG_OCLGRIND_SUITES (default "runtime conv layers": the op tests;
-"all" for every suite), KDSEG_OCLGRIND_TIMEOUT (s per test, default 60),
+"all" for every suite), KDSEG_OCLGRIND_UNINIT_SUITES (default "runtime"),
+KDSEG_OCLGRIND_UNINIT=1 (the uninitialised-value check everywhere), KDSEG_OCLGRIND_TIMEOUT (s per test, default 120: a hang, not a slow test under load),
 KDSEG_OCLGRIND_JOBS (default 2), KDSEG_OCLGRIND_ONLY (a regular expression on test
 names). Tests listed in tests/reliability/oclgrind_exclude.txt are not run.
 """
@@ -39,13 +41,27 @@ DIAG = re.compile(r"^(Invalid (read|write)|Invalid memory|Read-write data race|"
                   r"Work-group divergence|Barrier divergence|Unaligned address|"
                   r"Oclgrind - OpenCL runtime error|Oclgrind - .*error|"
                   r".*out-of-bounds|Fatal error)", re.I)
-# Oclgrind 21.10's --uninitialized plugin is off by default: on this code it stops
-# with "OCLGRIND FATAL ERROR ... Unsupported instruction: freeze" (LLVM 14 IR) and
-# reports false positives ("Controlflow depends on uninitialized value" at every
-# mad() call; kd_leaky_fwd's vload8/select/vstore8 of uploaded data flagged as
-# uninitialised). KDSEG_OCLGRIND_UNINIT=1 turns it on (and its canary).
+# Oclgrind 21.10's --uninitialized plugin runs on a documented subset only, the suites
+# of KDSEG_OCLGRIND_UNINIT_SUITES (default "runtime") and the uninit canary, built with
+# -cl-opt-disable. Two defects of the plugin (not of kdseg) rule out the rest:
+#  - optimised IR contains LLVM `freeze` (DivRemPairs on x / a and x % a, e.g. in
+#    resample.cl): "OCLGRIND FATAL ERROR (Uninitialized.cpp:1805) Unsupported
+#    instruction: freeze". -cl-opt-disable (OCLGRIND_BUILD_OPTIONS) avoids it.
+#  - a host write (clEnqueueWriteBuffer) at a non-zero offset re-creates the shadow of
+#    the whole buffer (hostMemoryStore -> allocAndStoreShadowMemory at the offset
+#    address): afterwards every element of that buffer reads as uninitialised, the
+#    ones just written and the ones written before by kernels or at offset 0 alike.
+#    A 30-line program shows it (fill a buffer by a kernel, write 8 floats at byte 16,
+#    copy them: all 8 "Uninitialized value written"; at offset 0: clean). kdseg
+#    writes tensors into slabs at offsets (parameters, views; the op tests put every
+#    tensor at an odd offset on purpose), so the layers, conv and nn tests report
+#    nothing but these false positives ("Uninitialized value written", "Controlflow
+#    depends on uninitialized value" downstream). Kernel changes cannot avoid it.
+# KDSEG_OCLGRIND_UNINIT=1 turns the check on for every test (to look at the reports).
 OCLGRIND_RT = "/usr/lib/oclgrind/liboclgrind-rt.so"
 UNINIT = os.environ.get("KDSEG_OCLGRIND_UNINIT", "0") not in ("", "0")
+UNINIT_SUITES = os.environ.get("KDSEG_OCLGRIND_UNINIT_SUITES", "runtime").split()
+UNINIT_ENV = {"OCLGRIND_UNINITIALIZED": "1", "OCLGRIND_BUILD_OPTIONS": "-cl-opt-disable"}
 PROFILE_ROW = re.compile(r"^\s+(kd_\w+)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+\s*$")
 
 
@@ -99,7 +115,7 @@ def main():
         record("oclgrind/installed", False)
         print("check_kernels: oclgrind is not installed (apt-get install oclgrind)")
         return finish(out_path, results)
-    timeout = float(os.environ.get("KDSEG_OCLGRIND_TIMEOUT", "60"))
+    timeout = float(os.environ.get("KDSEG_OCLGRIND_TIMEOUT", "120"))
     jobs = int(os.environ.get("KDSEG_OCLGRIND_JOBS", "2"))
     only = re.compile(os.environ.get("KDSEG_OCLGRIND_ONLY", ".*"))
     want_suites = os.environ.get("KDSEG_OCLGRIND_SUITES", "runtime conv layers").split()
@@ -117,7 +133,9 @@ def main():
     # what `oclgrind --data-races --check-api --max-errors 20` sets
     base.update({"LD_PRELOAD": OCLGRIND_RT,
                  "OCLGRIND_DATA_RACES": "1", "OCLGRIND_CHECK_API": "1",
-                 "OCLGRIND_MAX_ERRORS": "20", "OCLGRIND_UNINITIALIZED": "1" if UNINIT else "0"})
+                 "OCLGRIND_MAX_ERRORS": "20", "OCLGRIND_UNINITIALIZED": "0"})
+    if UNINIT:
+        base.update(UNINIT_ENV)
     # KDSEG_CACHE=0: Oclgrind 21.10 corrupts its heap at teardown ("free(): too many
     # chunks detected in tcache") in a process that loaded programs from binaries.
     base.update({"KDSEG_CACHE": "0"})
@@ -138,14 +156,16 @@ def main():
         env.update(t.get("env") or {})
         env.update({k: base[k] for k in ("KDSEG_CACHE", "KDSEG_DEVICE", "KDSEG_POOL_EXACT", "KDSEG_PROFILE",
                                           "KDSEG_TEST_SMALL", "XDG_CACHE_HOME")})
+        if set(suites) & set(UNINIT_SUITES):
+            env.update(UNINIT_ENV)  # these tests run once, with the uninitialised-value check too
         jobs_list.append((name, t["cmd"], env))
     canary = os.path.join(build, "tests", "reliability", "test_canary")
-    canaries = {"oob_write": "Invalid write", "race": "data race"}
-    if UNINIT:
-        canaries["uninit"] = "Uninitialized value"
+    canaries = {"oob_write": "Invalid write", "race": "data race", "uninit": "Uninitialized value"}
     for case in canaries:
         env = dict(base)
         env["KDSEG_SOURCE_ROOT"] = ROOT
+        if case == "uninit":
+            env.update(UNINIT_ENV)
         jobs_list.append(("oclgrind/canary/" + case, [canary, case], env))
 
     ran_kernels = set()

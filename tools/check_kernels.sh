@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every kernel of cl/ under Oclgrind (memory, data-race, uninitialised-value and API
-# checks): see tools/check_kernels.py. Usage: check_kernels.sh [BUILD [OUT.jsonl]]
+# Every kernel of cl/ under Oclgrind (memory, data-race and API checks; uninitialised
+# values on the runtime suite): see tools/check_kernels.py. Usage: check_kernels.sh [BUILD [OUT.jsonl]]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}

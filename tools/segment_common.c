@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "kdseg/train.h"
+#include "tmpfiles.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -133,6 +134,7 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     }
     if (kd_mkdir_p(a->out))
         return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
+    kd_tmp_sweep(a->out, KD_TMP_STALE_SECONDS); /* left by killed runs */
     return KD_OK;
 }
 
@@ -267,7 +269,8 @@ done:
     free(one);
     free(lab);
     kd_case_free(c);
-    return s ? kd_fail_context(s, "case %s", name) : KD_OK;
+    /* (kd_segment_case names the case itself) */
+    return s && strncmp(kd_last_error(), "case ", 5) ? kd_fail_context(s, "case %s", name) : s;
 }
 
 /* Rewrites OUT/agreement.csv (temp file + rename) keeping one row per case whose output

@@ -90,13 +90,18 @@ void kd_ndhwc_to_ncdhw(const float *src, float *dst, kd_shape s) {
 }
 
 kd_status kd_tensor_upload_ndhwc(kd_tensor *t, const float *src) {
-    return kd_rt_write(t->dev, t->mem, t->off * sizeof(float), kd_tensor_numel(t) * sizeof(float),
-                       src);
+    kd_status st = kd_rt_write(t->dev, t->mem, t->off * sizeof(float),
+                               kd_tensor_numel(t) * sizeof(float), src);
+    char b[96];
+    return st ? kd_fail_context(st, "uploading tensor %s", kd_shape_str(t->shape, b, sizeof b)) : KD_OK;
 }
 
 kd_status kd_tensor_download_ndhwc(const kd_tensor *t, float *dst) {
-    return kd_rt_read(t->dev, t->mem, t->off * sizeof(float), kd_tensor_numel(t) * sizeof(float),
-                      dst);
+    kd_status st = kd_rt_read(t->dev, t->mem, t->off * sizeof(float),
+                              kd_tensor_numel(t) * sizeof(float), dst);
+    char b[96];
+    return st ? kd_fail_context(st, "downloading tensor %s", kd_shape_str(t->shape, b, sizeof b))
+              : KD_OK;
 }
 
 kd_status kd_tensor_upload_ndhwc_async(kd_tensor *t, const float *src) {
@@ -130,8 +135,10 @@ kd_status kd_tensor_download(const kd_tensor *t, float *ncdhw) {
 }
 
 kd_status kd_tensor_fill(kd_tensor *t, float v) {
-    return kd_rt_fill(t->dev, t->mem, t->off * sizeof(float), kd_tensor_numel(t) * sizeof(float),
-                      v);
+    kd_status st = kd_rt_fill(t->dev, t->mem, t->off * sizeof(float),
+                              kd_tensor_numel(t) * sizeof(float), v);
+    char b[96];
+    return st ? kd_fail_context(st, "filling tensor %s", kd_shape_str(t->shape, b, sizeof b)) : KD_OK;
 }
 
 kd_status kd_tensor_copy(kd_tensor *dst, const kd_tensor *src) {

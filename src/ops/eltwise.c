@@ -34,9 +34,10 @@ static kd_status check_concat(const char *op, const kd_tensor *a, const kd_tenso
 
 kd_status kd_concat_forward(const kd_tensor *a, const kd_tensor *b, kd_tensor *y) {
     kd_status st = check_concat("concat", a, b, y);
-    if (!st) st = copy_channels(a, 0, y, 0, a->shape.c);
+    if (st) return st;
+    st = copy_channels(a, 0, y, 0, a->shape.c);
     if (!st) st = copy_channels(b, 0, y, a->shape.c, b->shape.c);
-    return st;
+    return kd_op_fail(st, "concat", y);
 }
 
 kd_status kd_concat_backward(const kd_tensor *dy, kd_tensor *da, kd_tensor *db) {
@@ -59,12 +60,12 @@ static kd_status check_slice(const char *op, const kd_tensor *x, int c0, const k
 
 kd_status kd_slice_channels_forward(const kd_tensor *x, int c0, kd_tensor *y) {
     kd_status st = check_slice("slice_channels", x, c0, y);
-    return st ? st : copy_channels(x, c0, y, 0, y->shape.c);
+    return st ? st : kd_op_fail(copy_channels(x, c0, y, 0, y->shape.c), "slice_channels", x);
 }
 
 kd_status kd_slice_channels_backward(const kd_tensor *dy, int c0, kd_tensor *dx) {
     kd_status st = check_slice("slice_channels backward", dx, c0, dy);
-    return st ? st : copy_channels(dy, 0, dx, c0, dy->shape.c);
+    return st ? st : kd_op_fail(copy_channels(dy, 0, dx, c0, dy->shape.c), "slice_channels backward", dx);
 }
 
 static kd_status binary(const char *op, const kd_tensor *a, const kd_tensor *b, kd_tensor *y,
@@ -73,8 +74,9 @@ static kd_status binary(const char *op, const kd_tensor *a, const kd_tensor *b, 
     if (!st) st = check_same(op, "a", a, "y", y);
     if (st) return st;
     size_t n = kd_tensor_numel(a);
-    return kd_launch_flat8(a->dev, "kd_binary", n,
-                           KD_ARGS(KD_T(a), KD_T(b), KD_T(y), KD_INT(n), KD_INT(mul)));
+    return kd_op_fail(kd_launch_flat8(a->dev, "kd_binary", n,
+                                      KD_ARGS(KD_T(a), KD_T(b), KD_T(y), KD_INT(n), KD_INT(mul))),
+                      op, a);
 }
 
 kd_status kd_add(const kd_tensor *a, const kd_tensor *b, kd_tensor *y) {
@@ -95,9 +97,10 @@ kd_status kd_mul_backward(const kd_tensor *dy, const kd_tensor *a, const kd_tens
     if (st || (!da && !db)) return st;
     size_t n = kd_tensor_numel(dy);
     const kd_tensor *pa = da ? da : db, *pb = db ? db : da;
-    return kd_launch_flat8(dy->dev, "kd_mul_bwd", n,
-                           KD_ARGS(KD_T(dy), KD_T(a), KD_T(b), KD_T(pa), KD_T(pb), KD_INT(n),
-                                   KD_INT(da != NULL), KD_INT(db != NULL)));
+    return kd_op_fail(kd_launch_flat8(dy->dev, "kd_mul_bwd", n,
+                                      KD_ARGS(KD_T(dy), KD_T(a), KD_T(b), KD_T(pa), KD_T(pb),
+                                              KD_INT(n), KD_INT(da != NULL), KD_INT(db != NULL))),
+                      op, dy);
 }
 
 static kd_status check_numel(const char *op, const kd_tensor *x, const kd_tensor *y) {
@@ -113,8 +116,9 @@ kd_status kd_axpby(float alpha, const kd_tensor *x, float beta, kd_tensor *y) {
     kd_status st = check_numel("axpby", x, y);
     if (st) return st;
     size_t n = kd_tensor_numel(y);
-    return kd_launch_flat8(y->dev, "kd_axpby", n,
-                           KD_ARGS(KD_T(y), KD_T(x), KD_INT(n), KD_FLOAT(alpha), KD_FLOAT(beta)));
+    return kd_op_fail(kd_launch_flat8(y->dev, "kd_axpby", n,
+                                      KD_ARGS(KD_T(y), KD_T(x), KD_INT(n), KD_FLOAT(alpha), KD_FLOAT(beta))),
+                      "axpby", y);
 }
 
 kd_status kd_axpy(float alpha, const kd_tensor *x, kd_tensor *y) {
@@ -124,5 +128,6 @@ kd_status kd_axpy(float alpha, const kd_tensor *x, kd_tensor *y) {
 kd_status kd_scale(float alpha, kd_tensor *y) {
     if (!y) return kd_fail(KD_ERR_INVALID_ARG, "scale: y is NULL");
     size_t n = kd_tensor_numel(y);
-    return kd_launch_flat8(y->dev, "kd_scale", n, KD_ARGS(KD_T(y), KD_INT(n), KD_FLOAT(alpha)));
+    return kd_op_fail(kd_launch_flat8(y->dev, "kd_scale", n, KD_ARGS(KD_T(y), KD_INT(n), KD_FLOAT(alpha))),
+                      "scale", y);
 }

@@ -66,7 +66,7 @@ kd_status kd_channel_scale_backward(const kd_tensor *dy, const kd_tensor *x,
         st = kd_channel_sums(x->dev, dy->mem, dy->off, x->mem, x->off, xs.n, kd_vox(xs), xs.c,
                              1.0f, ds->mem, ds->off);
     if (!st && dx) st = chscale(dy, s, dx);
-    return st ? kd_fail_context(st, "%s", op) : KD_OK;
+    return kd_op_fail(st, op, x);
 }
 
 kd_status kd_spatial_gate_forward(const kd_tensor *x, const kd_tensor *a, kd_tensor *y) {

@@ -32,6 +32,11 @@ kd_status kd_launch_1d(kd_device *dev, const char *name, size_t count, int nargs
     return kd_rt_launch(dev, name, 1, &g, &l, nargs, args);
 }
 
+kd_status kd_op_fail(kd_status st, const char *op, const kd_tensor *x) {
+    char b[96];
+    return st ? kd_fail_context(st, "%s on %s", op, KD_SHP(b, x->shape)) : KD_OK;
+}
+
 kd_status kd_scratch(kd_device *dev, size_t floats, cl_mem *out) {
     return kd_rt_alloc(dev, (floats ? floats : 1) * sizeof(float), out);
 }

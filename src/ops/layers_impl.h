@@ -41,6 +41,10 @@ void kd_scratch_free(kd_device *dev, cl_mem m, size_t floats);
 kd_status kd_channel_sums(kd_device *dev, cl_mem a, size_t aoff, cl_mem b, size_t boff, int N,
                           int S, int C, float scale, cl_mem out, size_t ooff);
 
+/* st, after putting "op on (N, C, D, H, W)" before the message when st is a failure
+ * (a launch error names the kernel and its range; this adds the op and the shape). */
+kd_status kd_op_fail(kd_status st, const char *op, const kd_tensor *x);
+
 /* Shape text for messages: KD_SHP(buf, shape). */
 #define KD_SHP(buf, s) kd_shape_str((s), (buf), sizeof(buf))
 

@@ -201,7 +201,7 @@ static kd_status gn_forward(const char *op, const kd_tensor *x, const kd_tensor 
     if (!st)
         st = norm_apply(x->dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
                         act, slope, y);
-    return st ? kd_fail_context(st, "%s", op) : KD_OK;
+    return kd_op_fail(st, op, x);
 }
 
 kd_status kd_groupnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
@@ -238,7 +238,7 @@ kd_status kd_groupnorm_backward(const kd_tensor *dy, const kd_tensor *x,
     if (st) return st;
     norm_geom g = geom_group(x->shape, groups);
     st = norm_backward(x->dev, &g, dy, x, gamma, gamma, mean, rstd, 0, 0.0f, dx, dgamma, dbeta);
-    return st ? kd_fail_context(st, "groupnorm backward") : KD_OK;
+    return kd_op_fail(st, "groupnorm backward", x);
 }
 
 kd_status kd_groupnorm_leaky_backward(const kd_tensor *dy, const kd_tensor *x,
@@ -251,7 +251,7 @@ kd_status kd_groupnorm_leaky_backward(const kd_tensor *dy, const kd_tensor *x,
     if (st) return st;
     norm_geom g = geom_group(x->shape, groups);
     st = norm_backward(x->dev, &g, dy, x, gamma, beta, mean, rstd, 1, slope, dx, dgamma, dbeta);
-    return st ? kd_fail_context(st, "groupnorm_leaky backward") : KD_OK;
+    return kd_op_fail(st, "groupnorm_leaky backward", x);
 }
 
 /* ---- BatchNorm ------------------------------------------------------------------- */
@@ -283,14 +283,14 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
         if (!st)
             st = norm_apply(dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
                             0, 0.0f, y);
-        return st ? kd_fail_context(st, "%s", op) : KD_OK;
+        return kd_op_fail(st, op, x);
     }
     /* inference: (mean, rstd) from the running stats, into the given tensors or scratch */
     cl_mem sm = NULL;
     size_t ns = (size_t)s.c * 2;
     if (!mean || !rstd) {
         st = kd_scratch(dev, ns, &sm);
-        if (st) return kd_fail_context(st, "%s", op);
+        if (st) return kd_op_fail(st, op, x);
     }
     cl_mem mm = mean ? mean->mem : sm, rm = rstd ? rstd->mem : sm;
     size_t mo = mean ? mean->off : 0, ro = rstd ? rstd->off : (size_t)s.c;
@@ -300,7 +300,7 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
                               KD_MEM(rm), KD_INT(ro), KD_INT(s.c), KD_FLOAT(eps)));
     if (!st) st = norm_apply(dev, &g, x, gamma, beta, mm, mo, rm, ro, 0, 0.0f, y);
     kd_scratch_free(dev, sm, ns);
-    return st ? kd_fail_context(st, "%s", op) : KD_OK;
+    return kd_op_fail(st, op, x);
 }
 
 kd_status kd_batchnorm_backward(const kd_tensor *dy, const kd_tensor *x,
@@ -323,5 +323,5 @@ kd_status kd_batchnorm_backward(const kd_tensor *dy, const kd_tensor *x,
     if (st) return st;
     norm_geom g = geom_batch(s);
     st = norm_backward(x->dev, &g, dy, x, gamma, gamma, mean, rstd, 0, 0.0f, dx, dgamma, dbeta);
-    return st ? kd_fail_context(st, "%s", op) : KD_OK;
+    return kd_op_fail(st, op, x);
 }

@@ -27,13 +27,15 @@ static kd_status check_same(const char *op, const char *na, const kd_tensor *a, 
 
 /* Launch a resample kernel over the voxels of shape `over`, as a (C4, W, N*D*H)
  * range; the kernels take the small side's shape as (N, D, H, W, C). */
-static kd_status launch_rs(const char *name, kd_shape over, int nargs, const kd_arg *args,
-                           kd_device *dev) {
+static kd_status launch_rs(const char *op, const char *name, kd_shape over, int nargs,
+                           const kd_arg *args, kd_device *dev) {
     size_t c4 = (size_t)(over.c + 3) / 4;
     size_t g[3] = {c4, (size_t)over.w, (size_t)over.n * over.d * over.h};
     size_t l[3] = {c4, c4 >= 64 ? 1 : 64 / c4, 1};
     if (l[1] > g[1]) l[1] = g[1];
-    return kd_rt_launch(dev, name, 3, g, l, nargs, args);
+    kd_status st = kd_rt_launch(dev, name, 3, g, l, nargs, args);
+    char b[96];
+    return st ? kd_fail_context(st, "%s over %s", op, KD_SHP(b, over)) : KD_OK;
 }
 
 #define KD_SMALL(s) KD_INT((s).n), KD_INT((s).d), KD_INT((s).h), KD_INT((s).w), KD_INT((s).c)
@@ -41,35 +43,35 @@ static kd_status launch_rs(const char *name, kd_shape over, int nargs, const kd_
 kd_status kd_upsample_trilinear_forward(const kd_tensor *x, kd_tensor *y) {
     kd_status st = check_x2("upsample_trilinear", "y", y, "x", x);
     if (st) return st;
-    return launch_rs("kd_up_trilinear_fwd", x->shape, /* over input voxels: 2x2x2 outputs each */
+    return launch_rs("upsample_trilinear", "kd_up_trilinear_fwd", x->shape, /* over input voxels: 2x2x2 outputs each */
                      KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(x->shape)), x->dev);
 }
 
 kd_status kd_upsample_trilinear_backward(const kd_tensor *dy, kd_tensor *dx) {
     kd_status st = check_x2("upsample_trilinear backward", "dy", dy, "dx", dx);
     if (st) return st;
-    return launch_rs("kd_up_trilinear_bwd", dx->shape,
+    return launch_rs("upsample_trilinear backward", "kd_up_trilinear_bwd", dx->shape,
                      KD_ARGS(KD_T(dy), KD_T(dx), KD_SMALL(dx->shape)), dx->dev);
 }
 
 kd_status kd_upsample_nearest_forward(const kd_tensor *x, kd_tensor *y) {
     kd_status st = check_x2("upsample_nearest", "y", y, "x", x);
     if (st) return st;
-    return launch_rs("kd_up_nearest_fwd", y->shape,
+    return launch_rs("upsample_nearest", "kd_up_nearest_fwd", y->shape,
                      KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(x->shape)), x->dev);
 }
 
 kd_status kd_upsample_nearest_backward(const kd_tensor *dy, kd_tensor *dx) {
     kd_status st = check_x2("upsample_nearest backward", "dy", dy, "dx", dx);
     if (st) return st;
-    return launch_rs("kd_up_nearest_bwd", dx->shape,
+    return launch_rs("upsample_nearest backward", "kd_up_nearest_bwd", dx->shape,
                      KD_ARGS(KD_T(dy), KD_T(dx), KD_SMALL(dx->shape)), dx->dev);
 }
 
 kd_status kd_maxpool_forward(const kd_tensor *x, kd_tensor *y) {
     kd_status st = check_x2("maxpool", "x", x, "y", y);
     if (st) return st;
-    return launch_rs("kd_maxpool_fwd", y->shape,
+    return launch_rs("maxpool", "kd_maxpool_fwd", y->shape,
                      KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(y->shape)), x->dev);
 }
 
@@ -77,21 +79,21 @@ kd_status kd_maxpool_backward(const kd_tensor *dy, const kd_tensor *x, kd_tensor
     kd_status st = check_x2("maxpool backward", "x", x, "dy", dy);
     if (!st) st = check_same("maxpool backward", "x", x, "dx", dx);
     if (st) return st;
-    return launch_rs("kd_maxpool_bwd", dy->shape,
+    return launch_rs("maxpool backward", "kd_maxpool_bwd", dy->shape,
                      KD_ARGS(KD_T(dy), KD_T(x), KD_T(dx), KD_SMALL(dy->shape)), x->dev);
 }
 
 kd_status kd_avgpool_forward(const kd_tensor *x, kd_tensor *y) {
     kd_status st = check_x2("avgpool", "x", x, "y", y);
     if (st) return st;
-    return launch_rs("kd_avgpool_fwd", y->shape,
+    return launch_rs("avgpool", "kd_avgpool_fwd", y->shape,
                      KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(y->shape)), x->dev);
 }
 
 kd_status kd_avgpool_backward(const kd_tensor *dy, kd_tensor *dx) {
     kd_status st = check_x2("avgpool backward", "dx", dx, "dy", dy);
     if (st) return st;
-    return launch_rs("kd_avgpool_bwd", dy->shape,
+    return launch_rs("avgpool backward", "kd_avgpool_bwd", dy->shape,
                      KD_ARGS(KD_T(dy), KD_T(dx), KD_SMALL(dy->shape)), dx->dev);
 }
 
@@ -113,7 +115,7 @@ kd_status kd_global_avgpool_forward(const kd_tensor *x, kd_tensor *y) {
     kd_shape s = x->shape;
     st = kd_channel_sums(x->dev, x->mem, x->off, NULL, 0, s.n, kd_vox(s), s.c,
                          1.0f / (float)kd_vox(s), y->mem, y->off);
-    return st ? kd_fail_context(st, "global_avgpool") : KD_OK;
+    return kd_op_fail(st, "global_avgpool", x);
 }
 
 kd_status kd_global_avgpool_backward(const kd_tensor *dy, kd_tensor *dx) {
@@ -136,5 +138,5 @@ kd_status kd_global_avgpool_backward(const kd_tensor *dy, kd_tensor *dx) {
                           KD_ARGS(KD_T(dx), KD_INT(0), KD_MEM(t), KD_INT(0), KD_T(dx), KD_INT(S),
                                   KD_INT(s.c), KD_INT(k.chunk), KD_INT(k.nch)));
     kd_scratch_free(dx->dev, t, nc);
-    return st ? kd_fail_context(st, "global_avgpool backward") : KD_OK;
+    return kd_op_fail(st, "global_avgpool backward", dx);
 }

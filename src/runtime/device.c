@@ -15,6 +15,7 @@
 
 #include "rt.h"
 #include "rt_internal.h"
+#include "tmpfiles.h"
 
 #define MAX_PLATFORMS 16
 #ifndef CL_PLATFORM_NOT_FOUND_KHR
@@ -416,6 +417,44 @@ static size_t parse_bytes(const char *s) {
     return v > 0 ? (size_t)v : 0;
 }
 
+/* KDSEG_FAULT=KIND:N[:CODE] (tests): the N-th launch, blocking or non-blocking read,
+ * or write of the device fails with CODE (an OpenCL error name or number; default
+ * CL_OUT_OF_RESOURCES), as a driver would report it, so error paths can be tested
+ * without a failing device. Read once here; a bad value is refused. */
+static kd_status parse_fault(kd_device *d) {
+    const char *e = getenv("KDSEG_FAULT");
+    if (!e || !*e) return KD_OK;
+    static const char *const kinds[] = {"launch", "read", "write"};
+    char kind[16] = "", code[64] = "";
+    long n = 0;
+    int got = sscanf(e, "%15[a-z]:%ld:%63s", kind, &n, code);
+    for (int k = 0; k < 3 && got >= 2 && n > 0; k++)
+        if (!strcmp(kind, kinds[k])) d->fault_kind = KD_FAULT_LAUNCH + k;
+    d->fault_at = n;
+    d->fault_code = CL_OUT_OF_RESOURCES;
+    if (d->fault_kind && got == 3) {
+        char *end;
+        long v = strtol(code, &end, 10);
+        int found = *end == 0 && v < 0;
+        if (found) d->fault_code = (cl_int)v;
+        for (cl_int c = -1; c >= -70 && !found; c--)
+            if (!strcmp(code, kd_cl_error_name(c))) d->fault_code = c, found = 1;
+        if (!found) d->fault_kind = KD_FAULT_NONE;
+    }
+    if (!d->fault_kind)
+        return kd_fail(KD_ERR_INVALID_ARG,
+                       "KDSEG_FAULT='%s': expected launch|read|write:N[:CODE] with N >= 1 and "
+                       "CODE an OpenCL error name such as CL_OUT_OF_RESOURCES", e);
+    kd_log(KD_LOG_WARN, "KDSEG_FAULT: %s call %ld will fail with %s", kinds[d->fault_kind - 1],
+           d->fault_at, kd_cl_error_name(d->fault_code));
+    return KD_OK;
+}
+
+cl_int kd_rt_fault(kd_device *d, int kind) {
+    if (d->fault_kind != kind) return CL_SUCCESS;
+    return atomic_fetch_add(&d->fault_count, 1) + 1 == d->fault_at ? d->fault_code : CL_SUCCESS;
+}
+
 kd_status kd_device_open(const char *selector, kd_device **out) {
     *out = NULL;
     dev_entry list[MAX_PLATFORMS * 4];
@@ -442,6 +481,9 @@ kd_status kd_device_open(const char *selector, kd_device **out) {
     if (lim && *lim && parse_bytes(lim)) d->mem_limit = parse_bytes(lim);
     const char *prof = getenv("KDSEG_PROFILE");
     d->profiling = prof && (!strcmp(prof, "1") || !strcmp(prof, "quiet"));
+    if ((s = parse_fault(d))) goto fail;
+    /* program binaries and conv choices of killed writers */
+    if (cache_enabled()) kd_tmp_sweep(kd_cache_dir(), KD_TMP_STALE_SECONDS);
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)d->platform, 0};
     d->ctx = clCreateContext(props, 1, &d->device, NULL, NULL, &err);
@@ -534,14 +576,18 @@ kd_status kd_rt_launch(kd_device *d, const char *name, int dim, const size_t *gw
         if (lws && lws[i]) g[i] = (g[i] + lws[i] - 1) / lws[i] * lws[i];
     }
     cl_event ev = NULL;
-    cl_int err = clEnqueueNDRangeKernel(d->queue, k, (cl_uint)dim, NULL, g, lws, 0, NULL,
-                                        d->profiling ? &ev : NULL);
+    cl_int err = kd_rt_fault(d, KD_FAULT_LAUNCH);
+    int injected = err != CL_SUCCESS;
+    if (!injected)
+        err = clEnqueueNDRangeKernel(d->queue, k, (cl_uint)dim, NULL, g, lws, 0, NULL,
+                                     d->profiling ? &ev : NULL);
     if (err != CL_SUCCESS) {
         char shape[128];
         snprintf(shape, sizeof shape, "%zu", g[0]);
         for (int i = 1; i < dim; i++)
             snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "x%zu", g[i]);
-        return kd_cl_fail(err, "launching kernel %s over %s on %s", name, shape, d->name);
+        return kd_cl_fail(err, "launching kernel %s over %s on %s%s", name, shape, d->name,
+                          injected ? " (injected by KDSEG_FAULT)" : "");
     }
     if (ev) kd_rt_profile_add(d, kidx, ev);
     return KD_OK;

@@ -101,27 +101,39 @@ size_t kd_device_mem_current(const kd_device *d) { return d->in_use; }
 size_t kd_device_mem_peak(const kd_device *d) { return d->peak_in_use; }
 void kd_device_mem_reset_peak(kd_device *d) { d->peak_in_use = d->in_use; }
 
+/* The note on a failure that KDSEG_FAULT injected. */
+#define INJECTED(inj) ((inj) ? " (injected by KDSEG_FAULT)" : "")
+
 kd_status kd_rt_write(kd_device *d, cl_mem m, size_t off, size_t bytes, const void *src) {
     if (!bytes) return KD_OK;
-    cl_int err = clEnqueueWriteBuffer(d->queue, m, CL_TRUE, off, bytes, src, 0, NULL, NULL);
-    return err == CL_SUCCESS ? KD_OK : kd_cl_fail(err, "writing %zu bytes to the device", bytes);
+    cl_int err = kd_rt_fault(d, KD_FAULT_WRITE);
+    int inj = err != CL_SUCCESS;
+    if (!inj) err = clEnqueueWriteBuffer(d->queue, m, CL_TRUE, off, bytes, src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KD_OK
+                             : kd_cl_fail(err, "writing %zu bytes to the device%s", bytes, INJECTED(inj));
 }
 
 kd_status kd_rt_read(kd_device *d, cl_mem m, size_t off, size_t bytes, void *dst) {
     if (!bytes) return KD_OK;
-    cl_int err = clEnqueueReadBuffer(d->queue, m, CL_TRUE, off, bytes, dst, 0, NULL, NULL);
-    return err == CL_SUCCESS ? KD_OK : kd_cl_fail(err, "reading %zu bytes from the device", bytes);
+    cl_int err = kd_rt_fault(d, KD_FAULT_READ);
+    int inj = err != CL_SUCCESS;
+    if (!inj) err = clEnqueueReadBuffer(d->queue, m, CL_TRUE, off, bytes, dst, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KD_OK
+                             : kd_cl_fail(err, "reading %zu bytes from the device%s", bytes, INJECTED(inj));
 }
 
 kd_status kd_rt_read_async(kd_device *d, cl_mem m, size_t off, size_t bytes, void *dst,
                            kd_event **ev) {
     *ev = calloc(1, sizeof **ev);
     if (!*ev) return kd_fail(KD_ERR_OUT_OF_MEMORY, "event");
-    cl_int err = clEnqueueReadBuffer(d->queue, m, CL_FALSE, off, bytes, dst, 0, NULL, &(*ev)->ev);
+    cl_int err = kd_rt_fault(d, KD_FAULT_READ);
+    int inj = err != CL_SUCCESS;
+    if (!inj)
+        err = clEnqueueReadBuffer(d->queue, m, CL_FALSE, off, bytes, dst, 0, NULL, &(*ev)->ev);
     if (err != CL_SUCCESS) {
         free(*ev);
         *ev = NULL;
-        return kd_cl_fail(err, "reading %zu bytes from the device", bytes);
+        return kd_cl_fail(err, "reading %zu bytes from the device%s", bytes, INJECTED(inj));
     }
     clFlush(d->queue);
     return KD_OK;
@@ -137,8 +149,11 @@ kd_status kd_event_wait(kd_event *ev) {
 
 kd_status kd_rt_write_async(kd_device *d, cl_mem m, size_t off, size_t bytes, const void *src) {
     if (!bytes) return KD_OK;
-    cl_int err = clEnqueueWriteBuffer(d->queue, m, CL_FALSE, off, bytes, src, 0, NULL, NULL);
-    return err == CL_SUCCESS ? KD_OK : kd_cl_fail(err, "writing %zu bytes to the device", bytes);
+    cl_int err = kd_rt_fault(d, KD_FAULT_WRITE);
+    int inj = err != CL_SUCCESS;
+    if (!inj) err = clEnqueueWriteBuffer(d->queue, m, CL_FALSE, off, bytes, src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? KD_OK
+                             : kd_cl_fail(err, "writing %zu bytes to the device%s", bytes, INJECTED(inj));
 }
 
 kd_status kd_rt_fill(kd_device *d, cl_mem m, size_t off, size_t bytes, float value) {

@@ -2,6 +2,8 @@
 #ifndef KD_RT_INTERNAL_H
 #define KD_RT_INTERNAL_H
 
+#include <stdatomic.h>
+
 #include "rt.h"
 
 #define KD_MAX_PROGRAMS 32
@@ -58,7 +60,17 @@ struct kd_device {
     cl_ulong first_start, last_end;
     int tag;
     double tag_busy[KD_PROFILE_TAGS];
+
+    /* fault injection for tests: KDSEG_FAULT=KIND:N[:CODE], read once at open */
+    int fault_kind; /* KD_FAULT_*; 0: none */
+    long fault_at;  /* the N-th call of that kind fails (1-based) */
+    cl_int fault_code;
+    _Atomic long fault_count;
 };
+
+enum { KD_FAULT_NONE, KD_FAULT_LAUNCH, KD_FAULT_READ, KD_FAULT_WRITE };
+/* The error to inject into this call of `kind` (KD_FAULT_*), else CL_SUCCESS. */
+cl_int kd_rt_fault(kd_device *d, int kind);
 
 void kd_rt_profile_add(kd_device *d, int kernel, cl_event ev);
 void kd_rt_profile_collect(kd_device *d);

@@ -114,11 +114,13 @@ kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const k
         kd_tensor_free(v);
         l->have_total = 1;
     }
-    return s ? kd_fail_context(s, "loss %s", kd_loss_name(kind)) : KD_OK;
+    return s ? kd_fail_context(s, "loss %s on prediction %s", kd_loss_name(kind), kd_shape_str(ps, a, 96))
+             : KD_OK;
 }
 
 kd_status kd_loss_read(kd_loss *l, float *total) {
-    return kd_tensor_download_ndhwc(l->total, total);
+    kd_status s = kd_tensor_download_ndhwc(l->total, total);
+    return s ? kd_fail_context(s, "reading the loss") : KD_OK;
 }
 
 kd_status kd_loss_read_async(kd_loss *l, float *dst, kd_event **ev) {

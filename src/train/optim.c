@@ -78,7 +78,7 @@ kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss) {
         s = kd_rt_launch(dev, "kd_sumsq_finalize", 1, &one, NULL,
                          KD_ARGS(KD_MEM(o->part->mem), KD_INT(OPT_GROUPS), KD_MEM(lt->mem),
                                  KD_INT(loss ? (int)lt->off : -1), KD_MEM(o->stats->mem)));
-    if (s) return s;
+    if (s) return kd_fail_context(s, "gradient norm of %d parameters", n);
     o->steps++;
     if (o->c.kind == KD_OPT_ADAM) {
         float bc1 = 1.0f - powf(o->c.beta1, (float)o->steps);
@@ -96,13 +96,14 @@ kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss) {
                                  KD_FLOAT(o->c.weight_decay), KD_INT(o->steps == 1),
                                  KD_MEM(o->stats->mem)));
     }
-    return s;
+    return s ? kd_fail_context(s, "%s step on %d parameters", o->c.kind == KD_OPT_ADAM ? "adam" : "sgd", n)
+             : KD_OK;
 }
 
 kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied) {
     float st[2];
     kd_status s = kd_tensor_download_ndhwc(o->stats, st);
-    if (s) return s;
+    if (s) return kd_fail_context(s, "reading the gradient norm");
     if (grad_norm) *grad_norm = sqrtf(st[0]);
     if (applied) *applied = st[1] != 0.0f;
     return KD_OK;

@@ -1,9 +1,12 @@
 /* Fault tests through the `kdseg` command (its path in $KDSEG_EXE): hostile inputs with
  * their expected message and exit code, SIGKILL at random moments during train and
- * annotate, SIGINT during training, full and read-only output file systems, and
- * bit-for-bit determinism of two training runs. Every model is tiny (resunet 8,16,
+ * annotate, SIGINT during training, full and read-only output file systems, device
+ * faults injected into kernel launches and transfers (KDSEG_FAULT), stale temporary files
+ * of killed writes, and bit-for-bit determinism of two training runs. Every model is tiny (resunet 8,16,
  * patch 16) and every cohort 32^3, so each case stays well under a minute. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "../kdtest.h"
+#include "tmpfiles.h"
 #include "kdseg/data.h"
 #include "kdseg/train.h"
 
@@ -146,6 +150,74 @@ static int copy_file(const char *from, const char *to) {
     if (f) ok = fclose(f) == 0 && ok;
     free(b);
     return ok ? 0 : -1;
+}
+
+/* Names of the temporary files (kdseg's exact patterns, tmpfiles.h) directly in dir,
+ * space-separated into out (empty: none); returns how many. */
+static int temp_files(const char *dir, char *out, size_t n) {
+    DIR *dp = opendir(dir);
+    int k = 0;
+    pid_t pid;
+    if (out && n) out[0] = 0;
+    for (struct dirent *e; dp && (e = readdir(dp));)
+        if (kd_tmp_name_parse(e->d_name, &pid)) {
+            k++;
+            if (out && strlen(out) + strlen(e->d_name) + 2 < n) strcat(strcat(out, " "), e->d_name);
+        }
+    if (dp) closedir(dp);
+    return k;
+}
+
+/* Sets the modification time of dir/name `secs` seconds into the past. */
+static int backdate(const char *dir, const char *name, double secs) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct timespec ts[2];
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= (time_t)secs;
+    ts[1] = ts[0];
+    return utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+/* Ages every temporary file in dir past KD_TMP_STALE_SECONDS: what a rerun finds when
+ * the killed run lies more than that in the past. Returns how many. */
+static int age_temps(const char *dir) {
+    DIR *dp = opendir(dir);
+    int k = 0;
+    pid_t pid;
+    for (struct dirent *e; dp && (e = readdir(dp));)
+        if (kd_tmp_name_parse(e->d_name, &pid) && backdate(dir, e->d_name, KD_TMP_STALE_SECONDS + 60) == 0) k++;
+    if (dp) closedir(dp);
+    return k;
+}
+
+/* The id of a process that has ended (a reaped child). */
+static pid_t dead_pid(void) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    waitpid(pid, NULL, 0);
+    return pid;
+}
+
+/* mkdir -p */
+static int mkdirs(const char *dir) {
+    char b[2048];
+    snprintf(b, sizeof b, "%s", dir);
+    for (char *p = b + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(b, 0755);
+            *p = '/';
+        }
+    return mkdir(b, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* Creates dir/name with some bytes. */
+static int touch(const char *dir, const char *name) {
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    return f && fputs("partial\n", f) >= 0 && fclose(f) == 0 ? 0 : -1;
 }
 
 static int phantom(const char *dir, int cases, int unlabeled, int seed) {
@@ -564,8 +636,11 @@ static int wait_rows(const char *csv, int rows, pid_t pid, double timeout) {
  * under the final name) and train.csv has only complete rows. The finished CSV has every
  * step exactly once with the losses of an uninterrupted run, and the final last.kds is
  * bit for bit the uninterrupted run's.
+ * Temporary files a kill leaves are aged past KD_TMP_STALE_SECONDS before the next run,
+ * which must remove them: none is left at the end.
  * Catches: non-atomic checkpoint writes, steps logged twice after a resume (rows written
- * after the last checkpoint of a killed run), partial CSV rows, resume not exact. */
+ * after the last checkpoint of a killed run), partial CSV rows, resume not exact, stale
+ * temporary checkpoints piling up in OUT. */
 static int kill_train(void) {
     const char *d = tmp("d");
     if (phantom(d, 3, 0, 13)) return 1;
@@ -602,7 +677,8 @@ static int kill_train(void) {
         int rows = csv_rows(csv, steps, NULL, KILL_STEPS + 8);
         KD_CHECK(rows >= 0, "after kill %d train.csv is malformed", k);
         /* rows logged after the checkpoint may exist now; they must go on resume */
-        printf("kill %d: last.kds at step %ld, %d rows logged\n", k, st, rows);
+        int aged = age_temps(out); /* as if the resume came much later: now stale */
+        printf("kill %d: last.kds at step %ld, %d rows logged, %d temporary files\n", k, st, rows, aged);
     }
     code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --resume " KILL_OPTS, d, out);
     if (code) show(tmp("log.txt"));
@@ -617,6 +693,8 @@ static int kill_train(void) {
     for (int i = 0; i < KILL_STEPS; i++)
         KD_CHECK(!strcmp(la[i], lb[i]), "step %d: %s after kills, %s uninterrupted", i, lb[i], la[i]);
     KD_CHECK(same_bytes(last, tmp("ref/last.kds")), "final last.kds differs from the uninterrupted run's");
+    char left[1024];
+    KD_CHECK(temp_files(out, left, sizeof left) == 0, "stale temporary files left after the resume:%s", left);
     return 0;
 }
 
@@ -684,9 +762,10 @@ static void agreement_row(const char *p, int c, char *row, size_t n) {
  * case at most once. At the end every case is annotated exactly once: its output is bit
  * for bit the uninterrupted run's and agreement.csv has exactly one row per case, equal
  * to the uninterrupted run's.
+ * Temporary files of the killed runs, aged past KD_TMP_STALE_SECONDS, are gone at the end.
  * Catches: outputs written in place (truncated under the final name), agreement rows
  * written twice or for cases whose output was never finished, partial rows, temporary
- * files mistaken for results. */
+ * files mistaken for results or left behind. */
 static int kill_annotate(void) {
     if (phantom(tmp("unl"), ANN_CASES, 1, 14)) return 1;
     if (save_model(TINY, 1, tmp("t1.kds")) || save_model("unet3d:widths=8,16", 2, tmp("t2.kds"))) return 1;
@@ -725,7 +804,8 @@ static int kill_annotate(void) {
         done_before = done;
         int rows = agreement_rows(tmp("ann/agreement.csv"), counts);
         KD_CHECK(rows >= 0, "after kill %d agreement.csv is malformed", k);
-        printf("kill %d: %d cases written, %d agreement rows\n", k, done, rows);
+        int aged = age_temps(tmp("ann"));
+        printf("kill %d: %d cases written, %d agreement rows, %d temporary files\n", k, done, rows, aged);
     }
     if (!finished) {
         code = kdseg_log(tmp("log.txt"), "annotate %s", args);
@@ -746,12 +826,10 @@ static int kill_annotate(void) {
         agreement_row(tmp("ref/agreement.csv"), c, rb, sizeof rb);
         KD_CHECK(!strcmp(ra, rb), "agreement of case %d: %s vs %s", c, ra, rb);
     }
-    /* left-over temporary files of killed writes are ignored: read as --annotations,
-     * each case's label is exactly ANN/CASE.nii.gz */
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "printf 'temporary files left: '; ls '%s' | grep -c tmp", tmp("ann"));
-    fflush(stdout);
-    if (system(cmd)) fflush(stdout);
+    /* the reruns removed the (aged) temporary files of the killed ones */
+    char left[1024];
+    KD_CHECK(temp_files(tmp("ann"), left, sizeof left) == 0, "stale temporary files left:%s", left);
+    /* read as --annotations, each case's label is exactly ANN/CASE.nii.gz */
     kd_dataset_opts o;
     memset(&o, 0, sizeof o);
     o.annotations = tmp("ann");
@@ -951,7 +1029,246 @@ static int output_read_only(void) {
     return 0;
 }
 
-/* ------------------------------------------------------- 5. determinism -- */
+/* ------------------------------------------------ 5. device faults -- */
+
+enum { F_TRAIN, F_SEGMENT };
+
+typedef struct fault_row {
+    const char *fault; /* KDSEG_FAULT */
+    int cmd;           /* F_TRAIN: resume a 2-step run to step 6; F_SEGMENT: 3 cases */
+    const char *frag;  /* expected in the message besides the injected error */
+    const char *frag2; /* and this (the op or the shape), or NULL */
+    int fails_in_case; /* F_SEGMENT: 1 when the fault lands in a case (not at start-up) */
+} fault_row;
+
+/* The launch and transfer counts land in these phases with the tiny model of this file
+ * and KDSEG_CONV=direct (no timing runs of the conv chooser, so the counts do not depend
+ * on its cache): about 150 launches a training step, 60 to 75 a segmented 32^3 case. The
+ * messages are checked for their parts, not for which op it is. */
+static const fault_row fault_rows[] = {
+    /* loading the checkpoint: the parameter slab is filled, then uploaded */
+    {"launch:1", F_TRAIN, "launching kernel kd_fill over 23675", "filling tensor (N=1, C=23675", 0},
+    {"write:1", F_TRAIN, "writing 3456 bytes to the device", "uploading tensor (N=", 0},
+    /* the forward and backward passes of step 2, the loss, step 4 */
+    {"launch:40", F_TRAIN, "forward of node", "(output (N=1, C=", 0},
+    {"launch:100", F_TRAIN, "backward of node", "launching kernel kd_", 0},
+    {"launch:400:CL_INVALID_WORK_GROUP_SIZE", F_TRAIN, "launching kernel kd_", "(N=1, C=", 0},
+    {"read:1", F_TRAIN, "reading the loss", "downloading tensor (N=1, C=1", 0},
+    {"read:2:CL_MEM_OBJECT_ALLOCATION_FAILURE", F_TRAIN, "reading the gradient norm", "out of memory", 0},
+    /* segment: the model, the second case's forward pass, its probabilities */
+    {"launch:1", F_SEGMENT, "model 'resunet", "filling tensor", 0},
+    {"launch:100", F_SEGMENT, ": forward of node", "launching kernel kd_", 1},
+    {"read:2", F_SEGMENT, "downloading tensor (N=1, C=3, D=32, H=32, W=32)", NULL, 1},
+};
+
+/* A failing kernel launch or transfer (CL_OUT_OF_RESOURCES and others, injected with
+ * KDSEG_FAULT at several counts) during `kdseg train --resume` and `kdseg segment`: exit
+ * status 1, no crash; the message names the injected error, the kernel or transfer and
+ * the op or tensor shape (the row's fragments); training keeps the previous last.kds
+ * byte for byte and train.csv whole (a resume without the fault then logs every step
+ * once); segment keeps the cases finished before the fault and writes nothing under the
+ * failing case's name; no temporary file is left. Also: a malformed KDSEG_FAULT is
+ * refused with a message, not ignored.
+ * Catches: a failed enqueue ignored (exit 0, a checkpoint or a segmentation of garbage),
+ * a crash or abort on the error path (double free of a half-built graph), a checkpoint
+ * saved after the failure (half-applied update), messages without the kernel, op or
+ * shape, files left half-written. */
+static int device_faults(void) {
+    char d[1024], out[1024], seg[1024], last[1024], good[1024], csv[1024], goodcsv[1024];
+    snprintf(d, sizeof d, "%s", tmp("d"));
+    snprintf(out, sizeof out, "%s", tmp("out"));
+    snprintf(seg, sizeof seg, "%s", tmp("seg"));
+    snprintf(last, sizeof last, "%s", tmp("out/last.kds"));
+    snprintf(good, sizeof good, "%s", tmp("good.kds"));
+    snprintf(csv, sizeof csv, "%s", tmp("out/train.csv"));
+    snprintf(goodcsv, sizeof goodcsv, "%s", tmp("good.csv"));
+    const char *opts = "--val-every 0 --threads 1 " TRAIN_OPTS;
+    setenv("KDSEG_CONV", "direct", 1);
+    if (phantom(d, 3, 0, 23)) return 1;
+    KD_CHECK(kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 %s", d, out, opts) == 0,
+             "first run");
+    KD_CHECK(copy_file(last, good) == 0 && copy_file(csv, goodcsv) == 0, "copy");
+    int failed = 0;
+    for (size_t i = 0; i < sizeof fault_rows / sizeof fault_rows[0]; i++) {
+        const fault_row *r = &fault_rows[i];
+        setenv("KDSEG_FAULT", r->fault, 1);
+        int code;
+        if (r->cmd == F_TRAIN)
+            code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 6 --resume %s", d, out, opts);
+        else
+            code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s", good, d, seg);
+        unsetenv("KDSEG_FAULT");
+        const char *what = r->cmd == F_TRAIN ? "train" : "segment";
+        int ok = code == 1 && file_has(tmp("log.txt"), "(injected by KDSEG_FAULT)") &&
+                 file_has(tmp("log.txt"), r->frag) && (!r->frag2 || file_has(tmp("log.txt"), r->frag2));
+        char left[1024] = "";
+        if (r->cmd == F_TRAIN) {
+            long steps[16];
+            ok = ok && same_bytes(last, good) && csv_rows(csv, steps, NULL, 16) >= 2 &&
+                 temp_files(out, left, sizeof left) == 0;
+            KD_CHECK(copy_file(goodcsv, csv) == 0, "restore train.csv");
+        } else {
+            /* the case the fault landed in: the ones before it are written, it and the
+             * ones after it are not */
+            int failing = 0;
+            char *log = slurp(tmp("log.txt"), NULL), *at = log ? strstr(log, "case KDPhantom_") : NULL;
+            if (at) failing = atoi(at + 15);
+            else ok = ok && !r->fails_in_case;
+            free(log);
+            for (int c = 0; c < 3; c++) {
+                char p[2048];
+                snprintf(p, sizeof p, "%s/KDPhantom_%03d.nii.gz", seg, c);
+                kd_volume *v = NULL;
+                int there = exists(p);
+                if (there && kd_nifti_read(p, &v) == KD_OK) kd_volume_free(v);
+                else if (there) ok = 0; /* a broken file under the final name */
+                ok = ok && there == (c < failing);
+                remove(p);
+            }
+            ok = ok && temp_files(seg, left, sizeof left) == 0;
+        }
+        printf("%s %s KDSEG_FAULT=%s: exit %d\n", ok ? "ok  " : "FAIL", what, r->fault, code);
+        if (!ok) {
+            show(tmp("log.txt"));
+            fprintf(stderr, "expected exit 1, '%s'%s%s, outputs kept%s%s\n", r->frag, r->frag2 ? ", " : "",
+                    r->frag2 ? r->frag2 : "", left[0] ? "; temporary files:" : "", left);
+            failed++;
+        }
+        KD_CHECK(code < 128, "kdseg %s crashed under KDSEG_FAULT=%s (status %d)", what, r->fault, code);
+    }
+    KD_CHECK(failed == 0, "%d of %zu fault rows failed", failed, sizeof fault_rows / sizeof fault_rows[0]);
+    /* a malformed value is refused */
+    setenv("KDSEG_FAULT", "launch:0", 1);
+    int code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s", good, d, seg);
+    unsetenv("KDSEG_FAULT");
+    KD_CHECK(code == 1 && file_has(tmp("log.txt"), "KDSEG_FAULT='launch:0': expected"),
+             "a malformed KDSEG_FAULT: exit %d", code);
+    /* nothing the failed runs did keeps training from going on exactly */
+    code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 6 --resume %s", d, out, opts);
+    if (code) show(tmp("log.txt"));
+    KD_CHECK(code == 0 && ckpt_step(last) == 6, "resume after the faults");
+    return csv_steps_are(csv, 6);
+}
+
+/* ------------------------------------------ 6. stale temporary files -- */
+
+/* Temporary files of dead writers are removed by the next run that writes into the same
+ * folder (train's OUT, segment's and annotate's OUT, the program cache), and nothing
+ * else is: in each folder a stale file (dead writer, changed 11 minutes ago) of each of
+ * the three name patterns must go; these must stay: the same names changed just now (a
+ * writer on another host sharing the folder may still be writing), an old file of a live
+ * process (this test), names that only look alike (x.tmp, x.tmp12a, x.tmp-5-, .tmp7), a
+ * folder with a temporary name, and a symbolic link to a file.
+ * Catches: stale files never removed, a sweep that deletes a concurrent writer's file,
+ * user files or folders, or follows links. */
+/* The shared program cache gets the decoys too; they go again at exit, pass or fail. */
+static char g_decoy_dir[1024];
+static long g_decoy_pids[2];
+static void remove_decoys(void) {
+    if (!g_decoy_dir[0]) return;
+    static const char *const names[] = {"last.kds.tmp%ld", "KDPhantom_000.nii.gz.tmp-%ld-3",
+                                        "metrics.csv.tmp.%ld", "fresh-last.kds.tmp%ld",
+                                        "fresh-KDPhantom_000.nii.gz.tmp-%ld-3",
+                                        "fresh-metrics.csv.tmp.%ld", "live.kds.tmp%ld",
+                                        "folder.tmp%ld", "link.tmp%ld"};
+    char name[256], p[2048];
+    for (int k = 0; k < 9; k++)
+        for (int i = 0; i < 2; i++) {
+            snprintf(name, sizeof name, names[k], g_decoy_pids[i]);
+            snprintf(p, sizeof p, "%s/%s", g_decoy_dir, name);
+            if (remove(p) != 0) rmdir(p);
+        }
+    static const char *const alike[] = {"notes.tmp", "x.tmp12a", "x.tmp-5-", ".tmp7"};
+    for (int a = 0; a < 4; a++) {
+        snprintf(p, sizeof p, "%s/%s", g_decoy_dir, alike[a]);
+        remove(p);
+    }
+}
+
+static int stale_temps(void) {
+    if (phantom(tmp("d"), 3, 0, 24) || save_model(TINY, 1, tmp("m.kds"))) return 1;
+    const char *cache_root = getenv("XDG_CACHE_HOME");
+    char cache[1024];
+    snprintf(cache, sizeof cache, "%s/kdseg", cache_root && *cache_root ? cache_root : tmp("xdg"));
+    const char *dirs[] = {tmp("out"), tmp("seg"), tmp("ann"), cache};
+    long dead = (long)dead_pid(), me = (long)getpid();
+    snprintf(g_decoy_dir, sizeof g_decoy_dir, "%s", cache);
+    g_decoy_pids[0] = dead;
+    g_decoy_pids[1] = me;
+    atexit(remove_decoys);
+    for (int k = 0; k < 4; k++) {
+        const char *dir = dirs[k];
+        char name[256];
+        KD_CHECK(mkdirs(dir) == 0, "mkdir %s", dir);
+        const char *gone[] = {"last.kds.tmp%ld", "KDPhantom_000.nii.gz.tmp-%ld-3", "metrics.csv.tmp.%ld"};
+        for (int g = 0; g < 3; g++) {
+            snprintf(name, sizeof name, gone[g], dead);
+            KD_CHECK(touch(dir, name) == 0 && backdate(dir, name, KD_TMP_STALE_SECONDS + 60) == 0, "plant %s", name);
+            snprintf(name, sizeof name, "fresh-%s", gone[g]);
+            char fresh[256];
+            snprintf(fresh, sizeof fresh, name, dead);
+            KD_CHECK(touch(dir, fresh) == 0, "plant %s", fresh);
+        }
+        snprintf(name, sizeof name, "live.kds.tmp%ld", me);
+        KD_CHECK(touch(dir, name) == 0 && backdate(dir, name, KD_TMP_STALE_SECONDS + 60) == 0, "plant live");
+        const char *alike[] = {"notes.tmp", "x.tmp12a", "x.tmp-5-", ".tmp7"};
+        for (int a = 0; a < 4; a++)
+            KD_CHECK(touch(dir, alike[a]) == 0 && backdate(dir, alike[a], KD_TMP_STALE_SECONDS + 60) == 0,
+                     "plant %s", alike[a]);
+        char p[2048], q[2048];
+        snprintf(p, sizeof p, "%s/folder.tmp%ld", dir, dead);
+        KD_CHECK(mkdir(p, 0755) == 0 && backdate(dir, strrchr(p, '/') + 1, KD_TMP_STALE_SECONDS + 60) == 0, "dir");
+        snprintf(p, sizeof p, "%s/link.tmp%ld", dir, dead);
+        snprintf(q, sizeof q, "%s/notes.tmp", dir);
+        KD_CHECK(symlink(q, p) == 0 && backdate(dir, strrchr(p, '/') + 1, KD_TMP_STALE_SECONDS + 60) == 0, "link");
+    }
+    /* each command sweeps its OUT; every device open sweeps the program cache */
+    int code = kdseg_log(tmp("log1.txt"), "train --data %s --out %s --steps 1 --val-every 0 " TRAIN_OPTS,
+                         tmp("d"), tmp("out"));
+    KD_CHECK(code == 0, "train exited %d", code);
+    code = kdseg_log(tmp("log2.txt"), "segment --model %s --case %s --out %s", tmp("m.kds"),
+                     tmp("d/KDPhantom_000"), tmp("seg"));
+    KD_CHECK(code == 0, "segment exited %d", code);
+    code = kdseg_log(tmp("log3.txt"), "annotate --teacher %s --dataset %s --out %s", tmp("m.kds"),
+                     tmp("d"), tmp("ann"));
+    if (code) show(tmp("log3.txt"));
+    KD_CHECK(code == 0, "annotate exited %d", code);
+    for (int k = 0; k < 4; k++) {
+        const char *dir = dirs[k];
+        char name[256], left[1024];
+        const char *gone[] = {"last.kds.tmp%ld", "KDPhantom_000.nii.gz.tmp-%ld-3", "metrics.csv.tmp.%ld"};
+        for (int g = 0; g < 3; g++) {
+            char p[2048];
+            snprintf(name, sizeof name, gone[g], dead);
+            snprintf(p, sizeof p, "%s/%s", dir, name);
+            KD_CHECK(!exists(p), "%s: the stale %s was not removed", dir, name);
+            char fresh[256];
+            snprintf(name, sizeof name, "fresh-%s", gone[g]);
+            snprintf(fresh, sizeof fresh, name, dead);
+            snprintf(p, sizeof p, "%s/%s", dir, fresh);
+            KD_CHECK(exists(p), "%s: the recent %s was removed", dir, fresh);
+        }
+        const char *kept[] = {"notes.tmp", "x.tmp12a", "x.tmp-5-", ".tmp7"};
+        for (int a = 0; a < 4; a++) {
+            char p[2048];
+            snprintf(p, sizeof p, "%s/%s", dir, kept[a]);
+            KD_CHECK(exists(p), "%s: %s was removed", dir, kept[a]);
+        }
+        char p[2048];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/live.kds.tmp%ld", dir, me);
+        KD_CHECK(exists(p), "%s: a live process's file was removed", dir);
+        snprintf(p, sizeof p, "%s/folder.tmp%ld", dir, dead);
+        KD_CHECK(stat(p, &st) == 0 && S_ISDIR(st.st_mode), "%s: a folder was removed", dir);
+        snprintf(p, sizeof p, "%s/link.tmp%ld", dir, dead);
+        KD_CHECK(lstat(p, &st) == 0 && S_ISLNK(st.st_mode), "%s: a link was removed", dir);
+        temp_files(dir, left, sizeof left);
+        printf("%s: temporary names kept:%s\n", dir, left);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- 7. determinism -- */
 
 /* Two `kdseg train` runs with the same seed (background loader, augmentation on,
  * validation, best and last checkpoints): identical train.csv losses and gradient norms,
@@ -1027,6 +1344,8 @@ int main(int argc, char **argv) {
         {"sigint_train", sigint_train},
         {"disk_full", disk_full},
         {"output_read_only", output_read_only},
+        {"device_faults", device_faults},
+        {"stale_temps", stale_temps},
         {"determinism", determinism},
     };
     int failed = argc > 1 ? 0 : all_rows(argv[0]);
