@@ -25,7 +25,7 @@ typedef struct demo_cfg {
 } demo_cfg;
 
 static const demo_cfg demo_default = {
-    6, 36, 24, 64, 32, 2, 400, 400, 100,
+    10, 24, 24, 64, 32, 2, 400, 400, 100,
     {"unet3d:widths=8,16,32", "cascade:widths=8,16,32", "resnext-se:widths=16,32,64:enc=1,1,1"},
     {"unet3d", "cascade", "resnext-se"},
     "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1", 3e-3, 3e-3, 0.5, 1.0, 0.0, "none"};
@@ -43,6 +43,7 @@ static double now_s(void) {
 }
 
 static double g_t0;
+static double g_ann_dice = -1; /* mean Dice of the annotations against the hidden truth */
 
 /* Run a kdseg subcommand with printf-formatted, space-separated arguments. */
 static kd_status call(const char *fmt, ...) {
@@ -328,6 +329,34 @@ static int run(int argc, char **argv) {
              "--tta %s",
              out, out, out, out, out, c.tta);
     if (s) goto fail;
+    /* How good are the pseudo-labels? The phantom generator knows the unlabeled cases'
+     * truth: regenerate it beside them (same seed and numbers) and score the annotations.
+     * Distillation can only help when these beat what the baseline student reaches. */
+    {
+        double ann[4] = {0, 0, 0, 0};
+        s = call("phantom --out %s/data/unlabeled-truth --cases %d --size %d --seed %d --first 1000",
+                 out, c.unlabeled, c.size, seed);
+        if (!s) {
+            kd_eval_options eo;
+            kd_eval_options_default(&eo);
+            char pred[4096], ref[4096];
+            snprintf(pred, sizeof pred, "%s/annotations", out);
+            snprintf(ref, sizeof ref, "%s/data/unlabeled-truth", out);
+            eo.pred_dir = pred;
+            eo.ref = ref;
+            kd_eval_result *ev = NULL;
+            s = kd_evaluate(&eo, &ev);
+            if (!s) {
+                for (int r = 0; r < 3; r++) ann[r] = mean_dice(ev, r);
+                ann[3] = mean3(ev);
+                printf("  ensemble annotations against the unlabeled cases' hidden truth: Dice WT "
+                       "%.3f, TC %.3f, ET %.3f (mean %.3f)\n", ann[0], ann[1], ann[2], ann[3]);
+                g_ann_dice = ann[3];
+            }
+            kd_eval_result_free(ev);
+        }
+        if (s) goto fail;
+    }
     stage(4, nst, "training the student on labeled cases (baseline) and distilling it");
     printf("  student (%s), labeled only: %d steps\n", c.student_spec, c.student_steps);
     s = call("train --data %s/data/labeled --out %s/models/student-baseline --model %s --steps %d "
@@ -397,6 +426,9 @@ static int run(int argc, char **argv) {
            "student distilled %.3f%s\n",
            ens, best_t, base, dist, "");
     if (online) printf("student distilled online %.3f\n", mean3(res[6].ev));
+    if (g_ann_dice >= 0)
+        printf("the ensemble's annotations of the unlabeled cases scored %.3f against their hidden "
+               "truth (the baseline student: %.3f on the test cases)\n", g_ann_dice, base);
     printf("distilled student %s the baseline student (%+.3f), %s every single teacher, and is "
            "%.3f from the ensemble\n",
            dist > base ? "beats" : "does not beat", dist - base,
