@@ -1100,7 +1100,9 @@ static int device_faults(void) {
         if (r->cmd == F_TRAIN)
             code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 6 --resume %s", d, out, opts);
         else
-            code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s", good, d, seg);
+            /* one whole-volume pass: the download's shape in the message is the case's */
+            code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s --tile whole",
+                             good, d, seg);
         unsetenv("KDSEG_FAULT");
         const char *what = r->cmd == F_TRAIN ? "train" : "segment";
         int ok = code == 1 && file_has(tmp("log.txt"), "(injected by KDSEG_FAULT)") &&
