@@ -97,6 +97,20 @@ static int add_param(kd_graph *g, const char *name, int ndim, const int *dims, i
                     layout);
 }
 
+/* A conv node's parameters: NAME.weight (5-D, dims, layout) and, with bias, NAME.bias
+ * of n->cout values. Nonzero on failure. */
+static int conv_params(kd_graph *g, kd_node *n, const char *name, const int dims[5], int layout,
+                       int bias) {
+    char pn[96];
+    snprintf(pn, sizeof pn, "%s.weight", name);
+    n->w = add_param(g, pn, 5, dims, layout);
+    if (bias) {
+        snprintf(pn, sizeof pn, "%s.bias", name);
+        n->b = add_param(g, pn, 1, &n->cout, 0);
+    }
+    return n->w < 0 || (bias && n->b < 0);
+}
+
 int kd_graph_channels(const kd_graph *g, int node) {
     const kd_node *n = &g->nodes[node];
     switch (n->op) {
@@ -125,15 +139,8 @@ int kd_g_conv(kd_graph *g, int in, int cout, int k, int stride, int pad, int gro
     kd_node *n = &g->nodes[i];
     n->cout = cout;
     n->conv = (kd_conv_params){{k, k, k}, stride, pad, groups};
-    char pn[96];
     int dims[5] = {cout, cin / groups, k, k, k};
-    snprintf(pn, sizeof pn, "%s.weight", name);
-    n->w = add_param(g, pn, 5, dims, 1);
-    if (bias) {
-        snprintf(pn, sizeof pn, "%s.bias", name);
-        n->b = add_param(g, pn, 1, &cout, 0);
-    }
-    return n->w < 0 || (bias && n->b < 0) ? -1 : i;
+    return conv_params(g, n, name, dims, 1, bias) ? -1 : i;
 }
 
 int kd_g_convt(kd_graph *g, int in, int cout, int bias, const char *name) {
@@ -143,15 +150,8 @@ int kd_g_convt(kd_graph *g, int in, int cout, int bias, const char *name) {
     if (i < 0) return -1;
     kd_node *n = &g->nodes[i];
     n->cout = cout;
-    char pn[96];
     int dims[5] = {cin, cout, 2, 2, 2};
-    snprintf(pn, sizeof pn, "%s.weight", name);
-    n->w = add_param(g, pn, 5, dims, 2);
-    if (bias) {
-        snprintf(pn, sizeof pn, "%s.bias", name);
-        n->b = add_param(g, pn, 1, &cout, 0);
-    }
-    return n->w < 0 || (bias && n->b < 0) ? -1 : i;
+    return conv_params(g, n, name, dims, 2, bias) ? -1 : i;
 }
 
 int kd_g_conv_cat(kd_graph *g, int a, int b, int cout, int bias, const char *name) {
@@ -162,15 +162,8 @@ int kd_g_conv_cat(kd_graph *g, int a, int b, int cout, int bias, const char *nam
     kd_node *n = &g->nodes[i];
     n->cout = cout;
     n->conv = (kd_conv_params){{1, 1, 1}, 1, 0, 1};
-    char pn[96];
     int dims[5] = {cout, cin, 1, 1, 1};
-    snprintf(pn, sizeof pn, "%s.weight", name);
-    n->w = add_param(g, pn, 5, dims, 1);
-    if (bias) {
-        snprintf(pn, sizeof pn, "%s.bias", name);
-        n->b = add_param(g, pn, 1, &cout, 0);
-    }
-    return n->w < 0 || (bias && n->b < 0) ? -1 : i;
+    return conv_params(g, n, name, dims, 1, bias) ? -1 : i;
 }
 
 static int norm_node(kd_graph *g, kd_node_op op, int in, const char *name) {
