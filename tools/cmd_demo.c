@@ -43,7 +43,6 @@ static double now_s(void) {
 }
 
 static double g_t0;
-static double g_ann_dice = -1; /* mean Dice of the annotations against the hidden truth */
 
 /* Run a kdseg subcommand with printf-formatted, space-separated arguments. */
 static kd_status call(const char *fmt, ...) {
@@ -262,6 +261,7 @@ static int run(int argc, char **argv) {
     demo_cfg c = demo_default;
     const char *out = "kdseg-demo";
     int online = 0, seed = 1;
+    double ann_dice = -1; /* mean Dice of the annotations against the hidden truth */
     for (int i = 1; i < argc; i++) /* --quick first: the size options below override it */
         if (kd_cli_flag(argv, i, "--quick")) c = demo_quick;
     for (int i = 1; i < argc; i++) {
@@ -351,7 +351,7 @@ static int run(int argc, char **argv) {
                 ann[3] = mean3(ev);
                 printf("  ensemble annotations against the unlabeled cases' hidden truth: Dice WT "
                        "%.3f, TC %.3f, ET %.3f (mean %.3f)\n", ann[0], ann[1], ann[2], ann[3]);
-                g_ann_dice = ann[3];
+                ann_dice = ann[3];
             }
             kd_eval_result_free(ev);
         }
@@ -426,9 +426,9 @@ static int run(int argc, char **argv) {
            "student distilled %.3f%s\n",
            ens, best_t, base, dist, "");
     if (online) printf("student distilled online %.3f\n", mean3(res[6].ev));
-    if (g_ann_dice >= 0)
+    if (ann_dice >= 0)
         printf("the ensemble's annotations of the unlabeled cases scored %.3f against their hidden "
-               "truth (the baseline student: %.3f on the test cases)\n", g_ann_dice, base);
+               "truth (the baseline student: %.3f on the test cases)\n", ann_dice, base);
     printf("distilled student %s the baseline student (%+.3f), %s every single teacher, and is "
            "%.3f from the ensemble\n",
            dist > base ? "beats" : "does not beat", dist - base,
