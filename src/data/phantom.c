@@ -97,7 +97,10 @@ static const float base_int[T_COUNT][4] = {
     {0.62f, 0.66f, 1.15f, 1.05f}, /* edema: bright on T2 and FLAIR */
     {0.40f, 0.36f, 1.30f, 0.75f}, /* necrosis: dark on T1ce */
     {0.70f, 1.30f, 0.85f, 0.95f}, /* enhancing: bright on T1ce */
-    {0.62f, 0.68f, 1.00f, 0.95f}, /* non-enhancing core */
+    /* non-enhancing core: hypointense on T1ce compared with T1 and with the edema around
+     * it, as the BraTS protocol delineates NCR/NET; otherwise it equals edema in every
+     * contrast and the tumour core of a case without enhancement cannot be learned */
+    {0.52f, 0.48f, 1.05f, 0.88f},
 };
 
 #define KD_MAX_FOCI 3

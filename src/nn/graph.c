@@ -482,6 +482,7 @@ static kd_status run_node(kd_graph *g, kd_node *n, int training) {
     case KD_N_CONCAT: return kd_concat_forward(x, x2, n->out);
     case KD_N_ADD: return kd_add(x, x2, n->out);
     case KD_N_SLICE: return kd_slice_channels_forward(x, n->c0, n->out);
+    case KD_N_DETACH: return kd_tensor_copy(n->out, x);
     case KD_N_CONV_CAT:
     case KD_N_INPUT: break;
     }
@@ -542,7 +543,7 @@ static kd_status pass_grad(kd_graph *g, kd_node *n, int k) {
 }
 
 static int wants_grad(const kd_graph *g, int k) {
-    return k >= 0 && g->nodes[k].op != KD_N_INPUT;
+    return k >= 0 && g->nodes[k].op != KD_N_INPUT && g->nodes[k].op != KD_N_DETACH;
 }
 
 static kd_status new_like(kd_graph *g, int k, kd_tensor **t) {
@@ -1022,7 +1023,7 @@ static const char *op_name(kd_node_op op) {
     static const char *names[] = {"input",   "conv",     "convT",   "groupnorm", "gn+leaky",
                                   "batchnorm", "leaky",  "sigmoid", "up_tri",    "up_near",
                                   "maxpool", "avgpool",  "gap",     "chscale",   "spgate",
-                                  "concat",  "add",      "slice",   "conv_cat"};
+                                  "concat",  "add",      "slice",   "conv_cat",  "detach"};
     return (size_t)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 

@@ -27,8 +27,9 @@ typedef enum kd_node_op {
     KD_N_CONCAT,
     KD_N_ADD,
     KD_N_SLICE,     /* channels [c0, c0 + cout) of in[0] */
-    KD_N_CONV_CAT   /* 1x1x1 conv of concat(in[0], in[1]) along channels, w, b?; backward
+    KD_N_CONV_CAT,  /* 1x1x1 conv of concat(in[0], in[1]) along channels, w, b?; backward
                        reads the two inputs, so the concatenation is never kept */
+    KD_N_DETACH     /* a copy of in[0] that no gradient flows back through */
 } kd_node_op;
 
 typedef struct kd_param_info {

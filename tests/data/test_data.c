@@ -1023,6 +1023,12 @@ static int phantom_contrasts(void) {
         qsort(hv, nh, sizeof *hv, cmp_i16);
         KD_CHECK(ed[3] > hv[nh * 9 / 10], "case %d: edema FLAIR %.0f not above the healthy 90th "
                  "percentile %d", idx, ed[3], hv[nh * 9 / 10]);
+        /* A core without enhancement (label 1 of a case without ET): darker on T1ce than
+         * the edema around it, as BraTS delineates NCR/NET. Catches a non-enhancing core
+         * that equals edema in every contrast (no model could find its tumour core). */
+        if (!cnt[4] && cnt[1] > 20)
+            KD_CHECK(sum[1][1] / cnt[1] < 0.9 * ed[1], "case %d: non-enhancing core T1ce %.0f "
+                     "not below 0.9x the edema's %.0f", idx, sum[1][1] / cnt[1], ed[1]);
         if (cnt[4] > 20) {
             double et = sum[4][1] / cnt[4];
             KD_CHECK(et > h[1], "case %d: enhancing bright on T1ce", idx);

@@ -194,13 +194,45 @@ static int plan_bound(void) {
     return 0;
 }
 
+/* The MSE of y against t, over every channel or, with ch0, over channel 0 only; with
+ * dy, also dL/dy (zero outside channel 0 for ch0). */
+static int arch_loss(kd_device *dev, kd_loss *l, kd_tensor *y, kd_tensor *t, int ch0,
+                     kd_tensor *dy, float *lv) {
+    kd_loss_reset(l);
+    if (!ch0) {
+        KD_CHECK_OK(kd_loss_add(l, KD_LOSS_MSE, y, t, 1, dy, 0));
+    } else {
+        kd_shape s1 = kd_tensor_shape(y);
+        s1.c = 1;
+        kd_tensor *y0, *t0, *d0 = NULL;
+        KD_CHECK_OK(kd_tensor_create(dev, s1, &y0));
+        KD_CHECK_OK(kd_tensor_create(dev, s1, &t0));
+        KD_CHECK_OK(kd_slice_channels_forward(y, 0, y0));
+        KD_CHECK_OK(kd_slice_channels_forward(t, 0, t0));
+        if (dy) KD_CHECK_OK(kd_tensor_create(dev, s1, &d0));
+        KD_CHECK_OK(kd_loss_add(l, KD_LOSS_MSE, y0, t0, 1, d0, 0));
+        if (dy) {
+            KD_CHECK_OK(kd_tensor_fill(dy, 0.0f));
+            KD_CHECK_OK(kd_slice_channels_backward(d0, 0, dy));
+        }
+        kd_tensor_free(y0);
+        kd_tensor_free(t0);
+        kd_tensor_free(d0);
+    }
+    if (lv) KD_CHECK_OK(kd_loss_read(l, lv));
+    return 0;
+}
+
 /* Directional derivative of the whole model's loss along its own gradient g:
  * (L(p + e v) - L(p - e v)) / 2e against g.v with v = g / rms(g). Catches a wrongly
  * scaled, signed or wired backward in any architecture (a skip path dropped, a concat
  * split the wrong way); every parameter tensor must also get a non-zero gradient
  * (catches a branch cut off from backward). Measured convergence: the difference
- * approaches g.v to 0.2% at e = 1.5e-5 for all four architectures; tolerance 2%. */
-static int check_arch_grad(kd_device *dev, const char *spec) {
+ * approaches g.v to 0.2% at e = 1.5e-5 for all four architectures; tolerance 2%.
+ * With prefix, v moves only the parameters whose names start with it, and with ch0 the
+ * loss sees output channel 0 only: a model with a stop-gradient (the cascade's stage 1
+ * output reaches stage 2 detached) has the true gradient only for such a pair. */
+static int check_arch_grad_part(kd_device *dev, const char *spec, const char *prefix, int ch0) {
     kd_model *m;
     KD_CHECK_OK(kd_model_create(dev, spec, 3, &m));
     int n = (int)kd_model_param_count(m);
@@ -220,18 +252,25 @@ static int check_arch_grad(kd_device *dev, const char *spec) {
     KD_CHECK_OK(kd_loss_create(dev, &l));
     KD_CHECK_OK(kd_model_zero_grad(m));
     KD_CHECK_OK(kd_model_forward(m, x, 1, &y));
-    KD_CHECK_OK(kd_loss_add(l, KD_LOSS_MSE, y, t, 1, dp, 0));
+    if (arch_loss(dev, l, y, t, ch0, dp, NULL)) return 1;
     KD_CHECK_OK(kd_model_backward(m, dp));
     KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_grads(m), g));
     KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(m), p0));
     size_t off = 0;
+    int moved = 0;
     for (int k = 0; k < kd_model_param_tensors(m); k++) {
         size_t ne = kd_model_param_shape(m, k, NULL, NULL);
+        const char *pn = kd_model_param_name(m, k);
+        int in = !prefix || !strncmp(pn, prefix, strlen(prefix));
         double a = 0;
         for (size_t i = off; i < off + ne; i++) a += fabs((double)g[i]);
-        KD_CHECK(a > 0, "%s: no gradient reaches %s", spec, kd_model_param_name(m, k));
+        if (in) KD_CHECK(a > 0, "%s: no gradient reaches %s", spec, pn);
+        else
+            for (size_t i = off; i < off + ne; i++) g[i] = 0;
+        moved += in;
         off += ne;
     }
+    KD_CHECK(moved > 0, "%s: no parameter starts with %s", spec, prefix);
     double gg = 0;
     for (int i = 0; i < n; i++) gg += (double)g[i] * g[i];
     double rms = sqrt(gg / n), gv = gg / rms, eps = 1.5e-5, L[2];
@@ -242,14 +281,14 @@ static int check_arch_grad(kd_device *dev, const char *spec) {
         /* training mode both ways: BatchNorm uses batch statistics as in the gradient */
         float lv;
         KD_CHECK_OK(kd_model_forward(m, x, 1, &y));
-        kd_loss_reset(l);
-        KD_CHECK_OK(kd_loss_add(l, KD_LOSS_MSE, y, t, 1, NULL, 0));
-        KD_CHECK_OK(kd_loss_read(l, &lv));
+        if (arch_loss(dev, l, y, t, ch0, NULL, &lv)) return 1;
         kd_model_release(m);
         L[side] = lv;
     }
     double fd = (L[0] - L[1]) / (2 * eps);
-    printf("%s: %d params, g.v %.6e, finite difference %.6e\n", spec, n, gv, fd);
+    printf("%s%s%s%s: %d params, g.v %.6e, finite difference %.6e\n", spec,
+           prefix ? ", parameters " : "", prefix ? prefix : "", ch0 ? ", loss on channel 0" : "",
+           n, gv, fd);
     KD_CHECK(fabs(fd - gv) <= 0.02 * fabs(gv), "%s: directional derivative %g vs %g", spec, fd, gv);
     kd_tensor_free(x);
     kd_tensor_free(t);
@@ -265,14 +304,69 @@ static int check_arch_grad(kd_device *dev, const char *spec) {
     return 0;
 }
 
+static int check_arch_grad(kd_device *dev, const char *spec) {
+    return check_arch_grad_part(dev, spec, NULL, 0);
+}
+
+/* Catches: a cascade whose stage-2 loss reaches stage 1 (the detach lost: with dL/dy
+ * zero on the WT channel, stage 1's parameters must get no gradient, stage 2's must),
+ * and core or enhancing probabilities outside the whole tumour's (the gate lost:
+ * p(TC) = p(WT) p(TC | WT) <= p(WT) voxel by voxel). */
+static int cascade_detached(kd_device *dev, const char *spec) {
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, spec, 3, &m));
+    int n = (int)kd_model_param_count(m);
+    kd_shape s = kd_shape5(1, 4, 16, 16, 16), ys = kd_shape5(1, 3, 16, 16, 16);
+    size_t nx = kd_shape_numel(s), vox = nx / 4;
+    float *hx = malloc(nx * 4), *hd = malloc(3 * vox * 4), *hy = malloc(3 * vox * 4),
+          *g = malloc((size_t)n * 4);
+    kd_test_randu(hx, nx, 3, -1, 1);
+    for (size_t i = 0; i < 3 * vox; i++) hd[i] = i < vox ? 0.0f : 1.0f;
+    kd_tensor *x, *dy, *y;
+    KD_CHECK_OK(kd_tensor_create(dev, s, &x));
+    KD_CHECK_OK(kd_tensor_upload(x, hx));
+    KD_CHECK_OK(kd_tensor_create(dev, ys, &dy));
+    KD_CHECK_OK(kd_tensor_upload(dy, hd));
+    KD_CHECK_OK(kd_model_zero_grad(m));
+    KD_CHECK_OK(kd_model_forward(m, x, 1, &y));
+    KD_CHECK_OK(kd_tensor_download(y, hy));
+    for (size_t i = 0; i < vox; i++)
+        KD_CHECK(hy[vox + i] <= hy[i] && hy[2 * vox + i] <= hy[i],
+                 "voxel %zu: TC %g, ET %g above WT %g", i, hy[vox + i], hy[2 * vox + i], hy[i]);
+    KD_CHECK_OK(kd_model_backward(m, dy));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_grads(m), g));
+    size_t off = 0;
+    int core_moved = 0;
+    for (int k = 0; k < kd_model_param_tensors(m); k++) {
+        size_t ne = kd_model_param_shape(m, k, NULL, NULL);
+        const char *pn = kd_model_param_name(m, k);
+        double a = 0;
+        for (size_t i = off; i < off + ne; i++) a += fabs((double)g[i]);
+        if (!strncmp(pn, "wt.", 3)) KD_CHECK(a == 0, "stage 2's loss reaches %s (%g)", pn, a);
+        else core_moved |= a > 0;
+        off += ne;
+    }
+    KD_CHECK(core_moved, "stage 2 gets no gradient");
+    kd_tensor_free(x);
+    kd_tensor_free(dy);
+    kd_model_free(m);
+    free(hx);
+    free(hd);
+    free(hy);
+    free(g);
+    return 0;
+}
+
 static int teachers_grad(void) {
     KD_DEVICE_OR_FAIL(dev);
-    const char *specs[] = {"resunet:widths=8,16:enc=1,1:dec=1",
-                           "unet3d:widths=8,16", "cascade:widths=8,16",
+    const char *specs[] = {"resunet:widths=8,16:enc=1,1:dec=1", "unet3d:widths=8,16",
                            "resnext-se:widths=16,32:enc=1,1"};
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 3; i++)
         if (check_arch_grad(dev, specs[i])) return 1;
-    return 0;
+    const char *c = "cascade:widths=8,16";
+    if (check_arch_grad_part(dev, c, "core.", 0) || check_arch_grad_part(dev, c, "wt.", 1))
+        return 1;
+    return cascade_detached(dev, c);
 }
 
 static int same_params(kd_model *a, kd_model *b) {
