@@ -3,6 +3,8 @@
  * unlabeled pool, and a student trained on labeled + annotated cases is compared with
  * the same student trained on the labeled cases only, with every teacher and with the
  * ensemble, on held-out test cases. */
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "kdseg/metrics.h"
@@ -99,6 +102,37 @@ static double mean_dice(const kd_eval_result *ev, int region) {
 
 static double mean3(const kd_eval_result *ev) {
     return (mean_dice(ev, 0) + mean_dice(ev, 1) + mean_dice(ev, 2)) / 3;
+}
+
+/* Paired comparison of a against b over the test cases (matched by name): mean of the
+ * per-case differences of mean Dice (WT, TC, ET), its standard error, and on how many
+ * cases a is better. The two models see the same cases, so this is far less noisy than
+ * comparing the two table means (whose spread is mostly between cases). */
+typedef struct paired_diff {
+    double mean, se;
+    int wins, n;
+} paired_diff;
+
+static double case_mean3(const kd_eval_case *c) {
+    return (c->region[0].dice + c->region[1].dice + c->region[2].dice) / 3;
+}
+
+static paired_diff paired(const kd_eval_result *a, const kd_eval_result *b) {
+    paired_diff p = {0, 0, 0, 0};
+    double s = 0, s2 = 0;
+    for (int i = 0; i < a->n_cases; i++)
+        for (int j = 0; j < b->n_cases; j++) {
+            if (strcmp(a->cases[i].name, b->cases[j].name)) continue;
+            double d = case_mean3(&a->cases[i]) - case_mean3(&b->cases[j]);
+            s += d;
+            s2 += d * d;
+            p.wins += d > 0;
+            p.n++;
+            break;
+        }
+    if (p.n) p.mean = s / p.n;
+    if (p.n > 1) p.se = sqrt(fmax(0, (s2 - p.n * p.mean * p.mean) / (p.n - 1)) / p.n);
+    return p;
 }
 
 static kd_status write_tables(const char *out, model_result *r, int n) {
@@ -232,6 +266,29 @@ done:
     return s;
 }
 
+/* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
+ * truth, so the same distillation run can learn from perfect labels of the same cases. */
+static kd_status link_oracle(const char *out) {
+    char truth[4096], dir[4096];
+    snprintf(truth, sizeof truth, "%s/data/unlabeled-truth", out);
+    snprintf(dir, sizeof dir, "%s/oracle", out);
+    if (kd_mkdir_p(dir)) return kd_fail(KD_ERR_IO, "%s: cannot create", dir);
+    kd_dataset *ds = NULL;
+    kd_status s = kd_dataset_open(truth, NULL, &ds);
+    for (int i = 0; !s && i < kd_dataset_count(ds); i++) {
+        char target[PATH_MAX], link[4096];
+        if (!realpath(kd_dataset_case_label(ds, i), target)) {
+            s = kd_fail(KD_ERR_IO, "%s: %s", kd_dataset_case_label(ds, i), strerror(errno));
+            break;
+        }
+        snprintf(link, sizeof link, "%s/%s.nii.gz", dir, kd_dataset_case_name(ds, i));
+        unlink(link);
+        if (symlink(target, link)) s = kd_fail(KD_ERR_IO, "%s: %s", link, strerror(errno));
+    }
+    kd_dataset_free(ds);
+    return s;
+}
+
 static void help(FILE *f) {
     fprintf(f,
             "usage: kdseg demo [--quick] [--online] [--out DIR] [--seed S]\n\n"
@@ -241,7 +298,9 @@ static void help(FILE *f) {
             "  3. annotate the unlabeled cases with the teacher ensemble;\n"
             "  4. train the ResUNet student on the labeled cases only (baseline) and distil a\n"
             "     second student on labeled + ensemble-annotated cases (offline; with --online\n"
-            "     also a third, distilled online through the device scheduler);\n"
+            "     also one distilled online through the device scheduler), and an oracle\n"
+            "     student the same way on the unlabeled cases' hidden true labels: the most\n"
+            "     distillation could gain from those cases;\n"
             "  5. segment the test cases with every teacher, the ensemble and the students,\n"
             "     and evaluate them;\n"
             "  6. print the paper's table (Dice and HD95 per region, mean ± std), write\n"
@@ -371,6 +430,15 @@ static int run(int argc, char **argv) {
              out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
              c.pseudo_ratio, c.pseudo_weight, c.min_agreement, common);
     if (s) goto fail;
+    printf("  oracle student (labeled + the same %d cases with their hidden true labels): %d steps\n",
+           c.unlabeled, c.student_steps);
+    if (!(s = link_oracle(out)))
+        s = call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/oracle "
+                 "--out %s/models/student-oracle --model %s --steps %d --lr %g --val-every %d --seed %d "
+                 "--pseudo-ratio %g --pseudo-weight %g %s",
+                 out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
+                 c.pseudo_ratio, c.pseudo_weight, common);
+    if (s) goto fail;
     if (online) {
         printf("  student distilled online (teachers run on each unlabeled patch): %d steps\n",
                c.student_steps);
@@ -383,16 +451,17 @@ static int run(int argc, char **argv) {
         if (s) goto fail;
     }
     stage(5, nst, "segmenting and evaluating the test cases");
+    enum { M_ENS = 3, M_BASE, M_DIST, M_ORACLE, M_ONLINE };
     const char *names[8] = {"unet3d", "cascade", "resnext-se", "ensemble", "student-baseline",
-                            "student-distilled", "student-online"};
-    int nm = online ? 7 : 6;
+                            "student-distilled", "student-oracle", "student-online"};
+    int nm = online ? 8 : 7;
     model_result res[8];
     memset(res, 0, sizeof res);
     for (int m = 0; m < nm && !s; m++) {
         snprintf(res[m].name, sizeof res[m].name, "%s", names[m]);
         snprintf(d, sizeof d, "%s/pred/%s", out, names[m]);
         char models[2048];
-        if (m == 3)
+        if (m == M_ENS)
             snprintf(models, sizeof models,
                      "--model %s/models/unet3d/best.kds --model %s/models/cascade/best.kds --model "
                      "%s/models/resnext-se/best.kds",
@@ -414,7 +483,7 @@ static int run(int argc, char **argv) {
     if ((s = write_tables(out, res, nm)) || (s = write_boxplot(out, res, nm))) goto fail_free;
     snprintf(d, sizeof d, "%s/data/test", out);
     if ((s = write_example(out, d, res, nm))) goto fail_free;
-    double base = mean3(res[4].ev), dist = mean3(res[5].ev), ens = mean3(res[3].ev);
+    double base = mean3(res[M_BASE].ev), dist = mean3(res[M_DIST].ev), ens = mean3(res[M_ENS].ev);
     double best_t = 0;
     int beats_all = 1;
     for (int t = 0; t < 3; t++) {
@@ -425,14 +494,35 @@ static int run(int argc, char **argv) {
     printf("\nmean Dice over WT, TC, ET: ensemble %.3f, best teacher %.3f, student baseline %.3f, "
            "student distilled %.3f%s\n",
            ens, best_t, base, dist, "");
-    if (online) printf("student distilled online %.3f\n", mean3(res[6].ev));
+    printf("oracle student (the unlabeled cases with their true labels) %.3f\n", mean3(res[M_ORACLE].ev));
+    if (online) printf("student distilled online %.3f\n", mean3(res[M_ONLINE].ev));
     if (ann_dice >= 0)
         printf("the ensemble's annotations of the unlabeled cases scored %.3f against their hidden "
-               "truth (the baseline student: %.3f on the test cases)\n", ann_dice, base);
-    printf("distilled student %s the baseline student (%+.3f), %s every single teacher, and is "
-           "%.3f from the ensemble\n",
-           dist > base ? "beats" : "does not beat", dist - base,
+               "truth (on the test cases: the ensemble %.3f, the baseline student %.3f)\n",
+               ann_dice, ens, base);
+    /* "beats" only where the paired difference is at least two standard errors */
+    paired_diff vb = paired(res[M_DIST].ev, res[M_BASE].ev), ve = paired(res[M_DIST].ev, res[M_ENS].ev);
+    const char *verdict = vb.mean > 2 * vb.se ? "beats" : vb.mean < -2 * vb.se ? "is worse than"
+                                                                              : "ties with";
+    printf("distilled student %s the baseline student: %+.3f ± %.3f mean Dice per case (paired, "
+           "standard error), better on %d of %d test cases\n",
+           verdict, vb.mean, vb.se, vb.wins, vb.n);
+    for (int t = 0; t < 3; t++) {
+        paired_diff vt = paired(res[M_DIST].ev, res[t].ev);
+        printf("  against %-10s %+.3f ± %.3f, better on %d of %d\n", res[t].name, vt.mean, vt.se,
+               vt.wins, vt.n);
+    }
+    printf("  against ensemble   %+.3f ± %.3f, better on %d of %d\n", ve.mean, ve.se, ve.wins, ve.n);
+    printf("distilled student %s every single teacher on the mean and is %.3f from the ensemble\n",
            beats_all ? "beats" : "does not beat", ens - dist);
+    paired_diff vo = paired(res[M_ORACLE].ev, res[M_BASE].ev);
+    printf("oracle student against the baseline: %+.3f ± %.3f, better on %d of %d (what the "
+           "unlabeled cases are worth with perfect labels)\n", vo.mean, vo.se, vo.wins, vo.n);
+    if (online) {
+        vo = paired(res[M_ONLINE].ev, res[M_BASE].ev);
+        printf("online-distilled student against the baseline: %+.3f ± %.3f, better on %d of %d\n",
+               vo.mean, vo.se, vo.wins, vo.n);
+    }
     printf("wrote %s/results.md, results.csv, dice_boxplot.png, example.png (%.0f s in all)\n", out,
            now_s() - g_t0);
 fail_free:

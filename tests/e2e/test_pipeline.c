@@ -551,16 +551,16 @@ static int demo_quick(void) {
     FILE *f = fopen(p, "r");
     KD_CHECK(f, "results.md");
     const char *rows[] = {"unet3d", "cascade", "resnext-se", "ensemble", "student-baseline",
-                          "student-distilled"};
-    int found[6] = {0}, lines = 0;
+                          "student-distilled", "student-oracle"};
+    int found[7] = {0}, lines = 0;
     while (fgets(line, sizeof line, f)) {
         lines++;
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 7; i++)
             if (!strncmp(line + 2, rows[i], strlen(rows[i])) && line[2 + strlen(rows[i])] == ' ') found[i]++;
     }
     fclose(f);
-    for (int i = 0; i < 6; i++) KD_CHECK(found[i] == 1, "row %s", rows[i]);
-    KD_CHECK(lines == 8, "header + separator + 6 rows, got %d lines", lines);
+    for (int i = 0; i < 7; i++) KD_CHECK(found[i] == 1, "row %s", rows[i]);
+    KD_CHECK(lines == 9, "header + separator + 7 rows, got %d lines", lines);
     const char *files[] = {"results.csv", "dice_boxplot.png", "example.png"};
     for (int i = 0; i < 3; i++) {
         struct stat st;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs `kdseg demo` for several experiment settings x seeds in parallel and summarises the
 # mean Dice (WT, TC, ET) of each model per run: the tool used to choose the demo's default
-# sizes (see docs/DEMO.md). Settings are "name:demo options" lines on stdin or in $1.
+# sizes (README, "What the demo does and what it measured"). Settings are "name:demo options" lines on stdin or in $1.
 #   usage: KDSEG=path/to/kdseg SEEDS="1 2" JOBS=12 tools/bench/demo_sweep.sh settings.txt OUTDIR
 set -u
 K=${KDSEG:-kdseg}
