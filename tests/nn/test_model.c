@@ -194,6 +194,16 @@ static int plan_bound(void) {
     return 0;
 }
 
+/* Sum of |g| over parameter tensor k, which starts at *off in the gradient slab g;
+ * advances *off past it. */
+static double grad_abs_sum(kd_model *m, int k, const float *g, size_t *off) {
+    size_t ne = kd_model_param_shape(m, k, NULL, NULL);
+    double a = 0;
+    for (size_t i = *off; i < *off + ne; i++) a += fabs((double)g[i]);
+    *off += ne;
+    return a;
+}
+
 /* The MSE of y against t, over every channel or, with ch0, over channel 0 only; with
  * dy, also dL/dy (zero outside channel 0 for ch0). */
 static int arch_loss(kd_device *dev, kd_loss *l, kd_tensor *y, kd_tensor *t, int ch0,
@@ -259,16 +269,13 @@ static int check_arch_grad_part(kd_device *dev, const char *spec, const char *pr
     size_t off = 0;
     int moved = 0;
     for (int k = 0; k < kd_model_param_tensors(m); k++) {
-        size_t ne = kd_model_param_shape(m, k, NULL, NULL);
         const char *pn = kd_model_param_name(m, k);
         int in = !prefix || !strncmp(pn, prefix, strlen(prefix));
-        double a = 0;
-        for (size_t i = off; i < off + ne; i++) a += fabs((double)g[i]);
+        size_t at = off;
+        double a = grad_abs_sum(m, k, g, &off);
         if (in) KD_CHECK(a > 0, "%s: no gradient reaches %s", spec, pn);
-        else
-            for (size_t i = off; i < off + ne; i++) g[i] = 0;
+        else memset(g + at, 0, (off - at) * sizeof *g);
         moved += in;
-        off += ne;
     }
     KD_CHECK(moved > 0, "%s: no parameter starts with %s", spec, prefix);
     double gg = 0;
@@ -338,13 +345,10 @@ static int cascade_detached(kd_device *dev, const char *spec) {
     size_t off = 0;
     int core_moved = 0;
     for (int k = 0; k < kd_model_param_tensors(m); k++) {
-        size_t ne = kd_model_param_shape(m, k, NULL, NULL);
         const char *pn = kd_model_param_name(m, k);
-        double a = 0;
-        for (size_t i = off; i < off + ne; i++) a += fabs((double)g[i]);
+        double a = grad_abs_sum(m, k, g, &off);
         if (!strncmp(pn, "wt.", 3)) KD_CHECK(a == 0, "stage 2's loss reaches %s (%g)", pn, a);
         else core_moved |= a > 0;
-        off += ne;
     }
     KD_CHECK(core_moved, "stage 2 gets no gradient");
     kd_tensor_free(x);
