@@ -289,6 +289,19 @@ static kd_status link_oracle(const char *out) {
     return s;
 }
 
+/* The offline-distilled student OUT/models/NAME from the labeled cases and the unlabeled
+ * cases labeled by OUT/ANN (the ensemble's annotations or the oracle's true labels);
+ * min_agreement 0 keeps every case. */
+static kd_status distill_offline(const demo_cfg *c, const char *out, const char *ann,
+                                 const char *name, double min_agreement, int seed,
+                                 const char *common) {
+    return call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/%s "
+                "--out %s/models/%s --model %s --steps %d --lr %g --val-every %d --seed %d "
+                "--pseudo-ratio %g --pseudo-weight %g --min-agreement %g %s",
+                out, out, out, ann, out, name, c->student_spec, c->student_steps, c->student_lr,
+                c->val_every, seed, c->pseudo_ratio, c->pseudo_weight, min_agreement, common);
+}
+
 static void help(FILE *f) {
     fprintf(f,
             "usage: kdseg demo [--quick] [--online] [--out DIR] [--seed S]\n\n"
@@ -424,20 +437,12 @@ static int run(int argc, char **argv) {
     if (s) goto fail;
     printf("  student distilled offline (labeled + %d ensemble-annotated cases): %d steps\n",
            c.unlabeled, c.student_steps);
-    s = call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/annotations "
-             "--out %s/models/student-distilled --model %s --steps %d --lr %g --val-every %d --seed %d "
-             "--pseudo-ratio %g --pseudo-weight %g --min-agreement %g %s",
-             out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
-             c.pseudo_ratio, c.pseudo_weight, c.min_agreement, common);
+    s = distill_offline(&c, out, "annotations", "student-distilled", c.min_agreement, seed, common);
     if (s) goto fail;
     printf("  oracle student (labeled + the same %d cases with their hidden true labels): %d steps\n",
            c.unlabeled, c.student_steps);
     if (!(s = link_oracle(out)))
-        s = call("distill --data %s/data/labeled --unlabeled %s/data/unlabeled --annotations %s/oracle "
-                 "--out %s/models/student-oracle --model %s --steps %d --lr %g --val-every %d --seed %d "
-                 "--pseudo-ratio %g --pseudo-weight %g %s",
-                 out, out, out, out, c.student_spec, c.student_steps, c.student_lr, c.val_every, seed,
-                 c.pseudo_ratio, c.pseudo_weight, common);
+        s = distill_offline(&c, out, "oracle", "student-oracle", 0, seed, common);
     if (s) goto fail;
     if (online) {
         printf("  student distilled online (teachers run on each unlabeled patch): %d steps\n",
@@ -492,8 +497,8 @@ static int run(int argc, char **argv) {
         if (dist <= v) beats_all = 0;
     }
     printf("\nmean Dice over WT, TC, ET: ensemble %.3f, best teacher %.3f, student baseline %.3f, "
-           "student distilled %.3f%s\n",
-           ens, best_t, base, dist, "");
+           "student distilled %.3f\n",
+           ens, best_t, base, dist);
     printf("oracle student (the unlabeled cases with their true labels) %.3f\n", mean3(res[M_ORACLE].ev));
     if (online) printf("student distilled online %.3f\n", mean3(res[M_ONLINE].ev));
     if (ann_dice >= 0)
