@@ -323,6 +323,7 @@ static void help(FILE *f) {
             "  --seed S     cohort and training seed (default 1)\n\n"
             "the experiment's sizes (defaults: the default or --quick run's):\n"
             "  --labeled N --unlabeled N --test N   cases in each set\n"
+            "  --size N           phantom volume N^3 voxels   --patch N  training patch N^3\n"
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
             "  --pseudo-weight W  weight of the loss on those steps\n"
@@ -346,6 +347,10 @@ static int run(int argc, char **argv) {
             if (kd_cli_int("demo", "--unlabeled", v, 1, 10000, &c.unlabeled)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--test", &v)) {
             if (kd_cli_int("demo", "--test", v, 1, 10000, &c.test)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--size", &v)) {
+            if (kd_cli_int("demo", "--size", v, 16, 512, &c.size)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--patch", &v)) {
+            if (kd_cli_int("demo", "--patch", v, 8, 512, &c.patch)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--teacher-steps", &v)) {
             if (kd_cli_int("demo", "--teacher-steps", v, 1, 10000000, &c.teacher_steps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--student-steps", &v)) {
@@ -361,6 +366,10 @@ static int run(int argc, char **argv) {
         else if (kd_cli_opt(argc, argv, &i, "--seed", &v) && v) {
             if (kd_cli_int("demo", "--seed", v, 0, 1000000, &seed)) return 2;
         } else return kd_cli_unknown("demo", argv[i]);
+    }
+    if (c.patch > c.size) {
+        fprintf(stderr, "kdseg demo: --patch %d is larger than the volume (--size %d)\n", c.patch, c.size);
+        return 2;
     }
     if (strchr(out, ' ')) {
         fprintf(stderr, "kdseg demo: --out must not contain spaces\n");
@@ -462,19 +471,22 @@ static int run(int argc, char **argv) {
     int nm = online ? 8 : 7;
     model_result res[8];
     memset(res, 0, sizeof res);
+    /* the teachers and their ensemble from one set of passes: each teacher's own label map
+     * is written beside the ensemble's (segment --member-out) */
+    printf("  %s, %s, %s and their ensemble\n", names[0], names[1], names[2]);
+    s = call("segment --model %s/models/unet3d/best.kds --model %s/models/cascade/best.kds --model "
+             "%s/models/resnext-se/best.kds --member-out %s/pred/unet3d --member-out %s/pred/cascade "
+             "--member-out %s/pred/resnext-se --dataset %s/data/test --out %s/pred/ensemble --tta %s",
+             out, out, out, out, out, out, out, out, c.tta);
     for (int m = 0; m < nm && !s; m++) {
         snprintf(res[m].name, sizeof res[m].name, "%s", names[m]);
         snprintf(d, sizeof d, "%s/pred/%s", out, names[m]);
-        char models[2048];
-        if (m == M_ENS)
-            snprintf(models, sizeof models,
-                     "--model %s/models/unet3d/best.kds --model %s/models/cascade/best.kds --model "
-                     "%s/models/resnext-se/best.kds",
-                     out, out, out);
-        else snprintf(models, sizeof models, "--model %s/models/%s/best.kds", out, names[m]);
-        printf("  %s\n", names[m]);
-        s = call("segment %s --dataset %s/data/test --out %s --tta %s", models, out, d, c.tta);
-        if (s) break;
+        if (m > M_ENS) {
+            printf("  %s\n", names[m]);
+            s = call("segment --model %s/models/%s/best.kds --dataset %s/data/test --out %s --tta %s",
+                     out, names[m], out, d, c.tta);
+            if (s) break;
+        }
         kd_eval_options eo;
         kd_eval_options_default(&eo);
         char ref[4096];

@@ -31,6 +31,8 @@ static void help(FILE *f) {
             "                        0 off)\n"
             "  --probabilities [u8|f32]  also write OUT/CASE_prob.nii.gz (default u8)\n"
             "  --png                 also write OUT/CASE.png (overlay on three planes)\n"
+            "  --member-out DIR      once per --model, in order: also write each model's own\n"
+            "                        label map to its DIR, from the ensemble's passes\n"
             "  --layout L, --modalities LIST   as for kdseg train\n");
 }
 

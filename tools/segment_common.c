@@ -79,6 +79,13 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
             a->probabilities = 1;
             if (i + 1 < argc && (!strcmp(argv[i + 1], "u8") || !strcmp(argv[i + 1], "f32")))
                 a->probabilities = !strcmp(argv[++i], "u8") ? 1 : 2;
+        } else if (!annotate && kd_cli_opt(argc, argv, &i, "--member-out", &v)) {
+            if (!v) return kd_cli_unknown(cmd, argv[i]);
+            if (a->nmember_out == KD_SEG_MAX_MODELS) {
+                fprintf(stderr, "kdseg %s: at most %d --member-out\n", cmd, KD_SEG_MAX_MODELS);
+                return 2;
+            }
+            a->member_out[a->nmember_out++] = v;
         } else if (kd_cli_flag(argv, i, "--png")) a->png = 1;
         else if (annotate && kd_cli_flag(argv, i, "--soft")) a->soft = 1;
         else if (annotate && kd_cli_flag(argv, i, "--all")) a->labeled_too = 1;
@@ -86,6 +93,11 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
         if (r) return r;
     }
     a->skip_done = annotate;
+    if (a->nmember_out && a->nmember_out != a->nmodels) {
+        fprintf(stderr, "kdseg %s: %d --member-out for %d --model: give one per model, in order\n",
+                cmd, a->nmember_out, a->nmodels);
+        return 2;
+    }
     return 0;
 }
 
@@ -132,9 +144,12 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
         kd_log(KD_LOG_INFO, "sliding windows of the training patch %dx%dx%d (--tile whole: one pass)",
                patch[0], patch[1], patch[2]);
     }
-    if (kd_mkdir_p(a->out))
-        return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
-    kd_tmp_sweep(a->out, KD_TMP_STALE_SECONDS); /* left by killed runs */
+    for (int i = -1; i < a->nmember_out; i++) {
+        const char *dir = i < 0 ? a->out : a->member_out[i];
+        if (kd_mkdir_p(dir))
+            return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", dir, strerror(errno));
+        kd_tmp_sweep(dir, KD_TMP_STALE_SECONDS); /* left by killed runs */
+    }
     return KD_OK;
 }
 
@@ -166,6 +181,24 @@ static double dice_mask(const float *a, const float *b, size_t n) {
     return sa + sb > 0 ? 2 * i / (sa + sb) : 1.0;
 }
 
+/* One agreement.csv row: the mean pairwise Dice between the teachers per region. The row
+ * goes to disk before the output is renamed into place: a run killed in between leaves a
+ * row without an output, which the next run drops. */
+static kd_status agreement_row(FILE *agree, const kd_seg_args *a, const char *name,
+                               const float *one, int nmodels, size_t nv) {
+    double dsum[3] = {0, 0, 0};
+    int pairs = 0;
+    for (int x = 0; x < nmodels; x++)
+        for (int y = x + 1; y < nmodels; y++, pairs++)
+            for (int g = 0; g < 3; g++)
+                dsum[g] += dice_mask(one + ((size_t)x * 3 + g) * nv, one + ((size_t)y * 3 + g) * nv, nv);
+    if (fprintf(agree, "%s,%.4f,%.4f,%.4f,%.4f\n", name, dsum[0] / pairs, dsum[1] / pairs,
+                dsum[2] / pairs, (dsum[0] + dsum[1] + dsum[2]) / (3.0 * pairs)) < 0 ||
+        fflush(agree) != 0)
+        return kd_fail(KD_ERR_IO, "%s/agreement.csv: write failed: %s", a->out, strerror(errno));
+    return KD_OK;
+}
+
 static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, FILE *agree) {
     const char *name = kd_dataset_case_name(r->ds, i);
     char out[4096], path[4096];
@@ -187,8 +220,9 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
         goto done;
     }
-    if (mode == KD_SEG_ANNOTATE && r->nmodels > 1) {
-        /* each teacher separately: their agreement marks untrustworthy pseudo-labels */
+    if ((mode == KD_SEG_ANNOTATE || a->nmember_out) && r->nmodels > 1) {
+        /* each model separately: the teachers' agreement marks untrustworthy pseudo-labels;
+         * --member-out writes each model's own label map */
         one = malloc((size_t)r->nmodels * 3 * nv * sizeof(float));
         if (!one) {
             s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
@@ -206,25 +240,13 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
             for (int m = 0; m < r->nmodels; m++) acc += one[(size_t)m * 3 * nv + k];
             p[k] = (float)(acc / r->nmodels);
         }
-        double dsum[3] = {0, 0, 0};
-        int pairs = 0;
-        for (int x = 0; x < r->nmodels; x++)
-            for (int y = x + 1; y < r->nmodels; y++, pairs++)
-                for (int g = 0; g < 3; g++)
-                    dsum[g] += dice_mask(one + ((size_t)x * 3 + g) * nv, one + ((size_t)y * 3 + g) * nv, nv);
-        /* the row goes to disk before the output is renamed into place: a run killed in
-         * between leaves a row without an output, which the next run drops */
-        if (agree && (fprintf(agree, "%s,%.4f,%.4f,%.4f,%.4f\n", name, dsum[0] / pairs,
-                              dsum[1] / pairs, dsum[2] / pairs,
-                              (dsum[0] + dsum[1] + dsum[2]) / (3.0 * pairs)) < 0 ||
-                      fflush(agree) != 0)) {
-            s = kd_fail(KD_ERR_IO, "%s/agreement.csv: write failed: %s", a->out, strerror(errno));
+        if (mode == KD_SEG_ANNOTATE && agree && (s = agreement_row(agree, a, name, one, r->nmodels, nv)))
             goto done;
-        }
     } else {
         s = kd_segment_case(r->models, r->nmodels, c, &r->infer, p, &st);
         peak = st.peak_device;
         if (s) goto done;
+        if (a->nmember_out) one = p; /* a single model is its own member */
     }
     kd_postproc_options po = a->post;
     kd_layout lay = kd_dataset_layout(r->ds);
@@ -239,6 +261,12 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
             goto done;
         if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) to_msd(lab, nv);
         s = kd_case_write_labels(c, out, lab);
+    }
+    for (int m = 0; m < a->nmember_out && !s; m++) {
+        snprintf(path, sizeof path, "%s/%s.nii.gz", a->member_out[m], name);
+        if (!(s = kd_postproc_labels(one + (size_t)m * 3 * nv, KD_PROB_CDHW, c->orig[0], c->orig[1],
+                                     c->orig[2], &po, lab)))
+            s = kd_case_write_labels(c, path, lab);
     }
     if (s) goto done;
     if (a->probabilities && mode == KD_SEG_WRITE_LABELS) {
@@ -265,8 +293,8 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
            peak / 1048576.0);
     fflush(stdout);
 done:
+    if (one != p) free(one);
     free(p);
-    free(one);
     free(lab);
     kd_case_free(c);
     /* (kd_segment_case names the case itself) */

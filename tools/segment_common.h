@@ -17,6 +17,10 @@ typedef struct kd_seg_args {
     int probabilities;  /* 0 none, 1 uint8, 2 float32 */
     int png, soft, skip_done, labeled_too;
     int whole; /* --tile whole: one pass over the whole volume, whatever the training patch */
+    /* segment --member-out DIR per --model: each model's own label map beside the
+     * ensemble's, from the same passes (the ensemble averages them) */
+    const char *member_out[KD_SEG_MAX_MODELS];
+    int nmember_out;
 } kd_seg_args;
 
 int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a);

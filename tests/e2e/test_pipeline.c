@@ -516,6 +516,63 @@ static int distill_min_agreement(void) {
     return 0;
 }
 
+/* Catches: segment --member-out writing a member's map that differs from that model's own
+ * run, an ensemble that changes when its members are written, or a count mismatch taken
+ * silently. */
+static int segment_member_out(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
+        save_model(dev, "unet3d:widths=8,16", 2, tmp("t2.kds")))
+        return 1;
+    KD_CHECK(kdseg("phantom --out %s --cases 2 --size 32 --seed 5", tmp("d")) == 0, "phantom");
+    int r = kdseg("segment --model %s --model %s --member-out %s --member-out %s --dataset %s --out %s "
+                  "--probabilities f32", tmp("t1.kds"), tmp("t2.kds"), tmp("m1"), tmp("m2"), tmp("d"), tmp("e"));
+    r |= kdseg("segment --model %s --model %s --dataset %s --out %s --probabilities f32", tmp("t1.kds"),
+               tmp("t2.kds"), tmp("d"), tmp("j"));
+    r |= kdseg("segment --model %s --dataset %s --out %s", tmp("t1.kds"), tmp("d"), tmp("s1"));
+    r |= kdseg("segment --model %s --dataset %s --out %s", tmp("t2.kds"), tmp("d"), tmp("s2"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "commands");
+    for (int c = 0; c < 2; c++) {
+        const char *pairs[2][2] = {{"m1", "s1"}, {"m2", "s2"}};
+        for (int k = 0; k < 2; k++) {
+            char pa[1024], pb[1024];
+            kd_volume *a, *b;
+            snprintf(pa, sizeof pa, "%s/KDPhantom_%03d.nii.gz", tmp(pairs[k][0]), c);
+            snprintf(pb, sizeof pb, "%s/KDPhantom_%03d.nii.gz", tmp(pairs[k][1]), c);
+            KD_CHECK_OK(kd_nifti_read(pa, &a));
+            KD_CHECK_OK(kd_nifti_read(pb, &b));
+            size_t n = (size_t)a->nx * a->ny * a->nz, diff = 0, tumour = 0;
+            KD_CHECK(n == (size_t)b->nx * b->ny * b->nz, "case %d %s: grid", c, pairs[k][0]);
+            for (size_t v = 0; v < n; v++) {
+                diff += a->data[v] != b->data[v];
+                tumour += b->data[v] != 0;
+            }
+            KD_CHECK(diff == 0, "case %d: %s differs from the model's own run in %zu voxels", c,
+                     pairs[k][0], diff);
+            KD_CHECK(tumour > 0, "case %d: model %d labels nothing (a vacuous comparison)", c, k + 1);
+            kd_volume_free(a);
+            kd_volume_free(b);
+        }
+        char pa[1024], pb[1024];
+        kd_volume *a, *b;
+        snprintf(pa, sizeof pa, "%s/KDPhantom_%03d_prob.nii.gz", tmp("e"), c);
+        snprintf(pb, sizeof pb, "%s/KDPhantom_%03d_prob.nii.gz", tmp("j"), c);
+        KD_CHECK_OK(kd_nifti_read(pa, &a));
+        KD_CHECK_OK(kd_nifti_read(pb, &b));
+        size_t n = (size_t)a->nx * a->ny * a->nz * 3;
+        double worst = 0;
+        for (size_t v = 0; v < n; v++) worst = fmax(worst, fabs((double)a->data[v] - b->data[v]));
+        KD_CHECK(worst < 1e-5, "case %d: ensemble with members differs by %g", c, worst);
+        kd_volume_free(a);
+        kd_volume_free(b);
+    }
+    KD_CHECK(kdseg("segment --model %s --model %s --member-out %s --dataset %s --out %s", tmp("t1.kds"),
+                   tmp("t2.kds"), tmp("m1"), tmp("d"), tmp("e")) == 2,
+             "one --member-out for two models accepted");
+    return 0;
+}
+
 /* Catches: crashes or silent success on bad command lines and inputs. */
 static int bad_inputs_cli(void) {
     struct {
@@ -580,6 +637,7 @@ int main(int argc, char **argv) {
         {"segment_geometry", segment_geometry},
         {"segment_training_patch", segment_training_patch},
         {"segment_real_case", segment_real_case},
+        {"segment_member_out", segment_member_out},
         {"train_resume_cli", train_resume_cli},
         {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},
