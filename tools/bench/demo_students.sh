@@ -4,7 +4,7 @@
 # prints its mean Dice per region: the tool behind the README's diagnosis of the demo
 # (student seeds, the oracle, fewer labeled cases, more steps) at a fraction of a demo's
 # time. Output in DIR/v/NAME{,-pred,.csv,.log}.
-#   usage: KDSEG=path/to/kdseg [STEPS=400] tools/bench/demo_students.sh DIR NAME SEED \
+#   usage: KDSEG=path/to/kdseg [STEPS=400] [PATCH=32] [BATCH=2] tools/bench/demo_students.sh DIR NAME SEED \
 #            train|distill [more train/distill options, e.g. --annotations DIR/oracle]
 set -eu
 K=${KDSEG:-kdseg}
@@ -14,7 +14,7 @@ shift 4
 O=$D/v/$N
 mkdir -p "$D/v"
 common=(--model resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1 --steps "${STEPS:-400}" --lr 3e-3
-        --val-every 100 --seed "$SEED" --patch 32 --batch 2 --margin 50 --fg-fraction 0.5
+        --val-every 100 --seed "$SEED" --patch "${PATCH:-32}" --batch "${BATCH:-2}" --margin 50 --fg-fraction 0.5
         --val-cases 2 --quiet --threads 1 --schedule cosine --data "$D/data/labeled" --out "$O")
 case $KIND in
 train) "$K" train "${common[@]}" "$@" > "$O.log" 2>&1 ;;
