@@ -30,6 +30,15 @@ static int save_model(kd_device *dev, const char *spec, uint64_t seed, const cha
     return 0;
 }
 
+static const char *tmp(const char *name);
+
+/* TMP/t1.kds, a small student, and TMP/t2.kds, a model of spec second: two untrained
+ * "teachers" of different architectures. */
+static int two_models(kd_device *dev, const char *second) {
+    return save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
+           save_model(dev, second, 2, tmp("t2.kds"));
+}
+
 static int log_has(const char *text);
 static void log_clear(void);
 
@@ -44,9 +53,7 @@ static const char *tmp(const char *name) {
 /* Catches: annotate averaging wrongly, weighting one teacher, or writing the wrong grid. */
 static int annotate_equals_average(void) {
     KD_DEVICE_OR_FAIL(dev);
-    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
-        save_model(dev, "unet3d:widths=8,16", 2, tmp("t2.kds")))
-        return 1;
+    if (two_models(dev, "unet3d:widths=8,16")) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 2 --size 40,36,32 --unlabeled --seed 3", tmp("unl")) == 0, "phantom");
     int r = kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s --soft", tmp("t1.kds"),
                   tmp("t2.kds"), tmp("unl"), tmp("ann"));
@@ -89,9 +96,7 @@ static double mtime_of(const char *p) {
 /* Catches: annotate redoing finished cases or skipping unfinished ones. */
 static int annotate_resume(void) {
     KD_DEVICE_OR_FAIL(dev);
-    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
-        save_model(dev, "cascade:widths=8,16", 2, tmp("t2.kds")))
-        return 1;
+    if (two_models(dev, "cascade:widths=8,16")) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --unlabeled --seed 4", tmp("unl")) == 0, "phantom");
     KD_CHECK(kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s", tmp("t1.kds"),
                    tmp("t2.kds"), tmp("unl"), tmp("ann")) == 0, "annotate");
@@ -481,9 +486,7 @@ static int write_text(const char *path, const char *text) {
  * agreement file accepted silently instead of a clear error naming the file. */
 static int distill_min_agreement(void) {
     KD_DEVICE_OR_FAIL(dev);
-    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
-        save_model(dev, "cascade:widths=8,16", 2, tmp("t2.kds")))
-        return 1;
+    if (two_models(dev, "cascade:widths=8,16")) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 7", tmp("lab")) == 0, "phantom");
     KD_CHECK(kdseg("phantom --out %s --cases 4 --size 32 --unlabeled --seed 8", tmp("unl")) == 0,
              "phantom");
@@ -521,9 +524,7 @@ static int distill_min_agreement(void) {
  * silently. */
 static int segment_member_out(void) {
     KD_DEVICE_OR_FAIL(dev);
-    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
-        save_model(dev, "unet3d:widths=8,16", 2, tmp("t2.kds")))
-        return 1;
+    if (two_models(dev, "unet3d:widths=8,16")) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 2 --size 32 --seed 5", tmp("d")) == 0, "phantom");
     int r = kdseg("segment --model %s --model %s --member-out %s --member-out %s --dataset %s --out %s "
                   "--probabilities f32", tmp("t1.kds"), tmp("t2.kds"), tmp("m1"), tmp("m2"), tmp("d"), tmp("e"));
