@@ -589,6 +589,8 @@ static int bad_inputs_cli(void) {
         {"selftest --golden /nonexistent", 1},
         {"--device no-such-device devices --build", 1},
         {"evaluate --pred /nonexistent --ref /nonexistent", 1},
+        {"demo --quick --long --out /tmp/kdtest-bad", 2},
+        {"demo --size 32 --patch 48 --out /tmp/kdtest-bad", 2},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int r = kdseg("%s", cases[i].args);
