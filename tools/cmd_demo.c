@@ -339,7 +339,7 @@ static void help(FILE *f) {
             "  6. print the paper's table (Dice and HD95 per region, mean ± std), write\n"
             "     results.csv, results.md, dice_boxplot.png and example.png into DIR.\n\n"
             "  --quick      a smaller run (used by the tests; about 1 minute here)\n"
-            "  --long       teachers and students 1600 steps each instead of 400 (about 28\n"
+            "  --long       teachers and students 1600 steps each instead of 400 (about 27\n"
             "               minutes on 2 CPU cores): the budget where the paper's effect shows\n"
             "  --out DIR    output folder (default kdseg-demo)\n"
             "  --seed S     cohort and training seed (default 1)\n\n"
