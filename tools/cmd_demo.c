@@ -266,8 +266,6 @@ done:
     return s;
 }
 
-/* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
- * truth, so the same distillation run can learn from perfect labels of the same cases. */
 /* Mean Dice per region (and their mean in m[3]) of the label maps in OUT/PRED against the
  * unlabeled cases' hidden truth, OUT/data/unlabeled-truth. */
 static kd_status score_unlabeled(const char *out, const char *pred, double m[4]) {
@@ -288,6 +286,8 @@ static kd_status score_unlabeled(const char *out, const char *pred, double m[4])
     return s;
 }
 
+/* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
+ * truth, so the same distillation run can learn from perfect labels of the same cases. */
 static kd_status link_oracle(const char *out) {
     char truth[4096], dir[4096];
     snprintf(truth, sizeof truth, "%s/data/unlabeled-truth", out);
