@@ -266,24 +266,42 @@ done:
     return s;
 }
 
-/* Mean Dice per region (and their mean in m[3]) of the label maps in OUT/PRED against the
- * unlabeled cases' hidden truth, OUT/data/unlabeled-truth. */
-static kd_status score_unlabeled(const char *out, const char *pred, double m[4]) {
+/* The label maps in OUT/PRED evaluated against the cases of OUT/data/SET. */
+static kd_status evaluate_in(const char *out, const char *pred, const char *set, kd_eval_result **ev) {
     kd_eval_options eo;
     kd_eval_options_default(&eo);
     char p[4096], ref[4096];
     snprintf(p, sizeof p, "%s/%s", out, pred);
-    snprintf(ref, sizeof ref, "%s/data/unlabeled-truth", out);
+    snprintf(ref, sizeof ref, "%s/data/%s", out, set);
     eo.pred_dir = p;
     eo.ref = ref;
+    return kd_evaluate(&eo, ev);
+}
+
+/* Mean Dice per region (and their mean in m[3]) of the label maps in OUT/PRED against the
+ * unlabeled cases' hidden truth, OUT/data/unlabeled-truth. */
+static kd_status score_unlabeled(const char *out, const char *pred, double m[4]) {
     kd_eval_result *ev = NULL;
-    kd_status s = kd_evaluate(&eo, &ev);
+    kd_status s = evaluate_in(out, pred, "unlabeled-truth", &ev);
     if (!s) {
         for (int r = 0; r < 3; r++) m[r] = mean_dice(ev, r);
         m[3] = mean3(ev);
     }
     kd_eval_result_free(ev);
     return s;
+}
+
+/* The teachers' checkpoints as " FLAG OUT/models/NAME/best.kds" each, and with member_out
+ * also " --member-out OUT/pred/NAME" each (segment writes every teacher's own map there). */
+static const char *teacher_args(const demo_cfg *c, const char *out, const char *flag,
+                                int member_out, char *buf, size_t n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int t = 0; t < 3; t++)
+        k += snprintf(buf + k, k < n ? n - k : 0, " %s %s/models/%s/best.kds", flag, out, c->teacher_names[t]);
+    for (int t = 0; member_out && t < 3; t++)
+        k += snprintf(buf + k, k < n ? n - k : 0, " --member-out %s/pred/%s", out, c->teacher_names[t]);
+    return buf;
 }
 
 /* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
@@ -435,10 +453,9 @@ static int run(int argc, char **argv) {
     }
     if (s) goto fail;
     stage(3, nst, "annotating the unlabeled cases with the teacher ensemble");
-    s = call("annotate --teacher %s/models/unet3d/best.kds --teacher %s/models/cascade/best.kds "
-             "--teacher %s/models/resnext-se/best.kds --dataset %s/data/unlabeled --out %s/annotations "
-             "--tta %s",
-             out, out, out, out, out, c.tta);
+    char targs[8192];
+    s = call("annotate%s --dataset %s/data/unlabeled --out %s/annotations --tta %s",
+             teacher_args(&c, out, "--teacher", 0, targs, sizeof targs), out, out, c.tta);
     if (s) goto fail;
     /* How good are the pseudo-labels? The phantom generator knows the unlabeled cases'
      * truth: regenerate it beside them (same seed and numbers) and score the annotations.
@@ -477,44 +494,36 @@ static int run(int argc, char **argv) {
     if (online) {
         printf("  student distilled online (teachers run on each unlabeled patch): %d steps\n",
                c.student_steps);
-        s = call("distill --online --teacher %s/models/unet3d/best.kds --teacher %s/models/cascade/best.kds "
-                 "--teacher %s/models/resnext-se/best.kds --data %s/data/labeled --unlabeled "
-                 "%s/data/unlabeled --out %s/models/student-online --model %s --steps %d --lr %g "
-                 "--val-every %d --seed %d --pseudo-ratio %g --pseudo-weight %g %s",
-                 out, out, out, out, out, out, c.student_spec, c.student_steps, c.student_lr,
-                 c.val_every, seed, c.pseudo_ratio, c.pseudo_weight, common);
+        s = call("distill --online%s --data %s/data/labeled --unlabeled %s/data/unlabeled --out "
+                 "%s/models/student-online --model %s --steps %d --lr %g --val-every %d --seed %d "
+                 "--pseudo-ratio %g --pseudo-weight %g %s",
+                 teacher_args(&c, out, "--teacher", 0, targs, sizeof targs), out, out, out,
+                 c.student_spec, c.student_steps, c.student_lr, c.val_every, seed, c.pseudo_ratio,
+                 c.pseudo_weight, common);
         if (s) goto fail;
     }
     stage(5, nst, "segmenting and evaluating the test cases");
     enum { M_ENS = 3, M_BASE, M_DIST, M_ORACLE, M_ONLINE };
-    const char *names[8] = {"unet3d", "cascade", "resnext-se", "ensemble", "student-baseline",
-                            "student-distilled", "student-oracle", "student-online"};
+    const char *names[8] = {c.teacher_names[0], c.teacher_names[1], c.teacher_names[2], "ensemble",
+                            "student-baseline", "student-distilled", "student-oracle", "student-online"};
     int nm = online ? 8 : 7;
     model_result res[8];
     memset(res, 0, sizeof res);
     /* the teachers and their ensemble from one set of passes: each teacher's own label map
      * is written beside the ensemble's (segment --member-out) */
     printf("  %s, %s, %s and their ensemble\n", names[0], names[1], names[2]);
-    s = call("segment --model %s/models/unet3d/best.kds --model %s/models/cascade/best.kds --model "
-             "%s/models/resnext-se/best.kds --member-out %s/pred/unet3d --member-out %s/pred/cascade "
-             "--member-out %s/pred/resnext-se --dataset %s/data/test --out %s/pred/ensemble --tta %s",
-             out, out, out, out, out, out, out, out, c.tta);
+    s = call("segment%s --dataset %s/data/test --out %s/pred/ensemble --tta %s",
+             teacher_args(&c, out, "--model", 1, targs, sizeof targs), out, out, c.tta);
     for (int m = 0; m < nm && !s; m++) {
         snprintf(res[m].name, sizeof res[m].name, "%s", names[m]);
-        snprintf(d, sizeof d, "%s/pred/%s", out, names[m]);
         if (m > M_ENS) {
             printf("  %s\n", names[m]);
-            s = call("segment --model %s/models/%s/best.kds --dataset %s/data/test --out %s --tta %s",
-                     out, names[m], out, d, c.tta);
+            s = call("segment --model %s/models/%s/best.kds --dataset %s/data/test --out %s/pred/%s "
+                     "--tta %s", out, names[m], out, out, names[m], c.tta);
             if (s) break;
         }
-        kd_eval_options eo;
-        kd_eval_options_default(&eo);
-        char ref[4096];
-        snprintf(ref, sizeof ref, "%s/data/test", out);
-        eo.pred_dir = d;
-        eo.ref = ref;
-        s = kd_evaluate(&eo, &res[m].ev);
+        snprintf(d, sizeof d, "pred/%s", names[m]);
+        s = evaluate_in(out, d, "test", &res[m].ev);
     }
     if (s) goto fail_free;
     stage(6, nst, "results");
