@@ -865,9 +865,8 @@ static void p_tmp_pop(plan *p, int keep) {
 }
 
 static size_t conv_scratch(const kd_graph *g, const kd_node *n, kd_shape x, int pass) {
-    if (n->op == KD_N_CONVT) return kd_convT3d_scratch_bytes(x, n->shape, n->b >= 0, pass);
-    (void)g;
-    return kd_conv3d_scratch_bytes(&n->conv, x, n->shape, n->b >= 0, pass);
+    if (n->op == KD_N_CONVT) return kd_convT3d_scratch_bytes(g->dev, x, n->shape, n->b >= 0, pass);
+    return kd_conv3d_scratch_bytes(g->dev, &n->conv, x, n->shape, n->b >= 0, pass);
 }
 
 /* An input gradient made by node n's backward for input k (a new tensor): k keeps it,
@@ -971,10 +970,11 @@ static void plan_backward_node(plan *p, int i) {
         break;
     case KD_N_CONV_CAT:
         for (int w = 0; w < 2; w++) {
+            int keep = p->ntmp; /* (a scratch of 0 bytes pushes nothing) */
             p_tmp(p, i, "conv weight-gradient scratch",
-                  kd_conv3d_scratch_bytes(&n->conv, g->nodes[n->in[w]].shape, n->shape,
+                  kd_conv3d_scratch_bytes(g->dev, &n->conv, g->nodes[n->in[w]].shape, n->shape,
                                           w == 0 && n->b >= 0, 2));
-            p_tmp_pop(p, p->ntmp - 1);
+            p_tmp_pop(p, keep);
         }
         p_tmp_pop(p, 0);
         for (int w = 0; w < 2; w++) {
@@ -983,7 +983,7 @@ static void plan_backward_node(plan *p, int i) {
             size_t b = node_bytes(g, k);
             p_tmp(p, k, "input gradient", b);
             p_tmp(p, i, "conv input-gradient scratch",
-                  kd_conv3d_scratch_bytes(&n->conv, g->nodes[k].shape, n->shape, 0, 1));
+                  kd_conv3d_scratch_bytes(g->dev, &n->conv, g->nodes[k].shape, n->shape, 0, 1));
             p_tmp_pop(p, 0);
             if (!p->live[P_GRAD][k]) p_hold(p, P_GRAD, k, b);
         }
@@ -1089,6 +1089,34 @@ kd_status kd_graph_plan_explain(kd_graph *g, kd_shape in, int training, size_t *
         free(p.pk[k]);
     }
     return ok ? KD_OK : kd_fail(KD_ERR_OUT_OF_MEMORY, "memory plan");
+}
+
+kd_status kd_graph_conv_flops(kd_graph *g, kd_shape in, int training, double *flops) {
+    kd_status s = infer_shapes(g, in);
+    if (s) return s;
+    double f = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const kd_node *n = &g->nodes[i];
+        if (n->op != KD_N_CONV && n->op != KD_N_CONVT && n->op != KD_N_CONV_CAT) continue;
+        kd_shape y = n->shape;
+        double vox = (double)y.n * y.d * y.h * y.w;
+        for (int w = 0; w < 2; w++) {
+            int k = n->in[w];
+            if (k < 0) continue;
+            kd_shape x = g->nodes[k].shape;
+            double mac; /* multiply-adds of this input's share of the forward */
+            if (n->op == KD_N_CONVT) /* each input voxel feeds 2x2x2 outputs */
+                mac = (double)x.n * x.d * x.h * x.w * 8.0 * x.c * y.c;
+            else
+                mac = vox * n->conv.k[0] * n->conv.k[1] * n->conv.k[2] *
+                      (double)(x.c / (n->op == KD_N_CONV ? n->conv.groups : 1)) * y.c;
+            /* forward; training: the weight gradient and, if wanted, the input gradient */
+            f += 2.0 * mac * (training ? 2 + wants_grad(g, k) : 1);
+            if (n->op != KD_N_CONV_CAT) break;
+        }
+    }
+    *flops = f;
+    return KD_OK;
 }
 
 kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak) {

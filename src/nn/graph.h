@@ -100,6 +100,7 @@ void kd_graph_release(kd_graph *g);
  * recomputed outputs, gradients and the conv ops' scratch, allocation by allocation as
  * kd_graph_forward/backward make them. With explain, also writes what is live at the peak. */
 kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak);
+kd_status kd_graph_conv_flops(kd_graph *g, kd_shape in, int training, double *flops);
 kd_status kd_graph_plan_explain(kd_graph *g, kd_shape in, int training, size_t *peak,
                                 FILE *explain);
 

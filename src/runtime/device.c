@@ -533,6 +533,12 @@ int kd_device_cache_hits(const kd_device *d) { return d->cache_hits; }
 int kd_device_program_count(const kd_device *d) { return d->nprograms; }
 size_t kd_device_max_alloc(const kd_device *d) { return d->max_alloc; }
 size_t kd_device_global_mem(const kd_device *d) { return d->global_mem; }
+int kd_device_compute_units(const kd_device *d) {
+    cl_uint cu = 0;
+    if (clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL) != CL_SUCCESS)
+        cu = 1;
+    return cu ? (int)cu : 1;
+}
 cl_context kd_rt_context(kd_device *d) { return d->ctx; }
 cl_command_queue kd_rt_queue(kd_device *d) { return d->queue; }
 cl_device_id kd_rt_device_id(kd_device *d) { return d->device; }
@@ -682,9 +688,9 @@ static void ident_fill(cl_platform_id p, cl_device_id dv, kd_dev_ident *out) {
     out->rank = type_rank(t);
 }
 
-void kd_rt_ident(kd_device *d, kd_dev_ident *out) { ident_fill(d->platform, d->device, out); }
+void kd_device_ident(kd_device *d, kd_dev_ident *out) { ident_fill(d->platform, d->device, out); }
 
-kd_status kd_rt_ident_chosen(const char *selector, kd_dev_ident *out) {
+kd_status kd_device_ident_chosen(const char *selector, kd_dev_ident *out) {
     dev_entry list[MAX_PLATFORMS * 4];
     int count = 0, idx;
     kd_status s = enumerate(list, &count);
