@@ -72,7 +72,7 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
  * channel count, Cy <= Cout the output's. zr: Cin zeros (read for taps in the padding).
  *
  * Register blocking: a work-item owns P output positions along W times M vectors of V
- * output channels (P*M accumulators). Per reduction step it loads M weight vectors and P
+ * output channels (P*M accumulators; blocks 4x1, 4x4, 8x1, 8x2). Per reduction step it loads M weight vectors and P
  * input scalars (broadcast) for P*M FMAs: P = 8, M = 1 keeps 8 FMA chains in flight for a
  * 16-channel layer (an FMA's latency times two FMA pipes on AVX-512 CPUs), M = 2 or 4
  * reuses each broadcast over more channels for wide layers. Variants _pPmM of each width;
@@ -85,8 +85,6 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
  * variables (registers), not a private array. */
 #define KD_RP4(X, a) X(0, a) X(1, a) X(2, a) X(3, a)
 #define KD_RP8(X, a) KD_RP4(X, a) X(4, a) X(5, a) X(6, a) X(7, a)
-#define KD_RP16(X, a) \
-    KD_RP8(X, a) X(8, a) X(9, a) X(10, a) X(11, a) X(12, a) X(13, a) X(14, a) X(15, a)
 #define KD_RM1(Y, j) Y(j, 0)
 #define KD_RM2(Y, j) Y(j, 0) Y(j, 1)
 #define KD_RM4(Y, j) Y(j, 0) Y(j, 1) Y(j, 2) Y(j, 3)
@@ -103,14 +101,12 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
 #define KD_F_DECL(j, RM) RM(KD_F_DECL1, j)
 #define KD_F_WLD(m) KD_F_VT wv##m = KD_F_VLD(wq + (m) * KD_F_V);
 #define KD_F_FMA(j, m) KD_F_ACC(j, m) = KD_MAD(xv##j, wv##m, KD_F_ACC(j, m));
-/* all taps inside: x of position j at p[j * st + t] */
-#define KD_F_IN(j, RM) { KD_F_VT xv##j = (KD_F_VT)p[(j) * st + t]; RM(KD_F_FMA, j) }
-/* edge: position j may fall outside (zero padding) or past Wo; it then reads Cin zeros from
- * zr, so every position takes the same unconditional FMAs (a select per load would stop
- * the compiler from folding the broadcast into the FMA) */
+/* position j's input run: inside, x at xr + (xi0 + j*S)*Cin; in the padding or past Wo, Cin
+ * zeros from zr, so every position takes the same unconditional FMAs (a select per load
+ * would stop the compiler from folding the broadcast into the FMA) */
 #define KD_F_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
 #define KD_F_Q(j, RM) __global const float *q##j = KD_F_OK(j) ? xr + (xi0 + (j) * S) * Cin : zr;
-#define KD_F_EDGE(j, RM) { KD_F_VT xv##j = (KD_F_VT)q##j[ci]; RM(KD_F_FMA, j) }
+#define KD_F_X(j, RM) { KD_F_VT xv##j = (KD_F_VT)q##j[t]; RM(KD_F_FMA, j) }
 #define KD_F_ST1(j, m) KD_F_MST(KD_F_ACC(j, m), yp + (j) * Cy + (m) * KD_F_V, nc - (m) * KD_F_V)
 #define KD_F_ST(j, RM) if ((j) < nv) { RM(KD_F_ST1, j) }
 
@@ -134,10 +130,11 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         int nv = min((P), Wo - xo0);                                                         \
         RW(KD_F_BIAS)                                                                        \
         RP(KD_F_DECL, RM)                                                                    \
-        int st = S * Cin, xi00 = xo0 * S - PW;                                               \
-        /* all KW taps of all P positions inside: the (kw, ci) loops fuse into one, as       \
-         * x[xi0 + kw, ci] and w[kw, ci] are both contiguous in kw*Cin + ci */                \
+        int xi00 = xo0 * S - PW;                                                             \
+        /* all KW taps of all P positions inside: the (kw, ci) loops fuse into one run of     \
+         * KW*Cin, as x[xi0 + kw, ci] and w[kw, ci] are both contiguous in kw*Cin + ci */     \
         int inner = nv == (P) && xi00 >= 0 && xi00 + ((P) - 1) * S + KW - 1 < W;             \
+        int nkw = inner ? 1 : KW, run = inner ? KW * Cin : Cin;                              \
         for (int kd = 0; kd < KD; kd++) {                                                    \
             int zi = zo * S + kd - PD;                                                       \
             if (zi < 0 || zi >= D) continue;                                                 \
@@ -146,23 +143,14 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
                 if (yi < 0 || yi >= H) continue;                                             \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
                 __global const float *wr = w + woff + (kd * KH + kh) * KW * Cin * Cout + co; \
-                if (inner) {                                                                 \
-                    __global const float *p = xr + xi00 * Cin;                               \
-                    for (int t = 0; t < KW * Cin; t++) {                                     \
-                        __global const float *wq = wr + t * Cout;                            \
-                        RW(KD_F_WLD)                                                         \
-                        RP(KD_F_IN, RM)                                                      \
-                    }                                                                        \
-                    continue;                                                                \
-                }                                                                            \
-                for (int kw = 0; kw < KW; kw++) {                                            \
+                for (int kw = 0; kw < nkw; kw++) {                                           \
                     int xi0 = xi00 + kw;                                                     \
                     RP(KD_F_Q, RM)                                                           \
                     __global const float *wk = wr + kw * Cin * Cout;                         \
-                    for (int ci = 0; ci < Cin; ci++) {                                       \
-                        __global const float *wq = wk + ci * Cout;                           \
+                    for (int t = 0; t < run; t++) {                                          \
+                        __global const float *wq = wk + t * Cout;                            \
                         RW(KD_F_WLD)                                                         \
-                        RP(KD_F_EDGE, RM)                                                    \
+                        RP(KD_F_X, RM)                                                       \
                     }                                                                        \
                 }                                                                            \
             }                                                                                \
@@ -172,14 +160,13 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         RP(KD_F_ST, RM)                                                                      \
     }
 
-/* the blocks of each width: P x M = 4x1, 4x2, 4x4, 8x1, 8x2, 16x1 */
+/* the blocks of each width: P x M = 4x1, 4x4, 8x1, 8x2 (each variant costs compile time at
+ * every program build: 4x2 and 16x1 never won on PoCL and are left out) */
 #define KD_CONV_FWD_BLOCKS(SFX)                                              \
     KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p4m1, 4, 1, KD_RP4, KD_RM1, KD_RW1)    \
-    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p4m2, 4, 2, KD_RP4, KD_RM2, KD_RW2)    \
     KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p4m4, 4, 4, KD_RP4, KD_RM4, KD_RW4)    \
     KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m1, 8, 1, KD_RP8, KD_RM1, KD_RW1)    \
-    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m2, 8, 2, KD_RP8, KD_RM2, KD_RW2)    \
-    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p16m1, 16, 1, KD_RP16, KD_RM1, KD_RW1)
+    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m2, 8, 2, KD_RP8, KD_RM2, KD_RW2)
 
 #define KD_F_VT float16
 #define KD_F_V 16
@@ -343,10 +330,9 @@ KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
         RC(KD_G_ST, RM)                                                                      \
     }
 
-/* the blocks of each width: CI x M = 4x1, 4x2, 4x4, 8x1, 8x2 */
+/* the blocks of each width: CI x M = 4x1, 4x4, 8x1, 8x2 */
 #define KD_CONV_WGRAD_BLOCKS(SFX)                                                          \
     KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c4m1, 4, 1, KD_RC4, KD_RM1, KD_RW1)         \
-    KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c4m2, 4, 2, KD_RC4, KD_RM2, KD_RW2)         \
     KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c4m4, 4, 4, KD_RC4, KD_RM4, KD_RW4)         \
     KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c8m1, 8, 1, KD_RC8, KD_RM1, KD_RW1)         \
     KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c8m2, 8, 2, KD_RC8, KD_RM2, KD_RW2)
@@ -407,8 +393,7 @@ inline float kd_hsum8(float8 v) {
 #define KD_SF_DECL(j, RS) RS(KD_SF_DECL1, j)
 #define KD_SF_WLD(c) KD_F_VT wv##c = KD_F_VLD(wq + (c) * KWC);
 #define KD_SF_FMA(j, c) s##j##_##c = KD_MAD(xv##j, wv##c, s##j##_##c);
-#define KD_SF_XIN(j, RS) { KD_F_VT xv##j = KD_F_VLD(p + (j) * st + t); RS(KD_SF_FMA, j) }
-#define KD_SF_X(j, RS) { KD_F_VT xv##j = KD_F_VLD(q##j + ci); RS(KD_SF_FMA, j) }
+#define KD_SF_X(j, RS) { KD_F_VT xv##j = KD_F_VLD(q##j + t); RS(KD_SF_FMA, j) }
 #define KD_SF_ST1(j, c) yp[(j) * cs + (c)] = KD_F_HSUM(s##j##_##c) + (has_b ? b[boff + (c)] : 0.0f);
 #define KD_SF_ST(j, RS) if ((j) < nv) { RS(KD_SF_ST1, j) }
 
@@ -422,8 +407,10 @@ inline float kd_hsum8(float8 v) {
         int xo0 = get_global_id(0) * (P), yo = get_global_id(1), nz = get_global_id(2);      \
         if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                   \
         int n = nz / Do, zo = nz - n * Do;                                                   \
-        int nv = min((P), Wo - xo0), KWC = KW * Cin, st = S * Cin, xi00 = xo0 * S - PW;      \
+        int nv = min((P), Wo - xo0), KWC = KW * Cin, xi00 = xo0 * S - PW;                    \
+        /* all taps inside: one fused run over (kw, ci) as in the dense forward */           \
         int inner = nv == (P) && xi00 >= 0 && xi00 + ((P) - 1) * S + KW - 1 < W;             \
+        int nkw = inner ? 1 : KW, run = inner ? KWC : Cin;                                   \
         RP(KD_SF_DECL, RS)                                                                   \
         for (int kd = 0; kd < KD; kd++) {                                                    \
             int zi = zo * S + kd - PD;                                                       \
@@ -433,20 +420,11 @@ inline float kd_hsum8(float8 v) {
                 if (yi < 0 || yi >= H) continue;                                             \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
                 __global const float *wr = wt + (kd * KH + kh) * (CS) * KWC;                 \
-                if (inner) {                                                                 \
-                    __global const float *p = xr + xi00 * Cin;                               \
-                    for (int t = 0; t < KWC; t += KD_F_V) {                                  \
-                        __global const float *wq = wr + t;                                   \
-                        RT(KD_SF_WLD)                                                        \
-                        RP(KD_SF_XIN, RS)                                                    \
-                    }                                                                        \
-                    continue;                                                                \
-                }                                                                            \
-                for (int kw = 0; kw < KW; kw++) {                                            \
+                for (int kw = 0; kw < nkw; kw++) {                                           \
                     int xi0 = xi00 + kw;                                                     \
                     RP(KD_F_Q, RS)                                                           \
-                    for (int ci = 0; ci < Cin; ci += KD_F_V) {                               \
-                        __global const float *wq = wr + kw * Cin + ci;                       \
+                    for (int t = 0; t < run; t += KD_F_V) {                                  \
+                        __global const float *wq = wr + kw * Cin + t;                        \
                         RT(KD_SF_WLD)                                                        \
                         RP(KD_SF_X, RS)                                                      \
                     }                                                                        \
@@ -461,14 +439,13 @@ inline float kd_hsum8(float8 v) {
  * layout; kd_conv_reduce transposes back) = sum over the chunk's planes of
  * x[.., xo*S+kw-P, ci] . dy[.., xo, c]. A work-item owns one (kd, kh), one vector of input
  * channels and all KWB (= KW) taps along W times the CS channels: per output position KWB
- * vector loads of x and CS scalars of dy feed KWB*CS FMAs. Positions whose taps leave the
- * input along W read zr. Range: (KD*KH * Cin/V, nchunks). */
+ * vector loads of x and CS scalars of dy feed KWB*CS FMAs. Taps that leave the input along
+ * W read zr (a pointer select per tap, no branch). Range: (KD*KH * Cin/V, nchunks). */
 #define KD_SG_DECL1(k, c) KD_F_VT t##k##_##c = (KD_F_VT)0.0f;
 #define KD_SG_DECL(k, RS) RS(KD_SG_DECL1, k)
 #define KD_SG_DY(c) KD_F_VT d##c = (KD_F_VT)dq[c];
 #define KD_SG_FMA(k, c) t##k##_##c = KD_MAD(xv##k, d##c, t##k##_##c);
-#define KD_SG_XIN(k, RS) { KD_F_VT xv##k = KD_F_VLD(xq + (k) * Cin); RS(KD_SG_FMA, k) }
-#define KD_SG_XEDGE(k, RS)                                                                   \
+#define KD_SG_X(k, RS)                                                                       \
     {                                                                                        \
         int xi = xo * S + (k) - P;                                                           \
         KD_F_VT xv##k = KD_F_VLD((xi >= 0 && xi < W ? xr + xi * Cin : zr) + ci0);            \
@@ -489,8 +466,6 @@ inline float kd_hsum8(float8 v) {
         int ci0 = (g0 % nci) * KD_F_V, r = g0 / nci, kh = r % KH, kd = r / KH;               \
         RK(KD_SG_DECL, RS)                                                                   \
         int ylo = max(0, -kd_conv_fdiv(kh - P, S)), yhi = min(Ho, kd_conv_fdiv(H - 1 + P - kh, S) + 1); \
-        /* output positions whose KWB taps all lie inside the input along W */               \
-        int xa = min(Wo, max(0, (P + S - 1) / S)), xb = max(xa, min(Wo, kd_conv_fdiv(W - (KWB) + P, S) + 1)); \
         int p1 = min(N * Do, (chunk + 1) * planes);                                          \
         for (int nz = chunk * planes; nz < p1; nz++) {                                       \
             int n = nz / Do, zo = nz - n * Do;                                               \
@@ -500,21 +475,10 @@ inline float kd_hsum8(float8 v) {
                 int yi = yo * S + kh - P;                                                    \
                 __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
                 __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * (CS); \
-                for (int xo = 0; xo < xa; xo++) {                                            \
+                for (int xo = 0; xo < Wo; xo++) {                                            \
                     __global const float *dq = dr + xo * (CS);                               \
                     RT(KD_SG_DY)                                                             \
-                    RK(KD_SG_XEDGE, RS)                                                      \
-                }                                                                            \
-                for (int xo = xa; xo < xb; xo++) {                                           \
-                    __global const float *dq = dr + xo * (CS);                               \
-                    __global const float *xq = xr + (xo * S - P) * Cin + ci0;                \
-                    RT(KD_SG_DY)                                                             \
-                    RK(KD_SG_XIN, RS)                                                        \
-                }                                                                            \
-                for (int xo = xb; xo < Wo; xo++) {                                           \
-                    __global const float *dq = dr + xo * (CS);                               \
-                    RT(KD_SG_DY)                                                             \
-                    RK(KD_SG_XEDGE, RS)                                                      \
+                    RK(KD_SG_X, RS)                                                          \
                 }                                                                            \
             }                                                                                \
         }                                                                                    \

@@ -51,7 +51,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
     const kd_tune_entry *b = kd_conv_tune_builtin(&nb);
     if (kd_conv_tune_resolve(b, nb, id, wgrad ? "conv|bwd_weight|" : "conv|fwd|", &base))
         add_cand(c, &n, &base);
-    static const int blocks[][2] = {{4, 1}, {8, 1}, {4, 2}, {8, 2}, {4, 4}, {16, 1}};
+    static const int blocks[][2] = {{4, 1}, {8, 1}, {8, 2}, {4, 4}};
     if (id->rank == 2) { /* CPU */
         if (!wgrad) {
             static const int lxs[] = {2, 4}, lys[] = {2}, cos[] = {-1, 64, 1024};
@@ -60,7 +60,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
             t = base, t.vmax = 8, add_cand(c, &n, &t);
             for (int i = 0; i < 3; i++) t = base, t.coouter = cos[i], add_cand(c, &n, &t);
             t = base, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
-            for (int i = 0; i < 6; i++)
+            for (int i = 0; i < 4; i++)
                 t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
         } else {
             static const int chs[] = {16, 32, 128}, wkbs[] = {0, 256, 4096};
@@ -68,7 +68,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
             for (int i = 0; i < 3; i++) t = base, t.wkb = wkbs[i], add_cand(c, &n, &t);
             t = base, t.vmax = 8, add_cand(c, &n, &t);
             t = base, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
-            for (int i = 0; i < 5; i++)
+            for (int i = 0; i < 4; i++)
                 t = base, t.wci = blocks[i][0], t.wcb = blocks[i][1], add_cand(c, &n, &t);
         }
         t = base, t.small = !base.small, add_cand(c, &n, &t);
@@ -87,7 +87,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
                     t.vmax = vms[v], t.coouter = cos[o];
                     add_cand(c, &n, &t);
                 }
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 4; i++)
             t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
     } else {
         static const int chs[] = {64, 256, 1024}, wls[] = {0, 32, 128};
@@ -100,7 +100,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
                     if (wls[w]) t.wlx = wls[w];
                     add_cand(c, &n, &t);
                 }
-        for (int i = 0; i < 5; i++)
+        for (int i = 0; i < 4; i++)
             t = base, t.wci = blocks[i][0], t.wcb = blocks[i][1], add_cand(c, &n, &t);
     }
     t = base, t.small = !base.small, add_cand(c, &n, &t);

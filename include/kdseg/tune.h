@@ -49,7 +49,7 @@ typedef struct kd_conv_tune {
                   * KiB (and there is more than one channel block); -1 never */
     int chunks;  /* weight gradient: at most this many chunks of output planes (partials) */
     int wlx;     /* weight-gradient partials: local size along dim 0 when local sizes are set */
-    int wb;      /* forward-like kernels: output positions along W per work-item: 4, 8, 16 */
+    int wb;      /* forward-like kernels: output positions along W per work-item: 4 or 8 */
     int cb;      /* forward-like kernels: channel vectors per work-item, at most 1, 2 or 4 */
     int wci;     /* weight gradient: input channels per work-item, 4 or 8 */
     int wcb;     /* weight gradient: output-channel vectors per work-item, at most 1, 2, 4 */

@@ -84,15 +84,16 @@ static kd_status pad_cols(kd_device *dev, cl_mem m, size_t off, int K3A, int B, 
                                 KD_INT(Bp)));
 }
 
-/* The forward kernel's register block: P output positions (t->wb: 4, 8 or 16) times M
- * channel vectors, M the largest of t->cb (1, 2 or 4) and its halves that divides the nvec
- * vectors of the output channels (instantiated: 4 x 1, 2, 4; 8 x 1, 2; 16 x 1). */
+/* The forward kernel's register block: P output positions (t->wb: 4 or 8) times M channel
+ * vectors, M the largest of t->cb (1, 2 or 4) and its halves that divides the nvec vectors
+ * of the output channels. Instantiated: 4 x 1, 4 x 4, 8 x 1, 8 x 2; 4 x 2 runs as 8 x 2,
+ * 8 x 4 as 8 x 2. */
 static void fwd_block(const kd_conv_tune *t, int nvec, int *p, int *m) {
     int mb = t->cb;
     while (mb > 1 && nvec % mb) mb /= 2;
     *p = t->wb;
+    if (mb == 2) *p = 8;
     if (*p == 8 && mb > 2) mb = 2;
-    if (*p == 16) mb = 1;
     *m = mb;
 }
 
@@ -237,11 +238,16 @@ static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h
 
 /* The weight-gradient kernel's block: CI input channels (t->wci: 4 or 8; 4 when there are
  * at most 4) times M output channel vectors, M the largest of t->wcb (1, 2 or 4) and its
- * halves that divides the nvec vectors (instantiated: 4 x 1, 2, 4; 8 x 1, 2). */
+ * halves that divides the nvec vectors. Instantiated: 4 x 1, 4 x 4, 8 x 1, 8 x 2; 4 x 2
+ * runs as 8 x 2 (as 4 x 1 with at most 4 input channels), 8 x 4 as 8 x 2. */
 static void wgrad_block(const kd_conv_tune *t, int ci, int nvec, int *c, int *m) {
     int mb = t->wcb;
     while (mb > 1 && nvec % mb) mb /= 2;
     *c = ci <= 4 ? 4 : t->wci;
+    if (mb == 2) {
+        if (*c == 4 && ci > 4) *c = 8;
+        else if (*c == 4) mb = 1;
+    }
     if (*c == 8 && mb > 2) mb = 2;
     *m = mb;
 }

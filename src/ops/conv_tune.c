@@ -69,7 +69,7 @@ int kd_conv_tune_valid(const kd_conv_tune *p, char *why, size_t nwhy) {
         bad = "coouter must be never or 0..1048576 KiB";
     else if (p->chunks < 1 || p->chunks > 4096) bad = "chunks must be 1..4096";
     else if (p->wlx < 1 || p->wlx > 1024) bad = "wlx must be 1..1024";
-    else if (p->wb != 4 && p->wb != 8 && p->wb != 16) bad = "wb must be 4, 8 or 16";
+    else if (p->wb != 4 && p->wb != 8) bad = "wb must be 4 or 8";
     else if (p->cb != 1 && p->cb != 2 && p->cb != 4) bad = "cb must be 1, 2 or 4";
     else if (p->wci != 4 && p->wci != 8) bad = "wci must be 4 or 8";
     else if (p->wcb != 1 && p->wcb != 2 && p->wcb != 4) bad = "wcb must be 1, 2 or 4";
@@ -120,7 +120,7 @@ int kd_conv_tune_parse(const char *s, kd_conv_tune *out, char *why, size_t nwhy)
             else r = parse_int(v, 0, 1 << 20, &p.coouter);
         } else if (!strcmp(k, "chunks")) r = parse_int(v, 1, 4096, &p.chunks);
         else if (!strcmp(k, "wlx")) r = parse_int(v, 1, 1024, &p.wlx);
-        else if (!strcmp(k, "wb")) r = parse_int(v, 4, 16, &p.wb);
+        else if (!strcmp(k, "wb")) r = parse_int(v, 4, 8, &p.wb);
         else if (!strcmp(k, "cb")) r = parse_int(v, 1, 4, &p.cb);
         else if (!strcmp(k, "wci")) r = parse_int(v, 4, 8, &p.wci);
         else if (!strcmp(k, "wcb")) r = parse_int(v, 1, 4, &p.wcb);
@@ -504,7 +504,7 @@ void kd_conv_tune_get(kd_device *dev, const kd_conv_geom *g, kd_conv_pass pass,
         if (lx && lx <= 1024) out->lx = lx;
         if (ly && ly <= 1024) out->ly = ly;
         if (vm) out->vmax = vm >= 16 ? 16 : vm >= 8 ? 8 : 1;
-        if (wb) out->wb = wb >= 16 ? 16 : wb >= 8 ? 8 : 4;
+        if (wb) out->wb = wb >= 8 ? 8 : 4;
         if (cb) out->cb = cb >= 4 ? 4 : cb >= 2 ? 2 : 1;
         if (wci) out->wci = wci >= 8 ? 8 : 4;
         if (wcb) out->wcb = wcb >= 4 ? 4 : wcb >= 2 ? 2 : 1;
