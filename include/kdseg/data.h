@@ -153,8 +153,9 @@ typedef struct kd_dataset_opts {
 } kd_dataset_opts;
 
 /* Opens a dataset folder: finds the cases (BraTS layouts: case folders, also one level
- * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/), sorted by name. Checks that
- * each case has every selected modality. Reads no voxels. opts may be NULL. */
+ * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/), sorted by name, each once (see
+ * kd_dataset_case_id). Checks that each case has every selected modality. Reads no
+ * voxels. opts may be NULL. */
 kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_dataset **out);
 /* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
  * in ../labelsTr). */
@@ -173,6 +174,17 @@ int kd_dataset_labeled_count(const kd_dataset *ds);
 const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume);
 /* The label (or annotation) file, or NULL. */
 const char *kd_dataset_case_label(const kd_dataset *ds, int i);
+/* The case's identity: the real path of its first image file (links resolved). A
+ * dataset holds each case once: one reached again through a link to a folder or file
+ * is skipped with a note, and two different cases of one name are an error, as are
+ * two files for one image (CASE_t1.nii.gz and CASE_t1.nii). */
+const char *kd_dataset_case_id(const kd_dataset *ds, int i);
+/* KD_ERR_INVALID_ARG naming both when a case of a (indices ia[0..na)) is also a case of
+ * b (indices ib[0..nb)): the same index of one dataset, or the same real path (the same
+ * files opened through two folders). what_a and what_b name the roles ("validation",
+ * "training"). For splits that must not share a case. */
+kd_status kd_dataset_check_disjoint(const kd_dataset *a, const int *ia, int na, const char *what_a,
+                                    const kd_dataset *b, const int *ib, int nb, const char *what_b);
 
 /* ------------------------------------------------------- Preprocessing -- */
 
@@ -310,8 +322,16 @@ typedef struct kd_phantom_opts {
  * (0, 1, 2, 4). Deterministic in (seed, index). */
 kd_status kd_phantom_generate(const int size[3], uint64_t seed, int index, int16_t *images,
                               uint8_t *labels);
-/* Writes a cohort in a real layout under dir (created). */
+/* Writes a cohort in a real layout under dir. A new cohort is written whole under a
+ * temporary name next to dir (DIR.tmp-PID-N) and renamed to dir when complete, so a
+ * killed run leaves no partial cohort under the final name (and the next call removes
+ * such a stale temporary folder). Into an existing dir (adding cases with first_index)
+ * each case is written under a temporary name and renamed when whole. */
 kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o);
+/* Checks that dir holds exactly the cohort o describes: every file of the cases
+ * first_index .. first_index + cases - 1, on the o->size grid, and no other case.
+ * KD_ERR_FORMAT naming the folder and what is missing or different otherwise. */
+kd_status kd_phantom_check_cohort(const char *dir, const kd_phantom_opts *o);
 
 /* ----------------------------------------------------------------- PNG -- */
 

@@ -22,11 +22,17 @@ typedef enum kd_status {
     KD_ERR_NUMERIC,       /* NaN or Inf where finite numbers are required */
     KD_ERR_INTERRUPTED,   /* stopped by a signal or a request to stop */
     KD_ERR_UNSUPPORTED,   /* the device or build lacks a capability the call needs */
-    KD_ERR_INTERNAL       /* an internal invariant failed: a bug */
+    KD_ERR_INTERNAL,      /* an internal invariant failed: a bug */
+    KD_ERR_BUSY           /* an output folder is in use by another process (kdseg/fs.h) */
 } kd_status;
 
 /* Short fixed name of a status ("out of memory"). */
 const char *kd_status_string(kd_status s);
+
+/* Longest error or log message, in bytes with the NUL. Longer ones keep their start
+ * and their end (the reason): words over 600 characters (long paths) and then the
+ * whole message lose their middle, marked "[...N characters...]". */
+#define KD_MESSAGE_MAX 4096
 
 /* The last error message of the calling thread, with context; "" if none. */
 const char *kd_last_error(void);

@@ -119,11 +119,13 @@ kd_status kd_selftest_golden(kd_device *dev, const char *path, kd_selftest_repor
 kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const char *meta);
 /* Load: checks magic, version, CRC and shapes. Creates the model from the stored spec
  * on dev; with o_out, also an optimizer of config oc (NULL: Adam defaults) holding the
- * stored state. meta (may be NULL) receives the metadata text. */
+ * stored state. meta (may be NULL) receives the metadata text: the whole lines that fit
+ * in meta_n bytes. */
 kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
                              const kd_optim_config *oc, kd_optim **o_out, char *meta,
                              size_t meta_n);
-/* Value of key in a metadata text ("" if absent). Returns 1 when found. */
+/* Value of key in a metadata text ("" if absent). Returns 1 when found; a value that
+ * does not fit in val[n] is reported absent, never cut. */
 int kd_meta_get(const char *meta, const char *key, char *val, size_t n);
 
 /* ---- the training loop ------------------------------------------------------------ */

@@ -659,6 +659,9 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
         for (int i = nt > 1 ? 5 : 4; i < 8; i++)
             nim->pixdim[i] = 0;
         nifti_update_dims_from_array(nim);
+        /* which drops trailing axes of size 1: a 1x1x1 volume would be written 1-D and
+         * read back as "a 1-D image"; a volume is 3-D (4-D with volumes) whatever its size */
+        nim->ndim = nim->dim[0] = nt > 1 ? 4 : 3;
         nim->datatype = dt;
         nim->nbyper = nbyper;
         nim->swapsize = swapsize;
@@ -746,9 +749,9 @@ kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int da
     memset(hdr + len, 0, 4); /* no extensions */
     len += 4;
 
-    char tmp[4096];
-    kd_data_tmpname(path, tmp, sizeof tmp);
-    gzFile f = gzopen(tmp, ends_with(path, ".gz") ? "wb6" : "wbT");
+    char tmp[KD_PATH_MAX];
+    if ((s = kd_data_tmpname(path, tmp, sizeof tmp))) return s;
+    gzFile f = gzopen(kd_output_target(tmp), ends_with(path, ".gz") ? "wb6" : "wbT");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     int ok = gzwrite(f, hdr, (unsigned)len) == len;
     size_t total = (size_t)geom->nx * geom->ny * geom->nz * nt * nb;
@@ -758,14 +761,24 @@ kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int da
         ok = gzwrite(f, p + off, k) == (int)k;
         off += k;
     }
-    int err = 0;
-    const char *msg = ok ? NULL : gzerror(f, &err);
+    /* why a write failed, copied before gzclose frees the stream and gzerror's string
+     * with it. For a system error zlib's string is "TMP: strerror" (ENOSPC, EIO): the
+     * reason is its last part. */
+    char why[256] = "";
+    if (!ok) {
+        int err = 0, e = errno;
+        const char *msg = gzerror(f, &err), *colon = msg ? strrchr(msg, ':') : NULL;
+        if (err == Z_ERRNO && colon && colon[1] == ' ') snprintf(why, sizeof why, "%s", colon + 2);
+        else if (err == Z_ERRNO) snprintf(why, sizeof why, "%s", strerror(e));
+        else snprintf(why, sizeof why, "%s", msg && *msg ? msg : "gzip error");
+    }
+    errno = 0;
     int cl = gzclose(f);
+    if (ok && cl != Z_OK)
+        snprintf(why, sizeof why, "%s", cl == Z_ERRNO && errno ? strerror(errno) : "gzip close failed");
     if (!ok || cl != Z_OK) {
-        int e = errno;
         unlink(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path,
-                       msg ? msg : (cl == Z_ERRNO ? strerror(e) : "gzip close"));
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, why);
     }
     if (rename(tmp, path) != 0) {
         int e = errno;

@@ -61,9 +61,13 @@ kd_status kd_png_write(const char *path, int width, int height, int channels,
     ihdr[8] = 8;
     ihdr[9] = channels == 1 ? 0 : channels == 3 ? 2 : 6;
     ihdr[10] = ihdr[11] = ihdr[12] = 0;
-    char tmp[4200];
-    kd_data_tmpname(path, tmp, sizeof tmp);
-    FILE *f = fopen(tmp, "wb");
+    char tmp[KD_PATH_MAX];
+    kd_status ts = kd_data_tmpname(path, tmp, sizeof tmp);
+    if (ts) {
+        free(z);
+        return ts;
+    }
+    FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) {
         free(z);
         return kd_fail(KD_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
@@ -71,10 +75,11 @@ kd_status kd_png_write(const char *path, int width, int height, int channels,
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     int ok = fwrite(sig, 1, 8, f) == 8 && chunk(f, "IHDR", ihdr, 13) &&
              chunk(f, "IDAT", z, (uint32_t)zlen) && chunk(f, "IEND", NULL, 0);
+    int e = ok ? 0 : errno;
     free(z);
-    if (fclose(f) != 0) ok = 0;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
+    if (fclose(f) != 0 && ok) ok = 0, e = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+    if (!ok) {
         unlink(tmp);
         return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }

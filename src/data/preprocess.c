@@ -76,6 +76,7 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
     c->image = calloc((size_t)C * n, sizeof(float));
     if (!c->image) return kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s: image", c->name);
     size_t nvox = (size_t)D * plane;
+    int constant = 0;
     for (int ch = 0; ch < C; ch++) {
         const float *v = chan[ch];
         double s = 0, s2 = 0;
@@ -101,6 +102,7 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
         c->std[ch] = (float)sd;
         /* A constant modality keeps unit scale (only its offset is removed). */
         double inv = sd > 1e-8 ? 1.0 / sd : 1.0;
+        constant += !(sd > 1e-8);
         float *dst = c->image + ch * n;
         for (int z = lo[0]; z < hi[0]; z++)
             for (int y = lo[1]; y < hi[1]; y++) {
@@ -114,6 +116,12 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
                     drow[x] = srow[x] != 0 ? (float)((srow[x] - mean) * inv) : 0.0f;
             }
     }
+    /* nothing but zeros after z-scoring: whatever a model said of it would be noise (a
+     * 1x1x1 volume came out "tumour") */
+    if (constant == C)
+        return kd_fail(KD_ERR_FORMAT, "case %s: every modality is constant over the %lld nonzero "
+                       "voxel(s) of a %dx%dx%d volume: no image contrast to segment (%s)", c->name,
+                       (long long)c->nonzero[0], W, H, D, file);
     return KD_OK;
 }
 

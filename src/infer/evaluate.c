@@ -2,8 +2,10 @@
  * a dataset folder, paired with predictions, scored per region, written as CSV and
  * summarised as the BraTS leaderboard does. */
 #include "kdseg/metrics.h"
+#include "kdseg/fs.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <nifti/nifti2_io.h>
 #include <stdlib.h>
@@ -243,11 +245,11 @@ static kd_status add_label_folder(ref_list *l, const char *dir, kd_label_convent
     int n;
     kd_status s = list_dir(dir, &names, &n);
     if (s) return s;
-    char path[4096], name[1024];
+    char path[KD_PATH_MAX], name[1024];
     for (int i = 0; i < n && !s; i++) {
         size_t stem = nifti_stem(names[i]);
         if (!stem || stem >= sizeof name) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if ((s = kd_path_join(path, sizeof path, dir, names[i]))) break;
         if (!path_is_file(path)) continue;
         memcpy(name, names[i], stem);
         name[stem] = 0;
@@ -265,10 +267,11 @@ static kd_status add_brats_cases(ref_list *l, const char *dir) {
     kd_status s = list_dir(dir, &names, &n);
     if (s) return s;
     static const char *suffix[] = {"_seg.nii.gz", "_seg.nii", "-seg.nii.gz", "-seg.nii"};
-    char path[4096];
+    char path[KD_PATH_MAX];
     for (int i = 0; i < n && !s; i++)
-        for (int k = 0; k < 4; k++) {
-            snprintf(path, sizeof path, "%s/%s/%s%s", dir, names[i], names[i], suffix[k]);
+        for (int k = 0; k < 4 && !s; k++) {
+            if ((s = kd_path_printf(path, sizeof path, "%s/%s/%s%s", dir, names[i], names[i], suffix[k])))
+                break;
             if (path_is_file(path)) {
                 s = ref_list_add(l, names[i], path, k < 2 ? KD_LABELS_2019 : KD_LABELS_2023);
                 break;
@@ -280,9 +283,9 @@ static kd_status add_brats_cases(ref_list *l, const char *dir) {
 
 static kd_status find_reference(const char *ref, ref_list *l) {
     if (!path_is_dir(ref)) return kd_fail(KD_ERR_IO, "%s: no such folder", ref);
-    char sub[4096];
-    snprintf(sub, sizeof sub, "%s/labelsTr", ref);
-    kd_status s;
+    char sub[KD_PATH_MAX];
+    kd_status s = kd_path_join(sub, sizeof sub, ref, "labelsTr");
+    if (s) return s;
     if (path_is_dir(sub))
         s = add_label_folder(l, sub, KD_LABELS_MSD);
     else if ((s = add_brats_cases(l, ref)) == KD_OK && l->n == 0)
@@ -338,9 +341,10 @@ static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eva
     uint8_t *masks = NULL;
     kd_status s = kd_label_map_read(rc->path, &ref);
     if (s) return s;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.nii.gz", o->pred_dir, rc->name);
-    if (!path_is_file(path)) snprintf(path, sizeof path, "%s/%s.nii", o->pred_dir, rc->name);
+    char path[KD_PATH_MAX];
+    s = kd_path_printf(path, sizeof path, "%s/%s.nii.gz", o->pred_dir, rc->name);
+    if (!s && !path_is_file(path)) s = kd_path_printf(path, sizeof path, "%s/%s.nii", o->pred_dir, rc->name);
+    if (s) goto done;
     ec->status = KD_EVAL_OK;
     if (!path_is_file(path)) {
         if (!o->allow_missing) {
@@ -426,10 +430,11 @@ static void csv_num(FILE *f, double v) {
 }
 
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write", tmp);
+    char tmp[KD_PATH_MAX];
+    kd_status ts = kd_path_printf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (ts) return ts;
+    FILE *f = fopen(kd_output_target(tmp), "w");
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
     fputs("case,status", f);
     static const char *cols[] = {"Dice",        "HD95",       "Sensitivity", "Specificity",
                                  "VolPred_vox", "VolRef_vox", "VolPred_mm3", "VolRef_mm3"};
@@ -452,11 +457,12 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
         }
         fputc('\n', f);
     }
-    int bad = ferror(f);
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
+    int bad = fflush(f) != 0 || ferror(f), e = bad ? errno : 0;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad && rename(tmp, path) != 0) bad = 1, e = errno;
+    if (bad) {
         remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed", path);
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, e ? strerror(e) : "error writing the stream");
     }
     return KD_OK;
 }
