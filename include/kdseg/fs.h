@@ -48,7 +48,9 @@ kd_status kd_mkdirs(const char *dir);
 /* The file a writer opens to write `path` (its temporary file): path itself, except
  * under KDSEG_FAULT=full:N (tests), where the N-th output file of the process goes to
  * /dev/full instead, so that its writes fail with ENOSPC as on a full disk, through the
- * writer's real error path. Every writer of the library opens its output through this. */
+ * writer's real error path. Every output writer of the library and the command opens
+ * its file through this (the program, conv and case caches do not: their failures are
+ * warnings, and their writes depend on what is cached). */
 const char *kd_output_target(const char *path);
 
 /* An output folder held by this process. */
