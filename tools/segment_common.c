@@ -283,7 +283,9 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         kd_case_crop(c, p, 3, pp);
         for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > a->post.threshold ? 1.0f : 0.0f;
         snprintf(path, sizeof path, "%s/%s.png", a->out, name);
-        s = kd_png_write_montage(path, c->image, c->channels, c->d, c->h, c->w, pp, NULL);
+        kd_overlay_info info;
+        kd_overlay_info_for_case(&info, r->ds, c, "prediction");
+        s = kd_plot_overlay_write(path, c->image, c->channels, c->d, c->h, c->w, pp, &info);
         free(pp);
         if (s) goto done;
     }

@@ -319,12 +319,6 @@ kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o);
  * temporary file and rename. */
 kd_status kd_png_write(const char *path, int width, int height, int channels,
                        const uint8_t *pixels);
-/* Writes a montage: rows axial, coronal, sagittal; one column per image channel;
- * slices through `centre` (D,H,W; NULL: the centroid of WT, else the middle), each
- * channel windowed to its 0.5-99.5 percentile of nonzero voxels, region overlay
- * (green edema, red core, yellow enhancing) when regions (3, D, H, W) is given. */
-kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d, int h,
-                               int w, const float *regions, const int centre[3]);
 
 #ifdef __cplusplus
 }
