@@ -129,7 +129,7 @@ static int run(int argc, char **argv) {
     if (!s) print_case(ds, c, now() - t0);
     if (!s && png) {
         kd_overlay_info info;
-        kd_overlay_info_for_case(&info, ds, c, "reference labels");
+        kd_overlay_info_for_case(&info, ds, c, c->target ? "reference labels" : "unlabeled");
         s = kd_plot_overlay_write(png, c->image, c->channels, c->d, c->h, c->w, c->target, &info);
         if (!s) printf("wrote %s\n", png);
     }

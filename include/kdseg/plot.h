@@ -125,7 +125,8 @@ void kd_overlay_info_for_case(kd_overlay_info *info, const kd_dataset *ds, const
 /* The overlay picture: a title (case, what), one column per channel (windowed to the
  * 0.5-99.5 percentile of its nonzero voxels), rows axial, coronal, sagittal through
  * kd_overlay_slices, each panel labelled with its plane and slice ("AXIAL 78/155",
- * 1-based in the file's grid), the regions blended in their colours, and the legend.
+ * 1-based in the file's grid), the regions blended in their colours, and their legend
+ * (regions NULL: no overlay, no legend).
  * Small volumes are enlarged by an integer factor. Into a new canvas (free it). */
 kd_status kd_plot_overlay(kd_canvas *c, const float *image, int channels, int d, int h, int w,
                           const float *regions, const kd_overlay_info *info);

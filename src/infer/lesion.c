@@ -120,7 +120,7 @@ static void surfel_code_build(int code, surfel_code *sc) {
     int seg[12][2];
     int nseg = cell_segments(code, seg);
     /* adjacency in order of first appearance, as the polygons are traced */
-    int keys[12], nkeys = 0, adj[64][2], nadj[64] = {0};
+    int keys[12] = {0}, nkeys = 0, adj[64][2] = {{0}}, nadj[64] = {0};
     for (int s = 0; s < nseg; s++)
         for (int end = 0; end < 2; end++) {
             int a = seg[s][end], b = seg[s][1 - end];

@@ -214,7 +214,7 @@ int kd_plot_log_ticks(double lo, double hi, double *ticks) {
     static const double m125[] = {1, 2, 5}, m1[] = {1};
     const double *m = e1 - e0 <= 2 ? m125 : m1;
     int nm = e1 - e0 <= 2 ? 3 : 1, stride = e1 - e0 <= 8 ? 1 : (e1 - e0 + 7) / 8;
-    double cand[64];
+    double cand[64] = {0};
     int nc = 0;
     for (int e = e0; e <= e1 && nc < 60; e += stride)
         for (int k = 0; k < nm; k++)
@@ -570,8 +570,9 @@ kd_status kd_plot_overlay(kd_canvas *c, const float *image, int channels, int d,
              info && info->what ? ": " : "", info && info->what ? info->what : "");
     kd_canvas_text(c, gap, 6, t, 0x000000, 2);
     snprintf(t, sizeof t, "%s",
-             tumour ? "slices through the tumour's largest extent in each plane"
-                    : "no tumour: slices through the centre of the brain");
+             tumour    ? "slices through the tumour's largest extent in each plane"
+             : regions ? "no tumour: slices through the centre of the brain"
+                       : "no labels: slices through the centre of the brain");
     kd_canvas_text(c, gap, 26, t, 0x444444, 1);
     int dims[3] = {d, h, w};
     for (int k = 0; k < channels; k++) {
@@ -631,7 +632,7 @@ kd_status kd_plot_overlay(kd_canvas *c, const float *image, int channels, int d,
             text_outlined(c, colx + 3, oy0 + 3, lab, 0xffffff);
         }
     }
-    kd_plot_region_legend(c, gap, H - legend_h + 8, 1);
+    if (regions) kd_plot_region_legend(c, gap, H - legend_h + 8, 1);
     return KD_OK;
 }
 
