@@ -144,7 +144,7 @@ static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **tea
                 if ((st = save(s, "best.kds", step, best))) break;
             }
             if (!s->a.quiet)
-                kd_log(KD_LOG_WARN, "step %ld/%d validation Dice WT %.3f TC %.3f ET %.3f", step,
+                kd_log_progress("step %ld/%d validation Dice WT %.3f TC %.3f ET %.3f", step,
                        s->a.steps, d[0], d[1], d[2]);
         }
         if (fflush(oc.csv) != 0 || ferror(oc.csv)) {

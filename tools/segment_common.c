@@ -287,7 +287,11 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         kd_case_crop(c, p, 3, pp);
         for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > a->post.threshold ? 1.0f : 0.0f;
         s = kd_path_printf(path, sizeof path, "%s/%s.png", a->out, name);
-        if (!s) s = kd_png_write_montage(path, c->image, c->channels, c->d, c->h, c->w, pp, NULL);
+        if (!s) {
+            kd_overlay_info info;
+            kd_overlay_info_for_case(&info, r->ds, c, "prediction");
+            s = kd_plot_overlay_write(path, c->image, c->channels, c->d, c->h, c->w, pp, &info);
+        }
         free(pp);
         if (s) goto done;
     }
@@ -371,11 +375,19 @@ kd_status kd_seg_all(kd_seg_run *r, const kd_seg_args *a, int mode) {
            todo, todo == 1 ? "" : "s", r->nmodels, r->nmodels == 1 ? "" : "s", kd_device_name(r->dev));
     kd_status s = KD_OK;
     int k = 0;
+    double t0 = now_s();
+    char eta[32] = "?";
     for (int i = 0; i < n && !s; i++) {
         if (mode == KD_SEG_ANNOTATE && !a->labeled_too && kd_dataset_case_labeled(r->ds, i)) continue;
-        if (kd_log_is_tty()) fprintf(stderr, "[%d/%d] ", ++k, todo);
+        k++;
+        if (kd_log_is_tty())
+            fprintf(stderr, "[%d/%d%s%s] ", k, todo, k > 1 ? ", ETA " : "", k > 1 ? eta : "");
         s = one_case(r, a, mode, i, agree);
         if (agree) fflush(agree);
+        double per = (now_s() - t0) / k;
+        kd_format_duration(per * (todo - k), eta, sizeof eta);
+        if (!s && !kd_log_is_tty() && k < todo)
+            kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
     if (agree) fclose(agree);
     return s;

@@ -287,8 +287,8 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
             if ((st = kd_phantom_check_cohort(s->phantom, &po))) return st;
         } else {
             if (!a->quiet)
-                kd_log(KD_LOG_WARN, "generating %d phantom cases of %dx%dx%d in %s", a->cases,
-                       a->size[0], a->size[1], a->size[2], s->phantom);
+                kd_log_progress("generating %d phantom cases of %dx%dx%d in %s", a->cases,
+                                a->size[0], a->size[1], a->size[2], s->phantom);
             if ((st = kd_phantom_write_cohort(s->phantom, &po))) return st;
         }
         data = s->phantom;
@@ -331,7 +331,7 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
         s->start = atol(v);
         kd_meta_get(meta, "best_dice", v, sizeof v);
         s->tc.best_so_far = v[0] ? atof(v) : -1;
-        if (!a->quiet) kd_log(KD_LOG_WARN, "resuming %s at step %ld", kd_model_spec(s->m), s->start);
+        if (!a->quiet) kd_log_progress("resuming %s at step %ld", kd_model_spec(s->m), s->start);
     } else if ((st = kd_model_create(s->dev, a->model, (uint64_t)a->seed, &s->m)) ||
                (st = kd_optim_create(s->m, &s->oc, &s->o))) {
         return st;

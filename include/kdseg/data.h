@@ -103,12 +103,23 @@ typedef struct kd_nifti_write_opts {
     double scl_slope, scl_inter; /* stored as given; 0,0 writes slope 0 (none) */
 } kd_nifti_write_opts;
 
+/* What a written file holds, in its header. */
+typedef struct kd_nifti_meta {
+    int intent_code;         /* NIFTI_INTENT_*; 0: none */
+    const char *intent_name; /* up to 15 characters; NULL: empty */
+    const char *descrip;     /* up to 79 characters; NULL: "kdseg" */
+} kd_nifti_meta;
+
 /* Writes data (nt, nz, ny, nx) of NIfTI `datatype` on the grid of `geom` (its
  * dims nx,ny,nz, spacing, qform/sform), gzip-compressed when path ends in .gz.
  * Written to a temporary file in the same folder and renamed; never half-written.
  * Data is stored as given (no conversion); opts may be NULL. */
 kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int datatype,
                          const void *data, const kd_nifti_write_opts *opts);
+/* kd_nifti_write with the header's intent and description; meta may be NULL. */
+kd_status kd_nifti_write_meta(const char *path, const kd_volume *geom, int nt, int datatype,
+                              const void *data, const kd_nifti_write_opts *opts,
+                              const kd_nifti_meta *meta);
 
 /* ------------------------------------------------------------- Layouts -- */
 
@@ -226,8 +237,11 @@ void kd_case_uncrop(const kd_case *c, const float *src, int n, float outside, fl
 
 /* Writes a uint8 label map (D, H, W) on the case's original grid and geometry. */
 kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t *labels);
-/* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map:
- * float32, or uint8 round(p*255) when quantise is nonzero. */
+/* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map whose
+ * volumes are p(WT), p(TC), p(ET) in that order: float32 in [0, 1], or, when quantise
+ * is nonzero, uint8 round(p*255) with scl_slope 1/255 (readers that apply the scaling
+ * see [0, 1]). The header says so: intent_code NIFTI_INTENT_ESTIMATE, intent_name
+ * "p WT,TC,ET", and descrip. */
 kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs, int quantise);
 
 /* ------------------------------------------------- Sampling, augmenting -- */
@@ -339,12 +353,6 @@ kd_status kd_phantom_check_cohort(const char *dir, const kd_phantom_opts *o);
  * temporary file and rename. */
 kd_status kd_png_write(const char *path, int width, int height, int channels,
                        const uint8_t *pixels);
-/* Writes a montage: rows axial, coronal, sagittal; one column per image channel;
- * slices through `centre` (D,H,W; NULL: the centroid of WT, else the middle), each
- * channel windowed to its 0.5-99.5 percentile of nonzero voxels, region overlay
- * (green edema, red core, yellow enhancing) when regions (3, D, H, W) is given. */
-kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d, int h,
-                               int w, const float *regions, const int centre[3]);
 
 #ifdef __cplusplus
 }

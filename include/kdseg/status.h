@@ -2,6 +2,8 @@
 #ifndef KDSEG_STATUS_H
 #define KDSEG_STATUS_H
 
+#include <stddef.h>
+
 #include <stdarg.h>
 
 #ifdef __cplusplus
@@ -62,6 +64,14 @@ void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 /* Nonzero when stderr is a terminal (progress bars are drawn only then). */
 int kd_log_is_tty(void);
+
+/* A progress line ("kdseg info: step 50/200 ... ETA 1m20s"): information, printed at
+ * the default level (only -q / KDSEG_LOG=error hides it). Every log line first flushes
+ * stdout, so that output redirected to one file keeps its order. */
+void kd_log_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A duration for people: "45s", "4m38s", "2h05m"; "?" when not finite or negative. */
+void kd_format_duration(double seconds, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -641,7 +641,8 @@ double kd_volume_affine_diff(const kd_volume *a, const kd_volume *b) {
 /* The header of a volume as the bytes of a single-file NIfTI, with the given dims,
  * datatype and scaling. len: 348 or 540. */
 static kd_status make_header(const kd_volume *geom, int version, int nt, int dt, double slope,
-                             double inter, unsigned char *buf, int *len) {
+                             double inter, const kd_nifti_meta *meta, unsigned char *buf,
+                             int *len) {
     pthread_mutex_lock(&g_nifti_lock);
     nifti_image *nim = nifti_copy_nim_info(geom->hdr);
     int ok = nim != NULL;
@@ -668,9 +669,11 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
         nim->scl_slope = slope;
         nim->scl_inter = inter;
         nim->cal_min = nim->cal_max = 0;
-        nim->intent_code = 0;
-        nim->intent_name[0] = 0;
-        snprintf(nim->descrip, sizeof nim->descrip, "kdseg");
+        nim->intent_code = meta ? meta->intent_code : 0;
+        snprintf(nim->intent_name, sizeof nim->intent_name, "%s",
+                 meta && meta->intent_name ? meta->intent_name : "");
+        snprintf(nim->descrip, sizeof nim->descrip, "%s",
+                 meta && meta->descrip ? meta->descrip : "kdseg");
         nim->aux_file[0] = 0;
         nim->nifti_type = version == 2 ? KD_FTYPE_NIFTI2_1 : KD_FTYPE_NIFTI1_1;
         nim->iname_offset = version == 2 ? 544 : 352;
@@ -698,7 +701,7 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
 
 kd_status kd_volume_header_bytes(const kd_volume *v, unsigned char *buf, int *len) {
     return make_header(v, v->info.version == 2 ? 2 : 1, v->nt, v->info.datatype, v->info.scl_slope,
-                       v->info.scl_inter, buf, len);
+                       v->info.scl_inter, NULL, buf, len);
 }
 
 kd_status kd_volume_from_header_bytes(const unsigned char *buf, int len, const char *path,
@@ -733,6 +736,12 @@ static int ends_with(const char *s, const char *suf) {
 
 kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int datatype,
                          const void *data, const kd_nifti_write_opts *opts) {
+    return kd_nifti_write_meta(path, geom, nt, datatype, data, opts, NULL);
+}
+
+kd_status kd_nifti_write_meta(const char *path, const kd_volume *geom, int nt, int datatype,
+                              const void *data, const kd_nifti_write_opts *opts,
+                              const kd_nifti_meta *meta) {
     if (!path || !geom || !data || nt < 1 || nt > KD_NIFTI_MAX_T)
         return kd_fail(KD_ERR_INVALID_ARG, "%s: NIfTI write: bad arguments (nt %d)",
                        path ? path : "(null)", nt);
@@ -744,7 +753,7 @@ kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int da
     unsigned char hdr[544];
     int len = 0;
     kd_status s = make_header(geom, version, nt, datatype, opts ? opts->scl_slope : 0,
-                              opts ? opts->scl_inter : 0, hdr, &len);
+                              opts ? opts->scl_inter : 0, meta, hdr, &len);
     if (s) return kd_fail_context(s, "%s", path);
     memset(hdr + len, 0, 4); /* no extensions */
     len += 4;

@@ -325,7 +325,14 @@ kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t
 kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs,
                               int quantise) {
     if (!c || !c->geom || !probs) return kd_fail(KD_ERR_INVALID_ARG, "%s: no case", path);
-    if (!quantise) return kd_nifti_write(path, c->geom, 3, KD_DT_FLOAT32, probs, NULL);
+    /* what the file holds, in its header (NIFTI_INTENT_ESTIMATE = 1001) */
+    kd_nifti_meta meta = {1001, "p WT,TC,ET", NULL};
+    if (!quantise) {
+        meta.descrip = "kdseg probabilities: dim 4 = p(WT),p(TC),p(ET), float32 0..1";
+        return kd_nifti_write_meta(path, c->geom, 3, KD_DT_FLOAT32, probs, NULL, &meta);
+    }
+    meta.descrip = "kdseg probabilities: dim 4 = p(WT),p(TC),p(ET), u8 x scl_slope 1/255";
+    kd_nifti_write_opts o = {0, 1.0 / 255.0, 0};
     size_t n = 3 * (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     uint8_t *q = malloc(n);
     if (!q) return kd_fail(KD_ERR_OUT_OF_MEMORY, "%s: quantising", path);
@@ -334,7 +341,7 @@ kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *p
         p = p > 0 ? (p < 1 ? p : 1) : 0; /* NaN -> 0 */
         q[i] = (uint8_t)lrintf(p * 255.0f);
     }
-    kd_status s = kd_nifti_write(path, c->geom, 3, KD_DT_UINT8, q, NULL);
+    kd_status s = kd_nifti_write_meta(path, c->geom, 3, KD_DT_UINT8, q, &o, &meta);
     free(q);
     return s;
 }

@@ -304,6 +304,7 @@ void kd_eval_options_default(kd_eval_options *o) {
     memset(o, 0, sizeof *o);
     o->labels = KD_LABELS_AUTO;
     o->empty_hd95 = KD_EMPTY_HD95_DEFAULT;
+    kd_lesion_options_default(&o->lesion);
 }
 
 const char *kd_eval_status_name(kd_eval_status s) {
@@ -384,6 +385,9 @@ static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eva
     for (int r = 0; r < KD_REGION_COUNT && !s; r++)
         s = kd_metrics_compute(pm + (size_t)r * n, rm + (size_t)r * n, ref->d, ref->h, ref->w,
                                ref->spacing, o->empty_hd95, &ec->region[r]);
+    for (int r = 0; r < KD_REGION_COUNT && !s && o->lesion_wise; r++)
+        s = kd_lesion_metrics_compute(pm + (size_t)r * n, rm + (size_t)r * n, ref->d, ref->h,
+                                      ref->w, ref->spacing, &o->lesion, &ec->lesion[r]);
 done:
     free(masks);
     kd_label_map_free(ref);
@@ -404,6 +408,7 @@ kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out) {
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "evaluate: %d cases", l.n);
         goto done;
     }
+    r->lesion_wise = o->lesion_wise;
     for (int i = 0; i < l.n && !s; i++) {
         kd_log(KD_LOG_INFO, "evaluate: case %d/%d %s", i + 1, l.n, l.v[i].name);
         s = score_case(o, &l.v[i], &r->cases[i]);
@@ -441,6 +446,10 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
     for (int g = 0; g < KD_REGION_COUNT; g++)
         for (int c = 0; c < 8; c++)
             fprintf(f, ",%s_%s", cols[c], kd_region_name(g));
+    static const char *lcols[] = {"LesionDice", "LesionHD95", "LesionTP", "LesionFP", "LesionFN"};
+    for (int g = 0; g < KD_REGION_COUNT && r->lesion_wise; g++)
+        for (int c = 0; c < 5; c++)
+            fprintf(f, ",%s_%s", lcols[c], kd_region_name(g));
     fputc('\n', f);
     for (int i = 0; i < r->n_cases; i++) {
         const kd_eval_case *ec = &r->cases[i];
@@ -455,6 +464,12 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
             csv_num(f, m->vol_pred_mm3);
             csv_num(f, m->vol_ref_mm3);
         }
+        for (int g = 0; g < KD_REGION_COUNT && r->lesion_wise; g++) {
+            const kd_lesion_metrics *lm = &ec->lesion[g];
+            csv_num(f, lm->dice);
+            csv_num(f, lm->hd95);
+            fprintf(f, ",%d,%d,%d", lm->tp, lm->fp, lm->fn);
+        }
         fputc('\n', f);
     }
     int bad = fflush(f) != 0 || ferror(f), e = bad ? errno : 0;
@@ -468,7 +483,8 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
 }
 
 void kd_eval_print_table(const kd_eval_result *r, FILE *f) {
-    static const char *metric[] = {"Dice", "HD95", "Sensitivity", "Specificity"};
+    static const char *metric[] = {"Dice", "HD95", "Sensitivity", "Specificity", "LesionDice",
+                                   "LesionHD95"};
     int n = r->n_cases;
     double *x = malloc(sizeof(double) * (size_t)(n ? n : 1));
     if (!x) {
@@ -477,19 +493,32 @@ void kd_eval_print_table(const kd_eval_result *r, FILE *f) {
     }
     fprintf(f, "%-12s %-3s %10s %10s %10s %10s %10s\n", "metric", "", "mean", "std", "median",
             "25quantile", "75quantile");
-    for (int m = 0; m < 4; m++)
+    for (int m = 0; m < (r->lesion_wise ? 6 : 4); m++)
         for (int g = 0; g < KD_REGION_COUNT; g++) {
             for (int i = 0; i < n; i++) {
                 const kd_metrics *km = &r->cases[i].region[g];
+                const kd_lesion_metrics *lm = &r->cases[i].lesion[g];
                 x[i] = m == 0   ? km->dice
                        : m == 1 ? km->hd95
                        : m == 2 ? km->sensitivity
-                                : km->specificity;
+                       : m == 3 ? km->specificity
+                       : m == 4 ? lm->dice
+                                : lm->hd95;
             }
             kd_summary s;
             if (kd_summary_compute(x, (size_t)n, &s)) continue;
             fprintf(f, "%-12s %-3s %10.4f %10.4f %10.4f %10.4f %10.4f\n", metric[m],
                     kd_region_name(g), s.mean, s.std, s.median, s.q25, s.q75);
         }
+    for (int g = 0; g < KD_REGION_COUNT && r->lesion_wise; g++) {
+        int tp = 0, fp = 0, fn = 0, ign = 0;
+        for (int i = 0; i < n; i++) {
+            tp += r->cases[i].lesion[g].tp, fp += r->cases[i].lesion[g].fp;
+            fn += r->cases[i].lesion[g].fn, ign += r->cases[i].lesion[g].ignored;
+        }
+        fprintf(f, "lesions %-3s  %d matched, %d missed, %d false positive, %d under the volume "
+                   "threshold\n",
+                kd_region_name(g), tp, fn, fp, ign);
+    }
     free(x);
 }

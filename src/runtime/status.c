@@ -1,6 +1,7 @@
 /* Status names, the per-thread error message, and the one logging function. */
 #include "kdseg/status.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,5 +163,31 @@ void kd_log(kd_log_level level, const char *fmt, ...) {
     va_start(ap, fmt);
     format_fit(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    fflush(stdout); /* what the command printed before this line comes first */
     fprintf(stderr, "kdseg %s: %s\n", names[level], buf);
+}
+
+void kd_log_progress(const char *fmt, ...) {
+    if ((int)kd_log_get_level() < (int)KD_LOG_WARN) return;
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    fprintf(stderr, "kdseg info: %s\n", buf);
+}
+
+void kd_format_duration(double t, char *buf, size_t n) {
+    if (!(t >= 0) || !isfinite(t)) {
+        snprintf(buf, n, "?");
+        return;
+    }
+    long s = lround(t);
+    if (s < 60)
+        snprintf(buf, n, "%lds", s);
+    else if (s < 3600)
+        snprintf(buf, n, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(buf, n, "%ldh%02ldm", s / 3600, (s % 3600) / 60);
 }

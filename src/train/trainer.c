@@ -171,8 +171,13 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
         double el = now_s() - t0, rate = (double)(step + 1 - start) / (el > 0 ? el : 1e-9);
         if (interactive) progress(step + 1, c->steps, lv, lr, rate, (double)(c->steps - step - 1) / rate);
         else if (c->progress && ((step + 1) % 50 == 0 || validated))
-            kd_log(KD_LOG_WARN, "step %ld/%ld loss %.4f lr %.2e%s", step + 1, c->steps, (double)lv,
-                   (double)lr, validated ? " (validated)" : "");
+        {
+            char eta[32];
+            kd_format_duration((double)(c->steps - step - 1) / rate, eta, sizeof eta);
+            kd_log_progress("step %ld/%ld loss %.4f lr %.2e, %.2f steps/s, ETA %s%s", step + 1,
+                            c->steps, (double)lv, (double)lr, rate, eta,
+                            validated ? " (validated)" : "");
+        }
     }
     s = save(m, o, c, "last.kds", step, best);
 done:
