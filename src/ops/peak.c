@@ -3,8 +3,8 @@
  * enough (about 0.1 s) that launch costs do not count. */
 #include <time.h>
 
-#include "../nn/tensor_impl.h"
 #include "kdseg/tune.h"
+#include "rt.h"
 
 static double now_s(void) {
     struct timespec ts;
