@@ -168,11 +168,90 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
     KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m1, 8, 1, KD_RP8, KD_RM1, KD_RW1)    \
     KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m2, 8, 2, KD_RP8, KD_RM2, KD_RW2)
 
+/* Two output rows per work-item (stride 1, one channel vector: 16 or 8 output channels,
+ * where a broadcast of x feeds one FMA per position in the kernel above). Output rows yo0
+ * and yo0 + 1 read input rows yo0 - PH .. yo0 + KH - PH; each input row serves row 0 with
+ * tap kh = r and row 1 with kh = r - 1, so one broadcast of x feeds two FMAs (8 positions x
+ * 2 rows = 16 accumulators). Every output sums its taps in the order of the kernel above
+ * (kd, kh, then kw*Cin + ci): the same bits. Range: (ceil(Wo/8) * Cout/V, ceil(Ho/2),
+ * N*Do). */
+#define KD_F2_ACC(j) a##j##_0
+#define KD_F2_BCC(j) b##j##_0
+#define KD_F2_DECL(j, RM) KD_F_VT a##j##_0 = bias0, b##j##_0 = bias0;
+#define KD_F2_X2(j, RM)                                                                     \
+    {                                                                                       \
+        KD_F_VT xv = (KD_F_VT)q##j[t];                                                      \
+        a##j##_0 = KD_MAD(xv, wa, a##j##_0);                                                \
+        b##j##_0 = KD_MAD(xv, wb, b##j##_0);                                                \
+    }
+#define KD_F2_XA(j, RM) a##j##_0 = KD_MAD((KD_F_VT)q##j[t], wa, a##j##_0);
+#define KD_F2_XB(j, RM) b##j##_0 = KD_MAD((KD_F_VT)q##j[t], wb, b##j##_0);
+#define KD_F2_STA(j, RM) if ((j) < nv) KD_F_MST(a##j##_0, yp + (j) * Cy, nc)
+#define KD_F2_STB(j, RM) if ((j) < nv) KD_F_MST(b##j##_0, yp + (Wo + (j)) * Cy, nc)
+/* one input row: the taps of both output rows (wa for row 0, wb for row 1), or one */
+#define KD_F2_RUN(BODY)                                                                     \
+    for (int kw = 0; kw < nkw; kw++) {                                                      \
+        int xi0 = xi00 + kw;                                                                \
+        KD_RP8(KD_F_Q, KD_RM1)                                                              \
+        __global const float *ka = wra + kw * Cin * Cout, *kb = wrb + kw * Cin * Cout;      \
+        for (int t = 0; t < run; t++) {                                                     \
+            KD_F_VT wa = KD_F_VLD(ka + t * Cout), wb = KD_F_VLD(kb + t * Cout);             \
+            KD_RP8(BODY, KD_RM1)                                                            \
+        }                                                                                   \
+    }
+
+#define KD_CONV_FWD2(NAME)                                                                   \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *w, int woff, \
+                       __global const float *b, int boff, int has_b,                         \
+                       __global const float *zr, __global float *y, int yoff, int N, int D,  \
+                       int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD,      \
+                       int KH, int KW, int S, int PD, int PH, int PW, int Cy, int co_outer) { \
+        int nco = Cout / KD_F_V, g0 = get_global_id(0);                                      \
+        int co = (g0 % nco) * KD_F_V, xo0 = (g0 / nco) * 8;                                  \
+        int yo0 = get_global_id(1) * 2, nz = get_global_id(2);                               \
+        if (xo0 >= Wo || yo0 >= Ho || nz >= N * Do) return;                                 \
+        int n = nz / Do, zo = nz - n * Do, two = yo0 + 1 < Ho;                               \
+        int nv = min(8, Wo - xo0);                                                           \
+        KD_F_VT bias0 = has_b ? KD_F_VLD(b + boff + co) : (KD_F_VT)0.0f;                     \
+        KD_RP8(KD_F2_DECL, KD_RM1)                                                           \
+        int xi00 = xo0 - PW;                                                                 \
+        int inner = nv == 8 && xi00 >= 0 && xi00 + 7 + KW - 1 < W;                          \
+        int nkw = inner ? 1 : KW, run = inner ? KW * Cin : Cin;                              \
+        for (int kd = 0; kd < KD; kd++) {                                                    \
+            int zi = zo + kd - PD;                                                           \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int r = 0; r <= KH; r++) {                                                  \
+                int yi = yo0 + r - PH;                                                       \
+                if (yi < 0 || yi >= H) continue;                                             \
+                int ha = r < KH, hb = two && r >= 1;                                         \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *wra =                                                  \
+                    w + woff + (kd * KH + min(r, KH - 1)) * KW * Cin * Cout + co;            \
+                __global const float *wrb =                                                  \
+                    w + woff + (kd * KH + max(r - 1, 0)) * KW * Cin * Cout + co;             \
+                if (ha && hb) {                                                              \
+                    KD_F2_RUN(KD_F2_X2)                                                      \
+                } else if (ha) {                                                             \
+                    KD_F2_RUN(KD_F2_XA)                                                      \
+                } else if (hb) {                                                             \
+                    KD_F2_RUN(KD_F2_XB)                                                      \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo0) * Wo + xo0) * Cy + co;   \
+        int nc = Cy - co;                                                                    \
+        KD_RP8(KD_F2_STA, KD_RM1)                                                            \
+        if (two) {                                                                           \
+            KD_RP8(KD_F2_STB, KD_RM1)                                                        \
+        }                                                                                    \
+    }
+
 #define KD_F_VT float16
 #define KD_F_V 16
 #define KD_F_VLD KD_VLD16
 #define KD_F_MST KD_MST16
 KD_CONV_FWD_BLOCKS(v16)
+KD_CONV_FWD2(kd_conv3d_fwd2_v16_p8)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD
@@ -182,6 +261,7 @@ KD_CONV_FWD_BLOCKS(v16)
 #define KD_F_VLD KD_VLD8
 #define KD_F_MST KD_MST8
 KD_CONV_FWD_BLOCKS(v8)
+KD_CONV_FWD2(kd_conv3d_fwd2_v8_p8)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD

@@ -55,6 +55,8 @@ typedef struct kd_conv_tune {
     int wcb;     /* weight gradient: output-channel vectors per work-item, at most 1, 2, 4 */
     int wkb;     /* weight gradient: at most one chunk per this many KiB of x and dy; 0 off */
     int small;   /* 1: the few-output-channel kernels for 3 or 4 output channels */
+    int rows;    /* forward-like kernels with one vector of 16 or 8 channels, stride 1: output
+                  * rows per work-item, 1 or 2 (2: 8 positions x 2 rows) */
 } kd_conv_tune;
 
 enum { KD_TUNE_LOCAL_DRIVER = 0, KD_TUNE_LOCAL_SET = 1, KD_TUNE_LOCAL_AUTO = -1 };

@@ -184,8 +184,12 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
     }
     int v = vec_width(cop, t->vmax), pb, mb;
     fwd_block(t, cop / v, &pb, &mb);
+    /* two output rows per work-item (kd_conv3d_fwd2_*): stride 1, one vector per block */
+    int rows2 = t->rows == 2 && s == 1 && mb == 1 && v >= 8;
+    if (rows2) pb = 8;
     char name[48];
-    snprintf(name, sizeof name, "kd_conv3d_fwd_v%d_p%dm%d", v, pb, mb);
+    if (rows2) snprintf(name, sizeof name, "kd_conv3d_fwd2_v%d_p8", v);
+    else snprintf(name, sizeof name, "kd_conv3d_fwd_v%d_p%dm%d", v, pb, mb);
     /* weights larger than the threshold (256 KiB, about half an L2 cache, by default): loop
      * over channel blocks outermost */
     int co_outer = t->coouter >= 0 &&
@@ -201,7 +205,9 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
         if (st) goto done;
         zm = zr.mem;
     }
-    size_t gws[3] = {co_outer ? nxb : nxb * nco, (size_t)oh, (size_t)n * od * (co_outer ? nco : 1)};
+    if (rows2) co_outer = 0;
+    size_t gws[3] = {co_outer ? nxb : nxb * nco, rows2 ? cdiv((size_t)oh, 2) : (size_t)oh,
+                     (size_t)n * od * (co_outer ? nco : 1)};
     size_t lws[3] = {local_of(gws[0], t->lx), local_of(gws[1], t->ly), 1};
     st = conv_launch(dev, name, 3, gws, use_local(dev, t) ? lws : NULL,
                       KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
@@ -516,8 +522,9 @@ static size_t pool_bytes(size_t floats) { return (floats * sizeof(float) + 255) 
 /* The zeros a dense_forward of ci -> cop channels (vectors as vec_width) allocates. */
 static size_t fwd_zeros_bytes(int ci, int cop, int w, int ow, int kw, int s, int pw,
                               const kd_conv_tune *t) {
-    int pb, mb;
-    fwd_block(t, cop / vec_width(cop, t->vmax), &pb, &mb);
+    int pb, mb, v = vec_width(cop, t->vmax);
+    fwd_block(t, cop / v, &pb, &mb);
+    if (t->rows == 2 && s == 1 && mb == 1 && v >= 8) pb = 8; /* kd_conv3d_fwd2_* */
     return fwd_needs_zeros(w, ow, kw, s, pw, pb) ? pool_bytes((size_t)ci) : 0;
 }
 

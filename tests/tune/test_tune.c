@@ -37,7 +37,7 @@ static int write_text(const char *path, const char *text, size_t n) {
 }
 
 static kd_conv_tune tp(int local, int lx, int ly, int vmax, int coouter, int chunks, int wlx) {
-    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1};
+    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1, 1};
 }
 
 static kd_tune_entry ent(int level, const char *match, int rank, const char *scope, kd_conv_tune p,
@@ -389,12 +389,13 @@ static int same_results(void) {
         tp(KD_TUNE_LOCAL_SET, 3, 2, 16, 256, 64, 3), tp(KD_TUNE_LOCAL_DRIVER, 1, 1, 16, 256, 64, 1),
         tp(KD_TUNE_LOCAL_SET, 5, 3, 1, 0, 64, 7),    tp(KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 7, 2),
         tp(KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 1, 1),
-        /* register blocks: 8 positions x 2 vectors (the PoCL entry's), 4 x 2 (run as 8 x 2 and
-         * 8 x 2, or 4 x 1 for the weight gradient of 5 input channels) with float8 and 1 KiB
-         * chunks, 4 x 4 with channel blocks always outermost */
-        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1},
-        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1},
-        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1},
+        /* register blocks: 8 positions x 2 vectors and 2 rows where one vector (the PoCL
+         * entry's), 4 x 2 (run as 8 x 2 and 8 x 2, or 4 x 1 for the weight gradient of 5
+         * input channels) with float8, 2 rows and 1 KiB chunks, 4 x 4 with channel blocks
+         * always outermost */
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1, 2},
+        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1, 1},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         outs ref, got;
@@ -448,9 +449,9 @@ static int entry_reaches_launch(void) {
         kd_conv_tune_last(&last, src, sizeof src);                                                 \
     } while (0)
     FWD(x, y);
-    /* the PoCL entry: 8 wide, 1 block of 8 positions x 1 vector of 16 channels, 8 rows,
-     * 8 planes */
-    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v16_p8m1 1x8x8 / 1x1x1"), "default launch: %s", trace);
+    /* the PoCL entry: 8 wide, 1 block of 8 positions x 1 vector of 16 channels, 4 pairs of
+     * rows, 8 planes */
+    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd2_v16_p8 1x4x8 / 1x1x1"), "default launch: %s", trace);
     KD_CHECK(strstr(src, "built-in") != NULL, "source: %s", src);
     kd_conv_geom g = {1, 16, 4, 4, 4, 16, 4, 4, 4, {3, 3, 3}, 1, 1, 1, 0, 1};
     char key[192];
