@@ -37,20 +37,25 @@ static void add_cand(kd_conv_tune *c, int *n, const kd_conv_tune *p) {
 }
 
 /* The candidate grid of a pass (forward-like: fwd, bwd_data; or weight gradient). The
- * built-in default comes first (the reference), then the built-in entry for this device's
- * vendor and type if there is one (the base). CPUs: one change at a time around the base
- * (local sizes, vector width, loop order, register blocks, chunks, the few-output-channel
- * kernels), as the measured base is near the best and each candidate costs seconds. Other
+ * built-in default comes first (the reference every candidate must match), then the
+ * built-in entry for this device's vendor and type if there is one (the base, and the
+ * incumbent *inc that a winner must beat by 3%). CPUs: one change at a time around the base
+ * (local sizes, vector width, loop order, register blocks, rows, chunks, the
+ * few-output-channel kernels), as the measured base is near the best and each candidate
+ * costs seconds. Other
  * devices: a small product grid over work-group shape, vector width and loop order (or
  * chunks), then the register blocks one at a time around the base. */
-static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
+static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c, int *inc) {
     int n = 0;
+    *inc = 0;
     kd_conv_tune d = kd_conv_tune_default, t, base = d;
     add_cand(c, &n, &d);
     int nb;
     const kd_tune_entry *b = kd_conv_tune_builtin(&nb);
-    if (kd_conv_tune_resolve(b, nb, id, wgrad ? "conv|bwd_weight|" : "conv|fwd|", &base))
+    if (kd_conv_tune_resolve(b, nb, id, wgrad ? "conv|bwd_weight|" : "conv|fwd|", &base)) {
         add_cand(c, &n, &base);
+        *inc = n - 1;
+    }
     static const int blocks[][2] = {{4, 1}, {8, 1}, {8, 2}, {4, 4}};
     if (id->rank == 2) { /* CPU */
         if (!wgrad) {
@@ -62,6 +67,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
             t = base, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
             for (int i = 0; i < 4; i++)
                 t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
+            t = base, t.rows = 3 - base.rows, add_cand(c, &n, &t);
         } else {
             static const int chs[] = {16, 32, 128}, wkbs[] = {0, 256, 4096};
             for (int i = 0; i < 3; i++) t = base, t.chunks = chs[i], add_cand(c, &n, &t);
@@ -89,6 +95,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
                 }
         for (int i = 0; i < 4; i++)
             t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
+        t = base, t.rows = 3 - base.rows, add_cand(c, &n, &t);
     } else {
         static const int chs[] = {64, 256, 1024}, wls[] = {0, 32, 128};
         for (int h = 0; h < 3; h++)
@@ -158,6 +165,7 @@ typedef struct tune_opts {
 typedef struct pass_state {
     kd_conv_tune cand[MAX_CANDS];
     int ncand, shapes;
+    int inc; /* the incumbent candidate: the built-in entry for this device (1), else 0 */
     double sum[MAX_CANDS];
     int ok[MAX_CANDS];
 } pass_state;
@@ -246,10 +254,11 @@ static int tune_one(kd_device *dev, const kd_dev_ident *id, const kd_conv_layer 
             ok[i] = ok[same[i]];
             ms[i] = ms[same[i]];
         }
-    int best = 0;
-    for (int i = 1; i < nc; i++)
+    /* the incumbent: what this device runs without a user entry */
+    int inc = ok[ps->inc] ? ps->inc : 0, best = inc;
+    for (int i = 0; i < nc; i++)
         if (ok[i] && ms[i] < ms[best]) best = i;
-    if (ms[best] > MIN_GAIN * ms[0]) best = 0;
+    if (ms[best] > MIN_GAIN * ms[inc]) best = inc;
     for (int i = 0; i < nc; i++) {
         if (ok[i]) ps->sum[i] += ms[i];
         else ps->ok[i] = 0;
@@ -257,13 +266,13 @@ static int tune_one(kd_device *dev, const kd_dev_ident *id, const kd_conv_layer 
     ps->shapes++;
     char key[192], pstr[200], size[16], chk[16];
     kd_conv_case_key(b, pass, key, sizeof key);
-    entry_set(&out[(*nout)++], id, key, &ps->cand[best], ms[0], ms[best]);
+    entry_set(&out[(*nout)++], id, key, &ps->cand[best], ms[inc], ms[best]);
     kd_conv_tune_format(&ps->cand[best], pstr, sizeof pstr);
     snprintf(size, sizeof size, "%d^3", edge);
     snprintf(chk, sizeof chk, "%d/%d/%d", nok, ndistinct, nc);
     printf("%-24s %-6s %-10s %8s %10.3f %10.3f %6.2fx  %s%s\n", pass ? "" : r->name, size,
-           pass_names[pass], chk, ms[0], ms[best], ms[0] / ms[best], best ? "" : "default: ",
-           pstr);
+           pass_names[pass], chk, ms[inc], ms[best], ms[inc] / ms[best],
+           best == inc ? "kept: " : "", pstr);
     fflush(stdout);
 done:
     free(ref);
@@ -317,7 +326,7 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
         return 1;
     }
     for (int p = 0; p < 3; p++) {
-        ps[p].ncand = make_grid(&id, p == KD_PASS_BWD_WEIGHT, ps[p].cand);
+        ps[p].ncand = make_grid(&id, p == KD_PASS_BWD_WEIGHT, ps[p].cand, &ps[p].inc);
         for (int i = 0; i < ps[p].ncand; i++) ps[p].ok[i] = 1;
     }
     printf("tuning the direct conv kernels on %s, %d^3 patch, batch 1\n", id.name, o->patch);
@@ -327,7 +336,7 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
            "tried\n\n",
            ps[0].ncand, ps[2].ncand, TOLERANCE, o->reps);
     printf("%-24s %-6s %-10s %8s %10s %10s %7s  %s\n", "layer", "size", "pass", "ok/dis/n",
-           "default ms", "best ms", "gain", "chosen parameters");
+           "untuned ms", "best ms", "gain", "chosen parameters");
     double t0 = now_ms();
     kd_conv_force(KD_CONV_DIRECT);
     int nout = 0, rc = 0, rows = 0;
@@ -355,15 +364,15 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
         printf("\nfor shapes not tuned here (other sizes), per pass: the candidate fastest over "
                "all shapes above\n");
         for (int p = 0; p < 3; p++) {
-            int best = 0;
-            for (int i = 1; i < ps[p].ncand; i++)
+            int inc = ps[p].ok[ps[p].inc] ? ps[p].inc : 0, best = inc;
+            for (int i = 0; i < ps[p].ncand; i++)
                 if (ps[p].ok[i] && ps[p].sum[i] < ps[p].sum[best]) best = i;
-            if (ps[p].sum[best] > MIN_GAIN * ps[p].sum[0]) best = 0;
+            if (ps[p].sum[best] > MIN_GAIN * ps[p].sum[inc]) best = inc;
             char pstr[200];
             kd_conv_tune_format(&ps[p].cand[best], pstr, sizeof pstr);
-            printf("%-10s total %10.3f -> %10.3f ms  %s%s\n", pass_names[p], ps[p].sum[0],
-                   ps[p].sum[best], best ? "" : "default: ", pstr);
-            entry_set(&out[nout++], &id, pass_names[p], &ps[p].cand[best], ps[p].sum[0],
+            printf("%-10s total %10.3f -> %10.3f ms  %s%s\n", pass_names[p], ps[p].sum[inc],
+                   ps[p].sum[best], best == inc ? "kept: " : "", pstr);
+            entry_set(&out[nout++], &id, pass_names[p], &ps[p].cand[best], ps[p].sum[inc],
                       ps[p].sum[best]);
         }
         char path[1200];
@@ -386,8 +395,8 @@ static void help(FILE *f) {
             "loop order, weight-gradient chunks) on the present device, for every conv shape\n"
             "of the student (the shapes of `kdseg bench ops`) and every pass. Each candidate\n"
             "is checked against the built-in default's output (within 1e-4 of the largest\n"
-            "value) before it is timed; a candidate replaces the default only when at least\n"
-            "3%% faster. The winners, per shape and per pass (for shapes not tuned), are\n"
+            "value) before it is timed; a candidate replaces what the device runs untuned (its\n"
+            "built-in vendor entry, else the default) only when at least 3%% faster. The winners, per shape and per pass (for shapes not tuned), are\n"
             "stored for this device's name in the tuning table in the cache folder\n"
             "(conv-tuning.txt), which every later run reads; `kdseg devices` shows the entry\n"
             "that applies.\n\n"
