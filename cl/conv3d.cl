@@ -417,11 +417,100 @@ KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
     KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c8m1, 8, 1, KD_RC8, KD_RM1, KD_RW1)         \
     KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c8m2, 8, 2, KD_RC8, KD_RM2, KD_RW2)
 
+/* Weight gradient with the three taps along W in one work-item (KW = 3, stride 1, one
+ * vector of 16 or 8 output channels, where the kernel above loads one broadcast of x per
+ * FMA). It walks the input positions xi of a row: x[xi, ci] serves tap kw with dy at
+ * xo = xi + P - kw, so one broadcast feeds three FMAs, and the three dy vectors slide (one
+ * new load per position). 4 input channels x 3 taps = 12 accumulators (8 x 3 spilled). The positions near
+ * the ends of the row, where a tap's xo leaves [0, Wo), take the taps that remain one by
+ * one; each weight still sums its positions in increasing xo, as the kernel above: the
+ * same bits. Range: (KD*KH * ceil(Cin/4) * Cout/V, nchunks); partials as above. */
+#define KD_T3_DECL(j, RM) KD_F_VT t0_##j = (KD_F_VT)0.0f, t1_##j = t0_##j, t2_##j = t0_##j;  \
+    int c##j = min(ci0 + (j), Cin - 1);
+#define KD_T3_X(j, RM)                                                                      \
+    {                                                                                       \
+        KD_F_VT xv = (KD_F_VT)xp[c##j];                                                     \
+        t0_##j = KD_MAD(xv, d0, t0_##j);                                                    \
+        t1_##j = KD_MAD(xv, d1, t1_##j);                                                    \
+        t2_##j = KD_MAD(xv, d2, t2_##j);                                                    \
+    }
+#define KD_T3_TAP(j, kw) t##kw##_##j = KD_MAD((KD_F_VT)xp[c##j], g, t##kw##_##j);
+#define KD_T3_TAP0(j, RM) KD_T3_TAP(j, 0)
+#define KD_T3_TAP1(j, RM) KD_T3_TAP(j, 1)
+#define KD_T3_TAP2(j, RM) KD_T3_TAP(j, 2)
+/* an end position xi: each tap whose xo lies inside */
+#define KD_T3_EDGE                                                                          \
+    {                                                                                       \
+        __global const float *xp = xr + xi * Cin;                                           \
+        if (xi + P >= 0 && xi + P < Wo) {                                                   \
+            KD_F_VT g = KD_F_VLD(dr + (xi + P) * Cout);                                     \
+            KD_RC4(KD_T3_TAP0, 0)                                                           \
+        }                                                                                   \
+        if (xi + P - 1 >= 0 && xi + P - 1 < Wo) {                                           \
+            KD_F_VT g = KD_F_VLD(dr + (xi + P - 1) * Cout);                                 \
+            KD_RC4(KD_T3_TAP1, 0)                                                           \
+        }                                                                                   \
+        if (xi + P - 2 >= 0 && xi + P - 2 < Wo) {                                           \
+            KD_F_VT g = KD_F_VLD(dr + (xi + P - 2) * Cout);                                 \
+            KD_RC4(KD_T3_TAP2, 0)                                                           \
+        }                                                                                   \
+    }
+#define KD_T3_ST1(j, kw)                                                                    \
+    {                                                                                       \
+        __global float *q = pp + ((long)(kw) * Cin + (j)) * Cout;                           \
+        KD_F_VST(acc ? KD_F_VLD(q) + t##kw##_##j : t##kw##_##j, q);                         \
+    }
+#define KD_T3_ST(j, RM) if (ci0 + (j) < Cin) { KD_T3_ST1(j, 0) KD_T3_ST1(j, 1) KD_T3_ST1(j, 2) }
+
+#define KD_CONV_WGRAD_T3(NAME)                                                               \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *dy,          \
+                       int dyoff, __global float *part, int poff, int acc, int N, int D,      \
+                       int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD,       \
+                       int KH, int KW, int S, int P, int planes, int nchunks) {               \
+        int nco = Cout / KD_F_V, ncb = (Cin + 3) / 4;                                        \
+        int g0 = get_global_id(0), chunk = get_global_id(1);                                \
+        if (g0 >= KD * KH * ncb * nco || chunk >= nchunks) return;                           \
+        int co = (g0 % nco) * KD_F_V, rest = g0 / nco;                                       \
+        int ci0 = (rest % ncb) * 4, r = rest / ncb, kh = r % KH, kd = r / KH;                \
+        KD_RC4(KD_T3_DECL, 0)                                                                \
+        int ylo = max(0, P - kh), yhi = min(Ho, H + P - kh);                                 \
+        /* positions whose three taps all lie inside [0, Wo) */                              \
+        int xa = max(0, 2 - P), xb = min(W, Wo - P);                                         \
+        int p1 = min(N * Do, (chunk + 1) * planes);                                          \
+        for (int nz = chunk * planes; nz < p1; nz++) {                                       \
+            int n = nz / Do, zo = nz - n * Do;                                               \
+            int zi = zo + kd - P;                                                            \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int yo = ylo; yo < yhi; yo++) {                                             \
+                int yi = yo + kh - P;                                                        \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * Cout + co; \
+                int xi = 0;                                                                  \
+                for (; xi < min(xa, W); xi++) KD_T3_EDGE                                     \
+                if (xi < xb) {                                                               \
+                    KD_F_VT d1 = KD_F_VLD(dr + (xi + P - 1) * Cout);                         \
+                    KD_F_VT d2 = KD_F_VLD(dr + (xi + P - 2) * Cout);                         \
+                    for (; xi < xb; xi++) {                                                  \
+                        KD_F_VT d0 = KD_F_VLD(dr + (xi + P) * Cout);                         \
+                        __global const float *xp = xr + xi * Cin;                            \
+                        KD_RC4(KD_T3_X, 0)                                                   \
+                        d2 = d1;                                                             \
+                        d1 = d0;                                                             \
+                    }                                                                        \
+                }                                                                            \
+                for (; xi < W; xi++) KD_T3_EDGE                                              \
+            }                                                                                \
+        }                                                                                    \
+        __global float *pp = part + poff + (((long)chunk * KD * KH + r) * 3 * Cin + ci0) * Cout + co; \
+        KD_RC4(KD_T3_ST, 0)                                                                  \
+    }
+
 #define KD_F_VT float16
 #define KD_F_V 16
 #define KD_F_VLD KD_VLD16
 #define KD_F_VST KD_VST16
 KD_CONV_WGRAD_BLOCKS(v16)
+KD_CONV_WGRAD_T3(kd_conv3d_wgrad_t3_v16)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD
@@ -431,6 +520,7 @@ KD_CONV_WGRAD_BLOCKS(v16)
 #define KD_F_VLD KD_VLD8
 #define KD_F_VST KD_VST8
 KD_CONV_WGRAD_BLOCKS(v8)
+KD_CONV_WGRAD_T3(kd_conv3d_wgrad_t3_v8)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD

@@ -57,6 +57,8 @@ typedef struct kd_conv_tune {
     int small;   /* 1: the few-output-channel kernels for 3 or 4 output channels */
     int rows;    /* forward-like kernels with one vector of 16 or 8 channels, stride 1: output
                   * rows per work-item, 1 or 2 (2: 8 positions x 2 rows) */
+    int wt3;     /* weight gradient with one vector of 16 or 8 channels, KW 3, stride 1: 1 = the
+                  * three taps along W in one work-item (4 input channels x 3 taps) */
 } kd_conv_tune;
 
 enum { KD_TUNE_LOCAL_DRIVER = 0, KD_TUNE_LOCAL_SET = 1, KD_TUNE_LOCAL_AUTO = -1 };

@@ -355,9 +355,14 @@ static kd_status dense_backward_weight(kd_device *dev, int n, int ci, int d, int
     if (st) goto done;
     pm = direct ? dw->mem : part.mem;
     if (direct) poff = dw->off;
+    /* the three taps along W in one work-item (kd_conv3d_wgrad_t3_*): KW 3, stride 1, one
+     * vector per block */
+    int t3 = t->wt3 && k[2] == 3 && s == 1 && mb == 1 && v >= 8;
     char name[48];
-    snprintf(name, sizeof name, "kd_conv3d_wgrad_part_v%d_c%dm%d", v, cb, mb);
-    size_t gws[2] = {(size_t)K3 * cdiv((size_t)ci, (size_t)cb) * (size_t)(cop / (v * mb)),
+    if (t3) snprintf(name, sizeof name, "kd_conv3d_wgrad_t3_v%d", v);
+    else snprintf(name, sizeof name, "kd_conv3d_wgrad_part_v%d_c%dm%d", v, cb, mb);
+    size_t gws[2] = {t3 ? (size_t)k[0] * k[1] * cdiv((size_t)ci, 4) * (size_t)(cop / v)
+                        : (size_t)K3 * cdiv((size_t)ci, (size_t)cb) * (size_t)(cop / (v * mb)),
                      (size_t)nchunks};
     /* each item loops over a whole chunk: on CPUs no grouping is needed (wlx 1) */
     size_t lws[2] = {local_of(gws[0], t->wlx), 1};

@@ -544,20 +544,22 @@ static int bad_input(void) {
 /* Every register block of the direct kernels against the C reference (the other cases run
  * the tuning table's choice only): forward blocks P x M (wb, cb), weight-gradient blocks
  * CI x M (wci, wcb), at each vector width, with one chunk (the kernel adds into dw) and
- * with several (partials, reduction), and two output rows per work-item (rows 2: the
- * input gradient, a forward of dy with one float16 or two float8 vectors of outputs).
+ * with several (partials, reduction), two output rows per work-item (rows 2: the input
+ * gradient, a forward of dy with one float16 or two float8 vectors of outputs), and the
+ * weight gradient's three taps along W in one work-item (wt3: 64 outputs on float8 are 8
+ * blocks of one vector).
  * 16 -> 64 channels: 4 float16 vectors of Cout for the forward and weight gradient, 1 for
  * the input gradient; odd sizes (H = 4 and 5: both parities of the row pairs), batch 2;
  * the same shapes under KDSEG_TEST_SMALL (no shrinking). */
 static int variants(void) {
     static const struct {
-        int vmax, wb, cb, wci, wcb, chunks, wkb, rows;
+        int vmax, wb, cb, wci, wcb, chunks, wkb, rows, wt3;
     } sets[] = {
-        {16, 4, 1, 4, 1, 64, 0, 1}, {16, 4, 4, 4, 4, 7, 0, 1}, {16, 8, 1, 8, 1, 64, 1, 1},
-        {16, 8, 2, 8, 2, 1, 4, 1},  {16, 8, 2, 8, 2, 3, 0, 2}, {8, 4, 1, 4, 1, 1, 0, 1},
-        {8, 4, 4, 4, 4, 7, 0, 1},   {8, 8, 1, 8, 1, 64, 1, 1}, {8, 8, 2, 8, 2, 3, 0, 1},
-        {8, 4, 1, 4, 1, 64, 0, 2},  {1, 4, 1, 4, 1, 64, 0, 1}, {1, 4, 4, 4, 4, 1, 0, 1},
-        {1, 8, 1, 8, 1, 64, 1, 1},  {1, 8, 2, 8, 2, 3, 0, 1},
+        {16, 4, 1, 4, 1, 64, 0, 1, 0}, {16, 4, 4, 4, 4, 7, 0, 1, 0}, {16, 8, 1, 8, 1, 64, 1, 1, 0},
+        {16, 8, 2, 8, 2, 1, 4, 1, 0},  {16, 8, 2, 8, 2, 3, 0, 2, 1}, {8, 4, 1, 4, 1, 1, 0, 1, 0},
+        {8, 4, 4, 4, 4, 7, 0, 1, 0},   {8, 8, 1, 8, 1, 64, 1, 1, 0}, {8, 8, 2, 8, 2, 3, 0, 1, 0},
+        {8, 4, 1, 4, 1, 64, 0, 2, 1},  {1, 4, 1, 4, 1, 64, 0, 1, 0}, {1, 4, 4, 4, 4, 1, 0, 1, 0},
+        {1, 8, 1, 8, 1, 64, 1, 1, 0},  {1, 8, 2, 8, 2, 3, 0, 1, 0},
     };
     const cfg cs[2] = {{2, 16, 3, 4, 9, 64, {3, 3, 3}, 1, 1, 1, 1, 0},
                        {1, 16, 2, 5, 11, 64, {3, 3, 3}, 1, 1, 1, 0, 0}};
@@ -567,7 +569,7 @@ static int variants(void) {
         kd_conv_tune t = kd_conv_tune_default;
         t.vmax = sets[i].vmax, t.wb = sets[i].wb, t.cb = sets[i].cb, t.wci = sets[i].wci;
         t.wcb = sets[i].wcb, t.chunks = sets[i].chunks, t.wkb = sets[i].wkb;
-        t.rows = sets[i].rows;
+        t.rows = sets[i].rows, t.wt3 = sets[i].wt3;
         kd_conv_tune_force(&t);
         int rc = run_cfg_as_is(&c, KD_CONV_DIRECT);
         kd_conv_tune_force(NULL);

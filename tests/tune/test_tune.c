@@ -37,7 +37,7 @@ static int write_text(const char *path, const char *text, size_t n) {
 }
 
 static kd_conv_tune tp(int local, int lx, int ly, int vmax, int coouter, int chunks, int wlx) {
-    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1, 1};
+    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1, 1, 0};
 }
 
 static kd_tune_entry ent(int level, const char *match, int rank, const char *scope, kd_conv_tune p,
@@ -393,9 +393,9 @@ static int same_results(void) {
          * entry's), 4 x 2 (run as 8 x 2 and 8 x 2, or 4 x 1 for the weight gradient of 5
          * input channels) with float8, 2 rows and 1 KiB chunks, 4 x 4 with channel blocks
          * always outermost */
-        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2},
-        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1, 2},
-        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1, 1},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1, 2, 1},
+        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         outs ref, got;
