@@ -40,7 +40,7 @@ static void add_cand(kd_conv_tune *c, int *n, const kd_conv_tune *p) {
  * built-in default comes first (the reference every candidate must match), then the
  * built-in entry for this device's vendor and type if there is one (the base, and the
  * incumbent *inc that a winner must beat by 3%). CPUs: one change at a time around the base
- * (local sizes, vector width, loop order, register blocks, rows, chunks, the
+ * (local sizes, vector width, loop order, register blocks, rows, taps, chunks, the
  * few-output-channel kernels), as the measured base is near the best and each candidate
  * costs seconds. Other
  * devices: a small product grid over work-group shape, vector width and loop order (or
@@ -76,6 +76,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c, int *in
             t = base, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
             for (int i = 0; i < 4; i++)
                 t = base, t.wci = blocks[i][0], t.wcb = blocks[i][1], add_cand(c, &n, &t);
+            t = base, t.wt3 = !base.wt3, add_cand(c, &n, &t);
         }
         t = base, t.small = !base.small, add_cand(c, &n, &t);
         return n;
@@ -109,6 +110,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c, int *in
                 }
         for (int i = 0; i < 4; i++)
             t = base, t.wci = blocks[i][0], t.wcb = blocks[i][1], add_cand(c, &n, &t);
+        t = base, t.wt3 = !base.wt3, add_cand(c, &n, &t);
     }
     t = base, t.small = !base.small, add_cand(c, &n, &t);
     return n;
