@@ -184,8 +184,9 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
     }
     int v = vec_width(cop, t->vmax), pb, mb;
     fwd_block(t, cop / v, &pb, &mb);
-    /* two output rows per work-item (kd_conv3d_fwd2_*): stride 1, one vector per block */
-    int rows2 = t->rows == 2 && s == 1 && mb == 1 && v >= 8;
+    /* two output rows per work-item (kd_conv3d_fwd2_*): stride 1, one vector per block, and
+     * rows that share input rows (KH > 1) */
+    int rows2 = t->rows == 2 && s == 1 && mb == 1 && v >= 8 && k[1] > 1;
     if (rows2) pb = 8;
     char name[48];
     if (rows2) snprintf(name, sizeof name, "kd_conv3d_fwd2_v%d_p8", v);
@@ -525,11 +526,11 @@ kd_status kd_conv_bias_grad(const kd_tensor *dy, kd_tensor *db) {
 static size_t pool_bytes(size_t floats) { return (floats * sizeof(float) + 255) & ~(size_t)255; }
 
 /* The zeros a dense_forward of ci -> cop channels (vectors as vec_width) allocates. */
-static size_t fwd_zeros_bytes(int ci, int cop, int w, int ow, int kw, int s, int pw,
+static size_t fwd_zeros_bytes(int ci, int cop, int w, int ow, int kh, int kw, int s, int pw,
                               const kd_conv_tune *t) {
     int pb, mb, v = vec_width(cop, t->vmax);
     fwd_block(t, cop / v, &pb, &mb);
-    if (t->rows == 2 && s == 1 && mb == 1 && v >= 8) pb = 8; /* kd_conv3d_fwd2_* */
+    if (t->rows == 2 && s == 1 && mb == 1 && v >= 8 && kh > 1) pb = 8; /* kd_conv3d_fwd2_* */
     return fwd_needs_zeros(w, ow, kw, s, pw, pb) ? pool_bytes((size_t)ci) : 0;
 }
 
@@ -553,19 +554,20 @@ size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass,
         if (g->transposed) return 0; /* the transposed forward runs dense_backward_data */
         int cop = g->co % 8 == 0 || t->vmax < 8 ? g->co : (g->co + 7) / 8 * 8;
         if (cop != g->co) b = pool_bytes((size_t)K3 * g->ci * cop) + (g->has_bias ? pool_bytes(cop) : 0);
-        return b + fwd_zeros_bytes(g->ci, cop, g->w, g->ow, g->k[2], g->s, g->p, t);
+        return b + fwd_zeros_bytes(g->ci, cop, g->w, g->ow, g->k[1], g->k[2], g->s, g->p, t);
     }
     if (pass == KD_PASS_BWD_DATA) {
         b = pool_bytes((size_t)K3 * g->ci * g->co); /* transposed weights */
         if (g->transposed) { /* a k2 s2 forward of dy, no padding */
             int cop = g->ci % 8 == 0 || t->vmax < 8 ? g->ci : (g->ci + 7) / 8 * 8;
             if (cop != g->ci) b += pool_bytes((size_t)K3 * g->co * cop);
-            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, 2, 2, 0, t);
+            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, 2, 2, 2, 0, t);
         }
         if (g->s == 1) { /* a forward of dy with flipped weights, padding K-1-P */
             int cop = g->ci % 8 == 0 || t->vmax < 8 ? g->ci : (g->ci + 7) / 8 * 8;
             if (cop != g->ci) b += pool_bytes((size_t)K3 * g->co * cop);
-            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, g->k[2], 1, g->k[2] - 1 - g->p, t);
+            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, g->k[1], g->k[2], 1,
+                                       g->k[2] - 1 - g->p, t);
         }
         return b;
     }
