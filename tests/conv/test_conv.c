@@ -551,7 +551,7 @@ static int bad_input(void) {
  * 16 -> 64 channels: 4 float16 vectors of Cout for the forward and weight gradient, 1 for
  * the input gradient; odd sizes (H = 4 and 5: both parities of the row pairs), batch 2;
  * the same shapes under KDSEG_TEST_SMALL (no shrinking). */
-static int variants(void) {
+static int variants(int vmax) {
     static const struct {
         int vmax, wb, cb, wci, wcb, chunks, wkb, rows, wt3;
     } sets[] = {
@@ -566,6 +566,7 @@ static int variants(void) {
     for (size_t k = 0; k < 2 * sizeof sets / sizeof sets[0]; k++) {
         const cfg c = cs[k % 2];
         size_t i = k / 2;
+        if (sets[i].vmax != vmax) continue;
         kd_conv_tune t = kd_conv_tune_default;
         t.vmax = sets[i].vmax, t.wb = sets[i].wb, t.cb = sets[i].cb, t.wci = sets[i].wci;
         t.wcb = sets[i].wcb, t.chunks = sets[i].chunks, t.wkb = sets[i].wkb;
@@ -579,6 +580,10 @@ static int variants(void) {
     }
     return 0;
 }
+/* one test per vector width (each well within a test's time under Oclgrind) */
+static int variants_v16(void) { return variants(16); }
+static int variants_v8(void) { return variants(8); }
+static int variants_v1(void) { return variants(1); }
 
 #define BOTH(name) {#name "_direct", name##_direct}, {#name "_gemm", name##_gemm}
 
@@ -595,7 +600,8 @@ int main(int argc, char **argv) {
         {"out24_3_k3_direct", out24_3_k3_direct},       {"in3_8_k3_direct", in3_8_k3_direct},
         {"pw16_4_n2_direct", pw16_4_n2_direct},         {"pw8_3_direct", pw8_3_direct},
         {"out8_4_k3_direct", out8_4_k3_direct},         {"pw8_4_direct", pw8_4_direct},
-        {"variants", variants},
+        {"variants_v16", variants_v16}, {"variants_v8", variants_v8},
+        {"variants_v1", variants_v1},
         {"semantics_direct", semantics_direct}, {"semantics_gemm", semantics_gemm},
         {"chooser_cache", chooser_cache}, {"force_env", force_env}, {"bad_input", bad_input},
     };
