@@ -12,7 +12,7 @@
 
 #include "cli.h"
 #include "kdseg/train.h"
-#include "tmpfiles.h"
+#include "kdseg/files.h"
 
 static double now_s(void) {
     struct timespec ts;

@@ -157,7 +157,7 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]) {
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "tmpfiles.h"
+#include "kdseg/files.h"
 
 void kd_train_args_default(kd_train_args *a) {
     memset(a, 0, sizeof *a);

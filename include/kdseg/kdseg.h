@@ -3,6 +3,8 @@
 #define KDSEG_H
 
 #include "kdseg/status.h"
+#include "kdseg/files.h"
+#include "kdseg/rng.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
 #include "kdseg/model.h"

@@ -181,7 +181,11 @@ kd_status kd_cache_store(const kd_dataset *ds, int i, const kd_case *c) {
     }
     char path[4096], tmp[4200];
     cache_path(ds, i, path, sizeof path);
-    kd_data_tmpname(path, tmp, sizeof tmp);
+    kd_status st = kd_tmp_name(path, tmp, sizeof tmp);
+    if (st) {
+        free(b.p);
+        return st;
+    }
     FILE *f = fopen(tmp, "wb");
     int ok = f && fwrite(b.p, 1, b.n, f) == b.n;
     if (f && fclose(f) != 0) ok = 0;

@@ -747,7 +747,7 @@ kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int da
     len += 4;
 
     char tmp[4096];
-    kd_data_tmpname(path, tmp, sizeof tmp);
+    if ((s = kd_tmp_name(path, tmp, sizeof tmp))) return s;
     gzFile f = gzopen(tmp, ends_with(path, ".gz") ? "wb6" : "wbT");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     int ok = gzwrite(f, hdr, (unsigned)len) == len;

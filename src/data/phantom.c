@@ -416,7 +416,8 @@ static void relabel(kd_layout l, uint8_t *lab, size_t n) {
 static kd_status write_msd_json(const char *dir, int first, int count, int unlabeled) {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/dataset.json", dir);
-    kd_data_tmpname(path, tmp, sizeof tmp);
+    kd_status s = kd_tmp_name(path, tmp, sizeof tmp);
+    if (s) return s;
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
     fprintf(f,
@@ -472,7 +473,7 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
     else
         snprintf(name, sizeof name, "KDPH-%05d-000", index);
     snprintf(cdir, sizeof cdir, "%s/%s", dir, name);
-    s = kd_data_mkdirs(cdir);
+    s = kd_mkdir_p(cdir);
     for (int m = 0; m < 4 && !s; m++) {
         snprintf(path, sizeof path, "%s/%s%c%s.nii.gz", cdir, name, sep,
                  l == KD_LAYOUT_BRATS2018 ? s18[m] : s23[m]);
@@ -490,14 +491,14 @@ kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o) {
         return kd_fail(KD_ERR_INVALID_ARG, "phantom: need a folder and at least one case");
     kd_layout l = o->layout == KD_LAYOUT_AUTO ? KD_LAYOUT_BRATS2018 : o->layout;
     const size_t n = (size_t)o->size[0] * o->size[1] * o->size[2];
-    kd_status s = kd_data_mkdirs(dir);
+    kd_status s = kd_mkdir_p(dir);
     if (!s && l == KD_LAYOUT_MSD) {
         char sub[4096];
         snprintf(sub, sizeof sub, "%s/imagesTr", dir);
-        s = kd_data_mkdirs(sub);
+        s = kd_mkdir_p(sub);
         if (!s && !o->unlabeled) {
             snprintf(sub, sizeof sub, "%s/labelsTr", dir);
-            s = kd_data_mkdirs(sub);
+            s = kd_mkdir_p(sub);
         }
     }
     if (s) return s;

@@ -2,6 +2,7 @@
  * a dataset folder, paired with predictions, scored per region, written as CSV and
  * summarised as the BraTS leaderboard does. */
 #include "kdseg/metrics.h"
+#include "kdseg/files.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -426,8 +427,9 @@ static void csv_num(FILE *f, double v) {
 }
 
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    char tmp[4200];
+    kd_status st = kd_tmp_name(path, tmp, sizeof tmp);
+    if (st) return st;
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write", tmp);
     fputs("case,status", f);

@@ -1,5 +1,6 @@
 /* The named-tensor file format of the golden files. */
 #include "kdseg/tensorfile.h"
+#include "kdseg/files.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -102,8 +103,9 @@ const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *na
 }
 
 kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    char tmp[4200];
+    kd_status st = kd_tmp_name(path, tmp, sizeof tmp);
+    if (st) return st;
     FILE *f = fopen(tmp, "wb");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     uint32_t c = (uint32_t)n;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "conv_tune.h"
+#include "kdseg/files.h"
 
 #define TUNE_FILE "conv-tuning.txt"
 #define TUNE_MAGIC "# kdseg conv tuning table 1"
@@ -360,9 +361,10 @@ kd_status kd_conv_tune_file_write(const char *path, const kd_tune_entry *e, int 
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
-        kd_rt_mkdir_p(dir);
+        (void)kd_mkdir_p(dir); /* the fopen below reports a folder that is missing */
     }
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    kd_status st = kd_tmp_name(path, tmp, sizeof tmp);
+    if (st) return st;
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_fail(KD_ERR_IO, "cannot write the tuning table %s: %s", tmp, strerror(errno));
     int ok = fprintf(f, "%s\n# level\tmatch\ttype\tscope\tparameters\tdefault_ms\tbest_ms\n",

@@ -15,7 +15,7 @@
 
 #include "rt.h"
 #include "rt_internal.h"
-#include "tmpfiles.h"
+#include "kdseg/files.h"
 
 #define MAX_PLATFORMS 16
 #ifndef CL_PLATFORM_NOT_FOUND_KHR
@@ -170,18 +170,6 @@ static int cache_enabled(void) {
     return !(e && !strcmp(e, "0"));
 }
 
-void kd_rt_mkdir_p(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    mkdir(tmp, 0755);
-}
-
 #define CACHE_MAGIC "KDPCACHE"
 
 static void cache_path(char *out, size_t n, const char *file, uint64_t key) {
@@ -218,9 +206,12 @@ bad:
 }
 
 static void cache_write(const char *path, uint64_t key, const unsigned char *bin, size_t n) {
-    kd_rt_mkdir_p(kd_cache_dir());
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    char tmp[1300];
+    /* a cache that cannot be written is only slower: warn, never fail */
+    if (kd_mkdir_p(kd_cache_dir()) || kd_tmp_name(path, tmp, sizeof tmp)) {
+        kd_log(KD_LOG_WARN, "cannot write program cache %s: %s", path, kd_last_error());
+        return;
+    }
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         kd_log(KD_LOG_WARN, "cannot write program cache %s: %s", tmp, strerror(errno));

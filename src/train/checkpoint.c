@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "kdseg/files.h"
 #include "kdseg/train.h"
 
 #define MAGIC "KDSEGCKP"
@@ -112,8 +113,8 @@ kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const c
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint %s: serialising", path);
         goto done;
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    char tmp[4200];
+    if ((s = kd_tmp_name(path, tmp, sizeof tmp))) goto done;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         s = kd_fail(KD_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(errno));

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../nn/tensor_impl.h"
+#include "../runtime/tensor_impl.h"
 #include "../ops/ops.h"
 #include "kdseg/train.h"
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../nn/tensor_impl.h"
+#include "../runtime/tensor_impl.h"
 #include "kdseg/train.h"
 
 #define OPT_WG 64

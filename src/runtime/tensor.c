@@ -184,13 +184,3 @@ kd_status kd_tensor_view(kd_tensor *t, size_t offset, kd_shape s, kd_tensor **ou
     }
     return make_view(t, offset, s, out);
 }
-
-kd_status kd_tensor_reshape(kd_tensor *t, kd_shape s, kd_tensor **out) {
-    *out = NULL;
-    if (kd_shape_numel(s) != kd_tensor_numel(t)) {
-        char a[96], b[96];
-        return kd_fail(KD_ERR_SHAPE, "reshape %s to %s", kd_shape_str(t->shape, a, 96),
-                       kd_shape_str(s, b, 96));
-    }
-    return make_view(t, 0, s, out);
-}

@@ -1,17 +1,60 @@
-/* Stale temporary files of interrupted writes: recognised by their exact name pattern
- * and removed only when their writer is gone and they are old (tmpfiles.h). */
-#include "tmpfiles.h"
+/* Folders and atomic writes (kdseg/files.h): mkdir -p, the one temporary-name scheme,
+ * and the sweep of stale temporary files, recognised by their exact name pattern and
+ * removed only when their writer is gone and they are old. */
+#include "kdseg/files.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "kdseg/status.h"
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+kd_status kd_mkdir_p(const char *path) {
+    size_t n = strlen(path);
+    if (n == 0) return kd_fail(KD_ERR_INVALID_ARG, "empty folder name");
+    char *buf = malloc(n + 1);
+    if (!buf) return kd_fail(KD_ERR_OUT_OF_MEMORY, "folder name %s", path);
+    memcpy(buf, path, n + 1);
+    kd_status s = KD_OK;
+    int err = 0;
+    for (size_t i = 1; i <= n && !s; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char c = buf[i];
+        buf[i] = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            err = errno;
+            s = kd_fail(KD_ERR_IO, "%s: cannot create folder: %s", buf, strerror(err));
+        }
+        buf[i] = c;
+    }
+    free(buf);
+    if (!s && !is_dir(path)) {
+        err = ENOTDIR;
+        s = kd_fail(KD_ERR_IO, "%s: not a folder", path);
+    }
+    if (err) errno = err;
+    return s;
+}
+
+kd_status kd_tmp_name(const char *final_path, char *out, size_t n) {
+    static atomic_uint counter;
+    unsigned c = atomic_fetch_add(&counter, 1);
+    int len = snprintf(out, n, "%s.tmp-%ld-%u", final_path, (long)getpid(), c);
+    if (len < 0 || (size_t)len >= n)
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: path too long for a temporary name (%zu bytes)",
+                       final_path, n);
+    return KD_OK;
+}
 
 /* The decimal number at s (at most 9 digits): its value, 0 when there are no digits or
  * a leading zero; *end is set after the digits. */
