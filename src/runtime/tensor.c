@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor_dry.h"
 #include "tensor_impl.h"
 
 size_t kd_shape_numel(kd_shape s) {
@@ -46,6 +47,21 @@ kd_status kd_tensor_create(kd_device *dev, kd_shape s, kd_tensor **out) {
         return kd_fail_context(st, "tensor %s", kd_shape_str(s, b, sizeof b));
     }
     *out = t;
+    return KD_OK;
+}
+
+kd_status kd_tensor_create_dry(kd_device *dev, kd_shape s, kd_tensor **out) {
+    *out = NULL;
+    /* no 2^31-element limit: a plan may ask what a shape too large to run would need */
+    char b[96];
+    if (s.n <= 0 || s.c <= 0 || s.d <= 0 || s.h <= 0 || s.w <= 0)
+        return kd_fail(KD_ERR_SHAPE, "tensor shape %s has a non-positive dimension",
+                       kd_shape_str(s, b, sizeof b));
+    kd_tensor *t = calloc(1, sizeof *t);
+    if (!t) return kd_fail(KD_ERR_OUT_OF_MEMORY, "tensor");
+    t->dev = dev;
+    t->shape = s;
+    *out = t; /* mem NULL, owns 0: nothing to release */
     return KD_OK;
 }
 
