@@ -310,7 +310,7 @@ static kd_status link_oracle(const char *out) {
     char truth[4096], dir[4096];
     snprintf(truth, sizeof truth, "%s/data/unlabeled-truth", out);
     snprintf(dir, sizeof dir, "%s/oracle", out);
-    if (kd_mkdir_p(dir)) return kd_fail(KD_ERR_IO, "%s: cannot create", dir);
+    if (kd_mkdirs(dir)) return kd_fail(KD_ERR_IO, "%s: cannot create", dir);
     kd_dataset *ds = NULL;
     kd_status s = kd_dataset_open(truth, NULL, &ds);
     for (int i = 0; !s && i < kd_dataset_count(ds); i++) {
@@ -428,7 +428,7 @@ static int run(int argc, char **argv) {
     int nst = 6;
     kd_status s = KD_OK;
     char d[4096];
-    if (kd_mkdir_p(out)) {
+    if (kd_mkdirs(out)) {
         fprintf(stderr, "kdseg demo: cannot create %s\n", out);
         return 1;
     }

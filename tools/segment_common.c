@@ -12,7 +12,7 @@
 
 #include "cli.h"
 #include "kdseg/train.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -146,7 +146,7 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     }
     for (int i = -1; i < a->nmember_out; i++) {
         const char *dir = i < 0 ? a->out : a->member_out[i];
-        if (kd_mkdir_p(dir))
+        if (kd_mkdirs(dir))
             return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", dir, strerror(errno));
         kd_tmp_sweep(dir, KD_TMP_STALE_SECONDS); /* left by killed runs */
     }

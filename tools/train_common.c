@@ -157,7 +157,7 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]) {
 #include <sys/stat.h>
 
 #include "cli.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 
 void kd_train_args_default(kd_train_args *a) {
     memset(a, 0, sizeof *a);
@@ -269,7 +269,7 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     s->tc.sched.step_every = a->step_every;
     s->tc.sched.warmup = a->warmup;
     s->tc.sched.total_steps = a->steps;
-    if (kd_mkdir_p(a->out))
+    if (kd_mkdirs(a->out))
         return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
     kd_tmp_sweep(a->out, KD_TMP_STALE_SECONDS); /* left by killed runs */
     static char dir[4096];

@@ -3,7 +3,7 @@
 #define KDSEG_H
 
 #include "kdseg/status.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 #include "kdseg/rng.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"

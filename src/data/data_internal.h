@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "kdseg/data.h"
-#include "kdseg/files.h" /* kd_mkdir_p, kd_tmp_name for the writers */
+#include "kdseg/fs.h" /* kd_mkdirs, kd_tmp_name for the writers */
 
 int kd_data_is_dir(const char *path);
 int kd_data_is_file(const char *path);

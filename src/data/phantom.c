@@ -473,7 +473,7 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
     else
         snprintf(name, sizeof name, "KDPH-%05d-000", index);
     snprintf(cdir, sizeof cdir, "%s/%s", dir, name);
-    s = kd_mkdir_p(cdir);
+    s = kd_mkdirs(cdir);
     for (int m = 0; m < 4 && !s; m++) {
         snprintf(path, sizeof path, "%s/%s%c%s.nii.gz", cdir, name, sep,
                  l == KD_LAYOUT_BRATS2018 ? s18[m] : s23[m]);
@@ -491,14 +491,14 @@ kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o) {
         return kd_fail(KD_ERR_INVALID_ARG, "phantom: need a folder and at least one case");
     kd_layout l = o->layout == KD_LAYOUT_AUTO ? KD_LAYOUT_BRATS2018 : o->layout;
     const size_t n = (size_t)o->size[0] * o->size[1] * o->size[2];
-    kd_status s = kd_mkdir_p(dir);
+    kd_status s = kd_mkdirs(dir);
     if (!s && l == KD_LAYOUT_MSD) {
         char sub[4096];
         snprintf(sub, sizeof sub, "%s/imagesTr", dir);
-        s = kd_mkdir_p(sub);
+        s = kd_mkdirs(sub);
         if (!s && !o->unlabeled) {
             snprintf(sub, sizeof sub, "%s/labelsTr", dir);
-            s = kd_mkdir_p(sub);
+            s = kd_mkdirs(sub);
         }
     }
     if (s) return s;

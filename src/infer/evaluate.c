@@ -2,7 +2,7 @@
  * a dataset folder, paired with predictions, scored per region, written as CSV and
  * summarised as the BraTS leaderboard does. */
 #include "kdseg/metrics.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 
 #include <dirent.h>
 #include <math.h>

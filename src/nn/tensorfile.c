@@ -1,6 +1,6 @@
 /* The named-tensor file format of the golden files. */
 #include "kdseg/tensorfile.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "conv_tune.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 
 #define TUNE_FILE "conv-tuning.txt"
 #define TUNE_MAGIC "# kdseg conv tuning table 1"
@@ -361,7 +361,7 @@ kd_status kd_conv_tune_file_write(const char *path, const kd_tune_entry *e, int 
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
-        (void)kd_mkdir_p(dir); /* the fopen below reports a folder that is missing */
+        (void)kd_mkdirs(dir); /* the fopen below reports a folder that is missing */
     }
     kd_status st = kd_tmp_name(path, tmp, sizeof tmp);
     if (st) return st;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 #include "rt_internal.h"
 
 /* "512M", "4G", "1.5 G", a number of bytes; 0 when unreadable. */

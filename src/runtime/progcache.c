@@ -7,7 +7,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 #include "rt_internal.h"
 
 uint64_t kd_hash64(uint64_t h, const void *data, size_t n) {
@@ -74,7 +74,7 @@ bad:
 void kd_rt_cache_write(const char *path, uint64_t key, const unsigned char *bin, size_t n) {
     char tmp[1300];
     /* a cache that cannot be written is only slower: warn, never fail */
-    if (kd_mkdir_p(kd_cache_dir()) || kd_tmp_name(path, tmp, sizeof tmp)) {
+    if (kd_mkdirs(kd_cache_dir()) || kd_tmp_name(path, tmp, sizeof tmp)) {
         kd_log(KD_LOG_WARN, "cannot write program cache %s: %s", path, kd_last_error());
         return;
     }

@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 #include "kdseg/train.h"
 
 #define MAGIC "KDSEGCKP"

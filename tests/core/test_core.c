@@ -32,23 +32,23 @@ static int tmp_names(void) {
 
 /* Catches: a mkdir -p that stops at the first missing level, refuses existing folders,
  * or reports success for a path under a file. */
-static int mkdir_p(void) {
+static int mkdirs(void) {
     char p[1024], f[1024], under[1100];
     snprintf(p, sizeof p, "%s/a/b//c/", kd_test_tmpdir());
-    KD_CHECK_OK(kd_mkdir_p(p));
-    KD_CHECK_OK(kd_mkdir_p(p)); /* again: exists */
+    KD_CHECK_OK(kd_mkdirs(p));
+    KD_CHECK_OK(kd_mkdirs(p)); /* again: exists */
     struct stat st;
     KD_CHECK(stat(p, &st) == 0 && S_ISDIR(st.st_mode), "%s not made", p);
     snprintf(f, sizeof f, "%s/afile", kd_test_tmpdir());
     FILE *fp = fopen(f, "w");
     KD_CHECK(fp && fclose(fp) == 0, "file");
-    KD_CHECK(kd_mkdir_p(f) == KD_ERR_IO, "a file is not a folder");
+    KD_CHECK(kd_mkdirs(f) == KD_ERR_IO, "a file is not a folder");
     snprintf(under, sizeof under, "%s/sub", f);
-    KD_CHECK(kd_mkdir_p(under) == KD_ERR_IO, "a folder under a file");
+    KD_CHECK(kd_mkdirs(under) == KD_ERR_IO, "a folder under a file");
     KD_CHECK(errno == ENOTDIR, "errno %d", errno);
     KD_CHECK(strstr(kd_last_error(), "cannot create folder") != NULL, "message: %s",
              kd_last_error());
-    KD_CHECK(kd_mkdir_p("") == KD_ERR_INVALID_ARG, "empty name");
+    KD_CHECK(kd_mkdirs("") == KD_ERR_INVALID_ARG, "empty name");
     return 0;
 }
 
@@ -71,7 +71,7 @@ static int splitmix(void) {
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"tmp_names", tmp_names},
-        {"mkdir_p", mkdir_p},
+        {"mkdirs", mkdirs},
         {"splitmix", splitmix},
     };
     return kd_test_main(argc, argv, cases, sizeof cases / sizeof cases[0]);

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "../kdtest.h"
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 #include "kdseg/data.h"
 #include "kdseg/train.h"
 
@@ -152,7 +152,7 @@ static int copy_file(const char *from, const char *to) {
     return ok ? 0 : -1;
 }
 
-/* Names of the temporary files (kdseg's exact patterns, kdseg/files.h) directly in dir,
+/* Names of the temporary files (kdseg's exact patterns, kdseg/fs.h) directly in dir,
  * space-separated into out (empty: none); returns how many. */
 static int temp_files(const char *dir, char *out, size_t n) {
     DIR *dp = opendir(dir);

@@ -1,7 +1,7 @@
-/* Folders and atomic writes (kdseg/files.h): mkdir -p, the one temporary-name scheme,
+/* Folders and atomic writes (kdseg/fs.h): mkdir -p, the one temporary-name scheme,
  * and the sweep of stale temporary files, recognised by their exact name pattern and
  * removed only when their writer is gone and they are old. */
-#include "kdseg/files.h"
+#include "kdseg/fs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +19,7 @@ static int is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-kd_status kd_mkdir_p(const char *path) {
+kd_status kd_mkdirs(const char *path) {
     size_t n = strlen(path);
     if (n == 0) return kd_fail(KD_ERR_INVALID_ARG, "empty folder name");
     char *buf = malloc(n + 1);

@@ -18,7 +18,7 @@ extern "C" {
 /* Creates the folder `path` and its missing parents (mkdir -p); existing folders are
  * fine. KD_ERR_IO naming the folder that could not be created (errno as mkdir left
  * it), or `path` when it exists but is not a folder (errno ENOTDIR). */
-kd_status kd_mkdir_p(const char *path);
+kd_status kd_mkdirs(const char *path);
 
 /* Writes into out (n bytes) the temporary name for a file to be renamed to
  * final_path: "FINAL.tmp-<PID>-<N>", N counting up within the process (unique across
