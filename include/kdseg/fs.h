@@ -3,8 +3,8 @@
  * renames it to FINAL, so a reader never sees half a file. A writer killed between the
  * two leaves the temporary file behind; kd_tmp_sweep removes such files once they are
  * stale. */
-#ifndef KDSEG_FILES_H
-#define KDSEG_FILES_H
+#ifndef KDSEG_FS_H
+#define KDSEG_FS_H
 
 #include <stddef.h>
 #include <sys/types.h>
