@@ -96,4 +96,3 @@ int kd_cli_unknown(const char *cmd, const char *arg) {
             cmd);
     return 2;
 }
-

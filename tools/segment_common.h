@@ -3,6 +3,7 @@
 #define KD_SEGMENT_COMMON_H
 
 #include "kdseg/data.h"
+#include "kdseg/fs.h"
 #include "kdseg/infer.h"
 #include "kdseg/postproc.h"
 
@@ -34,6 +35,7 @@ typedef struct kd_seg_run {
     /* the options cases run with: the command line's, and without --tile, sliding windows
      * of the models' training patch (read from their checkpoints), as nnU-Net infers */
     kd_infer_opts infer;
+    kd_outdir *outdirs[1 + KD_SEG_MAX_MODELS]; /* --out and each --member-out, held */
 } kd_seg_run;
 
 kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r);

@@ -12,6 +12,7 @@
 #include "kdseg/tensorfile.h"
 #include "kdseg/postproc.h"
 #include "kdseg/metrics.h"
+#include "kdseg/plot.h"
 
 #include "kdseg/data.h"
 

@@ -45,7 +45,7 @@ kd_status kd_device_open(const char *selector, kd_device **out) {
     if (lim && *lim && parse_bytes(lim)) d->mem_limit = parse_bytes(lim);
     const char *prof = getenv("KDSEG_PROFILE");
     d->profiling = prof && (!strcmp(prof, "1") || !strcmp(prof, "quiet"));
-    if ((s = kd_rt_fault_parse(d))) goto fail;
+    if ((s = kd_rt_fault_parse(d)) || (s = kd_rt_cache_dir_check())) goto fail;
     /* program binaries and conv choices of killed writers */
     if (kd_rt_cache_enabled()) kd_tmp_sweep(kd_cache_dir(), KD_TMP_STALE_SECONDS);
     cl_int err;

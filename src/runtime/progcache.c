@@ -20,16 +20,32 @@ uint64_t kd_hash64(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
+/* The longest cache folder: its files' names (program binaries, conv choices, the
+ * tuning table) and their temporary names then fit the buffers that compose them. */
+#define CACHE_DIR_MAX 900
+
+/* The folder in dir[KD_PATH_MAX]; its full length (longer than CACHE_DIR_MAX: unusable,
+ * kd_device_open refuses it). */
+static size_t cache_dir_into(char *dir) {
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    int n = x && *x ? snprintf(dir, KD_PATH_MAX, "%s/kdseg", x)
+                    : snprintf(dir, KD_PATH_MAX, "%s/.cache/kdseg", (h && *h) ? h : "/tmp");
+    return n < 0 ? KD_PATH_MAX : (size_t)n;
+}
+
 const char *kd_cache_dir(void) {
-    static char dir[1024];
-    const char *x = getenv("XDG_CACHE_HOME");
-    if (x && *x)
-        snprintf(dir, sizeof dir, "%s/kdseg", x);
-    else {
-        const char *h = getenv("HOME");
-        snprintf(dir, sizeof dir, "%s/.cache/kdseg", (h && *h) ? h : "/tmp");
-    }
+    static _Thread_local char dir[KD_PATH_MAX];
+    cache_dir_into(dir);
     return dir;
+}
+
+kd_status kd_rt_cache_dir_check(void) {
+    char dir[KD_PATH_MAX];
+    size_t n = cache_dir_into(dir);
+    if (n <= CACHE_DIR_MAX) return KD_OK;
+    return kd_fail(KD_ERR_INVALID_ARG, "path too long: the cache folder %s%s (%zu characters; at most "
+                   "%d): set XDG_CACHE_HOME to a shorter folder", dir, n >= KD_PATH_MAX ? "..." : "",
+                   n, CACHE_DIR_MAX);
 }
 
 int kd_rt_cache_enabled(void) {

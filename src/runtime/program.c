@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kdseg/fs.h"
 #include "rt_internal.h"
 
 static double now_s(void) {
@@ -37,10 +38,14 @@ static kd_status program_source(int i, char **out) {
     const char *name = kd_cl_sources[i].name;
     char *common = NULL, *body = NULL;
     if (dir && *dir) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/common.h", dir);
+        char path[KD_PATH_MAX];
+        kd_status s = kd_path_join(path, sizeof path, dir, "common.h");
+        if (s) return s;
         common = read_text(path);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if ((s = kd_path_join(path, sizeof path, dir, name))) {
+            free(common);
+            return s;
+        }
         body = read_text(path);
         if (!body) {
             free(common);

@@ -97,6 +97,8 @@ int kd_rt_contains_ci(const char *hay, const char *needle);
 kd_status kd_rt_build_programs(kd_device *d);
 /* The cache is on unless KDSEG_CACHE=0. */
 int kd_rt_cache_enabled(void);
+/* "path too long" when the cache folder leaves no room for its files' names. */
+kd_status kd_rt_cache_dir_check(void);
 /* The cache entry of program `file` ("conv3d.cl") under `key`. */
 void kd_rt_cache_path(char *out, size_t n, const char *file, uint64_t key);
 /* The binary stored at path under key (malloc'd, *size set), NULL when absent or corrupt. */

@@ -1,5 +1,4 @@
 /* The core room: temporary names, mkdir -p, the RNG's seeding step. Host only. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +44,6 @@ static int mkdirs(void) {
     KD_CHECK(kd_mkdirs(f) == KD_ERR_IO, "a file is not a folder");
     snprintf(under, sizeof under, "%s/sub", f);
     KD_CHECK(kd_mkdirs(under) == KD_ERR_IO, "a folder under a file");
-    KD_CHECK(errno == ENOTDIR, "errno %d", errno);
     KD_CHECK(strstr(kd_last_error(), "cannot create folder") != NULL, "message: %s",
              kd_last_error());
     KD_CHECK(kd_mkdirs("") == KD_ERR_INVALID_ARG, "empty name");
