@@ -185,7 +185,14 @@ static kd_status dispatch(const char *op, const kd_conv_geom *g, kd_conv_pass pa
         s = kd_conv_select(dev, key, kd_conv_gemm_supports(g), fn, ctx, &impl);
     }
     if (!s) s = fn(ctx, impl);
-    if (s) return kd_fail_context(s, "%s [%s, %s]", op, key, impl == KD_CONV_GEMM ? "gemm" : "direct");
+    if (s) {
+        /* the layer's shapes beside the shape class: which conv of the model it was */
+        char xs[96], ys[96];
+        kd_shape_str((kd_shape){g->n, g->ci, g->d, g->h, g->w}, xs, sizeof xs);
+        kd_shape_str((kd_shape){g->n, g->co, g->od, g->oh, g->ow}, ys, sizeof ys);
+        return kd_fail_context(s, "%s, x %s, y %s [%s, %s]", op, xs, ys, key,
+                               impl == KD_CONV_GEMM ? "gemm" : "direct");
+    }
     return KD_OK;
 }
 
