@@ -611,7 +611,9 @@ kd_status kd_graph_backward(kd_graph *g, const kd_tensor *dout) {
         if (n->grad && n->op != KD_N_INPUT) {
             s = back_node(g, n);
             if (s) {
-                kd_fail_context(s, "backward of node %d", i);
+                char b1[96];
+                kd_fail_context(s, "backward of node %d (output %s)", i,
+                                kd_shape_str(n->shape, b1, sizeof b1));
                 break;
             }
         }
