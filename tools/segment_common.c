@@ -63,6 +63,8 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
                 a->infer.force_tiles = 1;
                 a->whole = 0;
             }
+        } else if (kd_cli_opt(argc, argv, &i, "--batch", &v)) {
+            r = kd_cli_int(cmd, "--batch", v, 1, 64, &a->infer.batch);
         } else if (kd_cli_opt(argc, argv, &i, "--overlap", &v)) {
             double x;
             r = kd_cli_float(cmd, "--overlap", v, 0, 0.9, &x);

@@ -24,8 +24,9 @@ typedef struct kd_infer_opts {
     float overlap;      /* between windows, in [0, 0.9]; default 0.5 */
     size_t mem_budget;  /* device bytes for activations; 0: 80% of the device limit */
     int progress;       /* draw a progress bar over windows on a terminal */
-    int batch;          /* most windows x flips per forward pass; 0: up to 4, as memory
-                           allows (the models' memory plans and mem_budget decide) */
+    int batch;          /* most windows x flips per forward pass: 0 or 1 one (the default);
+                           N > 1: up to N, as memory allows (the models' memory plans and
+                           mem_budget decide) */
 } kd_infer_opts;
 
 void kd_infer_opts_default(kd_infer_opts *o);

@@ -16,8 +16,6 @@
 
 #include "../ops/ops.h"
 
-/* Windows and flips per forward pass when kd_infer_opts.batch is 0 (memory permitting). */
-#define KD_INFER_AUTO_BATCH 4
 #define KD_INFER_MAX_POS    256 /* window positions per axis */
 
 static double now_s(void) {
@@ -159,11 +157,13 @@ static kd_status choose_tile(kd_model *const *models, int nmodels, const kd_infe
     return KD_OK;
 }
 
-/* The most passes per forward that fit, up to o->batch (0: KD_INFER_AUTO_BATCH); 1 when
- * even that does not fit (the pool then reports what is missing). */
+/* The most passes per forward that fit, up to o->batch (0: 1); 1 when even two do not fit.
+ * Batching is not the default: on this CPU it gains nothing (docs/PERFORMANCE.md), and a
+ * batch is a new conv shape, for which the conv chooser may pick another implementation
+ * whose sums round differently (1e-7), so results would move against batch 1. */
 static kd_status choose_batch(kd_model *const *models, int nmodels, const kd_infer_opts *o,
                               infer_plan *p) {
-    int cap = o->batch > 0 ? o->batch : KD_INFER_AUTO_BATCH;
+    int cap = o->batch > 1 ? o->batch : 1;
     if (cap > p->passes) cap = p->passes;
     size_t fixed = resident_bytes(p, p->t, p->tiled);
     for (p->batch = cap; p->batch > 1; p->batch--) {
