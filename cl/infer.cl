@@ -15,9 +15,8 @@
 __kernel void kd_win_cut(__global const float *img, int ioff, int C, int D, int H, int W,
                          __global float *x, int xoff, int b, int T0, int T1, int T2, int oz,
                          int oy, int ox, int flip) {
-    int i = get_global_id(0);
-    if (i >= T0 * T1 * T2) return;
-    int tx = i % T2, ty = (i / T2) % T1, tz = i / (T2 * T1);
+    int tx = get_global_id(0), ty = get_global_id(1), tz = get_global_id(2);
+    if (tx >= T2 || ty >= T1 || tz >= T0) return;
     int sz = oz + (flip & 4 ? T0 - 1 - tz : tz), sy = oy + (flip & 2 ? T1 - 1 - ty : ty),
         sx = ox + (flip & 1 ? T2 - 1 - tx : tx);
     int inside = sz >= 0 && sz < D && sy >= 0 && sy < H && sx >= 0 && sx < W;
@@ -34,9 +33,9 @@ __kernel void kd_win_accumulate(__global const float *y, int yoff, int b, int T0
                                 int W, int oz, int oy, int ox, int flip,
                                 __global const float *w, int woff, int use_w, float scale,
                                 __global float *wsum, int soff, int add_w) {
-    int i = get_global_id(0);
-    if (i >= T0 * T1 * T2) return;
-    int tx = i % T2, ty = (i / T2) % T1, tz = i / (T2 * T1);
+    int tx = get_global_id(0), ty = get_global_id(1), tz = get_global_id(2);
+    if (tx >= T2 || ty >= T1 || tz >= T0) return;
+    int i = (tz * T1 + ty) * T2 + tx;
     int vz = oz + tz, vy = oy + ty, vx = ox + tx;
     if (vz < 0 || vz >= D || vy < 0 || vy >= H || vx < 0 || vx >= W) return;
     int fz = flip & 4 ? T0 - 1 - tz : tz, fy = flip & 2 ? T1 - 1 - ty : ty,
@@ -51,12 +50,12 @@ __kernel void kd_win_accumulate(__global const float *y, int yoff, int b, int T0
     if (add_w) wsum[soff + v] += wv;
 }
 
-/* acc[k, v] /= wsum[v] over K planes of nv voxels. */
+/* acc[k, v] /= wsum[v] over K planes of nv voxels; range (nv, K). */
 __kernel void kd_win_normalize(__global float *acc, int aoff, __global const float *wsum,
-                               int soff, int nv, int n) {
-    int i = get_global_id(0);
-    if (i >= n) return;
-    acc[aoff + i] /= wsum[soff + i % nv];
+                               int soff, int nv) {
+    int v = get_global_id(0), k = get_global_id(1);
+    if (v >= nv) return;
+    acc[aoff + (long)k * nv + v] /= wsum[soff + v];
 }
 
 /* labels[v] from region probabilities p (3, nv) planar (WT, TC, ET), the rules of

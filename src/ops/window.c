@@ -23,6 +23,13 @@ static kd_status check_window(const char *op, const kd_tensor *x, int b, int fli
     return KD_OK;
 }
 
+/* One work-item per window voxel: the range (T2, T1, T0), the driver's work-group shape. */
+static kd_status launch_window(kd_device *dev, const char *name, kd_shape win, int nargs,
+                               const kd_arg *args) {
+    size_t g[3] = {(size_t)win.w, (size_t)win.h, (size_t)win.d};
+    return kd_rt_launch(dev, name, 3, g, NULL, nargs, args);
+}
+
 /* The same (D, H, W). */
 static kd_status check_grid(const char *op, const char *na, const kd_tensor *a, const char *nb,
                             const kd_tensor *b) {
@@ -44,13 +51,12 @@ kd_status kd_window_cut(const kd_tensor *img, const int origin[3], int flip, kd_
     if (X.c != I.n)
         return kd_fail(KD_ERR_SHAPE, "%s: image %s has %d channels, windows %s %d", op,
                        KD_SHP(s1, I), I.n, KD_SHP(s2, X), X.c);
-    size_t nt = (size_t)X.d * X.h * X.w;
-    return kd_op_fail(
-        kd_launch_1d(x->dev, "kd_win_cut", nt,
-                     KD_ARGS(KD_T(img), KD_INT(I.n), KD_INT(I.d), KD_INT(I.h), KD_INT(I.w), KD_T(x),
-                             KD_INT(b), KD_INT(X.d), KD_INT(X.h), KD_INT(X.w), KD_INT(origin[0]),
-                             KD_INT(origin[1]), KD_INT(origin[2]), KD_INT(flip))),
-        op, x);
+    return kd_op_fail(launch_window(x->dev, "kd_win_cut", X,
+                                    KD_ARGS(KD_T(img), KD_INT(I.n), KD_INT(I.d), KD_INT(I.h),
+                                            KD_INT(I.w), KD_T(x), KD_INT(b), KD_INT(X.d),
+                                            KD_INT(X.h), KD_INT(X.w), KD_INT(origin[0]),
+                                            KD_INT(origin[1]), KD_INT(origin[2]), KD_INT(flip))),
+                      op, x);
 }
 
 kd_status kd_window_accumulate(const kd_tensor *y, int b, const int origin[3], int flip,
@@ -73,14 +79,14 @@ kd_status kd_window_accumulate(const kd_tensor *y, int b, const int origin[3], i
     if (w && w->shape.n != 1)
         return kd_fail(KD_ERR_SHAPE, "%s: weights %s: one plane expected", op,
                        KD_SHP(s1, w->shape));
-    size_t nt = (size_t)Y.d * Y.h * Y.w;
     const kd_tensor *wt = w ? w : acc, *ws = wsum ? wsum : acc; /* unused when off */
     return kd_op_fail(
-        kd_launch_1d(y->dev, "kd_win_accumulate", nt,
-                     KD_ARGS(KD_T(y), KD_INT(b), KD_INT(Y.d), KD_INT(Y.h), KD_INT(Y.w), KD_INT(Y.c),
-                             KD_T(acc), KD_INT(A.d), KD_INT(A.h), KD_INT(A.w), KD_INT(origin[0]),
-                             KD_INT(origin[1]), KD_INT(origin[2]), KD_INT(flip), KD_T(wt),
-                             KD_INT(w != NULL), KD_FLOAT(scale), KD_T(ws), KD_INT(wsum != NULL))),
+        launch_window(y->dev, "kd_win_accumulate", Y,
+                      KD_ARGS(KD_T(y), KD_INT(b), KD_INT(Y.d), KD_INT(Y.h), KD_INT(Y.w),
+                              KD_INT(Y.c), KD_T(acc), KD_INT(A.d), KD_INT(A.h), KD_INT(A.w),
+                              KD_INT(origin[0]), KD_INT(origin[1]), KD_INT(origin[2]), KD_INT(flip),
+                              KD_T(wt), KD_INT(w != NULL), KD_FLOAT(scale), KD_T(ws),
+                              KD_INT(wsum != NULL))),
         op, acc);
 }
 
@@ -92,9 +98,9 @@ kd_status kd_window_normalize(kd_tensor *acc, const kd_tensor *wsum) {
     if (!st && wsum->shape.n != 1)
         st = kd_fail(KD_ERR_SHAPE, "%s: the weight sum has %d planes, not 1", op, wsum->shape.n);
     if (st) return st;
-    size_t nv = (size_t)kd_vox(acc->shape), n = kd_tensor_numel(acc);
-    return kd_op_fail(kd_launch_1d(acc->dev, "kd_win_normalize", n,
-                                   KD_ARGS(KD_T(acc), KD_T(wsum), KD_INT(nv), KD_INT(n))),
+    size_t nv = (size_t)kd_vox(acc->shape), g[2] = {nv, (size_t)acc->shape.n}, l[2] = {64, 1};
+    return kd_op_fail(kd_rt_launch(acc->dev, "kd_win_normalize", 2, g, l,
+                                   KD_ARGS(KD_T(acc), KD_T(wsum), KD_INT(nv))),
                       op, acc);
 }
 

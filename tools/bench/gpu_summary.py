@@ -50,7 +50,7 @@ def main():
                                                              mib(r["measured_peak_bytes"])),
                          "%.0f MiB" % r["torch_maxrss_mib"] if r["torch_maxrss_mib"] > 0 else "-",
                          ""))
-    for name in ("infer", "infer_b1", "infer_tile", "infer_tile_b1"):
+    for name in ("infer", "infer_b4", "infer_tile", "infer_tile_b4"):
         js = load(os.path.join(out, name + ".json")) if os.path.exists(
             os.path.join(out, name + ".json")) else None
         if not js:
