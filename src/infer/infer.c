@@ -16,7 +16,7 @@
 
 #include "../ops/ops.h"
 
-#define KD_INFER_MAX_POS    256 /* window positions per axis */
+#define KD_INFER_MAX_POS 256 /* window positions per axis */
 
 static double now_s(void) {
     struct timespec ts;
@@ -312,9 +312,6 @@ static kd_status download(kd_device *dev, const infer_plan *p, infer_dev *b, con
             s = kd_tensor_download_ndhwc(b->acc[i], out->probs + (size_t)i * p->K * nv);
         return s;
     }
-    if (p->K != 3)
-        return kd_fail(KD_ERR_SHAPE,
-                       "labels need 3 region outputs (WT, TC, ET); the models give %d", p->K);
     size_t n4 = (nv + 3) / 4;
     float *tmp = malloc(n4 * sizeof(float));
     if (!tmp) return kd_fail(KD_ERR_OUT_OF_MEMORY, "label map of %zu voxels", nv);
@@ -402,6 +399,9 @@ kd_status kd_infer_volume_labels(kd_model *const *models, int nmodels, const flo
         return kd_fail(KD_ERR_INVALID_ARG, "inference labels: threshold %g", threshold);
     if (et_label < 1 || et_label > 254)
         return kd_fail(KD_ERR_INVALID_ARG, "inference labels: ET label %d not in 1..254", et_label);
+    if (nmodels > 0 && kd_model_out_channels(models[0]) != 3)
+        return kd_fail(KD_ERR_SHAPE, "labels need 3 region outputs (WT, TC, ET); %s gives %d",
+                       kd_model_spec(models[0]), kd_model_out_channels(models[0]));
     infer_out out = {OUT_LABELS, NULL, labels, threshold, et_label};
     return infer_run(models, nmodels, 0, image, C, D, H, W, o, &out, st);
 }
