@@ -62,6 +62,8 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
                 a->infer.force_tiles = 1;
                 a->whole = 0;
             }
+        } else if (kd_cli_opt(argc, argv, &i, "--batch", &v)) {
+            r = kd_cli_int(cmd, "--batch", v, 1, 64, &a->infer.batch);
         } else if (kd_cli_opt(argc, argv, &i, "--overlap", &v)) {
             double x;
             r = kd_cli_float(cmd, "--overlap", v, 0, 0.9, &x);
@@ -217,7 +219,7 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
     size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     float *p = calloc(3 * nv, sizeof(float)), *one = NULL;
     uint8_t *lab = malloc(nv);
-    kd_infer_stats st = {0}, st1;
+    kd_infer_stats st = {0};
     size_t peak = 0;
     if (!p || !lab) {
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
@@ -231,12 +233,9 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
             s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
             goto done;
         }
-        for (int m = 0; m < r->nmodels && !s; m++) {
-            s = kd_segment_case(&r->models[m], 1, c, &r->infer, one + (size_t)m * 3 * nv, &st1);
-            st.passes += st1.passes;
-            st.windows = st1.windows;
-            if (st1.peak_device > peak) peak = st1.peak_device;
-        }
+        /* one upload of the case and one set of windows for all the models */
+        s = kd_segment_case_members(r->models, r->nmodels, c, &r->infer, one, &st);
+        peak = st.peak_device;
         if (s) goto done;
         for (size_t k = 0; k < 3 * nv; k++) {
             double acc = 0;
@@ -245,22 +244,28 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         }
         if (mode == KD_SEG_ANNOTATE && agree && (s = agreement_row(agree, a, name, one, r->nmodels, nv)))
             goto done;
-    } else {
-        s = kd_segment_case(r->models, r->nmodels, c, &r->infer, p, &st);
-        peak = st.peak_device;
-        if (s) goto done;
-        if (a->nmember_out) one = p; /* a single model is its own member */
     }
     kd_postproc_options po = a->post;
     kd_layout lay = kd_dataset_layout(r->ds);
     if (a->labels) {
         if ((s = kd_label_convention_parse(a->labels, &po.labels))) goto done;
     } else po.labels = lay == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : KD_LABELS_2019;
+    if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD && !a->soft) po.labels = KD_LABELS_2019;
+    /* only the label map needed: thresholded on the device, labels downloaded */
+    int labels_only = !one && !(mode == KD_SEG_ANNOTATE && a->soft) && !a->nmember_out &&
+                      !(a->probabilities && mode == KD_SEG_WRITE_LABELS) && !a->png;
+    if (!one) {
+        s = labels_only ? kd_segment_case_labels(r->models, r->nmodels, c, &r->infer, &po, lab, &st)
+                        : kd_segment_case(r->models, r->nmodels, c, &r->infer, p, &st);
+        peak = st.peak_device;
+        if (s) goto done;
+        if (a->nmember_out) one = p; /* a single model is its own member */
+    }
     if (mode == KD_SEG_ANNOTATE && a->soft) {
         s = kd_case_write_probs(c, out, p, 1);
     } else {
-        if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) po.labels = KD_LABELS_2019;
-        if ((s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1], c->orig[2], &po, lab)))
+        if (!labels_only &&
+            (s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1], c->orig[2], &po, lab)))
             goto done;
         if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) to_msd(lab, nv);
         s = kd_case_write_labels(c, out, lab);
