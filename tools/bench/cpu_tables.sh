@@ -44,7 +44,7 @@ if [ -n "$BASE" ] && [ ! -x "$BASE" ]; then
   rev=$BASE
   git rev-parse --verify -q "$rev^{commit}" >/dev/null ||
     { echo "cpu_tables: --base $rev is neither an executable nor a git revision" >&2; exit 2; }
-  dir=${TMPDIR:-/tmp}/kdseg-base-$(echo "$rev" | tr -c 'A-Za-z0-9._-\n' _)
+  dir=${TMPDIR:-/tmp}/kdseg-base-$(echo "$rev" | tr -c 'A-Za-z0-9._\n-' _)
   echo "== building $rev into $dir"
   if ! { rm -rf "$dir" && mkdir -p "$dir" && git archive "$rev" | tar -x -C "$dir" &&
     (cd "$dir" && meson setup build >/dev/null && ninja -C build tools/kdseg >/dev/null); }; then
