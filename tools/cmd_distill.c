@@ -76,11 +76,14 @@ static kd_status online_step(void *ctx, long step, int labeled, float loss, floa
 }
 
 static kd_status save(kd_train_session *s, const char *name, long step, double best) {
-    char path[4096], meta[4096];
+    char path[4096];
+    kd_ckpt_meta meta = s->meta;
     snprintf(path, sizeof path, "%s/%s", s->a.out, name);
-    snprintf(meta, sizeof meta, "step=%ld\nseed=%ld\nbest_dice=%.6f\nmode=online\n%s", step, s->a.seed,
-             best, s->extra);
-    return kd_checkpoint_save(path, s->m, s->o, meta);
+    meta.step = step;
+    meta.seed = (uint64_t)s->a.seed;
+    meta.best_dice = best;
+    snprintf(meta.mode, sizeof meta.mode, "online");
+    return kd_checkpoint_save(path, s->m, s->o, &meta);
 }
 
 static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **teachers, int nt,
@@ -282,6 +285,7 @@ static int run(int argc, char **argv) {
     int *idx = NULL, n = 0;
     st = kd_train_session_open("distill", &a, &s);
     if (st) goto done;
+    snprintf(s.meta.mode, sizeof s.meta.mode, "distill");
     const kd_dataset *pool = s.ds;
     if (unlabeled) {
         kd_dataset_opts o;
@@ -317,7 +321,7 @@ static int run(int argc, char **argv) {
                online ? "unlabeled" : "ensemble-annotated", 100 * ratio);
     if (online) {
         for (int i = 0; i < nt; i++)
-            if ((st = kd_checkpoint_load(teachers[i], s.dev, &tm[i], NULL, NULL, NULL, 0))) goto done;
+            if ((st = kd_checkpoint_load(teachers[i], s.dev, &tm[i], NULL, NULL, NULL))) goto done;
         st = run_online(&s, us, tm, nt, (float)ratio, dl, (float)weight);
     } else {
         bs.kind_a = s.loss;

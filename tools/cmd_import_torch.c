@@ -52,7 +52,10 @@ static int run(int argc, char **argv) {
                         t ? "has another shape" : "is missing", kd_model_spec(m), numel);
         else s = kd_model_param_set(m, i, t->data);
     }
-    if (!s) s = kd_checkpoint_save(out, m, NULL, "step=0\nimported_from=pytorch\n");
+    kd_ckpt_meta meta;
+    kd_ckpt_meta_init(&meta);
+    snprintf(meta.mode, sizeof meta.mode, "imported");
+    if (!s) s = kd_checkpoint_save(out, m, NULL, &meta);
     int rc = s ? kd_cli_error("import-torch", s) : 0;
     if (!s) printf("wrote %s: %s, %zu parameters\n", out, kd_model_spec(m), kd_model_param_count(m));
     kd_model_free(m);

@@ -117,15 +117,14 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     r->infer = a->infer;
     int patch[3] = {0, 0, 0}, all_have_patch = a->nmodels > 0;
     for (int i = 0; i < a->nmodels; i++) {
-        char meta[4096], v[64];
-        int pd[3];
-        s = kd_checkpoint_load(a->models[i], r->dev, &r->models[i], NULL, NULL, meta, sizeof meta);
+        kd_ckpt_meta meta;
+        const int *pd = meta.patch;
+        s = kd_checkpoint_load(a->models[i], r->dev, &r->models[i], NULL, NULL, &meta);
         if (s) return s;
         /* the training patch: GroupNorm/InstanceNorm statistics over a whole volume differ
          * from those over the patches the model learnt on (the demo's GroupNorm students
          * lost 0.14 mean Dice to it), so windows of the training patch are the default */
-        if (kd_meta_get(meta, "patch", v, sizeof v) &&
-            sscanf(v, "%d,%d,%d", &pd[0], &pd[1], &pd[2]) == 3 && pd[0] > 0 && pd[1] > 0 && pd[2] > 0) {
+        if (pd[0] > 0 && pd[1] > 0 && pd[2] > 0) {
             for (int k = 0; k < 3; k++)
                 if (pd[k] > patch[k]) patch[k] = pd[k];
         } else {

@@ -309,16 +309,14 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
         return kd_fail(KD_ERR_INVALID_ARG, "%s: %d labeled cases; need more than --val-cases %d",
                        data, s->nlab, a->val_cases);
     if (!(s->dev = kd_cli_open_device(cmd))) return kd_fail(KD_ERR_NO_DEVICE, "%s", kd_last_error());
-    char path[4096], meta[8192];
+    char path[4096];
     snprintf(path, sizeof path, "%s/last.kds", a->out);
     s->tc.best_so_far = -1;
     if (a->resume) {
-        if ((st = kd_checkpoint_load(path, s->dev, &s->m, &s->oc, &s->o, meta, sizeof meta))) return st;
-        char v[64];
-        kd_meta_get(meta, "step", v, sizeof v);
-        s->start = atol(v);
-        kd_meta_get(meta, "best_dice", v, sizeof v);
-        s->tc.best_so_far = v[0] ? atof(v) : -1;
+        kd_ckpt_meta meta;
+        if ((st = kd_checkpoint_load(path, s->dev, &s->m, &s->oc, &s->o, &meta))) return st;
+        s->start = meta.step;
+        s->tc.best_so_far = meta.best_dice;
         if (!a->quiet) kd_log(KD_LOG_WARN, "resuming %s at step %ld", kd_model_spec(s->m), s->start);
     } else if ((st = kd_model_create(s->dev, a->model, (uint64_t)a->seed, &s->m)) ||
                (st = kd_optim_create(s->m, &s->oc, &s->o))) {
@@ -352,9 +350,14 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     tc->out_dir = a->out;
     tc->progress = !a->quiet;
     tc->stop = &kd_stop_flag;
-    snprintf(s->extra, sizeof s->extra, "data=%s\nloss=%s\noptim=%s\npatch=%d,%d,%d\nbatch=%d\n", data,
-             a->loss, a->optim, a->patch[0], a->patch[1], a->patch[2], a->batch);
-    tc->meta_extra = s->extra;
+    kd_ckpt_meta_init(&s->meta);
+    snprintf(s->meta.mode, sizeof s->meta.mode, "train");
+    snprintf(s->meta.data, sizeof s->meta.data, "%s", data);
+    snprintf(s->meta.loss, sizeof s->meta.loss, "%s", a->loss);
+    snprintf(s->meta.optim, sizeof s->meta.optim, "%s", a->optim);
+    memcpy(s->meta.patch, a->patch, sizeof s->meta.patch);
+    s->meta.batch = a->batch;
+    tc->meta = &s->meta;
     kd_install_stop_handler();
     return KD_OK;
 }

@@ -81,7 +81,7 @@ typedef struct kd_train_session {
     kd_val_set vs;
     kd_train_config tc;
     long start;
-    char extra[1024];
+    kd_ckpt_meta meta;         /* what checkpoints record besides the loop's own keys */
 } kd_train_session;
 
 /* Opens the data (generating a phantom cohort with --synthetic), the device, the model

@@ -111,20 +111,46 @@ kd_status kd_selftest_golden(kd_device *dev, const char *path, kd_selftest_repor
 /* ---- checkpoints ------------------------------------------------------------------ */
 
 /* Self-describing file: magic "KDSEGCKP", format version, a metadata text block
- * ("key=value" lines: spec, step, options, RNG state...), a tensor table (name, shape,
- * offset) with the parameters in PyTorch layout, the non-trained state and the
- * optimizer state, then a CRC32 over everything. Written to a temporary file, flushed
- * and renamed. */
+ * ("key=value" lines), a tensor table (name, shape, offset) with the parameters in
+ * PyTorch layout, the non-trained state and the optimizer state, then a CRC32 over
+ * everything. Written to a temporary file, flushed and renamed. */
 #define KD_CHECKPOINT_VERSION 1
-kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const char *meta);
-/* Load: checks magic, version, CRC and shapes. Creates the model from the stored spec
- * on dev; with o_out, also an optimizer of config oc (NULL: Adam defaults) holding the
- * stored state. meta (may be NULL) receives the metadata text. */
+
+/* What a checkpoint says about itself. Read and written only by checkpoint.c, as the
+ * metadata block's key=value lines (one table there maps keys to these fields; keys a
+ * reader does not know are ignored, fields a file lacks keep kd_ckpt_meta_init's values,
+ * so older and newer files load). To add a record (e.g. the data a model was trained on):
+ * add the fields here and one table row per field in src/train/checkpoint.c. */
+typedef struct kd_ckpt_meta {
+    char spec[512];       /* the model's canonical spec: filled on load; save writes the
+                             model's own */
+    long step;            /* optimizer steps done (0) */
+    long steps;           /* the run's planned total steps (0: unknown) */
+    uint64_t seed;        /* the run's seed (0) */
+    double best_dice;     /* best mean validation Dice over WT, TC, ET so far (-1: none) */
+    double lr;            /* base learning rate (0: unknown) */
+    int batch;            /* training batch (0: unknown) */
+    int patch[3];         /* training patch D, H, W (0: unknown; inference then decides) */
+    char mode[16];        /* "train", "distill", "online", "imported" ("": unknown) */
+    char data[1024];      /* the training data folder ("") */
+    char loss[16];        /* loss on labeled batches: "paper", "bce", "mse" ("") */
+    char optim[16];       /* "adam", "sgd" ("") */
+} kd_ckpt_meta;
+
+/* Every field unknown: zeros, "" and best_dice -1. */
+void kd_ckpt_meta_init(kd_ckpt_meta *meta);
+
+/* Writes the model, the optimizer's state (o may be NULL) and meta (may be NULL: all
+ * unknown). KD_ERR_INVALID_ARG for a text field holding a newline. */
+kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const kd_ckpt_meta *meta);
+/* Load: checks magic, version, CRC and shapes. Creates the model (owned by the caller)
+ * from the stored spec on dev; with o_out, also an optimizer of config oc (NULL: Adam
+ * defaults) holding the stored state and step. meta (may be NULL) receives the
+ * metadata. */
 kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
-                             const kd_optim_config *oc, kd_optim **o_out, char *meta,
-                             size_t meta_n);
-/* Value of key in a metadata text ("" if absent). Returns 1 when found. */
-int kd_meta_get(const char *meta, const char *key, char *val, size_t n);
+                             const kd_optim_config *oc, kd_optim **o_out, kd_ckpt_meta *meta);
+/* The metadata alone (magic, version and CRC checked; no device, no model built). */
+kd_status kd_checkpoint_read_meta(const char *path, kd_ckpt_meta *meta);
 
 /* ---- the training loop ------------------------------------------------------------ */
 
@@ -145,7 +171,8 @@ typedef struct kd_train_config {
     long val_every;          /* 0: no validation */
     long ckpt_every;         /* save `last` every N steps (and at the end); 0: end only */
     const char *out_dir;     /* last.kds, best.kds, train.csv are written here */
-    const char *meta_extra;  /* more "key=value\n" lines stored in checkpoints */
+    const kd_ckpt_meta *meta;/* what checkpoints say besides step, seed, best_dice, lr and
+                                steps, which the loop fills in (NULL: nothing more) */
     int progress;            /* 1: progress bar on a terminal, 0: quiet */
     const volatile int *stop;/* set non-zero (e.g. by SIGINT) to save and stop */
     double best_so_far;      /* best mean validation Dice before `start` (-1: none) */

@@ -35,12 +35,17 @@ kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor
 
 static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const char *name,
                       long step, double best) {
-    char path[4096], meta[4096];
+    char path[4096];
+    kd_ckpt_meta meta;
+    if (c->meta) meta = *c->meta;
+    else kd_ckpt_meta_init(&meta);
+    meta.step = step;
+    meta.seed = c->seed;
+    meta.best_dice = best;
+    meta.lr = c->lr;
+    meta.steps = c->steps;
     snprintf(path, sizeof path, "%s/%s", c->out_dir, name);
-    snprintf(meta, sizeof meta, "step=%ld\nseed=%llu\nbest_dice=%.6f\nlr=%g\nsteps=%ld\n%s", step,
-             (unsigned long long)c->seed, best, (double)c->lr, c->steps,
-             c->meta_extra ? c->meta_extra : "");
-    return kd_checkpoint_save(path, m, o, meta);
+    return kd_checkpoint_save(path, m, o, &meta);
 }
 
 static void progress(long step, long total, float loss, float lr, double rate, double eta) {

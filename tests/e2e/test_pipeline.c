@@ -25,7 +25,7 @@ static void show_log(void) {
 static int save_model(kd_device *dev, const char *spec, uint64_t seed, const char *path) {
     kd_model *m;
     KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, "step=0\n"));
+    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
     kd_model_free(m);
     return 0;
 }
