@@ -340,8 +340,6 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     if ((st = kd_val_set_load(&s->vs, s->ds, s->lab + s->nlab - a->val_cases, a->val_cases))) return st;
     memcpy(s->vs.tile, a->patch, sizeof s->vs.tile);
     kd_train_config *tc = &s->tc;
-    tc->batch = a->batch;
-    memcpy(tc->patch, a->patch, sizeof tc->patch);
     tc->steps = a->steps;
     tc->lr = (float)a->lr;
     tc->seed = (uint64_t)a->seed;
@@ -387,8 +385,12 @@ kd_status kd_train_session_run(kd_train_session *s, kd_batch_source *bs) {
                a->val_cases, a->patch[0], a->patch[1], a->patch[2], a->batch, s->start, a->steps,
                plan / 1048576.0, 5.0 * kd_model_param_bytes(s->m) / 1048576.0);
     kd_train_result res;
-    kd_status st = kd_train_run(s->m, s->o, &s->tc, s->start, kd_batch_from_source, bs,
-                                a->val_cases ? kd_validate : NULL, &s->vs, &res);
+    kd_plain_step *step = NULL;
+    kd_status st = kd_plain_step_create(s->m, s->o, a->batch, a->patch, kd_batch_from_source, bs, &step);
+    if (st) return st;
+    st = kd_train_run(s->m, s->o, &s->tc, s->start, kd_plain_step_run, step,
+                      a->val_cases ? kd_validate : NULL, &s->vs, &res);
+    kd_plain_step_free(step);
     if (!st || st == KD_ERR_INTERRUPTED) {
         if (!a->quiet)
             printf("%ld steps in %.1f s (%.3f steps/s), loss %.4f -> %.4f, best validation Dice "

@@ -162,15 +162,40 @@ typedef kd_status (*kd_batch_fn)(void *ctx, long step, kd_tensor *x, kd_tensor *
 /* Validation: mean Dice per region (WT, TC, ET) on held-out cases. */
 typedef kd_status (*kd_val_fn)(void *ctx, kd_model *m, double dice[3]);
 
+/* What one training step did. */
+typedef struct kd_step_report {
+    float loss;       /* the step's loss (weighted) */
+    float grad_norm;  /* L2 norm of the gradient */
+    int applied;      /* 0: loss or gradient not finite, the update was skipped */
+    const char *kind; /* what the step learnt from, train.csv's kind column (static text) */
+} kd_step_report;
+
+/* One training step, pluggable into kd_train_run: the batch of `step`, forward, loss,
+ * backward and the update at rate lr, then its report (a sync point). `next` is the step
+ * the loop runs after this one (-1: none), which a step may prepare while this one runs
+ * on the device. Must depend only on (seed, step) so that a resumed run repeats exactly.
+ * Two implementations: kd_plain_step_run below, and kd_sched_step (kdseg/sched.h), which
+ * runs the teacher ensemble first for unlabeled batches. */
+typedef kd_status (*kd_step_fn)(void *ctx, long step, long next, float lr, kd_step_report *rep);
+
+/* The plain step: device batches from fn (borrowed, with its ctx), kd_train_step, then the
+ * loss and gradient norm read back. m and o are borrowed; the step owns its batch tensors
+ * (batch, Cin, patch) and (batch, Cout, patch). */
+typedef struct kd_plain_step kd_plain_step;
+kd_status kd_plain_step_create(kd_model *m, kd_optim *o, int batch, const int patch[3],
+                               kd_batch_fn fn, void *ctx, kd_plain_step **out);
+void kd_plain_step_free(kd_plain_step *s); /* NULL ok */
+/* A kd_step_fn: ctx is the kd_plain_step. */
+kd_status kd_plain_step_run(void *plain_step, long step, long next, float lr, kd_step_report *rep);
+
 typedef struct kd_train_config {
-    int batch, patch[3];
     long steps;              /* total steps (the run stops at this step count) */
     float lr;
     kd_schedule sched;
     uint64_t seed;
     long val_every;          /* 0: no validation */
     long ckpt_every;         /* save `last` every N steps (and at the end); 0: end only */
-    const char *out_dir;     /* last.kds, best.kds, train.csv are written here */
+    const char *out_dir;     /* last.kds, best.kds, train.csv are written here (created) */
     const kd_ckpt_meta *meta;/* what checkpoints say besides step, seed, best_dice, lr and
                                 steps, which the loop fills in (NULL: nothing more) */
     int progress;            /* 1: progress bar on a terminal, 0: quiet */
@@ -191,9 +216,14 @@ typedef struct kd_train_result {
 kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor *x,
                         const kd_tensor *t, kd_loss_kind kind, float weight, float lr);
 
-/* Runs steps [start, c->steps) with checkpoints, CSV log and validation. */
+/* The training loop: steps [start, c->steps) of `step` (with its ctx) on model m and
+ * optimizer o (both borrowed), the learning rate from c->sched; one train.csv row per
+ * step (a resumed run first cuts the log back to `start`), validation every val_every
+ * steps with best.kds kept, last.kds every ckpt_every steps, at the end and when *stop
+ * is set (then KD_ERR_INTERRUPTED). A step whose update was skipped (non-finite loss
+ * or gradient) stops the run with KD_ERR_NUMERIC, the last good checkpoint kept. */
 kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
-                       kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
+                       kd_step_fn step, void *step_ctx, kd_val_fn val, void *vctx,
                        kd_train_result *res);
 
 #ifdef __cplusplus

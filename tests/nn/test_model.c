@@ -636,8 +636,6 @@ static int train_steps(kd_device *dev, const char *dir, long start, long steps, 
     c.tgt = malloc(2 * 3 * 4096 * 4);
     kd_train_config tc;
     memset(&tc, 0, sizeof tc);
-    tc.batch = 2;
-    tc.patch[0] = tc.patch[1] = tc.patch[2] = 16;
     tc.steps = steps;
     tc.lr = oc.lr;
     kd_schedule_defaults(&tc.sched);
@@ -646,7 +644,11 @@ static int train_steps(kd_device *dev, const char *dir, long start, long steps, 
     tc.out_dir = dir;
     tc.best_so_far = -1;
     mkdir(dir, 0755);
-    kd_status s = kd_train_run(m, o, &tc, start, syn_batch, &c, NULL, NULL, res);
+    kd_plain_step *ps;
+    const int patch[3] = {16, 16, 16};
+    KD_CHECK_OK(kd_plain_step_create(m, o, 2, patch, syn_batch, &c, &ps));
+    kd_status s = kd_train_run(m, o, &tc, start, kd_plain_step_run, ps, NULL, NULL, res);
+    kd_plain_step_free(ps);
     free(c.img);
     free(c.tgt);
     KD_CHECK_OK(s);
