@@ -37,6 +37,10 @@ double kd_rng_uniform(kd_rng *r);                     /* [0, 1) */
 double kd_rng_range(kd_rng *r, double lo, double hi); /* [lo, hi) */
 int kd_rng_int(kd_rng *r, int n);                     /* [0, n), unbiased; 0 when n <= 0 */
 double kd_rng_normal(kd_rng *r);                      /* standard normal (Box-Muller) */
+/* splitmix64: advances *state and returns its next value. It derives kd_rng_make's
+ * streams; alone it serves a single draw per (seed, step) (which source a training
+ * step's batch comes from) and quick test data. */
+uint64_t kd_rng_splitmix64(uint64_t *state);
 
 /* --------------------------------------------------------------- NIfTI -- */
 
@@ -129,12 +133,33 @@ kd_status kd_layout_parse(const char *s, kd_layout *out);
 enum { KD_MOD_T1 = 0, KD_MOD_T1CE = 1, KD_MOD_T2 = 2, KD_MOD_FLAIR = 3, KD_MAX_MODALITIES = 4 };
 const char *kd_modality_name(int mod); /* "t1", "t1ce", "t2", "flair" */
 
-/* Label map (layout's label values) to regions, one voxel at a time:
- * bit 0 WT, bit 1 TC, bit 2 ET; -1 for a value outside the layout's set. */
-int kd_label_regions(kd_layout l, int label);
-/* Region probabilities (3, n) (WT, TC, ET) to the layout's labels, threshold 0.5,
- * nested as WT ⊇ TC ⊇ ET: ET -> enhancing, else TC -> core, else WT -> edema. */
-void kd_regions_to_labels(kd_layout l, const float *regions, size_t n, uint8_t *labels);
+/* Label conventions: what the values of a label map mean. The one enum for every
+ * label map in kdseg (dataset files, annotations, predictions, evaluation).
+ *   2019 (BraTS 2018-2021): 1 necrosis/non-enhancing core, 2 edema, 4 enhancing
+ *   2023 (BraTS 2023+):     1 NETC, 2 SNFH, 3 ET
+ *   MSD (Decathlon Task01): 1 edema, 2 non-enhancing, 3 enhancing
+ * KD_LABELS_AUTO is accepted only where a call says so. */
+typedef enum kd_label_convention {
+    KD_LABELS_2019 = 0,
+    KD_LABELS_2023 = 1,
+    KD_LABELS_MSD = 2,
+    KD_LABELS_AUTO = 3
+} kd_label_convention;
+
+/* "2019", "2023", "msd", "auto". */
+const char *kd_label_convention_name(kd_label_convention c);
+/* Parses those names (case-insensitive); KD_ERR_INVALID_ARG naming the text otherwise. */
+kd_status kd_label_convention_parse(const char *s, kd_label_convention *out);
+/* The convention of a layout's label files (AUTO and BraTS 2018: 2019). */
+kd_label_convention kd_layout_labels(kd_layout l);
+
+/* A label value of convention c to regions, one voxel at a time: bit 0 WT, bit 1 TC,
+ * bit 2 ET; -1 for a value outside the convention's set (every nonzero value for AUTO). */
+int kd_label_regions(kd_label_convention c, int label);
+/* Region probabilities (3, n) (WT, TC, ET) to labels of convention c (not AUTO),
+ * threshold 0.5, nested as WT ⊇ TC ⊇ ET: ET -> enhancing, else TC -> core, else WT ->
+ * edema. */
+void kd_regions_to_labels(kd_label_convention c, const float *regions, size_t n, uint8_t *labels);
 
 /* ------------------------------------------------------------- Dataset -- */
 

@@ -29,6 +29,11 @@ typedef struct kd_metrics {
     double vol_pred_mm3, vol_ref_mm3; /* voxels times sz*sy*sx */
 } kd_metrics;
 
+/* Dice of two regions given as values over n voxels (probabilities, or 0/1), a voxel
+ * inside where its value > threshold: 2|A∩B| / (|A|+|B|), both empty 1, as
+ * kd_metrics_compute. Training validation and the teachers' agreement use it. */
+double kd_dice_threshold(const float *a, const float *b, size_t n, float threshold);
+
 /* Metrics of one region. spacing: (sz, sy, sx) in mm, positive and finite. */
 kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int h, int w,
                              const double spacing[3], double empty_hd95, kd_metrics *out);
