@@ -4,7 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <signal.h>
+#include <unistd.h>
 
 const char *kd_cli_device = NULL;
 
@@ -98,14 +99,23 @@ int kd_cli_unknown(const char *cmd, const char *arg) {
     return 2;
 }
 
-int kd_mkdir_p(const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+void kd_cli_progress(void *ctx, const char *line) {
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+volatile int kd_cli_stop = 0;
+
+static void on_signal(int sig) {
+    if (kd_cli_stop && sig == SIGINT) _exit(130);
+    kd_cli_stop = 1;
+}
+
+void kd_cli_install_stop_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }

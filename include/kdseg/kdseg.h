@@ -14,5 +14,6 @@
 #include "kdseg/infer.h"
 #include "kdseg/plot.h"
 #include "kdseg/sched.h"
+#include "kdseg/kd.h"
 
 #endif

@@ -77,18 +77,30 @@ static kd_status meta_format(const char *path, const kd_ckpt_meta *meta, const c
         const char *p = (const char *)meta + f->off;
         ok = appendf(t, cap, &n, "%s=", f->key);
         switch (f->type) {
-        case MF_LONG:
-            ok = ok && appendf(t, cap, &n, "%ld", *(const long *)p);
+        case MF_LONG: {
+            long v;
+            memcpy(&v, p, sizeof v);
+            ok = ok && appendf(t, cap, &n, "%ld", v);
             break;
-        case MF_U64:
-            ok = ok && appendf(t, cap, &n, "%" PRIu64, *(const uint64_t *)p);
+        }
+        case MF_U64: {
+            uint64_t v;
+            memcpy(&v, p, sizeof v);
+            ok = ok && appendf(t, cap, &n, "%" PRIu64, v);
             break;
-        case MF_DOUBLE: /* %.17g: the value reads back exactly */
-            ok = ok && appendf(t, cap, &n, "%.17g", *(const double *)p);
+        }
+        case MF_DOUBLE: { /* %.17g: the value reads back exactly */
+            double v;
+            memcpy(&v, p, sizeof v);
+            ok = ok && appendf(t, cap, &n, "%.17g", v);
             break;
+        }
         case MF_INTS:
-            for (int k = 0; k < f->count; k++)
-                ok = ok && appendf(t, cap, &n, k ? ",%d" : "%d", ((const int *)p)[k]);
+            for (int k = 0; k < f->count; k++) {
+                int v;
+                memcpy(&v, p + k * sizeof v, sizeof v);
+                ok = ok && appendf(t, cap, &n, k ? ",%d" : "%d", v);
+            }
             break;
         case MF_STR: {
             const char *v = f->off == offsetof(kd_ckpt_meta, spec) ? spec : p;
@@ -113,21 +125,28 @@ static int meta_set(const meta_field *f, kd_ckpt_meta *meta, const char *v, size
     char *p = (char *)meta + f->off;
     errno = 0;
     switch (f->type) {
-    case MF_LONG:
-        *(long *)p = strtol(buf, &end, 10);
+    case MF_LONG: {
+        long v = strtol(buf, &end, 10);
+        memcpy(p, &v, sizeof v);
         break;
-    case MF_U64:
-        *(uint64_t *)p = strtoull(buf, &end, 10);
+    }
+    case MF_U64: {
+        uint64_t v = strtoull(buf, &end, 10);
+        memcpy(p, &v, sizeof v);
         break;
-    case MF_DOUBLE:
-        *(double *)p = strtod(buf, &end);
+    }
+    case MF_DOUBLE: {
+        double v = strtod(buf, &end);
+        memcpy(p, &v, sizeof v);
         break;
+    }
     case MF_INTS: {
         const char *q = buf;
         for (int k = 0; k < f->count; k++) {
             long x = strtol(q, &end, 10);
             if (end == q || x < INT32_MIN || x > INT32_MAX || (k + 1 < f->count && *end != ',')) return 0;
-            ((int *)p)[k] = (int)x;
+            int v = (int)x;
+            memcpy(p + k * sizeof v, &v, sizeof v);
             q = end + (k + 1 < f->count);
         }
         break;
