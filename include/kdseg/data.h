@@ -31,8 +31,8 @@ typedef struct kd_rng {
     uint64_t state, inc;
 } kd_rng;
 
-kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub);
-uint32_t kd_rng_u32(kd_rng *r);
+kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub); /* a stream */
+uint32_t kd_rng_u32(kd_rng *r);                      /* next 32 random bits */
 double kd_rng_uniform(kd_rng *r);                     /* [0, 1) */
 double kd_rng_range(kd_rng *r, double lo, double hi); /* [lo, hi) */
 int kd_rng_int(kd_rng *r, int n);                     /* [0, n), unbiased; 0 when n <= 0 */
@@ -92,6 +92,7 @@ typedef struct kd_volume {
 kd_status kd_nifti_read(const char *path, kd_volume **out);
 /* The same checks on the header only; data stays NULL. */
 kd_status kd_nifti_read_header(const char *path, kd_volume **out);
+/* Frees the volume, its data, path and header. NULL ok. */
 void kd_volume_free(kd_volume *v);
 
 /* A header-only volume on a fresh grid: dims (nx, ny, nz), spacing in mm and an
@@ -184,16 +185,16 @@ kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_datas
 /* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
  * in ../labelsTr). */
 kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *opts, kd_dataset **out);
-void kd_dataset_free(kd_dataset *ds);
+void kd_dataset_free(kd_dataset *ds); /* NULL ok */
 
-kd_layout kd_dataset_layout(const kd_dataset *ds);
-int kd_dataset_count(const kd_dataset *ds);
+kd_layout kd_dataset_layout(const kd_dataset *ds); /* as detected or given */
+int kd_dataset_count(const kd_dataset *ds);        /* cases */
 int kd_dataset_channels(const kd_dataset *ds);         /* C, selected modalities */
 int kd_dataset_modality(const kd_dataset *ds, int ch); /* canonical id of channel ch */
 const char *kd_dataset_case_name(const kd_dataset *ds, int i);
 /* 0 unlabeled, 1 own label file, 2 label from the annotations folder. */
 int kd_dataset_case_labeled(const kd_dataset *ds, int i);
-int kd_dataset_labeled_count(const kd_dataset *ds);
+int kd_dataset_labeled_count(const kd_dataset *ds); /* cases with their own label file */
 /* The file of channel ch (for MSD the 4-D file; *volume is the index in it, else 0). */
 const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume);
 /* The label (or annotation) file, or NULL. */
@@ -228,7 +229,7 @@ typedef struct kd_case {
  * the dataset has a cache_dir). Checks that modalities agree in dims and affine,
  * label values are in the layout's set, voxels are finite. */
 kd_status kd_case_load(const kd_dataset *ds, int i, kd_case **out);
-void kd_case_free(kd_case *c);
+void kd_case_free(kd_case *c); /* the case and its arrays; NULL ok */
 
 /* Original grid (n, D, H, W) -> preprocessed grid (n, d, h, w): crop, zero pad. */
 void kd_case_crop(const kd_case *c, const float *src, int n, float *dst);
@@ -288,12 +289,13 @@ typedef struct kd_patch_info {
     int kind;      /* 0 tumour bbox + margin, 1 foreground voxel, 2 random */
 } kd_patch_info;
 
+/* A sampler with no cases yet (kd_sampler_add); owned by the caller. */
 kd_status kd_sampler_create(const kd_sampler_opts *o, kd_sampler **out);
 /* Adds cases of a dataset (borrowed: must outlive the sampler). idx NULL: all labeled
  * cases (all cases with allow_unlabeled). Unlabeled cases are refused unless the options
  * allow them. */
 kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, int n);
-int kd_sampler_count(const kd_sampler *s);
+int kd_sampler_count(const kd_sampler *s); /* cases added */
 /* The batch of `step`: images (B, C, P, P, P) and targets (B, 3, P, P, P), float32
  * NCDHW; info (B entries) may be NULL. Cases are visited in a fresh permutation per
  * epoch. A pure function of (seed, rank, step): safe to call from several threads. */

@@ -22,6 +22,7 @@ typedef struct kd_infer_opts {
     int progress;       /* draw a progress bar over windows on a terminal */
 } kd_infer_opts;
 
+/* No flips, tiles decided from memory, overlap 0.5, 80% of the device memory. */
 void kd_infer_opts_default(kd_infer_opts *o);
 
 typedef struct kd_infer_stats {

@@ -53,7 +53,9 @@ typedef struct kd_batch_source_opts {
 
 typedef struct kd_batch_source kd_batch_source;
 
+/* A new source over o's samplers (borrowed: they must outlive it); starts its loader. */
 kd_status kd_batch_source_create(const kd_batch_source_opts *o, kd_batch_source **out);
+/* Stops the loader and frees the source (not the samplers). NULL ok. */
 void kd_batch_source_free(kd_batch_source *bs);
 /* 1 when step's batch comes from b. */
 int kd_batch_source_uses_b(const kd_batch_source *bs, long step);
@@ -74,7 +76,9 @@ typedef struct kd_validator kd_validator;
  * NULL or zeros: whole volumes where they fit. */
 kd_status kd_validator_create(const kd_dataset *ds, const int *idx, int n, const int tile[3],
                               kd_validator **out);
+/* Frees the validator and its cases. NULL ok. */
 void kd_validator_free(kd_validator *v);
+/* The number of validation cases. */
 int kd_validator_count(const kd_validator *v);
 /* A kd_val_fn (ctx: the validator): mean Dice per region (WT, TC, ET) over the cases of
  * thresholded predictions (kd_dice_threshold at 0.5, no flips). */
@@ -125,15 +129,17 @@ typedef struct kd_session kd_session;
  * and optimizer on dev (or OUT/last.kds with resume), the labeled sampler, the validation
  * cases. dev is borrowed for the session's life. */
 kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **out);
+/* Frees everything the session owns (model, optimizer, data, sampler, validation cases)
+ * and releases its output folder; not the device. NULL ok. */
 void kd_session_free(kd_session *s);
 
-/* Borrowed parts of an open session. */
-kd_model *kd_session_model(kd_session *s);
-kd_optim *kd_session_optim(kd_session *s);
-const kd_dataset *kd_session_dataset(const kd_session *s);
-kd_sampler *kd_session_sampler(kd_session *s);   /* the labeled training cases */
+/* Parts of an open session, borrowed (valid until kd_session_free): */
+kd_model *kd_session_model(kd_session *s);                 /* the model being trained */
+kd_optim *kd_session_optim(kd_session *s);                 /* its optimizer */
+const kd_dataset *kd_session_dataset(const kd_session *s); /* the data folder's cases */
+kd_sampler *kd_session_sampler(kd_session *s);             /* the labeled training cases */
 const kd_train_opts *kd_session_opts(const kd_session *s); /* as given, data resolved */
-long kd_session_start(const kd_session *s);       /* the first step to run */
+long kd_session_start(const kd_session *s);                /* the first step to run */
 /* Labeled cases of the dataset used for training (not held out) and those labeled by
  * the annotations folder: count, and their indices in *idx (borrowed; may be NULL). */
 int kd_session_labeled(const kd_session *s, const int **idx);
@@ -179,6 +185,7 @@ typedef struct kd_ensemble_opts {
     const volatile int *stop;   /* checked between cases */
 } kd_ensemble_opts;
 
+/* No models; automatic layout, inference and post-processing defaults, labels AUTO. */
 void kd_ensemble_opts_default(kd_ensemble_opts *o);
 
 typedef struct kd_segment_opts {
@@ -191,7 +198,10 @@ typedef struct kd_segment_opts {
     int probabilities;          /* 1: OUT/CASE_prob.nii.gz uint8, 2: float32, 0: none */
 } kd_segment_opts;
 
+/* kd_ensemble_opts_default, no data or output yet. */
 void kd_segment_opts_default(kd_segment_opts *o);
+/* Loads the models on dev (freed at the end) and writes a label map per case (and the
+ * member maps, probabilities, PNGs asked for); output folders are created. */
 kd_status kd_segment(kd_device *dev, const kd_segment_opts *o);
 
 typedef struct kd_annotate_opts {
@@ -207,6 +217,7 @@ typedef struct kd_annotate_report {
     int annotated, skipped;     /* cases written now, cases already there (resumed) */
 } kd_annotate_report;
 
+/* kd_ensemble_opts_default, hard labels, unlabeled cases only. */
 void kd_annotate_opts_default(kd_annotate_opts *o);
 /* Resumable: a case whose output exists is skipped; agreement.csv keeps one row per
  * annotated case. rep may be NULL. */
@@ -241,6 +252,7 @@ typedef struct kd_distill_opts {
     kd_loss_kind distill_loss;  /* online: loss against the ensemble's soft targets (bce) */
 } kd_distill_opts;
 
+/* kd_train_opts_default, ratio 0.5, weight 1, no filter, losses paper and bce. */
 void kd_distill_opts_default(kd_distill_opts *o);
 
 typedef struct kd_distill_report {
@@ -268,6 +280,7 @@ typedef struct kd_paired {
     int wins, n;
 } kd_paired;
 
+/* a against b (a - b per case). */
 kd_paired kd_eval_paired(const kd_eval_result *a, const kd_eval_result *b);
 
 /* ---- the paper's experiment ---------------------------------------------------------------- */
@@ -329,6 +342,7 @@ typedef struct kd_experiment_result {
  * example.png. *out is the caller's (kd_experiment_result_free). */
 kd_status kd_experiment_run(kd_device *dev, const kd_experiment_opts *o,
                             kd_experiment_result **out);
+/* Frees the result and its evaluations. NULL ok. */
 void kd_experiment_result_free(kd_experiment_result *r);
 /* The table (Dice and HD95 per region, mean ± std) and the paired comparisons. */
 void kd_experiment_print(const kd_experiment_result *r, FILE *f);

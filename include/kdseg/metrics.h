@@ -68,6 +68,7 @@ typedef struct kd_summary {
     size_t n_valid; /* entries that were not NaN */
 } kd_summary;
 
+/* The summary of x[0..n) into out. */
 kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out);
 
 /* ---- label maps on disk ---- */
@@ -83,7 +84,7 @@ typedef struct kd_label_map {
  * datatype whose (scaled) values are integers in 0..255. Errors name the file: missing,
  * not NIfTI, absurd size, non-integer or out-of-range labels, bad spacing. */
 kd_status kd_label_map_read(const char *path, kd_label_map **out);
-void kd_label_map_free(kd_label_map *m);
+void kd_label_map_free(kd_label_map *m); /* the map and its labels; NULL ok */
 
 /* ---- evaluation of a folder of predictions ---- */
 
@@ -97,6 +98,7 @@ typedef struct kd_eval_options {
     double empty_hd95;          /* KD_EMPTY_HD95_DEFAULT */
 } kd_eval_options;
 
+/* Labels AUTO, missing predictions an error, empty HD95 KD_EMPTY_HD95_DEFAULT. */
 void kd_eval_options_default(kd_eval_options *o);
 
 typedef enum kd_eval_status {
@@ -125,7 +127,7 @@ typedef struct kd_eval_result {
  * (CASE_seg: 2019, CASE-seg: 2023, labelsTr/: MSD, a plain folder: by its values), a
  * prediction by its values (4: 2019, 3: 2023). */
 kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out);
-void kd_eval_result_free(kd_eval_result *r);
+void kd_eval_result_free(kd_eval_result *r); /* the result, its cases and names; NULL ok */
 
 /* One row per case: case, status, then per region WT, TC, ET: Dice, HD95, sensitivity,
  * specificity, volumes (voxels, mm^3) of prediction and reference. Written to a

@@ -54,6 +54,7 @@ typedef struct kd_postproc_options {
                                       (0.1) */
 } kd_postproc_options;
 
+/* Threshold 0.5, 2019 labels, ET of at most 32 voxels to core, components under 10%. */
 void kd_postproc_options_default(kd_postproc_options *o);
 
 /* Region probabilities -> label map, the paper's rules in this order:

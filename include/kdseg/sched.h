@@ -51,6 +51,8 @@ typedef struct kd_sched kd_sched;
  * annotation) when they do not fit together. */
 kd_status kd_sched_create(kd_model *student, kd_optim *opt, kd_model *const *teachers,
                           int nteachers, const kd_sched_config *c, kd_sched **out);
+/* Frees the scheduler's tensors and staging buffers; the student, optimizer and teachers
+ * (borrowed by kd_sched_create, which must outlive it) stay. NULL ok. */
 void kd_sched_free(kd_sched *s);
 
 /* The ensemble's soft targets for device images x: t = mean over teachers of their

@@ -29,8 +29,8 @@ typedef struct kd_tensorfile {
 
 /* Reads the whole file, checking every count against the file size. */
 kd_status kd_tensorfile_read(const char *path, kd_tensorfile **out);
-const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *name);
-void kd_tensorfile_free(kd_tensorfile *f);
+const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *name); /* NULL: absent; borrowed */
+void kd_tensorfile_free(kd_tensorfile *f); /* every tensor, name and data; NULL ok */
 /* Writes tensors (temp file + rename). */
 kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n);
 

@@ -18,13 +18,13 @@ typedef enum kd_loss_kind {
     KD_LOSS_MSE        /* distillation: mean squared error against soft targets */
 } kd_loss_kind;
 
-const char *kd_loss_name(kd_loss_kind k);
-kd_status kd_loss_parse(const char *name, kd_loss_kind *out);
+const char *kd_loss_name(kd_loss_kind k); /* "paper", "bce", "mse" (static) */
+kd_status kd_loss_parse(const char *name, kd_loss_kind *out); /* those names */
 
 typedef struct kd_loss kd_loss; /* scratch buffers and the device-side loss value */
 
-kd_status kd_loss_create(kd_device *dev, kd_loss **out);
-void kd_loss_free(kd_loss *l);
+kd_status kd_loss_create(kd_device *dev, kd_loss **out); /* owned by the caller */
+void kd_loss_free(kd_loss *l);                            /* NULL ok */
 /* Enqueue loss(p, t) of `kind`, scaled by weight, and its gradient into dp
  * (accumulate: 0 overwrite, 1 add). The loss value stays on the device until read;
  * several calls sum their values (a total for mixed losses). reset clears the total. */
@@ -63,13 +63,17 @@ typedef struct kd_schedule {
 } kd_schedule;
 
 void kd_schedule_defaults(kd_schedule *s); /* the paper: halve every 16000 steps */
+/* Sets s->kind from "step", "poly", "cosine" or "const" (the other fields stay). */
 kd_status kd_schedule_parse(const char *name, kd_schedule *s);
+/* The learning rate of step: base_lr through warm-up and the schedule. */
 float kd_schedule_lr(const kd_schedule *s, float base_lr, long step);
 
 typedef struct kd_optim kd_optim;
 
+/* An optimizer of m's parameters (m borrowed: it must outlive the optimizer), its state
+ * slabs zeroed. */
 kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out);
-void kd_optim_free(kd_optim *o);
+void kd_optim_free(kd_optim *o); /* NULL ok */
 /* One update with learning rate lr: gradient norm, finite check (of the gradients and
  * of `loss`, if given), update skipped on device when not finite. Nothing is read. */
 kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss);
@@ -77,8 +81,8 @@ kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss);
 kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied);
 /* Non-blocking read of [sum of squares, applied flag] into st[2]. */
 kd_status kd_optim_read_async(kd_optim *o, float st[2], kd_event **ev);
-long kd_optim_steps(const kd_optim *o);
-void kd_optim_set_steps(kd_optim *o, long steps);
+long kd_optim_steps(const kd_optim *o);          /* updates applied (Adam's bias correction) */
+void kd_optim_set_steps(kd_optim *o, long steps); /* e.g. from a checkpoint */
 /* State slabs (m, v, vmax for Adam; momentum for SGD), for checkpoints. */
 int kd_optim_state_count(const kd_optim *o);
 kd_tensor *kd_optim_state_tensor(kd_optim *o, int i);
@@ -182,6 +186,7 @@ typedef kd_status (*kd_step_fn)(void *ctx, long step, long next, float lr, kd_st
  * loss and gradient norm read back. m and o are borrowed; the step owns its batch tensors
  * (batch, Cin, patch) and (batch, Cout, patch). */
 typedef struct kd_plain_step kd_plain_step;
+/* Owned by the caller (kd_plain_step_free). */
 kd_status kd_plain_step_create(kd_model *m, kd_optim *o, int batch, const int patch[3],
                                kd_batch_fn fn, void *ctx, kd_plain_step **out);
 void kd_plain_step_free(kd_plain_step *s); /* NULL ok */
