@@ -70,7 +70,7 @@ static kd_status fill_random(kd_tensor *t, uint64_t *st) {
     size_t n = kd_tensor_numel(t);
     float *h = malloc(n * sizeof *h);
     if (!h) return kd_fail(KD_ERR_OUT_OF_MEMORY, "conv shapes: %zu floats of test data", n);
-    for (size_t i = 0; i < n; i++) h[i] = (float)(kd_rng_splitmix64(st) >> 40) / 8388608.0f - 1.0f;
+    for (size_t i = 0; i < n; i++) h[i] = (float)(kd_splitmix64(st) >> 40) / 8388608.0f - 1.0f;
     kd_status s = kd_tensor_upload_ndhwc(t, h);
     free(h);
     return s;

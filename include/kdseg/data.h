@@ -40,7 +40,7 @@ double kd_rng_normal(kd_rng *r);                      /* standard normal (Box-Mu
 /* splitmix64: advances *state and returns its next value. It derives kd_rng_make's
  * streams; alone it serves a single draw per (seed, step) (which source a training
  * step's batch comes from) and quick test data. */
-uint64_t kd_rng_splitmix64(uint64_t *state);
+uint64_t kd_splitmix64(uint64_t *state);
 
 /* --------------------------------------------------------------- NIfTI -- */
 

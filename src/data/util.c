@@ -98,7 +98,7 @@ float kd_f16_to_f32(uint16_t h) {
 
 /* ------------------------------------------------------------------ RNG -- */
 
-uint64_t kd_rng_splitmix64(uint64_t *x) {
+uint64_t kd_splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -107,16 +107,16 @@ uint64_t kd_rng_splitmix64(uint64_t *x) {
 
 kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub) {
     uint64_t x = seed;
-    uint64_t h = kd_rng_splitmix64(&x);
+    uint64_t h = kd_splitmix64(&x);
     x = h ^ rank;
-    h = kd_rng_splitmix64(&x);
+    h = kd_splitmix64(&x);
     x = h ^ step;
-    h = kd_rng_splitmix64(&x);
+    h = kd_splitmix64(&x);
     x = h ^ sub;
     kd_rng r;
     r.state = 0;
-    r.inc = (kd_rng_splitmix64(&x) << 1) | 1u;
-    uint64_t init = kd_rng_splitmix64(&x);
+    r.inc = (kd_splitmix64(&x) << 1) | 1u;
+    uint64_t init = kd_splitmix64(&x);
     kd_rng_u32(&r);
     r.state += init;
     kd_rng_u32(&r);

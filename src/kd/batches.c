@@ -15,7 +15,7 @@ int kd_batch_source_uses_b(const kd_batch_source *bs, long step) {
     if (!o->b || o->ratio_b <= 0) return 0;
     if (!o->a || o->ratio_b >= 1) return 1;
     uint64_t x = o->seed * 7919u + (uint64_t)step;
-    return (int)(kd_rng_splitmix64(&x) % 1000) < (int)(o->ratio_b * 1000);
+    return (int)(kd_splitmix64(&x) % 1000) < (int)(o->ratio_b * 1000);
 }
 
 void kd_batch_source_free(kd_batch_source *bs) {

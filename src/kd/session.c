@@ -132,6 +132,9 @@ static kd_status open_model(kd_session *s) {
     s->tc.best_so_far = -1;
     if (o->resume) {
         kd_ckpt_meta meta;
+        if (!kd_exists(path) && errno == ENOENT)
+            return kd_fail(KD_ERR_IO, "%s: nothing to resume: no checkpoint yet (%s does not exist; "
+                           "run without --resume to start)", o->out, path);
         if ((st = kd_checkpoint_load(path, s->dev, &s->m, &o->optim, &s->opt, &meta))) return st;
         s->start = meta.step;
         s->tc.best_so_far = meta.best_dice;
@@ -239,11 +242,13 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
     kd_status st = kd_train_run(s->m, s->opt, &s->tc, s->start, step, step_ctx,
                                 o->val_cases ? kd_validate : NULL, s->val, res);
     if (st && st != KD_ERR_INTERRUPTED) return st;
+    char best[64] = "none (no validation yet)";
+    if (res->best_dice >= 0) snprintf(best, sizeof best, "%.4f", res->best_dice);
     kd_progressf(o->progress, o->progress_ctx,
-                 "%ld steps in %.1f s (%.3f steps/s), loss %.4f -> %.4f, best validation Dice %.4f, "
+                 "%ld steps in %.1f s (%.3f steps/s), loss %.4f -> %.4f, best validation Dice %s, "
                  "peak device memory %.1f MiB",
                  res->steps_done, res->seconds, res->steps_per_s, (double)res->first_loss,
-                 (double)res->last_loss, res->best_dice, res->peak_device_bytes / 1048576.0);
+                 (double)res->last_loss, best, res->peak_device_bytes / 1048576.0);
     char csv[KD_PATH_MAX], png[KD_PATH_MAX];
     kd_status ps = kd_path_join(csv, sizeof csv, o->out, "train.csv");
     if (!ps) ps = kd_path_join(png, sizeof png, o->out, "train.png");
