@@ -133,7 +133,10 @@ kd_status kd_model_load_state_dict(kd_model *m, const kd_tensorfile *tf, const c
     kd_status s = KD_OK;
     for (int i = 0; !s && i < kd_model_param_tensors(m); i++) {
         char nm[256];
-        snprintf(nm, sizeof nm, "%s%s", prefix ? prefix : "", kd_model_param_name(m, i));
+        if (snprintf(nm, sizeof nm, "%s%s", prefix ? prefix : "", kd_model_param_name(m, i)) >= (int)sizeof nm) {
+            s = kd_fail(KD_ERR_INVALID_ARG, "prefix '%s': too long for a tensor name", prefix);
+            break;
+        }
         const kd_named_tensor *t = kd_tensorfile_find(tf, nm);
         int nd, dims[5];
         size_t numel = kd_model_param_shape(m, i, &nd, dims);
