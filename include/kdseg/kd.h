@@ -144,6 +144,8 @@ long kd_session_start(const kd_session *s);                /* the first step to 
  * the annotations folder: count, and their indices in *idx (borrowed; may be NULL). */
 int kd_session_labeled(const kd_session *s, const int **idx);
 int kd_session_annotated(const kd_session *s, const int **idx);
+/* The held-out validation cases of the dataset: count, indices in *idx (borrowed). */
+int kd_session_validation(const kd_session *s, const int **idx);
 /* The metadata every checkpoint of the session carries (mode "train"; a caller may
  * change mode or add records before running). */
 kd_ckpt_meta *kd_session_meta(kd_session *s);

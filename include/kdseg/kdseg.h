@@ -3,6 +3,7 @@
 #define KDSEG_H
 
 #include "kdseg/status.h"
+#include "kdseg/fs.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
 #include "kdseg/tensorfile.h"

@@ -157,7 +157,7 @@ static kd_status open_pool(const kd_distill_opts *o, int online, distill_state *
         if (kd_dataset_case_labeled(pool, i) == (online ? 0 : 2)) d->idx[d->n++] = i;
     if (!d->n)
         return kd_fail(KD_ERR_INVALID_ARG, "%s: no %s cases", o->unlabeled ? o->unlabeled : t->data,
-                       online ? "unlabeled" : "annotated (check the annotations folder)");
+                       online ? "unlabeled" : "annotated (check --annotations)");
     if (!online && o->min_agreement > 0) {
         kd_agreement_report *a = &rep->agreement;
         st = kd_agreement_filter(o->annotations, pool, o->min_agreement, d->idx, &d->n, a);
@@ -167,6 +167,12 @@ static kd_status open_pool(const kd_distill_opts *o, int online, distill_state *
                          a->below, a->missing, o->annotations);
         if (st) return st;
     }
+    /* the pool trained on must not hold a held-out case (e.g. through a link) */
+    const int *val;
+    int nval = kd_session_validation(d->s, &val);
+    if ((st = kd_dataset_check_disjoint(kd_session_dataset(d->s), val, nval, "validation", pool, d->idx, d->n,
+                                        online ? "unlabeled training" : "annotated training")))
+        return st;
     kd_sampler_opts so = t->sampler;
     so.seed = t->seed + 1000003;
     so.allow_unlabeled = online;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "kd_internal.h"
+#include "kdseg/plot.h"
 
 enum { MODE_SEGMENT, MODE_ANNOTATE };
 
@@ -75,8 +76,14 @@ static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
     kd_status s = r->case_dir ? kd_dataset_open_case(r->case_dir, &o, &st->ds)
                               : kd_dataset_open(r->dataset, &o, &st->ds);
     if (s) return s;
+    /* one writer per output folder, taken before any work; the longest name written in
+     * it: the longest case's probabilities */
+    char longest[300] = "";
+    for (int i = 0; i < kd_dataset_count(st->ds); i++)
+        if (strlen(kd_dataset_case_name(st->ds, i)) + 13 > strlen(longest))
+            snprintf(longest, sizeof longest, "%s_prob.nii.gz", kd_dataset_case_name(st->ds, i));
     for (int i = -1; i < nmember(r) && !s; i++)
-        s = kd_outdir_open(i < 0 ? r->out : r->member_out[i], NULL, &st->outdirs[i + 1]);
+        s = kd_outdir_open(i < 0 ? r->out : r->member_out[i], longest, &st->outdirs[i + 1]);
     if (s) return s;
     st->infer = e->infer;
     int patch[3] = {0, 0, 0}, all_have_patch = 1;
@@ -178,7 +185,11 @@ static kd_status extras(run_state *st, const char *name, const kd_case *c, const
         kd_case_crop(c, p, 3, pp);
         for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > st->post.threshold ? 1.0f : 0.0f;
         s = kd_path_printf(path, sizeof path, "%s/%s.png", r->out, name);
-        if (!s) s = kd_png_write_montage(path, c->image, c->channels, c->d, c->h, c->w, pp, NULL);
+        if (!s) {
+            kd_overlay_info info;
+            kd_overlay_info_for_case(&info, st->ds, c, "prediction");
+            s = kd_plot_overlay_write(path, c->image, c->channels, c->d, c->h, c->w, pp, &info);
+        }
         free(pp);
     }
     return s;
@@ -309,15 +320,22 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
         kd_progressf(e->progress, e->progress_ctx, "%s %d case%s with %d model%s on %s",
                      r->mode == MODE_ANNOTATE ? "annotating" : "segmenting", todo, todo == 1 ? "" : "s",
                      st.nmodels, st.nmodels == 1 ? "" : "s", kd_device_name(dev));
+    double t0 = kd_now_s();
+    char eta[32] = "?";
     for (int i = 0; i < n && !s; i++) {
         if (!wanted(&st, i)) continue;
         if (e->stop && *e->stop) {
             s = kd_fail(KD_ERR_INTERRUPTED, "stopped after %d of %d cases", k, todo);
             break;
         }
-        if (e->progress && kd_log_is_tty()) fprintf(stderr, "[%d/%d] ", k + 1, todo);
         k++;
+        if (e->progress && kd_log_is_tty())
+            fprintf(stderr, "[%d/%d%s%s] ", k, todo, k > 1 ? ", ETA " : "", k > 1 ? eta : "");
         s = one_case(&st, i, rep);
+        double per = (kd_now_s() - t0) / k;
+        kd_format_duration(per * (todo - k), eta, sizeof eta);
+        if (!s && e->progress && !kd_log_is_tty() && k < todo)
+            kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
     state_free(&st);
     return s;

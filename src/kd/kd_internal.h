@@ -2,7 +2,7 @@
 #ifndef KD_KD_INTERNAL_H
 #define KD_KD_INTERNAL_H
 
-#include "fs_shim.h"
+#include "kdseg/fs.h"
 #include "kdseg/kd.h"
 
 /* Monotonic seconds. */

@@ -122,8 +122,8 @@ static kd_status boxplot(const char *out, const kd_experiment_result *r) {
     kd_canvas c;
     kd_status s = kd_canvas_create(960, 420, &c);
     if (!s) {
-        kd_plot_boxes(&c, 0, 0, 960, 420, "per-case dice on the test cases", groups, 3, names, n, vals,
-                      counts, 0.0, 1.0);
+        kd_plot_boxes_labeled(&c, 0, 0, 960, 420, "per-case dice on the test cases", "dice", groups, 3,
+                              names, n, vals, counts, 0.0, 1.0);
         char path[KD_PATH_MAX];
         s = kd_path_join(path, sizeof path, out, "dice_boxplot.png");
         if (!s) s = kd_canvas_write(&c, path);
@@ -134,7 +134,7 @@ static kd_status boxplot(const char *out, const kd_experiment_result *r) {
 }
 
 /* One test case, axial slice through the reference tumour: FLAIR with each model's
- * labels (green edema, red core, yellow enhancing), reference first. */
+ * labels in the overlay colours (legend below), reference first. */
 static kd_status example(const char *out, const kd_experiment_result *r) {
     enum { M = KD_EXPERIMENT_MAX_TEACHERS + 5 };
     char test[KD_PATH_MAX];
@@ -167,24 +167,29 @@ static kd_status example(const char *out, const kd_experiment_result *r) {
     }
     float mx = 1e-6f;
     for (int k = 0; k < H * W; k++) mx = fmaxf(mx, img->data[(size_t)zbest * H * W + k]);
-    int scale = 3, cw = W * scale + 8, ch = H * scale + 24;
-    if ((s = kd_canvas_create(cw * (n + 1), ch, &c))) goto done;
+    int scale = 3, cw = W * scale + 8, ch = H * scale + 24, top = 24, bottom = 40;
+    if ((s = kd_canvas_create(cw * (n + 1), top + ch + bottom, &c))) goto done;
+    char title[512];
+    snprintf(title, sizeof title, "test case %s, FLAIR, axial slice %d/%d (the most tumour)", name,
+             zbest + 1, D);
+    kd_canvas_text(&c, 4, 6, title, 0x000000, 2);
+    kd_plot_region_legend(&c, 4, top + ch + 6, 1);
     for (int m = -1; m < n; m++) {
         const uint8_t *lab = (m < 0 ? ref : pred[m])->labels + (size_t)zbest * H * W;
         int x0 = (m + 1) * cw + 4;
-        kd_canvas_text(&c, x0, 4, m < 0 ? "reference" : r->models[m].name, 0x000000, 1);
+        kd_canvas_text(&c, x0, top + 4, m < 0 ? "reference" : r->models[m].name, 0x000000, 1);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 float g = img->data[(size_t)zbest * H * W + (size_t)y * W + x] / mx;
                 int v = (int)(255 * (g < 0 ? 0 : g > 1 ? 1 : g));
                 uint32_t col = (uint32_t)(v << 16 | v << 8 | v);
                 uint8_t l = lab[(size_t)y * W + x];
-                if (l == 2) col = 0x30c030;
-                else if (l == 1) col = 0xd03030;
-                else if (l == 4 || l == 3) col = 0xf0e020;
+                if (l == 2) col = KD_OVERLAY_WT;
+                else if (l == 1) col = KD_OVERLAY_TC;
+                else if (l == 4 || l == 3) col = KD_OVERLAY_ET;
                 /* image rows top to bottom: flip H so anterior is up */
-                kd_canvas_rect(&c, x0 + x * scale, 20 + (H - 1 - y) * scale, x0 + x * scale + scale - 1,
-                               20 + (H - 1 - y) * scale + scale - 1, col, 1);
+                int py = top + 20 + (H - 1 - y) * scale;
+                kd_canvas_rect(&c, x0 + x * scale, py, x0 + x * scale + scale - 1, py + scale - 1, col, 1);
             }
     }
     char p[KD_PATH_MAX];

@@ -86,15 +86,18 @@ void kd_session_free(kd_session *s) {
 static kd_status synthetic_data(kd_session *s) {
     const kd_train_opts *o = &s->o;
     kd_status st = kd_path_join(s->data, sizeof s->data, o->out, "phantom");
-    if (st || kd_exists(s->data)) return st;
+    if (st) return st;
     kd_phantom_opts po;
     memset(&po, 0, sizeof po);
     po.cases = o->synthetic_cases;
     memcpy(po.size, o->synthetic_size, sizeof po.size);
     po.seed = o->seed;
     po.layout = KD_LAYOUT_BRATS2018;
-    kd_progressf(o->progress, o->progress_ctx, "generating %d phantom cases of %dx%dx%d in %s",
-                 po.cases, po.size[0], po.size[1], po.size[2], s->data);
+    /* a cohort of an earlier run: only a whole one of the same shape will do */
+    if (kd_exists(s->data)) return kd_phantom_check_cohort(s->data, &po);
+    if (o->progress)
+        kd_log_progress("generating %d phantom cases of %dx%dx%d in %s", po.cases, po.size[0], po.size[1],
+                        po.size[2], s->data);
     return kd_phantom_write_cohort(s->data, &po);
 }
 
@@ -120,7 +123,14 @@ static kd_status open_data(kd_session *s) {
     if (s->nlab - o->val_cases < 1)
         return kd_fail(KD_ERR_INVALID_ARG, "%s: %d labeled cases; need more than --val-cases %d", s->data,
                        s->nlab, o->val_cases);
-    return KD_OK;
+    /* the held-out cases are the last val_cases labeled ones; none may be trained on */
+    const int *val = s->lab + s->nlab - o->val_cases;
+    kd_status st2 = kd_dataset_check_disjoint(s->ds, val, o->val_cases, "validation", s->ds, s->lab,
+                                              s->nlab - o->val_cases, "training");
+    if (!st2)
+        st2 = kd_dataset_check_disjoint(s->ds, val, o->val_cases, "validation", s->ds, s->pseudo,
+                                        s->npseudo, "annotated training");
+    return st2;
 }
 
 /* The model and optimizer: new, or resumed from OUT/last.kds. */
@@ -138,8 +148,7 @@ static kd_status open_model(kd_session *s) {
         if ((st = kd_checkpoint_load(path, s->dev, &s->m, &o->optim, &s->opt, &meta))) return st;
         s->start = meta.step;
         s->tc.best_so_far = meta.best_dice;
-        kd_progressf(o->progress, o->progress_ctx, "resuming %s at step %ld", kd_model_spec(s->m),
-                     s->start);
+        if (o->progress) kd_log_progress("resuming %s at step %ld", kd_model_spec(s->m), s->start);
     } else if ((st = kd_model_create(s->dev, o->model, o->seed, &s->m)) ||
                (st = kd_optim_create(s->m, &o->optim, &s->opt))) {
         return st;
@@ -165,7 +174,10 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     if (!s) return kd_fail(KD_ERR_OUT_OF_MEMORY, "training session");
     s->o = *o;
     s->dev = dev;
-    kd_status st = kd_outdir_open(o->out, "train.png", &s->outdir);
+    /* one writer per output folder; the longest name it gets: a phantom case file */
+    kd_status st = kd_outdir_open(o->out, o->synthetic_cases > 0
+                                              ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
+                                              : "train.png", &s->outdir);
     if (!st) st = o->data ? kd_path_printf(s->data, sizeof s->data, "%s", o->data) : synthetic_data(s);
     s->o.data = s->data;
     if (!st) st = open_data(s);
@@ -214,6 +226,11 @@ kd_ckpt_meta *kd_session_meta(kd_session *s) { return &s->meta; }
 int kd_session_labeled(const kd_session *s, const int **idx) {
     if (idx) *idx = s->lab;
     return s->nlab - s->o.val_cases;
+}
+
+int kd_session_validation(const kd_session *s, const int **idx) {
+    if (idx) *idx = s->lab + s->nlab - s->o.val_cases;
+    return s->o.val_cases;
 }
 
 int kd_session_annotated(const kd_session *s, const int **idx) {

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "kdseg/fs.h"
 #include "kdseg/train.h"
 
 #define MAGIC "KDSEGCKP"
@@ -281,20 +282,22 @@ kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const k
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint %s: serialising", path);
         goto done;
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
+    char tmp[KD_PATH_MAX];
+    if ((s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid()))) goto done;
+    FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) {
         s = kd_fail(KD_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(errno));
         goto done;
     }
     ok = fwrite(b.p, 1, b.n, f) == b.n;
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path)) {
+    int err = ok ? 0 : errno; /* the first failure's reason */
+    if (ok && fflush(f) != 0) ok = 0, err = errno;
+    if (ok && fsync(fileno(f)) != 0) ok = 0, err = errno;
+    if (fclose(f) != 0 && ok) ok = 0, err = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, err = errno;
+    if (!ok) {
         s = kd_fail(KD_ERR_IO, "checkpoint %s: write failed (%s); the previous file is kept", path,
-                    strerror(errno));
+                    strerror(err));
         remove(tmp);
     }
 done:

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kdseg/fs.h"
 #include "kdseg/train.h"
 
 static double now_s(void) {
@@ -88,8 +89,10 @@ kd_status kd_plain_step_run(void *plain_step, long step, long next, float lr, kd
 
 static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const char *name,
                       long step, double best) {
-    char path[4096];
+    char path[KD_PATH_MAX];
     kd_ckpt_meta meta;
+    kd_status s = kd_path_join(path, sizeof path, c->out_dir, name);
+    if (s) return s;
     if (c->meta) meta = *c->meta;
     else kd_ckpt_meta_init(&meta);
     meta.step = step;
@@ -97,7 +100,6 @@ static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const 
     meta.best_dice = best;
     meta.lr = c->lr;
     meta.steps = c->steps;
-    snprintf(path, sizeof path, "%s/%s", c->out_dir, name);
     return kd_checkpoint_save(path, m, o, &meta);
 }
 
@@ -138,10 +140,10 @@ static kd_status csv_open(const char *path, long start, FILE **out) {
         int e = errno;
         fclose(f);
         if (bad) return kd_fail(KD_ERR_IO, "%s: cannot cut the log at step %ld: %s", path, start, strerror(e));
-        f = fopen(path, "a");
+        f = fopen(kd_output_target(path), "a");
         if (f && keep == 0) fputs(CSV_HEADER, f);
     } else {
-        f = fopen(path, "w");
+        f = fopen(kd_output_target(path), "w");
         if (f) fputs(CSV_HEADER, f);
     }
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
@@ -160,9 +162,9 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
     long step = start;
     int interactive = c->progress && kd_log_is_tty();
     mkdir(c->out_dir, 0755);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/train.csv", c->out_dir);
-    if ((s = csv_open(path, start, &csv))) goto done;
+    char path[KD_PATH_MAX];
+    if ((s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) || (s = csv_open(path, start, &csv)))
+        goto done;
     kd_device_mem_reset_peak(dev);
     for (step = start; step < c->steps; step++) {
         if (c->stop && *c->stop) {
@@ -212,8 +214,13 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
         double el = now_s() - t0, rate = (double)(step + 1 - start) / (el > 0 ? el : 1e-9);
         if (interactive) progress(step + 1, c->steps, lv, lr, rate, (double)(c->steps - step - 1) / rate);
         else if (c->progress && ((step + 1) % 50 == 0 || validated))
-            kd_log(KD_LOG_WARN, "step %ld/%ld loss %.4f lr %.2e%s", step + 1, c->steps, (double)lv,
-                   (double)lr, validated ? " (validated)" : "");
+        {
+            char eta[32];
+            kd_format_duration((double)(c->steps - step - 1) / rate, eta, sizeof eta);
+            kd_log_progress("step %ld/%ld loss %.4f lr %.2e, %.2f steps/s, ETA %s%s", step + 1,
+                            c->steps, (double)lv, (double)lr, rate, eta,
+                            validated ? " (validated)" : "");
+        }
     }
     s = save(m, o, c, "last.kds", step, best);
 done:
