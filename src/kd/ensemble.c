@@ -245,14 +245,14 @@ static kd_status one_case(run_state *st, int i, kd_annotate_report *rep) {
 /* Rewrites OUT/agreement.csv (temp file + rename) keeping one row per case whose output
  * exists: a killed run may have left a partial last row, or a row of a case whose output
  * was never renamed into place; a case whose output was removed is redone. The last row
- * of a case wins. */
+ * of a case wins. A missing file is created with its header the same way, so a run killed
+ * before its first row never leaves an empty or header-less file. */
 static kd_status agreement_clean(const char *out, const char *path) {
     FILE *f = fopen(path, "r");
-    if (!f) return KD_OK;
     char **rows = NULL, line[1024], tmp[KD_PATH_MAX], file[KD_PATH_MAX];
     int n = 0, cap = 0;
     kd_status s = KD_OK;
-    while (!s && fgets(line, sizeof line, f)) {
+    while (f && !s && fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
         char *comma = strchr(line, ',');
         if (!len || line[len - 1] != '\n' || !comma || !strncmp(line, "case,", 5)) continue;
@@ -266,7 +266,7 @@ static kd_status agreement_clean(const char *out, const char *path) {
         }
         if (!s && !(rows[n++] = strdup(line))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
     }
-    fclose(f);
+    if (f) fclose(f);
     if (!s) s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     FILE *g = s ? NULL : fopen(kd_output_target(tmp), "w");
     if (!s && !g) s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
@@ -280,7 +280,7 @@ static kd_status agreement_clean(const char *out, const char *path) {
         }
         ok = fclose(g) == 0 && ok;
         if (!ok || rename(tmp, path) != 0) {
-            s = kd_fail(KD_ERR_IO, "%s: rewrite failed: %s", path, strerror(errno));
+            s = kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
             remove(tmp);
         }
     }
@@ -294,11 +294,8 @@ static kd_status agreement_open(run_state *st) {
     kd_status s = kd_path_join(path, sizeof path, st->r->out, "agreement.csv");
     if (!s) s = agreement_clean(st->r->out, path);
     if (s) return s;
-    int fresh = !kd_exists(path);
     st->agree = fopen(kd_output_target(path), "a");
     if (!st->agree) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    if (fresh && (fprintf(st->agree, "case,dice_wt,dice_tc,dice_et,mean\n") < 0 || fflush(st->agree)))
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
     return KD_OK;
 }
 
