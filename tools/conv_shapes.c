@@ -4,8 +4,7 @@
 #include <string.h>
 
 #include "conv_shapes.h"
-
-#include "kdseg/data.h"
+#include "kdseg/rng.h"
 
 /* The student ResUNet (widths 16, 32, 64, 128): encoder 3x3x3 convs per level, the input
  * and output convs, the 2x2x2 stride-2 down convs, and the decoder's 1x1x1 convs (2C -> C

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kd_internal.h"
 #include "kdseg/plot.h"
@@ -267,7 +266,7 @@ static kd_status agreement_clean(const char *out, const char *path) {
         if (!s && !(rows[n++] = strdup(line))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
     }
     if (f) fclose(f);
-    if (!s) s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
     FILE *g = s ? NULL : fopen(kd_output_target(tmp), "w");
     if (!s && !g) s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
     if (g) {

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "kd_internal.h"
 #include "kdseg/plot.h"
@@ -62,7 +61,7 @@ typedef kd_status (*writer_fn)(FILE *f, const kd_experiment_result *r);
 static kd_status write_file(const char *out, const char *name, writer_fn fn, const kd_experiment_result *r) {
     char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
     kd_status s = kd_path_join(path, sizeof path, out, name);
-    if (!s) s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
     if (s) return s;
     FILE *f = fopen(kd_output_target(tmp), "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
