@@ -34,6 +34,10 @@ typedef struct kd_metrics {
  * kd_metrics_compute. Training validation and the teachers' agreement use it. */
 double kd_dice_threshold(const float *a, const float *b, size_t n, float threshold);
 
+/* Dice from voxel counts: 2 both / (na + nb), both empty 1 (the one formula every Dice
+ * here uses, lesion-wise Dice included). */
+double kd_dice_counts(int64_t both, int64_t na, int64_t nb);
+
 /* Metrics of one region. spacing: (sz, sy, sx) in mm, positive and finite. */
 kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int h, int w,
                              const double spacing[3], double empty_hd95, kd_metrics *out);

@@ -272,8 +272,7 @@ done:
 
 /* ---- Dice: the one formula ---- */
 
-/* 2 |A∩B| / (|A| + |B|) from the counts; both empty: 1. */
-static double dice_of_counts(int64_t both, int64_t na, int64_t nb) {
+double kd_dice_counts(int64_t both, int64_t na, int64_t nb) {
     return na + nb > 0 ? 2.0 * (double)both / (double)(na + nb) : 1.0;
 }
 
@@ -285,7 +284,7 @@ double kd_dice_threshold(const float *a, const float *b, size_t n, float thresho
         na += x;
         nb += y;
     }
-    return dice_of_counts(both, na, nb);
+    return kd_dice_counts(both, na, nb);
 }
 
 /* ---- all metrics of a region ---- */
@@ -312,7 +311,7 @@ kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int
     out->vol_ref_mm3 = (double)out->vol_ref * voxel_mm3;
     out->sensitivity = tp + fn ? (double)tp / (double)(tp + fn) : 1.0;
     out->specificity = tn + fp ? (double)tn / (double)(tn + fp) : 1.0;
-    out->dice = dice_of_counts(tp, out->vol_pred, out->vol_ref);
+    out->dice = kd_dice_counts(tp, out->vol_pred, out->vol_ref);
     if (out->vol_pred == 0 && out->vol_ref == 0)
         out->hd95 = 0.0;
     else if (out->vol_pred == 0 || out->vol_ref == 0)

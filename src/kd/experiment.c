@@ -122,6 +122,7 @@ static kd_status recipe(const kd_experiment_opts *o, const char *sub, const char
 static void ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e) {
     kd_ensemble_opts_default(e);
     e->infer.tta = o->tta;
+    e->infer.progress = o->progress != NULL; /* a bar over windows, on a terminal only */
     e->infer.overlap = 0.5f;
     e->post.threshold = 0.5f;
     e->post.et_min_voxels = 32;
@@ -353,7 +354,11 @@ static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
     }
     if (!s) s = kd_path_printf(out, sizeof out, "%s/pred/ensemble", o->out);
     if (s) return s;
-    kd_progressf(o->progress, o->progress_ctx, "  the %d teachers and their ensemble", o->nteachers);
+    char names[KD_EXPERIMENT_MAX_TEACHERS * 66] = "";
+    for (int t = 0; t < o->nteachers; t++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", t ? ", " : "",
+                 o->teacher_names[t]);
+    kd_progressf(o->progress, o->progress_ctx, "  %s and their ensemble", names);
     so.e.models = x->teacher_ptr;
     so.e.nmodels = o->nteachers;
     so.dataset = test;

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,9 +160,9 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
     double best = c->best_so_far, t0 = now_s(); /* a resumed run keeps its best score */
     long step = start;
     int interactive = c->progress && kd_log_is_tty();
-    mkdir(c->out_dir, 0755);
     char path[KD_PATH_MAX];
-    if ((s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) || (s = csv_open(path, start, &csv)))
+    if ((s = kd_mkdirs(c->out_dir)) || (s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) ||
+        (s = csv_open(path, start, &csv)))
         goto done;
     kd_device_mem_reset_peak(dev);
     for (step = start; step < c->steps; step++) {
