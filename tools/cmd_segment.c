@@ -17,6 +17,8 @@ static void help(FILE *f) {
             "                        ensemble's), as nnU-Net infers; 'whole': the whole volume\n"
             "                        in one pass when the device has the memory\n"
             "  --overlap X           window overlap (default 0.5), Gaussian-weighted blending\n"
+            "  --batch N             up to N windows and flips per forward pass, as device\n"
+            "                        memory allows (default 1; results agree to ~1e-7)\n"
             "  --labels 2019|2023    ET label 4 or 3 (default: from the input layout)\n"
             "  --threshold X         region threshold (default 0.5)\n"
             "  --et-min N            ET of at most N voxels becomes core (default 32; -1 off)\n"

@@ -35,6 +35,8 @@ static int ensemble_opt(const char *cmd, int argc, char **argv, int *i, kd_ensem
             e->infer.force_tiles = 1;
             e->whole = 0;
         }
+    } else if (kd_cli_opt(argc, argv, i, "--batch", &v)) {
+        r = kd_cli_int(cmd, "--batch", v, 1, 64, &e->infer.batch);
     } else if (kd_cli_opt(argc, argv, i, "--overlap", &v)) {
         r = kd_cli_float(cmd, "--overlap", v, 0, 0.9, &x);
         e->infer.overlap = (float)x;

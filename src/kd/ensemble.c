@@ -141,19 +141,13 @@ static kd_status agreement_row(run_state *st, const char *name, const float *one
 }
 
 /* The region probabilities of case c on its original grid into p (3, D, H, W), averaged
- * over the models; with `one` (models x 3 x nv) each model's own too. */
+ * over the models; with `one` (models x 3 x nv) each model's own too, from one upload of
+ * the case and one set of windows for all the models. */
 static kd_status infer_case(run_state *st, const kd_case *c, float *p, float *one, kd_infer_stats *is) {
     size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     memset(is, 0, sizeof *is);
     if (!one) return kd_segment_case(st->models, st->nmodels, c, &st->infer, p, is);
-    kd_infer_stats s1;
-    kd_status s = KD_OK;
-    for (int m = 0; m < st->nmodels && !s; m++) {
-        s = kd_segment_case(&st->models[m], 1, c, &st->infer, one + (size_t)m * 3 * nv, &s1);
-        is->passes += s1.passes;
-        is->windows = s1.windows;
-        if (s1.peak_device > is->peak_device) is->peak_device = s1.peak_device;
-    }
+    kd_status s = kd_segment_case_members(st->models, st->nmodels, c, &st->infer, one, is);
     for (size_t k = 0; k < 3 * nv && !s; k++) {
         double acc = 0;
         for (int m = 0; m < st->nmodels; m++) acc += one[(size_t)m * 3 * nv + k];
@@ -210,20 +204,26 @@ static kd_status one_case(run_state *st, int i, kd_annotate_report *rep) {
     kd_case *c = NULL;
     if ((s = kd_case_load(st->ds, i, &c))) return s;
     size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
-    float *p = calloc(3 * nv, sizeof(float)), *one = NULL;
-    uint8_t *lab = malloc(nv);
     /* each model separately: the teachers' agreement marks untrustworthy pseudo-labels;
      * member outputs are each model's own label map */
     int separately = (r->mode == MODE_ANNOTATE || nmember(r)) && st->nmodels > 1;
+    int soft = r->mode == MODE_ANNOTATE && r->soft;
+    /* only the label map wanted: thresholded on the device, only labels downloaded (MSD
+     * labels come from kd_postproc_labels on the host) */
+    int labels_only = !separately && !soft && !nmember(r) && !(r->mode == MODE_SEGMENT && r->probabilities) &&
+                      !e->png && st->post.labels != KD_LABELS_MSD;
+    float *p = labels_only ? NULL : calloc(3 * nv, sizeof(float)), *one = NULL;
+    uint8_t *lab = malloc(nv);
     if (separately) one = malloc((size_t)st->nmodels * 3 * nv * sizeof(float));
     kd_infer_stats is = {0};
-    if (!p || !lab || (separately && !one)) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
-    if (!s) s = infer_case(st, c, p, one, &is);
+    if ((!labels_only && !p) || !lab || (separately && !one)) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s", name);
+    if (!s && labels_only) s = kd_segment_case_labels(st->models, st->nmodels, c, &st->infer, &st->post, lab, &is);
+    else if (!s) s = infer_case(st, c, p, one, &is);
     if (!s && !one) one = p; /* a single model is its own member */
     if (!s && st->agree && separately) s = agreement_row(st, name, one, nv);
-    if (!s && r->mode == MODE_ANNOTATE && r->soft) s = kd_case_write_probs(c, out, p, 1);
-    else if (!s && !(s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1], c->orig[2],
-                                           &st->post, lab)))
+    if (!s && soft) s = kd_case_write_probs(c, out, p, 1);
+    else if (!s && (labels_only || !(s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1],
+                                                            c->orig[2], &st->post, lab))))
         s = kd_case_write_labels(c, out, lab);
     if (!s) s = extras(st, name, c, p, one, lab);
     if (!s) {
