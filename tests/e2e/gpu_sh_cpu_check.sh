@@ -26,4 +26,13 @@ grep -Eq '^\| training step 16\^3, batch 1 \| [0-9.]+ ms \|' "$sum" || fail "sum
 grep -Eq '^\| inference 24x24x24, windows 16x16x16, no TTA, batch 4 \(8 windows\) \| [0-9.]+ s, peak [0-9]+ MiB \|' \
     "$sum" || fail "summary: no batched sliding-window row"
 [ "$(grep -c '^| inference ' "$sum")" = 4 ] || fail "summary: not 4 inference rows"
+# the quick demo's table beside a reference run's (--prepare's KDSEG_DEMO_REF)
+hdr=model,case,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et
+printf '%s\nstudent,A,0.9,0.6,0.3,1,1,1\nstudent,B,0.6,0.6,0.6,1,1,1\n' "$hdr" >"$tmp/out/demo_results.csv"
+printf '%s\nstudent,A,0.5,0.5,0.5,1,1,1\nstudent,B,0.5,0.5,0.5,1,1,1\nteacher,A,0.1,0.1,0.1,1,1,1\n' \
+    "$hdr" >"$tmp/out/demo_ref_results.csv"
+python3 "$root/tools/bench/gpu_summary.py" "$tmp/out" >"$tmp/sum2.md" || fail "gpu_summary.py with a demo"
+grep -qxF '| student | 0.6000 (2 cases) | 0.5000 (2 cases) | +0.1000 |' "$tmp/sum2.md" ||
+    fail "summary: the demo's mean Dice beside the reference's"
+grep -qxF '| teacher | - | 0.1000 | - |' "$tmp/sum2.md" || fail "summary: a model only in the reference"
 echo "gpu.sh --cpu-check --quick: all steps ran, JSON and summary complete"

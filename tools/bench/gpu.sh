@@ -4,7 +4,10 @@
 #   bash tools/bench/gpu.sh --prepare   here, after a build: copies build/tools/kdseg, the
 #                                       libraries it needs that a bare image may lack (ICD
 #                                       loader, CLBlast, libnifti) and the paper-width golden
-#                                       file into .gpu/ (git-ignored; about 30 MB)
+#                                       file into .gpu/ (git-ignored; about 30 MB); with
+#                                       KDSEG_DEMO_REF=q/results.csv (from `kdseg demo --quick
+#                                       --out q` here, on PoCL) also that table, which the
+#                                       summary sets beside the GPU's quick demo
 #   bash tools/bench/gpu.sh             on the lent machine (device tool, carry [".gpu"]),
 #                                       from the repository root; no apt, no network
 #   bash tools/bench/gpu.sh --cpu-check here: the same steps on the PoCL CPU device with
@@ -42,6 +45,10 @@ case "${1:-}" in
     done
     gold=../shared/reference/resunet-c8-n1-32.kdgold
     [ -f "$gold" ] && cp "$gold" .gpu/ && echo "  $(basename "$gold")"
+    if [ -n "${KDSEG_DEMO_REF:-}" ]; then
+        [ -f "$KDSEG_DEMO_REF" ] || { echo "gpu.sh --prepare: KDSEG_DEMO_REF=$KDSEG_DEMO_REF: no such file"; exit 1; }
+        cp "$KDSEG_DEMO_REF" .gpu/demo_ref_results.csv && echo "  demo reference <- $KDSEG_DEMO_REF"
+    fi
     du -sh .gpu
     exit 0
     ;;
@@ -184,6 +191,7 @@ else
     for f in results.csv results.md; do
         [ -f "$DEMO/$f" ] && cp "$DEMO/$f" "$OUT/demo_$f"
     done
+    [ -f .gpu/demo_ref_results.csv ] && [ "$MODE" = gpu ] && cp .gpu/demo_ref_results.csv "$OUT/"
 fi
 step summary
 python3 tools/bench/gpu_summary.py "$OUT" >"$OUT/summary.md" || FAILED=1
