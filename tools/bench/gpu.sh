@@ -12,8 +12,8 @@
 #                                       from the repository root; no apt, no network
 #   bash tools/bench/gpu.sh --cpu-check here: the same steps on the PoCL CPU device with
 #                                       small sizes and PyTorch on the CPU, to check the
-#                                       script's logic, its JSON and its summary (about
-#                                       20 minutes on a quiet 2-core machine)
+#                                       script's logic, its JSON and its summary (budget
+#                                       1800 s by default: PyTorch on 2 shared cores is slow)
 #   bash tools/bench/gpu.sh --cpu-check --quick   the same with a tiny model and sizes, no
 #                                       flips and no demo (a minute or two; the
 #                                       e2e/gpu_sh_cpu_check test); KDSEG_EXE names the kdseg
@@ -73,7 +73,9 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 exec > >(tee -a "$LOG") 2>&1
-BUDGET=${KDSEG_GPU_BUDGET:-420}
+DEFAULT_BUDGET=420
+[ "$MODE" = cpu ] && [ $QUICK = 0 ] && DEFAULT_BUDGET=1800
+BUDGET=${KDSEG_GPU_BUDGET:-$DEFAULT_BUDGET}
 START=$(date +%s)
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 step() { echo; echo "=== $* ($(date +%T), $(left) s left)"; }
