@@ -15,7 +15,7 @@
 #                                       script's logic, its JSON and its summary (budget
 #                                       1800 s by default: PyTorch on 2 shared cores is slow)
 #   bash tools/bench/gpu.sh --cpu-check --quick   the same with a tiny model and sizes, no
-#                                       flips and no demo (3 min at load 20 here; the
+#                                       flips and no demo (1-3 min here, by load; the
 #                                       e2e/gpu_sh_cpu_check test); KDSEG_EXE names the kdseg
 #
 # The exit status is 0 when every step that ran succeeded, 1 otherwise (steps.txt lists
