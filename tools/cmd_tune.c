@@ -1,6 +1,6 @@
 /* kdseg tune: measure the direct conv kernels' launch parameters on the present device and
- * store the winners in the tuning table (src/ops/conv_tune.h). For every conv shape of the
- * student (tools/conv_shapes.c, the shapes of `kdseg bench ops`) and every pass, each
+ * store the winners in the tuning table (kdseg/tune.h). For every conv shape of the
+ * student (kd_conv_case, the shapes of `kdseg bench ops`) and every pass, each
  * candidate of a small grid is first checked against the built-in default's output (same
  * numbers within 1e-4 of the largest value), then timed: median of --reps runs after the
  * check run, which doubles as the warm-up. */

@@ -29,6 +29,7 @@ typedef struct kd_infer_opts {
                            mem_budget decide) */
 } kd_infer_opts;
 
+/* No flips, tiles decided from memory, overlap 0.5, 80% of the device memory. */
 void kd_infer_opts_default(kd_infer_opts *o);
 
 typedef struct kd_infer_stats {

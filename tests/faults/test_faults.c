@@ -247,7 +247,7 @@ static int save_model(const char *spec, uint64_t seed, const char *path) {
     KD_DEVICE_OR_FAIL(dev);
     kd_model *m;
     KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, "step=0\n"));
+    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
     kd_model_free(m);
     return 0;
 }
@@ -258,15 +258,14 @@ static long ckpt_step(const char *path) {
     if (!dev) return -1;
     kd_model *m = NULL;
     kd_optim *o = NULL;
-    char meta[4096], v[64];
-    if (kd_checkpoint_load(path, dev, &m, NULL, &o, meta, sizeof meta)) {
+    kd_ckpt_meta meta;
+    if (kd_checkpoint_load(path, dev, &m, NULL, &o, &meta)) {
         fprintf(stderr, "%s does not load: %s\n", path, kd_last_error());
         return -1;
     }
     kd_optim_free(o);
     kd_model_free(m);
-    kd_meta_get(meta, "step", v, sizeof v);
-    return atol(v);
+    return meta.step;
 }
 
 /* Reads train.csv: the header and every row must be complete lines; fills steps[] with
