@@ -303,6 +303,7 @@ static int run(int argc, char **argv) {
         memset(&o, 0, sizeof o);
         if ((st = kd_layout_parse(a.layout, &o.layout))) goto done;
         o.modalities = a.modalities;
+        o.channels = a.channels;
         o.annotations = online ? NULL : ann;
         if ((st = kd_dataset_open(unlabeled, &o, &ud))) goto done;
         pool = ud;

@@ -7,14 +7,16 @@
 static void help(FILE *f) {
     fprintf(f, "usage: kdseg inspect CASE [--png OUT.png] [--layout L] [--modalities LIST]\n"
                "                     [--annotations DIR]\n\n"
-               "CASE is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz) or an\n"
-               "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr). Prints per\n"
+               "CASE is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz), an\n"
+               "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr) or a channel file\n"
+               "of an nnU-Net case (imagesTr/NAME_0000.nii.gz, labels from ../labelsTr). Prints per\n"
                "modality the file's dims, spacing, orientation, datatype, qform/sform, intensity\n"
                "range; the crop box, padding and z-score statistics of the preprocessing; and\n"
                "the region volumes (WT, TC, ET) when the case has labels.\n\n"
                "  --png OUT.png      axial, coronal and sagittal slices through the tumour (or\n"
                "                     the centre) of every modality, with the label overlay\n"
-               "  --layout L         force brats2018|brats2023|msd\n"
+               "  --layout L         force brats2018|brats2023|msd|nnunet\n"
+               "  --channels LIST    nnU-Net without dataset.json: modality of each channel file\n"
                "  --modalities LIST  subset and order, e.g. t1ce,flair\n"
                "  --annotations DIR  labels for an unlabeled case (DIR/CASE.nii.gz)\n");
 }
@@ -103,6 +105,8 @@ static int run(int argc, char **argv) {
             if (s) return kd_cli_error("inspect", s);
         } else if (kd_cli_opt(argc, argv, &i, "--modalities", &v)) {
             o.modalities = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--channels", &v)) {
+            o.channels = v;
         } else if (kd_cli_opt(argc, argv, &i, "--annotations", &v)) {
             o.annotations = v;
         } else if (argv[i][0] != '-' && !path) {

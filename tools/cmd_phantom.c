@@ -7,7 +7,7 @@
 static void help(FILE *f) {
     fprintf(f,
             "usage: kdseg phantom --out DIR [--cases N] [--size D,H,W] [--seed S]\n"
-            "                     [--unlabeled] [--layout brats2019|brats2023|msd] [--first I]\n\n"
+            "                     [--unlabeled] [--layout brats2019|brats2023|msd|nnunet] [--first I]\n\n"
             "Writes N synthetic brain-tumour cases: four int16 modalities (t1, t1ce, t2, flair)\n"
             "with labels (1 necrosis/non-enhancing core, 2 edema, 4 enhancing in BraTS 2019;\n"
             "1, 2, 3 in BraTS 2023; MSD: 1 edema, 2 non-enhancing, 3 enhancing), 1 mm spacing,\n"
@@ -17,7 +17,7 @@ static void help(FILE *f) {
             "  --size D,H,W     grid, or one number for a cube (default 96)\n"
             "  --seed S         random seed (default 1)\n"
             "  --unlabeled      write no label files\n"
-            "  --layout L       brats2019 (= brats2018, default), brats2023 or msd\n"
+            "  --layout L       brats2019 (= brats2018, default), brats2023, msd or nnunet\n"
             "  --first I        number the cases from I (to extend a cohort; default 0)\n");
 }
 
@@ -46,7 +46,7 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--layout", &v)) {
             kd_status s = kd_layout_parse(v, &o.layout);
             if (s || o.layout == KD_LAYOUT_AUTO) {
-                fprintf(stderr, "kdseg phantom: --layout expects brats2019, brats2023 or msd\n");
+                fprintf(stderr, "kdseg phantom: --layout expects brats2019, brats2023, msd or nnunet\n");
                 return 2;
             }
         } else if (kd_cli_flag(argv, i, "--unlabeled")) {

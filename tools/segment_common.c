@@ -42,6 +42,7 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
         else if (kd_cli_opt(argc, argv, &i, "--out", &v)) a->out = v;
         else if (kd_cli_opt(argc, argv, &i, "--layout", &v)) a->layout = v;
         else if (kd_cli_opt(argc, argv, &i, "--modalities", &v)) a->modalities = v;
+        else if (kd_cli_opt(argc, argv, &i, "--channels", &v)) a->channels = v;
         else if (kd_cli_opt(argc, argv, &i, "--labels", &v)) a->labels = v;
         else if (kd_cli_opt(argc, argv, &i, "--tta", &v)) {
             if (!v) return kd_cli_unknown(cmd, "--tta");
@@ -109,6 +110,7 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     kd_status s = kd_layout_parse(a->layout, &o.layout);
     if (s) return s;
     o.modalities = a->modalities;
+    o.channels = a->channels;
     s = a->case_dir ? kd_dataset_open_case(a->case_dir, &o, &r->ds)
                     : kd_dataset_open(a->dataset, &o, &r->ds);
     if (s) return s;
@@ -166,11 +168,6 @@ void kd_seg_close(kd_seg_run *r) {
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-/* 2019 labels -> the MSD convention (1 edema, 2 non-enhancing, 3 enhancing). */
-static void to_msd(uint8_t *l, size_t n) {
-    for (size_t i = 0; i < n; i++) l[i] = l[i] == 2 ? 1 : l[i] == 1 ? 2 : l[i] == 4 ? 3 : 0;
 }
 
 static double dice_mask(const float *a, const float *b, size_t n) {
@@ -253,23 +250,29 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
     }
     kd_postproc_options po = a->post;
     kd_layout lay = kd_dataset_layout(r->ds);
+    /* the dataset's own label values: an nnU-Net dataset's (as nnU-Net writes its
+     * predictions), and annotations, which are read back as the dataset's labels */
+    int own = lay == KD_LAYOUT_NNUNET && !a->labels;
     if (a->labels) {
         if ((s = kd_label_convention_parse(a->labels, &po.labels))) goto done;
     } else po.labels = lay == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : KD_LABELS_2019;
+    if (mode == KD_SEG_ANNOTATE && (lay == KD_LAYOUT_MSD || lay == KD_LAYOUT_NNUNET)) own = 1;
+    if (own) po.labels = KD_LABELS_2019;
     if (mode == KD_SEG_ANNOTATE && a->soft) {
         s = kd_case_write_probs(c, out, p, 1);
     } else {
-        if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) po.labels = KD_LABELS_2019;
         if ((s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1], c->orig[2], &po, lab)))
             goto done;
-        if (mode == KD_SEG_ANNOTATE && lay == KD_LAYOUT_MSD) to_msd(lab, nv);
+        if (own) kd_label_table_from_2019(kd_dataset_label_table(r->ds), lab, nv);
         s = kd_case_write_labels(c, out, lab);
     }
     for (int m = 0; m < a->nmember_out && !s; m++) {
         if (!(s = kd_path_printf(path, sizeof path, "%s/%s.nii.gz", a->member_out[m], name)) &&
             !(s = kd_postproc_labels(one + (size_t)m * 3 * nv, KD_PROB_CDHW, c->orig[0], c->orig[1],
-                                     c->orig[2], &po, lab)))
+                                     c->orig[2], &po, lab))) {
+            if (own) kd_label_table_from_2019(kd_dataset_label_table(r->ds), lab, nv);
             s = kd_case_write_labels(c, path, lab);
+        }
     }
     if (s) goto done;
     if (a->probabilities && mode == KD_SEG_WRITE_LABELS) {

@@ -12,7 +12,7 @@
 typedef struct kd_seg_args {
     const char *models[KD_SEG_MAX_MODELS];
     int nmodels;
-    const char *case_dir, *dataset, *out, *layout, *modalities, *labels;
+    const char *case_dir, *dataset, *out, *layout, *modalities, *channels, *labels;
     kd_infer_opts infer;
     kd_postproc_options post;
     int probabilities;  /* 0 none, 1 uint8, 2 float32 */

@@ -185,8 +185,11 @@ void kd_train_args_default(kd_train_args *a) {
 void kd_train_args_help(FILE *f) {
     fprintf(f,
             "data:\n"
-            "  --data DIR            dataset folder (BraTS 2018-21, 2023+ or MSD Task01 layout)\n"
-            "  --layout L            auto|brats2018|brats2023|msd (default auto)\n"
+            "  --data DIR            dataset folder (BraTS 2018-21, 2023+, MSD Task01 or nnU-Net\n"
+            "                        v2 raw layout)\n"
+            "  --layout L            auto|brats2018|brats2023|msd|nnunet (default auto)\n"
+            "  --channels LIST       nnU-Net without dataset.json: the modality of each channel\n"
+            "                        file _0000, _0001, ... (e.g. t1,t1ce,t2,flair)\n"
             "  --annotations DIR     labels for unlabeled cases (e.g. from kdseg annotate)\n"
             "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
             "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
@@ -225,7 +228,7 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     if (0) {
     }
     STR("--data", data) STR("--layout", layout) STR("--annotations", annotations)
-    STR("--modalities", modalities) STR("--out", out) STR("--model", model)
+    STR("--modalities", modalities) STR("--channels", channels) STR("--out", out) STR("--model", model)
     STR("--optim", optim) STR("--schedule", schedule) STR("--loss", loss) STR("--aug", aug)
     INT("--cases", cases, 2, 10000) INT("--val-cases", val_cases, 0, 10000)
     INT("--batch", batch, 1, 64) INT("--steps", steps, 1, 100000000)
@@ -298,6 +301,7 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     if ((st = kd_layout_parse(a->layout, &dopts.layout))) return st;
     dopts.annotations = a->annotations;
     dopts.modalities = a->modalities;
+    dopts.channels = a->channels;
     if ((st = kd_dataset_open(data, &dopts, &s->ds))) return st;
     s->lab = malloc(sizeof(int) * (size_t)(kd_dataset_count(s->ds) + 1));
     s->pseudo = malloc(sizeof(int) * (size_t)(kd_dataset_count(s->ds) + 1));

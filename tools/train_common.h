@@ -52,8 +52,8 @@ kd_status kd_plot_training(const char *csv_path, const char *png_path);
 /* ---- command-line training sessions (train, distill, demo) ---------------------------- */
 
 typedef struct kd_train_args {
-    const char *data, *layout, *annotations, *modalities, *out, *model, *optim, *schedule, *loss,
-        *aug;
+    const char *data, *layout, *annotations, *modalities, *channels, *out, *model, *optim,
+        *schedule, *loss, *aug;
     int synthetic, cases, size[3], val_cases, patch[3], batch, steps, warmup, step_every,
         val_every, ckpt_every, resume, threads, margin, quiet;
     double lr, wd, fg;

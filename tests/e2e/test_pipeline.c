@@ -603,6 +603,79 @@ static int bad_inputs_cli(void) {
     return 0;
 }
 
+/* Lines of a CSV without their first field (the case name). */
+static int csv_tail_equal(const char *a, const char *b) {
+    FILE *fa = fopen(a, "r"), *fb = fopen(b, "r");
+    int same = fa && fb, lines = 0;
+    char la[4096], lb[4096];
+    while (same) {
+        char *x = fgets(la, sizeof la, fa), *y = fgets(lb, sizeof lb, fb);
+        if (!x || !y) {
+            same = !x && !y;
+            break;
+        }
+        const char *cx = strchr(la, ','), *cy = strchr(lb, ',');
+        same = cx && cy && !strcmp(cx, cy);
+        lines++;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same && lines > 1;
+}
+
+/* Catches: segment on an nnU-Net folder writing names with the channel suffix, or BraTS
+ * 2019 values instead of the dataset's own (nnU-Net's: 1 edema, 2 core, 3 enhancing);
+ * evaluate reading an nnU-Net reference or its predictions in the wrong convention;
+ * annotate's labels not read back as the dataset's. The same cases as a BraTS 2018
+ * cohort give the same maps, translated, and the same scores. */
+static int segment_nnunet(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 3, tmp("m.kds"))) return 1;
+    int r = kdseg("phantom --out %s --cases 2 --size 32,40,36 --seed 4 --layout nnunet", tmp("nn"));
+    r |= kdseg("phantom --out %s --cases 2 --size 32,40,36 --seed 4", tmp("b"));
+    r |= kdseg("segment --model %s --dataset %s/imagesTr --out %s --threshold 0.45", tmp("m.kds"), tmp("nn"),
+               tmp("snn"));
+    r |= kdseg("segment --model %s --dataset %s --out %s --threshold 0.45", tmp("m.kds"), tmp("b"), tmp("sb"));
+    r |= kdseg("evaluate --pred %s --ref %s --csv %s", tmp("snn"), tmp("nn"), tmp("enn.csv"));
+    r |= kdseg("evaluate --pred %s --ref %s --csv %s", tmp("sb"), tmp("b"), tmp("eb.csv"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "commands");
+    int seen[5] = {0};
+    for (int c = 0; c < 2; c++) {
+        char p[1024], q[1024];
+        snprintf(p, sizeof p, "%s/KDPH_%03d.nii.gz", tmp("snn"), c);
+        snprintf(q, sizeof q, "%s/KDPhantom_%03d.nii.gz", tmp("sb"), c);
+        kd_volume *a, *b;
+        KD_CHECK_OK(kd_nifti_read(p, &a));
+        KD_CHECK_OK(kd_nifti_read(q, &b));
+        size_t n = (size_t)a->nx * a->ny * a->nz;
+        for (size_t k = 0; k < n; k++) {
+            int x = (int)a->data[k], y = (int)b->data[k];
+            int want = y == 2 ? 1 : y == 1 ? 2 : y == 4 ? 3 : 0;
+            KD_CHECK(x == want, "case %d voxel %zu: nnU-Net %d, BraTS 2019 %d", c, k, x, y);
+            seen[y]++;
+        }
+        kd_volume_free(a);
+        kd_volume_free(b);
+    }
+    KD_CHECK(seen[1] && seen[2] && seen[4], "the test model marks every class (%d %d %d)", seen[2], seen[1], seen[4]);
+    KD_CHECK(csv_tail_equal(tmp("enn.csv"), tmp("eb.csv")), "evaluate: the same scores");
+    /* annotate writes the dataset's values, which the dataset reads back */
+    r = kdseg("annotate --teacher %s --dataset %s --out %s --all --threshold 0.45", tmp("m.kds"), tmp("nn"),
+              tmp("ann"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "annotate");
+    KD_CHECK(same_bytes(tmp("ann/KDPH_000.nii.gz"), tmp("snn/KDPH_000.nii.gz")), "annotation = segmentation");
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.annotations = tmp("ann");
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(tmp("nn/imagesTr"), &o, &ds));
+    KD_CHECK(!strcmp(kd_dataset_case_name(ds, 0), "KDPH_000"), "case name %s", kd_dataset_case_name(ds, 0));
+    kd_dataset_free(ds);
+    return 0;
+}
+
 /* The demo end to end (--quick): every stage runs and the table has every row. */
 static int demo_quick(void) {
     int r = kdseg("demo --quick --out %s", tmp("demo"));
@@ -643,6 +716,7 @@ int main(int argc, char **argv) {
         {"segment_training_patch", segment_training_patch},
         {"segment_real_case", segment_real_case},
         {"segment_member_out", segment_member_out},
+        {"segment_nnunet", segment_nnunet},
         {"train_resume_cli", train_resume_cli},
         {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},
