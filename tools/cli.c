@@ -92,6 +92,25 @@ int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val
 
 int kd_cli_flag(char **argv, int i, const char *name) { return !strcmp(argv[i], name); }
 
+int kd_cli_quiet = 0;
+
+void kd_cli_note_renamed(const char *cmd, const char *old, const char *now) {
+    if (!kd_cli_quiet) fprintf(stderr, "kdseg %s: note: %s is now %s; the old spelling still works\n", cmd, old, now);
+}
+
+int kd_cli_old_opt(const char *cmd, int argc, char **argv, int *i, const char *old, const char *now,
+                   const char **val) {
+    if (!kd_cli_opt(argc, argv, i, old, val)) return 0;
+    kd_cli_note_renamed(cmd, old, now);
+    return 1;
+}
+
+int kd_cli_old_flag(const char *cmd, char **argv, int i, const char *old, const char *now) {
+    if (!kd_cli_flag(argv, i, old)) return 0;
+    kd_cli_note_renamed(cmd, old, now);
+    return 1;
+}
+
 int kd_cli_unknown(const char *cmd, const char *arg) {
     fprintf(stderr, "kdseg %s: unknown option or argument '%s' (see kdseg %s --help)\n", cmd, arg,
             cmd);

@@ -180,6 +180,7 @@ void kd_train_args_default(kd_train_args *a) {
     a->lr = 1e-4;
     a->wd = 1e-6;
     a->seed = 1;
+    a->quiet = kd_cli_quiet; /* -q, --quiet */
 }
 
 void kd_train_args_help(FILE *f) {
@@ -210,7 +211,7 @@ void kd_train_args_help(FILE *f) {
             "  --ckpt-every N        save last.kds every N steps (default 50)\n"
             "  --resume              continue from OUT/last.kds exactly\n"
             "  --threads N           background loader threads (default 1; 0: none)\n"
-            "  --quiet               no progress output\n");
+            "  -q, --quiet           no progress output\n");
 }
 
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a) {
