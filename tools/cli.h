@@ -30,6 +30,10 @@ int kd_cli_float(const char *cmd, const char *opt, const char *val, double lo, d
                  double *out);
 /* "D,H,W" or a single number for all three. */
 int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int hi, int out[3]);
+/* The same forms where only a cube is possible: "N" or "N,N,N". */
+int kd_cli_cube(const char *cmd, const char *opt, const char *val, int lo, int hi, int *out);
+/* --tta none|4|8 (test-time flips: 0 none, 4, 8); "1" is an old spelling of none. */
+int kd_cli_tta(const char *cmd, const char *val, int *out);
 
 /* -q/--quiet was given (before or after the command): errors and the command's results
  * only, no progress, banners or notes. */
