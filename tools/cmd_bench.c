@@ -235,14 +235,7 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static uint64_t rng_next(uint64_t *st) { /* splitmix64 */
-    uint64_t z = (*st += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float rng_unit(uint64_t *st) { return (float)(rng_next(st) >> 40) / 16777216.0f; }
+static float rng_unit(uint64_t *st) { return (float)(kd_splitmix64(st) >> 40) / 16777216.0f; }
 
 /* Images in [-2, 2] and binary targets (a random half of the voxels set per channel). */
 static void fill_batch(float *x, size_t nx, float *t, size_t nt, uint64_t seed) {

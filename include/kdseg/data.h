@@ -17,26 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kdseg/rng.h" /* kd_rng: the sampler and phantoms draw from it */
 #include "kdseg/status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ------------------------------------------------------------------ RNG -- */
-
-/* PCG32 (XSH-RR). Streams are derived from (seed, rank, step, sub) by splitmix64,
- * so every random choice is reproducible and independent across ranks/steps. */
-typedef struct kd_rng {
-    uint64_t state, inc;
-} kd_rng;
-
-kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub);
-uint32_t kd_rng_u32(kd_rng *r);
-double kd_rng_uniform(kd_rng *r);                     /* [0, 1) */
-double kd_rng_range(kd_rng *r, double lo, double hi); /* [lo, hi) */
-int kd_rng_int(kd_rng *r, int n);                     /* [0, n), unbiased; 0 when n <= 0 */
-double kd_rng_normal(kd_rng *r);                      /* standard normal (Box-Muller) */
 
 /* --------------------------------------------------------------- NIfTI -- */
 

@@ -4,6 +4,7 @@
 
 #include "kdseg/status.h"
 #include "kdseg/fs.h"
+#include "kdseg/rng.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
 #include "kdseg/model.h"

@@ -61,8 +61,6 @@ kd_status kd_tensor_view_batch(kd_tensor *t, int i, int count, kd_tensor **out);
 /* A view of numel(s) elements starting at element `offset` of t's storage,
  * seen with shape s (used to carve parameters out of one slab). */
 kd_status kd_tensor_view(kd_tensor *t, size_t offset, kd_shape s, kd_tensor **out);
-/* Reinterpret t with another shape of the same element count (a view). */
-kd_status kd_tensor_reshape(kd_tensor *t, kd_shape s, kd_tensor **out);
 
 /* NCDHW <-> NDHWC conversions on the host. */
 void kd_ncdhw_to_ndhwc(const float *src, float *dst, kd_shape s);

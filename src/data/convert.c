@@ -268,7 +268,7 @@ kd_status kd_dataset_convert(const kd_dataset *ds, const char *folder, const kd_
         return kd_fail(KD_ERR_INVALID_ARG, "%s exists and is not an empty folder: convert writes a whole new "
                        "dataset; choose another --out or remove it", dir);
     /* written whole under a temporary name next to dir, renamed when complete */
-    if ((s = kd_data_tmpname(dir, tmp, sizeof tmp)) || (s = kd_mkdirs(tmp))) return s;
+    if ((s = kd_tmp_name(dir, tmp, sizeof tmp)) || (s = kd_mkdirs(tmp))) return s;
     kd_label_table tt;
     kd_label_table_of_layout(to, &tt);
     for (int i = 0; i < ds->n && !s; i++) {

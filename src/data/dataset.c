@@ -506,7 +506,7 @@ static kd_status ds_new(const char *dir, const kd_dataset_opts *o, kd_dataset **
     kd_status s = parse_modalities(ds, o ? o->modalities : NULL);
     if (!s && ds->annotations && !kd_data_is_dir(ds->annotations))
         s = kd_fail(KD_ERR_IO, "--annotations %s: not a folder", ds->annotations);
-    if (!s && ds->cache_dir) s = kd_data_mkdirs(ds->cache_dir);
+    if (!s && ds->cache_dir) s = kd_mkdirs(ds->cache_dir);
     if (s) {
         kd_dataset_free(ds);
         return s;

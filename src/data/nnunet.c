@@ -765,7 +765,7 @@ static kd_status write_json(const char *dir, kd_layout l, const char *name, char
                             const int *train_labeled, int ntrain, char *const *test, int ntest) {
     char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
     kd_status s = kd_path_join(path, sizeof path, dir, "dataset.json");
-    if (!s) s = kd_data_tmpname(path, tmp, sizeof tmp);
+    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
     if (s) return s;
     FILE *f = fopen(kd_output_target(tmp), "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));

@@ -19,7 +19,6 @@
 
 #include "data_internal.h"
 #include "dataset_internal.h"
-#include "tmpfiles.h"
 
 /* ------------------------------------------------------- value noise -- */
 
@@ -498,7 +497,7 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
     if ((s = kd_path_join(cdir, sizeof cdir, dir, name))) return s;
     int in_place = kd_data_is_dir(cdir);
     if (in_place) snprintf(tdir, sizeof tdir, "%s", cdir);
-    else if ((s = kd_data_tmpname(cdir, tdir, sizeof tdir)) || (s = kd_data_mkdirs(tdir)))
+    else if ((s = kd_tmp_name(cdir, tdir, sizeof tdir)) || (s = kd_mkdirs(tdir)))
         return s;
     for (int k = 0; k < 5 && !s; k++) {
         if (k == 4 && o->unlabeled) break;
@@ -551,9 +550,9 @@ static kd_status write_cases(const char *dir, const kd_phantom_opts *o) {
     char sub[KD_PATH_MAX];
     if (l == KD_LAYOUT_MSD || l == KD_LAYOUT_NNUNET) {
         s = kd_path_join(sub, sizeof sub, dir, l == KD_LAYOUT_NNUNET && o->unlabeled ? "imagesTs" : "imagesTr");
-        if (!s) s = kd_data_mkdirs(sub);
+        if (!s) s = kd_mkdirs(sub);
         if (!s && !o->unlabeled) s = kd_path_join(sub, sizeof sub, dir, "labelsTr");
-        if (!s && !o->unlabeled) s = kd_data_mkdirs(sub);
+        if (!s && !o->unlabeled) s = kd_mkdirs(sub);
     }
     if (s) return s;
     kd_volume *geom = NULL;
@@ -587,13 +586,13 @@ kd_status kd_phantom_write_cohort(const char *folder, const kd_phantom_opts *o) 
     if (kd_data_is_dir(dir)) return write_cases(dir, o); /* adding to a cohort: case by case */
     /* a new cohort: written whole under a temporary name, then renamed into place */
     char tmp[KD_PATH_MAX], parent[KD_PATH_MAX];
-    s = kd_data_tmpname(dir, tmp, sizeof tmp);
+    s = kd_tmp_name(dir, tmp, sizeof tmp);
     if (s) return s;
     snprintf(parent, sizeof parent, "%s", dir);
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) {
         *slash = 0;
-        if ((s = kd_data_mkdirs(parent))) return s;
+        if ((s = kd_mkdirs(parent))) return s;
     }
     if (mkdir(tmp, 0755) != 0) return kd_fail(KD_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
     s = write_cases(tmp, o);

@@ -104,7 +104,7 @@ const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *na
 
 kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n) {
     char tmp[KD_PATH_MAX];
-    kd_status ts = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    kd_status ts = kd_tmp_name(path, tmp, sizeof tmp);
     if (ts) return ts;
     FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));

@@ -3,7 +3,7 @@
 #ifndef KD_LAYERS_IMPL_H
 #define KD_LAYERS_IMPL_H
 
-#include "nn/tensor_impl.h"
+#include "runtime/tensor_impl.h"
 #include "ops.h"
 
 /* Launch geometry of the (C4, nch, N) kernels: one work-item per (4 channels,

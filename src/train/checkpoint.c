@@ -114,7 +114,7 @@ kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const c
         goto done;
     }
     char tmp[KD_PATH_MAX];
-    if ((s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid()))) goto done;
+    if ((s = kd_tmp_name(path, tmp, sizeof tmp))) goto done;
     FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) {
         s = kd_fail(KD_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(errno));

@@ -23,9 +23,8 @@
 #include <unistd.h>
 
 #include "../kdtest.h"
-#include "tmpfiles.h"
-#include "kdseg/data.h"
 #include "kdseg/fs.h"
+#include "kdseg/data.h"
 #include "kdseg/tensorfile.h"
 #include "kdseg/train.h"
 
@@ -162,7 +161,7 @@ static int copy_file(const char *from, const char *to) {
     return ok ? 0 : -1;
 }
 
-/* Names of the temporary files (kdseg's exact patterns, tmpfiles.h) directly in dir,
+/* Names of the temporary files (kdseg's exact patterns, kdseg/fs.h) directly in dir,
  * space-separated into out (empty: none); returns how many. */
 static int temp_files(const char *dir, char *out, size_t n) {
     DIR *dp = opendir(dir);

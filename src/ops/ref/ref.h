@@ -8,5 +8,6 @@
 #include "../ops.h"
 #include "ref_conv.h"
 #include "ref_layers.h"
+#include "ref_train.h"
 
 #endif
