@@ -225,4 +225,30 @@ kd_status kd_adam_update(const kd_adam_params *h, kd_tensor *p, const kd_tensor 
 kd_status kd_sgd_update(float lr, float momentum, float weight_decay, int first, kd_tensor *p,
                         const kd_tensor *g, kd_tensor *buf, const kd_tensor *stats);
 
+/* ---- sliding-window inference (cl/infer.cl) ---------------------------------- */
+
+/* Planar volumes (C, D, H, W), the layout of images and probabilities on the host, are
+ * tensors of shape (C, 1, D, H, W): their channels-last storage is the planar array.
+ * origin: a window's first voxel (D, H, W); the window may lie partly outside the
+ * volume (padding at the borders). flip: bits 1 W, 2 H, 4 D; flipped, the window holds
+ * voxel origin + (T-1-t) at t along each flipped axis. */
+
+/* Item b of x (N, C, T0, T1, T2) = the window of img (C, 1, D, H, W) at origin,
+ * flipped; 0 outside the volume. Other items of x are untouched. */
+kd_status kd_window_cut(const kd_tensor *img, const int origin[3], int flip, kd_tensor *x, int b);
+/* acc (K, 1, D, H, W) += (scale * w) * item b of y (N, K, T0, T1, T2) flipped back, over
+ * the window's voxels inside the volume (ACCUMULATED). w (1, 1, T0, T1, T2) or NULL
+ * (weight 1); wsum (1, 1, D, H, W) or NULL: wsum += w over the same voxels (needs w). */
+kd_status kd_window_accumulate(const kd_tensor *y, int b, const int origin[3], int flip,
+                               const kd_tensor *w, float scale, kd_tensor *acc, kd_tensor *wsum);
+/* acc (K, 1, D, H, W) /= wsum (1, 1, D, H, W), voxel by voxel. */
+kd_status kd_window_normalize(kd_tensor *acc, const kd_tensor *wsum);
+/* Label map from region probabilities p (3, 1, D, H, W) (WT, TC, ET): steps 1-2 of
+ * kd_postproc_labels (p > threshold; WT -> 2, then TC -> 1, then ET -> et_label, later
+ * rules win; 0 elsewhere) and 255 where a probability is not finite. labels: D*H*W
+ * bytes, packed 4 per element into a tensor of at least ceil(D*H*W / 4) elements
+ * (download it as floats into a byte buffer). */
+kd_status kd_window_labels(const kd_tensor *p, float threshold, int et_label,
+                               kd_tensor *labels);
+
 #endif

@@ -9,5 +9,6 @@
 #include "ref_conv.h"
 #include "ref_layers.h"
 #include "ref_train.h"
+#include "ref_window.h"
 
 #endif

@@ -1,0 +1,140 @@
+/* Training options of kdseg train and distill. */
+#include "train_args.h"
+
+#include <string.h>
+
+#include "cli.h"
+
+void kd_train_args_default(kd_train_args *a) {
+    kd_train_opts_default(&a->o);
+    a->o.progress = kd_cli_quiet ? NULL : kd_cli_progress; /* -q, --quiet (kdseg.c) */
+    a->o.stop = &kd_cli_stop;
+    a->synthetic = 0;
+    a->cases = 8;
+}
+
+void kd_train_args_finish(kd_train_args *a) { a->o.synthetic_cases = a->synthetic ? a->cases : 0; }
+
+void kd_train_args_help(FILE *f) {
+    fprintf(f,
+            "data:\n"
+            "  --data DIR            dataset folder (BraTS 2018-21, 2023+, MSD Task01 or nnU-Net\n"
+            "                        v2 raw layout)\n"
+            "  --layout L            auto|brats2018|brats2023|msd|nnunet (default auto)\n"
+            "  --channels LIST       nnU-Net without dataset.json: the modality of each channel\n"
+            "                        file _0000, _0001, ... (e.g. t1,t1ce,t2,flair)\n"
+            "  --annotations DIR     labels for unlabeled cases (e.g. from kdseg annotate)\n"
+            "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
+            "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
+            "  --cases N             phantom cases (default 8)     --size D,H,W (default 64)\n"
+            "  --val-cases N         labeled cases held out for validation (default 1)\n"
+            "model and optimisation:\n"
+            "  --model SPEC          model spec (default resunet; see kdseg models)\n"
+            "  --patch P|D,H,W       patch size (default 64)      --batch B (default 1)\n"
+            "  --steps N             total steps (default 200)    --lr X (default 1e-4)\n"
+            "  --optim adam|sgd      AMSGrad Adam (default) or Nesterov SGD   --wd X (1e-6)\n"
+            "  --schedule S          step|poly|cosine|const (default step: x0.5 every\n"
+            "                        --step-every N steps, default 16000)   --warmup N\n"
+            "  --loss paper|bce|mse  (default paper: Dice + weighted BCE)\n"
+            "  --aug default|none    augmentation (default)     --fg-fraction X (0)\n"
+            "  --margin N            patch centres in the tumour box + N voxels (default 50)\n"
+            "  --seed S              every random choice (default 1)\n"
+            "  --val-every N         validate every N steps (default 50)\n"
+            "  --ckpt-every N        save last.kds every N steps (default 50)\n"
+            "  --resume              continue from OUT/last.kds exactly\n"
+            "  --threads N           background loader threads (default 1; 0: none)\n"
+            "  -q, --quiet           no progress output\n");
+}
+
+int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a) {
+    kd_train_opts *o = &a->o;
+    const char *v;
+    int r = 0, n = 0;
+    double x = 0;
+    kd_status s = KD_OK;
+    if (kd_cli_opt(argc, argv, i, "--data", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--data");
+        o->data = v;
+    } else if (kd_cli_opt(argc, argv, i, "--out", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--out");
+        o->out = v;
+    } else if (kd_cli_opt(argc, argv, i, "--annotations", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--annotations");
+        o->annotations = v;
+    } else if (kd_cli_opt(argc, argv, i, "--modalities", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--modalities");
+        o->modalities = v;
+    } else if (kd_cli_opt(argc, argv, i, "--channels", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--channels");
+        o->channels = v;
+    } else if (kd_cli_opt(argc, argv, i, "--model", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--model");
+        o->model = v;
+    } else if (kd_cli_opt(argc, argv, i, "--layout", &v)) {
+        s = kd_layout_parse(v ? v : "", &o->layout);
+    } else if (kd_cli_opt(argc, argv, i, "--optim", &v)) {
+        if (v && !strcmp(v, "sgd")) o->optim.kind = KD_OPT_SGD;
+        else if (v && !strcmp(v, "adam")) o->optim.kind = KD_OPT_ADAM;
+        else s = kd_fail(KD_ERR_INVALID_ARG, "--optim must be adam or sgd, got '%s'", v ? v : "");
+    } else if (kd_cli_opt(argc, argv, i, "--schedule", &v)) {
+        s = kd_schedule_parse(v ? v : "", &o->schedule);
+    } else if (kd_cli_opt(argc, argv, i, "--loss", &v)) {
+        s = kd_loss_parse(v ? v : "", &o->loss);
+    } else if (kd_cli_opt(argc, argv, i, "--aug", &v)) {
+        if (v && !strcmp(v, "none")) kd_augment_opts_none(&o->sampler.aug);
+        else if (v && !strcmp(v, "default")) kd_augment_opts_default(&o->sampler.aug);
+        else s = kd_fail(KD_ERR_INVALID_ARG, "--aug must be default or none, got '%s'", v ? v : "");
+    } else if (kd_cli_opt(argc, argv, i, "--cases", &v)) {
+        r = kd_cli_int(cmd, "--cases", v, 2, 10000, &a->cases);
+    } else if (kd_cli_opt(argc, argv, i, "--val-cases", &v)) {
+        r = kd_cli_int(cmd, "--val-cases", v, 0, 10000, &o->val_cases);
+    } else if (kd_cli_opt(argc, argv, i, "--batch", &v)) {
+        r = kd_cli_int(cmd, "--batch", v, 1, 64, &o->sampler.batch);
+    } else if (kd_cli_opt(argc, argv, i, "--steps", &v)) {
+        r = kd_cli_int(cmd, "--steps", v, 1, 100000000, &n);
+        o->steps = n;
+    } else if (kd_cli_opt(argc, argv, i, "--warmup", &v)) {
+        r = kd_cli_int(cmd, "--warmup", v, 0, 100000000, &n);
+        o->schedule.warmup = n;
+    } else if (kd_cli_opt(argc, argv, i, "--step-every", &v)) {
+        r = kd_cli_int(cmd, "--step-every", v, 1, 100000000, &n);
+        o->schedule.step_every = n;
+    } else if (kd_cli_opt(argc, argv, i, "--val-every", &v)) {
+        r = kd_cli_int(cmd, "--val-every", v, 0, 100000000, &n);
+        o->val_every = n;
+    } else if (kd_cli_opt(argc, argv, i, "--ckpt-every", &v)) {
+        r = kd_cli_int(cmd, "--ckpt-every", v, 0, 100000000, &n);
+        o->ckpt_every = n;
+    } else if (kd_cli_opt(argc, argv, i, "--threads", &v)) {
+        r = kd_cli_int(cmd, "--threads", v, 0, 16, &o->threads);
+    } else if (kd_cli_opt(argc, argv, i, "--margin", &v)) {
+        r = kd_cli_int(cmd, "--margin", v, 0, 1000, &o->sampler.margin);
+    } else if (kd_cli_opt(argc, argv, i, "--lr", &v)) {
+        r = kd_cli_float(cmd, "--lr", v, 1e-9, 10, &x);
+        o->optim.lr = (float)x;
+    } else if (kd_cli_opt(argc, argv, i, "--wd", &v)) {
+        r = kd_cli_float(cmd, "--wd", v, 0, 1, &x);
+        o->optim.weight_decay = (float)x;
+    } else if (kd_cli_opt(argc, argv, i, "--fg-fraction", &v)) {
+        r = kd_cli_float(cmd, "--fg-fraction", v, 0, 1, &x);
+        o->sampler.fg_fraction = (float)x;
+    } else if (kd_cli_opt(argc, argv, i, "--size", &v)) {
+        r = kd_cli_dims3(cmd, "--size", v, 16, 512, o->synthetic_size);
+    } else if (kd_cli_opt(argc, argv, i, "--patch", &v)) {
+        r = kd_cli_dims3(cmd, "--patch", v, 8, 512, o->sampler.patch);
+    } else if (kd_cli_opt(argc, argv, i, "--seed", &v)) {
+        r = kd_cli_int(cmd, "--seed", v, 0, 2147483647, &n);
+        o->seed = (uint64_t)n;
+    } else if (kd_cli_flag(argv, *i, "--synthetic")) {
+        a->synthetic = 1;
+    } else if (kd_cli_flag(argv, *i, "--resume")) {
+        o->resume = 1;
+    } else {
+        return 0;
+    }
+    if (s) {
+        kd_cli_error(cmd, s);
+        return 2;
+    }
+    return r ? 2 : 1;
+}
