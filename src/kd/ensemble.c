@@ -51,11 +51,15 @@ void kd_annotate_opts_default(kd_annotate_opts *o) {
     kd_ensemble_opts_default(&o->e);
 }
 
-static void state_free(run_state *st) {
+/* failed: an output folder the run created and wrote nothing into is removed */
+static void state_free(run_state *st, int failed) {
     for (int i = 0; i < st->nmodels; i++) kd_model_free(st->models[i]);
     kd_dataset_free(st->ds);
     if (st->agree) fclose(st->agree);
-    for (int i = 0; i <= KD_ENSEMBLE_MAX; i++) kd_outdir_close(st->outdirs[i]);
+    for (int i = 0; i <= KD_ENSEMBLE_MAX; i++) {
+        if (failed) kd_outdir_discard(st->outdirs[i]);
+        else kd_outdir_close(st->outdirs[i]);
+    }
 }
 
 static int nmember(const run_opts *r) { return r->member_out ? r->e->nmodels : 0; }
@@ -341,7 +345,7 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
         if (!s && e->progress && !kd_log_is_tty() && k < todo)
             kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
-    state_free(&st);
+    state_free(&st, s != KD_OK);
     return s;
 }
 
