@@ -98,8 +98,16 @@ static int spec_errors(void) {
                  strstr(kd_last_error(), "unknown architecture"), "canonical: unknown arch");
     KD_CHECK(kd_model_spec_canonical("resunet:depth=3", canon, sizeof canon) == KD_ERR_INVALID_ARG &&
                  strstr(kd_last_error(), "depth"), "canonical: unknown key");
-    const char *specs[] = {"resunet", "resunet:widths=8,16:enc=1,1:dec=1", "unet3d:widths=8,16", "cascade"};
-    for (int k = 0; k < 4; k++) {
+    /* widths without enc and dec: the defaults' lists fitted to the levels (cut, or
+     * extended by their last value); given ones must fit (above) */
+    KD_CHECK_OK(kd_model_spec_canonical("resunet:widths=8,16,32", canon, sizeof canon));
+    KD_CHECK(!strcmp(canon, "resunet:widths=8,16,32:enc=1,2,2:dec=1,1:groups=8:in=4:out=3"), "%s", canon);
+    KD_CHECK_OK(kd_model_spec_canonical("resunet:widths=8,16,32,64,128:dec=2,2,2,2", canon, sizeof canon));
+    KD_CHECK(!strcmp(canon, "resunet:widths=8,16,32,64,128:enc=1,2,2,4,4:dec=2,2,2,2:groups=8:in=4:out=3"), "%s",
+             canon);
+    const char *specs[] = {"resunet", "resunet:widths=8,16:enc=1,1:dec=1", "unet3d:widths=8,16", "cascade",
+                           "resunet:widths=8,16,32", "resnext-se:widths=16,32,64"};
+    for (int k = 0; k < 6; k++) {
         KD_CHECK_OK(kd_model_spec_canonical(specs[k], canon, sizeof canon));
         KD_CHECK_OK(kd_model_create(dev, specs[k], 1, &m));
         KD_CHECK(!strcmp(canon, kd_model_spec(m)), "%s: canonical %s, model %s", specs[k], canon, kd_model_spec(m));

@@ -134,13 +134,13 @@ for p in $TRAIN_PATCHES; do
     run 90 "bench train ${p}^3" $K bench train --patch "$p" --reps $REPS $T --json "$OUT/train$p.json"
 done
 run 90 "bench infer whole volume" \
-    $K bench infer --volume $VOL --reps $REPS $T --json "$OUT/infer.json"
+    $K bench infer --size $VOL --reps $REPS $T --json "$OUT/infer.json"
 run 60 "bench infer whole volume, batch 4" \
-    $K bench infer --volume $VOL --reps $REPS --batch 4 --json "$OUT/infer_b4.json"
+    $K bench infer --size $VOL --reps $REPS --batch 4 --json "$OUT/infer_b4.json"
 run 90 "bench infer windows ${TILE}^3" \
-    $K bench infer --volume $VOL --tile $TILE --reps $REPS $T --json "$OUT/infer_tile.json"
+    $K bench infer --size $VOL --tile $TILE --reps $REPS $T --json "$OUT/infer_tile.json"
 run 60 "bench infer windows ${TILE}^3, batch 4" \
-    $K bench infer --volume $VOL --tile $TILE --reps $REPS --batch 4 --json "$OUT/infer_tile_b4.json"
+    $K bench infer --size $VOL --tile $TILE --reps $REPS --batch 4 --json "$OUT/infer_tile_b4.json"
 # the demo's folder (data, models, predictions) stays out of $OUT; its tables come back
 DEMO=/tmp/kdseg-gpu-demo
 rm -rf "$DEMO"
