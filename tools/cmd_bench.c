@@ -732,7 +732,7 @@ static const bench_sub subs[] = {
      "chooser's pick",
      bench_ops},
     {"train",
-     "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
+     "one training step of a model (--arch, --patch, --batch; --scaling: patch 32..128 "
      "x batch 1, 2, 4): time, voxels/s, planned and measured device memory",
      bench_train},
     {"infer",

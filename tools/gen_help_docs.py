@@ -98,8 +98,11 @@ def completion(exe, out):
     for name, _ in cmds:
         text = help_text(exe, name)
         found = []
+        # an earlier spelling the help mentions ("--data is the old spelling") still
+        # works but is not offered
+        old = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*) is\s+the\s+old\s+spelling", text))
         for o in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", text):
-            if o not in found and o != "--help":
+            if o not in found and o != "--help" and o not in old:
                 found.append(o)
         opts[name] = found + ["--help"]
         for o, alts in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)[ =\[]+([a-z0-9.]+(?:\|[a-z0-9.]+)+)", text):

@@ -47,7 +47,7 @@ void kd_train_args_help(FILE *f) {
             "  --annotations DIR     labels for unlabeled cases (e.g. from kdseg annotate)\n"
             "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
             "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
-            "  --cases N             phantom cases (default 8)     --size D,H,W (default 64)\n"
+            "  --cases N             phantom cases (default 8)     --size N|D,H,W (default 64)\n"
             "  --val-cases N         labeled cases held out for validation (default 1)\n"
             "model and optimisation:\n"
             "  --arch SPEC           architecture spec (default resunet; see kdseg models;\n"

@@ -49,5 +49,14 @@ expect brats2023 kdseg convert --to ""
 expect 2023 kdseg segment --labels ""
 expect none kdseg annotate --tta ""
 expect segment kdseg -q seg
+expect --checkpoint kdseg segment --che
+expect --overwrite kdseg train --ov
+expect --arch kdseg distill --ar
+# old spellings still work but are not offered
+for w in "train --da" "segment --mo" "distill --mo"; do
+  # shellcheck disable=SC2086
+  got=" $(complete_words kdseg $w) "
+  case $got in *" --data "*|*" --model "*) echo "FAIL: completing 'kdseg $w' offers an old spelling: $got"; fail=1 ;; esac
+done
 [ $fail = 0 ] && echo "docs installed: ok"
 exit $fail
