@@ -324,6 +324,9 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
     if (!s && r->mode == MODE_ANNOTATE && st.nmodels > 1) s = agreement_open(&st);
     int n = s ? 0 : kd_dataset_count(st.ds), todo = 0, k = 0;
     for (int i = 0; i < n; i++) todo += wanted(&st, i);
+    if (!s && r->mode == MODE_ANNOTATE && !todo)
+        kd_log(KD_LOG_WARN, "%s: no unlabeled case to annotate (%d case%s, all labeled); --all annotates "
+               "labeled cases too", r->dataset, n, n == 1 ? "" : "s");
     if (!s)
         kd_progressf(e->progress, e->progress_ctx, "%s %d case%s with %d model%s on %s",
                      r->mode == MODE_ANNOTATE ? "annotating" : "segmenting", todo, todo == 1 ? "" : "s",
@@ -345,7 +348,7 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
         if (!s && e->progress && !kd_log_is_tty() && k < todo)
             kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
-    state_free(&st, s != KD_OK);
+    state_free(&st, s != KD_OK || !todo); /* nothing done: no folder left behind */
     return s;
 }
 

@@ -81,6 +81,11 @@ start_fails "synthetic, bad spec" new5 train --synthetic --cases 3 --size 32 --o
 start_fails "segment, missing checkpoint" new6 segment --checkpoint nosuch.kds --dataset d --out new6
 start_fails "annotate, missing checkpoint" new7 annotate --teacher nosuch.kds --dataset u --out new7
 start_fails "distill, nothing annotated" new8 distill --dataset d --annotations d --out new8 "${small[@]}"
+# annotate with nothing to annotate says why, and leaves no folder
+"$exe" annotate --teacher r/best.kds --dataset d --out new9 >"$tmp/out" 2>&1 || bad "annotate, all labeled: exit $?"
+grep -q "no unlabeled case to annotate (3 cases, all labeled); --all annotates labeled cases too" "$tmp/out" ||
+  { bad "annotate, all labeled: no hint"; cat "$tmp/out"; }
+[ -e new9 ] && bad "annotate, all labeled: left new9 behind"
 echo keep >afile
 "$exe" segment --checkpoint r/best.kds --dataset d --out afile >"$tmp/out" 2>&1 && bad "--out a file: exit 0"
 grep -q "afile: is a file, not a folder" "$tmp/out" || { bad "--out a file: no clear error"; cat "$tmp/out"; }
