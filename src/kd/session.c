@@ -358,6 +358,13 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
         if (st) return st;
     }
     s->ran = 1;
+    if (s->start >= o->steps) { /* a finished run resumed: nothing to train, nothing rewritten */
+        memset(res, 0, sizeof *res);
+        res->best_dice = s->tc.best_so_far;
+        kd_progressf(o->progress, o->progress_ctx, "%s/last.kds is at step %ld of %ld already: nothing to "
+                     "train (more steps continue it)", o->out, s->start, o->steps);
+        return KD_OK;
+    }
     if (o->progress) {
         size_t plan = 0;
         kd_model_plan(s->m, kd_shape5(o->sampler.batch, kd_model_in_channels(s->m), p[0], p[1], p[2]), 1,

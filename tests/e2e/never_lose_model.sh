@@ -50,10 +50,12 @@ expect_refused "resume and overwrite" "resume or overwrite the earlier run, not 
 expect_refused "resume, old spelling of the option" "is a $arch.* model, not unet3d" \
   train --out r --resume --model unet3d:widths=8,16
 
-# --resume alone: the checkpoint's model, data, patch and planned steps; --steps extends
+# --resume alone: the checkpoint's model, data, patch and planned steps (a finished run:
+# nothing to train, nothing rewritten); --steps extends it
 "$exe" train --out r --resume >"$tmp/res" 2>&1 || { bad "resume alone failed"; cat "$tmp/res"; }
-grep -q "^training $arch.* 3 labeled cases .*patch 16x16x16, batch 1, steps 4\.\.4$" "$tmp/res" ||
-  { bad "resume alone: not the checkpoint's run"; cat "$tmp/res"; }
+grep -q "^r/last.kds is at step 4 of 4 already: nothing to train" "$tmp/res" ||
+  { bad "resume alone of a finished run: not said"; cat "$tmp/res"; }
+unchanged "resume alone of a finished run"
 "$exe" train --out r --resume --steps 6 --dataset "$tmp/d" >"$tmp/res" 2>&1 || { bad "resume --steps 6"; cat "$tmp/res"; }
 grep -q "patch 16x16x16, batch 1, steps 4\.\.6$" "$tmp/res" || { bad "resume --steps 6: not steps 4..6"; cat "$tmp/res"; }
 [ "$(tail -1 r/train.csv | cut -d, -f1)" = 5 ] || bad "resumed run did not log its last step (5)"
