@@ -4,12 +4,14 @@
  * student trained on the labeled cases only, an oracle student (the pool's true labels,
  * where they are known), every teacher and the ensemble, on held-out test cases. The
  * recipe helpers here are shared with the data-amount study (study.c). */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kd_internal.h"
@@ -237,6 +239,28 @@ static kd_status truth_label(const kd_dataset *ds, int i, const char *dst) {
     return s;
 }
 
+/* Empties DIR (the experiment's own view folders), down to `depth` folders: a view of an
+ * earlier run's folders must not add its cases to this one's. */
+static void clear_view(const char *dir, int depth) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[KD_PATH_MAX];
+        struct stat st;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || kd_path_join(p, sizeof p, dir, e->d_name) ||
+            lstat(p, &st))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (depth > 0) clear_view(p, depth - 1);
+            rmdir(p);
+        } else {
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
 /* The unlabeled pool as the students may see it: every case of the folders dirs[0..n) in
  * one BraTS 2018 folder VIEW (links to the image files of the selected modalities; no
  * label files), and the labels the cases have in TRUTH/CASE.nii.gz (BraTS 2019 labels),
@@ -248,6 +272,8 @@ static kd_status hide_labels(const kd_experiment_opts *o, const char *view, cons
     memset(&dopts, 0, sizeof dopts);
     dopts.modalities = o->modalities;
     *ncases = *nlabeled = 0;
+    clear_view(view, 1);
+    clear_view(truth, 0);
     kd_status s = kd_mkdirs(view);
     if (!s) s = kd_mkdirs(truth);
     for (int d = 0; d < o->nunlabeled_dirs && !s; d++) {

@@ -749,10 +749,12 @@ static int demo_user_cases(void) {
     r |= kdseg("phantom --out %s --cases 2 --size 32 --first 300 --seed 5", tmp("uT"));
     KD_CHECK(r == 0, "phantoms");
     const char *fast = "--quick --patch 16 --teacher-steps 3 --student-steps 3 --modalities t1ce,flair";
-    for (int run = 0; run < 2; run++) {
+    /* run 1 adds the unlabeled BraTS 2018 folder; run 2 reuses its output folder without it */
+    for (int run = 0; run < 3; run++) {
         const char *out = tmp(run ? "user two" : "user one");
+        int both = run == 1;
         r = kdseg("demo %s --labeled %s --unlabeled %s %s%s --test %s --out '%s'", fast, tmp("uL"), tmp("uU1"),
-                  run ? "--unlabeled " : "", run ? tmp("uU2") : "", tmp("uT"), out);
+                  both ? "--unlabeled " : "", both ? tmp("uU2") : "", tmp("uT"), out);
         if (r) show_log();
         KD_CHECK(r == 0, "demo on the user's cases, run %d", run);
         char p[1024], q[1024], line[1024];
@@ -762,8 +764,8 @@ static int demo_user_cases(void) {
         int lines = 0, oracle = 0;
         while (fgets(line, sizeof line, f)) lines++, oracle |= strstr(line, "| student-oracle ") != NULL;
         fclose(f);
-        KD_CHECK(oracle == !run, "run %d: an oracle row only when every unlabeled case has labels", run);
-        KD_CHECK(lines == 2 + 3 + 3 + !run, "run %d: %d lines in results.md", run, lines);
+        KD_CHECK(oracle == !both, "run %d: an oracle row only when every unlabeled case has labels", run);
+        KD_CHECK(lines == 2 + 3 + 3 + !both, "run %d: %d lines in results.md", run, lines);
         /* the view: the chosen modalities, no label file */
         for (int c = 0; c < 2; c++) {
             struct stat st;
@@ -790,11 +792,12 @@ static int demo_user_cases(void) {
         snprintf(p, sizeof p, "%s/labelsTr/KDPH_101.nii.gz", tmp("uU1"));
         snprintf(q, sizeof q, "%s/data/unlabeled-truth/KDPH_101.nii.gz", out);
         if (msd_truth_converted(p, q)) return 1;
-        if (run) {
-            struct stat st;
-            snprintf(p, sizeof p, "%s/annotations/KDPhantom_200.nii.gz", out);
-            KD_CHECK(stat(p, &st) == 0, "the second folder's case annotated");
-        }
+        struct stat st;
+        snprintf(p, sizeof p, "%s/annotations/KDPhantom_200.nii.gz", out);
+        KD_CHECK((stat(p, &st) == 0) == (run > 0), "run %d: the second folder's case annotated", run);
+        snprintf(p, sizeof p, "%s/data/unlabeled/KDPhantom_200", out);
+        KD_CHECK((stat(p, &st) == 0) == both, "run %d: the view holds the second folder's case only when "
+                 "given", run);
     }
     log_clear();
     r = kdseg("demo %s --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"), tmp("uU2"), tmp("uL"),
