@@ -412,7 +412,10 @@ typedef struct kd_study_result {
  * table of means and standard errors) and OUT/study.png (test Dice against training
  * cases, one line per kind of label with error bars, the ensemble and the teachers as
  * reference lines), after each seed with the seeds done so far (a study stopped later
- * keeps them). *out is the caller's (kd_study_result_free). */
+ * keeps them). Run again into the same folder with the same options, it continues: a
+ * model with a checkpoint resumes from it (a finished one runs no steps), and a finished
+ * seed's scores are read back from OUT/seed-S/scores.csv. *out is the caller's
+ * (kd_study_result_free). */
 kd_status kd_study_run(kd_device *dev, const kd_study_opts *o, kd_study_result **out);
 void kd_study_result_free(kd_study_result *r); /* NULL ok */
 /* The table and what it says, as text. */

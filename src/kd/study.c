@@ -162,6 +162,13 @@ static kd_status cohorts(study_seed *x, const int *lab, int nlab, int base, cons
     return s;
 }
 
+/* A model whose folder holds a checkpoint continues from it (a finished one has nothing
+ * left to run): a stopped study, run again, picks up where it stopped. */
+static void resume_started(kd_train_opts *t) {
+    char p[KD_PATH_MAX];
+    t->resume = !kd_path_join(p, sizeof p, t->out, "last.kds") && kd_exists(p);
+}
+
 static kd_status teachers(study_seed *x, int base) {
     const kd_experiment_opts *o = &x->o;
     char data[KD_PATH_MAX], out[KD_PATH_MAX];
@@ -172,6 +179,7 @@ static kd_status teachers(study_seed *x, int base) {
                      o->teacher_names[t], base, o->teacher_steps);
         if ((s = kd_path_printf(out, sizeof out, "%s/models/%s", x->root, o->teacher_names[t]))) break;
         kd_exp_recipe(o, data, out, x->specs[t], o->teacher_steps, o->teacher_lr, o->seed + 10 + (uint64_t)t, &to);
+        resume_started(&to);
         if (!(s = kd_train(x->dev, &to, NULL))) s = kd_exp_checkpoint(out, x->ckpt[t], KD_PATH_MAX);
         x->ckpt_ptr[t] = x->ckpt[t];
     }
@@ -217,11 +225,13 @@ static kd_status student(study_seed *x, int L, int pool, const char *name) {
     if (!pool) {
         kd_train_opts to;
         kd_exp_recipe(o, data, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &to);
+        resume_started(&to);
         return kd_train(x->dev, &to, NULL);
     }
     kd_distill_opts d;
     kd_distill_opts_default(&d);
     kd_exp_recipe(o, data, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &d.train);
+    resume_started(&d.train);
     if ((s = kd_path_printf(unl, sizeof unl, "%s/data/pool-%d", x->root, pool)) ||
         (s = kd_path_printf(ann, sizeof ann, "%s/annotations", x->root)))
         return s;
@@ -293,6 +303,65 @@ static void record(kd_study_point *p, int si, const double d[4]) {
     p->n = si + 1;
 }
 
+/* What a seed's scores depend on, one line. */
+static void signature(const study_seed *x, const int *lab, int nlab, int base, const int *pool, int npool,
+                      char *buf, size_t n) {
+    const kd_experiment_opts *o = &x->o;
+    size_t u = (size_t)snprintf(buf, n, "# seed %llu base %d labeled", (unsigned long long)o->seed, base);
+    for (int i = 0; i < nlab && u < n; i++) u += (size_t)snprintf(buf + u, n - u, " %d", lab[i]);
+    if (u < n) u += (size_t)snprintf(buf + u, n - u, " pool");
+    for (int i = 0; i < npool && u < n; i++) u += (size_t)snprintf(buf + u, n - u, " %d", pool[i]);
+    if (u < n)
+        u += (size_t)snprintf(buf + u, n - u, " test %d size %d patch %d batch %d val %d steps %ld %ld lr %g %g "
+                              "ratio %g weight %g agree %g tta %d", o->test, o->size, o->patch, o->batch,
+                              o->val_cases, o->teacher_steps, o->student_steps, o->teacher_lr, o->student_lr,
+                              o->pseudo_ratio, o->pseudo_weight, o->min_agreement, o->tta);
+    for (int t = 0; t <= o->nteachers && u < n; t++)
+        u += (size_t)snprintf(buf + u, n - u, " %s", x->specs[t]);
+}
+
+/* ROOT/scores.csv: the seed's scores, read back by a later run with the same signature
+ * instead of segmenting again. */
+static kd_status write_scores(const study_seed *x, const char *sig, const kd_study_result *r) {
+    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    kd_status s = kd_path_join(path, sizeof path, x->root, "scores.csv");
+    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
+    if (s) return s;
+    FILE *f = fopen(kd_output_target(tmp), "w");
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    fprintf(f, "%s\nannotations,%.17g\n", sig, r->annotations[x->si]);
+    for (int p = 0; p < r->npoints; p++) {
+        const double *d = r->points[p].dice[x->si];
+        fprintf(f, "%d,%.17g,%.17g,%.17g,%.17g\n", p, d[0], d[1], d[2], d[3]);
+    }
+    int ok = !ferror(f);
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path)) {
+        remove(tmp);
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    }
+    return KD_OK;
+}
+
+/* 1 when ROOT/scores.csv has this signature and every point (recorded into r). */
+static int read_scores(const study_seed *x, const char *sig, kd_study_result *r) {
+    char path[KD_PATH_MAX], line[4096];
+    if (kd_path_join(path, sizeof path, x->root, "scores.csv")) return 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int ok = fgets(line, sizeof line, f) && !strncmp(line, sig, strlen(sig)) && line[strlen(sig)] == '\n';
+    double a, d[KD_STUDY_MAX_POINTS][4];
+    ok = ok && fscanf(f, "annotations,%lf\n", &a) == 1;
+    int n = 0, p;
+    while (ok && n < r->npoints && fscanf(f, "%d,%lf,%lf,%lf,%lf\n", &p, &d[n][0], &d[n][1], &d[n][2], &d[n][3]) == 5)
+        ok = p == n++;
+    fclose(f);
+    if (!ok || n != r->npoints) return 0;
+    r->annotations[x->si] = a;
+    for (int k = 0; k < n; k++) record(&r->points[k], x->si, d[k]);
+    return 1;
+}
+
 /* One seed: cohort, teachers, annotation, students, test scores into r's points. */
 static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, const int *pool, int npool,
                           kd_study_result *r) {
@@ -310,6 +379,12 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
     for (int t = 0; t <= o->nteachers && !s; t++)
         s = kd_exp_spec(t < o->nteachers ? o->teacher_specs[t] : o->student_spec, channels, x->specs[t],
                         KD_PATH_MAX);
+    char sig[2048];
+    signature(x, lab, nlab, base, pool, npool, sig, sizeof sig);
+    if (!s && read_scores(x, sig, r)) {
+        kd_progressf(o->progress, o->progress_ctx, "  scores of this seed read back from %s/scores.csv", x->root);
+        return KD_OK;
+    }
     if (!s) s = teachers(x, base);
     r->annotations[x->si] = -1;
     if (!s && pool[npool - 1] > 0) s = annotate(x, &r->annotations[x->si]);
@@ -333,7 +408,7 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
     }
     for (int m = 0; m <= o->nteachers && !s; m++, pi++)
         if (!(s = score(x, m ? o->teacher_names[m - 1] : "ensemble", d))) record(&r->points[pi], x->si, d);
-    return s;
+    return s ? s : write_scores(x, sig, r);
 }
 
 static void summarise(kd_study_result *r) {

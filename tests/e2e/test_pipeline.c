@@ -711,6 +711,19 @@ static int study_quick(void) {
     KD_CHECK(ftell(f) > 2000, "study.png has content (%ld bytes)", ftell(f));
     fclose(f);
     KD_CHECK(kdseg("study --labeled-sizes 2,x --out '%s'", tmp("study bad")) == 2, "a bad size list refused");
+    /* run again: every seed's scores read back, the same study.csv */
+    char before[8192] = "", after[8192] = "";
+    snprintf(p, sizeof p, "%s/study.csv", tmp("study out"));
+    f = fopen(p, "r");
+    KD_CHECK(f && fread(before, 1, sizeof before - 1, f) > 0, "study.csv");
+    fclose(f);
+    log_clear();
+    KD_CHECK(kdseg("study --quick --out '%s'", tmp("study out")) == 0, "the study again");
+    KD_CHECK(log_has("scores of this seed read back"), "a finished seed is not run again");
+    f = fopen(p, "r");
+    KD_CHECK(f && fread(after, 1, sizeof after - 1, f) > 0, "study.csv");
+    fclose(f);
+    KD_CHECK(!strcmp(before, after), "the same study.csv from the scores read back");
     return 0;
 }
 
