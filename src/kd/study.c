@@ -366,16 +366,10 @@ static int read_scores(const study_seed *x, const char *sig, kd_study_result *r)
 static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, const int *pool, int npool,
                           kd_study_result *r) {
     const kd_experiment_opts *o = &x->o;
-    kd_status s = cohorts(x, lab, nlab, base, pool, npool);
-    kd_dataset_opts dopts;
-    memset(&dopts, 0, sizeof dopts);
-    dopts.modalities = o->modalities;
-    kd_dataset *ds = NULL;
-    char dir[KD_PATH_MAX];
-    if (!s) s = kd_path_printf(dir, sizeof dir, "%s/data/test", x->root);
-    if (!s) s = kd_dataset_open(dir, &dopts, &ds);
-    int channels = s ? 4 : kd_dataset_channels(ds);
-    kd_dataset_free(ds);
+    int channels = 1; /* phantoms have every modality: as many channels as chosen */
+    for (const char *c = o->modalities; c && *c; c++) channels += *c == ',';
+    if (!o->modalities) channels = 4;
+    kd_status s = KD_OK;
     for (int t = 0; t <= o->nteachers && !s; t++)
         s = kd_exp_spec(t < o->nteachers ? o->teacher_specs[t] : o->student_spec, channels, x->specs[t],
                         KD_PATH_MAX);
@@ -385,6 +379,7 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
         kd_progressf(o->progress, o->progress_ctx, "  scores of this seed read back from %s/scores.csv", x->root);
         return KD_OK;
     }
+    if (!s) s = cohorts(x, lab, nlab, base, pool, npool);
     if (!s) s = teachers(x, base);
     r->annotations[x->si] = -1;
     if (!s && pool[npool - 1] > 0) s = annotate(x, &r->annotations[x->si]);
