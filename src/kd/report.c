@@ -257,7 +257,11 @@ void kd_experiment_print(const kd_experiment_result *r, FILE *f) {
                "%+.3f)\n", a[3], b[3], a[3] - b[3]);
     /* "beats" only where the paired difference is at least two standard errors */
     kd_paired vb = kd_eval_paired(dist, base), ve = kd_eval_paired(dist, ens);
-    const char *verdict = vb.mean > 2 * vb.se ? "beats" : vb.mean < -2 * vb.se ? "is worse than" : "ties with";
+    /* one test case has no standard error: no verdict */
+    const char *verdict = vb.n < 2                 ? "cannot be judged against (one test case, no standard error)"
+                          : vb.mean > 2 * vb.se    ? "beats"
+                          : vb.mean < -2 * vb.se   ? "is worse than"
+                                                   : "ties with";
     fprintf(f, "distilled student %s the baseline student: %+.3f ± %.3f mean Dice per case (paired, "
                "standard error), better on %d of %d test cases\n", verdict, vb.mean, vb.se, vb.wins, vb.n);
     for (int t = 0; t < r->nteachers; t++) {
