@@ -490,7 +490,7 @@ static void findings(FILE *f, const kd_study_result *r, const char *bullet) {
     if (big && alone && umax > 0) {
         paired(big, alone, &m, &se);
         fprintf(f, "%s%d labeled + %d annotated cases against the %d labeled alone: %+.3f ± %.3f mean Dice "
-                   "(paired over %d seeds)\n", bullet, base, umax, base, m, se, big->n);
+                   "(paired over %d seed%s)\n", bullet, base, umax, base, m, se, big->n, big->n > 1 ? "s" : "");
         const kd_study_point *near = NULL;
         for (int p = 0; p < r->npoints; p++) {
             const kd_study_point *q = &r->points[p];
@@ -517,7 +517,7 @@ static void findings(FILE *f, const kd_study_result *r, const char *bullet) {
     for (int s = 0; s < r->nseeds; s++)
         if (r->annotations[s] >= 0) a += r->annotations[s], ns++;
     if (ns) fprintf(f, "%sthe ensemble's annotations against the pool's hidden truth: mean Dice %.3f (mean of %d "
-                       "seeds)\n", bullet, a / ns, ns);
+                       "seed%s)\n", bullet, a / ns, ns, ns > 1 ? "s" : "");
 }
 
 static kd_status markdown(FILE *f, const kd_study_result *r, const kd_study_opts *o) {
@@ -579,8 +579,16 @@ static kd_status plot(const char *out, const kd_study_result *r) {
         char title[128];
         snprintf(title, sizeof title, "student test dice against training data (%d seed%s)", r->nseeds,
                  r->nseeds > 1 ? "s" : "");
+        /* y: the points and bars with a margin (no line on the frame); x: room on the
+         * right for the legend, clear of the lines */
+        double ylo = INFINITY, yhi = -INFINITY;
+        for (int p = 0; p < r->npoints; p++) {
+            ylo = fmin(ylo, r->points[p].mean[3] - r->points[p].se[3]);
+            yhi = fmax(yhi, r->points[p].mean[3] + r->points[p].se[3]);
+        }
+        ylo = fmax(0, floor((ylo - 0.03) * 20) / 20), yhi = fmin(1, ceil((yhi + 0.03) * 20) / 20);
         kd_chart ch = {title, "training cases (labeled + annotated)",
-                       "test dice, mean of wt, tc, et (+- standard error)", 0, 0, 0, 0, 0};
+                       "test dice, mean of wt, tc, et (+- standard error)", 0, ylo, yhi, 0, xmax * 1.45};
         kd_plot_chart_errors(&c, 0, 0, 900, 520, &ch, s, err, ns, 1);
         char path[KD_PATH_MAX];
         if (!(st = kd_path_join(path, sizeof path, out, "study.png"))) st = kd_canvas_write(&c, path);
