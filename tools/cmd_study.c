@@ -37,7 +37,10 @@ static void help(FILE *f) {
             "  --teacher-steps N --student-steps N   training steps (default 300 each)\n"
             "  --pseudo-ratio X      share of the distilled student's steps on annotated cases\n"
             "  --val-cases N         labeled cases held out for validation besides the sizes\n"
-            "                        (default 2)\n");
+            "                        (default 2)\n\n"
+            "examples:\n"
+            "  kdseg study --quick --out study-quick\n"
+            "  kdseg demo --study --quick --seeds 4 --labeled-sizes 1,3 --out study-tiny\n");
 }
 
 /* "a,b,c" into out[0..max): returns the count, or -1 after printing an error. */

@@ -167,6 +167,7 @@ static kd_status cohorts(study_seed *x, const int *lab, int nlab, int base, cons
 static void resume_started(kd_train_opts *t) {
     char p[KD_PATH_MAX];
     t->resume = !kd_path_join(p, sizeof p, t->out, "last.kds") && kd_exists(p);
+    t->overwrite = 0; /* the recipe's "train again" is for the experiment, not a study's rerun */
 }
 
 static kd_status teachers(study_seed *x, int base) {
