@@ -14,6 +14,7 @@ typedef struct kd_command {
 } kd_command;
 
 extern const kd_command *const kd_commands[];
+extern const kd_command kd_cmd_study; /* kdseg demo --study runs it */
 extern const int kd_command_count;
 
 /* Global options, parsed before the command. */

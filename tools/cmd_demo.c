@@ -10,9 +10,12 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg demo [--quick | --long] [--online] [--out DIR] [--seed S]\n\n"
-            "The paper's experiment on a built-in synthetic cohort:\n"
-            "  1. generate labeled, unlabeled and test phantom cases;\n"
+            "usage: kdseg demo [--quick | --long] [--online] [--out DIR] [--seed S]\n"
+            "       kdseg demo --labeled DIR --unlabeled DIR [--unlabeled DIR...] --test DIR\n"
+            "                  [--modalities LIST] [--val-cases N] [options below]\n"
+            "       kdseg demo --study [study options]   (kdseg study --help)\n\n"
+            "The paper's experiment on a built-in synthetic cohort, or on your cases:\n"
+            "  1. generate labeled, unlabeled and test phantom cases (or read yours);\n"
             "  2. train three heterogeneous teachers (unet3d, cascade, resnext-se);\n"
             "  3. annotate the unlabeled cases with the teacher ensemble;\n"
             "  4. train the ResUNet student on the labeled cases only (baseline) and distil a\n"
@@ -29,8 +32,21 @@ static void help(FILE *f) {
             "               minutes on 2 CPU cores): the budget where the paper's effect shows\n"
             "  --out DIR    output folder (default kdseg-demo)\n"
             "  --seed S     cohort and training seed (default 1)\n\n"
+            "your cases (any supported layout; the same stages, table and plots):\n"
+            "  --labeled DIR     labeled training cases (the last --val-cases held out to\n"
+            "                    choose each model's best checkpoint)\n"
+            "  --unlabeled DIR   unlabeled cases (repeat for more folders, up to 8); labels\n"
+            "                    they have are hidden from training and score the ensemble's\n"
+            "                    annotations (and, when every case has them, teach an oracle\n"
+            "                    student)\n"
+            "  --test DIR        labeled test cases (no case may be in two sets)\n"
+            "  --modalities LIST e.g. t1ce,flair: the channels every model takes (default\n"
+            "                    t1,t1ce,t2,flair)\n"
+            "  --val-cases N     labeled cases held out for validation (default 2 on phantoms,\n"
+            "                    0 on your cases: every model keeps its last checkpoint)\n\n"
             "the experiment's sizes (defaults: the default or --quick run's):\n"
-            "  --labeled N --unlabeled N --test N   cases in each set\n"
+            "  --labeled N --unlabeled N --test N   phantom cases in each set (a number: a\n"
+            "                     count; anything else: a folder, as above)\n"
             "  --size N           phantom volume N^3 voxels   --patch N  training patch N^3\n"
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
@@ -42,10 +58,24 @@ static void help(FILE *f) {
             "      --student-steps 20 --out demo-tiny\n");
 }
 
+/* 1 when v is a count (digits only), not a folder. */
+static int is_count(const char *v) {
+    if (!v || !*v) return 0;
+    for (const char *p = v; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
+
 static int run(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (kd_cli_flag(argv, i, "--study")) {
+            /* the study's own options: kdseg study, with --study taken out */
+            for (int j = i; j + 1 < argc; j++) argv[j] = argv[j + 1];
+            return kd_cmd_study.run(argc - 1, argv);
+        }
     kd_experiment_opts c;
     kd_experiment_opts_default(&c);
-    int quick = 0, lng = 0, n;
+    int quick = 0, lng = 0, n, val_given = 0;
     for (int i = 1; i < argc; i++) { /* presets first: the size options below override them */
         quick |= kd_cli_flag(argv, i, "--quick");
         lng |= kd_cli_flag(argv, i, "--long");
@@ -61,11 +91,26 @@ static int run(int argc, char **argv) {
         if (kd_cli_flag(argv, i, "--quick") || kd_cli_flag(argv, i, "--long")) continue;
         else if (kd_cli_flag(argv, i, "--online")) c.online = 1;
         else if (kd_cli_opt(argc, argv, &i, "--labeled", &v)) {
-            if (kd_cli_int("demo", "--labeled", v, 3, 10000, &c.labeled)) return 2;
+            if (v && !is_count(v)) c.labeled_dir = v;
+            else if (kd_cli_int("demo", "--labeled", v, 3, 10000, &c.labeled)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--unlabeled", &v)) {
-            if (kd_cli_int("demo", "--unlabeled", v, 1, 10000, &c.unlabeled)) return 2;
+            if (v && !is_count(v)) {
+                if (c.nunlabeled_dirs == KD_EXPERIMENT_MAX_DIRS) {
+                    fprintf(stderr, "kdseg demo: at most %d --unlabeled folders\n", KD_EXPERIMENT_MAX_DIRS);
+                    return 2;
+                }
+                c.unlabeled_dirs[c.nunlabeled_dirs++] = v;
+            } else if (kd_cli_int("demo", "--unlabeled", v, 1, 10000, &c.unlabeled)) {
+                return 2;
+            }
         } else if (kd_cli_opt(argc, argv, &i, "--test", &v)) {
-            if (kd_cli_int("demo", "--test", v, 1, 10000, &c.test)) return 2;
+            if (v && !is_count(v)) c.test_dir = v;
+            else if (kd_cli_int("demo", "--test", v, 1, 10000, &c.test)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--modalities", &v) && v) {
+            c.modalities = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--val-cases", &v)) {
+            if (kd_cli_int("demo", "--val-cases", v, 0, 10000, &c.val_cases)) return 2;
+            val_given = 1;
         } else if (kd_cli_opt(argc, argv, &i, "--size", &v)) {
             if (kd_cli_int("demo", "--size", v, 16, 512, &c.size)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--patch", &v)) {
@@ -91,7 +136,13 @@ static int run(int argc, char **argv) {
             return kd_cli_unknown("demo", argv[i]);
         }
     }
-    if (c.patch > c.size) {
+    int user = c.labeled_dir || c.test_dir || c.nunlabeled_dirs;
+    if (user && (!c.labeled_dir || !c.test_dir || !c.nunlabeled_dirs)) {
+        fprintf(stderr, "kdseg demo: your cases need --labeled DIR, --unlabeled DIR and --test DIR\n");
+        return 2;
+    }
+    if (user && !val_given) c.val_cases = 0;
+    if (!user && c.patch > c.size) {
         fprintf(stderr, "kdseg demo: --patch %d is larger than the volume (--size %d)\n", c.patch, c.size);
         return 2;
     }

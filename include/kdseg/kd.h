@@ -302,6 +302,7 @@ kd_paired kd_eval_paired(const kd_eval_result *a, const kd_eval_result *b);
 /* ---- the paper's experiment ---------------------------------------------------------------- */
 
 #define KD_EXPERIMENT_MAX_TEACHERS 6
+#define KD_EXPERIMENT_MAX_DIRS 8
 
 /* Every option of the experiment, the training recipe included: it does not follow the
  * train command's defaults. */
@@ -310,6 +311,15 @@ typedef struct kd_experiment_opts {
     uint64_t seed;              /* cohort and training seed (1) */
     int labeled, unlabeled, test; /* phantom cases per set */
     int size;                   /* phantom grid size^3 */
+    /* the user's cases instead of phantoms (any supported layout; all three or none):
+     * labeled cases (the last val_cases held out for validation), unlabeled folders
+     * (their cases' own labels, if any, are hidden from training, and score the
+     * annotations; when every case has them, an oracle student learns from them), and
+     * test cases (labeled). No case may be in two sets. */
+    const char *labeled_dir, *test_dir;
+    const char *unlabeled_dirs[KD_EXPERIMENT_MAX_DIRS];
+    int nunlabeled_dirs;
+    const char *modalities;     /* NULL: t1,t1ce,t2,flair; models take as many channels */
     int nteachers;
     const char *teacher_names[KD_EXPERIMENT_MAX_TEACHERS];
     const char *teacher_specs[KD_EXPERIMENT_MAX_TEACHERS];
@@ -344,24 +354,86 @@ typedef struct kd_experiment_result {
     int nmodels;                /* the teachers, "ensemble", "student-baseline",
                                    "student-distilled", "student-oracle", "student-online" */
     kd_experiment_model models[KD_EXPERIMENT_MAX_TEACHERS + 5];
-    int nteachers, ensemble, baseline, distilled, oracle, online; /* indices (online -1) */
+    int nteachers, ensemble, baseline, distilled, oracle, online; /* indices (oracle, online:
+                                   -1 when not run) */
     double annotations[4];      /* the ensemble's annotations against the unlabeled cases'
-                                   hidden truth: Dice WT, TC, ET, mean */
-    double baseline_unlabeled[4]; /* the baseline student on the same cases */
+                                   hidden truth: Dice WT, TC, ET, mean (-1: no truth known) */
+    double baseline_unlabeled[4]; /* the baseline student on the same cases (-1 likewise) */
     kd_sched_report online_sched;
     double seconds;
 } kd_experiment_result;
 
-/* Runs the stages: phantom cohort, teachers, annotation (scored against the hidden
- * truth), baseline, distilled and oracle students (and online), segmentation and
- * evaluation of the test cases; writes OUT/results.md, results.csv, dice_boxplot.png and
- * example.png. *out is the caller's (kd_experiment_result_free). */
+/* Runs the stages: phantom cohort (or the user's cases), teachers, annotation (scored
+ * against the hidden truth), baseline, distilled and oracle students (and online),
+ * segmentation and evaluation of the test cases; writes OUT/results.md, results.csv,
+ * dice_boxplot.png and example.png. *out is the caller's (kd_experiment_result_free). */
 kd_status kd_experiment_run(kd_device *dev, const kd_experiment_opts *o,
                             kd_experiment_result **out);
 /* Frees the result and its evaluations. NULL ok. */
 void kd_experiment_result_free(kd_experiment_result *r);
 /* The table (Dice and HD95 per region, mean ± std) and the paired comparisons. */
 void kd_experiment_print(const kd_experiment_result *r, FILE *f);
+
+/* ---- the data-amount study ------------------------------------------------------------------ */
+
+#define KD_STUDY_MAX_SIZES 8
+#define KD_STUDY_MAX_SEEDS 16
+#define KD_STUDY_MAX_POINTS (2 * KD_STUDY_MAX_SIZES + KD_EXPERIMENT_MAX_TEACHERS + 1)
+
+/* The paper's question, "the relationship between the performance of the model and the
+ * amount of data employed during training", on phantom cohorts: per seed, a new cohort;
+ * the student trained on labeled cases only at each size of `labeled`, and on `base`
+ * labeled cases plus each size of `pool` ensemble-annotated cases (the teachers learn
+ * from the base cases and annotate the pool); the teachers and their ensemble as
+ * reference lines. Every model is scored on the seed's test cases. */
+typedef struct kd_study_opts {
+    kd_experiment_opts exp;     /* the recipe, models, steps, grid, test cases and val_cases
+                                   (held out besides the sizes below); exp.out: the study's
+                                   folder (OUT/seed-S per seed); exp.seed, labeled, unlabeled
+                                   and the user's folders are not used */
+    int labeled[KD_STUDY_MAX_SIZES], nlabeled; /* labeled-only student: training cases */
+    int base;                   /* labeled training cases of the teachers and of the
+                                   distilled students (0: the smallest of labeled) */
+    int pool[KD_STUDY_MAX_SIZES], npool; /* annotated cases added to base (0: base alone) */
+    uint64_t seeds[KD_STUDY_MAX_SEEDS];
+    int nseeds;
+} kd_study_opts;
+
+/* The default study (about 30 minutes on 2 CPU cores) and the tests' tiny one. */
+void kd_study_opts_default(kd_study_opts *o);
+void kd_study_opts_quick(kd_study_opts *o);
+
+typedef struct kd_study_point {
+    char kind[64];              /* "labeled only", "labeled + annotated", "ensemble" or a
+                                   teacher's name */
+    int labeled, pool;          /* its training cases: labeled, ensemble-annotated */
+    int n;                      /* seeds */
+    double dice[KD_STUDY_MAX_SEEDS][4]; /* per seed: mean test Dice WT, TC, ET, their mean */
+    double mean[4], se[4];      /* over the seeds: mean and standard error (0 for one seed) */
+} kd_study_point;
+
+typedef struct kd_study_result {
+    int npoints;
+    kd_study_point points[KD_STUDY_MAX_POINTS]; /* labeled only by size, then labeled +
+                                   annotated by pool size, then ensemble and teachers */
+    double annotations[KD_STUDY_MAX_SEEDS]; /* per seed: the ensemble's annotations of the
+                                   largest pool against its hidden truth, mean Dice */
+    int nseeds;                 /* seeds done */
+    double seconds;
+} kd_study_result;
+
+/* Runs the study; writes OUT/study.csv (one row per point and seed), OUT/study.md (the
+ * table of means and standard errors) and OUT/study.png (test Dice against training
+ * cases, one line per kind of label with error bars, the ensemble and the teachers as
+ * reference lines), after each seed with the seeds done so far (a study stopped later
+ * keeps them). Run again into the same folder with the same options, it continues: a
+ * model with a checkpoint resumes from it (a finished one runs no steps), and a finished
+ * seed's scores are read back from OUT/seed-S/scores.csv. *out is the caller's
+ * (kd_study_result_free). */
+kd_status kd_study_run(kd_device *dev, const kd_study_opts *o, kd_study_result **out);
+void kd_study_result_free(kd_study_result *r); /* NULL ok */
+/* The table and what it says, as text. */
+void kd_study_print(const kd_study_result *r, FILE *f);
 
 #ifdef __cplusplus
 }

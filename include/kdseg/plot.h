@@ -65,6 +65,12 @@ void kd_moving_average(const double *y, int n, int window, double *out);
 void kd_plot_chart(kd_canvas *c, int x0, int y0, int w, int h, const kd_chart *chart,
                    const kd_series *s, int ns);
 
+/* kd_plot_chart with error bars: err NULL, or per series k NULL or y +- err[k][i] at each
+ * point (NaN: none; the y range covers the bars); legend_bottom: the legend in the bottom
+ * right corner instead of the top right. */
+void kd_plot_chart_errors(kd_canvas *c, int x0, int y0, int w, int h, const kd_chart *chart,
+                          const kd_series *s, const double *const *err, int ns, int legend_bottom);
+
 /* kd_plot_chart with a title only. */
 void kd_plot_lines(kd_canvas *c, int x0, int y0, int w, int h, const char *title,
                    const kd_series *s, int ns, int log_y);

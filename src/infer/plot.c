@@ -243,16 +243,26 @@ void kd_moving_average(const double *y, int n, int window, double *out) {
 
 void kd_plot_chart(kd_canvas *c, int x0, int y0, int w, int h, const kd_chart *ch,
                    const kd_series *s, int ns) {
+    kd_plot_chart_errors(c, x0, y0, w, h, ch, s, NULL, ns, 0);
+}
+
+/* err[k][i] when it is a bar's half-length, else 0. */
+static double bar(const double *const *err, int k, int i) {
+    return err && err[k] && isfinite(err[k][i]) ? fabs(err[k][i]) : 0;
+}
+
+void kd_plot_chart_errors(kd_canvas *c, int x0, int y0, int w, int h, const kd_chart *ch,
+                          const kd_series *s, const double *const *err, int ns, int legend_bottom) {
     int log_y = ch->log_y;
     double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
     for (int k = 0; k < ns; k++)
         for (int i = 0; i < s[k].n; i++) {
-            double y = s[k].y[i];
+            double y = s[k].y[i], e = log_y ? 0 : bar(err, k, i);
             if (!isfinite(y) || (log_y && y <= 0)) continue;
             xmin = fmin(xmin, s[k].x[i]);
             xmax = fmax(xmax, s[k].x[i]);
-            ymin = fmin(ymin, y);
-            ymax = fmax(ymax, y);
+            ymin = fmin(ymin, y - e);
+            ymax = fmax(ymax, y + e);
         }
     if (!isfinite(xmin)) xmin = 0, xmax = 1, ymin = log_y ? 0.1 : 0, ymax = 1;
     if (ch->ymax > ch->ymin) ymin = ch->ymin, ymax = ch->ymax;
@@ -305,6 +315,15 @@ void kd_plot_chart(kd_canvas *c, int x0, int y0, int w, int h, const kd_chart *c
             int py = B - (int)lround((B - T) * (y - ay0) / (ay1 - ay0));
             if (have) kd_canvas_line(c, lx, ly, px, py, s[k].rgb);
             if (s[k].markers || !have) kd_canvas_rect(c, px - 1, py - 1, px + 1, py + 1, s[k].rgb, 1);
+            double e = log_y ? 0 : bar(err, k, i);
+            if (e > 0) {
+                double lo = fmax(y - e, ay0), hi = fmin(y + e, ay1);
+                int plo = B - (int)lround((B - T) * (lo - ay0) / (ay1 - ay0));
+                int phi = B - (int)lround((B - T) * (hi - ay0) / (ay1 - ay0));
+                kd_canvas_line(c, px, plo, px, phi, s[k].rgb);
+                kd_canvas_line(c, px - 3, plo, px + 3, plo, s[k].rgb);
+                kd_canvas_line(c, px - 3, phi, px + 3, phi, s[k].rgb);
+            }
             lx = px, ly = py, have = 1;
         }
     }
@@ -315,7 +334,7 @@ void kd_plot_chart(kd_canvas *c, int x0, int y0, int w, int h, const kd_chart *c
         if (tw > lw) lw = tw;
     }
     if (ns > 0) {
-        int bx = R - lw - 26, by = T + 4;
+        int bx = R - lw - 26, by = legend_bottom ? B - 12 * ns - 8 : T + 4;
         kd_canvas_rect(c, bx, by, R - 4, by + 12 * ns + 4, 0xffffff, 1);
         kd_canvas_rect(c, bx, by, R - 4, by + 12 * ns + 4, 0x888888, 0);
         for (int k = 0; k < ns; k++) {

@@ -1,14 +1,17 @@
-/* The paper's experiment on a synthetic cohort: teachers of several architectures learn
- * from a few labeled cases, their ensemble annotates an unlabeled pool, and a student
- * distilled from labeled + annotated cases is compared with the same student trained on
- * the labeled cases only, an oracle student (the pool's true labels), every teacher and
- * the ensemble, on held-out test cases. */
+/* The paper's experiment on a synthetic cohort or on a user's cases: teachers of several
+ * architectures learn from a few labeled cases, their ensemble annotates an unlabeled
+ * pool, and a student distilled from labeled + annotated cases is compared with the same
+ * student trained on the labeled cases only, an oracle student (the pool's true labels,
+ * where they are known), every teacher and the ensemble, on held-out test cases. The
+ * recipe helpers here are shared with the data-amount study (study.c). */
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kd_internal.h"
@@ -79,15 +82,13 @@ void kd_experiment_opts_quick(kd_experiment_opts *o) {
 }
 
 /* Every training option of a model of the experiment, set here rather than taken from
- * the train command's defaults. */
-static kd_status recipe(const kd_experiment_opts *o, const char *sub, const char *name, const char *spec,
-                        long steps, double lr, uint64_t seed, kd_train_opts *t, char *data, char *out) {
-    kd_status s = kd_path_printf(data, KD_PATH_MAX, "%s/data/labeled", o->out);
-    if (!s) s = kd_path_printf(out, KD_PATH_MAX, "%s/%s/%s", o->out, sub, name);
-    if (s) return s;
+ * the train command's defaults; data and out are the caller's (borrowed by t). */
+void kd_exp_recipe(const kd_experiment_opts *o, const char *data, const char *out, const char *spec,
+                   long steps, double lr, uint64_t seed, kd_train_opts *t) {
     memset(t, 0, sizeof *t);
     t->data = data;
     t->layout = KD_LAYOUT_AUTO;
+    t->modalities = o->modalities;
     t->val_cases = o->val_cases;
     t->out = out;
     t->overwrite = 1; /* a rerun of the experiment trains its models again (the old as *.bak) */
@@ -116,12 +117,18 @@ static kd_status recipe(const kd_experiment_opts *o, const char *sub, const char
     t->ckpt_every = 50;
     t->threads = o->threads;
     t->stop = o->stop; /* models train quietly: the experiment reports its stages */
-    return KD_OK;
+}
+
+kd_status kd_exp_checkpoint(const char *model_dir, char *path, size_t n) {
+    kd_status s = kd_path_join(path, n, model_dir, "best.kds");
+    if (!s && !kd_exists(path)) s = kd_path_join(path, n, model_dir, "last.kds");
+    return s;
 }
 
 /* Inference and post-processing of the experiment's segmentations and annotations. */
-static void ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e) {
+void kd_exp_ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e) {
     kd_ensemble_opts_default(e);
+    e->modalities = o->modalities;
     e->infer.tta = o->tta;
     e->infer.progress = o->progress != NULL; /* a bar over windows, on a terminal only */
     e->infer.overlap = 0.5f;
@@ -134,6 +141,170 @@ static void ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e) {
     e->stop = o->stop;
 }
 
+/* spec with ":in=C" appended when the data has C != 4 channels and spec names none. */
+kd_status kd_exp_spec(const char *spec, int channels, char *buf, size_t n) {
+    if (channels == 4 || strstr(spec, ":in=")) return kd_path_printf(buf, n, "%s", spec);
+    return kd_path_printf(buf, n, "%s:in=%d", spec, channels);
+}
+
+kd_status kd_exp_evaluate(const char *pred, const char *ref, kd_eval_result **ev) {
+    kd_eval_options eo;
+    kd_eval_options_default(&eo);
+    eo.pred_dir = pred;
+    eo.ref = ref;
+    return kd_evaluate(&eo, ev);
+}
+
+kd_status kd_exp_cohort(const kd_experiment_opts *o, const char *dir, int cases, int first, int unlabeled) {
+    kd_phantom_opts po;
+    memset(&po, 0, sizeof po);
+    po.cases = cases;
+    po.size[0] = po.size[1] = po.size[2] = o->size;
+    po.seed = o->seed;
+    po.unlabeled = unlabeled;
+    po.layout = KD_LAYOUT_BRATS2018;
+    po.first_index = first;
+    double t0 = kd_now_s();
+    kd_status s = kd_phantom_write_cohort(dir, &po);
+    double sec = kd_now_s() - t0;
+    /* the line kdseg phantom prints */
+    if (!s)
+        kd_progressf(o->progress, o->progress_ctx,
+                     "wrote %d %s%s cases of %dx%dx%d to %s in %.2f s (%.3f s per case)", cases,
+                     unlabeled ? "unlabeled " : "", kd_layout_name(po.layout), o->size, o->size,
+                     o->size, dir, sec, sec / cases);
+    return s;
+}
+
+kd_status kd_exp_link(const char *target, const char *link) {
+    char real[PATH_MAX];
+    if (!realpath(target, real)) return kd_fail(KD_ERR_IO, "%s: %s", target, strerror(errno));
+    unlink(link);
+    if (symlink(real, link)) return kd_fail(KD_ERR_IO, "%s: cannot link to %s: %s", link, real, strerror(errno));
+    return KD_OK;
+}
+
+/* ".nii.gz" or ".nii": the extension of a NIfTI path. */
+static const char *nifti_ext(const char *path) {
+    size_t n = strlen(path);
+    return n > 4 && !strcmp(path + n - 4, ".nii") ? ".nii" : ".nii.gz";
+}
+
+/* VIEW/CASE/CASE_MOD.nii[.gz]: channel ch of case i of ds, a link to its file, or for a
+ * volume of a 4-D file (the Decathlon layout) that volume written out. */
+static kd_status view_image(const kd_dataset *ds, int i, int ch, const char *view) {
+    int vol = 0;
+    const char *src = kd_dataset_case_image(ds, i, ch, &vol);
+    const char *name = kd_dataset_case_name(ds, i);
+    char dst[KD_PATH_MAX];
+    kd_volume *v = NULL;
+    kd_status s = kd_path_printf(dst, sizeof dst, "%s/%s/%s_%s%s", view, name, name,
+                                 kd_modality_name(kd_dataset_modality(ds, ch)), nifti_ext(src));
+    if (!s) s = kd_nifti_read_header(src, &v);
+    if (!s && v->nt == 1) {
+        kd_volume_free(v);
+        return kd_exp_link(src, dst);
+    }
+    kd_volume_free(v);
+    v = NULL;
+    if (!s) s = kd_nifti_read(src, &v);
+    if (!s && (vol < 0 || vol >= v->nt))
+        s = kd_fail(KD_ERR_FORMAT, "%s: volume %d of %d", src, vol, v->nt);
+    if (!s) {
+        size_t n = (size_t)v->nx * v->ny * v->nz;
+        unlink(dst);
+        s = kd_nifti_write(dst, v, 1, KD_DT_FLOAT32, v->data + (size_t)vol * n, NULL);
+    }
+    kd_volume_free(v);
+    return s;
+}
+
+/* DST: the label file of case i of ds in the BraTS 2019 convention of the view (a link
+ * when it is in it already). */
+static kd_status truth_label(const kd_dataset *ds, int i, const char *dst) {
+    kd_label_convention c = kd_layout_labels(kd_dataset_layout(ds));
+    const char *src = kd_dataset_case_label(ds, i);
+    if (c == KD_LABELS_2019) return kd_exp_link(src, dst);
+    kd_volume *v = NULL;
+    kd_status s = kd_nifti_read(src, &v);
+    size_t n = s ? 0 : (size_t)v->nx * v->ny * v->nz;
+    uint8_t *lab = s ? NULL : malloc(n ? n : 1);
+    if (!s && !lab) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", src);
+    for (size_t k = 0; !s && k < n; k++) {
+        int r = kd_label_regions(c, (int)v->data[k]);
+        if (r < 0) s = kd_fail(KD_ERR_FORMAT, "%s: label %g is not one of the %s convention's", src,
+                               (double)v->data[k], kd_label_convention_name(c));
+        lab[k] = r & 4 ? 4 : r & 2 ? 1 : r & 1 ? 2 : 0;
+    }
+    if (!s) {
+        unlink(dst);
+        s = kd_nifti_write(dst, v, 1, KD_DT_UINT8, lab, NULL);
+    }
+    free(lab);
+    kd_volume_free(v);
+    return s;
+}
+
+/* Empties DIR (the experiment's own view folders), down to `depth` folders: a view of an
+ * earlier run's folders must not add its cases to this one's. */
+static void clear_view(const char *dir, int depth) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char p[KD_PATH_MAX];
+        struct stat st;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || kd_path_join(p, sizeof p, dir, e->d_name) ||
+            lstat(p, &st))
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (depth > 0) clear_view(p, depth - 1);
+            rmdir(p);
+        } else {
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
+/* The unlabeled pool as the students may see it: every case of the folders dirs[0..n) in
+ * one BraTS 2018 folder VIEW (links to the image files of the selected modalities; no
+ * label files), and the labels the cases have in TRUTH/CASE.nii.gz (BraTS 2019 labels),
+ * for scoring the annotations and for the oracle student. Counts the cases and those with
+ * labels. */
+static kd_status hide_labels(const kd_experiment_opts *o, const char *view, const char *truth,
+                             int *ncases, int *nlabeled) {
+    kd_dataset_opts dopts;
+    memset(&dopts, 0, sizeof dopts);
+    dopts.modalities = o->modalities;
+    *ncases = *nlabeled = 0;
+    clear_view(view, 1);
+    clear_view(truth, 0);
+    kd_status s = kd_mkdirs(view);
+    if (!s) s = kd_mkdirs(truth);
+    for (int d = 0; d < o->nunlabeled_dirs && !s; d++) {
+        kd_dataset *ds = NULL;
+        if ((s = kd_dataset_open(o->unlabeled_dirs[d], &dopts, &ds))) break;
+        if (!kd_dataset_count(ds))
+            s = kd_fail(KD_ERR_INVALID_ARG, "%s: no cases", o->unlabeled_dirs[d]);
+        for (int i = 0; i < kd_dataset_count(ds) && !s; i++) {
+            const char *name = kd_dataset_case_name(ds, i);
+            char dir[KD_PATH_MAX], lab[KD_PATH_MAX];
+            if ((s = kd_path_join(dir, sizeof dir, view, name)) || (s = kd_mkdirs(dir))) break;
+            for (int ch = 0; ch < kd_dataset_channels(ds) && !s; ch++) s = view_image(ds, i, ch, view);
+            if (!s && kd_dataset_case_labeled(ds, i) == 1) {
+                const char *src = kd_dataset_case_label(ds, i);
+                if (!(s = kd_path_printf(lab, sizeof lab, "%s/%s%s", truth, name, nifti_ext(src))))
+                    s = truth_label(ds, i, lab);
+                ++*nlabeled;
+            }
+            ++*ncases;
+        }
+        kd_dataset_free(ds);
+    }
+    return s;
+}
+
 /* ---- stages ---------------------------------------------------------------------------- */
 
 typedef struct exp_state {
@@ -141,6 +312,12 @@ typedef struct exp_state {
     kd_device *dev;
     double t0;
     int stage, nstages;
+    int user;                          /* the user's cases, not phantoms */
+    char labeled[KD_PATH_MAX], unlabeled[KD_PATH_MAX], test[KD_PATH_MAX];
+    char truth[KD_PATH_MAX];           /* the unlabeled cases' true labels ("" unknown) */
+    char oracle[KD_PATH_MAX];          /* those labels for every unlabeled case ("" none) */
+    int channels;
+    char specs[KD_EXPERIMENT_MAX_TEACHERS + 1][KD_PATH_MAX]; /* teachers', student's (in=C) */
     char teacher_ckpt[KD_EXPERIMENT_MAX_TEACHERS][KD_PATH_MAX];
     const char *teacher_ptr[KD_EXPERIMENT_MAX_TEACHERS];
 } exp_state;
@@ -152,75 +329,122 @@ static void stage(exp_state *x, const char *what) {
                  what, kd_now_s() - x->t0);
 }
 
-/* OUT/data/SUB: `cases` phantom cases numbered from first. */
-static kd_status cohort(exp_state *x, const char *sub, int cases, int first, int unlabeled) {
-    const kd_experiment_opts *o = x->o;
-    char dir[KD_PATH_MAX];
-    kd_status s = kd_path_printf(dir, sizeof dir, "%s/data/%s", o->out, sub);
-    if (s) return s;
-    kd_phantom_opts po;
-    memset(&po, 0, sizeof po);
-    po.cases = cases;
-    po.size[0] = po.size[1] = po.size[2] = o->size;
-    po.seed = o->seed;
-    po.unlabeled = unlabeled;
-    po.layout = KD_LAYOUT_BRATS2018;
-    po.first_index = first;
-    double t0 = kd_now_s();
-    if ((s = kd_phantom_write_cohort(dir, &po))) return s;
-    double sec = kd_now_s() - t0;
-    /* the line kdseg phantom prints */
-    kd_progressf(o->progress, o->progress_ctx,
-                 "wrote %d %s%s cases of %dx%dx%d to %s in %.2f s (%.3f s per case)", cases,
-                 unlabeled ? "unlabeled " : "", kd_layout_name(po.layout), o->size, o->size,
-                 o->size, dir, sec, sec / cases);
-    return KD_OK;
-}
-
-/* The label maps in OUT/PRED evaluated against the cases of OUT/data/SET. */
-static kd_status evaluate_in(const char *out, const char *pred, const char *set, kd_eval_result **ev) {
-    kd_eval_options eo;
-    kd_eval_options_default(&eo);
-    char p[KD_PATH_MAX], ref[KD_PATH_MAX];
-    kd_status s = kd_path_join(p, sizeof p, out, pred);
-    if (!s) s = kd_path_printf(ref, sizeof ref, "%s/data/%s", out, set);
-    if (s) return s;
-    eo.pred_dir = p;
-    eo.ref = ref;
-    return kd_evaluate(&eo, ev);
-}
-
-/* Mean Dice per region (and their mean in m[3]) of the label maps in OUT/PRED against the
- * unlabeled cases' hidden truth, OUT/data/unlabeled-truth. */
-static kd_status score_unlabeled(const char *out, const char *pred, double m[4]) {
-    kd_eval_result *ev = NULL;
-    kd_status s = evaluate_in(out, pred, "unlabeled-truth", &ev);
-    for (int r = 0; !s && r < 4; r++) m[r] = kd_eval_mean_dice(ev, r);
-    kd_eval_result_free(ev);
+/* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
+ * truth, so the same distillation run can learn from perfect labels of the same cases. */
+static kd_status link_oracle(const char *truth, const char *dir) {
+    kd_dataset *ds = NULL;
+    kd_status s = kd_mkdirs(dir);
+    if (!s) s = kd_dataset_open(truth, NULL, &ds);
+    for (int i = 0; !s && i < kd_dataset_count(ds); i++) {
+        char link[KD_PATH_MAX];
+        if (!(s = kd_path_printf(link, sizeof link, "%s/%s.nii.gz", dir, kd_dataset_case_name(ds, i))))
+            s = kd_exp_link(kd_dataset_case_label(ds, i), link);
+    }
+    kd_dataset_free(ds);
     return s;
 }
 
-/* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
- * truth, so the same distillation run can learn from perfect labels of the same cases. */
-static kd_status link_oracle(const char *out) {
-    char truth[KD_PATH_MAX], dir[KD_PATH_MAX];
-    kd_dataset *ds = NULL;
-    kd_status s = kd_path_join(truth, sizeof truth, out, "data/unlabeled-truth");
-    if (!s) s = kd_path_join(dir, sizeof dir, out, "oracle");
-    if (!s) s = kd_mkdirs(dir);
-    if (!s) s = kd_dataset_open(truth, NULL, &ds);
-    for (int i = 0; !s && i < kd_dataset_count(ds); i++) {
-        char target[PATH_MAX], link[KD_PATH_MAX];
-        if (!realpath(kd_dataset_case_label(ds, i), target)) {
-            s = kd_fail(KD_ERR_IO, "%s: %s", kd_dataset_case_label(ds, i), strerror(errno));
-            break;
-        }
-        if ((s = kd_path_printf(link, sizeof link, "%s/%s.nii.gz", dir, kd_dataset_case_name(ds, i))))
-            break;
-        unlink(link);
-        if (symlink(target, link)) s = kd_fail(KD_ERR_IO, "%s: %s", link, strerror(errno));
+/* The phantom cohort: labeled, unlabeled and test cases, and the unlabeled cases again
+ * with their labels (the generator knows them: same seed and case numbers). */
+static kd_status phantom_cases(exp_state *x) {
+    const kd_experiment_opts *o = x->o;
+    char unl[KD_PATH_MAX];
+    kd_status s = kd_path_printf(x->labeled, KD_PATH_MAX, "%s/data/labeled", o->out);
+    if (!s) s = kd_path_printf(unl, sizeof unl, "%s/data/unlabeled", o->out);
+    if (!s) s = kd_path_printf(x->test, KD_PATH_MAX, "%s/data/test", o->out);
+    if (!s) s = kd_path_printf(x->truth, KD_PATH_MAX, "%s/data/unlabeled-truth", o->out);
+    if (!s) s = kd_path_printf(x->oracle, KD_PATH_MAX, "%s/oracle", o->out);
+    if (s) return s;
+    snprintf(x->unlabeled, KD_PATH_MAX, "%s", unl);
+    if (!s) s = kd_exp_cohort(o, x->labeled, o->labeled, 0, 0);
+    if (!s) s = kd_exp_cohort(o, x->unlabeled, o->unlabeled, 1000, 1);
+    if (!s) s = kd_exp_cohort(o, x->test, o->test, 2000, 0);
+    if (!s) s = kd_exp_cohort(o, x->truth, o->unlabeled, 1000, 0);
+    if (!s) s = link_oracle(x->truth, x->oracle);
+    return s;
+}
+
+/* The user's folders: labeled and test cases read where they are; the unlabeled pool
+ * seen through OUT/data/unlabeled, with any labels its cases have hidden from training
+ * and kept in OUT/data/unlabeled-truth for scoring (and, when every case has them, for
+ * the oracle student). No case may be in two sets. */
+static kd_status user_cases(exp_state *x) {
+    const kd_experiment_opts *o = x->o;
+    kd_dataset_opts dopts;
+    memset(&dopts, 0, sizeof dopts);
+    dopts.modalities = o->modalities;
+    kd_dataset *lab = NULL, *test = NULL, *unl = NULL;
+    int nunl = 0, nlab_unl = 0;
+    kd_status s = kd_path_printf(x->labeled, KD_PATH_MAX, "%s", o->labeled_dir);
+    if (!s) s = kd_path_printf(x->test, KD_PATH_MAX, "%s", o->test_dir);
+    if (!s) s = kd_path_printf(x->unlabeled, KD_PATH_MAX, "%s/data/unlabeled", o->out);
+    if (!s) s = kd_path_printf(x->truth, KD_PATH_MAX, "%s/data/unlabeled-truth", o->out);
+    if (!s) s = kd_dataset_open(o->labeled_dir, &dopts, &lab);
+    if (!s) s = kd_dataset_open(o->test_dir, &dopts, &test);
+    if (!s && kd_dataset_labeled_count(lab) - o->val_cases < 1)
+        s = kd_fail(KD_ERR_INVALID_ARG, "%s: %d labeled cases; need more than the %d held out for "
+                    "validation", o->labeled_dir, kd_dataset_labeled_count(lab), o->val_cases);
+    if (!s && (!kd_dataset_count(test) || kd_dataset_labeled_count(test) < kd_dataset_count(test)))
+        s = kd_fail(KD_ERR_INVALID_ARG, "%s: the test cases need their labels (%d of %d have them)",
+                    o->test_dir, kd_dataset_labeled_count(test), kd_dataset_count(test));
+    if (!s) s = hide_labels(o, x->unlabeled, x->truth, &nunl, &nlab_unl);
+    if (!s) s = kd_dataset_open(x->unlabeled, &dopts, &unl);
+    int *all = NULL, n = 0;
+    if (!s) {
+        n = kd_dataset_count(lab) + kd_dataset_count(test) + kd_dataset_count(unl) + 1;
+        if (!(all = malloc(sizeof(int) * (size_t)n))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case lists");
+        for (int i = 0; i < n; i++) all[i] = i;
     }
+    if (!s) s = kd_dataset_check_disjoint(test, all, kd_dataset_count(test), "test", lab, all,
+                                          kd_dataset_count(lab), "labeled");
+    if (!s) s = kd_dataset_check_disjoint(test, all, kd_dataset_count(test), "test", unl, all,
+                                          kd_dataset_count(unl), "unlabeled");
+    if (!s) s = kd_dataset_check_disjoint(lab, all, kd_dataset_count(lab), "labeled", unl, all,
+                                          kd_dataset_count(unl), "unlabeled");
+    if (!s) {
+        kd_progressf(o->progress, o->progress_ctx, "  labeled: %d cases in %s (%d held out for validation)",
+                     kd_dataset_labeled_count(lab), o->labeled_dir, o->val_cases);
+        kd_progressf(o->progress, o->progress_ctx, "  unlabeled: %d cases from %d folder%s, seen through %s%s",
+                     nunl, o->nunlabeled_dirs, o->nunlabeled_dirs > 1 ? "s" : "", x->unlabeled,
+                     nlab_unl ? " (their labels hidden)" : "");
+        kd_progressf(o->progress, o->progress_ctx, "  test: %d cases in %s", kd_dataset_count(test), o->test_dir);
+        if (nlab_unl)
+            kd_progressf(o->progress, o->progress_ctx, "  %d of the unlabeled cases have labels: the annotations "
+                         "are scored against them%s", nlab_unl,
+                         nlab_unl == nunl ? ", and an oracle student learns from them" : "");
+    }
+    if (!nlab_unl) x->truth[0] = 0;
+    if (!s && nlab_unl == nunl) snprintf(x->oracle, KD_PATH_MAX, "%s", x->truth);
+    free(all);
+    kd_dataset_free(lab);
+    kd_dataset_free(test);
+    kd_dataset_free(unl);
+    return s;
+}
+
+/* Channels of the labeled cases, and every model's spec for them. */
+static kd_status model_specs(exp_state *x) {
+    const kd_experiment_opts *o = x->o;
+    kd_dataset_opts dopts;
+    memset(&dopts, 0, sizeof dopts);
+    dopts.modalities = o->modalities;
+    kd_dataset *ds = NULL;
+    kd_status s = kd_dataset_open(x->labeled, &dopts, &ds);
+    if (!s) x->channels = kd_dataset_channels(ds);
     kd_dataset_free(ds);
+    for (int t = 0; t < o->nteachers && !s; t++)
+        s = kd_exp_spec(o->teacher_specs[t], x->channels, x->specs[t], KD_PATH_MAX);
+    if (!s) s = kd_exp_spec(o->student_spec, x->channels, x->specs[o->nteachers], KD_PATH_MAX);
+    return s;
+}
+
+/* Mean Dice per region (and their mean in m[3]) of the label maps in PRED against the
+ * unlabeled cases' hidden truth. */
+static kd_status score_unlabeled(exp_state *x, const char *pred, double m[4]) {
+    kd_eval_result *ev = NULL;
+    kd_status s = kd_exp_evaluate(pred, x->truth, &ev);
+    for (int r = 0; !s && r < 4; r++) m[r] = kd_eval_mean_dice(ev, r);
+    kd_eval_result_free(ev);
     return s;
 }
 
@@ -228,14 +452,15 @@ static kd_status train_teachers(exp_state *x) {
     const kd_experiment_opts *o = x->o;
     kd_status s = KD_OK;
     for (int t = 0; t < o->nteachers && !s; t++) {
-        char data[KD_PATH_MAX], out[KD_PATH_MAX];
+        char out[KD_PATH_MAX];
         kd_train_opts to;
         kd_progressf(o->progress, o->progress_ctx, "  teacher %s (%s): %ld steps", o->teacher_names[t],
-                     o->teacher_specs[t], o->teacher_steps);
-        s = recipe(o, "models", o->teacher_names[t], o->teacher_specs[t], o->teacher_steps, o->teacher_lr,
-                   o->seed + 10 + (uint64_t)t, &to, data, out);
+                     x->specs[t], o->teacher_steps);
+        s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, o->teacher_names[t]);
+        kd_exp_recipe(o, x->labeled, out, x->specs[t], o->teacher_steps, o->teacher_lr,
+                      o->seed + 10 + (uint64_t)t, &to);
         if (!s) s = kd_train(x->dev, &to, NULL);
-        if (!s) s = kd_path_printf(x->teacher_ckpt[t], KD_PATH_MAX, "%s/best.kds", out);
+        if (!s) s = kd_exp_checkpoint(out, x->teacher_ckpt[t], KD_PATH_MAX);
         x->teacher_ptr[t] = x->teacher_ckpt[t];
     }
     return s;
@@ -245,21 +470,18 @@ static kd_status train_teachers(exp_state *x) {
  * distillation can only help where these beat what the baseline student reaches. */
 static kd_status annotate(exp_state *x, kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
-    char data[KD_PATH_MAX], out[KD_PATH_MAX];
+    char out[KD_PATH_MAX];
     kd_annotate_opts ao;
     kd_annotate_opts_default(&ao);
-    ensemble_recipe(o, &ao.e);
+    kd_exp_ensemble_recipe(o, &ao.e);
     ao.e.models = x->teacher_ptr;
     ao.e.nmodels = o->nteachers;
-    kd_status s = kd_path_printf(data, sizeof data, "%s/data/unlabeled", o->out);
-    if (!s) s = kd_path_printf(out, sizeof out, "%s/annotations", o->out);
-    ao.dataset = data;
+    kd_status s = kd_path_printf(out, sizeof out, "%s/annotations", o->out);
+    ao.dataset = x->unlabeled;
     ao.out = out;
     if (!s) s = kd_annotate(x->dev, &ao, NULL);
-    /* the phantom generator knows the unlabeled cases' truth: the same cases, labeled */
-    if (!s) s = cohort(x, "unlabeled-truth", o->unlabeled, 1000, 0);
-    if (!s) s = score_unlabeled(o->out, "annotations", r->annotations);
-    if (!s)
+    if (s || !x->truth[0]) return s;
+    if (!(s = score_unlabeled(x, out, r->annotations)))
         kd_progressf(o->progress, o->progress_ctx,
                      "  ensemble annotations against the unlabeled cases' hidden truth: Dice WT %.3f, "
                      "TC %.3f, ET %.3f (mean %.3f)", r->annotations[0], r->annotations[1],
@@ -267,21 +489,19 @@ static kd_status annotate(exp_state *x, kd_experiment_result *r) {
     return s;
 }
 
-/* A student distilled from OUT/data/unlabeled and labels ANN (offline) or the teachers
- * (online, ann NULL). */
+/* A student distilled from the unlabeled pool and the labels in ANN (offline) or the
+ * teachers (online, ann NULL). */
 static kd_status distill(exp_state *x, const char *ann, const char *name, double min_agreement,
                          kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
-    char data[KD_PATH_MAX], out[KD_PATH_MAX], unl[KD_PATH_MAX], annp[KD_PATH_MAX];
+    char out[KD_PATH_MAX];
     kd_distill_opts d;
     kd_distill_opts_default(&d);
-    kd_status s = recipe(o, "models", name, o->student_spec, o->student_steps, o->student_lr, o->seed,
-                         &d.train, data, out);
-    if (!s) s = kd_path_printf(unl, sizeof unl, "%s/data/unlabeled", o->out);
-    if (!s && ann) s = kd_path_join(annp, sizeof annp, o->out, ann);
+    kd_status s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, name);
     if (s) return s;
-    d.unlabeled = unl;
-    d.annotations = ann ? annp : NULL;
+    kd_exp_recipe(o, x->labeled, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &d.train);
+    d.unlabeled = x->unlabeled;
+    d.annotations = ann;
     d.teachers = ann ? NULL : x->teacher_ptr;
     d.nteachers = ann ? 0 : o->nteachers;
     d.pseudo_ratio = o->pseudo_ratio;
@@ -300,41 +520,47 @@ static kd_status distill(exp_state *x, const char *ann, const char *name, double
 
 static kd_status students(exp_state *x, kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
-    char data[KD_PATH_MAX], out[KD_PATH_MAX], ckpt[KD_PATH_MAX], unl[KD_PATH_MAX], pred[KD_PATH_MAX];
+    char out[KD_PATH_MAX], ckpt[KD_PATH_MAX], pred[KD_PATH_MAX], ann[KD_PATH_MAX];
     kd_train_opts to;
-    kd_progressf(o->progress, o->progress_ctx, "  student (%s), labeled only: %ld steps", o->student_spec,
+    kd_progressf(o->progress, o->progress_ctx, "  student (%s), labeled only: %ld steps", x->specs[o->nteachers],
                  o->student_steps);
-    kd_status s = recipe(o, "models", "student-baseline", o->student_spec, o->student_steps, o->student_lr,
-                         o->seed, &to, data, out);
+    kd_status s = kd_path_printf(out, sizeof out, "%s/models/student-baseline", o->out);
+    kd_exp_recipe(o, x->labeled, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &to);
     if (!s) s = kd_train(x->dev, &to, NULL);
-    /* what the baseline student reaches by itself on the unlabeled cases: the annotations
-     * teach it something only where they are better than that */
-    kd_segment_opts so;
-    kd_segment_opts_default(&so);
-    ensemble_recipe(o, &so.e);
-    const char *one[1] = {ckpt};
-    so.e.models = one;
-    so.e.nmodels = 1;
-    so.dataset = unl;
-    so.out = pred;
-    if (!s) s = kd_path_printf(ckpt, sizeof ckpt, "%s/best.kds", out);
-    if (!s) s = kd_path_printf(unl, sizeof unl, "%s/data/unlabeled", o->out);
-    if (!s) s = kd_path_printf(pred, sizeof pred, "%s/pred-unlabeled/student-baseline", o->out);
-    if (!s) s = kd_segment(x->dev, &so);
-    if (!s) s = score_unlabeled(o->out, "pred-unlabeled/student-baseline", r->baseline_unlabeled);
+    if (!s && x->truth[0]) {
+        /* what the baseline student reaches by itself on the unlabeled cases: the
+         * annotations teach it something only where they are better than that */
+        kd_segment_opts so;
+        kd_segment_opts_default(&so);
+        kd_exp_ensemble_recipe(o, &so.e);
+        const char *one[1] = {ckpt};
+        so.e.models = one;
+        so.e.nmodels = 1;
+        so.dataset = x->unlabeled;
+        so.out = pred;
+        if (!s) s = kd_exp_checkpoint(out, ckpt, sizeof ckpt);
+        if (!s) s = kd_path_printf(pred, sizeof pred, "%s/pred-unlabeled/student-baseline", o->out);
+        if (!s) s = kd_segment(x->dev, &so);
+        if (!s) s = score_unlabeled(x, pred, r->baseline_unlabeled);
+        if (s) return s;
+        const double *a = r->annotations, *b = r->baseline_unlabeled;
+        kd_progressf(o->progress, o->progress_ctx,
+                     "  the baseline student on the same unlabeled cases: Dice WT %.3f, TC %.3f, ET %.3f "
+                     "(mean %.3f): the annotations are %+.3f from it", b[0], b[1], b[2], b[3], a[3] - b[3]);
+    }
     if (s) return s;
-    const double *a = r->annotations, *b = r->baseline_unlabeled;
     kd_progressf(o->progress, o->progress_ctx,
-                 "  the baseline student on the same unlabeled cases: Dice WT %.3f, TC %.3f, ET %.3f "
-                 "(mean %.3f): the annotations are %+.3f from it", b[0], b[1], b[2], b[3], a[3] - b[3]);
-    kd_progressf(o->progress, o->progress_ctx,
-                 "  student distilled offline (labeled + %d ensemble-annotated cases): %ld steps",
-                 o->unlabeled, o->student_steps);
-    if ((s = distill(x, "annotations", "student-distilled", o->min_agreement, r))) return s;
-    kd_progressf(o->progress, o->progress_ctx,
-                 "  oracle student (labeled + the same %d cases with their hidden true labels): %ld "
-                 "steps", o->unlabeled, o->student_steps);
-    if ((s = link_oracle(o->out)) || (s = distill(x, "oracle", "student-oracle", 0, r))) return s;
+                 "  student distilled offline (labeled + %s ensemble-annotated cases): %ld steps",
+                 x->user ? "the" : "", o->student_steps);
+    if ((s = kd_path_printf(ann, sizeof ann, "%s/annotations", o->out)) ||
+        (s = distill(x, ann, "student-distilled", o->min_agreement, r)))
+        return s;
+    if (r->oracle >= 0) {
+        kd_progressf(o->progress, o->progress_ctx,
+                     "  oracle student (labeled + the same unlabeled cases with their hidden true labels): "
+                     "%ld steps", o->student_steps);
+        if ((s = distill(x, x->oracle, "student-oracle", 0, r))) return s;
+    }
     if (o->online) {
         kd_progressf(o->progress, o->progress_ctx,
                      "  student distilled online (teachers run on each unlabeled patch): %ld steps",
@@ -348,12 +574,12 @@ static kd_status students(exp_state *x, kd_experiment_result *r) {
  * (each teacher's own map written beside the ensemble's), then each student. */
 static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
-    char test[KD_PATH_MAX], out[KD_PATH_MAX], members[KD_EXPERIMENT_MAX_TEACHERS][KD_PATH_MAX];
+    char out[KD_PATH_MAX], members[KD_EXPERIMENT_MAX_TEACHERS][KD_PATH_MAX];
     const char *mp[KD_EXPERIMENT_MAX_TEACHERS];
     kd_segment_opts so;
     kd_segment_opts_default(&so);
-    ensemble_recipe(o, &so.e);
-    kd_status s = kd_path_printf(test, sizeof test, "%s/data/test", o->out);
+    kd_exp_ensemble_recipe(o, &so.e);
+    kd_status s = KD_OK;
     for (int t = 0; t < o->nteachers && !s; t++) {
         s = kd_path_printf(members[t], KD_PATH_MAX, "%s/pred/%s", o->out, o->teacher_names[t]);
         mp[t] = members[t];
@@ -367,7 +593,7 @@ static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
     kd_progressf(o->progress, o->progress_ctx, "  %s and their ensemble", names);
     so.e.models = x->teacher_ptr;
     so.e.nmodels = o->nteachers;
-    so.dataset = test;
+    so.dataset = x->test;
     so.out = out;
     so.member_out = mp;
     if ((s = kd_segment(x->dev, &so))) return s;
@@ -375,18 +601,19 @@ static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
     char ckpt[KD_PATH_MAX];
     const char *one[1] = {ckpt};
     for (int m = 0; m < r->nmodels && !s; m++) {
-        char pred[KD_PATH_MAX];
+        char dir[KD_PATH_MAX];
         if (m > r->ensemble) {
             kd_progressf(o->progress, o->progress_ctx, "  %s", r->models[m].name);
             so.e.models = one;
             so.e.nmodels = 1;
-            if ((s = kd_path_printf(ckpt, sizeof ckpt, "%s/models/%s/best.kds", o->out, r->models[m].name)) ||
+            if ((s = kd_path_printf(dir, sizeof dir, "%s/models/%s", o->out, r->models[m].name)) ||
+                (s = kd_exp_checkpoint(dir, ckpt, sizeof ckpt)) ||
                 (s = kd_path_printf(out, sizeof out, "%s/pred/%s", o->out, r->models[m].name)) ||
                 (s = kd_segment(x->dev, &so)))
                 break;
         }
-        if (!(s = kd_path_printf(pred, sizeof pred, "pred/%s", r->models[m].name)))
-            s = evaluate_in(o->out, pred, "test", &r->models[m].eval);
+        if (!(s = kd_path_printf(out, sizeof out, "%s/pred/%s", o->out, r->models[m].name)))
+            s = kd_exp_evaluate(out, x->test, &r->models[m].eval);
     }
     return s;
 }
@@ -399,6 +626,15 @@ static kd_status check_opts(const kd_experiment_opts *o) {
         if (!o->teacher_names[t] || !o->teacher_specs[t] || strlen(o->teacher_names[t]) >= 64)
             return kd_fail(KD_ERR_INVALID_ARG, "experiment: teacher %d needs a name (under 64 characters) "
                            "and a spec", t);
+    int user = o->labeled_dir || o->test_dir || o->nunlabeled_dirs;
+    if (user && (!o->labeled_dir || !o->test_dir || o->nunlabeled_dirs < 1 ||
+                 o->nunlabeled_dirs > KD_EXPERIMENT_MAX_DIRS))
+        return kd_fail(KD_ERR_INVALID_ARG, "experiment on your cases: give a labeled folder, a test folder "
+                       "and 1 to %d unlabeled folders", KD_EXPERIMENT_MAX_DIRS);
+    for (int d = 0; d < o->nunlabeled_dirs; d++)
+        if (!o->unlabeled_dirs[d]) return kd_fail(KD_ERR_INVALID_ARG, "experiment: unlabeled folder %d", d);
+    if (user) return o->val_cases >= 0 ? KD_OK : kd_fail(KD_ERR_INVALID_ARG, "experiment: %d validation "
+                                                          "cases", o->val_cases);
     if (o->labeled - o->val_cases < 1 || o->unlabeled < 1 || o->test < 1)
         return kd_fail(KD_ERR_INVALID_ARG, "experiment: %d labeled cases (%d held out), %d unlabeled, %d "
                        "test: each set needs cases", o->labeled, o->val_cases, o->unlabeled, o->test);
@@ -408,47 +644,61 @@ static kd_status check_opts(const kd_experiment_opts *o) {
     return KD_OK;
 }
 
+/* The result's model list: teachers, ensemble, the students that run. */
+static void name_models(exp_state *x, kd_experiment_result *r) {
+    const kd_experiment_opts *o = x->o;
+    r->nteachers = o->nteachers;
+    for (int t = 0; t < o->nteachers; t++) snprintf(r->models[t].name, 64, "%s", o->teacher_names[t]);
+    int m = o->nteachers;
+    r->ensemble = m, snprintf(r->models[m++].name, 64, "ensemble");
+    r->baseline = m, snprintf(r->models[m++].name, 64, "student-baseline");
+    r->distilled = m, snprintf(r->models[m++].name, 64, "student-distilled");
+    r->oracle = x->oracle[0] ? m : -1;
+    if (x->oracle[0]) snprintf(r->models[m++].name, 64, "student-oracle");
+    r->online = o->online ? m : -1;
+    if (o->online) snprintf(r->models[m++].name, 64, "student-online");
+    r->nmodels = m;
+    for (int k = 0; k < 4; k++) r->annotations[k] = -1, r->baseline_unlabeled[k] = -1;
+}
+
 kd_status kd_experiment_run(kd_device *dev, const kd_experiment_opts *o, kd_experiment_result **out) {
     *out = NULL;
     kd_status s = check_opts(o);
     if (s) return s;
     kd_experiment_result *r = calloc(1, sizeof *r);
-    if (!r) return kd_fail(KD_ERR_OUT_OF_MEMORY, "experiment");
-    exp_state x = {o, dev, kd_now_s(), 0, 6, {{0}}, {0}};
-    r->nteachers = o->nteachers;
-    for (int t = 0; t < o->nteachers; t++) snprintf(r->models[t].name, 64, "%s", o->teacher_names[t]);
-    static const char *const rest[] = {"ensemble", "student-baseline", "student-distilled", "student-oracle",
-                                       "student-online"};
-    r->nmodels = o->nteachers + (o->online ? 5 : 4);
-    for (int k = 0; k < r->nmodels - o->nteachers; k++)
-        snprintf(r->models[o->nteachers + k].name, 64, "%s", rest[k]);
-    r->ensemble = o->nteachers, r->baseline = r->ensemble + 1, r->distilled = r->ensemble + 2;
-    r->oracle = r->ensemble + 3, r->online = o->online ? r->ensemble + 4 : -1;
-    for (int k = 0; k < 4; k++) r->annotations[k] = 0, r->baseline_unlabeled[k] = -1;
+    exp_state *x = calloc(1, sizeof *x);
+    if (!r || !x) {
+        free(r);
+        free(x);
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "experiment");
+    }
+    x->o = o, x->dev = dev, x->t0 = kd_now_s(), x->nstages = 6;
+    x->user = o->labeled_dir != NULL;
     kd_outdir *od = NULL;
     /* the experiment's own files in OUT are its alone; each stage locks its subfolder too */
     s = kd_outdir_open(o->out, "data/unlabeled-truth/KDPhantom_1000/KDPhantom_1000_flair.nii.gz", &od);
-    if (!s) stage(&x, "generating the phantom cohort");
-    if (!s) s = cohort(&x, "labeled", o->labeled, 0, 0);
-    if (!s) s = cohort(&x, "unlabeled", o->unlabeled, 1000, 1);
-    if (!s) s = cohort(&x, "test", o->test, 2000, 0);
+    if (!s) stage(x, x->user ? "reading your cases" : "generating the phantom cohort");
+    if (!s) s = x->user ? user_cases(x) : phantom_cases(x);
+    if (!s) s = model_specs(x);
+    if (!s) name_models(x, r);
     static const char *count[KD_EXPERIMENT_MAX_TEACHERS + 1] = {"no",   "one",  "two", "three",
                                                                 "four", "five", "six"};
     char what[96];
     snprintf(what, sizeof what, "training %s %s on the labeled cases", count[o->nteachers],
              o->nteachers > 1 ? "heterogeneous teachers" : "teacher");
-    if (!s) stage(&x, what);
-    if (!s) s = train_teachers(&x);
-    if (!s) stage(&x, "annotating the unlabeled cases with the teacher ensemble");
-    if (!s) s = annotate(&x, r);
-    if (!s) stage(&x, "training the student on labeled cases (baseline) and distilling it");
-    if (!s) s = students(&x, r);
-    if (!s) stage(&x, "segmenting and evaluating the test cases");
-    if (!s) s = test_cases(&x, r);
-    if (!s) stage(&x, "results");
-    if (!s) s = kd_experiment_write(r, o->out);
+    if (!s) stage(x, what);
+    if (!s) s = train_teachers(x);
+    if (!s) stage(x, "annotating the unlabeled cases with the teacher ensemble");
+    if (!s) s = annotate(x, r);
+    if (!s) stage(x, "training the student on labeled cases (baseline) and distilling it");
+    if (!s) s = students(x, r);
+    if (!s) stage(x, "segmenting and evaluating the test cases");
+    if (!s) s = test_cases(x, r);
+    if (!s) stage(x, "results");
+    if (!s) s = kd_experiment_write(r, o->out, x->test, o->modalities);
     kd_outdir_close(od);
-    r->seconds = kd_now_s() - x.t0;
+    r->seconds = kd_now_s() - x->t0;
+    free(x);
     if (s) {
         kd_experiment_result_free(r);
         return s;

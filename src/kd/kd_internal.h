@@ -16,8 +16,27 @@ void kd_progressf(kd_progress_fn fn, void *ctx, const char *fmt, ...)
 void kd_sched_report_lines(const kd_sched_report *r, int nteachers, double seconds,
                            kd_progress_fn fn, void *ctx);
 
-/* OUT/results.md, results.csv, dice_boxplot.png, example.png of an experiment. */
-kd_status kd_experiment_write(const kd_experiment_result *r, const char *out);
+/* OUT/results.md, results.csv, dice_boxplot.png, example.png of an experiment whose test
+ * cases (with the modalities given, NULL: all four) are in test. */
+kd_status kd_experiment_write(const kd_experiment_result *r, const char *out, const char *test,
+                              const char *modalities);
+
+/* The experiment's recipe, shared with the study (experiment.c). */
+/* Every training option of a model: data and out borrowed by t. */
+void kd_exp_recipe(const kd_experiment_opts *o, const char *data, const char *out, const char *spec,
+                   long steps, double lr, uint64_t seed, kd_train_opts *t);
+/* Inference and post-processing of segmentations and annotations. */
+void kd_exp_ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e);
+/* MODEL_DIR/best.kds, or last.kds where no validation chose a best. */
+kd_status kd_exp_checkpoint(const char *model_dir, char *path, size_t n);
+/* spec with ":in=C" for data of C != 4 channels (unless spec names in=). */
+kd_status kd_exp_spec(const char *spec, int channels, char *buf, size_t n);
+/* The label maps in pred evaluated against the labeled cases (or label maps) of ref. */
+kd_status kd_exp_evaluate(const char *pred, const char *ref, kd_eval_result **ev);
+/* A link at `link` to `target` (made absolute), replacing an old one. */
+kd_status kd_exp_link(const char *target, const char *link);
+/* DIR: `cases` phantom cases of o's size and seed, numbered from first. */
+kd_status kd_exp_cohort(const kd_experiment_opts *o, const char *dir, int cases, int first, int unlabeled);
 
 /* 1 when path names an existing file or folder. */
 int kd_exists(const char *path);

@@ -132,18 +132,23 @@ static kd_status boxplot(const char *out, const kd_experiment_result *r) {
     return s;
 }
 
-/* One test case, axial slice through the reference tumour: FLAIR with each model's
- * labels in the overlay colours (legend below), reference first. */
-static kd_status example(const char *out, const kd_experiment_result *r) {
+/* One test case, axial slice through the reference tumour: FLAIR (else the first
+ * modality) with each model's labels in the overlay colours (legend below), reference
+ * first. */
+static kd_status example(const char *out, const kd_experiment_result *r, const char *test,
+                         const char *modalities) {
     enum { M = KD_EXPERIMENT_MAX_TEACHERS + 5 };
-    char test[KD_PATH_MAX];
     kd_dataset *ds = NULL;
-    kd_status s = kd_path_join(test, sizeof test, out, "data/test");
-    if (!s) s = kd_dataset_open(test, NULL, &ds);
+    kd_dataset_opts dopts;
+    memset(&dopts, 0, sizeof dopts);
+    dopts.modalities = modalities;
+    kd_status s = kd_dataset_open(test, &dopts, &ds);
     if (s) return s;
     const char *name = kd_dataset_case_name(ds, 0);
-    int vol, n = r->nmodels;
-    const char *flair = kd_dataset_case_image(ds, 0, 3, &vol);
+    int vol, n = r->nmodels, chan = 0;
+    for (int k = 0; k < kd_dataset_channels(ds); k++)
+        if (!strcmp(kd_modality_name(kd_dataset_modality(ds, k)), "flair")) chan = k;
+    const char *flair = kd_dataset_case_image(ds, 0, chan, &vol);
     kd_volume *img = NULL;
     kd_label_map *ref = NULL, *pred[M] = {0};
     kd_canvas c = {0};
@@ -164,13 +169,15 @@ static kd_status example(const char *out, const kd_experiment_result *r) {
         for (int k = 0; k < H * W; k++) cnt += ref->labels[(size_t)z * H * W + k] > 0;
         if (cnt > best) best = cnt, zbest = z;
     }
+    if (vol < 0 || vol >= img->nt) vol = 0;
+    const float *slice = img->data + ((size_t)vol * D + zbest) * H * W;
     float mx = 1e-6f;
-    for (int k = 0; k < H * W; k++) mx = fmaxf(mx, img->data[(size_t)zbest * H * W + k]);
-    int scale = 3, cw = W * scale + 8, ch = H * scale + 24, top = 24, bottom = 40;
+    for (int k = 0; k < H * W; k++) mx = fmaxf(mx, slice[k]);
+    int scale = W > 120 ? 1 : 3, cw = W * scale + 8, ch = H * scale + 24, top = 24, bottom = 40;
     if ((s = kd_canvas_create(cw * (n + 1), top + ch + bottom, &c))) goto done;
     char title[512];
-    snprintf(title, sizeof title, "test case %s, FLAIR, axial slice %d/%d (the most tumour)", name,
-             zbest + 1, D);
+    snprintf(title, sizeof title, "test case %s, %s, axial slice %d/%d (the most tumour)", name,
+             kd_modality_name(kd_dataset_modality(ds, chan)), zbest + 1, D);
     kd_canvas_text(&c, 4, 6, title, 0x000000, 2);
     kd_plot_region_legend(&c, 4, top + ch + 6, 1);
     for (int m = -1; m < n; m++) {
@@ -179,7 +186,7 @@ static kd_status example(const char *out, const kd_experiment_result *r) {
         kd_canvas_text(&c, x0, top + 4, m < 0 ? "reference" : r->models[m].name, 0x000000, 1);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
-                float g = img->data[(size_t)zbest * H * W + (size_t)y * W + x] / mx;
+                float g = slice[(size_t)y * W + x] / mx;
                 int v = (int)(255 * (g < 0 ? 0 : g > 1 ? 1 : g));
                 uint32_t col = (uint32_t)(v << 16 | v << 8 | v);
                 uint8_t l = lab[(size_t)y * W + x];
@@ -202,11 +209,12 @@ done:
     return s;
 }
 
-kd_status kd_experiment_write(const kd_experiment_result *r, const char *out) {
+kd_status kd_experiment_write(const kd_experiment_result *r, const char *out, const char *test,
+                              const char *modalities) {
     kd_status s = write_file(out, "results.md", markdown, r);
     if (!s) s = write_file(out, "results.csv", csv, r);
     if (!s) s = boxplot(out, r);
-    if (!s) s = example(out, r);
+    if (!s) s = example(out, r, test, modalities);
     return s;
 }
 
@@ -235,17 +243,25 @@ void kd_experiment_print(const kd_experiment_result *r, FILE *f) {
     }
     fprintf(f, "\nmean Dice over WT, TC, ET: ensemble %.3f, best teacher %.3f, student baseline %.3f, "
                "student distilled %.3f\n", me, best_t, mb, md);
-    fprintf(f, "oracle student (the unlabeled cases with their true labels) %.3f\n",
-            kd_eval_mean_dice(r->models[r->oracle].eval, 3));
+    if (r->oracle >= 0)
+        fprintf(f, "oracle student (the unlabeled cases with their true labels) %.3f\n",
+                kd_eval_mean_dice(r->models[r->oracle].eval, 3));
     if (r->online >= 0)
         fprintf(f, "student distilled online %.3f\n", kd_eval_mean_dice(r->models[r->online].eval, 3));
     const double *a = r->annotations, *b = r->baseline_unlabeled;
-    fprintf(f, "on the unlabeled cases, against their hidden truth: the ensemble's annotations %.3f, "
+    if (a[3] < 0)
+        fprintf(f, "the unlabeled cases have no labels: how good the annotations are is not known\n");
+    else
+        fprintf(f, "on the unlabeled cases, against their hidden truth: the ensemble's annotations %.3f, "
                "the baseline student %.3f (what the teachers can teach beyond the labeled cases: "
                "%+.3f)\n", a[3], b[3], a[3] - b[3]);
     /* "beats" only where the paired difference is at least two standard errors */
     kd_paired vb = kd_eval_paired(dist, base), ve = kd_eval_paired(dist, ens);
-    const char *verdict = vb.mean > 2 * vb.se ? "beats" : vb.mean < -2 * vb.se ? "is worse than" : "ties with";
+    /* one test case has no standard error: no verdict */
+    const char *verdict = vb.n < 2                 ? "cannot be judged against (one test case, no standard error)"
+                          : vb.mean > 2 * vb.se    ? "beats"
+                          : vb.mean < -2 * vb.se   ? "is worse than"
+                                                   : "ties with";
     fprintf(f, "distilled student %s the baseline student: %+.3f ± %.3f mean Dice per case (paired, "
                "standard error), better on %d of %d test cases\n", verdict, vb.mean, vb.se, vb.wins, vb.n);
     for (int t = 0; t < r->nteachers; t++) {
@@ -256,9 +272,12 @@ void kd_experiment_print(const kd_experiment_result *r, FILE *f) {
     fprintf(f, "  against ensemble   %+.3f ± %.3f, better on %d of %d\n", ve.mean, ve.se, ve.wins, ve.n);
     fprintf(f, "distilled student %s every single teacher on the mean and is %.3f from the ensemble\n",
             beats_all ? "beats" : "does not beat", me - md);
-    kd_paired vo = kd_eval_paired(r->models[r->oracle].eval, base);
-    fprintf(f, "oracle student against the baseline: %+.3f ± %.3f, better on %d of %d (what the "
-               "unlabeled cases are worth with perfect labels)\n", vo.mean, vo.se, vo.wins, vo.n);
+    kd_paired vo;
+    if (r->oracle >= 0) {
+        vo = kd_eval_paired(r->models[r->oracle].eval, base);
+        fprintf(f, "oracle student against the baseline: %+.3f ± %.3f, better on %d of %d (what the "
+                   "unlabeled cases are worth with perfect labels)\n", vo.mean, vo.se, vo.wins, vo.n);
+    }
     if (r->online >= 0) {
         vo = kd_eval_paired(r->models[r->online].eval, base);
         fprintf(f, "online-distilled student against the baseline: %+.3f ± %.3f, better on %d of %d\n",

@@ -707,6 +707,194 @@ static int demo_quick(void) {
     return 0;
 }
 
+/* Numbers of one study.md row "| KIND | L | U | L+U | m ± se | ...": the first column
+ * that starts with kind, labeled L, annotated U; its mean and standard error. */
+static int md_row(const char *path, const char *kind, int L, int U, double *mean, double *se) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[1024];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        char k[128];
+        int l, u, t;
+        double m, e;
+        if (sscanf(line, "| %127[^|]| %d | %d | %d | %lf ± %lf", k, &l, &u, &t, &m, &e) == 6 &&
+            strstr(k, kind) && l == L && u == U && t == L + U)
+            *mean = m, *se = e, found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+/* A tiny data-amount study (2 seeds, 1-2 labeled, pools 0 and 2): study.csv has a row per
+ * model and seed with Dice in [0, 1]; the pool-0 student is the base labeled-only student
+ * (the same model); study.md's means and standard errors are those of study.csv's rows;
+ * study.png is a PNG. Catches: points misnumbered or missing, seeds overwriting each
+ * other, wrong statistics, a plot not written. Also reached as demo --study. */
+static int study_quick(void) {
+    int r = kdseg("demo --study --quick --out '%s'", tmp("study out"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "demo --study --quick");
+    char p[1024], line[1024];
+    snprintf(p, sizeof p, "%s/study.csv", tmp("study out"));
+    FILE *f = fopen(p, "r");
+    KD_CHECK(f, "study.csv");
+    KD_CHECK(fgets(line, sizeof line, f) &&
+                 !strcmp(line, "kind,labeled,annotated,training_cases,seed,dice_wt,dice_tc,dice_et,dice_mean\n"),
+             "header: %s", line);
+    /* kinds: labeled only 1, 2; labeled + annotated 1+0, 1+2; ensemble; 2 teachers */
+    double base[2] = {-1, -1}, pool0[2] = {-2, -2}, sum[3] = {0}, sum2[3] = {0};
+    int rows = 0, n[3] = {0};
+    while (fgets(line, sizeof line, f)) {
+        char kind[64];
+        int L, U, T, seed;
+        double d[4];
+        KD_CHECK(sscanf(line, "%63[^,],%d,%d,%d,%d,%lf,%lf,%lf,%lf", kind, &L, &U, &T, &seed, &d[0], &d[1], &d[2],
+                        &d[3]) == 9, "row: %s", line);
+        KD_CHECK(T == L + U && (seed == 1 || seed == 2), "row: %s", line);
+        for (int k = 0; k < 4; k++) KD_CHECK(d[k] >= 0 && d[k] <= 1, "Dice out of [0, 1]: %s", line);
+        KD_CHECK(fabs(d[3] - (d[0] + d[1] + d[2]) / 3) < 2e-4, "mean of the regions: %s", line);
+        int isl = !strcmp(kind, "labeled only"), isd = !strcmp(kind, "labeled + annotated");
+        if (isl && L == 1) base[seed - 1] = d[3];
+        if (isd && L == 1 && U == 0) pool0[seed - 1] = d[3];
+        int g = isl && L == 2 ? 0 : isd && U == 2 ? 1 : !strcmp(kind, "ensemble") ? 2 : -1;
+        if (g >= 0) sum[g] += d[3], sum2[g] += d[3] * d[3], n[g]++;
+        rows++;
+    }
+    fclose(f);
+    KD_CHECK(rows == 14, "7 models x 2 seeds, got %d rows", rows);
+    for (int s = 0; s < 2; s++)
+        KD_CHECK(base[s] == pool0[s], "seed %d: pool 0 is the base student (%g vs %g)", s + 1, base[s], pool0[s]);
+    snprintf(p, sizeof p, "%s/study.md", tmp("study out"));
+    const char *kinds[3] = {"labeled only", "labeled + annotated", "ensemble"};
+    int Ls[3] = {2, 1, 1}, Us[3] = {0, 2, 0};
+    for (int g = 0; g < 3; g++) {
+        double m, se;
+        KD_CHECK(n[g] == 2, "%s: 2 seeds, got %d", kinds[g], n[g]);
+        KD_CHECK(md_row(p, kinds[g], Ls[g], Us[g], &m, &se), "study.md row %s %d+%d", kinds[g], Ls[g], Us[g]);
+        double mean = sum[g] / 2, sd = sqrt(fmax(0, (sum2[g] - 2 * mean * mean) / 1));
+        KD_CHECK(fabs(m - mean) < 1.5e-3 && fabs(se - sd / sqrt(2)) < 1.5e-3,
+                 "%s: study.md %.3f ± %.3f, study.csv gives %.4f ± %.4f", kinds[g], m, se, mean, sd / sqrt(2));
+    }
+    snprintf(p, sizeof p, "%s/study.png", tmp("study out"));
+    f = fopen(p, "rb");
+    unsigned char magic[8] = {0};
+    KD_CHECK(f && fread(magic, 1, 8, f) == 8 && !memcmp(magic, "\x89PNG\r\n\x1a\n", 8), "study.png is a PNG");
+    fseek(f, 0, SEEK_END);
+    KD_CHECK(ftell(f) > 2000, "study.png has content (%ld bytes)", ftell(f));
+    fclose(f);
+    KD_CHECK(kdseg("study --labeled-sizes 2,x --out '%s'", tmp("study bad")) == 2, "a bad size list refused");
+    /* run again: every seed's scores read back, the same study.csv */
+    char before[8192] = "", after[8192] = "";
+    snprintf(p, sizeof p, "%s/study.csv", tmp("study out"));
+    f = fopen(p, "r");
+    KD_CHECK(f && fread(before, 1, sizeof before - 1, f) > 0, "study.csv");
+    fclose(f);
+    log_clear();
+    KD_CHECK(kdseg("study --quick --out '%s'", tmp("study out")) == 0, "the study again");
+    KD_CHECK(log_has("scores of this seed read back"), "a finished seed is not run again");
+    f = fopen(p, "r");
+    KD_CHECK(f && fread(after, 1, sizeof after - 1, f) > 0, "study.csv");
+    fclose(f);
+    KD_CHECK(!strcmp(before, after), "the same study.csv from the scores read back");
+    return 0;
+}
+
+/* Labels of a view's truth file against the MSD file they came from: MSD 1 edema, 2
+ * non-enhancing, 3 enhancing must read as BraTS 2019 2, 1, 4. */
+static int msd_truth_converted(const char *msd_label, const char *truth) {
+    kd_volume *a, *b;
+    KD_CHECK_OK(kd_nifti_read(msd_label, &a));
+    KD_CHECK_OK(kd_nifti_read(truth, &b));
+    size_t n = (size_t)a->nx * a->ny * a->nz, seen[4] = {0};
+    KD_CHECK(n == (size_t)b->nx * b->ny * b->nz, "grid");
+    static const int to2019[4] = {0, 2, 1, 4};
+    for (size_t k = 0; k < n; k++) {
+        int l = (int)a->data[k];
+        KD_CHECK(l >= 0 && l <= 3 && (int)b->data[k] == to2019[l], "voxel %zu: MSD %d read as %g", k, l,
+                 (double)b->data[k]);
+        seen[l]++;
+    }
+    KD_CHECK(seen[1] && seen[2] && seen[3], "the case has every label");
+    kd_volume_free(a);
+    kd_volume_free(b);
+    return 0;
+}
+
+/* The experiment on "your" cases in three layouts (labeled: BraTS 2023; unlabeled: a
+ * labeled Decathlon folder and an unlabeled BraTS 2018 one; test: BraTS 2018), two of
+ * the four modalities: the unlabeled cases are seen with their labels hidden (the
+ * view's files are the chosen modalities only, the Decathlon FLAIR volume cut from its
+ * 4-D file), their labels scored in BraTS 2019 values, every model in the table, an
+ * oracle student only when every unlabeled case has labels; a test case that is also a
+ * labeled case is refused. */
+static int demo_user_cases(void) {
+    int r = kdseg("phantom --out %s --cases 3 --size 32 --layout brats2023 --seed 5", tmp("uL"));
+    r |= kdseg("phantom --out %s --cases 2 --size 32 --layout msd --first 100 --seed 5", tmp("uU1"));
+    r |= kdseg("phantom --out %s --cases 1 --size 32 --unlabeled --first 200 --seed 5", tmp("uU2"));
+    r |= kdseg("phantom --out %s --cases 2 --size 32 --first 300 --seed 5", tmp("uT"));
+    KD_CHECK(r == 0, "phantoms");
+    const char *fast = "--quick --patch 16 --teacher-steps 3 --student-steps 3 --modalities t1ce,flair";
+    /* run 1 adds the unlabeled BraTS 2018 folder; run 2 reuses its output folder without it */
+    for (int run = 0; run < 3; run++) {
+        const char *out = tmp(run ? "user two" : "user one");
+        int both = run == 1;
+        r = kdseg("demo %s --labeled %s --unlabeled %s %s%s --test %s --out '%s'", fast, tmp("uL"), tmp("uU1"),
+                  both ? "--unlabeled " : "", both ? tmp("uU2") : "", tmp("uT"), out);
+        if (r) show_log();
+        KD_CHECK(r == 0, "demo on the user's cases, run %d", run);
+        char p[1024], q[1024], line[1024];
+        snprintf(p, sizeof p, "%s/results.md", out);
+        FILE *f = fopen(p, "r");
+        KD_CHECK(f, "results.md");
+        int lines = 0, oracle = 0;
+        while (fgets(line, sizeof line, f)) lines++, oracle |= strstr(line, "| student-oracle ") != NULL;
+        fclose(f);
+        KD_CHECK(oracle == !both, "run %d: an oracle row only when every unlabeled case has labels", run);
+        KD_CHECK(lines == 2 + 3 + 3 + !both, "run %d: %d lines in results.md", run, lines);
+        /* the view: the chosen modalities, no label file */
+        for (int c = 0; c < 2; c++) {
+            struct stat st;
+            snprintf(p, sizeof p, "%s/data/unlabeled/KDPH_%03d/KDPH_%03d_flair.nii.gz", out, 100 + c, 100 + c);
+            KD_CHECK(stat(p, &st) == 0, "%s", p);
+            snprintf(p, sizeof p, "%s/data/unlabeled/KDPH_%03d/KDPH_%03d_t1.nii.gz", out, 100 + c, 100 + c);
+            KD_CHECK(stat(p, &st) != 0, "%s: not a chosen modality", p);
+            snprintf(p, sizeof p, "%s/data/unlabeled/KDPH_%03d/KDPH_%03d_seg.nii.gz", out, 100 + c, 100 + c);
+            KD_CHECK(stat(p, &st) != 0, "%s: labels hidden", p);
+            snprintf(p, sizeof p, "%s/annotations/KDPH_%03d.nii.gz", out, 100 + c);
+            KD_CHECK(stat(p, &st) == 0, "%s", p);
+        }
+        /* the Decathlon FLAIR (volume 0 of its 4-D file) cut out whole */
+        kd_volume *a, *b;
+        snprintf(p, sizeof p, "%s/imagesTr/KDPH_100.nii.gz", tmp("uU1"));
+        snprintf(q, sizeof q, "%s/data/unlabeled/KDPH_100/KDPH_100_flair.nii.gz", out);
+        KD_CHECK_OK(kd_nifti_read(p, &a));
+        KD_CHECK_OK(kd_nifti_read(q, &b));
+        size_t n = (size_t)a->nx * a->ny * a->nz;
+        KD_CHECK(a->nt == 4 && b->nt == 1 && n == (size_t)b->nx * b->ny * b->nz, "4-D source, 3-D view");
+        KD_CHECK(!memcmp(a->data, b->data, n * sizeof(float)), "the view's FLAIR is volume 0");
+        kd_volume_free(a);
+        kd_volume_free(b);
+        snprintf(p, sizeof p, "%s/labelsTr/KDPH_101.nii.gz", tmp("uU1"));
+        snprintf(q, sizeof q, "%s/data/unlabeled-truth/KDPH_101.nii.gz", out);
+        if (msd_truth_converted(p, q)) return 1;
+        struct stat st;
+        snprintf(p, sizeof p, "%s/annotations/KDPhantom_200.nii.gz", out);
+        KD_CHECK((stat(p, &st) == 0) == (run > 0), "run %d: the second folder's case annotated", run);
+        snprintf(p, sizeof p, "%s/data/unlabeled/KDPhantom_200", out);
+        KD_CHECK((stat(p, &st) == 0) == both, "run %d: the view holds the second folder's case only when "
+                 "given", run);
+    }
+    log_clear();
+    r = kdseg("demo %s --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"), tmp("uU2"), tmp("uL"),
+              tmp("user leak"));
+    KD_CHECK(r != 0 && r < 128 && log_has("is also a labeled case"), "a test case that is a labeled case refused "
+             "(exit %d)", r);
+    KD_CHECK(kdseg("demo --labeled %s --test %s --out '%s'", tmp("uL"), tmp("uT"), tmp("user bad")) == 2,
+             "--labeled DIR without --unlabeled DIR refused");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"annotate_equals_average", annotate_equals_average},
@@ -723,6 +911,8 @@ int main(int argc, char **argv) {
         {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},
         {"demo_quick", demo_quick},
+        {"study_quick", study_quick},
+        {"demo_user_cases", demo_user_cases},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
