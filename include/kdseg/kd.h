@@ -22,6 +22,7 @@
 #include <stdio.h>
 
 #include "kdseg/data.h"
+#include "kdseg/dist.h"
 #include "kdseg/infer.h"
 #include "kdseg/metrics.h"
 #include "kdseg/postproc.h"
@@ -118,6 +119,13 @@ typedef struct kd_train_opts {
     kd_progress_fn progress;   /* banner and summary lines (NULL: quiet, no progress bar) */
     void *progress_ctx;
     const volatile int *stop;  /* set by the caller: last.kds saved, KD_ERR_INTERRUPTED */
+    /* scale-out */
+    kd_dist *dist;             /* data-parallel job (kdseg/dist.h), borrowed; NULL: this
+                                  process alone. Every rank opens the session with the same
+                                  options on its own device; the batch is per rank (the
+                                  global batch is ranks x batch); rank 0 generates the
+                                  phantom cohort and writes OUT; OUT and the data must be
+                                  on a file system every rank sees */
 } kd_train_opts;
 
 /* The defaults above (the kdseg train command's). */

@@ -174,20 +174,36 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     if (!s) return kd_fail(KD_ERR_OUT_OF_MEMORY, "training session");
     s->o = *o;
     s->dev = dev;
-    /* one writer per output folder; the longest name it gets: a phantom case file */
-    kd_status st = kd_outdir_open(o->out, o->synthetic_cases > 0
-                                              ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
-                                              : "train.png", &s->outdir);
-    if (!st) st = o->data ? kd_path_printf(s->data, sizeof s->data, "%s", o->data) : synthetic_data(s);
+    kd_dist *dist = o->dist;
+    int rank = kd_dist_rank(dist), follower = rank > 0;
+    /* one writer per output folder (rank 0 of a job); the longest name it gets: a phantom
+     * case file */
+    kd_status st = follower ? KD_OK
+                            : kd_outdir_open(o->out, o->synthetic_cases > 0
+                                                         ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
+                                                         : "train.png", &s->outdir);
+    /* the other ranks read the phantom cohort rank 0 wrote */
+    if (!follower && !st && !o->data) st = synthetic_data(s);
+    st = kd_dist_agree(dist, st);
+    if (!st) st = o->data ? kd_path_printf(s->data, sizeof s->data, "%s", o->data)
+                          : follower ? synthetic_data(s) : KD_OK;
     s->o.data = s->data;
+    s->o.sampler.rank = rank;
+    s->o.sampler.ranks = kd_dist_size(dist);
     if (!st) st = open_data(s);
     if (!st) st = open_model(s);
-    kd_sampler_opts so = o->sampler;
+    kd_sampler_opts so = s->o.sampler;
     so.seed = o->seed;
     if (!st) st = kd_sampler_create(&so, &s->smp);
     if (!st) st = kd_sampler_add(s->smp, s->ds, s->lab, s->nlab - o->val_cases);
     if (!st)
-        st = kd_validator_create(s->ds, s->lab + s->nlab - o->val_cases, o->val_cases, so.patch, &s->val);
+        st = kd_validator_create(s->ds, s->lab + s->nlab - o->val_cases, follower ? 0 : o->val_cases, so.patch,
+                                 &s->val);
+    /* every rank ready, from rank 0's parameters, with its gradients averaged; a hash of the
+     * parameters compared at the first update and at every checkpoint */
+    st = kd_dist_agree(dist, st);
+    if (!st) st = kd_dist_broadcast_model(dist, s->m, s->opt);
+    if (!st) st = kd_dist_attach(dist, s->m, s->opt, o->stop, o->ckpt_every > 0 ? o->ckpt_every : 50);
     if (st) {
         kd_session_free(s);
         return st;
@@ -202,7 +218,8 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     tc->ckpt_every = o->ckpt_every;
     tc->out_dir = o->out;
     tc->progress = o->progress != NULL;
-    tc->stop = o->stop;
+    tc->stop = kd_dist_size(dist) > 1 ? kd_dist_stop_flag(dist) : o->stop;
+    tc->follower = follower;
     kd_ckpt_meta_init(&s->meta);
     snprintf(s->meta.mode, sizeof s->meta.mode, "train");
     snprintf(s->meta.data, sizeof s->meta.data, "%s", s->data);
@@ -243,7 +260,8 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
     const int *p = o->sampler.patch;
     kd_train_result r;
     if (!res) res = &r;
-    if (o->progress) {
+    int ranks = kd_dist_size(o->dist), follower = kd_dist_rank(o->dist) > 0;
+    if (o->progress && !follower) {
         size_t plan = 0;
         kd_model_plan(s->m, kd_shape5(o->sampler.batch, kd_model_in_channels(s->m), p[0], p[1], p[2]), 1,
                       &plan);
@@ -252,6 +270,11 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
                      "%dx%dx%d, batch %d, steps %ld..%ld",
                      kd_model_spec(s->m), kd_model_param_count(s->m), kd_device_name(s->dev), s->nlab,
                      o->val_cases, p[0], p[1], p[2], o->sampler.batch, s->start, o->steps);
+        if (ranks > 1)
+            kd_progressf(o->progress, o->progress_ctx,
+                         "data-parallel over %d ranks: batch %d per rank, %d in all; gradients "
+                         "averaged every step",
+                         ranks, o->sampler.batch, ranks * o->sampler.batch);
         kd_progressf(o->progress, o->progress_ctx,
                      "planned activation memory %.1f MiB (+ %.1f MiB parameters, gradients and "
                      "optimizer state)", plan / 1048576.0, 5.0 * kd_model_param_bytes(s->m) / 1048576.0);
@@ -259,6 +282,23 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
     kd_status st = kd_train_run(s->m, s->opt, &s->tc, s->start, step, step_ctx,
                                 o->val_cases ? kd_validate : NULL, s->val, res);
     if (st && st != KD_ERR_INTERRUPTED) return st;
+    /* every rank ends with the parameters rank 0 saved */
+    uint64_t hash = 0;
+    kd_status hs = ranks > 1 ? kd_dist_check_model(o->dist, s->m, s->start + res->steps_done) : KD_OK;
+    if (!hs && ranks > 1) hs = kd_model_hash(s->m, &hash);
+    if (hs) return hs;
+    if (follower) return st; /* rank 0 reports and plots */
+    if (ranks > 1) {
+        long n = 0;
+        kd_progressf(o->progress, o->progress_ctx, "parameters identical on all %d ranks (hash %016llx)",
+                     ranks, (unsigned long long)hash);
+        double ex = kd_dist_exchange_seconds(o->dist, &n);
+        kd_progressf(o->progress, o->progress_ctx,
+                     "gradient exchange over %d ranks: %ld allreduces of %zu values, %.3f s each "
+                     "(device reads and writes included), %.1f%% of the run",
+                     ranks, n, kd_model_param_count(s->m), n ? ex / (double)n : 0.0,
+                     res->seconds > 0 ? 100.0 * ex / res->seconds : 0.0);
+    }
     char best[64] = "none (no validation yet)";
     if (res->best_dice >= 0) snprintf(best, sizeof best, "%.4f", res->best_dice);
     kd_progressf(o->progress, o->progress_ctx,
