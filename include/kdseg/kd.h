@@ -193,6 +193,12 @@ typedef struct kd_ensemble_opts {
     kd_progress_fn progress;    /* a line per case */
     void *progress_ctx;
     const volatile int *stop;   /* checked between cases */
+    kd_dist *dist;              /* the job whose ranks share the cases (kdseg/dist.h),
+                                   borrowed; NULL: this process alone. Case i of the data is
+                                   rank i mod ranks'; each writes its own cases' outputs into
+                                   the one OUT (rank 0 holds its lock), and rank 0 gathers
+                                   the agreement rows into agreement.csv, in case order, at
+                                   the end; reports count every rank's cases */
 } kd_ensemble_opts;
 
 /* No models; automatic layout, inference and post-processing defaults, labels AUTO. */
