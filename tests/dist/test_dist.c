@@ -318,16 +318,18 @@ static int ranks_disagree(void) {
     return 0;
 }
 
-/* Catches: a killed rank leaving the others hanging in the allreduce, the job ending with
- * status 0, a half-written checkpoint; and a run that cannot resume from what is left. */
-static int killed_rank(void) {
+/* Rank 1 of a training job gets sig once a few steps are logged: the job must end within
+ * seconds with a non-zero status, its last checkpoint whole, and a resumed run (one rank)
+ * must go on from it with no temporary file left. */
+static int fault_run(int sig, const char *name) {
     if (!mpi_ready()) return KD_TEST_SKIP;
     if (cohort()) return 1;
     char args[4096], out[1024], logp[1024];
-    snprintf(out, sizeof out, "%s", tmp("killed"));
+    snprintf(out, sizeof out, "%s", tmp(name));
     snprintf(logp, sizeof logp, "%s/log.txt", kd_test_tmpdir());
-    snprintf(args, sizeof args, MPIRUN " -np 2 '%s' -v " TRAIN "--batch 1 --steps 100000 --ckpt-every 3 --out %s",
-             getenv("KDSEG_EXE"), tmp("ph"), out);
+    /* a stopped rank is found by the others' timeout */
+    snprintf(args, sizeof args, "KDSEG_DIST_TIMEOUT=5 " MPIRUN " -np 2 -x KDSEG_DIST_TIMEOUT '%s' -v " TRAIN
+             "--batch 1 --steps 100000 --ckpt-every 3 --out %s", getenv("KDSEG_EXE"), tmp("ph"), out);
     pid_t job = fork();
     if (job == 0) {
         FILE *f = freopen(logp, "a", stdout);
@@ -362,7 +364,7 @@ static int killed_rank(void) {
         show_log();
     }
     KD_CHECK(victim > 0, "no steps or no pid of rank 1 within 120 s");
-    KD_CHECK(kill((pid_t)victim, SIGKILL) == 0, "kill %ld", victim);
+    KD_CHECK(kill((pid_t)victim, sig) == 0, "kill %ld", victim);
     double t0 = now_s();
     int status = 0, done = 0;
     while (!done && now_s() - t0 < 60) {
@@ -375,12 +377,19 @@ static int killed_rank(void) {
         kill(job, SIGKILL);
         waitpid(job, NULL, 0);
     }
-    printf("the job ended %.1f s after rank 1 was killed (status %d)\n", waited, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-    KD_CHECK(done, "the job still runs 60 s after rank 1 was killed (hang)");
-    KD_CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the job exited 0 with a rank killed");
+    printf("the job ended %.1f s after rank 1 got signal %d (status %d)\n", waited, sig,
+           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (sig == SIGSTOP) kill((pid_t)victim, SIGKILL); /* (a stopped rank the job left) */
+    KD_CHECK(done, "the job still runs 60 s after rank 1 got signal %d (hang)", sig);
+    KD_CHECK(!(WIFEXITED(status) && WEXITSTATUS(status) == 0), "the job exited 0 with rank 1 gone");
+    if (sig == SIGSTOP && !log_has("no answer from the other ranks within 5 s")) show_log();
+    KD_CHECK(sig != SIGSTOP || log_has("no answer from the other ranks within 5 s"),
+             "rank 0 did not name the timeout");
     /* the last checkpoint whole; a resumed run (one rank) continues from it */
     kd_ckpt_meta meta;
-    KD_CHECK_OK(kd_checkpoint_read_meta(tmp("killed/last.kds"), &meta));
+    char ckpt[1100];
+    snprintf(ckpt, sizeof ckpt, "%s/last.kds", out);
+    KD_CHECK_OK(kd_checkpoint_read_meta(ckpt, &meta));
     KD_CHECK(meta.step > 0 && meta.step % 3 == 0, "checkpoint at step %ld", meta.step);
     KD_CHECK(kdseg(TRAIN "--batch 2 --steps %ld --resume --out %s", tmp("ph"), meta.step + 2, out) == 0,
              "resuming after the killed job");
@@ -394,10 +403,18 @@ static int killed_rank(void) {
     return 0;
 }
 
+/* Catches: a rank killed (-9) leaving the others hanging in the allreduce. */
+static int killed_rank(void) { return fault_run(SIGKILL, "killed"); }
+
+/* Catches: a rank that hangs (stopped) leaving the others waiting forever: the timeout
+ * must end the job with a message. */
+static int stopped_rank(void) { return fault_run(SIGSTOP, "stopped"); }
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"one_rank", one_rank},         {"sampler_shards", sampler_shards}, {"train_equiv", train_equiv},
         {"annotate_shard", annotate_shard}, {"ranks_disagree", ranks_disagree}, {"killed_rank", killed_rank},
+        {"stopped_rank", stopped_rank},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof *cases));
 }
