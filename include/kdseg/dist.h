@@ -98,9 +98,13 @@ kd_status kd_dist_attach(kd_dist *d, kd_model *m, kd_optim *o, const volatile in
 /* The stop flag every rank agrees on (set by the step after any rank's *stop was set):
  * the training loop's stop flag in a data-parallel run. */
 const volatile int *kd_dist_stop_flag(kd_dist *d);
-/* Seconds spent in the gradient exchange (device reads and writes included) and the
- * exchanges done, since kd_dist_attach. */
-double kd_dist_exchange_seconds(const kd_dist *d, long *count);
+/* Seconds spent in the gradient exchanges after the first (which also waits for every
+ * rank's start-up), device reads and writes and the hash checks included; *count gets
+ * their number, *allreduce_s the part spent in MPI_Allreduce and *wait_s the part spent
+ * waiting for the slowest rank to reach the exchange. The wait is measured apart (by a
+ * barrier before each allreduce) only with $KDSEG_DIST_PROFILE=1; otherwise it is 0 and
+ * the allreduce's time includes it. Pointers may be NULL. */
+double kd_dist_exchange_seconds(const kd_dist *d, long *count, double *allreduce_s, double *wait_s);
 
 /* ---- sharding ------------------------------------------------------------------------ */
 

@@ -29,7 +29,8 @@ struct kd_dist {
     long check_every;
     float *buf;     /* gradients, state, loss, stop: one allreduce */
     size_t nbuf;
-    double exchange_s;
+    double exchange_s, allreduce_s, wait_s; /* since the first exchange (which waits for start-up) */
+    int profile;    /* $KDSEG_DIST_PROFILE: a timed barrier before each allreduce */
     long exchanges;
 #ifdef KD_HAVE_MPI
     MPI_Comm comm;
@@ -37,7 +38,7 @@ struct kd_dist {
 };
 
 /* The job of one rank that NULL stands for. */
-static const kd_dist solo = {0, 1, 0, 1, 0, DEFAULT_TIMEOUT_S, NULL, NULL, 0, 0, NULL, 0, 0, 0
+static const kd_dist solo = {0, 1, 0, 1, 0, DEFAULT_TIMEOUT_S, NULL, NULL, 0, 0, NULL, 0, 0, 0, 0, 0, 0
 #ifdef KD_HAVE_MPI
                              , MPI_COMM_NULL
 #endif
@@ -56,8 +57,11 @@ void kd_dist_set_timeout(kd_dist *d, double seconds) {
     if (d && seconds > 0) d->timeout = seconds;
 }
 
-double kd_dist_exchange_seconds(const kd_dist *d, long *count) {
-    if (count) *count = job(d)->exchanges;
+double kd_dist_exchange_seconds(const kd_dist *d, long *count, double *allreduce_s, double *wait_s) {
+    long n = job(d)->exchanges;
+    if (count) *count = n > 1 ? n - 1 : 0;
+    if (allreduce_s) *allreduce_s = job(d)->allreduce_s;
+    if (wait_s) *wait_s = job(d)->wait_s;
     return job(d)->exchange_s;
 }
 
@@ -387,8 +391,13 @@ static kd_status exchange(void *ctx, kd_optim *o, kd_tensor *grads, kd_tensor *l
     b[ng + ns] = 0.0f;
     if (!st && loss_total) st = move(loss_total, b + ng + ns, 0);
     b[ng + ns + 1] = d->user_stop && *d->user_stop ? 1.0f : 0.0f;
+    double t1 = kd_now_s();
+    /* profiling: the wait for the slowest rank apart from the reduction itself */
+    if (!st && d->profile) st = kd_dist_barrier(d, what);
+    double tb = kd_now_s();
     if (!st) st = kd_dist_allreduce_sum(d, b, ng + ns + 2, what);
     if (st) return st;
+    double t2 = kd_now_s();
     float inv = 1.0f / (float)d->size;
     for (size_t i = 0; i < ng + ns + 1; i++) b[i] *= inv;
     if (b[ng + ns + 1] > 0) d->stop = 1;
@@ -398,8 +407,11 @@ static kd_status exchange(void *ctx, kd_optim *o, kd_tensor *grads, kd_tensor *l
     /* the parameters before this update: identical on every rank, or a step went astray */
     if (!st && (step == 0 || (d->check_every > 0 && step % d->check_every == 0)))
         st = kd_dist_check_model(d, d->m, step);
-    d->exchange_s += kd_now_s() - t0;
-    d->exchanges++;
+    if (d->exchanges++ > 0) { /* the first also waits for every rank's start-up */
+        d->exchange_s += kd_now_s() - t0;
+        d->allreduce_s += t2 - tb;
+        d->wait_s += tb - t1;
+    }
     return st;
 }
 
@@ -415,7 +427,9 @@ kd_status kd_dist_attach(kd_dist *d, kd_model *m, kd_optim *o, const volatile in
     d->user_stop = stop;
     d->stop = 0;
     d->check_every = check_every;
-    d->exchange_s = 0;
+    d->exchange_s = d->allreduce_s = d->wait_s = 0;
+    const char *prof = getenv("KDSEG_DIST_PROFILE");
+    d->profile = prof && *prof && strcmp(prof, "0");
     d->exchanges = 0;
     kd_optim_set_grad_hook(o, exchange, d);
     return KD_OK;

@@ -292,12 +292,14 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
         long n = 0;
         kd_progressf(o->progress, o->progress_ctx, "parameters identical on all %d ranks (hash %016llx)",
                      ranks, (unsigned long long)hash);
-        double ex = kd_dist_exchange_seconds(o->dist, &n);
+        double ar = 0, wait = 0, ex = kd_dist_exchange_seconds(o->dist, &n, &ar, &wait);
+        double k = n > 0 ? 1.0 / (double)n : 0.0;
         kd_progressf(o->progress, o->progress_ctx,
-                     "gradient exchange over %d ranks: %ld allreduces of %zu values, %.3f s each "
-                     "(device reads and writes included), %.1f%% of the run",
-                     ranks, n, kd_model_param_count(s->m), n ? ex / (double)n : 0.0,
-                     res->seconds > 0 ? 100.0 * ex / res->seconds : 0.0);
+                     "gradient exchange over %d ranks, per step after the first: %.4f s = waiting "
+                     "for the slowest rank %.4f s%s + MPI_Allreduce of %zu gradients %.4f s + device "
+                     "reads, writes and hash checks %.4f s",
+                     ranks, ex * k, wait * k, wait > 0 ? "" : " (KDSEG_DIST_PROFILE=1 measures it apart)",
+                     kd_model_param_count(s->m), ar * k, (ex - ar - wait) * k);
     }
     char best[64] = "none (no validation yet)";
     if (res->best_dice >= 0) snprintf(best, sizeof best, "%.4f", res->best_dice);
