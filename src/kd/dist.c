@@ -379,6 +379,10 @@ kd_status kd_dist_broadcast_model(kd_dist *d, kd_model *m, kd_optim *o) {
 /* The optimizer's gradient hook: one allreduce of [gradients, state, loss, stop]. */
 static kd_status exchange(void *ctx, kd_optim *o, kd_tensor *grads, kd_tensor *loss_total) {
     kd_dist *d = ctx;
+    /* the step's backward first (the gradients' read would wait for it anyway): the
+     * exchange's time is then the exchange's alone */
+    kd_status st = kd_device_finish(kd_model_device(d->m));
+    if (st) return st;
     double t0 = kd_now_s();
     long step = kd_optim_steps(o); /* updates before this one */
     kd_tensor *state = kd_model_state(d->m);
@@ -386,7 +390,7 @@ static kd_status exchange(void *ctx, kd_optim *o, kd_tensor *grads, kd_tensor *l
     float *b = d->buf;
     char what[96];
     snprintf(what, sizeof what, "averaging the gradients of update %ld", step + 1);
-    kd_status st = move(grads, b, 0);
+    st = move(grads, b, 0);
     if (!st) st = move(state, b + ng, 0);
     b[ng + ns] = 0.0f;
     if (!st && loss_total) st = move(loss_total, b + ng + ns, 0);
