@@ -165,9 +165,14 @@ static kd_status cohort(exp_state *x, const char *sub, int cases, int first, int
     po.unlabeled = unlabeled;
     po.layout = KD_LAYOUT_BRATS2018;
     po.first_index = first;
+    double t0 = kd_now_s();
     if ((s = kd_phantom_write_cohort(dir, &po))) return s;
-    kd_progressf(o->progress, o->progress_ctx, "  %s: %d %scases of %d^3 in %s", sub, cases,
-                 unlabeled ? "unlabeled " : "", o->size, dir);
+    double sec = kd_now_s() - t0;
+    /* the line kdseg phantom prints */
+    kd_progressf(o->progress, o->progress_ctx,
+                 "wrote %d %s%s cases of %dx%dx%d to %s in %.2f s (%.3f s per case)", cases,
+                 unlabeled ? "unlabeled " : "", kd_layout_name(po.layout), o->size, o->size,
+                 o->size, dir, sec, sec / cases);
     return KD_OK;
 }
 
@@ -426,7 +431,12 @@ kd_status kd_experiment_run(kd_device *dev, const kd_experiment_opts *o, kd_expe
     if (!s) s = cohort(&x, "labeled", o->labeled, 0, 0);
     if (!s) s = cohort(&x, "unlabeled", o->unlabeled, 1000, 1);
     if (!s) s = cohort(&x, "test", o->test, 2000, 0);
-    if (!s) stage(&x, "training the teachers on the labeled cases");
+    static const char *count[KD_EXPERIMENT_MAX_TEACHERS + 1] = {"no",   "one",  "two", "three",
+                                                                "four", "five", "six"};
+    char what[96];
+    snprintf(what, sizeof what, "training %s %s on the labeled cases", count[o->nteachers],
+             o->nteachers > 1 ? "heterogeneous teachers" : "teacher");
+    if (!s) stage(&x, what);
     if (!s) s = train_teachers(&x);
     if (!s) stage(&x, "annotating the unlabeled cases with the teacher ensemble");
     if (!s) s = annotate(&x, r);
