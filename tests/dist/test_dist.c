@@ -197,8 +197,9 @@ static int sampler_shards(void) {
 
 /* ---- under mpirun ---------------------------------------------------------------------- */
 
-#define TRAIN_ARGS "train --data %s --model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --margin 4 " \
+#define TRAIN_OPTS "--data %s --model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --margin 4 " \
                    "--loss bce --optim sgd --val-cases 1 --val-every 0 --threads 0 "
+#define TRAIN_ARGS "train " TRAIN_OPTS
 #define TRAIN TRAIN_ARGS "--lr 0.05 --quiet "
 
 static int cohort(void) {
@@ -208,8 +209,9 @@ static int cohort(void) {
 
 /* Catches: gradients summed instead of averaged, not exchanged at all, or exchanged but
  * not applied alike (ranks' parameters differ); ranks sampling other patches than one
- * process of twice the batch; rank 1 writing files; a 2-rank run that cannot resume on
- * one rank. The control (one process of batch 1) shows the comparison can fail. */
+ * process of twice the batch, in training and in online distillation (the scheduler's
+ * step); a 2-rank run that cannot resume on one rank. The control (one process of batch 1)
+ * shows the comparison can fail. */
 static int train_equiv(void) {
     if (!mpi_ready()) return KD_TEST_SKIP;
     KD_DEVICE_OR_FAIL(dev);
@@ -246,6 +248,23 @@ static int train_equiv(void) {
         strcat(a, la), strcat(b, lb);
     }
     fclose(fa), fclose(fb);
+    /* online distillation (teachers through the scheduler on each rank's share) alike */
+    KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 7 --unlabeled --first 100", tmp("unl")) == 0,
+             "phantom");
+    char teachers[2100], unl[1024];
+    snprintf(teachers, sizeof teachers, "--teacher %s --teacher %s", tmp("one/last.kds"), tmp("half/last.kds"));
+    snprintf(unl, sizeof unl, "%s", tmp("unl"));
+    r2 = kdseg2("distill --online %s --unlabeled %s " TRAIN_OPTS "--lr 0.05 --quiet --batch 1 --steps 4 --out %s",
+                teachers, unl, ph, tmp("on2"));
+    if (r2) show_log();
+    KD_CHECK(r2 == 0, "mpirun -np 2 kdseg distill --online exited %d", r2);
+    KD_CHECK(kdseg("distill --online %s --unlabeled %s " TRAIN_OPTS "--lr 0.05 --quiet --batch 2 --steps 4 --out %s",
+                   teachers, unl, ph,
+                   tmp("on1")) == 0,
+             "online distillation, batch 2 on one rank");
+    double online = ckpt_diff(dev, tmp("on2/last.kds"), tmp("on1/last.kds"));
+    printf("online distillation, 2 ranks x batch 1 against 1 rank x batch 2: %.3g\n", online);
+    KD_CHECK(online >= 0 && online < 1e-5, "online: 2 ranks x batch 1 differ from batch 2 by %g", online);
     /* a run of 2 ranks resumes on 1 */
     KD_CHECK(kdseg(TRAIN "--batch 2 --steps 6 --resume --out %s", ph, tmp("two")) == 0,
              "resuming the 2-rank run on one rank");
