@@ -36,8 +36,10 @@ static int distributed(const char *cmd) {
     return 0;
 }
 
-/* Runs a command as a rank of the job (of one rank without MPI): a rank that fails ends
- * every rank (MPI_Abort), so that none waits for it. */
+/* Runs a command as a rank of the job (of one rank without MPI). At the end every rank
+ * meets the others: when all arrive (all done, or all failed alike, e.g. on a bad option)
+ * each leaves with its own exit status; a rank that failed alone waits a few seconds and
+ * then ends every rank (MPI_Abort), so that none waits for it. */
 static int run_ranked(const kd_command *c, int argc, char **argv, int ranks_from_mpi) {
     kd_status s = kd_dist_open(ranks_from_mpi ? KD_DIST_MPI : KD_DIST_AUTO, &kd_cli_dist);
     if (s) return kd_cli_error(c->name, s);
@@ -59,7 +61,10 @@ static int run_ranked(const kd_command *c, int argc, char **argv, int ranks_from
     } else {
         r = c->run(argc, argv);
     }
-    if (r != 0 && ranks > 1) kd_dist_abort(kd_cli_dist, r); /* does not return */
+    if (ranks > 1 && kd_dist_end(kd_cli_dist, r ? 5.0 : 0.0)) {
+        if (!r) kd_cli_error(c->name, KD_ERR_PEER);
+        kd_dist_abort(kd_cli_dist, r ? r : 1); /* does not return */
+    }
     kd_dist_free(kd_cli_dist);
     kd_cli_dist = NULL;
     return r;

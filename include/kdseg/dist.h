@@ -48,6 +48,12 @@ kd_status kd_dist_open(kd_dist_mode mode, kd_dist **out);
 /* Leaves the job (MPI_Finalize after a barrier bounded by the timeout) and frees. Only
  * when every rank succeeded: a rank that failed calls kd_dist_abort instead. NULL ok. */
 void kd_dist_free(kd_dist *d);
+/* Collective, at the end of a program's work: waits at most `seconds` (<= 0: the job's
+ * timeout) until every rank arrived, on a communicator of its own (so a rank that failed
+ * can call it while the others still wait in another collective). KD_OK: every rank is
+ * done and may kd_dist_free, whatever its own outcome; else KD_ERR_PEER, and the caller
+ * should kd_dist_abort. */
+kd_status kd_dist_end(kd_dist *d, double seconds);
 /* Ends every rank of the job with exit code `code` (MPI_Abort); returns only for a job
  * of one rank (after freeing d). For a program's error path: the library never calls it. */
 void kd_dist_abort(kd_dist *d, int code);
