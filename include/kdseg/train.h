@@ -226,7 +226,8 @@ typedef struct kd_train_config {
     const volatile int *stop;/* set non-zero (e.g. by SIGINT) to save and stop */
     double best_so_far;      /* best mean validation Dice before `start` (-1: none) */
     int follower;            /* 1: a data-parallel rank other than 0 (kdseg/dist.h): runs
-                                the steps only; no files, validation or progress */
+                                the steps and the validation calls (which a data-parallel
+                                val shares over the ranks); writes no file, no progress */
 } kd_train_config;
 
 typedef struct kd_train_result {

@@ -196,9 +196,13 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     so.seed = o->seed;
     if (!st) st = kd_sampler_create(&so, &s->smp);
     if (!st) st = kd_sampler_add(s->smp, s->ds, s->lab, s->nlab - o->val_cases);
-    if (!st)
-        st = kd_validator_create(s->ds, s->lab + s->nlab - o->val_cases, follower ? 0 : o->val_cases, so.patch,
-                                 &s->val);
+    /* each rank validates its share of the held-out cases (kd_dist_mine) */
+    int *vidx = malloc(sizeof(int) * (size_t)(o->val_cases + 1)), nv = 0;
+    if (!st && !vidx) st = kd_fail(KD_ERR_OUT_OF_MEMORY, "validation case list");
+    for (int j = 0; !st && j < o->val_cases; j++)
+        if (kd_dist_mine(dist, j)) vidx[nv++] = s->lab[s->nlab - o->val_cases + j];
+    if (!st) st = kd_validator_create(s->ds, vidx, nv, so.patch, &s->val);
+    free(vidx);
     /* every rank ready, from rank 0's parameters, with its gradients averaged; a hash of the
      * parameters compared at the first update and at every checkpoint */
     st = kd_dist_agree(dist, st);
@@ -255,6 +259,20 @@ int kd_session_annotated(const kd_session *s, const int **idx) {
     return s->npseudo;
 }
 
+/* A kd_val_fn (ctx: the session): the mean over every rank's share of the held-out
+ * cases, the same on every rank. */
+static kd_status validate_shared(void *ctx, kd_model *m, double dice[3]) {
+    kd_session *s = ctx;
+    int n = kd_validator_count(s->val);
+    kd_status st = n ? kd_validate(s->val, m, dice) : KD_OK;
+    if (st) return st;
+    float sums[4] = {0, 0, 0, (float)n};
+    for (int r = 0; r < 3 && n; r++) sums[r] = (float)(dice[r] * n);
+    st = kd_dist_allreduce_sum(s->o.dist, sums, 4, "gathering the validation Dice");
+    for (int r = 0; r < 3 && !st; r++) dice[r] = sums[3] > 0 ? sums[r] / sums[3] : 0.0;
+    return st;
+}
+
 kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd_train_result *res) {
     const kd_train_opts *o = &s->o;
     const int *p = o->sampler.patch;
@@ -279,8 +297,9 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
                      "planned activation memory %.1f MiB (+ %.1f MiB parameters, gradients and "
                      "optimizer state)", plan / 1048576.0, 5.0 * kd_model_param_bytes(s->m) / 1048576.0);
     }
-    kd_status st = kd_train_run(s->m, s->opt, &s->tc, s->start, step, step_ctx,
-                                o->val_cases ? kd_validate : NULL, s->val, res);
+    kd_val_fn val = !o->val_cases ? NULL : ranks > 1 ? validate_shared : kd_validate;
+    kd_status st = kd_train_run(s->m, s->opt, &s->tc, s->start, step, step_ctx, val,
+                                ranks > 1 ? (void *)s : (void *)s->val, res);
     if (st && st != KD_ERR_INTERRUPTED) return st;
     /* every rank ends with the parameters rank 0 saved */
     uint64_t hash = 0;

@@ -190,7 +190,8 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
         res->last_loss = lv;
         double dice[3] = {NAN, NAN, NAN};
         int validated = 0;
-        if (follower) continue; /* the rest is rank 0's: validation, the log, checkpoints */
+        /* every rank validates (a data-parallel validation shares its cases); save is
+         * rank 0's */
         if (val && c->val_every > 0 && ((step + 1) % c->val_every == 0 || step + 1 == c->steps)) {
             if ((s = val(vctx, m, dice))) goto done;
             validated = 1;
@@ -200,6 +201,7 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
                 if ((s = save(m, o, c, "best.kds", step + 1, best))) goto done;
             }
         }
+        if (follower) continue; /* the log, checkpoints and progress are rank 0's */
         fprintf(csv, "%ld,%s,%.6f,%.6g,%.6g,%.4f", step, r.kind, (double)lv,
                 (double)lr, (double)gn, now_s() - ts0);
         if (validated) fprintf(csv, ",%.4f,%.4f,%.4f\n", dice[0], dice[1], dice[2]);

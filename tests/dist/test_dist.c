@@ -218,22 +218,25 @@ static int train_equiv(void) {
     if (cohort()) return 1;
     char ph[1024];
     snprintf(ph, sizeof ph, "%s", tmp("ph"));
-    int r2 = kdseg2(TRAIN_ARGS "--lr 0.05 --batch 1 --steps 4 --ckpt-every 2 --out %s", ph, tmp("two"));
+    /* (validation of 2 held-out cases every 2 steps: shared over the ranks, one case each) */
+#define VAL "--val-cases 2 --val-every 2 "
+    int r2 = kdseg2(TRAIN_ARGS VAL "--lr 0.05 --batch 1 --steps 4 --ckpt-every 2 --out %s", ph, tmp("two"));
     if (r2) show_log();
     KD_CHECK(r2 == 0, "mpirun -np 2 kdseg train exited %d", r2);
     KD_CHECK(log_has("parameters identical on all 2 ranks"), "no parameter check on the ranks");
-    KD_CHECK(kdseg(TRAIN "--batch 2 --steps 4 --out %s", ph, tmp("one")) == 0, "batch 2 on one rank");
-    KD_CHECK(kdseg(TRAIN "--batch 1 --steps 4 --out %s", ph, tmp("half")) == 0, "batch 1 on one rank");
+    KD_CHECK(kdseg(TRAIN VAL "--batch 2 --steps 4 --out %s", ph, tmp("one")) == 0, "batch 2 on one rank");
+    KD_CHECK(kdseg(TRAIN VAL "--batch 1 --steps 4 --out %s", ph, tmp("half")) == 0, "batch 1 on one rank");
     double same = ckpt_diff(dev, tmp("two/last.kds"), tmp("one/last.kds"));
     double control = ckpt_diff(dev, tmp("two/last.kds"), tmp("half/last.kds"));
     printf("2 ranks x batch 1 against 1 rank x batch 2: max relative difference %.3g; against "
            "1 rank x batch 1 (control): %.3g\n", same, control);
     KD_CHECK(same >= 0 && same < 1e-5, "2 ranks x batch 1 differ from batch 2 by %g", same);
     KD_CHECK(control > 1e-3, "the control differs by only %g: the check cannot tell", control);
-    /* the losses logged by rank 0 are the global batch's */
-    char a[4096] = "", b[4096] = "";
+    /* the losses and validation Dice logged by rank 0 are the global batch's and all the
+     * held-out cases' */
     FILE *fa = fopen(tmp("two/train.csv"), "r"), *fb = fopen(tmp("one/train.csv"), "r");
     KD_CHECK(fa && fb, "train.csv missing");
+    int validated = 0;
     for (int row = 0; row < 5; row++) {
         char la[512] = "", lb[512] = "";
         if (!fgets(la, sizeof la, fa) || !fgets(lb, sizeof lb, fb)) break;
@@ -244,10 +247,14 @@ static int train_equiv(void) {
                      "rows '%s' '%s'", la, lb);
             KD_CHECK(fabsf(xa - xb) < 1e-5f, "step %d: loss %g on 2 ranks, %g on one", row - 1, (double)xa,
                      (double)xb);
+            const char *va = la, *vb = lb; /* the columns after the time: val_wt, val_tc, val_et */
+            for (int k = 0; k < 6; k++) va = strchr(va, ',') + 1, vb = strchr(vb, ',') + 1;
+            KD_CHECK(!strcmp(va, vb), "step %d: validation %s on 2 ranks, %s on one", row - 1, va, vb);
+            validated += va[0] != ',';
         }
-        strcat(a, la), strcat(b, lb);
     }
     fclose(fa), fclose(fb);
+    KD_CHECK(validated == 2, "%d validated rows, expected 2", validated);
     /* online distillation (teachers through the scheduler on each rank's share) alike */
     KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 7 --unlabeled --first 100", tmp("unl")) == 0,
              "phantom");
