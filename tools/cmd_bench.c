@@ -509,7 +509,7 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
     if (s) return kd_cli_error("bench infer", s);
     int div = kd_model_divisor(m);
     if (D % div || H % div || W % div) {
-        fprintf(stderr, "kdseg bench infer: --volume %dx%dx%d must be a multiple of %d\n", D, H, W,
+        fprintf(stderr, "kdseg bench infer: --size %dx%dx%d must be a multiple of %d\n", D, H, W,
                 div);
         kd_model_free(m);
         return 2;
@@ -732,11 +732,11 @@ static const bench_sub subs[] = {
      "chooser's pick",
      bench_ops},
     {"train",
-     "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
+     "one training step of a model (--arch, --patch, --batch; --scaling: patch 32..128 "
      "x batch 1, 2, 4): time, voxels/s, planned and measured device memory",
      bench_train},
     {"infer",
-     "inference of a 160x192x160 crop (--volume), whole or in windows (--tile), with and "
+     "inference of a 160x192x160 crop (--size), whole or in windows (--tile), with and "
      "without TTA 4",
      bench_infer},
     {"sched",
@@ -752,20 +752,20 @@ static void help(FILE *f) {
         fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);
     fprintf(
         f, "\noptions:\n"
-           "  --patch N     cubic patch edge (default 64)\n"
+           "  --patch N|D,H,W  the (cubic) patch (default 64; sched 32)\n"
            "  --reps N      timed runs per measurement, median reported (default 5)\n"
            "  --impl I      direct, gemm or both (default both)\n"
            "  --only TEXT   only rows whose name contains TEXT\n"
            "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
            "                efficiency, useful when other jobs share the CPU device)\n"
            "  --json FILE   also write the results as JSON\n"
-           "  --model SPEC  model spec (train, infer; the student in sched; default the\n"
-           "                paper's student resunet:widths=16,32,64,128)\n"
+           "  --arch SPEC   architecture spec (train, infer; the student in sched; default\n"
+           "                the paper's student resunet:widths=16,32,64,128; kdseg models)\n"
            "  --batch N     batch size (train, sched; default 1); infer: at most N windows x\n"
            "                flips per forward pass, as memory allows (default 1)\n"
            "  --scaling     train: the table over patch 32,64,96,128 and batch 1,2,4\n"
-           "  --volume D,H,W  infer: volume (default 160,192,160)\n"
-           "  --tta N       infer: only this TTA (1, 4 or 8; default both 1 and 4)\n"
+           "  --size D,H,W|N  infer: the volume (default 160,192,160)\n"
+           "  --tta none|4|8  infer: only these test-time flips (default none and 4)\n"
            "  --tile D,H,W  infer: sliding windows of this tile, overlap 0.5 (default: the\n"
            "                whole volume in one window)\n"
            "  --steps N     sched: timed steps (default 4)\n"
@@ -775,7 +775,11 @@ static void help(FILE *f) {
            "  --torch-device cpu|cuda  where the PyTorch side runs (default cpu; cuda: cuDNN\n"
            "                autotuned, strict fp32, memory = the CUDA allocator's peak)\n"
            "\nenvironment: KDSEG_MEM_LIMIT (kdseg's device memory limit), POCL_MEMORY_LIMIT=GB\n"
-           "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n");
+           "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n"
+           "\nexamples:\n"
+           "  kdseg bench ops --patch 32 --only \"conv 32\" --reps 1\n"
+           "  kdseg bench train --arch resunet:widths=8,16,32 --patch 32 --reps 1\n"
+           "  kdseg bench infer --size 64 --tta none --reps 1\n");
 }
 
 static int run(int argc, char **argv) {
@@ -799,7 +803,7 @@ static int run(int argc, char **argv) {
         if (kd_cli_opt(argc, argv, &i, "--reps", &v)) {
             if (kd_cli_int("bench", "--reps", v, 1, 64, &o.reps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--patch", &v)) {
-            if (kd_cli_int("bench", "--patch", v, 8, 512, &o.patch)) return 2;
+            if (kd_cli_cube("bench", "--patch", v, 8, 512, &o.patch)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--json", &v)) {
             if (!v) return kd_cli_unknown("bench", argv[i]);
             o.json = v;
@@ -818,7 +822,8 @@ static int run(int argc, char **argv) {
             torch_device = v;
         } else if (kd_cli_flag(argv, i, "--scaling")) {
             o.scaling = 1;
-        } else if (kd_cli_opt(argc, argv, &i, "--model", &v)) {
+        } else if (kd_cli_opt(argc, argv, &i, "--arch", &v) ||
+                   kd_cli_old_opt("bench", argc, argv, &i, "--model", "--arch", &v)) {
             if (!v) return kd_cli_unknown("bench", argv[i]);
             o.model = v;
         } else if (kd_cli_opt(argc, argv, &i, "--batch", &v)) {
@@ -826,9 +831,11 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--steps", &v)) {
             if (kd_cli_int("bench", "--steps", v, 1, 1000, &o.steps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--tta", &v)) {
-            if (kd_cli_int("bench", "--tta", v, 1, 8, &o.tta)) return 2;
-        } else if (kd_cli_opt(argc, argv, &i, "--volume", &v)) {
-            if (kd_cli_dims3("bench", "--volume", v, 8, 1024, o.vol)) return 2;
+            if (kd_cli_tta("bench", v, &o.tta)) return 2;
+            if (!o.tta) o.tta = 1; /* one plain pass */
+        } else if (kd_cli_opt(argc, argv, &i, "--size", &v) ||
+                   kd_cli_old_opt("bench", argc, argv, &i, "--volume", "--size", &v)) {
+            if (kd_cli_dims3("bench", "--size", v, 8, 1024, o.vol)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--tile", &v)) {
             if (kd_cli_dims3("bench", "--tile", v, 8, 1024, o.tile)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--impl", &v)) {

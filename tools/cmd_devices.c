@@ -13,7 +13,13 @@ static void help(FILE *f) {
             "applies to the chosen device (its name in the user table written by\n"
             "`kdseg tune`, else its vendor and type, else the built-in default).\n\n"
             "  --build   also build every kernel program for the chosen device and print the\n"
-            "            time taken and how many programs came from the cache\n");
+            "            time taken and how many programs came from the cache\n\n"
+            "The global --device SEL (P:D, or part of the device or platform name) chooses\n"
+            "another device for any command.\n\n"
+            "examples:\n"
+            "  kdseg devices\n"
+            "  kdseg devices --build\n"
+            "  kdseg --device 0:0 devices\n");
 }
 
 static int run(int argc, char **argv) {

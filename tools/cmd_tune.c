@@ -371,7 +371,7 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg tune [--patch N] [--only TEXT] [--reps N] [--dry-run]\n\n"
+            "usage: kdseg tune [--patch N|D,H,W] [--only TEXT] [--reps N] [--dry-run]\n\n"
             "Measures the direct conv kernels' launch parameters (local sizes, vector width,\n"
             "loop order, weight-gradient chunks) on the present device, for every conv shape\n"
             "of the student (the shapes of `kdseg bench ops`) and every pass. Each candidate\n"
@@ -381,10 +381,14 @@ static void help(FILE *f) {
             "stored for this device's name in the tuning table in the cache folder\n"
             "(conv-tuning.txt), which every later run reads; `kdseg devices` shows the entry\n"
             "that applies.\n\n"
-            "  --patch N    cubic patch edge the shapes are taken at (default 64)\n"
+            "  --patch N|D,H,W  the (cubic) patch the shapes are taken at (default 64)\n"
             "  --only TEXT  only layers whose name contains TEXT (also the teachers' \"T ...\")\n"
             "  --reps N     timed runs per candidate, median (default 5)\n"
-            "  --dry-run    measure and print, but do not write the table\n");
+            "  --dry-run    measure and print, but do not write the table\n\n"
+            "The table: $KDSEG_TUNE_FILE, else conv-tuning.txt in the program cache.\n\n"
+            "examples:\n"
+            "  kdseg tune --patch 16 --only \"conv 16\" --reps 1 --dry-run\n"
+            "  kdseg tune --patch 16 --only \"down 16\" --reps 1\n");
 }
 
 static int run(int argc, char **argv) {
@@ -392,7 +396,7 @@ static int run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (kd_cli_opt(argc, argv, &i, "--patch", &v)) {
-            if (kd_cli_int("tune", "--patch", v, 4, 512, &o.patch)) return 2;
+            if (kd_cli_cube("tune", "--patch", v, 4, 512, &o.patch)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--reps", &v)) {
             if (kd_cli_int("tune", "--reps", v, 1, 64, &o.reps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--only", &v)) {

@@ -25,6 +25,11 @@ void kd_model_free(kd_model *m);
 
 /* Canonical spec string (borrowed). */
 const char *kd_model_spec(const kd_model *m);
+/* The canonical spec string of a spec, as the model built from it would report it (the
+ * architecture's defaults filled in), into out[n], without building anything: checks
+ * the architecture and its keys, for a command to refuse a bad spec, or compare two,
+ * before it opens a device. */
+kd_status kd_model_spec_canonical(const char *spec, char *out, size_t n);
 const char *kd_model_arch(const kd_model *m);     /* "resunet", "unet3d"... (borrowed) */
 kd_device *kd_model_device(const kd_model *m);    /* the device it lives on (borrowed) */
 int kd_model_in_channels(const kd_model *m);      /* Cin: image channels */

@@ -17,7 +17,7 @@ command -v mpirun >/dev/null || { echo "mpi_scaling: mpirun not found (apt-get i
 rm -rf "$OUT"
 mkdir -p "$OUT"
 "$K" phantom --out "$OUT/ph" --cases 6 --size 64 --seed 3 >/dev/null
-ARGS=(train --data "$OUT/ph" --model resunet --patch "$PATCH" --steps "$STEPS" --val-every 0
+ARGS=(train --dataset "$OUT/ph" --arch resunet --patch "$PATCH" --steps "$STEPS" --val-every 0
       --ckpt-every 0 --threads 1 --margin 8)
 median() { # train.csv -> median of the seconds column over steps >= 2
   awk -F, 'NR > 1 && $1 >= 2 { print $6 }' "$1" | sort -g |
