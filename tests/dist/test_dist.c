@@ -354,7 +354,7 @@ static int fault_run(int sig, const char *name) {
     snprintf(out, sizeof out, "%s", tmp(name));
     snprintf(logp, sizeof logp, "%s/log.txt", kd_test_tmpdir());
     /* a stopped rank is found by the others' timeout */
-    snprintf(args, sizeof args, "KDSEG_DIST_TIMEOUT=5 " MPIRUN " -np 2 -x KDSEG_DIST_TIMEOUT '%s' -v " TRAIN
+    snprintf(args, sizeof args, "KDSEG_DIST_TIMEOUT=5 " MPIRUN " -np 2 -x KDSEG_DIST_TIMEOUT '%s' -v " TRAIN_ARGS "--lr 0.05 "
              "--batch 1 --steps 100000 --ckpt-every 3 --out %s", getenv("KDSEG_EXE"), tmp("ph"), out);
     pid_t job = fork();
     if (job == 0) {
