@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "ops/conv_tune.h"
+#include "kdseg/tune.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -31,7 +31,7 @@ static int run(int argc, char **argv) {
     kd_status s = kd_device_list(stdout, kd_cli_device);
     if (s) return kd_cli_error("devices", s);
     kd_dev_ident id;
-    if ((s = kd_rt_ident_chosen(kd_cli_device, &id))) return kd_cli_error("devices", s);
+    if ((s = kd_device_ident_chosen(kd_cli_device, &id))) return kd_cli_error("devices", s);
     kd_conv_tune_describe(stdout, &id);
     if (build) {
         kd_device *d = kd_cli_open_device("devices");

@@ -80,6 +80,10 @@ kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak_byt
 kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak_bytes,
                                 FILE *out);
 size_t kd_model_param_bytes(const kd_model *m); /* the parameter slab's bytes */
+/* Floating-point operations (2 per multiply-add) of the model's convolutions for an input
+ * shape: the forward, and training also the weight gradients and the input gradients that
+ * backward computes (benchmarks report throughput and the share of the device's peak). */
+kd_status kd_model_conv_flops(kd_model *m, kd_shape in, int training, double *flops);
 
 /* Architectures known to kd_model_create: fills name, defaults and a description;
  * returns the count. */

@@ -334,6 +334,10 @@ kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak) {
     return kd_graph_plan(m->g, in, training, peak);
 }
 
+kd_status kd_model_conv_flops(kd_model *m, kd_shape in, int training, double *flops) {
+    return kd_graph_conv_flops(m->g, in, training, flops);
+}
+
 kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak,
                                 FILE *out) {
     return kd_graph_plan_explain(m->g, in, training, peak, out);
