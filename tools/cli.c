@@ -9,15 +9,27 @@
 
 const char *kd_cli_device = NULL;
 
+kd_dist *kd_cli_dist = NULL;
+
 int kd_cli_error(const char *cmd, kd_status s) {
     const char *msg = kd_last_error();
-    fprintf(stderr, "kdseg %s: %s%s%s\n", cmd, kd_status_string(s), msg[0] ? ": " : "", msg);
+    fprintf(stderr, "kdseg %s: %s%s%s%s\n", cmd, kd_log_prefix(), kd_status_string(s), msg[0] ? ": " : "",
+            msg);
     return s == KD_ERR_INVALID_ARG ? 2 : 1;
 }
 
 kd_device *kd_cli_open_device(const char *cmd) {
     kd_device *d = NULL;
-    kd_status s = kd_device_open(kd_cli_device, &d);
+    const char *sel = kd_cli_device;
+    const char *env = getenv("KDSEG_DEVICE");
+    char nth[32];
+    kd_status s = KD_OK;
+    /* the ranks of a job on one machine take its devices in turn, unless one is named */
+    if (kd_dist_size(kd_cli_dist) > 1 && !(sel && *sel) && !(env && *env)) {
+        s = kd_device_selector_nth(kd_dist_local_rank(kd_cli_dist), nth, sizeof nth);
+        sel = nth;
+    }
+    if (!s) s = kd_device_open(sel, &d);
     if (s) {
         kd_cli_error(cmd, s);
         return NULL;
@@ -146,7 +158,7 @@ int kd_cli_unknown(const char *cmd, const char *arg) {
 
 void kd_cli_progress(void *ctx, const char *line) {
     (void)ctx;
-    printf("%s\n", line);
+    printf("%s%s\n", kd_log_prefix(), line);
     fflush(stdout);
 }
 

@@ -19,6 +19,9 @@ extern const int kd_command_count;
 
 /* Global options, parsed before the command. */
 extern const char *kd_cli_device; /* --device or NULL */
+/* The distributed job this process is a rank of (kdseg/dist.h): one rank unless started
+ * by an MPI launcher (or --ranks-from-mpi). Set up by main before the command runs. */
+extern kd_dist *kd_cli_dist;
 
 /* Print "kdseg CMD: <message>" from kd_last_error and return the exit code. */
 int kd_cli_error(const char *cmd, kd_status s);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "kdseg_config.h"
@@ -19,9 +20,55 @@ static void usage(FILE *f) {
             "  --device SEL   OpenCL device: P:D (platform:device) or part of its name\n"
             "                 (default: $KDSEG_DEVICE, else GPU, accelerator, CPU)\n"
             "  -v, --verbose  more logging (-vv: debug)\n"
-            "  -q, --quiet    errors and results only: no progress, banners or notes\n\n"
+            "  -q, --quiet    errors and results only: no progress, banners or notes\n"
+            "  --ranks-from-mpi  join an MPI job even where the environment does not say so\n"
+            "                 (started by mpirun, srun or mpiexec it is detected): train,\n"
+            "                 distill, annotate and segment then share the work over the\n"
+            "                 ranks (README: Many devices, many machines)\n\n"
             "environment: KDSEG_DEVICE, KDSEG_CACHE=0, KDSEG_CL_DIR, KDSEG_PROFILE=1,\n"
-            "  KDSEG_MEM_LIMIT, KDSEG_CONV=direct|gemm, KDSEG_LOG, XDG_CACHE_HOME\n");
+            "  KDSEG_MEM_LIMIT, KDSEG_CONV=direct|gemm, KDSEG_LOG, KDSEG_DIST_TIMEOUT, XDG_CACHE_HOME\n");
+}
+
+/* The commands that share their work over the ranks of an MPI job. */
+static int distributed(const char *cmd) {
+    static const char *const names[] = {"train", "distill", "annotate", "segment"};
+    for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+        if (!strcmp(cmd, names[k])) return 1;
+    return 0;
+}
+
+/* Runs a command as a rank of the job (of one rank without MPI). At the end every rank
+ * meets the others: when all arrive (all done, or all failed alike, e.g. on a bad option)
+ * each leaves with its own exit status; a rank that failed alone waits a few seconds and
+ * then ends every rank (MPI_Abort), so that none waits for it. */
+static int run_ranked(const kd_command *c, int argc, char **argv, int ranks_from_mpi) {
+    kd_status s = kd_dist_open(ranks_from_mpi ? KD_DIST_MPI : KD_DIST_AUTO, &kd_cli_dist);
+    if (s) return kd_cli_error(c->name, s);
+    int ranks = kd_dist_size(kd_cli_dist), r;
+    if (ranks > 1) {
+        char prefix[48];
+        snprintf(prefix, sizeof prefix, "[rank %d/%d] ", kd_dist_rank(kd_cli_dist), ranks);
+        kd_log_set_prefix(prefix);
+        char host[256] = "?";
+        gethostname(host, sizeof host - 1);
+        kd_log(KD_LOG_INFO, "pid %ld on %s, %d of %d ranks on this machine; MPI: %s", (long)getpid(), host,
+               kd_dist_local_rank(kd_cli_dist) + 1, kd_dist_local_size(kd_cli_dist), kd_dist_library());
+    }
+    if (ranks > 1 && !distributed(c->name)) {
+        fprintf(stderr, "kdseg %s: %sruns as one process: start it without mpirun (train, distill, "
+                        "annotate and segment share their work over the ranks of an MPI job)\n",
+                c->name, kd_log_prefix());
+        r = 2;
+    } else {
+        r = c->run(argc, argv);
+    }
+    if (ranks > 1 && kd_dist_end(kd_cli_dist, r ? 5.0 : 0.0)) {
+        if (!r) kd_cli_error(c->name, KD_ERR_PEER);
+        kd_dist_abort(kd_cli_dist, r ? r : 1); /* does not return */
+    }
+    kd_dist_free(kd_cli_dist);
+    kd_cli_dist = NULL;
+    return r;
 }
 
 /* -v, -vv, --verbose, -q, --quiet: sets the log level; 1 when arg is one of them. */
@@ -39,7 +86,7 @@ static int verbosity(const char *arg) {
 int main(int argc, char **argv) {
     /* lines reach a redirected file as they are printed, in order with stderr's */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int i = 1;
+    int i = 1, ranks_from_mpi = 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *v;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -54,6 +101,8 @@ int main(int argc, char **argv) {
                 return 2;
             }
             kd_cli_device = v;
+        } else if (!strcmp(argv[i], "--ranks-from-mpi")) {
+            ranks_from_mpi = 1;
         } else if (verbosity(argv[i])) {
             continue;
         } else {
@@ -95,7 +144,7 @@ int main(int argc, char **argv) {
             args[n++] = argv[j];
         }
         args[n] = NULL;
-        int r = kd_commands[c]->run(n, args);
+        int r = run_ranked(kd_commands[c], n, args, ranks_from_mpi);
         free(args);
         return r;
     }

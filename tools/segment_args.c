@@ -65,6 +65,7 @@ int kd_segment_args_parse(const char *cmd, int argc, char **argv, kd_segment_arg
     e->infer.progress = 1;
     e->progress = kd_cli_quiet ? NULL : kd_cli_progress; /* -q: no banner or case lines */
     e->stop = &kd_cli_stop;
+    e->dist = kd_cli_dist; /* the job's ranks share the cases */
     e->models = a->models;
     a->seg.member_out = NULL;
     const char *v;

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS="meson ninja-build pkg-config gcc python3 ocl-icd-opencl-dev opencl-headers
       pocl-opencl-icd clinfo libclblast-dev libnifti2-dev libniftiio-dev libznz-dev zlib1g-dev
-      cmake clang libclang-rt-dev oclgrind cppcheck"
+      cmake clang libclang-rt-dev oclgrind cppcheck openmpi-bin libopenmpi-dev"
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

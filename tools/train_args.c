@@ -10,6 +10,7 @@ void kd_train_args_default(kd_train_args *a) {
     kd_train_opts_default(&a->o);
     a->o.progress = kd_cli_quiet ? NULL : kd_cli_progress; /* -q, --quiet (kdseg.c) */
     a->o.stop = &kd_cli_stop;
+    a->o.dist = kd_cli_dist; /* the job's ranks share the batch */
     a->synthetic = 0;
     a->cases = 8;
 }

@@ -348,7 +348,12 @@ typedef struct kd_sampler_opts {
     float random_fraction; /* share of patches centred anywhere in the volume */
     kd_augment_opts aug;
     uint64_t seed;
-    int rank;                /* data-parallel rank: its own random streams */
+    int rank, ranks;         /* data-parallel shard: with ranks > 1, each step's batch is
+                                rank's share of a global batch of ranks * batch samples
+                                (sample b is global sample rank * batch + b, with its own
+                                random stream), so N ranks of batch B draw exactly the
+                                patches one process of batch N * B draws; ranks 0 or 1: the
+                                whole batch */
     int max_cases_in_memory; /* preprocessed cases kept (LRU); 0: all */
     int allow_unlabeled;     /* accept unlabeled cases: their patches are centred at random
                                 and their targets are zero (online distillation replaces
@@ -376,7 +381,7 @@ kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, in
 int kd_sampler_count(const kd_sampler *s); /* cases added */
 /* The batch of `step`: images (B, C, P, P, P) and targets (B, 3, P, P, P), float32
  * NCDHW; info (B entries) may be NULL. Cases are visited in a fresh permutation per
- * epoch. A pure function of (seed, rank, step): safe to call from several threads. */
+ * epoch. A pure function of (seed, rank, ranks, step): safe to call from several threads. */
 kd_status kd_sampler_batch(kd_sampler *s, int64_t step, float *images, float *targets,
                            kd_patch_info *info);
 size_t kd_sampler_image_floats(const kd_sampler *s);  /* B*C*P^3 */

@@ -18,6 +18,10 @@ typedef struct kd_device kd_device;
  * anything else is a case-insensitive substring of the device or platform name.
  * Builds every program (from the on-disk cache when it can). */
 kd_status kd_device_open(const char *selector, kd_device **out);
+/* The selector ("P:D") of the n-th device, counted modulo their number, of the best kind
+ * present (GPUs, else accelerators, else CPUs), in platform and device order: how the
+ * ranks of a distributed job on one machine share its GPUs (rank n takes the n-th). */
+kd_status kd_device_selector_nth(int n, char *buf, size_t len);
 /* Releases the device, its programs and buffer pool (every tensor and model on it must be
  * freed first). NULL ok. */
 void kd_device_free(kd_device *dev);

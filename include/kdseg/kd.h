@@ -22,6 +22,7 @@
 #include <stdio.h>
 
 #include "kdseg/data.h"
+#include "kdseg/dist.h"
 #include "kdseg/infer.h"
 #include "kdseg/metrics.h"
 #include "kdseg/postproc.h"
@@ -126,6 +127,13 @@ typedef struct kd_train_opts {
     kd_progress_fn progress;   /* banner and summary lines (NULL: quiet, no progress bar) */
     void *progress_ctx;
     const volatile int *stop;  /* set by the caller: last.kds saved, KD_ERR_INTERRUPTED */
+    /* scale-out */
+    kd_dist *dist;             /* data-parallel job (kdseg/dist.h), borrowed; NULL: this
+                                  process alone. Every rank opens the session with the same
+                                  options on its own device; the batch is per rank (the
+                                  global batch is ranks x batch); rank 0 generates the
+                                  phantom cohort and writes OUT; OUT and the data must be
+                                  on a file system every rank sees */
 } kd_train_opts;
 
 /* The defaults above (the kdseg train command's). */
@@ -199,6 +207,12 @@ typedef struct kd_ensemble_opts {
     kd_progress_fn progress;    /* a line per case */
     void *progress_ctx;
     const volatile int *stop;   /* checked between cases */
+    kd_dist *dist;              /* the job whose ranks share the cases (kdseg/dist.h),
+                                   borrowed; NULL: this process alone. Case i of the data is
+                                   rank i mod ranks'; each writes its own cases' outputs into
+                                   the one OUT (rank 0 holds its lock), and rank 0 gathers
+                                   the agreement rows into agreement.csv, in case order, at
+                                   the end; reports count every rank's cases */
 } kd_ensemble_opts;
 
 /* No models; automatic layout, inference and post-processing defaults, labels AUTO. */

@@ -17,6 +17,7 @@
 #include "kdseg/plot.h"
 #include "kdseg/sched.h"
 #include "kdseg/tune.h"
+#include "kdseg/dist.h"
 #include "kdseg/kd.h"
 
 #endif

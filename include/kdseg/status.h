@@ -25,7 +25,9 @@ typedef enum kd_status {
     KD_ERR_INTERRUPTED,   /* stopped by a signal or a request to stop */
     KD_ERR_UNSUPPORTED,   /* the device or build lacks a capability the call needs */
     KD_ERR_INTERNAL,      /* an internal invariant failed: a bug */
-    KD_ERR_BUSY           /* an output folder is in use by another process (kdseg/fs.h) */
+    KD_ERR_BUSY,          /* an output folder is in use by another process (kdseg/fs.h) */
+    KD_ERR_PEER           /* another rank of a distributed job failed, vanished, timed out
+                             or disagrees (kdseg/dist.h) */
 } kd_status;
 
 /* Short fixed name of a status ("out of memory"). */
@@ -60,6 +62,10 @@ typedef enum kd_log_level {
  * or the value of KDSEG_LOG (error|warn|info|debug). */
 void kd_log_set_level(kd_log_level level);
 kd_log_level kd_log_get_level(void);
+/* Text put before every log line after "kdseg LEVEL: " (a distributed job's "[rank 1/4] ");
+ * copied; NULL or "" for none. Set once at start-up, before any thread logs. */
+void kd_log_set_prefix(const char *prefix);
+const char *kd_log_prefix(void); /* "" when none */
 /* One line to stderr when level is at or below the current level. */
 void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -83,6 +83,13 @@ kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied);
 kd_status kd_optim_read_async(kd_optim *o, float st[2], kd_event **ev);
 long kd_optim_steps(const kd_optim *o);          /* updates applied (Adam's bias correction) */
 void kd_optim_set_steps(kd_optim *o, long steps); /* e.g. from a checkpoint */
+/* Called at the start of every kd_optim_step, before the gradient norm, the finite
+ * check and the update: it may rewrite the gradients (grads: the model's slab) and the
+ * step's loss total (loss_total: the loss's device value, NULL when the step was given
+ * no loss), e.g. average both over the ranks of a data-parallel job (kdseg/dist.h). An
+ * error ends the step with nothing updated. NULL fn: none (the default). */
+typedef kd_status (*kd_grad_hook)(void *ctx, kd_optim *o, kd_tensor *grads, kd_tensor *loss_total);
+void kd_optim_set_grad_hook(kd_optim *o, kd_grad_hook fn, void *ctx);
 /* State slabs (m, v, vmax for Adam; momentum for SGD), for checkpoints. */
 int kd_optim_state_count(const kd_optim *o);
 kd_tensor *kd_optim_state_tensor(kd_optim *o, int i);
@@ -218,6 +225,9 @@ typedef struct kd_train_config {
     int progress;            /* 1: progress bar on a terminal, 0: quiet */
     const volatile int *stop;/* set non-zero (e.g. by SIGINT) to save and stop */
     double best_so_far;      /* best mean validation Dice before `start` (-1: none) */
+    int follower;            /* 1: a data-parallel rank other than 0 (kdseg/dist.h): runs
+                                the steps and the validation calls (which a data-parallel
+                                val shares over the ranks); writes no file, no progress */
 } kd_train_config;
 
 typedef struct kd_train_result {

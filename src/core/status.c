@@ -28,6 +28,7 @@ const char *kd_status_string(kd_status s) {
     case KD_ERR_UNSUPPORTED: return "unsupported";
     case KD_ERR_INTERNAL: return "internal error";
     case KD_ERR_BUSY: return "folder in use";
+    case KD_ERR_PEER: return "another rank failed";
     }
     return "unknown status";
 }
@@ -148,6 +149,11 @@ static int level_from_env(void) {
 
 void kd_log_set_level(kd_log_level level) { g_level = (int)level; }
 
+static char g_prefix[64];
+
+void kd_log_set_prefix(const char *prefix) { snprintf(g_prefix, sizeof g_prefix, "%s", prefix ? prefix : ""); }
+const char *kd_log_prefix(void) { return g_prefix; }
+
 kd_log_level kd_log_get_level(void) {
     if (g_level < 0) g_level = level_from_env();
     return (kd_log_level)g_level;
@@ -164,7 +170,7 @@ void kd_log(kd_log_level level, const char *fmt, ...) {
     format_fit(buf, sizeof buf, fmt, ap);
     va_end(ap);
     fflush(stdout); /* what the command printed before this line comes first */
-    fprintf(stderr, "kdseg %s: %s\n", names[level], buf);
+    fprintf(stderr, "kdseg %s: %s%s\n", names[level], g_prefix, buf);
 }
 
 void kd_log_progress(const char *fmt, ...) {
@@ -175,7 +181,7 @@ void kd_log_progress(const char *fmt, ...) {
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
     fflush(stdout);
-    fprintf(stderr, "kdseg info: %s\n", buf);
+    fprintf(stderr, "kdseg info: %s%s\n", g_prefix, buf);
 }
 
 void kd_format_duration(double t, char *buf, size_t n) {

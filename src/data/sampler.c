@@ -82,6 +82,8 @@ static kd_status check_opts(const kd_sampler_opts *o) {
         if (o->patch[i] < 1 || o->patch[i] > 1024)
             return kd_fail(KD_ERR_INVALID_ARG, "sampler: patch size %d out of range", o->patch[i]);
     if (o->margin < 0) return kd_fail(KD_ERR_INVALID_ARG, "sampler: margin %d < 0", o->margin);
+    if (o->ranks < 0 || o->ranks > 1000000 || o->rank < 0 || (o->ranks > 1 && o->rank >= o->ranks))
+        return kd_fail(KD_ERR_INVALID_ARG, "sampler: rank %d of %d ranks", o->rank, o->ranks);
     if (!prob_ok(o->fg_fraction) || !prob_ok(o->random_fraction) ||
         o->fg_fraction + o->random_fraction > 1.0001f)
         return kd_fail(KD_ERR_INVALID_ARG,
@@ -265,7 +267,7 @@ static void release(kd_sampler *s, entry *e) {
 /* The source of global sample g: a fresh permutation of the cases per epoch. */
 static int pick_source(const kd_sampler *s, int64_t g) {
     int64_t epoch = g / s->n, pos = g % s->n;
-    kd_rng r = kd_rng_make(s->o.seed, (uint64_t)s->o.rank, (uint64_t)epoch, UINT64_MAX);
+    kd_rng r = kd_rng_make(s->o.seed, 0, (uint64_t)epoch, UINT64_MAX); /* shared by all ranks */
     /* Only the first pos+1 steps of a Fisher-Yates shuffle are needed. */
     int *perm = malloc(s->n * sizeof(int));
     if (!perm) return (int)pos;
@@ -475,10 +477,12 @@ kd_status kd_sampler_batch(kd_sampler *s, int64_t step, float *images, float *ta
     if (!s || !s->n) return kd_fail(KD_ERR_INVALID_ARG, "sampler: no cases added");
     if (step < 0) return kd_fail(KD_ERR_INVALID_ARG, "sampler: step %lld < 0", (long long)step);
     const size_t pn = p3(s);
+    /* this rank's samples of the step's global batch (kd_sampler_opts.ranks) */
+    int ranks = s->o.ranks > 1 ? s->o.ranks : 1, first = ranks > 1 ? s->o.rank * s->o.batch : 0;
     for (int b = 0; b < s->o.batch; b++) {
-        int64_t g = step * s->o.batch + b;
+        int64_t g = step * s->o.batch * ranks + first + b;
         int si = pick_source(s, g);
-        kd_rng r = kd_rng_make(s->o.seed, (uint64_t)s->o.rank, (uint64_t)step, (uint64_t)b);
+        kd_rng r = kd_rng_make(s->o.seed, 0, (uint64_t)step, (uint64_t)(first + b));
         entry *e;
         kd_status st = acquire(s, si, &e);
         if (st) return kd_fail_context(st, "sampler step %lld", (long long)step);

@@ -87,7 +87,8 @@ static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
     for (int i = 0; i < kd_dataset_count(st->ds); i++)
         if (strlen(kd_dataset_case_name(st->ds, i)) + 13 > strlen(longest))
             snprintf(longest, sizeof longest, "%s_prob.nii.gz", kd_dataset_case_name(st->ds, i));
-    for (int i = -1; i < nmember(r) && !s; i++)
+    /* a job's rank 0 holds the folders for all its ranks (which write other cases) */
+    for (int i = -1; i < nmember(r) && !s && kd_dist_rank(e->dist) == 0; i++)
         s = kd_outdir_open(i < 0 ? r->out : r->member_out[i], longest, &st->outdirs[i + 1]);
     if (s) return s;
     st->infer = e->infer;
@@ -258,10 +259,10 @@ static kd_status one_case(run_state *st, int i, kd_annotate_report *rep) {
  * was never renamed into place; a case whose output was removed is redone. The last row
  * of a case wins. A missing file is created with its header the same way, so a run killed
  * before its first row never leaves an empty or header-less file. */
-static kd_status agreement_clean(const char *out, const char *path) {
+/* Rows of one agreement file whose case output exists, appended to *rows. */
+static kd_status agreement_read(const char *out, const char *path, char ***rows, int *n, int *cap) {
     FILE *f = fopen(path, "r");
-    char **rows = NULL, line[1024], tmp[KD_PATH_MAX], file[KD_PATH_MAX];
-    int n = 0, cap = 0;
+    char line[1024], file[KD_PATH_MAX];
     kd_status s = KD_OK;
     while (f && !s && fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
@@ -270,14 +271,57 @@ static kd_status agreement_clean(const char *out, const char *path) {
         if (kd_path_printf(file, sizeof file, "%s/%.*s.nii.gz", out, (int)(comma - line), line) ||
             !kd_exists(file))
             continue;
-        if (n == cap) {
-            char **q = realloc(rows, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *rows);
+        if (*n == *cap) {
+            char **q = realloc(*rows, (size_t)(*cap = *cap ? 2 * *cap : 64) * sizeof **rows);
             if (!q) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
-            else rows = q;
+            else *rows = q;
         }
-        if (!s && !(rows[n++] = strdup(line))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
+        if (!s && !((*rows)[(*n)++] = strdup(line))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
     }
     if (f) fclose(f);
+    return s;
+}
+
+/* A job's ranks each append their rows to OUT/agreement.csv.rank-R (R < 4096); rank 0
+ * merges them into agreement.csv at the start (a killed job's rows) and at the end. */
+#define AGREE_PART "agreement.csv.rank-%d"
+#define AGREE_PARTS_MAX 4096
+
+/* Position of row's case in ds (rows of cases not in ds last). */
+static int case_order(const kd_dataset *ds, const char *row) {
+    size_t key = strcspn(row, ",");
+    for (int i = 0; ds && i < kd_dataset_count(ds); i++) {
+        const char *name = kd_dataset_case_name(ds, i);
+        if (strlen(name) == key && !strncmp(name, row, key)) return i;
+    }
+    return ds ? kd_dataset_count(ds) : 0;
+}
+
+static kd_status agreement_clean_rows(const char *out, const char *path, const kd_dataset *ds, int merge);
+
+static kd_status agreement_clean(const char *out, const char *path) {
+    return agreement_clean_rows(out, path, NULL, 0);
+}
+
+/* The same, with merge: the rank files' rows too (then removed), every row in ds's case
+ * order, so that a job of any number of ranks writes the file one process writes. */
+static kd_status agreement_clean_rows(const char *out, const char *path, const kd_dataset *ds, int merge) {
+    char **rows = NULL, tmp[KD_PATH_MAX], part[KD_PATH_MAX];
+    int n = 0, cap = 0;
+    kd_status s = agreement_read(out, path, &rows, &n, &cap);
+    for (int r = 0; merge && r < AGREE_PARTS_MAX && !s; r++) {
+        char name[64];
+        snprintf(name, sizeof name, AGREE_PART, r);
+        if (!(s = kd_path_join(part, sizeof part, out, name)) && kd_exists(part))
+            s = agreement_read(out, part, &rows, &n, &cap);
+    }
+    if (merge && !s) /* stable: a case's later rows stay later */
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && case_order(ds, rows[j - 1]) > case_order(ds, rows[j]); j--) {
+                char *t = rows[j];
+                rows[j] = rows[j - 1];
+                rows[j - 1] = t;
+            }
     if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
     FILE *g = s ? NULL : fopen(kd_output_target(tmp), "w");
     if (!s && !g) s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
@@ -295,6 +339,13 @@ static kd_status agreement_clean(const char *out, const char *path) {
             remove(tmp);
         }
     }
+    /* the rank files' rows are in agreement.csv now */
+    for (int r = 0; merge && r < AGREE_PARTS_MAX && !s; r++) {
+        char name[64];
+        snprintf(name, sizeof name, AGREE_PART, r);
+        if (!kd_path_join(part, sizeof part, out, name) && kd_exists(part) && remove(part) != 0)
+            s = kd_fail(KD_ERR_IO, "%s: cannot remove: %s", part, strerror(errno));
+    }
     for (int i = 0; i < n; i++) free(rows[i]);
     free(rows);
     return s;
@@ -302,16 +353,53 @@ static kd_status agreement_clean(const char *out, const char *path) {
 
 static kd_status agreement_open(run_state *st) {
     char path[KD_PATH_MAX];
+    kd_dist *d = st->r->e->dist;
+    int ranks = kd_dist_size(d);
     kd_status s = kd_path_join(path, sizeof path, st->r->out, "agreement.csv");
-    if (!s) s = agreement_clean(st->r->out, path);
+    if (ranks == 1) {
+        if (!s) s = agreement_clean(st->r->out, path);
+    } else {
+        /* rank 0 gathers a killed job's rows; then each rank its own file */
+        if (!s && kd_dist_rank(d) == 0) s = agreement_clean_rows(st->r->out, path, st->ds, 1);
+        s = kd_dist_agree(d, s);
+        char name[64];
+        snprintf(name, sizeof name, AGREE_PART, kd_dist_rank(d));
+        if (!s) s = kd_path_join(path, sizeof path, st->r->out, name);
+    }
     if (s) return s;
     st->agree = fopen(kd_output_target(path), "a");
     if (!st->agree) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     return KD_OK;
 }
 
+/* The end of a job's run: every rank done, rank 0 gathers the agreement rows, and the
+ * report counts every rank's cases. */
+static kd_status gather(run_state *st, kd_status s, kd_annotate_report *rep) {
+    kd_dist *d = st->r->e->dist;
+    if (kd_dist_size(d) == 1) return s;
+    if (st->agree) {
+        if (fclose(st->agree) != 0 && !s) s = kd_fail(KD_ERR_IO, "%s: agreement rows: %s", st->r->out, strerror(errno));
+        st->agree = NULL;
+        if (!(s = kd_dist_agree(d, s)) && kd_dist_rank(d) == 0) {
+            char path[KD_PATH_MAX];
+            s = kd_path_join(path, sizeof path, st->r->out, "agreement.csv");
+            if (!s) s = agreement_clean_rows(st->r->out, path, st->ds, 1);
+        }
+    }
+    s = kd_dist_agree(d, s);
+    float counts[2] = {(float)rep->annotated, (float)rep->skipped};
+    if (!s) s = kd_dist_allreduce_sum(d, counts, 2, "counting the ranks' cases");
+    if (!s) {
+        rep->annotated = (int)counts[0];
+        rep->skipped = (int)counts[1];
+    }
+    return s;
+}
+
+/* Case i is to be done, and by this rank. */
 static int wanted(const run_state *st, int i) {
-    return st->r->mode != MODE_ANNOTATE || st->r->all || !kd_dataset_case_labeled(st->ds, i);
+    return (st->r->mode != MODE_ANNOTATE || st->r->all || !kd_dataset_case_labeled(st->ds, i)) &&
+           kd_dist_mine(st->r->e->dist, i);
 }
 
 static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep) {
@@ -321,10 +409,15 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
     memset(rep, 0, sizeof *rep);
     run_state st;
     kd_status s = state_open(dev, r, &st);
+    s = kd_dist_agree(e->dist, s); /* every rank ready; rank 0 holds OUT */
     if (!s && r->mode == MODE_ANNOTATE && st.nmodels > 1) s = agreement_open(&st);
-    int n = s ? 0 : kd_dataset_count(st.ds), todo = 0, k = 0;
+    int n = s ? 0 : kd_dataset_count(st.ds), todo = 0, k = 0, total = 0;
     for (int i = 0; i < n; i++) todo += wanted(&st, i);
-    if (!s && r->mode == MODE_ANNOTATE && !todo)
+    /* the job's cases: this rank's (todo) and every rank's (total) */
+    float count = (float)todo;
+    if (!s) s = kd_dist_allreduce_sum(e->dist, &count, 1, "counting the job's cases");
+    total = (int)count;
+    if (!s && r->mode == MODE_ANNOTATE && !total)
         kd_log(KD_LOG_WARN, "%s: no unlabeled case to annotate (%d case%s, all labeled); --all annotates "
                "labeled cases too", r->dataset, n, n == 1 ? "" : "s");
     if (!s)
@@ -348,7 +441,8 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
         if (!s && e->progress && !kd_log_is_tty() && k < todo)
             kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
-    state_free(&st, s != KD_OK || !todo); /* nothing done: no folder left behind */
+    s = gather(&st, s, rep);
+    state_free(&st, s != KD_OK || !total); /* nothing done: no folder left behind */
     return s;
 }
 

@@ -267,10 +267,15 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     if (!s) return kd_fail(KD_ERR_OUT_OF_MEMORY, "training session");
     s->o = *o;
     s->dev = dev;
-    /* one writer per output folder; the longest name it gets: a phantom case file */
-    st = kd_outdir_open(o->out, o->synthetic_cases > 0 ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
-                                                       : "train.png.bak", &s->outdir);
-    if (!st) st = check_earlier_run(s);
+    kd_dist *dist = o->dist;
+    int rank = kd_dist_rank(dist), follower = rank > 0;
+    /* one writer per output folder (rank 0 of a job); the longest name it gets: a phantom
+     * case file */
+    st = follower ? KD_OK
+                  : kd_outdir_open(o->out, o->synthetic_cases > 0 ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
+                                                                  : "train.png.bak", &s->outdir);
+    if (!st && !follower) st = check_earlier_run(s);
+    st = kd_dist_agree(dist, st);
     kd_ckpt_meta last;
     kd_ckpt_meta_init(&last);
     char lastp[KD_PATH_MAX] = "";
@@ -287,15 +292,30 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     /* the model before the data: a model that cannot be built generates no cohort */
     if (!st) st = open_model(s);
     if (!st && o->data) st = kd_path_printf(s->data, sizeof s->data, "%s", o->data);
-    else if (!st && o->synthetic_cases > 0) st = synthetic_data(s);
+    else if (!st && o->synthetic_cases > 0 && !follower) st = synthetic_data(s);
+    /* the other ranks read the phantom cohort rank 0 wrote */
+    st = kd_dist_agree(dist, st);
+    if (!st && !o->data && o->synthetic_cases > 0 && follower) st = synthetic_data(s);
     s->o.data = s->data;
+    s->o.sampler.rank = rank;
+    s->o.sampler.ranks = kd_dist_size(dist);
     if (!st) st = open_data(s);
-    kd_sampler_opts so = o->sampler;
+    kd_sampler_opts so = s->o.sampler;
     so.seed = o->seed;
     if (!st) st = kd_sampler_create(&so, &s->smp);
     if (!st) st = kd_sampler_add(s->smp, s->ds, s->lab, s->nlab - o->val_cases);
-    if (!st)
-        st = kd_validator_create(s->ds, s->lab + s->nlab - o->val_cases, o->val_cases, so.patch, &s->val);
+    /* each rank validates its share of the held-out cases (kd_dist_mine) */
+    int *vidx = malloc(sizeof(int) * (size_t)(o->val_cases + 1)), nv = 0;
+    if (!st && !vidx) st = kd_fail(KD_ERR_OUT_OF_MEMORY, "validation case list");
+    for (int j = 0; !st && j < o->val_cases; j++)
+        if (kd_dist_mine(dist, j)) vidx[nv++] = s->lab[s->nlab - o->val_cases + j];
+    if (!st) st = kd_validator_create(s->ds, vidx, nv, so.patch, &s->val);
+    free(vidx);
+    /* every rank ready, from rank 0's parameters, with its gradients averaged; a hash of the
+     * parameters compared at the first update and at every checkpoint */
+    st = kd_dist_agree(dist, st);
+    if (!st) st = kd_dist_broadcast_model(dist, s->m, s->opt);
+    if (!st) st = kd_dist_attach(dist, s->m, s->opt, o->stop, o->ckpt_every > 0 ? o->ckpt_every : 50);
     if (st) {
         kd_session_free(s);
         return st;
@@ -310,7 +330,8 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     tc->ckpt_every = o->ckpt_every;
     tc->out_dir = o->out;
     tc->progress = o->progress != NULL;
-    tc->stop = o->stop;
+    tc->stop = kd_dist_size(dist) > 1 ? kd_dist_stop_flag(dist) : o->stop;
+    tc->follower = follower;
     kd_ckpt_meta_init(&s->meta);
     snprintf(s->meta.mode, sizeof s->meta.mode, "train");
     /* the data as an absolute path: a resumed run compares it wherever it starts from */
@@ -348,12 +369,27 @@ int kd_session_annotated(const kd_session *s, const int **idx) {
     return s->npseudo;
 }
 
+/* A kd_val_fn (ctx: the session): the mean over every rank's share of the held-out
+ * cases, the same on every rank. */
+static kd_status validate_shared(void *ctx, kd_model *m, double dice[3]) {
+    kd_session *s = ctx;
+    int n = kd_validator_count(s->val);
+    kd_status st = n ? kd_validate(s->val, m, dice) : KD_OK;
+    if (st) return st;
+    float sums[4] = {0, 0, 0, (float)n};
+    for (int r = 0; r < 3 && n; r++) sums[r] = (float)(dice[r] * n);
+    st = kd_dist_allreduce_sum(s->o.dist, sums, 4, "gathering the validation Dice");
+    for (int r = 0; r < 3 && !st; r++) dice[r] = sums[3] > 0 ? sums[r] / sums[3] : 0.0;
+    return st;
+}
+
 kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd_train_result *res) {
     const kd_train_opts *o = &s->o;
     const int *p = o->sampler.patch;
     kd_train_result r;
     if (!res) res = &r;
-    if (!s->ran && o->overwrite) {
+    int ranks = kd_dist_size(o->dist), follower = kd_dist_rank(o->dist) > 0;
+    if (!s->ran && o->overwrite && !follower) { /* rank 0 keeps the earlier run's files */
         kd_status st = keep_earlier_run(s);
         if (st) return st;
     }
@@ -361,11 +397,12 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
     if (s->start >= o->steps) { /* a finished run resumed: nothing to train, nothing rewritten */
         memset(res, 0, sizeof *res);
         res->best_dice = s->tc.best_so_far;
-        kd_progressf(o->progress, o->progress_ctx, "%s/last.kds is at step %ld of %ld already: nothing to "
-                     "train (more steps continue it)", o->out, s->start, o->steps);
+        if (!follower)
+            kd_progressf(o->progress, o->progress_ctx, "%s/last.kds is at step %ld of %ld already: nothing "
+                         "to train (more steps continue it)", o->out, s->start, o->steps);
         return KD_OK;
     }
-    if (o->progress) {
+    if (o->progress && !follower) {
         size_t plan = 0;
         kd_model_plan(s->m, kd_shape5(o->sampler.batch, kd_model_in_channels(s->m), p[0], p[1], p[2]), 1,
                       &plan);
@@ -374,13 +411,38 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
                      "%dx%dx%d, batch %d, steps %ld..%ld",
                      kd_model_spec(s->m), kd_model_param_count(s->m), kd_device_name(s->dev), s->nlab,
                      o->val_cases, p[0], p[1], p[2], o->sampler.batch, s->start, o->steps);
+        if (ranks > 1)
+            kd_progressf(o->progress, o->progress_ctx,
+                         "data-parallel over %d ranks: batch %d per rank, %d in all; gradients "
+                         "averaged every step",
+                         ranks, o->sampler.batch, ranks * o->sampler.batch);
         kd_progressf(o->progress, o->progress_ctx,
                      "planned activation memory %.1f MiB (+ %.1f MiB parameters, gradients and "
                      "optimizer state)", plan / 1048576.0, 5.0 * kd_model_param_bytes(s->m) / 1048576.0);
     }
-    kd_status st = kd_train_run(s->m, s->opt, &s->tc, s->start, step, step_ctx,
-                                o->val_cases ? kd_validate : NULL, s->val, res);
+    kd_val_fn val = !o->val_cases ? NULL : ranks > 1 ? validate_shared : kd_validate;
+    kd_status st = kd_train_run(s->m, s->opt, &s->tc, s->start, step, step_ctx, val,
+                                ranks > 1 ? (void *)s : (void *)s->val, res);
     if (st && st != KD_ERR_INTERRUPTED) return st;
+    /* every rank ends with the parameters rank 0 saved */
+    uint64_t hash = 0;
+    kd_status hs = ranks > 1 ? kd_dist_check_model(o->dist, s->m, s->start + res->steps_done) : KD_OK;
+    if (!hs && ranks > 1) hs = kd_model_hash(s->m, &hash);
+    if (hs) return hs;
+    if (follower) return st; /* rank 0 reports and plots */
+    if (ranks > 1) {
+        long n = 0;
+        kd_progressf(o->progress, o->progress_ctx, "parameters identical on all %d ranks (hash %016llx)",
+                     ranks, (unsigned long long)hash);
+        double ar = 0, wait = 0, ex = kd_dist_exchange_seconds(o->dist, &n, &ar, &wait);
+        double k = n > 0 ? 1.0 / (double)n : 0.0;
+        kd_progressf(o->progress, o->progress_ctx,
+                     "gradient exchange over %d ranks, per step after the first: %.4f s = waiting "
+                     "for the slowest rank %.4f s%s + MPI_Allreduce of %zu gradients %.4f s + device "
+                     "reads, writes and hash checks %.4f s",
+                     ranks, ex * k, wait * k, wait > 0 ? "" : " (KDSEG_DIST_PROFILE=1 measures it apart)",
+                     kd_model_param_count(s->m), ar * k, (ex - ar - wait) * k);
+    }
     char best[64] = "none (no validation yet)";
     if (res->best_dice >= 0) snprintf(best, sizeof best, "%.4f", res->best_dice);
     kd_progressf(o->progress, o->progress_ctx,

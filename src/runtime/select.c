@@ -226,3 +226,20 @@ kd_status kd_device_ident_chosen(const char *selector, kd_dev_ident *out) {
     if (!s) ident_fill(e.platform, e.device, out);
     return s;
 }
+
+kd_status kd_device_selector_nth(int n, char *buf, size_t len) {
+    kd_dev_entry list[KD_MAX_DEVICES];
+    int count = 0, best = 4, k = 0;
+    kd_status s = kd_rt_enumerate(list, &count);
+    if (s) return s;
+    for (int i = 0; i < count; i++)
+        if (list[i].rank < best) best = list[i].rank;
+    for (int i = 0; i < count; i++) k += list[i].rank == best;
+    int want = n < 0 ? 0 : n % k;
+    for (int i = 0; i < count; i++)
+        if (list[i].rank == best && want-- == 0) {
+            snprintf(buf, len, "%d:%d", list[i].p, list[i].d);
+            return KD_OK;
+        }
+    return kd_fail(KD_ERR_INTERNAL, "device %d of %d not found", n, k);
+}

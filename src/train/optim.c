@@ -15,6 +15,8 @@ struct kd_optim {
     int nstate;
     kd_tensor *part, *stats; /* gradient-norm partials; [sumsq, finite] */
     long steps;
+    kd_grad_hook hook; /* e.g. the data-parallel gradient average */
+    void *hook_ctx;
 };
 
 void kd_optim_defaults(kd_optim_config *c) {
@@ -65,10 +67,18 @@ const char *kd_optim_state_name(const kd_optim *o, int i) {
     return o->c.kind == KD_OPT_ADAM ? adam[i] : "sgd.momentum_buffer";
 }
 
+void kd_optim_set_grad_hook(kd_optim *o, kd_grad_hook fn, void *ctx) {
+    o->hook = fn;
+    o->hook_ctx = ctx;
+}
+
 kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss) {
     kd_tensor *p = kd_model_params(o->m), *g = kd_model_grads(o->m);
+    kd_tensor *lt = loss ? kd_loss_total_tensor(loss) : NULL;
     int n = (int)kd_tensor_numel(p);
-    kd_status s = kd_grad_check(g, loss ? kd_loss_total_tensor(loss) : NULL, o->part, o->stats);
+    kd_status s = o->hook ? o->hook(o->hook_ctx, o, g, lt) : KD_OK;
+    if (s) return s;
+    s = kd_grad_check(g, lt, o->part, o->stats);
     if (s) return kd_fail_context(s, "gradient norm of %d parameters", n);
     o->steps++;
     if (o->c.kind == KD_OPT_ADAM) {

@@ -90,6 +90,7 @@ static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const 
                       long step, double best) {
     char path[KD_PATH_MAX];
     kd_ckpt_meta meta;
+    if (c->follower) return KD_OK; /* rank 0 writes */
     kd_status s = kd_path_join(path, sizeof path, c->out_dir, name);
     if (s) return s;
     if (c->meta) meta = *c->meta;
@@ -159,10 +160,10 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
     kd_status s;
     double best = c->best_so_far, t0 = now_s(); /* a resumed run keeps its best score */
     long step = start;
-    int interactive = c->progress && kd_log_is_tty();
+    int follower = c->follower, interactive = c->progress && !follower && kd_log_is_tty();
     char path[KD_PATH_MAX];
-    if ((s = kd_mkdirs(c->out_dir)) || (s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) ||
-        (s = csv_open(path, start, &csv)))
+    if (!follower && ((s = kd_mkdirs(c->out_dir)) || (s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) ||
+                      (s = csv_open(path, start, &csv))))
         goto done;
     kd_device_mem_reset_peak(dev);
     for (step = start; step < c->steps; step++) {
@@ -189,6 +190,8 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
         res->last_loss = lv;
         double dice[3] = {NAN, NAN, NAN};
         int validated = 0;
+        /* every rank validates (a data-parallel validation shares its cases); save is
+         * rank 0's */
         if (val && c->val_every > 0 && ((step + 1) % c->val_every == 0 || step + 1 == c->steps)) {
             if ((s = val(vctx, m, dice))) goto done;
             validated = 1;
@@ -198,6 +201,7 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
                 if ((s = save(m, o, c, "best.kds", step + 1, best))) goto done;
             }
         }
+        if (follower) continue; /* the log, checkpoints and progress are rank 0's */
         fprintf(csv, "%ld,%s,%.6f,%.6g,%.6g,%.4f", step, r.kind, (double)lv,
                 (double)lr, (double)gn, now_s() - ts0);
         if (validated) fprintf(csv, ",%.4f,%.4f,%.4f\n", dice[0], dice[1], dice[2]);
