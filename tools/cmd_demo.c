@@ -432,7 +432,7 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "kdseg demo: cannot create %s\n", out);
         return 1;
     }
-    const char *com = "--patch %d --batch %d --margin 50 --fg-fraction 0.5 --val-cases 2 --quiet "
+    const char *com = "--recipe phantom --patch %d --batch %d --margin 50 --fg-fraction 0.5 --val-cases 2 --quiet "
                       "--threads 1 --schedule cosine";
     char common[512];
     snprintf(common, sizeof common, com, c.patch, c.batch);

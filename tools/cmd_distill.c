@@ -233,7 +233,7 @@ static kd_status filter_by_agreement(const char *ann, const kd_dataset *pool, in
 
 static int run(int argc, char **argv) {
     kd_train_args a;
-    kd_train_args_default(&a);
+    if (kd_train_args_init("distill", argc, argv, &a)) return 2;
     const char *unlabeled = NULL, *teachers[16], *pseudo_loss = "paper", *distill_loss = "bce";
     int nt = 0, online = 0, r;
     double ratio = 0.5, weight = 1.0, min_agree = 0;

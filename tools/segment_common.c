@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kdseg/recipe.h"
 #include "kdseg/train.h"
 #include "tmpfiles.h"
 
@@ -73,8 +74,16 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
             a->post.threshold = (float)x;
         } else if (kd_cli_opt(argc, argv, &i, "--et-min", &v)) {
             r = kd_cli_int(cmd, "--et-min", v, -1, 1000000000, &a->post.et_min_voxels);
+            a->set_et_min = 1;
         } else if (kd_cli_opt(argc, argv, &i, "--min-component", &v)) {
             r = kd_cli_float(cmd, "--min-component", v, 0, 1, &a->post.min_component_fraction);
+            a->set_min_component = 1;
+        } else if (kd_cli_opt(argc, argv, &i, "--largest-component", &v)) {
+            r = kd_cli_int(cmd, "--largest-component", v, 0, 1, &a->post.largest_only);
+            a->set_largest = 1;
+        } else if (kd_cli_opt(argc, argv, &i, "--brain-mask", &v)) {
+            r = kd_cli_int(cmd, "--brain-mask", v, 0, 1, &a->brain_mask);
+            a->set_brain_mask = 1;
         } else if (kd_cli_flag(argv, i, "--probabilities")) {
             a->probabilities = 1;
             if (i + 1 < argc && (!strcmp(argv[i + 1], "u8") || !strcmp(argv[i + 1], "f32")))
@@ -103,6 +112,24 @@ int kd_seg_args_parse(const char *cmd, int argc, char **argv, kd_seg_args *a) {
 
 void kd_seg_args_free(kd_seg_args *a) { (void)a; }
 
+/* The post-processing of the first model's recipe (recorded in its checkpoint; none
+ * recorded: the paper's rules, as before recipes existed), where the command line does not
+ * set it. */
+static void post_from_recipe(const kd_seg_args *a, const char *meta, kd_seg_run *r) {
+    char name[64];
+    if (!kd_meta_get(meta, "recipe", name, sizeof name)) return;
+    const kd_recipe *rc = kd_recipe_find(name);
+    if (!rc) {
+        kd_log(KD_LOG_WARN, "%s: recipe '%s' is unknown to this version; post-processing as "
+               "the command line says", a->models[0], name);
+        return;
+    }
+    if (!a->set_brain_mask) r->brain_mask = rc->brain_mask;
+    if (!a->set_largest) r->post.largest_only = rc->largest_only;
+    if (!a->set_min_component) r->post.min_component_fraction = rc->min_component;
+    if (!a->set_et_min) r->post.et_min_voxels = rc->et_min_voxels;
+}
+
 kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     memset(r, 0, sizeof *r);
     kd_dataset_opts o;
@@ -115,6 +142,8 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     if (s) return s;
     if (!(r->dev = kd_cli_open_device(cmd))) return kd_fail(KD_ERR_NO_DEVICE, "%s", kd_last_error());
     r->infer = a->infer;
+    r->post = a->post;
+    r->brain_mask = a->brain_mask;
     int patch[3] = {0, 0, 0}, all_have_patch = a->nmodels > 0;
     for (int i = 0; i < a->nmodels; i++) {
         char meta[4096], v[64];
@@ -131,6 +160,7 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
         } else {
             all_have_patch = 0;
         }
+        if (i == 0) post_from_recipe(a, meta, r);
         r->nmodels++;
         if (kd_model_in_channels(r->models[i]) != kd_dataset_channels(r->ds))
             return kd_fail(KD_ERR_SHAPE, "%s takes %d channels but the data has %d (--modalities)",
@@ -213,7 +243,7 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
     if (s) return s;
     size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     float *p = calloc(3 * nv, sizeof(float)), *one = NULL;
-    uint8_t *lab = malloc(nv);
+    uint8_t *lab = malloc(nv), *mask = NULL;
     kd_infer_stats st = {0}, st1;
     size_t peak = 0;
     if (!p || !lab) {
@@ -248,7 +278,15 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         if (s) goto done;
         if (a->nmember_out) one = p; /* a single model is its own member */
     }
-    kd_postproc_options po = a->post;
+    kd_postproc_options po = r->post;
+    if (r->brain_mask) {
+        if (!(mask = malloc(nv))) {
+            s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s: brain mask", name);
+            goto done;
+        }
+        kd_case_brain_mask(c, mask);
+        po.brain_mask = mask;
+    }
     kd_layout lay = kd_dataset_layout(r->ds);
     if (a->labels) {
         if ((s = kd_label_convention_parse(a->labels, &po.labels))) goto done;
@@ -281,7 +319,7 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
             goto done;
         }
         kd_case_crop(c, p, 3, pp);
-        for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > a->post.threshold ? 1.0f : 0.0f;
+        for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > r->post.threshold ? 1.0f : 0.0f;
         snprintf(path, sizeof path, "%s/%s.png", a->out, name);
         s = kd_png_write_montage(path, c->image, c->channels, c->d, c->h, c->w, pp, NULL);
         free(pp);
@@ -296,6 +334,7 @@ done:
     if (one != p) free(one);
     free(p);
     free(lab);
+    free(mask);
     kd_case_free(c);
     /* (kd_segment_case names the case itself) */
     return s && strncmp(kd_last_error(), "case ", 5) ? kd_fail_context(s, "case %s", name) : s;

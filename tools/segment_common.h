@@ -17,6 +17,9 @@ typedef struct kd_seg_args {
     int probabilities;  /* 0 none, 1 uint8, 2 float32 */
     int png, soft, skip_done, labeled_too;
     int whole; /* --tile whole: one pass over the whole volume, whatever the training patch */
+    int brain_mask; /* --brain-mask 1: no tumour where every modality is 0 */
+    /* post-processing options given on the command line (the others: the model's recipe) */
+    int set_brain_mask, set_largest, set_min_component, set_et_min;
     /* segment --member-out DIR per --model: each model's own label map beside the
      * ensemble's, from the same passes (the ensemble averages them) */
     const char *member_out[KD_SEG_MAX_MODELS];
@@ -34,6 +37,9 @@ typedef struct kd_seg_run {
     /* the options cases run with: the command line's, and without --tile, sliding windows
      * of the models' training patch (read from their checkpoints), as nnU-Net infers */
     kd_infer_opts infer;
+    /* post-processing: the command line's, else the first model's recipe (kdseg/recipe.h) */
+    kd_postproc_options post;
+    int brain_mask;
 } kd_seg_run;
 
 kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r);

@@ -157,30 +157,56 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]) {
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "kdseg/recipe.h"
 #include "tmpfiles.h"
+
+/* The recipe's training defaults into a. */
+static void apply_recipe(kd_train_args *a, const kd_recipe *r) {
+    a->recipe = r->name;
+    memcpy(a->patch, r->patch, sizeof a->patch);
+    a->batch = r->batch;
+    a->steps = (int)r->steps;
+    a->lr = r->lr;
+    a->wd = r->wd;
+    a->optim = r->optim;
+    a->schedule = r->schedule;
+    a->warmup = (int)r->warmup;
+    a->step_every = (int)r->step_every;
+    a->loss = r->loss;
+    a->aug = r->aug;
+    a->fg = r->fg_fraction;
+    a->rnd = r->random_fraction;
+    a->class_balance = r->class_balance;
+    a->margin = r->margin;
+    a->val_cases = r->val_cases;
+    a->val_every = r->val_every;
+}
 
 void kd_train_args_default(kd_train_args *a) {
     memset(a, 0, sizeof *a);
     a->layout = "auto";
     a->model = "resunet";
-    a->optim = "adam";
-    a->schedule = "step";
-    a->loss = "paper";
-    a->aug = "default";
     a->cases = 8;
     a->size[0] = a->size[1] = a->size[2] = 64;
-    a->val_cases = 1;
-    a->patch[0] = a->patch[1] = a->patch[2] = 64;
-    a->batch = 1;
-    a->steps = 200;
-    a->step_every = 16000;
-    a->val_every = 50;
     a->ckpt_every = 50;
     a->threads = 1;
-    a->margin = 50;
-    a->lr = 1e-4;
-    a->wd = 1e-6;
     a->seed = 1;
+    apply_recipe(a, kd_recipe_default());
+}
+
+int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a) {
+    kd_train_args_default(a);
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (!kd_cli_opt(argc, argv, &i, "--recipe", &v)) continue;
+        const kd_recipe *r = v ? kd_recipe_find(v) : NULL;
+        if (!r) {
+            fprintf(stderr, "kdseg %s: --recipe: %s\n", cmd, v ? kd_last_error() : "a name is missing");
+            return 2;
+        }
+        apply_recipe(a, r);
+    }
+    return 0;
 }
 
 void kd_train_args_help(FILE *f) {
@@ -192,23 +218,40 @@ void kd_train_args_help(FILE *f) {
             "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
             "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
             "  --cases N             phantom cases (default 8)     --size D,H,W (default 64)\n"
-            "  --val-cases N         labeled cases held out for validation (default 1)\n"
+            "  --val-cases N         labeled cases held out for validation (recipe)\n"
+            "recipe (the defaults marked 'recipe', listed below):\n"
+            "  --recipe NAME         real (default: real scans) or phantom (the demo's)\n"
             "model and optimisation:\n"
             "  --model SPEC          model spec (default resunet; see kdseg models)\n"
-            "  --patch P|D,H,W       patch size (default 64)      --batch B (default 1)\n"
-            "  --steps N             total steps (default 200)    --lr X (default 1e-4)\n"
-            "  --optim adam|sgd      AMSGrad Adam (default) or Nesterov SGD   --wd X (1e-6)\n"
-            "  --schedule S          step|poly|cosine|const (default step: x0.5 every\n"
-            "                        --step-every N steps, default 16000)   --warmup N\n"
-            "  --loss paper|bce|mse  (default paper: Dice + weighted BCE)\n"
-            "  --aug default|none    augmentation (default)     --fg-fraction X (0)\n"
-            "  --margin N            patch centres in the tumour box + N voxels (default 50)\n"
+            "  --patch P|D,H,W       patch size (recipe)          --batch B (recipe)\n"
+            "  --steps N             total steps (recipe)         --lr X (recipe)\n"
+            "  --optim adam|sgd      AMSGrad Adam or Nesterov SGD (recipe)   --wd X (recipe)\n"
+            "  --schedule S          step|poly|cosine|const (recipe; step: x0.5 every\n"
+            "                        --step-every N steps)        --warmup N (recipe)\n"
+            "  --loss paper|bce|mse  paper: Dice + weighted BCE (recipe)\n"
+            "  --aug SPEC            augmentation: real|phantom|none[:key=value...], e.g.\n"
+            "                        real:elastic=0.2 (recipe)\n"
+            "  --fg-fraction X       share of patches centred on a tumour voxel (recipe)\n"
+            "  --random-fraction X   share centred anywhere in the brain's box (recipe)\n"
+            "  --class-balance 0|1   tumour centres: region first (edema, core, enhancing)\n"
+            "  --margin N            other centres in the tumour box + N voxels (recipe)\n"
             "  --seed S              every random choice (default 1)\n"
-            "  --val-every N         validate every N steps (default 50)\n"
+            "  --val-every N         validate every N steps (recipe)\n"
             "  --ckpt-every N        save last.kds every N steps (default 50)\n"
             "  --resume              continue from OUT/last.kds exactly\n"
             "  --threads N           background loader threads (default 1; 0: none)\n"
-            "  --quiet               no progress output\n");
+            "  --quiet               no progress output\n\n");
+    for (int i = 0; i < kd_recipe_count(); i++) {
+        const kd_recipe *r = kd_recipe_at(i);
+        fprintf(f,
+                "recipe %s%s: %s\n  --patch %d,%d,%d --batch %d --steps %ld --lr %g --wd %g --optim %s "
+                "--schedule %s --warmup %ld --step-every %ld --loss %s --aug %s --fg-fraction %.3g "
+                "--random-fraction %.3g --class-balance %d --margin %d --val-cases %d --val-every %d\n",
+                r->name, r == kd_recipe_default() ? " (default)" : "", r->about, r->patch[0],
+                r->patch[1], r->patch[2], r->batch, r->steps, r->lr, r->wd, r->optim, r->schedule,
+                r->warmup, r->step_every, r->loss, r->aug, (double)r->fg_fraction,
+                (double)r->random_fraction, r->class_balance, r->margin, r->val_cases, r->val_every);
+    }
 }
 
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a) {
@@ -223,6 +266,7 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     else if (kd_cli_opt(argc, argv, i, name, &v)) r = kd_cli_int(cmd, name, v, lo, hi, &a->field);
 #define DBL(name, field, lo, hi) \
     else if (kd_cli_opt(argc, argv, i, name, &v)) r = kd_cli_float(cmd, name, v, lo, hi, &a->field);
+    if (kd_cli_opt(argc, argv, i, "--recipe", &v)) return 1; /* applied by kd_train_args_init */
     if (0) {
     }
     STR("--data", data) STR("--layout", layout) STR("--annotations", annotations)
@@ -233,7 +277,9 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     INT("--warmup", warmup, 0, 100000000) INT("--step-every", step_every, 1, 100000000)
     INT("--val-every", val_every, 0, 100000000) INT("--ckpt-every", ckpt_every, 0, 100000000)
     INT("--threads", threads, 0, 16) INT("--margin", margin, 0, 1000)
+    INT("--class-balance", class_balance, 0, 1)
     DBL("--lr", lr, 1e-9, 10) DBL("--wd", wd, 0, 1) DBL("--fg-fraction", fg, 0, 1)
+    DBL("--random-fraction", rnd, 0, 1)
     else if (kd_cli_opt(argc, argv, i, "--size", &v)) r = kd_cli_dims3(cmd, "--size", v, 16, 512, a->size);
     else if (kd_cli_opt(argc, argv, i, "--patch", &v)) r = kd_cli_dims3(cmd, "--patch", v, 8, 512, a->patch);
     else if (kd_cli_opt(argc, argv, i, "--seed", &v)) {
@@ -262,8 +308,8 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     if (!strcmp(a->optim, "sgd")) s->oc.kind = KD_OPT_SGD;
     else if (strcmp(a->optim, "adam"))
         return kd_fail(KD_ERR_INVALID_ARG, "--optim must be adam or sgd, got '%s'", a->optim);
-    if (strcmp(a->aug, "default") && strcmp(a->aug, "none"))
-        return kd_fail(KD_ERR_INVALID_ARG, "--aug must be default or none, got '%s'", a->aug);
+    kd_augment_opts aug;
+    if ((st = kd_augment_opts_parse(a->aug, &aug))) return kd_fail_context(st, "--aug");
     s->oc.lr = (float)a->lr;
     s->oc.weight_decay = (float)a->wd;
     s->tc.sched.step_every = a->step_every;
@@ -334,8 +380,10 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     memcpy(s->so.patch, a->patch, sizeof s->so.patch);
     s->so.seed = (uint64_t)a->seed;
     s->so.fg_fraction = (float)a->fg;
+    s->so.random_fraction = (float)a->rnd;
+    s->so.class_balance = a->class_balance;
     s->so.margin = a->margin;
-    if (!strcmp(a->aug, "none")) kd_augment_opts_none(&s->so.aug);
+    s->so.aug = aug;
     if ((st = kd_sampler_create(&s->so, &s->smp)) ||
         (st = kd_sampler_add(s->smp, s->ds, s->lab, s->nlab - a->val_cases)))
         return st;
@@ -352,8 +400,9 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     tc->out_dir = a->out;
     tc->progress = !a->quiet;
     tc->stop = &kd_stop_flag;
-    snprintf(s->extra, sizeof s->extra, "data=%s\nloss=%s\noptim=%s\npatch=%d,%d,%d\nbatch=%d\n", data,
-             a->loss, a->optim, a->patch[0], a->patch[1], a->patch[2], a->batch);
+    snprintf(s->extra, sizeof s->extra,
+             "data=%s\nloss=%s\noptim=%s\npatch=%d,%d,%d\nbatch=%d\nrecipe=%s\n", data, a->loss,
+             a->optim, a->patch[0], a->patch[1], a->patch[2], a->batch, a->recipe);
     tc->meta_extra = s->extra;
     kd_install_stop_handler();
     return KD_OK;

@@ -52,14 +52,18 @@ kd_status kd_plot_training(const char *csv_path, const char *png_path);
 
 typedef struct kd_train_args {
     const char *data, *layout, *annotations, *modalities, *out, *model, *optim, *schedule, *loss,
-        *aug;
+        *aug, *recipe;
     int synthetic, cases, size[3], val_cases, patch[3], batch, steps, warmup, step_every,
-        val_every, ckpt_every, resume, threads, margin, quiet;
-    double lr, wd, fg;
+        val_every, ckpt_every, resume, threads, margin, quiet, class_balance;
+    double lr, wd, fg, rnd;
     long seed;
 } kd_train_args;
 
+/* The defaults: the default recipe (kdseg/recipe.h) and the rest. */
 void kd_train_args_default(kd_train_args *a);
+/* The defaults with the recipe named by a --recipe anywhere in argv (the other options
+ * then override it, in any order). 0, or 2 after printing the error. */
+int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a);
 /* Parses argv[*i] if it is a training option: 1 handled, 0 not a training option,
  * 2 a bad value (message printed). */
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a);

@@ -12,5 +12,6 @@
 #include "kdseg/metrics.h"
 
 #include "kdseg/data.h"
+#include "kdseg/recipe.h"
 
 #endif
