@@ -15,7 +15,9 @@ extern "C" {
 typedef enum kd_loss_kind {
     KD_LOSS_PAPER = 0, /* (soft Dice with p^2 + BCE with background weight 0.01) / 2 */
     KD_LOSS_BCE,       /* distillation: BCE against soft targets (both terms weight 1) */
-    KD_LOSS_MSE        /* distillation: mean squared error against soft targets */
+    KD_LOSS_MSE,       /* distillation: mean squared error against soft targets */
+    KD_LOSS_DICE_BCE   /* (soft Dice + BCE with both terms weight 1) / 2: background voxels
+                          weigh as much as tumour in the BCE (nnU-Net's Dice + CE) */
 } kd_loss_kind;
 
 const char *kd_loss_name(kd_loss_kind k);

@@ -25,17 +25,18 @@ const char *kd_loss_name(kd_loss_kind k) {
     case KD_LOSS_PAPER: return "paper";
     case KD_LOSS_BCE: return "bce";
     case KD_LOSS_MSE: return "mse";
+    case KD_LOSS_DICE_BCE: return "dicebce";
     }
     return "?";
 }
 
 kd_status kd_loss_parse(const char *name, kd_loss_kind *out) {
-    for (int k = 0; k <= KD_LOSS_MSE; k++)
+    for (int k = 0; k <= KD_LOSS_DICE_BCE; k++)
         if (!strcmp(name, kd_loss_name((kd_loss_kind)k))) {
             *out = (kd_loss_kind)k;
             return KD_OK;
         }
-    return kd_fail(KD_ERR_INVALID_ARG, "unknown loss '%s' (paper, bce, mse)", name);
+    return kd_fail(KD_ERR_INVALID_ARG, "unknown loss '%s' (paper, bce, mse, dicebce)", name);
 }
 
 kd_status kd_loss_create(kd_device *dev, kd_loss **out) {
@@ -82,6 +83,10 @@ kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const k
         break;
     case KD_LOSS_BCE: a_bce = 1.0f; break;
     case KD_LOSS_MSE: a_mse = 1.0f; break;
+    case KD_LOSS_DICE_BCE:
+        a_dice = 0.5f;
+        a_bce = 0.5f;
+        break;
     }
     int nvox = (int)(kd_shape_numel(ps) / (size_t)ps.c), n = (int)kd_shape_numel(ps);
     size_t g1 = (size_t)LOSS_WG * LOSS_GROUPS, l1 = LOSS_WG, one = 1;
