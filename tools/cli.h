@@ -34,8 +34,6 @@ int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int 
 /* Is argv[i] the option `name`? Takes its value from "--name=v" or argv[i+1]. */
 int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
 int kd_cli_flag(char **argv, int i, const char *name);
-/* mkdir -p; 0 on success (existing folders are fine). */
-int kd_mkdir_p(const char *path);
 
 /* "unknown option" error for the command. Returns 2. */
 int kd_cli_unknown(const char *cmd, const char *arg);

@@ -306,9 +306,13 @@ static int run_pytorch(const char *args, char *out, size_t n) {
                    "/usr/bin/python3)\n");
     }
     if (!have) return 1;
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s --threads 2 --device %s %s", py, bench_script(), torch_device,
-             args);
+    char cmd[4096];
+    if (snprintf(cmd, sizeof cmd, "%s %s --threads 2 --device %s %s", py, bench_script(), torch_device,
+                 args) >= (int)sizeof cmd) {
+        printf("PyTorch comparison skipped: its command line would be longer than %zu characters\n",
+               sizeof cmd - 1);
+        return 1;
+    }
     fflush(stdout);
     FILE *p = popen(cmd, "r");
     if (!p) {
@@ -421,7 +425,7 @@ static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
 
 static int bench_train(kd_device *dev, const bench_opts *o) {
     static const int patches[] = {32, 64, 96, 128}, batches[] = {1, 2, 4};
-    char date[32], py[4096], args[1024], ra[512];
+    char date[32], py[4096], args[1024], ra[640]; /* ra: a spec (<= 511) + option names */
     FILE *js = NULL;
     if (o->json && !(js = fopen(o->json, "w"))) {
         fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
@@ -504,7 +508,7 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
 /* ---- bench infer ---------------------------------------------------------------------- */
 
 static int bench_infer(kd_device *dev, const bench_opts *o) {
-    char date[32], py[4096], args[1024], ra[512];
+    char date[32], py[4096], args[1024], ra[640]; /* ra: a spec (<= 511) + option names */
     int D = o->vol[0], H = o->vol[1], W = o->vol[2];
     kd_model *m = NULL;
     kd_status s = kd_model_create(dev, o->model, 1, &m);

@@ -49,26 +49,34 @@ static double g_t0;
 
 /* Run a kdseg subcommand with printf-formatted, space-separated arguments. */
 static kd_status call(const char *fmt, ...) {
-    char line[8192];
+    char *line = NULL;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    int len = vasprintf(&line, fmt, ap);
     va_end(ap);
+    if (len < 0) return kd_fail(KD_ERR_OUT_OF_MEMORY, "demo: a command line");
     char *argv[128];
     int argc = 0;
     char *save = NULL;
-    for (char *t = strtok_r(line, " ", &save); t && argc < 127; t = strtok_r(NULL, " ", &save))
+    kd_status s = kd_fail(KD_ERR_INTERNAL, "no command in '%s'", line);
+    for (char *t = strtok_r(line, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+        if (argc == 127) {
+            free(line);
+            return kd_fail(KD_ERR_INTERNAL, "demo: a command line of more than 127 arguments");
+        }
         argv[argc++] = t;
+    }
     argv[argc] = NULL;
-    for (int c = 0; c < kd_command_count; c++)
+    for (int c = 0; argc && c < kd_command_count; c++)
         if (!strcmp(kd_commands[c]->name, argv[0])) {
             fflush(stdout);
             int r = kd_commands[c]->run(argc, argv);
             fflush(stdout);
-            return r ? kd_fail(KD_ERR_INTERNAL, "stage 'kdseg %s' failed (exit %d)", argv[0], r)
-                     : KD_OK;
+            s = r ? kd_fail(KD_ERR_INTERNAL, "stage 'kdseg %s' failed (exit %d)", argv[0], r) : KD_OK;
+            break;
         }
-    return kd_fail(KD_ERR_INTERNAL, "no command %s", argv[0]);
+    free(line);
+    return s;
 }
 
 static void stage(int k, int n, const char *what) {
@@ -136,11 +144,12 @@ static paired_diff paired(const kd_eval_result *a, const kd_eval_result *b) {
 }
 
 static kd_status write_tables(const char *out, model_result *r, int n) {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/results.md", out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *md = fopen(tmp, "w");
-    if (!md) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    kd_status s = kd_path_join(path, sizeof path, out, "results.md");
+    if (!s) s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+    if (s) return s;
+    FILE *md = fopen(kd_output_target(tmp), "w");
+    if (!md) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(md, "| model | Dice WT | Dice TC | Dice ET | HD95 WT | HD95 TC | HD95 ET |\n"
                 "| --- | --- | --- | --- | --- | --- | --- |\n");
     printf("\n%-22s %-14s %-14s %-14s %-14s %-14s %-14s\n", "model", "Dice WT", "Dice TC",
@@ -158,11 +167,16 @@ static kd_status write_tables(const char *out, model_result *r, int n) {
         fprintf(md, " |\n");
         printf("\n");
     }
-    if (fclose(md) || rename(tmp, path)) return kd_fail(KD_ERR_IO, "%s: write failed", path);
-    snprintf(path, sizeof path, "%s/results.csv", out);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *csv = fopen(tmp, "w");
-    if (!csv) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+    if (fclose(md) || rename(tmp, path)) {
+        s = kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        return s;
+    }
+    if ((s = kd_path_join(path, sizeof path, out, "results.csv")) ||
+        (s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid())))
+        return s;
+    FILE *csv = fopen(kd_output_target(tmp), "w");
+    if (!csv) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(csv, "model,case,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et\n");
     for (int m = 0; m < n; m++)
         for (int i = 0; i < r[m].ev->n_cases; i++) {
@@ -171,8 +185,11 @@ static kd_status write_tables(const char *out, model_result *r, int n) {
                     c->region[0].dice, c->region[1].dice, c->region[2].dice, c->region[0].hd95,
                     c->region[1].hd95, c->region[2].hd95);
         }
-    if (fclose(csv) || rename(tmp, path)) return kd_fail(KD_ERR_IO, "%s: write failed", path);
-    return KD_OK;
+    if (fclose(csv) || rename(tmp, path)) {
+        s = kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+    }
+    return s;
 }
 
 static kd_status write_boxplot(const char *out, model_result *r, int n) {
@@ -193,11 +210,11 @@ static kd_status write_boxplot(const char *out, model_result *r, int n) {
     kd_canvas c;
     kd_status s = kd_canvas_create(960, 420, &c);
     if (!s) {
-        kd_plot_boxes(&c, 0, 0, 960, 420, "per-case dice on the test cases", groups, 3, names, n,
-                      vals, counts, 0.0, 1.0);
-        char path[4096];
-        snprintf(path, sizeof path, "%s/dice_boxplot.png", out);
-        s = kd_canvas_write(&c, path);
+        kd_plot_boxes_labeled(&c, 0, 0, 960, 420, "per-case dice on the test cases", "dice",
+                              groups, 3, names, n, vals, counts, 0.0, 1.0);
+        char path[KD_PATH_MAX];
+        s = kd_path_join(path, sizeof path, out, "dice_boxplot.png");
+        if (!s) s = kd_canvas_write(&c, path);
     }
     kd_canvas_free(&c);
     free(store);
@@ -205,7 +222,7 @@ static kd_status write_boxplot(const char *out, model_result *r, int n) {
 }
 
 /* One test case, axial slice through the reference tumour: FLAIR with each model's
- * labels (green edema, red core, yellow enhancing), reference first. */
+ * labels in the overlay colours (legend below), reference first. */
 static kd_status write_example(const char *out, const char *test_dir, model_result *r, int n) {
     kd_dataset *ds = NULL;
     kd_status s = kd_dataset_open(test_dir, NULL, &ds);
@@ -220,9 +237,10 @@ static kd_status write_example(const char *out, const char *test_dir, model_resu
         goto done;
     int D = ref->d, H = ref->h, W = ref->w;
     for (int m = 0; m < n; m++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s/pred/%s/%s.nii.gz", out, r[m].name, name);
-        if ((s = kd_label_map_read(p, &pred[m]))) goto done;
+        char p[KD_PATH_MAX];
+        if ((s = kd_path_printf(p, sizeof p, "%s/pred/%s/%s.nii.gz", out, r[m].name, name)) ||
+            (s = kd_label_map_read(p, &pred[m])))
+            goto done;
     }
     /* slice with the most tumour */
     int zbest = D / 2;
@@ -234,29 +252,34 @@ static kd_status write_example(const char *out, const char *test_dir, model_resu
     }
     float mx = 1e-6f;
     for (int k = 0; k < H * W; k++) mx = fmaxf(mx, img->data[(size_t)zbest * H * W + k]);
-    int scale = 3, cw = W * scale + 8, ch = H * scale + 24;
-    if ((s = kd_canvas_create(cw * (n + 1), ch, &c))) goto done;
+    int scale = 3, cw = W * scale + 8, ch = H * scale + 24, top = 24, bottom = 40;
+    if ((s = kd_canvas_create(cw * (n + 1), top + ch + bottom, &c))) goto done;
+    char title[512];
+    snprintf(title, sizeof title, "test case %s, FLAIR, axial slice %d/%d (the most tumour)",
+             name, zbest + 1, D);
+    kd_canvas_text(&c, 4, 6, title, 0x000000, 2);
+    kd_plot_region_legend(&c, 4, top + ch + 6, 1);
     for (int m = -1; m < n; m++) {
         const uint8_t *lab = (m < 0 ? ref : pred[m])->labels + (size_t)zbest * H * W;
         int x0 = (m + 1) * cw + 4;
-        kd_canvas_text(&c, x0, 4, m < 0 ? "reference" : r[m].name, 0x000000, 1);
+        kd_canvas_text(&c, x0, top + 4, m < 0 ? "reference" : r[m].name, 0x000000, 1);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 float g = img->data[(size_t)zbest * H * W + (size_t)y * W + x] / mx;
                 int v = (int)(255 * (g < 0 ? 0 : g > 1 ? 1 : g));
                 uint32_t col = (uint32_t)(v << 16 | v << 8 | v);
                 uint8_t l = lab[(size_t)y * W + x];
-                if (l == 2) col = 0x30c030;
-                else if (l == 1) col = 0xd03030;
-                else if (l == 4 || l == 3) col = 0xf0e020;
+                if (l == 2) col = KD_OVERLAY_WT;
+                else if (l == 1) col = KD_OVERLAY_TC;
+                else if (l == 4 || l == 3) col = KD_OVERLAY_ET;
                 /* image rows top to bottom: flip H so anterior is up */
-                kd_canvas_rect(&c, x0 + x * scale, 20 + (H - 1 - y) * scale, x0 + x * scale + scale - 1,
-                               20 + (H - 1 - y) * scale + scale - 1, col, 1);
+                int py = top + 20 + (H - 1 - y) * scale;
+                kd_canvas_rect(&c, x0 + x * scale, py, x0 + x * scale + scale - 1, py + scale - 1,
+                               col, 1);
             }
     }
-    char p[4096];
-    snprintf(p, sizeof p, "%s/example.png", out);
-    s = kd_canvas_write(&c, p);
+    char p[KD_PATH_MAX];
+    if (!(s = kd_path_join(p, sizeof p, out, "example.png"))) s = kd_canvas_write(&c, p);
 done:
     kd_canvas_free(&c);
     for (int m = 0; m < n; m++) kd_label_map_free(pred[m]);
@@ -270,9 +293,10 @@ done:
 static kd_status evaluate_in(const char *out, const char *pred, const char *set, kd_eval_result **ev) {
     kd_eval_options eo;
     kd_eval_options_default(&eo);
-    char p[4096], ref[4096];
-    snprintf(p, sizeof p, "%s/%s", out, pred);
-    snprintf(ref, sizeof ref, "%s/data/%s", out, set);
+    char p[KD_PATH_MAX], ref[KD_PATH_MAX];
+    kd_status s = kd_path_join(p, sizeof p, out, pred);
+    if (!s) s = kd_path_printf(ref, sizeof ref, "%s/data/%s", out, set);
+    if (s) return s;
     eo.pred_dir = p;
     eo.ref = ref;
     return kd_evaluate(&eo, ev);
@@ -307,19 +331,20 @@ static const char *teacher_args(const demo_cfg *c, const char *out, const char *
 /* The oracle's "annotations": links OUT/oracle/CASE.nii.gz to the unlabeled cases' hidden
  * truth, so the same distillation run can learn from perfect labels of the same cases. */
 static kd_status link_oracle(const char *out) {
-    char truth[4096], dir[4096];
-    snprintf(truth, sizeof truth, "%s/data/unlabeled-truth", out);
-    snprintf(dir, sizeof dir, "%s/oracle", out);
-    if (kd_mkdir_p(dir)) return kd_fail(KD_ERR_IO, "%s: cannot create", dir);
+    char truth[KD_PATH_MAX], dir[KD_PATH_MAX];
     kd_dataset *ds = NULL;
-    kd_status s = kd_dataset_open(truth, NULL, &ds);
+    kd_status s = kd_path_join(truth, sizeof truth, out, "data/unlabeled-truth");
+    if (!s) s = kd_path_join(dir, sizeof dir, out, "oracle");
+    if (!s) s = kd_mkdirs(dir);
+    if (!s) s = kd_dataset_open(truth, NULL, &ds);
     for (int i = 0; !s && i < kd_dataset_count(ds); i++) {
-        char target[PATH_MAX], link[4096];
+        char target[PATH_MAX], link[KD_PATH_MAX];
         if (!realpath(kd_dataset_case_label(ds, i), target)) {
             s = kd_fail(KD_ERR_IO, "%s: %s", kd_dataset_case_label(ds, i), strerror(errno));
             break;
         }
-        snprintf(link, sizeof link, "%s/%s.nii.gz", dir, kd_dataset_case_name(ds, i));
+        if ((s = kd_path_printf(link, sizeof link, "%s/%s.nii.gz", dir, kd_dataset_case_name(ds, i))))
+            break;
         unlink(link);
         if (symlink(target, link)) s = kd_fail(KD_ERR_IO, "%s: %s", link, strerror(errno));
     }
@@ -427,11 +452,11 @@ static int run(int argc, char **argv) {
     setenv("KDSEG_PROFILE", "quiet", 0); /* the scheduler's busy fraction */
     int nst = 6;
     kd_status s = KD_OK;
-    char d[4096];
-    if (kd_mkdir_p(out)) {
-        fprintf(stderr, "kdseg demo: cannot create %s\n", out);
-        return 1;
-    }
+    char d[KD_PATH_MAX];
+    /* the demo's own files in OUT are its alone; each stage locks its own subfolder too */
+    kd_outdir *od = NULL;
+    if ((s = kd_outdir_open(out, "data/unlabeled-truth/KDPhantom_1000/KDPhantom_1000_flair.nii.gz", &od)))
+        return kd_cli_error("demo", s);
     const char *com = "--recipe phantom --patch %d --batch %d --margin 50 --fg-fraction 0.5 --val-cases 2 --quiet "
                       "--threads 1 --schedule cosine";
     char common[512];
@@ -453,7 +478,7 @@ static int run(int argc, char **argv) {
     }
     if (s) goto fail;
     stage(3, nst, "annotating the unlabeled cases with the teacher ensemble");
-    char targs[8192];
+    char targs[6 * (KD_PATH_MAX + 64)]; /* six " FLAG OUT/x/NAME/best.kds": never cut */
     s = call("annotate%s --dataset %s/data/unlabeled --out %s/annotations --tta %s",
              teacher_args(&c, out, "--teacher", 0, targs, sizeof targs), out, out, c.tta);
     if (s) goto fail;
@@ -522,14 +547,14 @@ static int run(int argc, char **argv) {
                      "--tta %s", out, names[m], out, out, names[m], c.tta);
             if (s) break;
         }
-        snprintf(d, sizeof d, "pred/%s", names[m]);
-        s = evaluate_in(out, d, "test", &res[m].ev);
+        if (!(s = kd_path_printf(d, sizeof d, "pred/%s", names[m])))
+            s = evaluate_in(out, d, "test", &res[m].ev);
     }
     if (s) goto fail_free;
     stage(6, nst, "results");
     if ((s = write_tables(out, res, nm)) || (s = write_boxplot(out, res, nm))) goto fail_free;
-    snprintf(d, sizeof d, "%s/data/test", out);
-    if ((s = write_example(out, d, res, nm))) goto fail_free;
+    if ((s = kd_path_join(d, sizeof d, out, "data/test")) || (s = write_example(out, d, res, nm)))
+        goto fail_free;
     double base = mean3(res[M_BASE].ev), dist = mean3(res[M_DIST].ev), ens = mean3(res[M_ENS].ev);
     double best_t = 0;
     int beats_all = 1;
@@ -574,6 +599,7 @@ static int run(int argc, char **argv) {
 fail_free:
     for (int m = 0; m < 8; m++) kd_eval_result_free(res[m].ev);
 fail:
+    kd_outdir_close(od);
     return s ? kd_cli_error("demo", s) : 0;
 }
 

@@ -1,5 +1,6 @@
 /* kdseg distill: the student learns from labeled cases plus the teacher ensemble's
  * annotations (offline, the paper) or its live predictions (online). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@ typedef struct online_ctx {
     double t_step;
     kd_schedule *sched;
     float lr;
+    const char *path; /* of csv */
 } online_ctx;
 
 static int use_unlabeled(const online_ctx *c, long step) {
@@ -72,15 +74,21 @@ static kd_status online_step(void *ctx, long step, int labeled, float loss, floa
     fprintf(c->csv, "%ld,%s,%.6f,%.6g,%.6g,%.4f,,,\n", step, labeled ? "labeled" : "teachers",
             (double)loss, (double)kd_schedule_lr(c->sched, c->lr, step), (double)gn, t - c->t_step);
     c->t_step = t;
+    if (fflush(c->csv) != 0 || ferror(c->csv))
+        return kd_fail(KD_ERR_IO, "%s: write failed at step %ld: %s", c->path, step, strerror(errno));
     return KD_OK;
 }
 
 static kd_status save(kd_train_session *s, const char *name, long step, double best) {
-    char path[4096], meta[4096];
-    snprintf(path, sizeof path, "%s/%s", s->a.out, name);
-    snprintf(meta, sizeof meta, "step=%ld\nseed=%ld\nbest_dice=%.6f\nmode=online\n%s", step, s->a.seed,
-             best, s->extra);
-    return kd_checkpoint_save(path, s->m, s->o, meta);
+    char path[KD_PATH_MAX], *meta = NULL;
+    kd_status st = kd_path_join(path, sizeof path, s->a.out, name);
+    if (st) return st;
+    if (asprintf(&meta, "step=%ld\nseed=%ld\nbest_dice=%.6f\nmode=online\n%s", step, s->a.seed, best,
+                 s->extra) < 0)
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint %s: metadata", path);
+    st = kd_checkpoint_save(path, s->m, s->o, meta);
+    free(meta);
+    return st;
 }
 
 static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **teachers, int nt,
@@ -97,13 +105,16 @@ static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **tea
     kd_sched *sc = NULL;
     kd_status st = kd_sched_create(s->m, s->o, teachers, nt, &c, &sc);
     if (st) return st;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/train.csv", s->a.out);
-    online_ctx oc = {s->smp, unl, ratio, (uint64_t)s->a.seed, fopen(path, s->start ? "a" : "w"),
-                     now_s(), &s->tc.sched, (float)s->a.lr};
+    char path[KD_PATH_MAX];
+    if ((st = kd_path_join(path, sizeof path, s->a.out, "train.csv"))) {
+        kd_sched_free(sc);
+        return st;
+    }
+    online_ctx oc = {s->smp, unl, ratio, (uint64_t)s->a.seed, fopen(kd_output_target(path), s->start ? "a" : "w"),
+                     now_s(), &s->tc.sched, (float)s->a.lr, path};
     if (!oc.csv) {
         kd_sched_free(sc);
-        return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+        return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     }
     if (!s->start) fprintf(oc.csv, "step,kind,loss,lr,grad_norm,seconds,val_wt,val_tc,val_et\n");
     double best = s->tc.best_so_far, t0 = now_s();
@@ -133,10 +144,13 @@ static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **tea
                 if ((st = save(s, "best.kds", step, best))) break;
             }
             if (!s->a.quiet)
-                kd_log(KD_LOG_WARN, "step %ld/%d validation Dice WT %.3f TC %.3f ET %.3f", step,
+                kd_log_progress("step %ld/%d validation Dice WT %.3f TC %.3f ET %.3f", step,
                        s->a.steps, d[0], d[1], d[2]);
         }
-        fflush(oc.csv);
+        if (fflush(oc.csv) != 0 || ferror(oc.csv)) {
+            st = kd_fail(KD_ERR_IO, "%s: write failed at step %ld: %s", path, step, strerror(errno));
+            break;
+        }
         if ((st = save(s, "last.kds", step, best))) break;
     }
     if (st == KD_ERR_INTERRUPTED) {
@@ -166,8 +180,9 @@ static kd_status run_online(kd_train_session *s, kd_sampler *unl, kd_model **tea
  * min: disagreement marks the pseudo-labels least worth learning from. */
 static kd_status filter_by_agreement(const char *ann, const kd_dataset *pool, int *idx, int *n,
                                      double min, int quiet) {
-    char path[4096], line[1024];
-    snprintf(path, sizeof path, "%s/agreement.csv", ann);
+    char path[KD_PATH_MAX], line[1024];
+    kd_status ps = kd_path_join(path, sizeof path, ann, "agreement.csv");
+    if (ps) return ps;
     FILE *f = fopen(path, "r");
     if (!f)
         return kd_fail(KD_ERR_IO, "%s: cannot read (--min-agreement needs the agreement file that "
@@ -306,6 +321,10 @@ static int run(int argc, char **argv) {
     }
     if (!online && min_agree > 0 &&
         (st = filter_by_agreement(ann, pool, idx, &n, min_agree, a.quiet)))
+        goto done;
+    /* the pool trained on must not hold a held-out case (e.g. through a link) */
+    if ((st = kd_dataset_check_disjoint(s.ds, s.lab + s.nlab - a.val_cases, a.val_cases, "validation",
+                                        pool, idx, n, online ? "unlabeled training" : "annotated training")))
         goto done;
     kd_sampler_opts so = s.so;
     so.allow_unlabeled = online;

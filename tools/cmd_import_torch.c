@@ -41,7 +41,10 @@ static int run(int argc, char **argv) {
     s = kd_model_create(dev, spec, 1, &m);
     for (int i = 0; !s && i < kd_model_param_tensors(m); i++) {
         char nm[256];
-        snprintf(nm, sizeof nm, "%s%s", prefix, kd_model_param_name(m, i));
+        if (snprintf(nm, sizeof nm, "%s%s", prefix, kd_model_param_name(m, i)) >= (int)sizeof nm) {
+            s = kd_fail(KD_ERR_INVALID_ARG, "--prefix '%s': too long for a tensor name", prefix);
+            break;
+        }
         const kd_named_tensor *t = kd_tensorfile_find(tf, nm);
         int nd, dims[5];
         size_t numel = kd_model_param_shape(m, i, &nd, dims);

@@ -128,7 +128,9 @@ static int run(int argc, char **argv) {
     if (!s) s = kd_case_load(ds, 0, &c);
     if (!s) print_case(ds, c, now() - t0);
     if (!s && png) {
-        s = kd_png_write_montage(png, c->image, c->channels, c->d, c->h, c->w, c->target, NULL);
+        kd_overlay_info info;
+        kd_overlay_info_for_case(&info, ds, c, c->target ? "reference labels" : "unlabeled");
+        s = kd_plot_overlay_write(png, c->image, c->channels, c->d, c->h, c->w, c->target, &info);
         if (!s) printf("wrote %s\n", png);
     }
     kd_case_free(c);

@@ -32,11 +32,21 @@ static void help(FILE *f) {
             "  --largest-component 0|1  keep only the largest tumour component\n"
             "  --min-component F     drop tumour components under F of the tumour (0 off)\n"
             "  --et-min N            ET of at most N voxels becomes core (-1 off)\n"
-            "  --probabilities [u8|f32]  also write OUT/CASE_prob.nii.gz (default u8)\n"
-            "  --png                 also write OUT/CASE.png (overlay on three planes)\n"
+            "  --probabilities [u8|f32]  also write OUT/CASE_prob.nii.gz: a 4-D map whose\n"
+            "                        volumes are p(WT), p(TC), p(ET) in that order (the\n"
+            "                        header's intent_name and descrip say so); u8 (default):\n"
+            "                        round(255 p) with scl_slope 1/255, so readers that apply\n"
+            "                        the scaling (nibabel, ITK) get p in [0, 1]; f32: p itself\n"
+            "  --png                 also write OUT/CASE.png: the case's modalities on three\n"
+            "                        planes through the tumour's largest extent, the predicted\n"
+            "                        regions in colour, plane and slice numbers, a legend\n"
             "  --member-out DIR      once per --model, in order: also write each model's own\n"
             "                        label map to its DIR, from the ensemble's passes\n"
-            "  --layout L, --modalities LIST   as for kdseg train\n");
+            "  --layout L, --modalities LIST   as for kdseg train\n\n"
+            "examples:\n"
+            "  kdseg segment --model best.kds --case BraTS-GLI-00001-000 --out seg/ --png\n"
+            "  kdseg segment --model a.kds --model b.kds --dataset val/ --out seg/ --tta 4 \\\n"
+            "      --probabilities f32\n");
 }
 
 static int run(int argc, char **argv) {

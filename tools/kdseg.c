@@ -24,6 +24,8 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    /* lines reach a redirected file as they are printed, in order with stderr's */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *v;

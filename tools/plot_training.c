@@ -53,17 +53,7 @@ kd_status kd_plot_training(const char *csv_path, const char *png_path) {
     }
     fclose(f);
     if (!s && (!x || !loss || !d[0] || !d[1] || !d[2])) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "plot");
-    kd_canvas c = {0};
-    if (!s) s = kd_canvas_create(900, 360, &c);
-    if (!s) {
-        kd_series ls = {"loss", x, loss, n, 0x1f77b4};
-        kd_plot_lines(&c, 0, 0, 450, 360, "training loss", &ls, 1, 1);
-        kd_series ds[3] = {{"WT", x, d[0], n, 0x2ca02c}, {"TC", x, d[1], n, 0xd62728},
-                           {"ET", x, d[2], n, 0xbcbd22}};
-        kd_plot_lines(&c, 450, 0, 450, 360, "validation dice", ds, 3, 0);
-        s = kd_canvas_write(&c, png_path);
-    }
-    kd_canvas_free(&c);
+    if (!s) s = kd_plot_training_curves(png_path, x, loss, (const double *const *)d, n);
     free(x);
     free(loss);
     for (int k = 0; k < 3; k++) free(d[k]);

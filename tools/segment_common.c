@@ -13,7 +13,6 @@
 #include "cli.h"
 #include "kdseg/recipe.h"
 #include "kdseg/train.h"
-#include "tmpfiles.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -140,6 +139,15 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
     s = a->case_dir ? kd_dataset_open_case(a->case_dir, &o, &r->ds)
                     : kd_dataset_open(a->dataset, &o, &r->ds);
     if (s) return s;
+    /* one writer per output folder, taken before any work; the longest name written in
+     * it: the longest case's probabilities */
+    char longest[300] = "";
+    for (int i = 0; i < kd_dataset_count(r->ds); i++)
+        if (strlen(kd_dataset_case_name(r->ds, i)) + 13 > strlen(longest))
+            snprintf(longest, sizeof longest, "%s_prob.nii.gz", kd_dataset_case_name(r->ds, i));
+    for (int i = -1; i < a->nmember_out; i++)
+        if ((s = kd_outdir_open(i < 0 ? a->out : a->member_out[i], longest, &r->outdirs[i + 1])))
+            return s;
     if (!(r->dev = kd_cli_open_device(cmd))) return kd_fail(KD_ERR_NO_DEVICE, "%s", kd_last_error());
     r->infer = a->infer;
     r->post = a->post;
@@ -174,12 +182,6 @@ kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r) {
         kd_log(KD_LOG_INFO, "sliding windows of the training patch %dx%dx%d (--tile whole: one pass)",
                patch[0], patch[1], patch[2]);
     }
-    for (int i = -1; i < a->nmember_out; i++) {
-        const char *dir = i < 0 ? a->out : a->member_out[i];
-        if (kd_mkdir_p(dir))
-            return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", dir, strerror(errno));
-        kd_tmp_sweep(dir, KD_TMP_STALE_SECONDS); /* left by killed runs */
-    }
     return KD_OK;
 }
 
@@ -187,6 +189,7 @@ void kd_seg_close(kd_seg_run *r) {
     for (int i = 0; i < r->nmodels; i++) kd_model_free(r->models[i]);
     kd_device_free(r->dev);
     kd_dataset_free(r->ds);
+    for (int i = 0; i <= KD_SEG_MAX_MODELS; i++) kd_outdir_close(r->outdirs[i]);
     memset(r, 0, sizeof *r);
 }
 
@@ -231,16 +234,16 @@ static kd_status agreement_row(FILE *agree, const kd_seg_args *a, const char *na
 
 static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, FILE *agree) {
     const char *name = kd_dataset_case_name(r->ds, i);
-    char out[4096], path[4096];
-    snprintf(out, sizeof out, "%s/%s.nii.gz", a->out, name);
+    char out[KD_PATH_MAX], path[KD_PATH_MAX];
+    kd_status s = kd_path_printf(out, sizeof out, "%s/%s.nii.gz", a->out, name);
+    if (s) return s;
     if (a->skip_done && exists(out)) {
         printf("  %s: already annotated, skipped\n", name);
         return KD_OK;
     }
     double t0 = now_s();
     kd_case *c = NULL;
-    kd_status s = kd_case_load(r->ds, i, &c);
-    if (s) return s;
+    if ((s = kd_case_load(r->ds, i, &c))) return s;
     size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     float *p = calloc(3 * nv, sizeof(float)), *one = NULL;
     uint8_t *lab = malloc(nv), *mask = NULL;
@@ -301,15 +304,16 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         s = kd_case_write_labels(c, out, lab);
     }
     for (int m = 0; m < a->nmember_out && !s; m++) {
-        snprintf(path, sizeof path, "%s/%s.nii.gz", a->member_out[m], name);
-        if (!(s = kd_postproc_labels(one + (size_t)m * 3 * nv, KD_PROB_CDHW, c->orig[0], c->orig[1],
+        if (!(s = kd_path_printf(path, sizeof path, "%s/%s.nii.gz", a->member_out[m], name)) &&
+            !(s = kd_postproc_labels(one + (size_t)m * 3 * nv, KD_PROB_CDHW, c->orig[0], c->orig[1],
                                      c->orig[2], &po, lab)))
             s = kd_case_write_labels(c, path, lab);
     }
     if (s) goto done;
     if (a->probabilities && mode == KD_SEG_WRITE_LABELS) {
-        snprintf(path, sizeof path, "%s/%s_prob.nii.gz", a->out, name);
-        if ((s = kd_case_write_probs(c, path, p, a->probabilities == 1))) goto done;
+        if ((s = kd_path_printf(path, sizeof path, "%s/%s_prob.nii.gz", a->out, name)) ||
+            (s = kd_case_write_probs(c, path, p, a->probabilities == 1)))
+            goto done;
     }
     if (a->png) {
         size_t pv = (size_t)c->d * c->h * c->w;
@@ -320,8 +324,12 @@ static kd_status one_case(kd_seg_run *r, const kd_seg_args *a, int mode, int i, 
         }
         kd_case_crop(c, p, 3, pp);
         for (size_t k = 0; k < 3 * pv; k++) pp[k] = pp[k] > r->post.threshold ? 1.0f : 0.0f;
-        snprintf(path, sizeof path, "%s/%s.png", a->out, name);
-        s = kd_png_write_montage(path, c->image, c->channels, c->d, c->h, c->w, pp, NULL);
+        s = kd_path_printf(path, sizeof path, "%s/%s.png", a->out, name);
+        if (!s) {
+            kd_overlay_info info;
+            kd_overlay_info_for_case(&info, r->ds, c, "prediction");
+            s = kd_plot_overlay_write(path, c->image, c->channels, c->d, c->h, c->w, pp, &info);
+        }
         free(pp);
         if (s) goto done;
     }
@@ -343,19 +351,20 @@ done:
 /* Rewrites OUT/agreement.csv (temp file + rename) keeping one row per case whose output
  * exists: a killed run may have left a partial last row, or a row of a case whose output
  * was never renamed into place; a case whose output was removed is redone. The last row
- * of a case wins. */
+ * of a case wins. A missing file is created with its header the same way, so a run killed
+ * before its first row never leaves an empty or header-less file. */
 static kd_status agreement_clean(const kd_seg_args *a, const char *path) {
     FILE *f = fopen(path, "r");
-    if (!f) return KD_OK;
-    char **rows = NULL, line[1024], tmp[4200], out[4096];
+    char **rows = NULL, line[1024], tmp[KD_PATH_MAX], out[KD_PATH_MAX];
     int n = 0, cap = 0;
     kd_status s = KD_OK;
-    while (!s && fgets(line, sizeof line, f)) {
+    while (f && !s && fgets(line, sizeof line, f)) {
         size_t len = strlen(line);
         char *comma = strchr(line, ',');
         if (!len || line[len - 1] != '\n' || !comma || !strncmp(line, "case,", 5)) continue;
-        snprintf(out, sizeof out, "%s/%.*s.nii.gz", a->out, (int)(comma - line), line);
-        if (!exists(out)) continue;
+        if (kd_path_printf(out, sizeof out, "%s/%.*s.nii.gz", a->out, (int)(comma - line), line) ||
+            !exists(out))
+            continue;
         if (n == cap) {
             char **q = realloc(rows, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *rows);
             if (!q) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
@@ -363,9 +372,9 @@ static kd_status agreement_clean(const kd_seg_args *a, const char *path) {
         }
         if (!s && !(rows[n++] = strdup(line))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", path);
     }
-    fclose(f);
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *g = s ? NULL : fopen(tmp, "w");
+    if (f) fclose(f);
+    if (!s) s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    FILE *g = s ? NULL : fopen(kd_output_target(tmp), "w");
     if (!s && !g) s = kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
     if (g) {
         int ok = fputs("case,dice_wt,dice_tc,dice_et,mean\n", g) >= 0;
@@ -377,7 +386,7 @@ static kd_status agreement_clean(const kd_seg_args *a, const char *path) {
         }
         ok = fclose(g) == 0 && ok;
         if (!ok || rename(tmp, path) != 0) {
-            s = kd_fail(KD_ERR_IO, "%s: rewrite failed: %s", path, strerror(errno));
+            s = kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
             remove(tmp);
         }
     }
@@ -390,14 +399,12 @@ kd_status kd_seg_all(kd_seg_run *r, const kd_seg_args *a, int mode) {
     int n = kd_dataset_count(r->ds), todo = 0;
     FILE *agree = NULL;
     if (mode == KD_SEG_ANNOTATE && r->nmodels > 1) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/agreement.csv", a->out);
-        kd_status cs = agreement_clean(a, path);
+        char path[KD_PATH_MAX];
+        kd_status cs = kd_path_join(path, sizeof path, a->out, "agreement.csv");
+        if (!cs) cs = agreement_clean(a, path);
         if (cs) return cs;
-        int fresh = !exists(path);
-        agree = fopen(path, "a");
+        agree = fopen(kd_output_target(path), "a");
         if (!agree) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-        if (fresh) fprintf(agree, "case,dice_wt,dice_tc,dice_et,mean\n");
     }
     for (int i = 0; i < n; i++)
         todo += mode != KD_SEG_ANNOTATE || a->labeled_too || !kd_dataset_case_labeled(r->ds, i);
@@ -405,11 +412,19 @@ kd_status kd_seg_all(kd_seg_run *r, const kd_seg_args *a, int mode) {
            todo, todo == 1 ? "" : "s", r->nmodels, r->nmodels == 1 ? "" : "s", kd_device_name(r->dev));
     kd_status s = KD_OK;
     int k = 0;
+    double t0 = now_s();
+    char eta[32] = "?";
     for (int i = 0; i < n && !s; i++) {
         if (mode == KD_SEG_ANNOTATE && !a->labeled_too && kd_dataset_case_labeled(r->ds, i)) continue;
-        if (kd_log_is_tty()) fprintf(stderr, "[%d/%d] ", ++k, todo);
+        k++;
+        if (kd_log_is_tty())
+            fprintf(stderr, "[%d/%d%s%s] ", k, todo, k > 1 ? ", ETA " : "", k > 1 ? eta : "");
         s = one_case(r, a, mode, i, agree);
         if (agree) fflush(agree);
+        double per = (now_s() - t0) / k;
+        kd_format_duration(per * (todo - k), eta, sizeof eta);
+        if (!s && !kd_log_is_tty() && k < todo)
+            kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
     if (agree) fclose(agree);
     return s;

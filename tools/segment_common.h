@@ -3,6 +3,7 @@
 #define KD_SEGMENT_COMMON_H
 
 #include "kdseg/data.h"
+#include "kdseg/fs.h"
 #include "kdseg/infer.h"
 #include "kdseg/postproc.h"
 
@@ -40,6 +41,7 @@ typedef struct kd_seg_run {
     /* post-processing: the command line's, else the first model's recipe (kdseg/recipe.h) */
     kd_postproc_options post;
     int brain_mask;
+    kd_outdir *outdirs[1 + KD_SEG_MAX_MODELS]; /* --out and each --member-out, held */
 } kd_seg_run;
 
 kd_status kd_seg_open(const kd_seg_args *a, const char *cmd, kd_seg_run *r);

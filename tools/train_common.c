@@ -158,7 +158,6 @@ kd_status kd_validate(void *ctx, kd_model *m, double dice[3]) {
 
 #include "cli.h"
 #include "kdseg/recipe.h"
-#include "tmpfiles.h"
 
 /* The recipe's training defaults into a. */
 static void apply_recipe(kd_train_args *a, const kd_recipe *r) {
@@ -316,27 +315,30 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     s->tc.sched.step_every = a->step_every;
     s->tc.sched.warmup = a->warmup;
     s->tc.sched.total_steps = a->steps;
-    if (kd_mkdir_p(a->out))
-        return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", a->out, strerror(errno));
-    kd_tmp_sweep(a->out, KD_TMP_STALE_SECONDS); /* left by killed runs */
-    static char dir[4096];
+    /* one writer per output folder; the longest name it gets: a phantom case file */
+    if ((st = kd_outdir_open(a->out, a->synthetic ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
+                                                  : "train.png", &s->outdir)))
+        return st;
     const char *data = a->data;
     if (a->synthetic) {
-        snprintf(dir, sizeof dir, "%s/phantom", a->out);
+        if ((st = kd_path_join(s->phantom, sizeof s->phantom, a->out, "phantom"))) return st;
+        kd_phantom_opts po;
+        memset(&po, 0, sizeof po);
+        po.cases = a->cases;
+        memcpy(po.size, a->size, sizeof po.size);
+        po.seed = (uint64_t)a->seed;
+        po.layout = KD_LAYOUT_BRATS2018;
         struct stat sb;
-        if (stat(dir, &sb) != 0) {
-            kd_phantom_opts po;
-            memset(&po, 0, sizeof po);
-            po.cases = a->cases;
-            memcpy(po.size, a->size, sizeof po.size);
-            po.seed = (uint64_t)a->seed;
-            po.layout = KD_LAYOUT_BRATS2018;
+        if (stat(s->phantom, &sb) == 0) {
+            /* a cohort of an earlier run: only a whole one of the same shape will do */
+            if ((st = kd_phantom_check_cohort(s->phantom, &po))) return st;
+        } else {
             if (!a->quiet)
-                kd_log(KD_LOG_WARN, "generating %d phantom cases of %dx%dx%d in %s", a->cases,
-                       a->size[0], a->size[1], a->size[2], dir);
-            if ((st = kd_phantom_write_cohort(dir, &po))) return st;
+                kd_log_progress("generating %d phantom cases of %dx%dx%d in %s", a->cases,
+                                a->size[0], a->size[1], a->size[2], s->phantom);
+            if ((st = kd_phantom_write_cohort(s->phantom, &po))) return st;
         }
-        data = dir;
+        data = s->phantom;
     }
     kd_dataset_opts dopts;
     memset(&dopts, 0, sizeof dopts);
@@ -355,18 +357,28 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     if (s->nlab - a->val_cases < 1)
         return kd_fail(KD_ERR_INVALID_ARG, "%s: %d labeled cases; need more than --val-cases %d",
                        data, s->nlab, a->val_cases);
+    /* the held-out cases are the last val_cases labeled ones; none may be trained on */
+    const int *val = s->lab + s->nlab - a->val_cases;
+    if ((st = kd_dataset_check_disjoint(s->ds, val, a->val_cases, "validation", s->ds, s->lab,
+                                        s->nlab - a->val_cases, "training")) ||
+        (st = kd_dataset_check_disjoint(s->ds, val, a->val_cases, "validation", s->ds, s->pseudo,
+                                        s->npseudo, "annotated training")))
+        return st;
     if (!(s->dev = kd_cli_open_device(cmd))) return kd_fail(KD_ERR_NO_DEVICE, "%s", kd_last_error());
-    char path[4096], meta[8192];
-    snprintf(path, sizeof path, "%s/last.kds", a->out);
+    char path[KD_PATH_MAX], meta[8192];
+    if ((st = kd_path_join(path, sizeof path, a->out, "last.kds"))) return st;
     s->tc.best_so_far = -1;
     if (a->resume) {
+        if (stat(path, &(struct stat){0}) != 0 && errno == ENOENT)
+            return kd_fail(KD_ERR_IO, "%s: nothing to resume: no checkpoint yet (%s does not exist; "
+                           "run without --resume to start)", a->out, path);
         if ((st = kd_checkpoint_load(path, s->dev, &s->m, &s->oc, &s->o, meta, sizeof meta))) return st;
         char v[64];
         kd_meta_get(meta, "step", v, sizeof v);
         s->start = atol(v);
         kd_meta_get(meta, "best_dice", v, sizeof v);
         s->tc.best_so_far = v[0] ? atof(v) : -1;
-        if (!a->quiet) kd_log(KD_LOG_WARN, "resuming %s at step %ld", kd_model_spec(s->m), s->start);
+        if (!a->quiet) kd_log_progress("resuming %s at step %ld", kd_model_spec(s->m), s->start);
     } else if ((st = kd_model_create(s->dev, a->model, (uint64_t)a->seed, &s->m)) ||
                (st = kd_optim_create(s->m, &s->oc, &s->o))) {
         return st;
@@ -401,9 +413,12 @@ kd_status kd_train_session_open(const char *cmd, const kd_train_args *a, kd_trai
     tc->out_dir = a->out;
     tc->progress = !a->quiet;
     tc->stop = &kd_stop_flag;
-    snprintf(s->extra, sizeof s->extra,
-             "data=%s\nloss=%s\noptim=%s\npatch=%d,%d,%d\nbatch=%d\nrecipe=%s\n", data, a->loss,
-             a->optim, a->patch[0], a->patch[1], a->patch[2], a->batch, a->recipe);
+    /* the data path last: a reader with a small buffer loses whole lines from the end */
+    if (asprintf(&s->extra, "loss=%s\noptim=%s\npatch=%d,%d,%d\nbatch=%d\nrecipe=%s\ndata=%s\n", a->loss,
+                 a->optim, a->patch[0], a->patch[1], a->patch[2], a->batch, a->recipe, data) < 0) {
+        s->extra = NULL;
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint metadata");
+    }
     tc->meta_extra = s->extra;
     kd_install_stop_handler();
     return KD_OK;
@@ -418,6 +433,8 @@ void kd_train_session_close(kd_train_session *s) {
     kd_dataset_free(s->ds);
     free(s->lab);
     free(s->pseudo);
+    free(s->extra);
+    kd_outdir_close(s->outdir);
     memset(s, 0, sizeof *s);
 }
 
@@ -437,15 +454,17 @@ kd_status kd_train_session_run(kd_train_session *s, kd_batch_source *bs) {
     kd_status st = kd_train_run(s->m, s->o, &s->tc, s->start, kd_batch_from_source, bs,
                                 a->val_cases ? kd_validate : NULL, &s->vs, &res);
     if (!st || st == KD_ERR_INTERRUPTED) {
+        char best[64] = "none (no validation yet)";
+        if (res.best_dice >= 0) snprintf(best, sizeof best, "%.4f", res.best_dice);
         if (!a->quiet)
             printf("%ld steps in %.1f s (%.3f steps/s), loss %.4f -> %.4f, best validation Dice "
-                   "%.4f, peak device memory %.1f MiB\n",
+                   "%s, peak device memory %.1f MiB\n",
                    res.steps_done, res.seconds, res.steps_per_s, (double)res.first_loss,
-                   (double)res.last_loss, res.best_dice, res.peak_device_bytes / 1048576.0);
-        char csv[4096], png[4096];
-        snprintf(csv, sizeof csv, "%s/train.csv", a->out);
-        snprintf(png, sizeof png, "%s/train.png", a->out);
-        kd_status ps = kd_plot_training(csv, png);
+                   (double)res.last_loss, best, res.peak_device_bytes / 1048576.0);
+        char csv[KD_PATH_MAX], png[KD_PATH_MAX];
+        kd_status ps = kd_path_join(csv, sizeof csv, a->out, "train.csv");
+        if (!ps) ps = kd_path_join(png, sizeof png, a->out, "train.png");
+        if (!ps) ps = kd_plot_training(csv, png);
         if (ps) kd_log(KD_LOG_WARN, "plot: %s", kd_last_error());
         else if (!a->quiet) printf("wrote %s/last.kds, %s, %s\n", a->out, csv, png);
     }

@@ -4,6 +4,7 @@
 #define KD_TRAIN_COMMON_H
 
 #include "kdseg/data.h"
+#include "kdseg/fs.h"
 #include "kdseg/infer.h"
 #include "kdseg/train.h"
 
@@ -85,7 +86,9 @@ typedef struct kd_train_session {
     kd_val_set vs;
     kd_train_config tc;
     long start;
-    char extra[1024];
+    char *extra;               /* checkpoint metadata lines (allocated) */
+    kd_outdir *outdir;         /* OUT, held by this run */
+    char phantom[KD_PATH_MAX]; /* OUT/phantom with --synthetic */
 } kd_train_session;
 
 /* Opens the data (generating a phantom cohort with --synthetic), the device, the model

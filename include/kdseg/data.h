@@ -103,12 +103,23 @@ typedef struct kd_nifti_write_opts {
     double scl_slope, scl_inter; /* stored as given; 0,0 writes slope 0 (none) */
 } kd_nifti_write_opts;
 
+/* What a written file holds, in its header. */
+typedef struct kd_nifti_meta {
+    int intent_code;         /* NIFTI_INTENT_*; 0: none */
+    const char *intent_name; /* up to 15 characters; NULL: empty */
+    const char *descrip;     /* up to 79 characters; NULL: "kdseg" */
+} kd_nifti_meta;
+
 /* Writes data (nt, nz, ny, nx) of NIfTI `datatype` on the grid of `geom` (its
  * dims nx,ny,nz, spacing, qform/sform), gzip-compressed when path ends in .gz.
  * Written to a temporary file in the same folder and renamed; never half-written.
  * Data is stored as given (no conversion); opts may be NULL. */
 kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int datatype,
                          const void *data, const kd_nifti_write_opts *opts);
+/* kd_nifti_write with the header's intent and description; meta may be NULL. */
+kd_status kd_nifti_write_meta(const char *path, const kd_volume *geom, int nt, int datatype,
+                              const void *data, const kd_nifti_write_opts *opts,
+                              const kd_nifti_meta *meta);
 
 /* ------------------------------------------------------------- Layouts -- */
 
@@ -153,8 +164,9 @@ typedef struct kd_dataset_opts {
 } kd_dataset_opts;
 
 /* Opens a dataset folder: finds the cases (BraTS layouts: case folders, also one level
- * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/), sorted by name. Checks that
- * each case has every selected modality. Reads no voxels. opts may be NULL. */
+ * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/), sorted by name, each once (see
+ * kd_dataset_case_id). Checks that each case has every selected modality. Reads no
+ * voxels. opts may be NULL. */
 kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_dataset **out);
 /* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
  * in ../labelsTr). */
@@ -173,6 +185,17 @@ int kd_dataset_labeled_count(const kd_dataset *ds);
 const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume);
 /* The label (or annotation) file, or NULL. */
 const char *kd_dataset_case_label(const kd_dataset *ds, int i);
+/* The case's identity: the real path of its first image file (links resolved). A
+ * dataset holds each case once: one reached again through a link to a folder or file
+ * is skipped with a note, and two different cases of one name are an error, as are
+ * two files for one image (CASE_t1.nii.gz and CASE_t1.nii). */
+const char *kd_dataset_case_id(const kd_dataset *ds, int i);
+/* KD_ERR_INVALID_ARG naming both when a case of a (indices ia[0..na)) is also a case of
+ * b (indices ib[0..nb)): the same index of one dataset, or the same real path (the same
+ * files opened through two folders). what_a and what_b name the roles ("validation",
+ * "training"). For splits that must not share a case. */
+kd_status kd_dataset_check_disjoint(const kd_dataset *a, const int *ia, int na, const char *what_a,
+                                    const kd_dataset *b, const int *ib, int nb, const char *what_b);
 
 /* ------------------------------------------------------- Preprocessing -- */
 
@@ -218,8 +241,11 @@ void kd_case_brain_mask(const kd_case *c, uint8_t *mask);
 
 /* Writes a uint8 label map (D, H, W) on the case's original grid and geometry. */
 kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t *labels);
-/* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map:
- * float32, or uint8 round(p*255) when quantise is nonzero. */
+/* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map whose
+ * volumes are p(WT), p(TC), p(ET) in that order: float32 in [0, 1], or, when quantise
+ * is nonzero, uint8 round(p*255) with scl_slope 1/255 (readers that apply the scaling
+ * see [0, 1]). The header says so: intent_code NIFTI_INTENT_ESTIMATE, intent_name
+ * "p WT,TC,ET", and descrip. */
 kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs, int quantise);
 
 /* ------------------------------------------------- Sampling, augmenting -- */
@@ -347,8 +373,16 @@ typedef struct kd_phantom_opts {
  * (0, 1, 2, 4). Deterministic in (seed, index). */
 kd_status kd_phantom_generate(const int size[3], uint64_t seed, int index, int16_t *images,
                               uint8_t *labels);
-/* Writes a cohort in a real layout under dir (created). */
+/* Writes a cohort in a real layout under dir. A new cohort is written whole under a
+ * temporary name next to dir (DIR.tmp-PID-N) and renamed to dir when complete, so a
+ * killed run leaves no partial cohort under the final name (and the next call removes
+ * such a stale temporary folder). Into an existing dir (adding cases with first_index)
+ * each case is written under a temporary name and renamed when whole. */
 kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o);
+/* Checks that dir holds exactly the cohort o describes: every file of the cases
+ * first_index .. first_index + cases - 1, on the o->size grid, and no other case.
+ * KD_ERR_FORMAT naming the folder and what is missing or different otherwise. */
+kd_status kd_phantom_check_cohort(const char *dir, const kd_phantom_opts *o);
 
 /* ----------------------------------------------------------------- PNG -- */
 
@@ -356,12 +390,6 @@ kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o);
  * temporary file and rename. */
 kd_status kd_png_write(const char *path, int width, int height, int channels,
                        const uint8_t *pixels);
-/* Writes a montage: rows axial, coronal, sagittal; one column per image channel;
- * slices through `centre` (D,H,W; NULL: the centroid of WT, else the middle), each
- * channel windowed to its 0.5-99.5 percentile of nonzero voxels, region overlay
- * (green edema, red core, yellow enhancing) when regions (3, D, H, W) is given. */
-kd_status kd_png_write_montage(const char *path, const float *image, int channels, int d, int h,
-                               int w, const float *regions, const int centre[3]);
 
 #ifdef __cplusplus
 }

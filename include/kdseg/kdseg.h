@@ -3,6 +3,7 @@
 #define KDSEG_H
 
 #include "kdseg/status.h"
+#include "kdseg/fs.h"
 #include "kdseg/device.h"
 #include "kdseg/tensor.h"
 #include "kdseg/model.h"
@@ -10,6 +11,7 @@
 #include "kdseg/tensorfile.h"
 #include "kdseg/postproc.h"
 #include "kdseg/metrics.h"
+#include "kdseg/plot.h"
 
 #include "kdseg/data.h"
 #include "kdseg/recipe.h"

@@ -65,6 +65,65 @@ typedef struct kd_summary {
 
 kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out);
 
+/* ---- BraTS 2023+ lesion-wise metrics ---- */
+
+/* The robust Hausdorff distance (95th percentile) as the BraTS 2023 lesion-wise
+ * evaluation computes it with DeepMind's surface-distance package: surface points are
+ * the voxel corners whose 2x2x2 neighbourhood is neither all inside nor all outside,
+ * each weighted by the area of its marching-cubes surface element (in mm^2, from the
+ * spacing); for each mask, the area-weighted 95th percentile of the distances (mm) from
+ * its surface points to the other's (the first distance whose cumulative area reaches
+ * 95%); the larger of the two. +INFINITY when either mask is empty (the evaluation then
+ * substitutes 374). Differs from kd_hd95 (medpy's voxel surfaces, pooled, unweighted).
+ * gt, pred: (D, H, W); spacing (sz, sy, sx). */
+kd_status kd_hd95_surfel(const uint8_t *gt, const uint8_t *pred, int d, int h, int w,
+                         const double spacing[3], double *out);
+
+/* Area in mm^2 of the surface element of each 2x2x2 neighbourhood code (bit
+ * 128 >> (4a + 2b + c) set when the voxel at offset (x: a-1, y: b-1, z: c-1) is inside),
+ * for spacing (sz, sy, sx); area[0] = area[255] = 0. */
+void kd_surfel_areas(const double spacing[3], double area[256]);
+
+/* 26-connected components of mask (D, H, W) into labels (1..count in raster order of
+ * their first voxel, 0 outside); returns the count, or -1 when out of memory. */
+int kd_components26(const uint8_t *mask, int d, int h, int w, int32_t *labels);
+
+/* Parameters of a BraTS challenge's lesion-wise evaluation. */
+typedef struct kd_lesion_options {
+    int dilation;          /* iterations of the 18-neighbourhood dilation of GT lesions */
+    double min_volume_mm3; /* GT lesions of at most this volume are left out */
+    double fp_hd95;        /* HD95 of a false positive or missed lesion (374) */
+} kd_lesion_options;
+
+/* BraTS-GLI 2023 (adult glioma): dilation 3, 50 mm^3, 374. */
+void kd_lesion_options_default(kd_lesion_options *o);
+
+/* Presets of the BraTS 2023 evaluation: "gli", "ssa", "ped" (dilation 3, 50 mm^3),
+ * "men" (1, 50 mm^3), "met" (1, 2 mm^3); case-insensitive, "BraTS-" prefix allowed. */
+kd_status kd_lesion_options_preset(const char *challenge, kd_lesion_options *o);
+
+/* Lesion-wise metrics of one region, as the BraTS 2023 evaluation
+ * (rachitsaluja/BraTS-2023-Metrics) computes them: GT lesions are the 26-connected
+ * components of the GT dilated `dilation` times with the 18-neighbourhood (so nearby
+ * GT components form one lesion), restricted to GT voxels; each lesion is matched with
+ * every 26-connected prediction component that touches the lesion dilated the same way,
+ * and scored (Dice, kd_hd95_surfel; infinite -> fp_hd95) against their union. Lesions of
+ * at most min_volume_mm3 are left out; prediction components matched with no lesion
+ * (small ones included) are false positives, each Dice 0 and HD95 fp_hd95.
+ * dice = sum of lesion Dice / (lesions + FP); hd95 = (sum of lesion HD95 + FP fp_hd95) /
+ * (lesions + FP); no lesion and no FP: Dice 1, HD95 0. */
+typedef struct kd_lesion_metrics {
+    double dice, hd95;
+    int tp;      /* lesions (above the threshold) matched by the prediction */
+    int fn;      /* lesions (above the threshold) with no prediction component near */
+    int fp;      /* prediction components near no GT lesion */
+    int ignored; /* GT lesions at or below the volume threshold */
+} kd_lesion_metrics;
+
+kd_status kd_lesion_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int h, int w,
+                                    const double spacing[3], const kd_lesion_options *o,
+                                    kd_lesion_metrics *out);
+
 /* ---- label maps on disk ---- */
 
 /* A label map read from NIfTI (1 or 2, .nii or .nii.gz). */
@@ -90,6 +149,8 @@ typedef struct kd_eval_options {
     kd_label_convention labels; /* of both prediction and reference; AUTO: per file */
     int allow_missing;          /* score missing predictions as empty instead of failing */
     double empty_hd95;          /* KD_EMPTY_HD95_DEFAULT */
+    int lesion_wise;            /* also the BraTS 2023 lesion-wise metrics */
+    kd_lesion_options lesion;   /* their parameters (kd_lesion_options_default) */
 } kd_eval_options;
 
 void kd_eval_options_default(kd_eval_options *o);
@@ -107,9 +168,11 @@ typedef struct kd_eval_case {
     char *name;
     kd_eval_status status;
     kd_metrics region[KD_REGION_COUNT]; /* WT, TC, ET */
+    kd_lesion_metrics lesion[KD_REGION_COUNT]; /* with lesion_wise */
 } kd_eval_case;
 
 typedef struct kd_eval_result {
+    int lesion_wise; /* the cases hold lesion-wise metrics */
     int n_cases;
     kd_eval_case *cases; /* sorted by name */
 } kd_eval_result;
@@ -123,12 +186,14 @@ kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out);
 void kd_eval_result_free(kd_eval_result *r);
 
 /* One row per case: case, status, then per region WT, TC, ET: Dice, HD95, sensitivity,
- * specificity, volumes (voxels, mm^3) of prediction and reference. Written to a
+ * specificity, volumes (voxels, mm^3) of prediction and reference; with lesion-wise
+ * metrics then per region LesionDice, LesionHD95, TP, FP, FN (lesion counts). Written to a
  * temporary file and renamed. */
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path);
 
 /* The leaderboard table: per metric and region, mean, std, median, 25th and 75th
- * percentile over the cases. */
+ * percentile over the cases (with lesion-wise metrics: LesionDice and LesionHD95 too,
+ * and the lesion counts summed over the cases). */
 void kd_eval_print_table(const kd_eval_result *r, FILE *f);
 
 #ifdef __cplusplus

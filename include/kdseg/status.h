@@ -2,6 +2,8 @@
 #ifndef KDSEG_STATUS_H
 #define KDSEG_STATUS_H
 
+#include <stddef.h>
+
 #include <stdarg.h>
 
 #ifdef __cplusplus
@@ -22,11 +24,17 @@ typedef enum kd_status {
     KD_ERR_NUMERIC,       /* NaN or Inf where finite numbers are required */
     KD_ERR_INTERRUPTED,   /* stopped by a signal or a request to stop */
     KD_ERR_UNSUPPORTED,   /* the device or build lacks a capability the call needs */
-    KD_ERR_INTERNAL       /* an internal invariant failed: a bug */
+    KD_ERR_INTERNAL,      /* an internal invariant failed: a bug */
+    KD_ERR_BUSY           /* an output folder is in use by another process (kdseg/fs.h) */
 } kd_status;
 
 /* Short fixed name of a status ("out of memory"). */
 const char *kd_status_string(kd_status s);
+
+/* Longest error or log message, in bytes with the NUL. Longer ones keep their start
+ * and their end (the reason): words over 600 characters (long paths) and then the
+ * whole message lose their middle, marked "[...N characters...]". */
+#define KD_MESSAGE_MAX 4096
 
 /* The last error message of the calling thread, with context; "" if none. */
 const char *kd_last_error(void);
@@ -56,6 +64,14 @@ void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(prin
 
 /* Nonzero when stderr is a terminal (progress bars are drawn only then). */
 int kd_log_is_tty(void);
+
+/* A progress line ("kdseg info: step 50/200 ... ETA 1m20s"): information, printed at
+ * the default level (only -q / KDSEG_LOG=error hides it). Every log line first flushes
+ * stdout, so that output redirected to one file keeps its order. */
+void kd_log_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A duration for people: "45s", "4m38s", "2h05m"; "?" when not finite or negative. */
+void kd_format_duration(double seconds, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -87,7 +87,7 @@ static int case_sources(const kd_dataset *ds, int i, const char **src) {
     return n;
 }
 
-static void cache_path(const kd_dataset *ds, int i, char *out, size_t n) {
+static kd_status cache_path(const kd_dataset *ds, int i, char *out, size_t n) {
     const char *src[KD_MAX_MODALITIES + 1];
     int ns = case_sources(ds, i, src);
     uLong h = crc32(0, Z_NULL, 0);
@@ -97,8 +97,8 @@ static void cache_path(const kd_dataset *ds, int i, char *out, size_t n) {
         int32_t m = ds->mod[ch];
         h = crc32(h, (const Bytef *)&m, 4);
     }
-    snprintf(out, n, "%s/%s-%08lx%s.kdc", ds->cache_dir, ds->cases[i].name, (unsigned long)h,
-             ds->cache_f32 ? "-f32" : "");
+    return kd_path_printf(out, n, "%s/%s-%08lx%s.kdc", ds->cache_dir, ds->cases[i].name,
+                          (unsigned long)h, ds->cache_f32 ? "-f32" : "");
 }
 
 /* Everything that identifies the entry: sources with size+mtime, selection, format. */
@@ -179,15 +179,19 @@ kd_status kd_cache_store(const kd_dataset *ds, int i, const kd_case *c) {
         free(b.p);
         return kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s: cache entry", c->name);
     }
-    char path[4096], tmp[4200];
-    cache_path(ds, i, path, sizeof path);
-    kd_data_tmpname(path, tmp, sizeof tmp);
+    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    kd_status ps = cache_path(ds, i, path, sizeof path);
+    if (!ps) ps = kd_data_tmpname(path, tmp, sizeof tmp);
+    if (ps) {
+        free(b.p);
+        return ps;
+    }
     FILE *f = fopen(tmp, "wb");
-    int ok = f && fwrite(b.p, 1, b.n, f) == b.n;
-    if (f && fclose(f) != 0) ok = 0;
+    int ok = f && fwrite(b.p, 1, b.n, f) == b.n, e = ok ? 0 : errno;
+    if (f && fclose(f) != 0 && ok) ok = 0, e = errno;
     free(b.p);
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+    if (!ok) {
         unlink(tmp);
         return kd_fail(KD_ERR_IO, "%s: cannot write cache entry: %s", path, strerror(e));
     }
@@ -196,8 +200,8 @@ kd_status kd_cache_store(const kd_dataset *ds, int i, const kd_case *c) {
 
 kd_status kd_cache_load(const kd_dataset *ds, int i, kd_case **out) {
     *out = NULL;
-    char path[4096];
-    cache_path(ds, i, path, sizeof path);
+    char path[KD_PATH_MAX];
+    if (cache_path(ds, i, path, sizeof path)) return KD_OK; /* no entry can have that name */
     FILE *f = fopen(path, "rb");
     if (!f) return KD_OK;
     unsigned char *data = NULL;
@@ -250,8 +254,8 @@ kd_status kd_cache_load(const kd_dataset *ds, int i, kd_case **out) {
     get(&b, hdr, hlen);
     uint32_t plen;
     get(&b, &plen, 4);
-    if (b.bad || plen > 4000 || b.off + plen > b.n) goto miss;
-    char gpath[4096];
+    if (b.bad || plen >= KD_PATH_MAX || b.off + plen > b.n) goto miss;
+    char gpath[KD_PATH_MAX];
     memcpy(gpath, b.p + b.off, plen);
     gpath[plen] = 0;
     b.off += plen;

@@ -6,9 +6,11 @@
 #include <stdint.h>
 
 #include "kdseg/data.h"
+#include "kdseg/fs.h"
 
-/* A unique temporary name next to `path` (same folder), for write + rename. */
-void kd_data_tmpname(const char *path, char *out, size_t n);
+/* A unique temporary name next to `path` (same folder), for write + rename; "path too
+ * long" when it does not fit in out[n]. */
+kd_status kd_data_tmpname(const char *path, char *out, size_t n);
 /* Creates a folder and its parents (like mkdir -p). */
 kd_status kd_data_mkdirs(const char *dir);
 int kd_data_is_dir(const char *path);

@@ -1,6 +1,7 @@
 /* Dataset folders in the BraTS 2018-21, BraTS 2023+ and MSD Task01 layouts: finding
  * the cases, their modality files and labels; label <-> region conversion. */
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,32 +124,48 @@ const char *kd_layout_label_set(kd_layout l) {
 
 static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
-/* base + ".nii.gz" or base + ".nii", whichever exists; NULL otherwise. */
-static char *find_nifti(const char *base) {
-    char p[4096];
-    snprintf(p, sizeof p, "%s.nii.gz", base);
-    if (kd_data_is_file(p)) return strdup(p);
-    snprintf(p, sizeof p, "%s.nii", base);
-    if (kd_data_is_file(p)) return strdup(p);
-    return NULL;
+/* base + ".nii.gz" or base + ".nii", whichever exists, in *out (NULL: neither). Both is
+ * an error naming the two: which one is meant cannot be guessed. */
+static kd_status find_nifti(const char *base, char **out) {
+    char gz[KD_PATH_MAX], raw[KD_PATH_MAX];
+    *out = NULL;
+    kd_status s = kd_path_printf(gz, sizeof gz, "%s.nii.gz", base);
+    if (!s) s = kd_path_printf(raw, sizeof raw, "%s.nii", base);
+    if (s) return s;
+    int a = kd_data_is_file(gz), b = kd_data_is_file(raw);
+    if (a && b)
+        return kd_fail(KD_ERR_FORMAT, "two files for one image: %s and %s; remove or rename one", gz, raw);
+    if ((a || b) && !(*out = strdup(a ? gz : raw))) return kd_fail(KD_ERR_OUT_OF_MEMORY, "%s", base);
+    return KD_OK;
 }
 
 static int has_nifti(const char *base) {
-    char *p = find_nifti(base);
-    free(p);
-    return p != NULL;
+    char gz[KD_PATH_MAX], raw[KD_PATH_MAX];
+    if (kd_path_printf(gz, sizeof gz, "%s.nii.gz", base) || kd_path_printf(raw, sizeof raw, "%s.nii", base))
+        return 0;
+    return kd_data_is_file(gz) || kd_data_is_file(raw);
 }
 
-/* Which BraTS layout a case folder dir/name follows, or AUTO for none. */
-static kd_layout case_folder_layout(const char *dir, const char *name) {
-    char base[4096];
+/* Which BraTS layout a case folder dir/name follows, in *l (AUTO for none). Files of
+ * both layouts are an error naming one of each. */
+static kd_status case_folder_layout(const char *dir, const char *name, kd_layout *l) {
+    char base[KD_PATH_MAX], first[KD_PATH_MAX] = "";
     const kd_layout ls[] = {KD_LAYOUT_BRATS2018, KD_LAYOUT_BRATS2023};
+    *l = KD_LAYOUT_AUTO;
     for (int k = 0; k < 2; k++)
         for (int m = 0; m < KD_MAX_MODALITIES; m++) {
-            snprintf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(ls[k], m));
-            if (has_nifti(base)) return ls[k];
+            kd_status s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(ls[k], m));
+            if (s) return s;
+            if (!has_nifti(base)) continue;
+            if (*l != KD_LAYOUT_AUTO && *l != ls[k])
+                return kd_fail(KD_ERR_FORMAT, "case folder %s has files of two layouts: %s.nii[.gz] "
+                               "(%s) and %s.nii[.gz] (%s); remove the ones not meant", dir, first,
+                               kd_layout_name(*l), base, kd_layout_name(ls[k]));
+            if (*l == KD_LAYOUT_AUTO) snprintf(first, sizeof first, "%s", base);
+            *l = ls[k];
+            break;
         }
-    return KD_LAYOUT_AUTO;
+    return KD_OK;
 }
 
 static int cmp_str(const void *a, const void *b) {
@@ -189,6 +206,7 @@ static void free_names(char **names, int n) {
 
 static void case_clear(kd_ds_case *c) {
     free(c->name);
+    free(c->id);
     for (int k = 0; k < KD_MAX_MODALITIES; k++)
         free(c->images[k]);
     free(c->label);
@@ -199,17 +217,47 @@ void kd_dataset_free(kd_dataset *ds) {
     for (int i = 0; i < ds->n; i++)
         case_clear(&ds->cases[i]);
     free(ds->cases);
+    for (int i = 0; i < ds->nscanned; i++)
+        free(ds->scanned[i]);
+    free(ds->scanned);
     free(ds->dir);
     free(ds->annotations);
     free(ds->cache_dir);
     free(ds);
 }
 
+/* Adds a case unless it is one already found through another path (a link to a folder
+ * or file: a note, counted once). Two different cases of one name are an error: their
+ * outputs (NAME.nii.gz) would overwrite each other. Takes c's contents either way. */
 static kd_status add_case(kd_dataset *ds, kd_ds_case *c) {
+    char real[PATH_MAX];
+    c->id = strdup(c->images[0] && realpath(c->images[0], real) ? real : c->images[0] ? c->images[0] : c->name);
+    if (!c->id) {
+        case_clear(c);
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
+    }
+    for (int i = 0; i < ds->n; i++) {
+        const kd_ds_case *o = &ds->cases[i];
+        if (!strcmp(o->id, c->id)) {
+            kd_log(KD_LOG_WARN, "%s: case %s (%s) is case %s (%s) again, reached through a link; "
+                   "counted once", ds->dir, c->name, c->images[0], o->name, o->images[0]);
+            case_clear(c);
+            return KD_OK;
+        }
+        if (!strcmp(o->name, c->name)) {
+            kd_status s = kd_fail(KD_ERR_FORMAT, "%s: two cases named %s: %s and %s; their outputs "
+                                  "would overwrite each other", ds->dir, c->name, o->images[0], c->images[0]);
+            case_clear(c);
+            return s;
+        }
+    }
     if (ds->n == ds->cap) {
         int cap = ds->cap ? ds->cap * 2 : 32;
         kd_ds_case *t = realloc(ds->cases, cap * sizeof *t);
-        if (!t) return kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
+        if (!t) {
+            case_clear(c);
+            return kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
+        }
         ds->cases = t;
         ds->cap = cap;
     }
@@ -218,12 +266,13 @@ static kd_status add_case(kd_dataset *ds, kd_ds_case *c) {
 }
 
 /* The label of a case without its own label file, from the annotations folder. */
-static void find_annotation(const kd_dataset *ds, kd_ds_case *c) {
-    if (c->label || !ds->annotations) return;
-    char base[4096];
-    snprintf(base, sizeof base, "%s/%s", ds->annotations, c->name);
-    c->label = find_nifti(base);
+static kd_status find_annotation(const kd_dataset *ds, kd_ds_case *c) {
+    if (c->label || !ds->annotations) return KD_OK;
+    char base[KD_PATH_MAX];
+    kd_status s = kd_path_join(base, sizeof base, ds->annotations, c->name);
+    if (!s) s = find_nifti(base, &c->label);
     if (c->label) c->labeled = 2;
+    return s;
 }
 
 /* A BraTS case folder dir/name in layout l. */
@@ -231,23 +280,24 @@ static kd_status brats_case(kd_dataset *ds, const char *dir, const char *name, k
     kd_ds_case c;
     memset(&c, 0, sizeof c);
     c.name = strdup(name);
-    char base[4096];
-    for (int ch = 0; ch < ds->nch; ch++) {
-        snprintf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, ds->mod[ch]));
-        c.images[ch] = find_nifti(base);
-        if (!c.images[ch]) {
-            case_clear(&c);
-            return kd_fail(KD_ERR_IO, "case %s: missing %s image %s.nii.gz (layout %s)", name,
-                           kd_modality_name(ds->mod[ch]), base, kd_layout_name(l));
-        }
+    char base[KD_PATH_MAX];
+    kd_status s = KD_OK;
+    for (int ch = 0; ch < ds->nch && !s; ch++) {
+        s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, ds->mod[ch]));
+        if (!s) s = find_nifti(base, &c.images[ch]);
+        if (!s && !c.images[ch])
+            s = kd_fail(KD_ERR_IO, "case %s: missing %s image %s.nii.gz (layout %s)", name,
+                        kd_modality_name(ds->mod[ch]), base, kd_layout_name(l));
     }
-    snprintf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, KD_MOD_SEG));
-    c.label = find_nifti(base);
+    if (!s) s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, KD_MOD_SEG));
+    if (!s) s = find_nifti(base, &c.label);
     c.labeled = c.label != NULL;
-    find_annotation(ds, &c);
-    kd_status s = add_case(ds, &c);
-    if (s) case_clear(&c);
-    return s;
+    if (!s) s = find_annotation(ds, &c);
+    if (s) {
+        case_clear(&c);
+        return s;
+    }
+    return add_case(ds, &c);
 }
 
 static int strip_nifti_ext(char *name) {
@@ -271,47 +321,77 @@ static kd_status msd_case(kd_dataset *ds, const char *image, const char *name,
         c.images[ch] = strdup(image);
         c.volume[ch] = msd_volume(ds->mod[ch]);
     }
-    if (labels_dir) {
-        char base[4096];
-        snprintf(base, sizeof base, "%s/%s", labels_dir, name);
-        c.label = find_nifti(base);
+    kd_status s = KD_OK;
+    for (int ch = 0; ch < ds->nch; ch++)
+        if (!c.images[ch]) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
+    if (!s && labels_dir) {
+        char base[KD_PATH_MAX];
+        s = kd_path_join(base, sizeof base, labels_dir, name);
+        if (!s) s = find_nifti(base, &c.label);
         c.labeled = c.label != NULL;
     }
-    find_annotation(ds, &c);
-    kd_status s = add_case(ds, &c);
-    if (s) case_clear(&c);
-    return s;
+    if (!s) s = find_annotation(ds, &c);
+    if (s) {
+        case_clear(&c);
+        return s;
+    }
+    return add_case(ds, &c);
+}
+
+/* 1 the first time a folder is scanned for cases, 0 when its real path was scanned
+ * already (a link back to the dataset folder or to a sibling: a note), -1 out of memory. */
+static int first_scan(kd_dataset *ds, const char *dir) {
+    char real[PATH_MAX];
+    const char *id = realpath(dir, real) ? real : dir;
+    for (int i = 0; i < ds->nscanned; i++)
+        if (!strcmp(ds->scanned[i], id)) {
+            kd_log(KD_LOG_WARN, "%s: %s is %s again, reached through a link; not scanned twice",
+                   ds->dir, dir, ds->scanned[i]);
+            return 0;
+        }
+    char **t = realloc(ds->scanned, (size_t)(ds->nscanned + 1) * sizeof *t);
+    if (!t) return -1;
+    ds->scanned = t;
+    if (!(t[ds->nscanned] = strdup(id))) return -1;
+    ds->nscanned++;
+    return 1;
 }
 
 static kd_status msd_scan(kd_dataset *ds, const char *sub, const char *labels_sub) {
-    char idir[4096], ldir[4096];
-    snprintf(idir, sizeof idir, "%s/%s", ds->dir, sub);
-    snprintf(ldir, sizeof ldir, "%s/%s", ds->dir, labels_sub);
+    char idir[KD_PATH_MAX], ldir[KD_PATH_MAX];
+    kd_status s = kd_path_join(idir, sizeof idir, ds->dir, sub);
+    if (!s) s = kd_path_join(ldir, sizeof ldir, ds->dir, labels_sub);
+    if (s) return s;
     if (!kd_data_is_dir(idir)) return KD_OK;
+    int first = first_scan(ds, idir);
+    if (first <= 0) return first < 0 ? kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset") : KD_OK;
     char **names;
     int n;
-    kd_status s = list_dir(idir, &names, &n);
+    s = list_dir(idir, &names, &n);
     for (int i = 0; !s && i < n; i++) {
-        char name[1024], path[4096];
-        snprintf(name, sizeof name, "%s", names[i]);
+        char name[1024], path[KD_PATH_MAX];
+        snprintf(name, sizeof name, "%s", names[i]); /* a file name: at most 255 bytes */
         if (!strip_nifti_ext(name)) continue;
-        snprintf(path, sizeof path, "%s/%s", idir, names[i]);
-        s = msd_case(ds, path, name, kd_data_is_dir(ldir) ? ldir : NULL);
+        if (!(s = kd_path_join(path, sizeof path, idir, names[i])))
+            s = msd_case(ds, path, name, kd_data_is_dir(ldir) ? ldir : NULL);
     }
     free_names(names, n);
     return s;
 }
 
-/* Case folders in dir, and one level below (BraTS 2019: HGG/, LGG/). */
+/* Case folders in dir, and one level below (BraTS 2019: HGG/, LGG/). A folder reached
+ * twice through links is scanned once. */
 static kd_status brats_scan(kd_dataset *ds, const char *dir, int depth) {
     char **names;
-    int n;
+    int n, first = first_scan(ds, dir);
+    if (first <= 0) return first < 0 ? kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset") : KD_OK;
     kd_status s = list_dir(dir, &names, &n);
     for (int i = 0; !s && i < n; i++) {
-        char sub[4096];
-        snprintf(sub, sizeof sub, "%s/%s", dir, names[i]);
+        char sub[KD_PATH_MAX];
+        if ((s = kd_path_join(sub, sizeof sub, dir, names[i]))) break;
         if (!kd_data_is_dir(sub)) continue;
-        kd_layout l = case_folder_layout(sub, names[i]);
+        kd_layout l;
+        if ((s = case_folder_layout(sub, names[i], &l))) break;
         if (l == KD_LAYOUT_AUTO) {
             if (depth == 0) s = brats_scan(ds, sub, 1);
             continue;
@@ -337,6 +417,7 @@ static kd_status parse_modalities(kd_dataset *ds, const char *spec) {
         return KD_OK;
     }
     char buf[256];
+    if (strlen(spec) >= sizeof buf) return kd_fail(KD_ERR_INVALID_ARG, "--modalities: '%s' is too long", spec);
     snprintf(buf, sizeof buf, "%s", spec);
     ds->nch = 0;
     char *save = NULL;
@@ -389,9 +470,11 @@ kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *o, kd_dataset 
     kd_dataset *ds;
     kd_status s = ds_new(dir, o, &ds);
     if (s) return s;
-    char p[4096], q[4096];
-    snprintf(p, sizeof p, "%s/imagesTr", dir);
-    snprintf(q, sizeof q, "%s/imagesTs", dir);
+    char p[KD_PATH_MAX], q[KD_PATH_MAX];
+    if ((s = kd_path_join(p, sizeof p, dir, "imagesTr")) || (s = kd_path_join(q, sizeof q, dir, "imagesTs"))) {
+        kd_dataset_free(ds);
+        return s;
+    }
     int msd = kd_data_is_dir(p) || kd_data_is_dir(q);
     if (ds->layout == KD_LAYOUT_MSD || (ds->layout == KD_LAYOUT_AUTO && msd)) {
         ds->layout = KD_LAYOUT_MSD;
@@ -417,23 +500,25 @@ kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *o, kd_da
     *out = NULL;
     if (!path || (!kd_data_is_dir(path) && !kd_data_is_file(path)))
         return kd_fail(KD_ERR_IO, "%s: case not found", path ? path : "(null)");
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
+    char buf[KD_PATH_MAX];
+    kd_status s = kd_path_printf(buf, sizeof buf, "%s", path);
+    if (s) return s;
     size_t len = strlen(buf);
     while (len > 1 && buf[len - 1] == '/')
         buf[--len] = 0;
     char *slash = strrchr(buf, '/');
     const char *base = slash ? slash + 1 : buf;
-    char parent[4096];
+    char parent[KD_PATH_MAX];
     if (slash)
         snprintf(parent, sizeof parent, "%.*s", (int)(slash - buf), buf);
     else
         snprintf(parent, sizeof parent, ".");
     kd_dataset *ds;
-    kd_status s = ds_new(parent, o, &ds);
-    if (s) return s;
-    if (kd_data_is_dir(buf)) {
-        kd_layout l = case_folder_layout(buf, base);
+    if ((s = ds_new(parent, o, &ds))) return s;
+    kd_layout l = KD_LAYOUT_AUTO;
+    if (kd_data_is_dir(buf) && (s = case_folder_layout(buf, base, &l))) {
+        /* two layouts in one folder: the message says which files */
+    } else if (kd_data_is_dir(buf)) {
         if (ds->forced && l != ds->layout) l = KD_LAYOUT_AUTO;
         if (l == KD_LAYOUT_AUTO)
             s = kd_fail(KD_ERR_FORMAT,
@@ -450,9 +535,9 @@ kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *o, kd_da
             s = kd_fail(KD_ERR_FORMAT, "%s: expected a .nii or .nii.gz file", buf);
         else {
             ds->layout = KD_LAYOUT_MSD;
-            char ldir[4096];
-            snprintf(ldir, sizeof ldir, "%s/../labelsTr", parent);
-            s = msd_case(ds, buf, name, kd_data_is_dir(ldir) ? ldir : NULL);
+            char ldir[KD_PATH_MAX];
+            s = kd_path_join(ldir, sizeof ldir, parent, "../labelsTr");
+            if (!s) s = msd_case(ds, buf, name, kd_data_is_dir(ldir) ? ldir : NULL);
         }
     }
     if (s) {
@@ -488,4 +573,21 @@ const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volu
 }
 const char *kd_dataset_case_label(const kd_dataset *ds, int i) {
     return i >= 0 && i < ds->n ? ds->cases[i].label : NULL;
+}
+
+const char *kd_dataset_case_id(const kd_dataset *ds, int i) {
+    return i >= 0 && i < ds->n ? ds->cases[i].id : NULL;
+}
+
+kd_status kd_dataset_check_disjoint(const kd_dataset *a, const int *ia, int na, const char *what_a,
+                                    const kd_dataset *b, const int *ib, int nb, const char *what_b) {
+    for (int x = 0; x < na; x++)
+        for (int y = 0; y < nb; y++) {
+            const kd_ds_case *ca = &a->cases[ia[x]], *cb = &b->cases[ib[y]];
+            if ((a == b && ia[x] == ib[y]) || !strcmp(ca->id, cb->id))
+                return kd_fail(KD_ERR_INVALID_ARG, "%s case %s (%s) is also a %s case (%s %s): a "
+                               "case must not be in both", what_a, ca->name, ca->images[0], what_b,
+                               cb->name, cb->images[0]);
+        }
+    return KD_OK;
 }

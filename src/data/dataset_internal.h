@@ -10,6 +10,7 @@ typedef struct kd_ds_case {
     int volume[KD_MAX_MODALITIES];   /* index in a 4-D file (MSD), else 0 */
     char *label;                     /* label or annotation file, or NULL */
     int labeled;                     /* 0, 1 own, 2 annotation */
+    char *id;                        /* real path of images[0]: the case's identity */
 } kd_ds_case;
 
 struct kd_dataset {
@@ -23,6 +24,8 @@ struct kd_dataset {
     char *annotations;
     char *cache_dir;
     int cache_f32;
+    char **scanned; /* real paths of the folders scanned for cases */
+    int nscanned;
 };
 
 /* "0, 1, 2, 4" */

@@ -13,7 +13,7 @@ typedef struct slot {
     int64_t step;
     int ready;
     kd_status status;
-    char msg[1024];
+    char msg[KD_MESSAGE_MAX]; /* a worker's kd_last_error(), whole */
 } slot;
 
 struct kd_loader {

@@ -641,7 +641,8 @@ double kd_volume_affine_diff(const kd_volume *a, const kd_volume *b) {
 /* The header of a volume as the bytes of a single-file NIfTI, with the given dims,
  * datatype and scaling. len: 348 or 540. */
 static kd_status make_header(const kd_volume *geom, int version, int nt, int dt, double slope,
-                             double inter, unsigned char *buf, int *len) {
+                             double inter, const kd_nifti_meta *meta, unsigned char *buf,
+                             int *len) {
     pthread_mutex_lock(&g_nifti_lock);
     nifti_image *nim = nifti_copy_nim_info(geom->hdr);
     int ok = nim != NULL;
@@ -659,15 +660,20 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
         for (int i = nt > 1 ? 5 : 4; i < 8; i++)
             nim->pixdim[i] = 0;
         nifti_update_dims_from_array(nim);
+        /* which drops trailing axes of size 1: a 1x1x1 volume would be written 1-D and
+         * read back as "a 1-D image"; a volume is 3-D (4-D with volumes) whatever its size */
+        nim->ndim = nim->dim[0] = nt > 1 ? 4 : 3;
         nim->datatype = dt;
         nim->nbyper = nbyper;
         nim->swapsize = swapsize;
         nim->scl_slope = slope;
         nim->scl_inter = inter;
         nim->cal_min = nim->cal_max = 0;
-        nim->intent_code = 0;
-        nim->intent_name[0] = 0;
-        snprintf(nim->descrip, sizeof nim->descrip, "kdseg");
+        nim->intent_code = meta ? meta->intent_code : 0;
+        snprintf(nim->intent_name, sizeof nim->intent_name, "%s",
+                 meta && meta->intent_name ? meta->intent_name : "");
+        snprintf(nim->descrip, sizeof nim->descrip, "%s",
+                 meta && meta->descrip ? meta->descrip : "kdseg");
         nim->aux_file[0] = 0;
         nim->nifti_type = version == 2 ? KD_FTYPE_NIFTI2_1 : KD_FTYPE_NIFTI1_1;
         nim->iname_offset = version == 2 ? 544 : 352;
@@ -695,7 +701,7 @@ static kd_status make_header(const kd_volume *geom, int version, int nt, int dt,
 
 kd_status kd_volume_header_bytes(const kd_volume *v, unsigned char *buf, int *len) {
     return make_header(v, v->info.version == 2 ? 2 : 1, v->nt, v->info.datatype, v->info.scl_slope,
-                       v->info.scl_inter, buf, len);
+                       v->info.scl_inter, NULL, buf, len);
 }
 
 kd_status kd_volume_from_header_bytes(const unsigned char *buf, int len, const char *path,
@@ -730,6 +736,12 @@ static int ends_with(const char *s, const char *suf) {
 
 kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int datatype,
                          const void *data, const kd_nifti_write_opts *opts) {
+    return kd_nifti_write_meta(path, geom, nt, datatype, data, opts, NULL);
+}
+
+kd_status kd_nifti_write_meta(const char *path, const kd_volume *geom, int nt, int datatype,
+                              const void *data, const kd_nifti_write_opts *opts,
+                              const kd_nifti_meta *meta) {
     if (!path || !geom || !data || nt < 1 || nt > KD_NIFTI_MAX_T)
         return kd_fail(KD_ERR_INVALID_ARG, "%s: NIfTI write: bad arguments (nt %d)",
                        path ? path : "(null)", nt);
@@ -741,14 +753,14 @@ kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int da
     unsigned char hdr[544];
     int len = 0;
     kd_status s = make_header(geom, version, nt, datatype, opts ? opts->scl_slope : 0,
-                              opts ? opts->scl_inter : 0, hdr, &len);
+                              opts ? opts->scl_inter : 0, meta, hdr, &len);
     if (s) return kd_fail_context(s, "%s", path);
     memset(hdr + len, 0, 4); /* no extensions */
     len += 4;
 
-    char tmp[4096];
-    kd_data_tmpname(path, tmp, sizeof tmp);
-    gzFile f = gzopen(tmp, ends_with(path, ".gz") ? "wb6" : "wbT");
+    char tmp[KD_PATH_MAX];
+    if ((s = kd_data_tmpname(path, tmp, sizeof tmp))) return s;
+    gzFile f = gzopen(kd_output_target(tmp), ends_with(path, ".gz") ? "wb6" : "wbT");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     int ok = gzwrite(f, hdr, (unsigned)len) == len;
     size_t total = (size_t)geom->nx * geom->ny * geom->nz * nt * nb;
@@ -758,14 +770,24 @@ kd_status kd_nifti_write(const char *path, const kd_volume *geom, int nt, int da
         ok = gzwrite(f, p + off, k) == (int)k;
         off += k;
     }
-    int err = 0;
-    const char *msg = ok ? NULL : gzerror(f, &err);
+    /* why a write failed, copied before gzclose frees the stream and gzerror's string
+     * with it. For a system error zlib's string is "TMP: strerror" (ENOSPC, EIO): the
+     * reason is its last part. */
+    char why[256] = "";
+    if (!ok) {
+        int err = 0, e = errno;
+        const char *msg = gzerror(f, &err), *colon = msg ? strrchr(msg, ':') : NULL;
+        if (err == Z_ERRNO && colon && colon[1] == ' ') snprintf(why, sizeof why, "%s", colon + 2);
+        else if (err == Z_ERRNO) snprintf(why, sizeof why, "%s", strerror(e));
+        else snprintf(why, sizeof why, "%s", msg && *msg ? msg : "gzip error");
+    }
+    errno = 0;
     int cl = gzclose(f);
+    if (ok && cl != Z_OK)
+        snprintf(why, sizeof why, "%s", cl == Z_ERRNO && errno ? strerror(errno) : "gzip close failed");
     if (!ok || cl != Z_OK) {
-        int e = errno;
         unlink(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path,
-                       msg ? msg : (cl == Z_ERRNO ? strerror(e) : "gzip close"));
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, why);
     }
     if (rename(tmp, path) != 0) {
         int e = errno;

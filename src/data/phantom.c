@@ -4,12 +4,21 @@
  * necrosis; four contrasts with partial volumes, textures, a bias field, noise and a
  * per-case scale. Tissues are soft memberships of smoothly deformed blobs; labels are
  * their 0.5 level sets. Deterministic in (seed, case index). */
+#include <dirent.h>
+#include <errno.h>
+#include <ftw.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "data_internal.h"
+#include "tmpfiles.h"
 
 /* ------------------------------------------------------- value noise -- */
 
@@ -414,11 +423,12 @@ static void relabel(kd_layout l, uint8_t *lab, size_t n) {
 }
 
 static kd_status write_msd_json(const char *dir, int first, int count, int unlabeled) {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/dataset.json", dir);
-    kd_data_tmpname(path, tmp, sizeof tmp);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    kd_status s = kd_path_join(path, sizeof path, dir, "dataset.json");
+    if (!s) s = kd_data_tmpname(path, tmp, sizeof tmp);
+    if (s) return s;
+    FILE *f = fopen(kd_output_target(tmp), "w");
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     fprintf(f,
             "{\n  \"name\": \"kdseg phantom\",\n  \"description\": \"synthetic brain tumours "
             "(kdseg phantom)\",\n  \"tensorImageSize\": \"4D\",\n  \"modality\": {\"0\": "
@@ -434,71 +444,133 @@ static kd_status write_msd_json(const char *dir, int first, int count, int unlab
                     "%s\n    {\"image\": \"./imagesTr/KDPH_%03d.nii.gz\", \"label\": "
                     "\"./labelsTr/KDPH_%03d.nii.gz\"}",
                     i ? "," : "", i, i);
-    fprintf(f, "\n  ]\n}\n");
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+    int ok = fprintf(f, "\n  ]\n}\n") > 0 && !ferror(f), e = ok ? 0 : errno;
+    if (fclose(f) != 0 && ok) ok = 0, e = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+    if (!ok) {
         remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: cannot write", path);
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     return KD_OK;
 }
 
+static kd_layout cohort_layout(const kd_phantom_opts *o) {
+    return o->layout == KD_LAYOUT_AUTO ? KD_LAYOUT_BRATS2018 : o->layout;
+}
+
+/* The case's folder name (BraTS) or file stem (MSD). */
+static void case_name(kd_layout l, int index, char *name, size_t n) {
+    if (l == KD_LAYOUT_BRATS2018) snprintf(name, n, "KDPhantom_%03d", index);
+    else if (l == KD_LAYOUT_BRATS2023) snprintf(name, n, "KDPH-%05d-000", index);
+    else snprintf(name, n, "KDPH_%03d", index);
+}
+
+static const char *const s18[] = {"t1", "t1ce", "t2", "flair", "seg"};
+static const char *const s23[] = {"t1n", "t1c", "t2w", "t2f", "seg"};
+
+/* File k (0-3 the modalities, 4 the labels) of a BraTS case folder cdir. */
+static kd_status brats_file(kd_layout l, const char *cdir, const char *name, int k, char *out, size_t n) {
+    return kd_path_printf(out, n, "%s/%s%c%s.nii.gz", cdir, name, l == KD_LAYOUT_BRATS2018 ? '_' : '-',
+                          l == KD_LAYOUT_BRATS2018 ? s18[k] : s23[k]);
+}
+
+/* Removes a folder and everything under it, links not followed. */
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+static int rm_tree(const char *dir) { return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+/* A BraTS case is written into a temporary folder next to its final one and renamed
+ * into place when whole, so a killed run leaves whole cases only. An existing case
+ * folder (a cohort regenerated in place) is rewritten file by file, each file whole. */
 static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index,
                             const kd_volume *geom, int16_t *img, uint8_t *lab) {
     const size_t n = (size_t)o->size[0] * o->size[1] * o->size[2];
-    kd_layout l = o->layout == KD_LAYOUT_AUTO ? KD_LAYOUT_BRATS2018 : o->layout;
-    char path[4096], cdir[4096], name[64];
+    kd_layout l = cohort_layout(o);
+    char path[KD_PATH_MAX], cdir[KD_PATH_MAX], tdir[KD_PATH_MAX], name[64];
     kd_status s = KD_OK;
     relabel(l, lab, n);
+    case_name(l, index, name, sizeof name);
     if (l == KD_LAYOUT_MSD) {
+        /* the labels first: a run killed between the two files leaves labels without an
+         * image, which no scan reads, never an image that looks unlabeled */
+        if (!o->unlabeled) {
+            s = kd_path_printf(path, sizeof path, "%s/labelsTr/%s.nii.gz", dir, name);
+            if (!s) s = kd_nifti_write(path, geom, 1, KD_DT_UINT8, lab, NULL);
+            if (s) return s;
+        }
         /* 4-D, channels FLAIR, T1w, T1gd, T2w. */
         int16_t *v = malloc(4 * n * sizeof *v);
         if (!v) return kd_fail(KD_ERR_OUT_OF_MEMORY, "phantom case %d", index);
         const int from[4] = {KD_MOD_FLAIR, KD_MOD_T1, KD_MOD_T1CE, KD_MOD_T2};
         for (int k = 0; k < 4; k++)
             memcpy(v + k * n, img + from[k] * n, n * sizeof *v);
-        snprintf(path, sizeof path, "%s/imagesTr/KDPH_%03d.nii.gz", dir, index);
-        s = kd_nifti_write(path, geom, 4, KD_DT_INT16, v, NULL);
+        s = kd_path_printf(path, sizeof path, "%s/imagesTr/%s.nii.gz", dir, name);
+        if (!s) s = kd_nifti_write(path, geom, 4, KD_DT_INT16, v, NULL);
         free(v);
-        if (!s && !o->unlabeled) {
-            snprintf(path, sizeof path, "%s/labelsTr/KDPH_%03d.nii.gz", dir, index);
-            s = kd_nifti_write(path, geom, 1, KD_DT_UINT8, lab, NULL);
-        }
         return s;
     }
-    static const char *s18[] = {"t1", "t1ce", "t2", "flair"}, *s23[] = {"t1n", "t1c", "t2w", "t2f"};
-    char sep = l == KD_LAYOUT_BRATS2018 ? '_' : '-';
-    if (l == KD_LAYOUT_BRATS2018)
-        snprintf(name, sizeof name, "KDPhantom_%03d", index);
-    else
-        snprintf(name, sizeof name, "KDPH-%05d-000", index);
-    snprintf(cdir, sizeof cdir, "%s/%s", dir, name);
-    s = kd_data_mkdirs(cdir);
-    for (int m = 0; m < 4 && !s; m++) {
-        snprintf(path, sizeof path, "%s/%s%c%s.nii.gz", cdir, name, sep,
-                 l == KD_LAYOUT_BRATS2018 ? s18[m] : s23[m]);
-        s = kd_nifti_write(path, geom, 1, KD_DT_INT16, img + m * n, NULL);
+    if ((s = kd_path_join(cdir, sizeof cdir, dir, name))) return s;
+    int in_place = kd_data_is_dir(cdir);
+    if (in_place) snprintf(tdir, sizeof tdir, "%s", cdir);
+    else if ((s = kd_data_tmpname(cdir, tdir, sizeof tdir)) || (s = kd_data_mkdirs(tdir)))
+        return s;
+    for (int k = 0; k < 5 && !s; k++) {
+        if (k == 4 && o->unlabeled) break;
+        s = brats_file(l, tdir, name, k, path, sizeof path);
+        if (!s) s = kd_nifti_write(path, geom, 1, k < 4 ? KD_DT_INT16 : KD_DT_UINT8, k < 4 ? (const void *)(img + k * n) : lab, NULL);
     }
-    if (!s && !o->unlabeled) {
-        snprintf(path, sizeof path, "%s/%s%cseg.nii.gz", cdir, name, sep);
-        s = kd_nifti_write(path, geom, 1, KD_DT_UINT8, lab, NULL);
-    }
+    if (!s && !in_place && rename(tdir, cdir) != 0)
+        s = kd_fail(KD_ERR_IO, "%s: cannot rename the finished case folder into place: %s", cdir,
+                    strerror(errno));
+    if (s && !in_place) rm_tree(tdir);
     return s;
 }
 
-kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o) {
-    if (!dir || !o || o->cases < 1 || o->first_index < 0)
-        return kd_fail(KD_ERR_INVALID_ARG, "phantom: need a folder and at least one case");
-    kd_layout l = o->layout == KD_LAYOUT_AUTO ? KD_LAYOUT_BRATS2018 : o->layout;
+/* Removes the partial cohorts killed runs left next to dir (DIR.tmp-PID-N, folders)
+ * whose writer is gone and which nobody changed for KD_TMP_STALE_SECONDS, as kd_tmp_sweep
+ * does for files. */
+static void sweep_partial_cohorts(const char *dir) {
+    const char *slash = strrchr(dir, '/'), *base = slash ? slash + 1 : dir;
+    char pdir[KD_PATH_MAX];
+    if (!slash) snprintf(pdir, sizeof pdir, ".");
+    else snprintf(pdir, sizeof pdir, "%.*s", slash == dir ? 1 : (int)(slash - dir), dir);
+    size_t blen = strlen(base);
+    DIR *dp = opendir(pdir);
+    if (!dp) return;
+    time_t now = time(NULL);
+    for (struct dirent *e; (e = readdir(dp));) {
+        pid_t pid;
+        if (strncmp(e->d_name, base, blen) || strncmp(e->d_name + blen, ".tmp-", 5) ||
+            !kd_tmp_name_parse(e->d_name, &pid) || pid == getpid())
+            continue;
+        char p[KD_PATH_MAX];
+        struct stat st;
+        if (kd_path_join(p, sizeof p, pdir, e->d_name) || lstat(p, &st) || !S_ISDIR(st.st_mode)) continue;
+        if (difftime(now, st.st_mtime) < KD_TMP_STALE_SECONDS || kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        if (rm_tree(p) == 0)
+            kd_log(KD_LOG_INFO, "removed %s, a partial phantom cohort of an interrupted run "
+                   "(process %ld is gone)", p, (long)pid);
+        else
+            kd_log(KD_LOG_WARN, "cannot remove the partial phantom cohort %s: %s", p, strerror(errno));
+    }
+    closedir(dp);
+}
+
+/* Writes the cases into dir, which exists. */
+static kd_status write_cases(const char *dir, const kd_phantom_opts *o) {
+    kd_layout l = cohort_layout(o);
     const size_t n = (size_t)o->size[0] * o->size[1] * o->size[2];
-    kd_status s = kd_data_mkdirs(dir);
-    if (!s && l == KD_LAYOUT_MSD) {
-        char sub[4096];
-        snprintf(sub, sizeof sub, "%s/imagesTr", dir);
-        s = kd_data_mkdirs(sub);
-        if (!s && !o->unlabeled) {
-            snprintf(sub, sizeof sub, "%s/labelsTr", dir);
-            s = kd_data_mkdirs(sub);
-        }
+    kd_status s = KD_OK;
+    char sub[KD_PATH_MAX];
+    if (l == KD_LAYOUT_MSD) {
+        s = kd_path_join(sub, sizeof sub, dir, "imagesTr");
+        if (!s) s = kd_data_mkdirs(sub);
+        if (!s && !o->unlabeled) s = kd_path_join(sub, sizeof sub, dir, "labelsTr");
+        if (!s && !o->unlabeled) s = kd_data_mkdirs(sub);
     }
     if (s) return s;
     kd_volume *geom = NULL;
@@ -518,4 +590,76 @@ kd_status kd_phantom_write_cohort(const char *dir, const kd_phantom_opts *o) {
     free(lab);
     kd_volume_free(geom);
     return s;
+}
+
+kd_status kd_phantom_write_cohort(const char *folder, const kd_phantom_opts *o) {
+    if (!folder || !*folder || !o || o->cases < 1 || o->first_index < 0)
+        return kd_fail(KD_ERR_INVALID_ARG, "phantom: need a folder and at least one case");
+    char dir[KD_PATH_MAX]; /* without trailing slashes: the temporary name goes next to it */
+    kd_status s = kd_path_printf(dir, sizeof dir, "%s", folder);
+    if (s) return s;
+    for (size_t len = strlen(dir); len > 1 && dir[len - 1] == '/';) dir[--len] = 0;
+    sweep_partial_cohorts(dir);
+    if (kd_data_is_dir(dir)) return write_cases(dir, o); /* adding to a cohort: case by case */
+    /* a new cohort: written whole under a temporary name, then renamed into place */
+    char tmp[KD_PATH_MAX], parent[KD_PATH_MAX];
+    s = kd_data_tmpname(dir, tmp, sizeof tmp);
+    if (s) return s;
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) {
+        *slash = 0;
+        if ((s = kd_data_mkdirs(parent))) return s;
+    }
+    if (mkdir(tmp, 0755) != 0) return kd_fail(KD_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
+    s = write_cases(tmp, o);
+    if (!s && rename(tmp, dir) != 0)
+        s = kd_fail(KD_ERR_IO, "%s: cannot rename the finished cohort %s into place: %s", dir, tmp,
+                    strerror(errno));
+    if (s) rm_tree(tmp);
+    return s;
+}
+
+kd_status kd_phantom_check_cohort(const char *dir, const kd_phantom_opts *o) {
+    kd_layout l = cohort_layout(o);
+    char path[KD_PATH_MAX], cdir[KD_PATH_MAX], name[64];
+    const char *how = "remove it or choose another output folder";
+    kd_status s = KD_OK;
+    for (int k = 0; k < o->cases && !s; k++) {
+        int index = o->first_index + k;
+        case_name(l, index, name, sizeof name);
+        for (int f = 0; f < 5 && !s; f++) {
+            if (f == 4 && o->unlabeled) break;
+            if (l == KD_LAYOUT_MSD) {
+                if (f > 0 && f < 4) continue;
+                s = kd_path_printf(path, sizeof path, "%s/%s/%s.nii.gz", dir, f ? "labelsTr" : "imagesTr", name);
+            } else {
+                s = kd_path_join(cdir, sizeof cdir, dir, name);
+                if (!s) s = brats_file(l, cdir, name, f, path, sizeof path);
+            }
+            if (!s && !kd_data_is_file(path))
+                s = kd_fail(KD_ERR_FORMAT, "%s: not a complete phantom cohort of %d cases: %s is "
+                            "missing; %s", dir, o->cases, path, how);
+        }
+        if (!s && k == 0) { /* the grid of the cohort (every case has the same) */
+            kd_volume *v = NULL;
+            s = kd_nifti_read_header(path, &v);
+            if (!s && (v->nz != o->size[0] || v->ny != o->size[1] || v->nx != o->size[2]))
+                s = kd_fail(KD_ERR_FORMAT, "%s: its phantom cases are %dx%dx%d, not the %dx%dx%d asked "
+                            "for; %s", dir, v->nz, v->ny, v->nx, o->size[0], o->size[1], o->size[2], how);
+            kd_volume_free(v);
+        }
+    }
+    if (s) return s;
+    /* no other cases: a larger cohort would train on more than asked for */
+    kd_dataset *ds = NULL;
+    kd_dataset_opts dop;
+    memset(&dop, 0, sizeof dop);
+    dop.layout = l;
+    if ((s = kd_dataset_open(dir, &dop, &ds))) return s;
+    int n = kd_dataset_count(ds);
+    kd_dataset_free(ds);
+    if (n != o->cases)
+        return kd_fail(KD_ERR_FORMAT, "%s: holds %d cases, not the %d asked for; %s", dir, n, o->cases, how);
+    return KD_OK;
 }

@@ -76,6 +76,7 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
     c->image = calloc((size_t)C * n, sizeof(float));
     if (!c->image) return kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s: image", c->name);
     size_t nvox = (size_t)D * plane;
+    int constant = 0;
     for (int ch = 0; ch < C; ch++) {
         const float *v = chan[ch];
         double s = 0, s2 = 0;
@@ -101,6 +102,7 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
         c->std[ch] = (float)sd;
         /* A constant modality keeps unit scale (only its offset is removed). */
         double inv = sd > 1e-8 ? 1.0 / sd : 1.0;
+        constant += !(sd > 1e-8);
         float *dst = c->image + ch * n;
         for (int z = lo[0]; z < hi[0]; z++)
             for (int y = lo[1]; y < hi[1]; y++) {
@@ -114,6 +116,12 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
                     drow[x] = srow[x] != 0 ? (float)((srow[x] - mean) * inv) : 0.0f;
             }
     }
+    /* nothing but zeros after z-scoring: whatever a model said of it would be noise (a
+     * 1x1x1 volume came out "tumour") */
+    if (constant == C)
+        return kd_fail(KD_ERR_FORMAT, "case %s: every modality is constant over the %lld nonzero "
+                       "voxel(s) of a %dx%dx%d volume: no image contrast to segment (%s)", c->name,
+                       (long long)c->nonzero[0], W, H, D, file);
     return KD_OK;
 }
 
@@ -333,7 +341,14 @@ kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t
 kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *probs,
                               int quantise) {
     if (!c || !c->geom || !probs) return kd_fail(KD_ERR_INVALID_ARG, "%s: no case", path);
-    if (!quantise) return kd_nifti_write(path, c->geom, 3, KD_DT_FLOAT32, probs, NULL);
+    /* what the file holds, in its header (NIFTI_INTENT_ESTIMATE = 1001) */
+    kd_nifti_meta meta = {1001, "p WT,TC,ET", NULL};
+    if (!quantise) {
+        meta.descrip = "kdseg probabilities: dim 4 = p(WT),p(TC),p(ET), float32 0..1";
+        return kd_nifti_write_meta(path, c->geom, 3, KD_DT_FLOAT32, probs, NULL, &meta);
+    }
+    meta.descrip = "kdseg probabilities: dim 4 = p(WT),p(TC),p(ET), u8 x scl_slope 1/255";
+    kd_nifti_write_opts o = {0, 1.0 / 255.0, 0};
     size_t n = 3 * (size_t)c->orig[0] * c->orig[1] * c->orig[2];
     uint8_t *q = malloc(n);
     if (!q) return kd_fail(KD_ERR_OUT_OF_MEMORY, "%s: quantising", path);
@@ -342,7 +357,7 @@ kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *p
         p = p > 0 ? (p < 1 ? p : 1) : 0; /* NaN -> 0 */
         q[i] = (uint8_t)lrintf(p * 255.0f);
     }
-    kd_status s = kd_nifti_write(path, c->geom, 3, KD_DT_UINT8, q, NULL);
+    kd_status s = kd_nifti_write_meta(path, c->geom, 3, KD_DT_UINT8, q, &o, &meta);
     free(q);
     return s;
 }

@@ -11,29 +11,13 @@
 
 #include "data_internal.h"
 
-void kd_data_tmpname(const char *path, char *out, size_t n) {
+kd_status kd_data_tmpname(const char *path, char *out, size_t n) {
     static atomic_uint counter;
     unsigned c = atomic_fetch_add(&counter, 1);
-    snprintf(out, n, "%s.tmp-%ld-%u", path, (long)getpid(), c);
+    return kd_path_printf(out, n, "%s.tmp-%ld-%u", path, (long)getpid(), c);
 }
 
-kd_status kd_data_mkdirs(const char *dir) {
-    char buf[4096];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof buf) return kd_fail(KD_ERR_INVALID_ARG, "bad folder name '%s'", dir);
-    memcpy(buf, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] == '/' || buf[i] == 0) {
-            char c = buf[i];
-            buf[i] = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-                return kd_fail(KD_ERR_IO, "%s: cannot create folder: %s", buf, strerror(errno));
-            buf[i] = c;
-        }
-    }
-    if (!kd_data_is_dir(dir)) return kd_fail(KD_ERR_IO, "%s: not a folder", dir);
-    return KD_OK;
-}
+kd_status kd_data_mkdirs(const char *dir) { return kd_mkdirs(dir); }
 
 int kd_data_is_dir(const char *path) {
     struct stat st;

@@ -2,8 +2,10 @@
  * a dataset folder, paired with predictions, scored per region, written as CSV and
  * summarised as the BraTS leaderboard does. */
 #include "kdseg/metrics.h"
+#include "kdseg/fs.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <nifti/nifti2_io.h>
 #include <stdlib.h>
@@ -243,11 +245,11 @@ static kd_status add_label_folder(ref_list *l, const char *dir, kd_label_convent
     int n;
     kd_status s = list_dir(dir, &names, &n);
     if (s) return s;
-    char path[4096], name[1024];
+    char path[KD_PATH_MAX], name[1024];
     for (int i = 0; i < n && !s; i++) {
         size_t stem = nifti_stem(names[i]);
         if (!stem || stem >= sizeof name) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if ((s = kd_path_join(path, sizeof path, dir, names[i]))) break;
         if (!path_is_file(path)) continue;
         memcpy(name, names[i], stem);
         name[stem] = 0;
@@ -265,10 +267,11 @@ static kd_status add_brats_cases(ref_list *l, const char *dir) {
     kd_status s = list_dir(dir, &names, &n);
     if (s) return s;
     static const char *suffix[] = {"_seg.nii.gz", "_seg.nii", "-seg.nii.gz", "-seg.nii"};
-    char path[4096];
+    char path[KD_PATH_MAX];
     for (int i = 0; i < n && !s; i++)
-        for (int k = 0; k < 4; k++) {
-            snprintf(path, sizeof path, "%s/%s/%s%s", dir, names[i], names[i], suffix[k]);
+        for (int k = 0; k < 4 && !s; k++) {
+            if ((s = kd_path_printf(path, sizeof path, "%s/%s/%s%s", dir, names[i], names[i], suffix[k])))
+                break;
             if (path_is_file(path)) {
                 s = ref_list_add(l, names[i], path, k < 2 ? KD_LABELS_2019 : KD_LABELS_2023);
                 break;
@@ -280,9 +283,9 @@ static kd_status add_brats_cases(ref_list *l, const char *dir) {
 
 static kd_status find_reference(const char *ref, ref_list *l) {
     if (!path_is_dir(ref)) return kd_fail(KD_ERR_IO, "%s: no such folder", ref);
-    char sub[4096];
-    snprintf(sub, sizeof sub, "%s/labelsTr", ref);
-    kd_status s;
+    char sub[KD_PATH_MAX];
+    kd_status s = kd_path_join(sub, sizeof sub, ref, "labelsTr");
+    if (s) return s;
     if (path_is_dir(sub))
         s = add_label_folder(l, sub, KD_LABELS_MSD);
     else if ((s = add_brats_cases(l, ref)) == KD_OK && l->n == 0)
@@ -301,6 +304,7 @@ void kd_eval_options_default(kd_eval_options *o) {
     memset(o, 0, sizeof *o);
     o->labels = KD_LABELS_AUTO;
     o->empty_hd95 = KD_EMPTY_HD95_DEFAULT;
+    kd_lesion_options_default(&o->lesion);
 }
 
 const char *kd_eval_status_name(kd_eval_status s) {
@@ -338,9 +342,10 @@ static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eva
     uint8_t *masks = NULL;
     kd_status s = kd_label_map_read(rc->path, &ref);
     if (s) return s;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s.nii.gz", o->pred_dir, rc->name);
-    if (!path_is_file(path)) snprintf(path, sizeof path, "%s/%s.nii", o->pred_dir, rc->name);
+    char path[KD_PATH_MAX];
+    s = kd_path_printf(path, sizeof path, "%s/%s.nii.gz", o->pred_dir, rc->name);
+    if (!s && !path_is_file(path)) s = kd_path_printf(path, sizeof path, "%s/%s.nii", o->pred_dir, rc->name);
+    if (s) goto done;
     ec->status = KD_EVAL_OK;
     if (!path_is_file(path)) {
         if (!o->allow_missing) {
@@ -380,6 +385,9 @@ static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eva
     for (int r = 0; r < KD_REGION_COUNT && !s; r++)
         s = kd_metrics_compute(pm + (size_t)r * n, rm + (size_t)r * n, ref->d, ref->h, ref->w,
                                ref->spacing, o->empty_hd95, &ec->region[r]);
+    for (int r = 0; r < KD_REGION_COUNT && !s && o->lesion_wise; r++)
+        s = kd_lesion_metrics_compute(pm + (size_t)r * n, rm + (size_t)r * n, ref->d, ref->h,
+                                      ref->w, ref->spacing, &o->lesion, &ec->lesion[r]);
 done:
     free(masks);
     kd_label_map_free(ref);
@@ -400,6 +408,7 @@ kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out) {
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "evaluate: %d cases", l.n);
         goto done;
     }
+    r->lesion_wise = o->lesion_wise;
     for (int i = 0; i < l.n && !s; i++) {
         kd_log(KD_LOG_INFO, "evaluate: case %d/%d %s", i + 1, l.n, l.v[i].name);
         s = score_case(o, &l.v[i], &r->cases[i]);
@@ -426,16 +435,21 @@ static void csv_num(FILE *f, double v) {
 }
 
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write", tmp);
+    char tmp[KD_PATH_MAX];
+    kd_status ts = kd_path_printf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (ts) return ts;
+    FILE *f = fopen(kd_output_target(tmp), "w");
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
     fputs("case,status", f);
     static const char *cols[] = {"Dice",        "HD95",       "Sensitivity", "Specificity",
                                  "VolPred_vox", "VolRef_vox", "VolPred_mm3", "VolRef_mm3"};
     for (int g = 0; g < KD_REGION_COUNT; g++)
         for (int c = 0; c < 8; c++)
             fprintf(f, ",%s_%s", cols[c], kd_region_name(g));
+    static const char *lcols[] = {"LesionDice", "LesionHD95", "LesionTP", "LesionFP", "LesionFN"};
+    for (int g = 0; g < KD_REGION_COUNT && r->lesion_wise; g++)
+        for (int c = 0; c < 5; c++)
+            fprintf(f, ",%s_%s", lcols[c], kd_region_name(g));
     fputc('\n', f);
     for (int i = 0; i < r->n_cases; i++) {
         const kd_eval_case *ec = &r->cases[i];
@@ -450,19 +464,27 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
             csv_num(f, m->vol_pred_mm3);
             csv_num(f, m->vol_ref_mm3);
         }
+        for (int g = 0; g < KD_REGION_COUNT && r->lesion_wise; g++) {
+            const kd_lesion_metrics *lm = &ec->lesion[g];
+            csv_num(f, lm->dice);
+            csv_num(f, lm->hd95);
+            fprintf(f, ",%d,%d,%d", lm->tp, lm->fp, lm->fn);
+        }
         fputc('\n', f);
     }
-    int bad = ferror(f);
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
+    int bad = fflush(f) != 0 || ferror(f), e = bad ? errno : 0;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad && rename(tmp, path) != 0) bad = 1, e = errno;
+    if (bad) {
         remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed", path);
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, e ? strerror(e) : "error writing the stream");
     }
     return KD_OK;
 }
 
 void kd_eval_print_table(const kd_eval_result *r, FILE *f) {
-    static const char *metric[] = {"Dice", "HD95", "Sensitivity", "Specificity"};
+    static const char *metric[] = {"Dice", "HD95", "Sensitivity", "Specificity", "LesionDice",
+                                   "LesionHD95"};
     int n = r->n_cases;
     double *x = malloc(sizeof(double) * (size_t)(n ? n : 1));
     if (!x) {
@@ -471,19 +493,32 @@ void kd_eval_print_table(const kd_eval_result *r, FILE *f) {
     }
     fprintf(f, "%-12s %-3s %10s %10s %10s %10s %10s\n", "metric", "", "mean", "std", "median",
             "25quantile", "75quantile");
-    for (int m = 0; m < 4; m++)
+    for (int m = 0; m < (r->lesion_wise ? 6 : 4); m++)
         for (int g = 0; g < KD_REGION_COUNT; g++) {
             for (int i = 0; i < n; i++) {
                 const kd_metrics *km = &r->cases[i].region[g];
+                const kd_lesion_metrics *lm = &r->cases[i].lesion[g];
                 x[i] = m == 0   ? km->dice
                        : m == 1 ? km->hd95
                        : m == 2 ? km->sensitivity
-                                : km->specificity;
+                       : m == 3 ? km->specificity
+                       : m == 4 ? lm->dice
+                                : lm->hd95;
             }
             kd_summary s;
             if (kd_summary_compute(x, (size_t)n, &s)) continue;
             fprintf(f, "%-12s %-3s %10.4f %10.4f %10.4f %10.4f %10.4f\n", metric[m],
                     kd_region_name(g), s.mean, s.std, s.median, s.q25, s.q75);
         }
+    for (int g = 0; g < KD_REGION_COUNT && r->lesion_wise; g++) {
+        int tp = 0, fp = 0, fn = 0, ign = 0;
+        for (int i = 0; i < n; i++) {
+            tp += r->cases[i].lesion[g].tp, fp += r->cases[i].lesion[g].fp;
+            fn += r->cases[i].lesion[g].fn, ign += r->cases[i].lesion[g].ignored;
+        }
+        fprintf(f, "lesions %-3s  %d matched, %d missed, %d false positive, %d under the volume "
+                   "threshold\n",
+                kd_region_name(g), tp, fn, fp, ign);
+    }
     free(x);
 }

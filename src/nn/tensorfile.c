@@ -1,4 +1,5 @@
 /* The named-tensor file format of the golden files. */
+#include "kdseg/fs.h"
 #include "kdseg/tensorfile.h"
 
 #include <errno.h>
@@ -102,9 +103,10 @@ const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *na
 }
 
 kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
+    char tmp[KD_PATH_MAX];
+    kd_status ts = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    if (ts) return ts;
+    FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
     uint32_t c = (uint32_t)n;
     int ok = fwrite(MAGIC, 1, 8, f) == 8 && fwrite(&c, 4, 1, f) == 1;
@@ -118,12 +120,14 @@ kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n)
         }
         ok = ok && fwrite(t[i].data, 4, t[i].numel, f) == t[i].numel;
     }
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path)) {
+    int e = ok ? 0 : errno; /* the first failure's reason */
+    if (ok && fflush(f) != 0) ok = 0, e = errno;
+    if (ok && fsync(fileno(f)) != 0) ok = 0, e = errno;
+    if (fclose(f) != 0 && ok) ok = 0, e = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
+    if (!ok) {
         remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     return KD_OK;
 }

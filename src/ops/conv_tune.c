@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kdseg/fs.h"
 #include "conv_tune.h"
 
 #define TUNE_FILE "conv-tuning.txt"
@@ -209,8 +210,10 @@ const kd_tune_entry *kd_conv_tune_resolve(const kd_tune_entry *e, int n, const k
 
 void kd_conv_tune_path(char *out, size_t n) {
     const char *e = getenv("KDSEG_TUNE_FILE");
-    if (e && *e) snprintf(out, n, "%s", e);
-    else snprintf(out, n, "%s/%s", kd_cache_dir(), TUNE_FILE);
+    /* a name cut short would be another file: not used, said once */
+    if (e && *e && kd_path_printf(out, n, "%s", e))
+        kd_log(KD_LOG_WARN, "KDSEG_TUNE_FILE not used: %s", kd_last_error());
+    else if (!(e && *e)) snprintf(out, n, "%s/%s", kd_cache_dir(), TUNE_FILE); /* fits: device.c */
 }
 
 static int parse_ms(const char *s, double *out) {
@@ -355,14 +358,15 @@ bad:
 }
 
 kd_status kd_conv_tune_file_write(const char *path, const kd_tune_entry *e, int n) {
-    char dir[1024], tmp[1300];
-    snprintf(dir, sizeof dir, "%s", path);
+    char dir[1300], tmp[1300];
+    kd_status ps = kd_path_printf(dir, sizeof dir, "%s", path);
+    if (!ps) ps = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    if (ps) return ps;
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
         kd_rt_mkdir_p(dir);
     }
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_fail(KD_ERR_IO, "cannot write the tuning table %s: %s", tmp, strerror(errno));
     int ok = fprintf(f, "%s\n# level\tmatch\ttype\tscope\tparameters\tdefault_ms\tbest_ms\n",

@@ -1,6 +1,7 @@
 /* OpenCL error codes mapped to names and kd_status. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "rt.h"
 
@@ -30,14 +31,16 @@ const char *kd_cl_error_name(cl_int err) {
 }
 
 kd_status kd_cl_fail(cl_int err, const char *fmt, ...) {
-    char what[1024];
+    char *what = NULL; /* whole: kd_fail shortens the message, keeping the error at its end */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
+    if (vasprintf(&what, fmt, ap) < 0) what = NULL;
     va_end(ap);
     kd_status s = KD_ERR_DEVICE;
     if (err == CL_MEM_OBJECT_ALLOCATION_FAILURE || err == CL_OUT_OF_HOST_MEMORY ||
         err == CL_INVALID_BUFFER_SIZE)
         s = KD_ERR_OUT_OF_MEMORY;
-    return kd_fail(s, "%s: %s (%d)", what, kd_cl_error_name(err), (int)err);
+    s = kd_fail(s, "%s: %s (%d)", what ? what : fmt, kd_cl_error_name(err), (int)err);
+    free(what);
+    return s;
 }

@@ -14,6 +14,7 @@
 #include <zlib.h>
 
 #include "rt.h"
+#include "kdseg/fs.h"
 #include "rt_internal.h"
 #include "tmpfiles.h"
 
@@ -153,16 +154,32 @@ static kd_status no_match(const dev_entry *e, int count, const char *sel) {
 
 /* ---- cache folder ----------------------------------------------------------- */
 
+/* The longest cache folder: its files' names (program binaries, conv choices, the
+ * tuning table) and their temporary names then fit the buffers that compose them. */
+#define CACHE_DIR_MAX 900
+
+/* The folder in dir[KD_PATH_MAX]; its full length (longer than CACHE_DIR_MAX: unusable,
+ * kd_device_open refuses it). */
+static size_t cache_dir_into(char *dir) {
+    const char *x = getenv("XDG_CACHE_HOME"), *h = getenv("HOME");
+    int n = x && *x ? snprintf(dir, KD_PATH_MAX, "%s/kdseg", x)
+                    : snprintf(dir, KD_PATH_MAX, "%s/.cache/kdseg", (h && *h) ? h : "/tmp");
+    return n < 0 ? KD_PATH_MAX : (size_t)n;
+}
+
 const char *kd_cache_dir(void) {
-    static char dir[1024];
-    const char *x = getenv("XDG_CACHE_HOME");
-    if (x && *x)
-        snprintf(dir, sizeof dir, "%s/kdseg", x);
-    else {
-        const char *h = getenv("HOME");
-        snprintf(dir, sizeof dir, "%s/.cache/kdseg", (h && *h) ? h : "/tmp");
-    }
+    static _Thread_local char dir[KD_PATH_MAX];
+    cache_dir_into(dir);
     return dir;
+}
+
+static kd_status check_cache_dir(void) {
+    char dir[KD_PATH_MAX];
+    size_t n = cache_dir_into(dir);
+    if (n <= CACHE_DIR_MAX) return KD_OK;
+    return kd_fail(KD_ERR_INVALID_ARG, "path too long: the cache folder %s%s (%zu characters; at most "
+                   "%d): set XDG_CACHE_HOME to a shorter folder", dir, n >= KD_PATH_MAX ? "..." : "",
+                   n, CACHE_DIR_MAX);
 }
 
 static int cache_enabled(void) {
@@ -171,8 +188,8 @@ static int cache_enabled(void) {
 }
 
 void kd_rt_mkdir_p(const char *path) {
-    char tmp[1024];
-    snprintf(tmp, sizeof tmp, "%s", path);
+    char tmp[KD_PATH_MAX];
+    if (kd_path_printf(tmp, sizeof tmp, "%s", path)) return; /* the open that follows says why */
     for (char *p = tmp + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
@@ -263,10 +280,14 @@ static kd_status program_source(int i, char **out) {
     const char *name = kd_cl_sources[i].name;
     char *common = NULL, *body = NULL;
     if (dir && *dir) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s/common.h", dir);
+        char path[KD_PATH_MAX];
+        kd_status s = kd_path_join(path, sizeof path, dir, "common.h");
+        if (s) return s;
         common = read_text(path);
-        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if ((s = kd_path_join(path, sizeof path, dir, name))) {
+            free(common);
+            return s;
+        }
         body = read_text(path);
         if (!body) {
             free(common);
@@ -420,7 +441,8 @@ static size_t parse_bytes(const char *s) {
 /* KDSEG_FAULT=KIND:N[:CODE] (tests): the N-th launch, blocking or non-blocking read,
  * or write of the device fails with CODE (an OpenCL error name or number; default
  * CL_OUT_OF_RESOURCES), as a driver would report it, so error paths can be tested
- * without a failing device. Read once here; a bad value is refused. */
+ * without a failing device. Read once here; a bad value is refused. KDSEG_FAULT=full:N
+ * is the file writers' (kd_output_target, fs.c): accepted here and left to them. */
 static kd_status parse_fault(kd_device *d) {
     const char *e = getenv("KDSEG_FAULT");
     if (!e || !*e) return KD_OK;
@@ -428,6 +450,7 @@ static kd_status parse_fault(kd_device *d) {
     char kind[16] = "", code[64] = "";
     long n = 0;
     int got = sscanf(e, "%15[a-z]:%ld:%63s", kind, &n, code);
+    if (got == 2 && n > 0 && !strcmp(kind, "full")) return KD_OK; /* files, not the device: fs.c */
     for (int k = 0; k < 3 && got >= 2 && n > 0; k++)
         if (!strcmp(kind, kinds[k])) d->fault_kind = KD_FAULT_LAUNCH + k;
     d->fault_at = n;
@@ -444,7 +467,7 @@ static kd_status parse_fault(kd_device *d) {
     if (!d->fault_kind)
         return kd_fail(KD_ERR_INVALID_ARG,
                        "KDSEG_FAULT='%s': expected launch|read|write:N[:CODE] with N >= 1 and "
-                       "CODE an OpenCL error name such as CL_OUT_OF_RESOURCES", e);
+                       "CODE an OpenCL error name such as CL_OUT_OF_RESOURCES, or full:N", e);
     kd_log(KD_LOG_WARN, "KDSEG_FAULT: %s call %ld will fail with %s", kinds[d->fault_kind - 1],
            d->fault_at, kd_cl_error_name(d->fault_code));
     return KD_OK;
@@ -481,7 +504,7 @@ kd_status kd_device_open(const char *selector, kd_device **out) {
     if (lim && *lim && parse_bytes(lim)) d->mem_limit = parse_bytes(lim);
     const char *prof = getenv("KDSEG_PROFILE");
     d->profiling = prof && (!strcmp(prof, "1") || !strcmp(prof, "quiet"));
-    if ((s = parse_fault(d))) goto fail;
+    if ((s = parse_fault(d)) || (s = check_cache_dir())) goto fail;
     /* program binaries and conv choices of killed writers */
     if (cache_enabled()) kd_tmp_sweep(kd_cache_dir(), KD_TMP_STALE_SECONDS);
     cl_int err;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "kdseg/fs.h"
 #include "kdseg/train.h"
 
 #define MAGIC "KDSEGCKP"
@@ -112,26 +113,50 @@ kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const c
         s = kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint %s: serialising", path);
         goto done;
     }
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
+    char tmp[KD_PATH_MAX];
+    if ((s = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid()))) goto done;
+    FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) {
         s = kd_fail(KD_ERR_IO, "checkpoint %s: cannot write %s: %s", path, tmp, strerror(errno));
         goto done;
     }
     ok = fwrite(b.p, 1, b.n, f) == b.n;
-    ok = fflush(f) == 0 && ok;
-    ok = fsync(fileno(f)) == 0 && ok;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path)) {
+    int err = ok ? 0 : errno; /* the first failure's reason */
+    if (ok && fflush(f) != 0) ok = 0, err = errno;
+    if (ok && fsync(fileno(f)) != 0) ok = 0, err = errno;
+    if (fclose(f) != 0 && ok) ok = 0, err = errno;
+    if (ok && rename(tmp, path) != 0) ok = 0, err = errno;
+    if (!ok) {
         s = kd_fail(KD_ERR_IO, "checkpoint %s: write failed (%s); the previous file is kept", path,
-                    strerror(errno));
+                    strerror(err));
         remove(tmp);
     }
 done:
     free(b.p);
     free_entries(e, n);
     return s;
+}
+
+/* The metadata lines that fit in out[n], whole: a line cut in two would read as a wrong
+ * value (patch=16,1 for patch=16,16,16); a line left out reads as absent. */
+static void copy_lines(char *out, size_t n, const char *text, const char *path) {
+    size_t u = 0;
+    int dropped = 0;
+    for (const char *p = text; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) + 1 : strlen(p);
+        if (u + len < n) {
+            memcpy(out + u, p, len);
+            u += len;
+        } else {
+            dropped++;
+        }
+        p += len;
+    }
+    out[u] = 0;
+    if (dropped)
+        kd_log(KD_LOG_DEBUG, "checkpoint %s: %d metadata line(s) longer than the reader's %zu bytes "
+               "left out", path, dropped, n);
 }
 
 int kd_meta_get(const char *meta, const char *key, char *val, size_t n) {
@@ -141,7 +166,7 @@ int kd_meta_get(const char *meta, const char *key, char *val, size_t n) {
         size_t len = eol ? (size_t)(eol - p) : strlen(p);
         if (len > kl && !strncmp(p, key, kl) && p[kl] == '=') {
             size_t vl = len - kl - 1;
-            if (vl >= n) vl = n - 1;
+            if (vl >= n) break; /* cut, it would be another value: absent */
             memcpy(val, p + kl + 1, vl);
             val[vl] = 0;
             return 1;
@@ -298,7 +323,7 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
         char v[64];
         if (kd_meta_get(mtext, "step", v, sizeof v)) kd_optim_set_steps(o, atol(v));
     }
-    if (meta && meta_n) snprintf(meta, meta_n, "%s", mtext);
+    if (meta && meta_n) copy_lines(meta, meta_n, mtext, path);
     goto done;
 bad:
     s = kd_fail(KD_ERR_FORMAT, "checkpoint %s: malformed header or tensor table", path);

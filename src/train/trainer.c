@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kdseg/fs.h"
 #include "kdseg/train.h"
 
 static double now_s(void) {
@@ -35,12 +36,16 @@ kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor
 
 static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const char *name,
                       long step, double best) {
-    char path[4096], meta[4096];
-    snprintf(path, sizeof path, "%s/%s", c->out_dir, name);
-    snprintf(meta, sizeof meta, "step=%ld\nseed=%llu\nbest_dice=%.6f\nlr=%g\nsteps=%ld\n%s", step,
-             (unsigned long long)c->seed, best, (double)c->lr, c->steps,
-             c->meta_extra ? c->meta_extra : "");
-    return kd_checkpoint_save(path, m, o, meta);
+    char path[KD_PATH_MAX], *meta = NULL;
+    kd_status s = kd_path_join(path, sizeof path, c->out_dir, name);
+    if (s) return s;
+    if (asprintf(&meta, "step=%ld\nseed=%llu\nbest_dice=%.6f\nlr=%g\nsteps=%ld\n%s", step,
+                 (unsigned long long)c->seed, best, (double)c->lr, c->steps,
+                 c->meta_extra ? c->meta_extra : "") < 0)
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint %s: metadata", path);
+    s = kd_checkpoint_save(path, m, o, meta);
+    free(meta);
+    return s;
 }
 
 static void progress(long step, long total, float loss, float lr, double rate, double eta) {
@@ -80,10 +85,10 @@ static kd_status csv_open(const char *path, long start, FILE **out) {
         int e = errno;
         fclose(f);
         if (bad) return kd_fail(KD_ERR_IO, "%s: cannot cut the log at step %ld: %s", path, start, strerror(e));
-        f = fopen(path, "a");
+        f = fopen(kd_output_target(path), "a");
         if (f && keep == 0) fputs(CSV_HEADER, f);
     } else {
-        f = fopen(path, "w");
+        f = fopen(kd_output_target(path), "w");
         if (f) fputs(CSV_HEADER, f);
     }
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
@@ -110,9 +115,9 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
     if ((s = kd_tensor_create(dev, xs, &x)) || (s = kd_tensor_create(dev, ts, &t)) ||
         (s = kd_loss_create(dev, &loss)))
         goto done;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/train.csv", c->out_dir);
-    if ((s = csv_open(path, start, &csv))) goto done;
+    char path[KD_PATH_MAX];
+    if ((s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) || (s = csv_open(path, start, &csv)))
+        goto done;
     kd_device_mem_reset_peak(dev);
     for (step = start; step < c->steps; step++) {
         if (c->stop && *c->stop) {
@@ -166,8 +171,13 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
         double el = now_s() - t0, rate = (double)(step + 1 - start) / (el > 0 ? el : 1e-9);
         if (interactive) progress(step + 1, c->steps, lv, lr, rate, (double)(c->steps - step - 1) / rate);
         else if (c->progress && ((step + 1) % 50 == 0 || validated))
-            kd_log(KD_LOG_WARN, "step %ld/%ld loss %.4f lr %.2e%s", step + 1, c->steps, (double)lv,
-                   (double)lr, validated ? " (validated)" : "");
+        {
+            char eta[32];
+            kd_format_duration((double)(c->steps - step - 1) / rate, eta, sizeof eta);
+            kd_log_progress("step %ld/%ld loss %.4f lr %.2e, %.2f steps/s, ETA %s%s", step + 1,
+                            c->steps, (double)lv, (double)lr, rate, eta,
+                            validated ? " (validated)" : "");
+        }
     }
     s = save(m, o, c, "last.kds", step, best);
 done:

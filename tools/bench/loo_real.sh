@@ -4,7 +4,9 @@
 # fold it trains on all cases but one with `kdseg train` (every training option is the
 # command's default unless given here), segments the held-out case with `kdseg segment`,
 # scores it with `kdseg evaluate`, and prints per-fold and mean Dice and HD95 per region
-# with the training time, steps/s and the machine's load (uptime) during training.
+# with the training time (wall clock and CPU seconds: on this 2-core machine a quiet run's
+# wall clock is about half its CPU time), steps/s and the machine's load (1-minute load
+# average before and after training).
 #
 # The three training cases are all trained on; no validation case is held out of three
 # (--val-cases 0) and the fold's model is the last checkpoint (last.kds): with three cases,
@@ -42,7 +44,7 @@ FOLDS=${FOLDS:-$(seq 1 "$n")}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 summary=$OUT/summary.csv
-echo "fold,case,train_s,steps,steps_per_s,load_before,load_after,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et" > "$summary"
+echo "fold,case,train_s,train_cpu_s,steps,steps_per_s,load_before,load_after,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et" > "$summary"
 echo "kdseg train $* (model $MODEL, modalities $MODALITIES)" > "$OUT/command.txt"
 load() { awk '{print $1}' /proc/loadavg; }
 for f in $FOLDS; do
@@ -56,8 +58,9 @@ for f in $FOLDS; do
   t0=$(date +%s.%N)
   if [ "${REUSE:-0}" != 1 ] || [ ! -f "$d/model/last.kds" ]; then
     rm -rf "$d/model"
-    run "$K" train --data "$d/train" --modalities "$MODALITIES" --model "$MODEL" --val-cases 0 \
-      --quiet --out "$d/model" "$@" > "$d/train.log" 2>&1 ||
+    TIMEFORMAT="%R %U %S"
+    { time run "$K" train --data "$d/train" --modalities "$MODALITIES" --model "$MODEL" --val-cases 0 \
+      --quiet --out "$d/model" "$@" > "$d/train.log" 2>&1; } 2> "$d/train.time" ||
       { echo "loo_real.sh: fold $f: kdseg train failed, see $d/train.log" >&2; tail -3 "$d/train.log" >&2; exit 1; }
   fi
   t1=$(date +%s.%N)
@@ -72,16 +75,17 @@ for f in $FOLDS; do
   steps=$(awk -F, 'NR > 1 && $1 ~ /^[0-9]+$/ { n++ } END { print n + 0 }' "$d/model/train.csv")
   tsec=$(awk -F, 'NR > 1 { s += $6 } END { printf "%.1f", s }' "$d/model/train.csv")
   wall=$(echo "$t0 $t1" | awk '{ printf "%.1f", $2 - $1 }')
-  awk -F, -v f="$f" -v c="$held" -v w="$wall" -v st="$steps" -v ts="$tsec" -v l0="$l0" -v l1="$l1" '
+  cpu=$(awk '{ printf "%.1f", $2 + $3 }' "$d/train.time" 2> /dev/null || echo 0)
+  awk -F, -v f="$f" -v c="$held" -v w="$wall" -v cpu="$cpu" -v st="$steps" -v ts="$tsec" -v l0="$l0" -v l1="$l1" '
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
-    { printf "%s,%s,%s,%s,%.3f,%s,%s,%.4f,%.4f,%.4f,%.2f,%.2f,%.2f\n", f, c, w, st,
+    { printf "%s,%s,%s,%s,%s,%.3f,%s,%s,%.4f,%.4f,%.4f,%.2f,%.2f,%.2f\n", f, c, w, cpu, st,
              (ts > 0 ? st / ts : 0), l0, l1, $col["Dice_WT"], $col["Dice_TC"], $col["Dice_ET"],
              $col["HD95_WT"], $col["HD95_TC"], $col["HD95_ET"] }' "$d/eval.csv" >> "$summary"
 done
 awk -F, 'NR == 1 { next }
-  { printf "fold %s %-22s train %7.1f s %5d steps %6.3f steps/s load %5s-%-5s  Dice WT %.3f TC %.3f ET %.3f  HD95 WT %6.2f TC %6.2f ET %6.2f\n",
-           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13
-    for (i = 8; i <= 13; i++) s[i] += $i
+  { printf "fold %s %-22s train %7.1f s (CPU %7.1f s) %5d steps %6.3f steps/s load %5s-%-5s  Dice WT %.3f TC %.3f ET %.3f  HD95 WT %6.2f TC %6.2f ET %6.2f\n",
+           $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+    for (i = 9; i <= 14; i++) s[i] += $i
     t += $3; k++ }
-  END { if (k) printf "mean   %-22s train %7.1f s                                    Dice WT %.3f TC %.3f ET %.3f  HD95 WT %6.2f TC %6.2f ET %6.2f\n",
-               k " folds", t / k, s[8] / k, s[9] / k, s[10] / k, s[11] / k, s[12] / k, s[13] / k }' "$summary" | tee "$OUT/table.txt"
+  END { if (k) printf "mean   %-22s train %7.1f s                                                     Dice WT %.3f TC %.3f ET %.3f  HD95 WT %6.2f TC %6.2f ET %6.2f\n",
+               k " folds", t / k, s[9] / k, s[10] / k, s[11] / k, s[12] / k, s[13] / k, s[14] / k }' "$summary" | tee "$OUT/table.txt"

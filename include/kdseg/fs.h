@@ -1,0 +1,76 @@
+/* kdseg: composing file paths without silent truncation, and output folders with one
+ * writer each.
+ *
+ * Paths. Every path kdseg composes (FOLDER/CASE.nii.gz, OUT/last.kds, a temporary
+ * name) goes through kd_path_printf, which refuses with "path too long: ..." what a
+ * fixed buffer or the file system (KD_PATH_MAX) could not hold, instead of cutting it
+ * (a cut path is another file: outputs overwrite each other).
+ *
+ * Output folders. kd_outdir_open takes an exclusive advisory lock (flock) on
+ * OUT/.kdseg.lock, which holds the writer's process id. A second process that opens
+ * the same folder gets KD_ERR_BUSY naming the folder and that id. The operating
+ * system drops the lock when the holder ends, however it ends (kill -9 included), so
+ * a killed run never blocks the next. The file itself stays (removing it would let
+ * two processes lock two different files of one name). */
+#ifndef KDSEG_FS_H
+#define KDSEG_FS_H
+
+#include <stddef.h>
+
+#include "kdseg/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Longest path the file system takes, in bytes with the NUL (Linux's PATH_MAX). */
+#define KD_PATH_MAX 4096
+/* The most a writer appends to a final name for its temporary file (".tmp-PID-N"). */
+#define KD_TMP_SUFFIX_MAX 32
+
+/* snprintf into out[n] for a path. When the result does not fit in n bytes (nor in
+ * KD_PATH_MAX), out is left empty and the error is KD_ERR_INVALID_ARG "path too long:
+ * PATH (L characters; at most M)", the path shortened in its middle. */
+kd_status kd_path_printf(char *out, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* dir/name in out[n], as kd_path_printf. */
+kd_status kd_path_join(char *out, size_t n, const char *dir, const char *name);
+
+/* Checks that dir/name, and the temporary name a writer uses for it, fit in
+ * KD_PATH_MAX: for a command to refuse an output folder before it does any work. */
+kd_status kd_path_check_output(const char *dir, const char *name);
+
+/* mkdir -p: dir and its missing parents (0755). Existing folders are fine; a file in
+ * the way or a path too long is an error naming it. */
+kd_status kd_mkdirs(const char *dir);
+
+/* The file a writer opens to write `path` (its temporary file): path itself, except
+ * under KDSEG_FAULT=full:N (tests), where the N-th output file of the process goes to
+ * /dev/full instead, so that its writes fail with ENOSPC as on a full disk, through the
+ * writer's real error path. Every output writer of the library and the command opens
+ * its file through this (the program, conv and case caches do not: their failures are
+ * warnings, and their writes depend on what is cached). */
+const char *kd_output_target(const char *path);
+
+/* An output folder held by this process. */
+typedef struct kd_outdir kd_outdir;
+
+/* Opens dir for writing: checks that dir/longest (the longest file name, relative to
+ * dir, the caller will write; NULL: none) fits, creates dir, takes its lock, and
+ * removes the temporary files killed writers left in it. KD_ERR_BUSY when another
+ * process (or this one, through another kd_outdir) holds the folder; KD_ERR_IO when
+ * the folder or its lock file cannot be created. On a file system without locks the
+ * folder opens with a warning. */
+kd_status kd_outdir_open(const char *dir, const char *longest, kd_outdir **out);
+
+/* The folder's path as given (borrowed). */
+const char *kd_outdir_path(const kd_outdir *o);
+
+/* Releases the lock. Accepts NULL. */
+void kd_outdir_close(kd_outdir *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

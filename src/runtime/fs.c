@@ -1,0 +1,205 @@
+/* Checked path composition, mkdir -p, and output folders with one writer (kdseg/fs.h). */
+#include "kdseg/fs.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tmpfiles.h"
+
+/* The message names the whole path (kd_fail shortens it in the middle if need be). */
+static kd_status too_long(const char *path, size_t len, size_t limit) {
+    return kd_fail(KD_ERR_INVALID_ARG, "path too long: %s (%zu characters; at most %zu)", path, len,
+                   limit);
+}
+
+kd_status kd_path_printf(char *out, size_t n, const char *fmt, ...) {
+    va_list ap, aq;
+    va_start(ap, fmt);
+    va_copy(aq, ap);
+    int len = vsnprintf(out, n, fmt, ap);
+    va_end(ap);
+    size_t limit = (n < KD_PATH_MAX ? n : KD_PATH_MAX) - 1;
+    kd_status s = KD_OK;
+    if (len < 0) {
+        s = kd_fail(KD_ERR_INVALID_ARG, "cannot format a path from '%s'", fmt);
+    } else if ((size_t)len > limit) {
+        char *full = malloc((size_t)len + 1);
+        if (full) {
+            vsnprintf(full, (size_t)len + 1, fmt, aq);
+            s = too_long(full, (size_t)len, limit);
+            free(full);
+        } else {
+            s = too_long(out, (size_t)len, limit);
+        }
+    }
+    va_end(aq);
+    if (s && n) out[0] = 0;
+    return s;
+}
+
+kd_status kd_path_join(char *out, size_t n, const char *dir, const char *name) {
+    return kd_path_printf(out, n, "%s/%s", dir, name);
+}
+
+kd_status kd_path_check_output(const char *dir, const char *name) {
+    size_t len = strlen(dir) + 1 + strlen(name), limit = KD_PATH_MAX - 1 - KD_TMP_SUFFIX_MAX;
+    if (len <= limit) return KD_OK;
+    char *full = malloc(len + 1);
+    if (!full) return kd_fail(KD_ERR_INVALID_ARG, "path too long: %s/... (%zu characters)", dir, len);
+    snprintf(full, len + 1, "%s/%s", dir, name);
+    kd_status s = kd_fail(KD_ERR_INVALID_ARG,
+                          "path too long: %s (%zu characters; at most %zu, which leaves room for "
+                          "the temporary name it is written under)", full, len, limit);
+    free(full);
+    return s;
+}
+
+/* mkdir -p; 0 or the errno of the step that failed. */
+static int mkdirs(const char *dir) {
+    size_t n = strlen(dir);
+    char buf[KD_PATH_MAX];
+    memcpy(buf, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != 0) continue;
+        char c = buf[i];
+        buf[i] = 0;
+        int bad = mkdir(buf, 0755) != 0 && errno != EEXIST;
+        buf[i] = c;
+        if (bad) return errno;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0) return errno;
+    return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
+}
+
+kd_status kd_mkdirs(const char *dir) {
+    size_t n = dir ? strlen(dir) : 0;
+    if (n == 0) return kd_fail(KD_ERR_INVALID_ARG, "empty folder name");
+    if (n >= KD_PATH_MAX) return too_long(dir, n, KD_PATH_MAX - 1);
+    int e = mkdirs(dir);
+    return e ? kd_fail(KD_ERR_IO, "%s: cannot create folder: %s", dir, strerror(e)) : KD_OK;
+}
+
+/* ------------------------------------------------------- injected full disk -- */
+
+static pthread_once_t g_full_once = PTHREAD_ONCE_INIT;
+static long g_full_at;
+static atomic_long g_full_count;
+
+static void full_parse(void) {
+    const char *e = getenv("KDSEG_FAULT");
+    long n = 0;
+    char rest = 0;
+    if (e && sscanf(e, "full:%ld%c", &n, &rest) == 1 && n > 0) g_full_at = n;
+}
+
+const char *kd_output_target(const char *path) {
+    pthread_once(&g_full_once, full_parse);
+    if (!g_full_at || atomic_fetch_add(&g_full_count, 1) + 1 != g_full_at) return path;
+    kd_log(KD_LOG_WARN, "KDSEG_FAULT: output file %ld (%s) goes to /dev/full", g_full_at, path);
+    return "/dev/full";
+}
+
+/* ------------------------------------------------------------ output folders -- */
+
+#define LOCK_NAME ".kdseg.lock"
+/* The holder's id is written at offset 0 in a field of fixed width, and blanked (never
+ * truncated) on release: the file keeps its block, so a full disk cannot keep the next
+ * run from recording itself. */
+#define PID_FIELD 24
+
+struct kd_outdir {
+    char *dir;
+    int fd;
+};
+
+static void write_field(int fd, long pid) {
+    char f[PID_FIELD + 1];
+    if (pid) snprintf(f, sizeof f, "%-*ld\n", PID_FIELD - 1, pid);
+    else snprintf(f, sizeof f, "%*s\n", PID_FIELD - 1, "");
+    if (pwrite(fd, f, PID_FIELD, 0) != PID_FIELD)
+        kd_log(KD_LOG_INFO, "cannot record the process id in the lock file: %s", strerror(errno));
+}
+
+/* The id the holder recorded; it may not have written it yet: wait a little. */
+static long holder_pid(int fd) {
+    for (int tries = 0; tries < 50; tries++) {
+        char b[PID_FIELD + 1] = "";
+        ssize_t got = pread(fd, b, PID_FIELD, 0);
+        long pid = got > 0 ? strtol(b, NULL, 10) : 0;
+        if (pid > 0) return pid;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+kd_status kd_outdir_open(const char *dir, const char *longest, kd_outdir **out) {
+    *out = NULL;
+    if (!dir || !*dir) return kd_fail(KD_ERR_INVALID_ARG, "no output folder given");
+    char lock[KD_PATH_MAX];
+    kd_status s = kd_path_check_output(dir, LOCK_NAME);
+    if (!s && longest) s = kd_path_check_output(dir, longest);
+    if (!s) s = kd_path_join(lock, sizeof lock, dir, LOCK_NAME);
+    if (s) return s;
+    int e = mkdirs(dir);
+    if (e) return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", dir, strerror(e));
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM))
+        fd = open(lock, O_RDONLY | O_CLOEXEC); /* flock works on it; the id is not written */
+    if (fd < 0)
+        return kd_fail(KD_ERR_IO, "%s: cannot open the folder's lock file %s: %s", dir, lock,
+                       strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        e = errno;
+        if (e == EWOULDBLOCK) {
+            long pid = holder_pid(fd);
+            close(fd);
+            if (pid == (long)getpid())
+                return kd_fail(KD_ERR_BUSY, "%s: this process is already writing into this folder "
+                               "(the same output folder given twice?)", dir);
+            if (pid > 0)
+                return kd_fail(KD_ERR_BUSY, "%s: another kdseg process (pid %ld) is writing into this "
+                               "folder; wait for it to finish or choose another output folder (lock: %s)",
+                               dir, pid, lock);
+            return kd_fail(KD_ERR_BUSY, "%s: another kdseg process (pid not recorded) is writing "
+                           "into this folder; wait for it to finish or choose another output folder "
+                           "(lock: %s)", dir, lock);
+        }
+        /* ENOLCK (some network file systems): no lock to be had; say so once */
+        kd_log(KD_LOG_WARN, "%s: cannot lock %s (%s): a second run writing into this folder at the "
+               "same time would not be detected", dir, lock, strerror(e));
+    }
+    kd_outdir *o = calloc(1, sizeof *o);
+    if (o) o->dir = strdup(dir);
+    if (!o || !o->dir) {
+        free(o);
+        close(fd);
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "%s: output folder", dir);
+    }
+    o->fd = fd;
+    write_field(fd, (long)getpid());
+    kd_tmp_sweep(dir, KD_TMP_STALE_SECONDS); /* left by killed runs */
+    *out = o;
+    return KD_OK;
+}
+
+const char *kd_outdir_path(const kd_outdir *o) { return o ? o->dir : NULL; }
+
+void kd_outdir_close(kd_outdir *o) {
+    if (!o) return;
+    write_field(o->fd, 0);
+    close(o->fd); /* releases the lock */
+    free(o->dir);
+    free(o);
+}
