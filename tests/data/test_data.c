@@ -1323,6 +1323,50 @@ static int real_case(void) {
     return 0;
 }
 
+/* Catches: a label-convention bug on the real BraTS 2013 cases (labels 1 necrosis and
+ * non-enhancing core, 2 edema, 4 enhancing; the 2015 label 3 merged into 1): their folder
+ * must read as the BraTS 2018 layout and every case's region targets must count
+ * WT = 1+2+4, TC = 1+4, ET = 4 voxels of the published label volumes (the shared data's
+ * README). Edema counted as core, or label 1 left out of it, changes the counts. */
+static int real_labels_2013(void) {
+    const char *sh = kd_test_shared_dir();
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/data/brats2013-flair-t1ce", sh ? sh : "");
+    struct stat st;
+    if (!sh || stat(dir, &st) != 0) {
+        printf("SKIP: %s not present\n", sh ? dir : "../shared/data/brats2013-flair-t1ce");
+        return KD_TEST_SKIP;
+    }
+    /* voxels of labels 1, 2, 4 per case, in name order */
+    static const long vox[4][3] = {{4414, 148264, 21250}, {57655, 45203, 17816},
+                                   {26912, 35416, 18354}, {64066, 109935, 43379}};
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.layout = KD_LAYOUT_AUTO;
+    o.modalities = "t1ce,flair";
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(dir, &o, &ds));
+    KD_CHECK(kd_dataset_layout(ds) == KD_LAYOUT_BRATS2018, "layout %s", kd_layout_name(kd_dataset_layout(ds)));
+    KD_CHECK(kd_dataset_count(ds) == 4 && kd_dataset_labeled_count(ds) == 4, "4 labeled cases");
+    for (int i = 0; i < 4; i++) {
+        kd_case *c;
+        KD_CHECK_OK(kd_case_load(ds, i, &c));
+        KD_CHECK(c->target, "%s: no target", c->name);
+        size_t n = (size_t)c->d * c->h * c->w;
+        long got[3] = {0, 0, 0};
+        for (int r = 0; r < 3; r++)
+            for (size_t k = 0; k < n; k++) got[r] += c->target[r * n + k] > 0.5f;
+        const long *v = vox[i];
+        long want[3] = {v[0] + v[1] + v[2], v[0] + v[2], v[2]};
+        for (int r = 0; r < 3; r++)
+            KD_CHECK(got[r] == want[r], "%s: %s target %ld voxels, the labels say %ld", c->name,
+                     r == 0 ? "WT" : r == 1 ? "TC" : "ET", got[r], want[r]);
+        kd_case_free(c);
+    }
+    kd_dataset_free(ds);
+    return 0;
+}
+
 /* Catches: RNG streams that collide across rank/step, out-of-range draws. */
 static int rng_streams(void) {
     kd_rng a = kd_rng_make(1, 0, 0, 0), b = kd_rng_make(1, 1, 0, 0), c = kd_rng_make(1, 0, 1, 0),
@@ -1375,6 +1419,7 @@ int main(int argc, char **argv) {
         {"augment_spec", augment_spec},
         {"augment_real_steps", augment_real_steps},
         {"recipes", recipes},
+        {"real_labels_2013", real_labels_2013},
         {"loader_matches_sync", loader_matches_sync},
         {"loader_error", loader_error},
         {"phantom_contrasts", phantom_contrasts},

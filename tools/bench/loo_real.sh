@@ -21,6 +21,9 @@
 #          SEGMENT     more `kdseg segment` options (e.g. "--tta 8 --min-component 0")
 #          REUSE=1     keep trained models already in OUT (segment and evaluate again)
 #          NICE        run under `nice -n NICE` (default: not)
+#          JOBS        folds run at once (default 1; 2 on this 2-core machine with --threads 1)
+#          PROB=1      also write each held-out case's region probabilities in OUT/fold-N/prob
+#                      (for measuring post-processing afterwards)
 # Output: OUT/fold-N/{train,test} (links), model/, pred/, eval.csv, train.log;
 #         OUT/summary.csv (one row per fold) and the table on stdout.
 set -eu
@@ -29,9 +32,10 @@ K=${KDSEG:-$here/build/tools/kdseg}
 DATA=${DATA:-$here/../shared/data/brats2013-flair-t1ce}
 MODALITIES=${MODALITIES:-t1ce,flair}
 MODEL=${MODEL:-resunet:widths=8,16,32,64:in=2}
-[ $# -ge 1 ] || { sed -n '2,27p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,30p' "$0"; exit 2; }
 OUT=$1
 shift
+opts=("$@")
 if [ ! -d "$DATA" ]; then
   echo "loo_real.sh: SKIP: $DATA is absent (the shared real cases)" >&2
   exit 77
@@ -47,9 +51,8 @@ summary=$OUT/summary.csv
 echo "fold,case,train_s,train_cpu_s,steps,steps_per_s,load_before,load_after,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et" > "$summary"
 echo "kdseg train $* (model $MODEL, modalities $MODALITIES)" > "$OUT/command.txt"
 load() { awk '{print $1}' /proc/loadavg; }
-for f in $FOLDS; do
-  held=${cases[$((f - 1))]}
-  d=$OUT/fold-$f
+fold() {
+  local f=$1 held=${cases[$(($1 - 1))]} d=$OUT/fold-$1 c l0 l1 t0 t1
   mkdir -p "$d/train" "$d/test"
   for c in "${cases[@]}"; do
     if [ "$c" = "$held" ]; then ln -sfn "$DATA/$c" "$d/test/$c"; else ln -sfn "$DATA/$c" "$d/train/$c"; fi
@@ -60,8 +63,8 @@ for f in $FOLDS; do
     rm -rf "$d/model"
     TIMEFORMAT="%R %U %S"
     { time run "$K" train --data "$d/train" --modalities "$MODALITIES" --model "$MODEL" --val-cases 0 \
-      --quiet --out "$d/model" "$@" > "$d/train.log" 2>&1; } 2> "$d/train.time" ||
-      { echo "loo_real.sh: fold $f: kdseg train failed, see $d/train.log" >&2; tail -3 "$d/train.log" >&2; exit 1; }
+      --quiet --out "$d/model" "${opts[@]}" > "$d/train.log" 2>&1; } 2> "$d/train.time" ||
+      { echo "loo_real.sh: fold $f: kdseg train failed, see $d/train.log" >&2; tail -3 "$d/train.log" >&2; return 1; }
   fi
   t1=$(date +%s.%N)
   l1=$(load)
@@ -69,9 +72,16 @@ for f in $FOLDS; do
   # shellcheck disable=SC2086
   run "$K" segment --model "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
     --out "$d/pred" ${SEGMENT:-} > "$d/segment.log" 2>&1 ||
-    { echo "loo_real.sh: fold $f: kdseg segment failed, see $d/segment.log" >&2; exit 1; }
+    { echo "loo_real.sh: fold $f: kdseg segment failed, see $d/segment.log" >&2; return 1; }
+  if [ "${PROB:-0}" = 1 ]; then
+    rm -rf "$d/prob"
+    # shellcheck disable=SC2086
+    run "$K" segment --model "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
+      --out "$d/prob" --probabilities ${SEGMENT:-} > "$d/segment-prob.log" 2>&1 ||
+      { echo "loo_real.sh: fold $f: kdseg segment --probabilities failed, see $d/segment-prob.log" >&2; return 1; }
+  fi
   "$K" evaluate --pred "$d/pred" --ref "$d/test" --csv "$d/eval.csv" > "$d/evaluate.log" 2>&1 ||
-    { echo "loo_real.sh: fold $f: kdseg evaluate failed, see $d/evaluate.log" >&2; exit 1; }
+    { echo "loo_real.sh: fold $f: kdseg evaluate failed, see $d/evaluate.log" >&2; return 1; }
   steps=$(awk -F, 'NR > 1 && $1 ~ /^[0-9]+$/ { n++ } END { print n + 0 }' "$d/model/train.csv")
   tsec=$(awk -F, 'NR > 1 { s += $6 } END { printf "%.1f", s }' "$d/model/train.csv")
   wall=$(echo "$t0 $t1" | awk '{ printf "%.1f", $2 - $1 }')
@@ -80,8 +90,18 @@ for f in $FOLDS; do
     NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
     { printf "%s,%s,%s,%s,%s,%.3f,%s,%s,%.4f,%.4f,%.4f,%.2f,%.2f,%.2f\n", f, c, w, cpu, st,
              (ts > 0 ? st / ts : 0), l0, l1, $col["Dice_WT"], $col["Dice_TC"], $col["Dice_ET"],
-             $col["HD95_WT"], $col["HD95_TC"], $col["HD95_ET"] }' "$d/eval.csv" >> "$summary"
+             $col["HD95_WT"], $col["HD95_TC"], $col["HD95_ET"] }' "$d/eval.csv" > "$d/row.csv"
+}
+pids=() failed=0
+for f in $FOLDS; do
+  while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-1}" ]; do wait -n || failed=1; done
+  rm -f "$OUT/fold-$f/row.csv"
+  fold "$f" &
+  pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p" || failed=1; done
+for f in $FOLDS; do [ -f "$OUT/fold-$f/row.csv" ] && cat "$OUT/fold-$f/row.csv" >> "$summary"; done
+[ "$failed" = 0 ] || { echo "loo_real.sh: a fold failed (above); the table has the others" >&2; }
 awk -F, 'NR == 1 { next }
   { printf "fold %s %-22s train %7.1f s (CPU %7.1f s) %5d steps %6.3f steps/s load %5s-%-5s  Dice WT %.3f TC %.3f ET %.3f  HD95 WT %6.2f TC %6.2f ET %6.2f\n",
            $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
@@ -89,3 +109,4 @@ awk -F, 'NR == 1 { next }
     t += $3; k++ }
   END { if (k) printf "mean   %-22s train %7.1f s                                                     Dice WT %.3f TC %.3f ET %.3f  HD95 WT %6.2f TC %6.2f ET %6.2f\n",
                k " folds", t / k, s[9] / k, s[10] / k, s[11] / k, s[12] / k, s[13] / k, s[14] / k }' "$summary" | tee "$OUT/table.txt"
+[ "$failed" = 0 ]
