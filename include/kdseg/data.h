@@ -70,6 +70,7 @@ typedef struct kd_nifti_info {
                             else diag(pixdim) */
     char orient[4];      /* axis codes of i, j, k as nibabel writes them ("LPS", "RAS") */
     int64_t file_bytes;  /* size on disk */
+    char descrip[80];    /* the header's description ("kdseg": an image of kdseg phantom) */
 } kd_nifti_info;
 
 /* One volume read from (or to be written to) a NIfTI file. */

@@ -15,5 +15,6 @@
 
 #include "kdseg/data.h"
 #include "kdseg/recipe.h"
+#include "kdseg/domain.h"
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "../kdtest.h"
 #include "kdseg/recipe.h"
+#include "kdseg/domain.h"
 #include "kdseg/data.h"
 
 /* Non-cubic on purpose: catches mixed-up axes. */
@@ -1323,6 +1324,75 @@ static int real_case(void) {
     return 0;
 }
 
+/* Catches: a domain record that does not tell a phantom cohort from a real scan, a rule of
+ * kd_domain_compare that never fires or fires on identical records, a merge that loses
+ * the brain-volume range or the case count. */
+static int domain_records(void) {
+    const char *dir = make_cohort("dom", KD_LAYOUT_BRATS2018, 3, 0);
+    KD_CHECK(dir, "cohort");
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.modalities = "t1ce,flair";
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(dir, &o, &ds));
+    kd_domain ph, one;
+    KD_CHECK_OK(kd_dataset_domain(ds, NULL, 3, 2, &ph));
+    KD_CHECK(ph.cases == 3 && !strcmp(ph.kind, "phantom") && !strcmp(ph.layout, "brats2018") &&
+                 !strcmp(ph.modalities, "t1ce,flair") && ph.channels == 2,
+             "phantom record: %d cases, %s %s %s", ph.cases, ph.kind, ph.layout, ph.modalities);
+    KD_CHECK(ph.brain_ml[0] > 1 && ph.brain_ml[0] <= ph.brain_ml[1], "brain %g-%g mL", ph.brain_ml[0],
+             ph.brain_ml[1]);
+    for (int ch = 0; ch < 2; ch++)
+        KD_CHECK(ph.p01[ch] < ph.p50[ch] && ph.p50[ch] < ph.p99[ch] && ph.p01[ch] > -10 && ph.p99[ch] < 10,
+                 "channel %d percentiles %g %g %g", ch, ph.p01[ch], ph.p50[ch], ph.p99[ch]);
+    kd_case *c;
+    KD_CHECK_OK(kd_case_load(ds, 0, &c));
+    KD_CHECK_OK(kd_case_domain(ds, c, &one));
+    kd_case_free(c);
+    char why[512];
+    KD_CHECK(kd_domain_compare(&ph, &one, why, sizeof why) == 0 && !why[0], "own case differs: %s", why);
+    /* each rule alone */
+    kd_domain d = one;
+    snprintf(d.kind, sizeof d.kind, "real");
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "phantom-trained"), "kind: %s", why);
+    d = one;
+    snprintf(d.modalities, sizeof d.modalities, "flair,t1ce");
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "modalities flair,t1ce"), "mods: %s", why);
+    d = one;
+    d.spacing[2] = 3 * ph.spacing[2];
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "voxels"), "spacing: %s", why);
+    d = one;
+    d.brain_ml[0] = d.brain_ml[1] = 3 * ph.brain_ml[1];
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "brain"), "brain: %s", why);
+    d = one;
+    d.p99[1] = ph.p99[1] + 3;
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "flair intensities"), "int: %s", why);
+    kd_domain none;
+    kd_domain_init(&none);
+    KD_CHECK(kd_domain_compare(&none, &d, why, sizeof why) == 0, "no record, no warning");
+    kd_dataset_free(ds);
+    /* a real scan is real, with an adult brain's volume (when the shared data is here) */
+    const char *sh = kd_test_shared_dir();
+    char rdir[1024];
+    snprintf(rdir, sizeof rdir, "%s/data/brats2013-flair-t1ce/brats_2013_pat0003_1", sh ? sh : "");
+    struct stat st;
+    if (!sh || stat(rdir, &st) != 0) {
+        printf("(real part skipped: %s not present)\n", rdir);
+        return 0;
+    }
+    KD_CHECK_OK(kd_dataset_open_case(rdir, &o, &ds));
+    KD_CHECK_OK(kd_case_load(ds, 0, &c));
+    KD_CHECK_OK(kd_case_domain(ds, c, &one));
+    kd_case_free(c);
+    kd_dataset_free(ds);
+    KD_CHECK(!strcmp(one.kind, "real") && one.brain_ml[0] > 1000 && one.brain_ml[0] < 2000, "real: %s %g mL",
+             one.kind, one.brain_ml[0]);
+    KD_CHECK(kd_domain_compare(&ph, &one, why, sizeof why) >= 2 && strstr(why, "phantom-trained") &&
+                 strstr(why, "brain"),
+             "phantom model on the real case: %s", why);
+    return 0;
+}
+
 /* Catches: a label-convention bug on the real BraTS 2013 cases (labels 1 necrosis and
  * non-enhancing core, 2 edema, 4 enhancing; the 2015 label 3 merged into 1): their folder
  * must read as the BraTS 2018 layout and every case's region targets must count
@@ -1420,6 +1490,7 @@ int main(int argc, char **argv) {
         {"augment_real_steps", augment_real_steps},
         {"recipes", recipes},
         {"real_labels_2013", real_labels_2013},
+        {"domain_records", domain_records},
         {"loader_matches_sync", loader_matches_sync},
         {"loader_error", loader_error},
         {"phantom_contrasts", phantom_contrasts},
