@@ -57,25 +57,6 @@ __kernel void kd_mul_bwd(__global const float *dy, int dyoff, __global const flo
         }
 }
 
-inline float4 kd_ew_ld4(__global const float *p, int c, int C) {
-    if (c + 4 <= C) return vload4(0, p + c);
-    float4 v = (float4)(0.0f);
-    v.s0 = p[c];
-    if (c + 1 < C) v.s1 = p[c + 1];
-    if (c + 2 < C) v.s2 = p[c + 2];
-    return v;
-}
-
-inline void kd_ew_st4(__global float *p, int c, int C, float4 v) {
-    if (c + 4 <= C) {
-        vstore4(v, 0, p + c);
-        return;
-    }
-    p[c] = v.s0;
-    if (c + 1 < C) p[c + 1] = v.s1;
-    if (c + 2 < C) p[c + 2] = v.s2;
-}
-
 /* y[n, v, c] = x[n, v, c] * s[n, c] over a (C4, nch, N) range of (4 channels,
  * chunk of voxels, batch item). x (N, S, C), s (N, C). With x = NULL-like use_x == 0,
  * y = s broadcast (global average pool backward, s pre-scaled by 1/S). */
@@ -83,12 +64,12 @@ __kernel void kd_chscale(__global const float *x, int xoff, int use_x, __global 
                          int soff, __global float *y, int yoff, int S, int C, int chunk, int nch) {
     int c = 4 * (int)get_global_id(0), k = get_global_id(1), n = get_global_id(2);
     if (c >= C || k >= nch) return;
-    float4 f = kd_ew_ld4(s + soff + (long)n * C, c, C);
+    float4 f = kd_ld4(s + soff + (long)n * C, c, C);
     int v0 = k * chunk, cnt = min(chunk, S - v0);
     long base = ((long)n * S + v0) * C;
     for (int v = 0; v < cnt; v++) {
-        float4 o = use_x ? kd_ew_ld4(x + xoff + base + (long)v * C, c, C) * f : f;
-        kd_ew_st4(y + yoff + base + (long)v * C, c, C, o);
+        float4 o = use_x ? kd_ld4(x + xoff + base + (long)v * C, c, C) * f : f;
+        kd_st4(y + yoff + base + (long)v * C, c, C, o);
     }
 }
 
@@ -99,7 +80,7 @@ __kernel void kd_sgate_fwd(__global const float *x, int xoff, __global const flo
     if (v >= nvox) return;
     float g = a[aoff + v];
     long b = (long)v * C;
-    for (int c = 0; c < C; c += 4) kd_ew_st4(y + yoff + b, c, C, kd_ew_ld4(x + xoff + b, c, C) * g);
+    for (int c = 0; c < C; c += 4) kd_st4(y + yoff + b, c, C, kd_ld4(x + xoff + b, c, C) * g);
 }
 
 /* dx = dy * a; da[v] = sum_c dy * x (fixed channel order). */
@@ -112,9 +93,9 @@ __kernel void kd_sgate_bwd(__global const float *dy, int dyoff, __global const f
     long b = (long)v * C;
     float4 s = (float4)(0.0f);
     for (int c = 0; c < C; c += 4) {
-        float4 d = kd_ew_ld4(dy + dyoff + b, c, C);
-        s = mad(d, kd_ew_ld4(x + xoff + b, c, C), s);
-        kd_ew_st4(dx + dxoff + b, c, C, d * g);
+        float4 d = kd_ld4(dy + dyoff + b, c, C);
+        s = mad(d, kd_ld4(x + xoff + b, c, C), s);
+        kd_st4(dx + dxoff + b, c, C, d * g);
     }
     da[daoff + v] = (s.s0 + s.s1) + (s.s2 + s.s3);
 }
@@ -126,5 +107,5 @@ __kernel void kd_copy_channels(__global const float *src, int soff, int Cs, int 
     if (v >= nvox) return;
     __global const float *p = src + soff + (long)v * Cs + cs0;
     __global float *q = dst + doff + (long)v * Cd + cd0;
-    for (int c = 0; c < cc; c += 4) kd_ew_st4(q, c, cc, kd_ew_ld4(p, c, cc));
+    for (int c = 0; c < cc; c += 4) kd_st4(q, c, cc, kd_ld4(p, c, cc));
 }

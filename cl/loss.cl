@@ -14,7 +14,7 @@
  * reduction per statistic took 26 x 7 barriers (~18 ms for 2x3x32^3 on PoCL). */
 __kernel __attribute__((reqd_work_group_size(KD_LOSS_WG, 1, 1))) void
 kd_loss_partials(__global const float *p, int poff, __global const float *t, int toff,
-                 int nvox, int C, float wbg, __global float *part) {
+                 int nvox, int C, float wbg, __global float *part, int partoff) {
     __local float red[KD_LOSS_NSTAT * KD_LOSS_WG];
     float acc[KD_LOSS_NSTAT];
     for (int k = 0; k < KD_LOSS_NSTAT; k++) acc[k] = 0.0f;
@@ -39,15 +39,18 @@ kd_loss_partials(__global const float *p, int poff, __global const float *t, int
     if (lid < KD_LOSS_NSTAT) {
         float s = 0.0f;
         for (int j = 0; j < KD_LOSS_WG; j++) s += red[lid * KD_LOSS_WG + j];
-        part[get_group_id(0) * KD_LOSS_NSTAT + lid] = s;
+        part[partoff + get_group_id(0) * KD_LOSS_NSTAT + lid] = s;
     }
 }
 
 /* One work-item: sum the partials in order, compute the loss value.
  * loss = a_dice * (1 - mean_c dice_c) + a_bce * (-bce / M) + a_mse * mse / M */
-__kernel void kd_loss_finalize(__global const float *part, int ngroups, int C, int M,
-                               float a_dice, float a_bce, float a_mse, __global float *stats) {
+__kernel void kd_loss_finalize(__global const float *part, int partoff, int ngroups, int C, int M,
+                               float a_dice, float a_bce, float a_mse, __global float *stats,
+                               int statsoff) {
     if (get_global_id(0) != 0) return;
+    part += partoff;
+    stats += statsoff;
     for (int k = 0; k < KD_LOSS_NSTAT; k++) {
         float s = 0.0f, comp = 0.0f; /* Kahan */
         for (int g = 0; g < ngroups; g++) {
@@ -69,9 +72,11 @@ __kernel void kd_loss_finalize(__global const float *part, int ngroups, int C, i
 __kernel void kd_loss_grad(__global const float *p, int poff, __global const float *t, int toff,
                            int n, int C, int M, float wbg, float a_dice, float a_bce,
                            float a_mse, float weight, int accumulate,
-                           __global const float *stats, __global float *dp, int dpoff) {
+                           __global const float *stats, int statsoff, __global float *dp,
+                           int dpoff) {
     int i = get_global_id(0);
     if (i >= n) return;
+    stats += statsoff;
     int c = i % C;
     float pv = p[poff + i], tv = t[toff + i];
     float num = stats[c] + 1e-6f, den = stats[8 + c] + stats[16 + c] + 2e-6f;

@@ -18,25 +18,6 @@
 
 #define KD_NORM_WG 64
 
-inline float4 kd_norm_ld4(__global const float *p, int c, int C) {
-    if (c + 4 <= C) return vload4(0, p + c);
-    float4 v = (float4)(0.0f);
-    v.s0 = p[c];
-    if (c + 1 < C) v.s1 = p[c + 1];
-    if (c + 2 < C) v.s2 = p[c + 2];
-    return v;
-}
-
-inline void kd_norm_st4(__global float *p, int c, int C, float4 v) {
-    if (c + 4 <= C) {
-        vstore4(v, 0, p + c);
-        return;
-    }
-    p[c] = v.s0;
-    if (c + 1 < C) p[c + 1] = v.s1;
-    if (c + 2 < C) p[c + 2] = v.s2;
-}
-
 /* Per-lane gather of a per-statistic vector entry: v[off + n*sn + (c+l)/cg]. */
 inline float4 kd_norm_stat4(__global const float *v, int off, int n, int sn, int c, int C,
                             int cg) {
@@ -57,11 +38,11 @@ __kernel void kd_norm_stats_partial(__global const float *x, int xoff, __global 
     int v0 = k * chunk, cnt = min(chunk, S - v0);
     __global const float *p = x + xoff + ((long)n * S + v0) * C;
     float4 s = (float4)(0.0f);
-    for (int v = 0; v < cnt; v++) s += kd_norm_ld4(p + (long)v * C, c, C);
+    for (int v = 0; v < cnt; v++) s += kd_ld4(p + (long)v * C, c, C);
     float4 m = s / (float)cnt;
     float4 q = (float4)(0.0f);
     for (int v = 0; v < cnt; v++) {
-        float4 d = kd_norm_ld4(p + (long)v * C, c, C) - m;
+        float4 d = kd_ld4(p + (long)v * C, c, C) - m;
         q = mad(d, d, q);
     }
     __global float *o = part + poff + (((long)n * nch + k) * C + c) * 2;
@@ -151,16 +132,16 @@ __kernel void kd_norm_apply(__global const float *x, int xoff, __global float *y
     int c = 4 * (int)get_global_id(0), k = get_global_id(1), n = get_global_id(2);
     if (c >= C || k >= nch) return;
     float4 mu = kd_norm_stat4(mean, moff, n, sn, c, C, cg);
-    float4 a = kd_norm_stat4(rstd, roff, n, sn, c, C, cg) * kd_norm_ld4(gamma + goff, c, C);
-    float4 b = kd_norm_ld4(beta + boff, c, C);
+    float4 a = kd_norm_stat4(rstd, roff, n, sn, c, C, cg) * kd_ld4(gamma + goff, c, C);
+    float4 b = kd_ld4(beta + boff, c, C);
     int v0 = k * chunk, cnt = min(chunk, S - v0);
     long base = ((long)n * S + v0) * C;
     __global const float *px = x + xoff + base;
     __global float *py = y + yoff + base;
     for (int v = 0; v < cnt; v++) {
-        float4 z = mad(kd_norm_ld4(px + (long)v * C, c, C) - mu, a, b);
+        float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
         if (act) z = select(z * slope, z, z > 0.0f);
-        kd_norm_st4(py + (long)v * C, c, C, z);
+        kd_st4(py + (long)v * C, c, C, z);
     }
 }
 
@@ -178,16 +159,16 @@ __kernel void kd_norm_bwd_partial(__global const float *dy, int dyoff, __global 
     if (c >= C || k >= nch) return;
     float4 mu = kd_norm_stat4(mean, moff, n, sn, c, C, cg);
     float4 r = kd_norm_stat4(rstd, roff, n, sn, c, C, cg);
-    float4 a = r * kd_norm_ld4(gamma + goff, c, C);
-    float4 b = kd_norm_ld4(beta + boff, c, C);
+    float4 a = r * kd_ld4(gamma + goff, c, C);
+    float4 b = kd_ld4(beta + boff, c, C);
     int v0 = k * chunk, cnt = min(chunk, S - v0);
     long base = ((long)n * S + v0) * C;
     __global const float *px = x + xoff + base;
     __global const float *pd = dy + dyoff + base;
     float4 sa = (float4)(0.0f), sb = (float4)(0.0f);
     for (int v = 0; v < cnt; v++) {
-        float4 xc = kd_norm_ld4(px + (long)v * C, c, C) - mu;
-        float4 d = kd_norm_ld4(pd + (long)v * C, c, C);
+        float4 xc = kd_ld4(px + (long)v * C, c, C) - mu;
+        float4 d = kd_ld4(pd + (long)v * C, c, C);
         if (act) {
             float4 z = mad(xc, a, b);
             d = select(d * slope, d, z > 0.0f);
@@ -196,8 +177,8 @@ __kernel void kd_norm_bwd_partial(__global const float *dy, int dyoff, __global 
         sb += d;
     }
     long o = ((long)n * nch + k) * C + c;
-    kd_norm_st4(pa + paoff + o, 0, C - c, sa);
-    kd_norm_st4(pb + pboff + o, 0, C - c, sb);
+    kd_st4(pa + paoff + o, 0, C - c, sa);
+    kd_st4(pb + pboff + o, 0, C - c, sb);
 }
 
 /* Per-(n, chunk, channel) sums of a (or a * b when use_b): part (N, nch, C). */
@@ -213,10 +194,10 @@ __kernel void kd_chsum_partial(__global const float *a, int aoff, __global const
     float4 s = (float4)(0.0f);
     if (use_b)
         for (int v = 0; v < cnt; v++)
-            s = mad(kd_norm_ld4(pa + (long)v * C, c, C), kd_norm_ld4(pb + (long)v * C, c, C), s);
+            s = mad(kd_ld4(pa + (long)v * C, c, C), kd_ld4(pb + (long)v * C, c, C), s);
     else
-        for (int v = 0; v < cnt; v++) s += kd_norm_ld4(pa + (long)v * C, c, C);
-    kd_norm_st4(part + poff + ((long)n * nch + k) * C + c, 0, C - c, s);
+        for (int v = 0; v < cnt; v++) s += kd_ld4(pa + (long)v * C, c, C);
+    kd_st4(part + poff + ((long)n * nch + k) * C + c, 0, C - c, s);
 }
 
 /* out[n*C + c] = scale * sum over chunks of part (N, nch, C): one work-group of
@@ -286,9 +267,9 @@ __kernel void kd_norm_bwd_dx(__global const float *dy, int dyoff, __global const
     if (c >= C || k >= nch) return;
     float4 mu = kd_norm_stat4(mean, moff, n, sn, c, C, cg);
     float4 r = kd_norm_stat4(rstd, roff, n, sn, c, C, cg);
-    float4 g = kd_norm_ld4(gamma + goff, c, C);
+    float4 g = kd_ld4(gamma + goff, c, C);
     float4 a = r * g;
-    float4 b = kd_norm_ld4(beta + boff, c, C);
+    float4 b = kd_ld4(beta + boff, c, C);
     int sb = n * sn;
     coef += coff;
     float4 k0, k1;
@@ -306,13 +287,13 @@ __kernel void kd_norm_bwd_dx(__global const float *dy, int dyoff, __global const
     __global const float *pd = dy + dyoff + base;
     __global float *po = dx + dxoff + base;
     for (int v = 0; v < cnt; v++) {
-        float4 xc = kd_norm_ld4(px + (long)v * C, c, C) - mu;
-        float4 d = kd_norm_ld4(pd + (long)v * C, c, C);
+        float4 xc = kd_ld4(px + (long)v * C, c, C) - mu;
+        float4 d = kd_ld4(pd + (long)v * C, c, C);
         if (act) {
             float4 z = mad(xc, a, b);
             d = select(d * slope, d, z > 0.0f);
         }
         float4 o = r * (mad(g, d, mad(xc * r, k0, k1)));
-        kd_norm_st4(po + (long)v * C, c, C, o);
+        kd_st4(po + (long)v * C, c, C, o);
     }
 }

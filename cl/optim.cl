@@ -4,7 +4,7 @@
 #define KD_OPT_WG 64
 
 __kernel __attribute__((reqd_work_group_size(KD_OPT_WG, 1, 1))) void
-kd_sumsq_partials(__global const float *g, int goff, int n, __global float *part) {
+kd_sumsq_partials(__global const float *g, int goff, int n, __global float *part, int partoff) {
     __local float red[KD_OPT_WG];
     int gid = get_global_id(0), gsz = get_global_size(0), lid = get_local_id(0);
     float acc = 0.0f;
@@ -15,14 +15,16 @@ kd_sumsq_partials(__global const float *g, int goff, int n, __global float *part
         if (lid < s) red[lid] += red[lid + s];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (lid == 0) part[get_group_id(0)] = red[0];
+    if (lid == 0) part[partoff + get_group_id(0)] = red[0];
 }
 
 /* stats[0] = sum of squares, stats[1] = 1 when it and the loss are finite. */
-__kernel void kd_sumsq_finalize(__global const float *part, int ngroups,
+__kernel void kd_sumsq_finalize(__global const float *part, int partoff, int ngroups,
                                 __global const float *loss_stats, int loss_index,
-                                __global float *stats) {
+                                __global float *stats, int statsoff) {
     if (get_global_id(0) != 0) return;
+    part += partoff;
+    stats += statsoff;
     float s = 0.0f;
     for (int i = 0; i < ngroups; i++) s += part[i];
     stats[0] = s;
@@ -31,12 +33,18 @@ __kernel void kd_sumsq_finalize(__global const float *part, int ngroups,
 }
 
 /* PyTorch Adam with amsgrad=True and L2 weight decay added to the gradient. */
-__kernel void kd_adam_amsgrad(__global float *p, __global const float *g, __global float *m,
-                              __global float *v, __global float *vmax, int n, float lr,
-                              float b1, float b2, float eps, float wd, float bc1,
-                              float bc2_sqrt, __global const float *stats) {
+__kernel void kd_adam_amsgrad(__global float *p, int poff, __global const float *g, int goff,
+                              __global float *m, int moff, __global float *v, int voff,
+                              __global float *vmax, int vmoff, int n, float lr, float b1,
+                              float b2, float eps, float wd, float bc1, float bc2_sqrt,
+                              __global const float *stats, int statsoff) {
     int i = get_global_id(0);
-    if (i >= n || stats[1] == 0.0f) return;
+    if (i >= n || stats[statsoff + 1] == 0.0f) return;
+    p += poff;
+    g += goff;
+    m += moff;
+    v += voff;
+    vmax += vmoff;
     float gi = g[i] + wd * p[i];
     float mi = b1 * m[i] + (1.0f - b1) * gi;
     float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
@@ -49,11 +57,14 @@ __kernel void kd_adam_amsgrad(__global float *p, __global const float *g, __glob
 }
 
 /* PyTorch SGD with Nesterov momentum (dampening 0) and L2 weight decay. */
-__kernel void kd_sgd_nesterov(__global float *p, __global const float *g, __global float *buf,
-                              int n, float lr, float momentum, float wd, int first,
-                              __global const float *stats) {
+__kernel void kd_sgd_nesterov(__global float *p, int poff, __global const float *g, int goff,
+                              __global float *buf, int boff, int n, float lr, float momentum,
+                              float wd, int first, __global const float *stats, int statsoff) {
     int i = get_global_id(0);
-    if (i >= n || stats[1] == 0.0f) return;
+    if (i >= n || stats[statsoff + 1] == 0.0f) return;
+    p += poff;
+    g += goff;
+    buf += boff;
     float gi = g[i] + wd * p[i];
     float b = first ? gi : momentum * buf[i] + gi;
     buf[i] = b;

@@ -3,25 +3,6 @@
  * float4, the last vector lane by lane when C % 4 != 0). Backward passes gather
  * (or write disjoint 2x2x2 blocks), so no two work-items write the same element. */
 
-inline float4 kd_rs_ld4(__global const float *p, int c, int C) {
-    if (c + 4 <= C) return vload4(0, p + c);
-    float4 v = (float4)(0.0f);
-    v.s0 = p[c];
-    if (c + 1 < C) v.s1 = p[c + 1];
-    if (c + 2 < C) v.s2 = p[c + 2];
-    return v;
-}
-
-inline void kd_rs_st4(__global float *p, int c, int C, float4 v) {
-    if (c + 4 <= C) {
-        vstore4(v, 0, p + c);
-        return;
-    }
-    p[c] = v.s0;
-    if (c + 1 < C) p[c + 1] = v.s1;
-    if (c + 2 < C) p[c + 2] = v.s2;
-}
-
 /* Element offset of voxel (n, z, y, x) in a (N, D, H, W, C) tensor. */
 inline long kd_rs_at(int n, int z, int y, int x, int D, int H, int W, int C) {
     return ((((long)n * D + z) * H + y) * W + x) * C;
@@ -85,9 +66,9 @@ __kernel void kd_up_trilinear_fwd(__global const float *x, int xoff, __global fl
     for (int j = 0; j < 3; j++)
         for (int k = 0; k < 3; k++) {
             __global const float *row = p + kd_rs_at(n, zs[j], ys[k], 0, D, H, W, C);
-            float4 v0 = kd_rs_ld4(row + (long)xs[0] * C, c, C);
-            float4 v1 = kd_rs_ld4(row + (long)xs[1] * C, c, C);
-            float4 v2 = kd_rs_ld4(row + (long)xs[2] * C, c, C);
+            float4 v0 = kd_ld4(row + (long)xs[0] * C, c, C);
+            float4 v1 = kd_ld4(row + (long)xs[1] * C, c, C);
+            float4 v2 = kd_ld4(row + (long)xs[2] * C, c, C);
             float4 v[3] = {v0, v1, v2};
             for (int cc = 0; cc < 2; cc++)
                 ex[j][k][cc] = (1.0f - lx[cc]) * v[xi[cc][0]] + lx[cc] * v[xi[cc][1]];
@@ -98,7 +79,7 @@ __kernel void kd_up_trilinear_fwd(__global const float *x, int xoff, __global fl
                 float4 a0 = ex[zi[a][0]][yi[b][0]][cc], a1 = ex[zi[a][0]][yi[b][1]][cc];
                 float4 b0 = ex[zi[a][1]][yi[b][0]][cc], b1 = ex[zi[a][1]][yi[b][1]][cc];
                 float4 ra = (1.0f - ly[b]) * a0 + ly[b] * a1, rb = (1.0f - ly[b]) * b0 + ly[b] * b1;
-                kd_rs_st4(yv + yoff + kd_rs_at(n, 2 * z + a, 2 * y + b, 2 * w + cc, 2 * D, 2 * H,
+                kd_st4(yv + yoff + kd_rs_at(n, 2 * z + a, 2 * y + b, 2 * w + cc, 2 * D, 2 * H,
                                                2 * W, C),
                           c, C, (1.0f - lz[a]) * ra + lz[a] * rb);
             }
@@ -126,20 +107,20 @@ __kernel void kd_up_trilinear_bwd(__global const float *dy, int dyoff, __global 
                 dy + dyoff + kd_rs_at(n, oz0 + jz, oy0 + jy, 0, 2 * D, 2 * H, 2 * W, C);
             for (int jx = 0; jx < 4; jx++) {
                 if (wx[jx] == 0.0f) continue;
-                float4 g = kd_rs_ld4(row + (long)(ox0 + jx) * C, c, C);
+                float4 g = kd_ld4(row + (long)(ox0 + jx) * C, c, C);
                 acc = mad((float4)(wz[jz] * wy[jy] * wx[jx]), g, acc);
             }
         }
     }
-    kd_rs_st4(dx + dxoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, acc);
+    kd_st4(dx + dxoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, acc);
 }
 
 /* Nearest x2: y[o] = x[o / 2], over output voxels. */
 __kernel void kd_up_nearest_fwd(__global const float *x, int xoff, __global float *yv, int yoff,
                                 int N, int D, int H, int W, int C) {
     KD_RS_IDS(2 * D, 2 * H, 2 * W, C, N);
-    float4 v = kd_rs_ld4(x + xoff + kd_rs_at(n, z / 2, y / 2, w / 2, D, H, W, C), c, C);
-    kd_rs_st4(yv + yoff + kd_rs_at(n, z, y, w, 2 * D, 2 * H, 2 * W, C), c, C, v);
+    float4 v = kd_ld4(x + xoff + kd_rs_at(n, z / 2, y / 2, w / 2, D, H, W, C), c, C);
+    kd_st4(yv + yoff + kd_rs_at(n, z, y, w, 2 * D, 2 * H, 2 * W, C), c, C, v);
 }
 
 /* dx[i] = sum of the 8 dy[o] with o / 2 = i, over input voxels. */
@@ -148,10 +129,10 @@ __kernel void kd_up_nearest_bwd(__global const float *dy, int dyoff, __global fl
     KD_RS_IDS(D, H, W, C, N);
     float4 acc = (float4)(0.0f);
     for (int j = 0; j < 8; j++)
-        acc += kd_rs_ld4(dy + dyoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
+        acc += kd_ld4(dy + dyoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
                                                2 * w + (j & 1), 2 * D, 2 * H, 2 * W, C),
                          c, C);
-    kd_rs_st4(dx + dxoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, acc);
+    kd_st4(dx + dxoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, acc);
 }
 
 /* Max pool 2x2x2 stride 2: x (N, 2D, 2H, 2W, C) -> y (N, D, H, W, C), over output
@@ -162,12 +143,12 @@ __kernel void kd_maxpool_fwd(__global const float *x, int xoff, __global float *
     KD_RS_IDS(D, H, W, C, N);
     float4 m = (float4)(-INFINITY);
     for (int j = 0; j < 8; j++) {
-        float4 v = kd_rs_ld4(x + xoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
+        float4 v = kd_ld4(x + xoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
                                                  2 * w + (j & 1), 2 * D, 2 * H, 2 * W, C),
                              c, C);
         m = select(m, v, (v > m) | isnan(v));
     }
-    kd_rs_st4(yv + yoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, m);
+    kd_st4(yv + yoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, m);
 }
 
 /* dx of the 8 inputs of each window: dy at the first maximum, 0 elsewhere. */
@@ -178,16 +159,16 @@ __kernel void kd_maxpool_bwd(__global const float *dy, int dyoff, __global const
     float4 m = (float4)(-INFINITY);
     int4 arg = (int4)(0);
     for (int j = 0; j < 8; j++) {
-        float4 v = kd_rs_ld4(x + xoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
+        float4 v = kd_ld4(x + xoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
                                                  2 * w + (j & 1), 2 * D, 2 * H, 2 * W, C),
                              c, C);
         int4 take = (v > m) | isnan(v);
         m = select(m, v, take);
         arg = select(arg, (int4)(j), take);
     }
-    float4 g = kd_rs_ld4(dy + dyoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C);
+    float4 g = kd_ld4(dy + dyoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C);
     for (int j = 0; j < 8; j++)
-        kd_rs_st4(dx + dxoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
+        kd_st4(dx + dxoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
                                         2 * w + (j & 1), 2 * D, 2 * H, 2 * W, C),
                   c, C, select((float4)(0.0f), g, arg == (int4)(j)));
 }
@@ -198,18 +179,18 @@ __kernel void kd_avgpool_fwd(__global const float *x, int xoff, __global float *
     KD_RS_IDS(D, H, W, C, N);
     float4 s = (float4)(0.0f);
     for (int j = 0; j < 8; j++)
-        s += kd_rs_ld4(x + xoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
+        s += kd_ld4(x + xoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
                                            2 * w + (j & 1), 2 * D, 2 * H, 2 * W, C),
                        c, C);
-    kd_rs_st4(yv + yoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, s * 0.125f);
+    kd_st4(yv + yoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, s * 0.125f);
 }
 
 __kernel void kd_avgpool_bwd(__global const float *dy, int dyoff, __global float *dx, int dxoff,
                              int N, int D, int H, int W, int C) {
     KD_RS_IDS(D, H, W, C, N);
-    float4 g = kd_rs_ld4(dy + dyoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C) * 0.125f;
+    float4 g = kd_ld4(dy + dyoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C) * 0.125f;
     for (int j = 0; j < 8; j++)
-        kd_rs_st4(dx + dxoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
+        kd_st4(dx + dxoff + kd_rs_at(n, 2 * z + (j >> 2), 2 * y + ((j >> 1) & 1),
                                         2 * w + (j & 1), 2 * D, 2 * H, 2 * W, C),
                   c, C, g);
 }

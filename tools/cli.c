@@ -4,7 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <signal.h>
+#include <unistd.h>
 
 const char *kd_cli_device = NULL;
 
@@ -96,4 +97,25 @@ int kd_cli_unknown(const char *cmd, const char *arg) {
     fprintf(stderr, "kdseg %s: unknown option or argument '%s' (see kdseg %s --help)\n", cmd, arg,
             cmd);
     return 2;
+}
+
+void kd_cli_progress(void *ctx, const char *line) {
+    (void)ctx;
+    printf("%s\n", line);
+    fflush(stdout);
+}
+
+volatile int kd_cli_stop = 0;
+
+static void on_signal(int sig) {
+    if (kd_cli_stop && sig == SIGINT) _exit(130);
+    kd_cli_stop = 1;
+}
+
+void kd_cli_install_stop_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
 }

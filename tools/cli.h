@@ -35,6 +35,14 @@ int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int 
 int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
 int kd_cli_flag(char **argv, int i, const char *name);
 
+/* Progress lines of the library's workflow calls: to stdout, one per line, flushed. */
+void kd_cli_progress(void *ctx, const char *line);
+
+/* Set by SIGINT/SIGTERM once kd_cli_install_stop_handler ran (a second SIGINT ends the
+ * process): the `stop` flag the commands give the library. */
+extern volatile int kd_cli_stop;
+void kd_cli_install_stop_handler(void);
+
 /* "unknown option" error for the command. Returns 2. */
 int kd_cli_unknown(const char *cmd, const char *arg);
 

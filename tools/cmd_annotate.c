@@ -1,6 +1,6 @@
 /* kdseg annotate: the teacher ensemble labels the unlabeled cases. */
 #include "cli.h"
-#include "segment_common.h"
+#include "segment_args.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -18,17 +18,18 @@ static void help(FILE *f) {
 }
 
 static int run(int argc, char **argv) {
-    kd_seg_args a;
-    int r = kd_seg_args_parse("annotate", argc, argv, &a);
+    kd_segment_args a;
+    int r = kd_segment_args_parse("annotate", argc, argv, &a);
     if (r) return r;
-    if (!a.out || !a.dataset || a.nmodels == 0) {
+    if (!a.ann.out || !a.ann.dataset || a.ann.e.nmodels == 0) {
         fprintf(stderr, "kdseg annotate: --teacher, --dataset and --out are required\n");
         return 2;
     }
-    kd_seg_run run;
-    kd_status s = kd_seg_open(&a, "annotate", &run);
-    if (!s) s = kd_seg_all(&run, &a, KD_SEG_ANNOTATE);
-    kd_seg_close(&run);
+    kd_device *dev = kd_cli_open_device("annotate");
+    if (!dev) return 1;
+    kd_cli_install_stop_handler();
+    kd_status s = kd_annotate(dev, &a.ann, NULL);
+    kd_device_free(dev);
     return s ? kd_cli_error("annotate", s) : 0;
 }
 

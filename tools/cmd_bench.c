@@ -27,6 +27,7 @@ typedef struct bench_opts {
     const char *model; /* model spec (train, infer; the student in sched) */
     int tta;           /* infer: flips besides the plain pass (0: both 1 and 4) */
     int vol[3];        /* infer: volume (D, H, W) */
+    int tile[3];       /* infer: sliding-window tile (D, H, W); 0: whole volume */
     int steps;         /* sched: steps through the pipeline */
     int compare;       /* --compare-pytorch */
     int scaling;       /* train: the patch x batch table */
@@ -235,14 +236,7 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static uint64_t rng_next(uint64_t *st) { /* splitmix64 */
-    uint64_t z = (*st += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static float rng_unit(uint64_t *st) { return (float)(rng_next(st) >> 40) / 16777216.0f; }
+static float rng_unit(uint64_t *st) { return (float)(kd_splitmix64(st) >> 40) / 16777216.0f; }
 
 /* Images in [-2, 2] and binary targets (a random half of the voxels set per channel). */
 static void fill_batch(float *x, size_t nx, float *t, size_t nt, uint64_t seed) {
@@ -535,18 +529,25 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
     FILE *js = NULL;
     if (o->json && !(js = fopen(o->json, "w")))
         fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
-    printf("whole-volume inference (kd_infer_volume) of a %dx%dx%d crop, %d channels, with\n  %s\n"
-           "on %s, %s; median of %d runs after a warm-up\n\n",
-           D, H, W, C, o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
-    printf("%-6s %8s %10s %11s %12s %12s", "tta", "windows", "s/volume", "cpu-s/vol", "Mvoxel/s",
-           "peak MiB");
+    char how[64] = "whole-volume";
+    if (o->tile[0])
+        snprintf(how, sizeof how, "sliding-window (%dx%dx%d, overlap 0.5)", o->tile[0], o->tile[1],
+                 o->tile[2]);
+    printf("%s inference (kd_infer_volume) of a %dx%dx%d crop, %d channels, with\n  %s\n"
+           "on %s, %s; median of %d runs after a warm-up; batch: windows x flips per forward\n"
+           "pass (%s)\n\n",
+           how, D, H, W, C, o->model, kd_device_name(dev), today(date, sizeof date), o->reps,
+           o->batch > 1 ? "--batch: at most that many, as memory allows" : "1, the default");
+    printf("%-6s %8s %6s %9s %10s %11s %12s %12s", "tta", "windows", "batch", "forwards",
+           "s/volume", "cpu-s/vol", "Mvoxel/s", "peak MiB");
     if (o->compare) printf(" %10s %11s %8s %9s", "torch s", "torch cpu-s", "speedup", "cpu ratio");
     printf("\n");
     if (js)
         fprintf(js,
                 "{\"bench\": \"infer\", \"device\": \"%s\", \"date\": \"%s\", \"model\": \"%s\", "
-                "\"volume\": [%d, %d, %d], \"reps\": %d, \"rows\": [",
-                kd_device_name(dev), date, o->model, D, H, W, o->reps);
+                "\"volume\": [%d, %d, %d], \"tile\": [%d, %d, %d], \"reps\": %d, \"rows\": [",
+                kd_device_name(dev), date, o->model, D, H, W, o->tile[0], o->tile[1], o->tile[2],
+                o->reps);
     int has_ref = !resunet_args(o->model, ra, sizeof ra), rc = 0;
     int ttas[2] = {1, 4}, nt = 2;
     if (o->tta) {
@@ -557,6 +558,11 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
         kd_infer_opts io;
         kd_infer_opts_default(&io);
         io.tta = ttas[k];
+        io.batch = o->batch;
+        if (o->tile[0]) {
+            memcpy(io.tile, o->tile, sizeof io.tile);
+            io.force_tiles = 1;
+        }
         kd_infer_stats st;
         double wt[64], ct[64];
         int reps = o->reps > 64 ? 64 : o->reps;
@@ -573,12 +579,15 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
             break;
         }
         double ms = median(wt, reps), cms = median(ct, reps);
-        printf("%-6d %8d %10.2f %11.2f %12.2f %12.1f", ttas[k], st.windows, ms * 1e-3, cms * 1e-3,
-               (double)nv / ms * 1e-3, mib(st.peak_device));
+        printf("%-6d %8d %6d %9d %10.2f %11.2f %12.2f %12.1f", ttas[k], st.windows, st.batch,
+               st.forwards, ms * 1e-3, cms * 1e-3, (double)nv / ms * 1e-3, mib(st.peak_device));
         double ts = -1, tcs = -1;
         if (o->compare && has_ref) {
-            snprintf(args, sizeof args, "infer%s --volume %d %d %d --tta %d --reps %d", ra, D, H, W,
-                     ttas[k], ttas[k] > 1 ? 1 : (o->reps < 3 ? o->reps : 3));
+            int n = snprintf(args, sizeof args, "infer%s --volume %d %d %d --tta %d --reps %d", ra,
+                             D, H, W, ttas[k], ttas[k] > 1 ? 1 : (o->reps < 3 ? o->reps : 3));
+            if (o->tile[0])
+                snprintf(args + n, sizeof args - (size_t)n, " --tile %d %d %d", o->tile[0],
+                         o->tile[1], o->tile[2]);
             if (!run_pytorch(args, py, sizeof py)) {
                 ts = json_num(py, "infer_ms") * 1e-3;
                 tcs = json_num(py, "infer_cpu_ms") * 1e-3;
@@ -591,9 +600,11 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
         if (js)
             fprintf(
                 js,
-                "%s\n  {\"tta\": %d, \"windows\": %d, \"seconds\": %.4f, \"cpu_seconds\": %.4f, "
+                "%s\n  {\"tta\": %d, \"windows\": %d, \"batch\": %d, \"forwards\": %d, "
+                "\"seconds\": %.4f, \"cpu_seconds\": %.4f, "
                 "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f}",
-                k ? "," : "", ttas[k], st.windows, ms * 1e-3, cms * 1e-3, st.peak_device, ts, tcs);
+                k ? "," : "", ttas[k], st.windows, st.batch, st.forwards, ms * 1e-3, cms * 1e-3,
+                st.peak_device, ts, tcs);
     }
     if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
     if (js) {
@@ -724,7 +735,9 @@ static const bench_sub subs[] = {
      "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
      "x batch 1, 2, 4): time, voxels/s, planned and measured device memory",
      bench_train},
-    {"infer", "whole-volume inference of a 160x192x160 crop (--volume) with and without TTA 4",
+    {"infer",
+     "inference of a 160x192x160 crop (--volume), whole or in windows (--tile), with and "
+     "without TTA 4",
      bench_infer},
     {"sched",
      "teacher ensemble + student steps through the scheduler: busy fraction, time per "
@@ -748,10 +761,13 @@ static void help(FILE *f) {
            "  --json FILE   also write the results as JSON\n"
            "  --model SPEC  model spec (train, infer; the student in sched; default the\n"
            "                paper's student resunet:widths=16,32,64,128)\n"
-           "  --batch N     batch size (train, sched; default 1)\n"
+           "  --batch N     batch size (train, sched; default 1); infer: at most N windows x\n"
+           "                flips per forward pass, as memory allows (default 1)\n"
            "  --scaling     train: the table over patch 32,64,96,128 and batch 1,2,4\n"
            "  --volume D,H,W  infer: volume (default 160,192,160)\n"
            "  --tta N       infer: only this TTA (1, 4 or 8; default both 1 and 4)\n"
+           "  --tile D,H,W  infer: sliding windows of this tile, overlap 0.5 (default: the\n"
+           "                whole volume in one window)\n"
            "  --steps N     sched: timed steps (default 4)\n"
            "  --compare-pytorch  run tools/bench/pytorch_bench.py (same model, shapes, loss\n"
            "                and AMSGrad step, 2 threads) in the same run and print ratios;\n"
@@ -775,7 +791,7 @@ static int run(int argc, char **argv) {
         return 2;
     }
     bench_opts o = {5, 64, NULL, NULL, 3, 0, 1, "resunet:widths=16,32,64,128", 0, {160, 192, 160},
-                    4, 0,  0};
+                    {0, 0, 0}, 4, 0, 0};
     if (!strcmp(sub->name, "train") || !strcmp(sub->name, "infer")) o.reps = 3;
     if (!strcmp(sub->name, "sched")) o.patch = 32;
     for (int i = 2; i < argc; i++) {
@@ -813,6 +829,8 @@ static int run(int argc, char **argv) {
             if (kd_cli_int("bench", "--tta", v, 1, 8, &o.tta)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--volume", &v)) {
             if (kd_cli_dims3("bench", "--volume", v, 8, 1024, o.vol)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--tile", &v)) {
+            if (kd_cli_dims3("bench", "--tile", v, 8, 1024, o.tile)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--impl", &v)) {
             if (v && !strcmp(v, "direct"))
                 o.impls = 1;

@@ -3,8 +3,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "kdseg/tensorfile.h"
-#include "kdseg/train.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -39,23 +37,11 @@ static int run(int argc, char **argv) {
     }
     kd_model *m = NULL;
     s = kd_model_create(dev, spec, 1, &m);
-    for (int i = 0; !s && i < kd_model_param_tensors(m); i++) {
-        char nm[256];
-        if (snprintf(nm, sizeof nm, "%s%s", prefix, kd_model_param_name(m, i)) >= (int)sizeof nm) {
-            s = kd_fail(KD_ERR_INVALID_ARG, "--prefix '%s': too long for a tensor name", prefix);
-            break;
-        }
-        const kd_named_tensor *t = kd_tensorfile_find(tf, nm);
-        int nd, dims[5];
-        size_t numel = kd_model_param_shape(m, i, &nd, dims);
-        int same = t && t->ndim == nd;
-        for (int d = 0; same && d < nd; d++) same = t->dims[d] == dims[d];
-        if (!same)
-            s = kd_fail(KD_ERR_FORMAT, "%s: %s %s (the model %s needs %zu values)", in, nm,
-                        t ? "has another shape" : "is missing", kd_model_spec(m), numel);
-        else s = kd_model_param_set(m, i, t->data);
-    }
-    if (!s) s = kd_checkpoint_save(out, m, NULL, "step=0\nimported_from=pytorch\n");
+    if (!s) s = kd_model_load_state_dict(m, tf, prefix, in);
+    kd_ckpt_meta meta;
+    kd_ckpt_meta_init(&meta);
+    snprintf(meta.mode, sizeof meta.mode, "imported");
+    if (!s) s = kd_checkpoint_save(out, m, NULL, &meta);
     int rc = s ? kd_cli_error("import-torch", s) : 0;
     if (!s) printf("wrote %s: %s, %zu parameters\n", out, kd_model_spec(m), kd_model_param_count(m));
     kd_model_free(m);

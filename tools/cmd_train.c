@@ -1,12 +1,8 @@
 /* kdseg train: train a model on a dataset folder or a generated phantom cohort. */
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
 
 #include "cli.h"
-#include "train_common.h"
+#include "train_args.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -25,27 +21,20 @@ static int run(int argc, char **argv) {
         if (r == 0) return kd_cli_unknown("train", argv[i]);
         if (r == 2) return 2;
     }
-    if (!a.out) {
+    kd_train_args_finish(&a);
+    if (!a.o.out) {
         fprintf(stderr, "kdseg train: --out DIR is required\n");
         return 2;
     }
-    if (!a.data == !a.synthetic) {
+    if (!a.o.data == !a.synthetic) {
         fprintf(stderr, "kdseg train: give exactly one of --data DIR and --synthetic\n");
         return 2;
     }
-    kd_train_session s;
-    kd_batch_source bs;
-    memset(&bs, 0, sizeof bs);
-    kd_status st = kd_train_session_open("train", &a, &s);
-    /* cases labeled by --annotations train alongside (validation stays on real labels) */
-    if (!st && s.npseudo) st = kd_sampler_add(s.smp, s.ds, s.pseudo, s.npseudo);
-    if (!st) {
-        bs.kind_a = s.loss;
-        st = kd_batch_source_init(&bs, s.smp, NULL, 0, (uint64_t)a.seed, s.start, a.threads);
-    }
-    if (!st) st = kd_train_session_run(&s, &bs);
-    kd_batch_source_free(&bs);
-    kd_train_session_close(&s);
+    kd_device *dev = kd_cli_open_device("train");
+    if (!dev) return 1;
+    kd_cli_install_stop_handler();
+    kd_status st = kd_train(dev, &a.o, NULL);
+    kd_device_free(dev);
     return st ? kd_cli_error("train", st) : 0;
 }
 

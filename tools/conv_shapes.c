@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "conv_shapes.h"
+#include "kdseg/rng.h"
 
 /* The student ResUNet (widths 16, 32, 64, 128): encoder 3x3x3 convs per level, the input
  * and output convs, the 2x2x2 stride-2 down convs, and the decoder's 1x1x1 convs (2C -> C
@@ -68,13 +69,7 @@ static kd_status fill_random(kd_tensor *t, uint64_t *st) {
     size_t n = kd_tensor_numel(t);
     float *h = malloc(n * sizeof *h);
     if (!h) return kd_fail(KD_ERR_OUT_OF_MEMORY, "conv shapes: %zu floats of test data", n);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t z = (*st += 0x9E3779B97F4A7C15ULL);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        z ^= z >> 31;
-        h[i] = (float)(z >> 40) / 8388608.0f - 1.0f;
-    }
+    for (size_t i = 0; i < n; i++) h[i] = (float)(kd_splitmix64(st) >> 40) / 8388608.0f - 1.0f;
     kd_status s = kd_tensor_upload_ndhwc(t, h);
     free(h);
     return s;

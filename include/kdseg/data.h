@@ -17,26 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kdseg/rng.h" /* kd_rng: the sampler and phantoms draw from it */
 #include "kdseg/status.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ------------------------------------------------------------------ RNG -- */
-
-/* PCG32 (XSH-RR). Streams are derived from (seed, rank, step, sub) by splitmix64,
- * so every random choice is reproducible and independent across ranks/steps. */
-typedef struct kd_rng {
-    uint64_t state, inc;
-} kd_rng;
-
-kd_rng kd_rng_make(uint64_t seed, uint64_t rank, uint64_t step, uint64_t sub);
-uint32_t kd_rng_u32(kd_rng *r);
-double kd_rng_uniform(kd_rng *r);                     /* [0, 1) */
-double kd_rng_range(kd_rng *r, double lo, double hi); /* [lo, hi) */
-int kd_rng_int(kd_rng *r, int n);                     /* [0, n), unbiased; 0 when n <= 0 */
-double kd_rng_normal(kd_rng *r);                      /* standard normal (Box-Muller) */
 
 /* --------------------------------------------------------------- NIfTI -- */
 
@@ -89,6 +75,7 @@ typedef struct kd_volume {
 kd_status kd_nifti_read(const char *path, kd_volume **out);
 /* The same checks on the header only; data stays NULL. */
 kd_status kd_nifti_read_header(const char *path, kd_volume **out);
+/* Frees the volume, its data, path and header. NULL ok. */
 void kd_volume_free(kd_volume *v);
 
 /* A header-only volume on a fresh grid: dims (nx, ny, nz), spacing in mm and an
@@ -141,12 +128,33 @@ kd_status kd_layout_parse(const char *s, kd_layout *out);
 enum { KD_MOD_T1 = 0, KD_MOD_T1CE = 1, KD_MOD_T2 = 2, KD_MOD_FLAIR = 3, KD_MAX_MODALITIES = 4 };
 const char *kd_modality_name(int mod); /* "t1", "t1ce", "t2", "flair" */
 
-/* Label map (layout's label values) to regions, one voxel at a time:
- * bit 0 WT, bit 1 TC, bit 2 ET; -1 for a value outside the layout's set. */
-int kd_label_regions(kd_layout l, int label);
-/* Region probabilities (3, n) (WT, TC, ET) to the layout's labels, threshold 0.5,
- * nested as WT ⊇ TC ⊇ ET: ET -> enhancing, else TC -> core, else WT -> edema. */
-void kd_regions_to_labels(kd_layout l, const float *regions, size_t n, uint8_t *labels);
+/* Label conventions: what the values of a label map mean. The one enum for every
+ * label map in kdseg (dataset files, annotations, predictions, evaluation).
+ *   2019 (BraTS 2018-2021): 1 necrosis/non-enhancing core, 2 edema, 4 enhancing
+ *   2023 (BraTS 2023+):     1 NETC, 2 SNFH, 3 ET
+ *   MSD (Decathlon Task01): 1 edema, 2 non-enhancing, 3 enhancing
+ * KD_LABELS_AUTO is accepted only where a call says so. */
+typedef enum kd_label_convention {
+    KD_LABELS_2019 = 0,
+    KD_LABELS_2023 = 1,
+    KD_LABELS_MSD = 2,
+    KD_LABELS_AUTO = 3
+} kd_label_convention;
+
+/* "2019", "2023", "msd", "auto". */
+const char *kd_label_convention_name(kd_label_convention c);
+/* Parses those names (case-insensitive); KD_ERR_INVALID_ARG naming the text otherwise. */
+kd_status kd_label_convention_parse(const char *s, kd_label_convention *out);
+/* The convention of a layout's label files (AUTO and BraTS 2018: 2019). */
+kd_label_convention kd_layout_labels(kd_layout l);
+
+/* A label value of convention c to regions, one voxel at a time: bit 0 WT, bit 1 TC,
+ * bit 2 ET; -1 for a value outside the convention's set (every nonzero value for AUTO). */
+int kd_label_regions(kd_label_convention c, int label);
+/* Region probabilities (3, n) (WT, TC, ET) to labels of convention c (not AUTO),
+ * threshold 0.5, nested as WT ⊇ TC ⊇ ET: ET -> enhancing, else TC -> core, else WT ->
+ * edema. */
+void kd_regions_to_labels(kd_label_convention c, const float *regions, size_t n, uint8_t *labels);
 
 /* ------------------------------------------------------------- Dataset -- */
 
@@ -172,16 +180,16 @@ kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_datas
 /* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
  * in ../labelsTr). */
 kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *opts, kd_dataset **out);
-void kd_dataset_free(kd_dataset *ds);
+void kd_dataset_free(kd_dataset *ds); /* NULL ok */
 
-kd_layout kd_dataset_layout(const kd_dataset *ds);
-int kd_dataset_count(const kd_dataset *ds);
+kd_layout kd_dataset_layout(const kd_dataset *ds); /* as detected or given */
+int kd_dataset_count(const kd_dataset *ds);        /* cases */
 int kd_dataset_channels(const kd_dataset *ds);         /* C, selected modalities */
 int kd_dataset_modality(const kd_dataset *ds, int ch); /* canonical id of channel ch */
 const char *kd_dataset_case_name(const kd_dataset *ds, int i);
 /* 0 unlabeled, 1 own label file, 2 label from the annotations folder. */
 int kd_dataset_case_labeled(const kd_dataset *ds, int i);
-int kd_dataset_labeled_count(const kd_dataset *ds);
+int kd_dataset_labeled_count(const kd_dataset *ds); /* cases with their own label file */
 /* The file of channel ch (for MSD the 4-D file; *volume is the index in it, else 0). */
 const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume);
 /* The label (or annotation) file, or NULL. */
@@ -227,7 +235,7 @@ typedef struct kd_case {
  * the dataset has a cache_dir). Checks that modalities agree in dims and affine,
  * label values are in the layout's set, voxels are finite. */
 kd_status kd_case_load(const kd_dataset *ds, int i, kd_case **out);
-void kd_case_free(kd_case *c);
+void kd_case_free(kd_case *c); /* the case and its arrays; NULL ok */
 
 /* Original grid (n, D, H, W) -> preprocessed grid (n, d, h, w): crop, zero pad. */
 void kd_case_crop(const kd_case *c, const float *src, int n, float *dst);
@@ -327,12 +335,13 @@ typedef struct kd_patch_info {
     int kind;      /* 0 tumour bbox + margin, 1 foreground voxel, 2 random */
 } kd_patch_info;
 
+/* A sampler with no cases yet (kd_sampler_add); owned by the caller. */
 kd_status kd_sampler_create(const kd_sampler_opts *o, kd_sampler **out);
 /* Adds cases of a dataset (borrowed: must outlive the sampler). idx NULL: all labeled
  * cases (all cases with allow_unlabeled). Unlabeled cases are refused unless the options
  * allow them. */
 kd_status kd_sampler_add(kd_sampler *s, const kd_dataset *ds, const int *idx, int n);
-int kd_sampler_count(const kd_sampler *s);
+int kd_sampler_count(const kd_sampler *s); /* cases added */
 /* The batch of `step`: images (B, C, P, P, P) and targets (B, 3, P, P, P), float32
  * NCDHW; info (B entries) may be NULL. Cases are visited in a fresh permutation per
  * epoch. A pure function of (seed, rank, step): safe to call from several threads. */

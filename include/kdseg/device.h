@@ -18,6 +18,8 @@ typedef struct kd_device kd_device;
  * anything else is a case-insensitive substring of the device or platform name.
  * Builds every program (from the on-disk cache when it can). */
 kd_status kd_device_open(const char *selector, kd_device **out);
+/* Releases the device, its programs and buffer pool (every tensor and model on it must be
+ * freed first). NULL ok. */
 void kd_device_free(kd_device *dev);
 
 /* Print every platform and device, which one would be chosen, and the cache
@@ -31,32 +33,32 @@ int kd_device_is_cpu(const kd_device *dev);
 
 /* Seconds the start-up program builds took, and how many came from the cache. */
 double kd_device_build_seconds(const kd_device *dev);
-int kd_device_cache_hits(const kd_device *dev);
-int kd_device_program_count(const kd_device *dev);
+int kd_device_cache_hits(const kd_device *dev);     /* programs loaded from the cache */
+int kd_device_program_count(const kd_device *dev); /* programs built at start-up */
 
 /* Wait for all queued work. Only sync points that need host data call this. */
 kd_status kd_device_finish(kd_device *dev);
 
 /* Device memory accounting (bytes of buffers handed out to tensors). */
-size_t kd_device_mem_current(const kd_device *dev);
-size_t kd_device_mem_peak(const kd_device *dev);
-void kd_device_mem_reset_peak(kd_device *dev);
-size_t kd_device_max_alloc(const kd_device *dev);
-size_t kd_device_global_mem(const kd_device *dev);
+size_t kd_device_mem_current(const kd_device *dev); /* bytes held now */
+size_t kd_device_mem_peak(const kd_device *dev);    /* most held since the last reset */
+void kd_device_mem_reset_peak(kd_device *dev);      /* peak := current */
+size_t kd_device_max_alloc(const kd_device *dev);   /* largest single buffer */
+size_t kd_device_global_mem(const kd_device *dev);  /* memory limit (KDSEG_MEM_LIMIT) */
 
 /* Per-kernel profile (only when KDSEG_PROFILE=1): print and reset. */
 void kd_device_profile_print(kd_device *dev, FILE *f);
 /* Total kernel-busy seconds recorded by profiling since the last reset; the wall
  * span between first start and last end is returned in *span (may be NULL). */
 double kd_device_profile_busy(kd_device *dev, double *span);
-void kd_device_profile_reset(kd_device *dev);
-int kd_device_profiling(const kd_device *dev);
+void kd_device_profile_reset(kd_device *dev);     /* forget the kernels recorded so far */
+int kd_device_profiling(const kd_device *dev);    /* 1 when KDSEG_PROFILE is on */
 
 /* Profiling tags: kernels launched while a tag is set are also summed per tag
  * (used by the scheduler to report time per job kind). 0..7; 0 is the default. */
 #define KD_PROFILE_TAGS 8
-void kd_device_profile_tag(kd_device *dev, int tag);
-double kd_device_profile_tag_busy(kd_device *dev, int tag);
+void kd_device_profile_tag(kd_device *dev, int tag);        /* tag the next launches */
+double kd_device_profile_tag_busy(kd_device *dev, int tag); /* busy seconds of a tag */
 
 /* A pending device->host read (non-blocking): wait for it before using the data. */
 typedef struct kd_event kd_event;

@@ -7,24 +7,13 @@
 #include <stddef.h>
 
 #include "kdseg/data.h"
+#include "kdseg/train.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-typedef struct kd_domain {
-    char kind[16];       /* "real"; "phantom": images written by kdseg phantom (their header's
-                            description); "mixed"; "": no record */
-    char layout[16];     /* kd_layout_name of the data */
-    char modalities[64]; /* channel order, e.g. "t1ce,flair" */
-    int cases;           /* cases summarised (0: no record) */
-    int channels;        /* C */
-    double spacing[3];   /* voxel size x, y, z in mm, mean over the cases */
-    double brain_ml[2];  /* smallest and largest brain volume (mL; any modality nonzero) */
-    /* per channel: 1st, 50th, 99th percentile of the normalised intensities inside the
-     * brain (z-scores), mean over the cases */
-    double p01[KD_MAX_MODALITIES], p50[KD_MAX_MODALITIES], p99[KD_MAX_MODALITIES];
-} kd_domain;
+/* kd_domain, the record itself, is in kdseg/train.h (checkpoints keep it). */
 
 /* No record: zeros, empty strings. */
 void kd_domain_init(kd_domain *d);

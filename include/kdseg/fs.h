@@ -1,5 +1,5 @@
-/* kdseg: composing file paths without silent truncation, and output folders with one
- * writer each.
+/* kdseg: composing file paths without silent truncation, folders, atomic writes, and
+ * output folders with one writer each.
  *
  * Paths. Every path kdseg composes (FOLDER/CASE.nii.gz, OUT/last.kds, a temporary
  * name) goes through kd_path_printf, which refuses with "path too long: ..." what a
@@ -11,11 +11,17 @@
  * the same folder gets KD_ERR_BUSY naming the folder and that id. The operating
  * system drops the lock when the holder ends, however it ends (kill -9 included), so
  * a killed run never blocks the next. The file itself stays (removing it would let
- * two processes lock two different files of one name). */
+ * two processes lock two different files of one name).
+ *
+ * Atomic writes. Every kdseg writer writes FINAL under the temporary name kd_tmp_name
+ * gives (FINAL.tmp-<PID>-<N>, in FINAL's folder), then renames it to FINAL, so a reader
+ * never sees half a file. A writer killed between the two leaves the temporary file
+ * behind; kd_tmp_sweep removes such files once they are stale. */
 #ifndef KDSEG_FS_H
 #define KDSEG_FS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "kdseg/status.h"
 
@@ -44,6 +50,30 @@ kd_status kd_path_check_output(const char *dir, const char *name);
 /* mkdir -p: dir and its missing parents (0755). Existing folders are fine; a file in
  * the way or a path too long is an error naming it. */
 kd_status kd_mkdirs(const char *dir);
+
+/* Writes into out[n] the temporary name for a file to be renamed to final_path:
+ * "FINAL.tmp-<PID>-<N>", N counting up within the process (unique across threads); as
+ * kd_path_printf, "path too long" when it does not fit. */
+kd_status kd_tmp_name(const char *final_path, char *out, size_t n);
+
+/* A temporary file older than this (seconds since its last change) whose writer is
+ * gone may be removed (see kd_tmp_sweep). */
+#define KD_TMP_STALE_SECONDS 600
+
+/* 1 when `name` (a file name, no folder) is a temporary name with a non-empty FINAL,
+ * and then *pid is the writer's process id; else 0. Accepted: FINAL.tmp-<PID>-<N>
+ * (kd_tmp_name) and the names of versions before it, FINAL.tmp<PID> and
+ * FINAL.tmp.<PID>, so that their leftovers are swept too. */
+int kd_tmp_name_parse(const char *name, pid_t *pid);
+
+/* Removes the stale temporary files directly in `dir` (not below): regular files whose
+ * name kd_tmp_name_parse accepts, whose writer's process no longer exists on this host,
+ * and which nobody has changed for `min_age` seconds (KD_TMP_STALE_SECONDS outside
+ * tests). Everything else stays: other names, links, folders, files of a live process
+ * (ours included), recent files (a writer on another host sharing the folder, whose
+ * process id means nothing here, is still writing). Returns how many it removed, -1
+ * when dir cannot be read (not an error for callers: there is nothing to sweep). */
+int kd_tmp_sweep(const char *dir, double min_age);
 
 /* The file a writer opens to write `path` (its temporary file): path itself, except
  * under KDSEG_FAULT=full:N (tests), where the N-th output file of the process goes to

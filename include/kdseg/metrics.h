@@ -29,6 +29,15 @@ typedef struct kd_metrics {
     double vol_pred_mm3, vol_ref_mm3; /* voxels times sz*sy*sx */
 } kd_metrics;
 
+/* Dice of two regions given as values over n voxels (probabilities, or 0/1), a voxel
+ * inside where its value > threshold: 2|A∩B| / (|A|+|B|), both empty 1, as
+ * kd_metrics_compute. Training validation and the teachers' agreement use it. */
+double kd_dice_threshold(const float *a, const float *b, size_t n, float threshold);
+
+/* Dice from voxel counts: 2 both / (na + nb), both empty 1 (the one formula every Dice
+ * here uses, lesion-wise Dice included). */
+double kd_dice_counts(int64_t both, int64_t na, int64_t nb);
+
 /* Metrics of one region. spacing: (sz, sy, sx) in mm, positive and finite. */
 kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int h, int w,
                              const double spacing[3], double empty_hd95, kd_metrics *out);
@@ -63,6 +72,7 @@ typedef struct kd_summary {
     size_t n_valid; /* entries that were not NaN */
 } kd_summary;
 
+/* The summary of x[0..n) into out. */
 kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out);
 
 /* ---- BraTS 2023+ lesion-wise metrics ---- */
@@ -137,7 +147,7 @@ typedef struct kd_label_map {
  * datatype whose (scaled) values are integers in 0..255. Errors name the file: missing,
  * not NIfTI, absurd size, non-integer or out-of-range labels, bad spacing. */
 kd_status kd_label_map_read(const char *path, kd_label_map **out);
-void kd_label_map_free(kd_label_map *m);
+void kd_label_map_free(kd_label_map *m); /* the map and its labels; NULL ok */
 
 /* ---- evaluation of a folder of predictions ---- */
 
@@ -153,6 +163,7 @@ typedef struct kd_eval_options {
     kd_lesion_options lesion;   /* their parameters (kd_lesion_options_default) */
 } kd_eval_options;
 
+/* Labels AUTO, missing predictions an error, empty HD95 KD_EMPTY_HD95_DEFAULT. */
 void kd_eval_options_default(kd_eval_options *o);
 
 typedef enum kd_eval_status {
@@ -183,7 +194,7 @@ typedef struct kd_eval_result {
  * (CASE_seg: 2019, CASE-seg: 2023, labelsTr/: MSD, a plain folder: by its values), a
  * prediction by its values (4: 2019, 3: 2023). */
 kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out);
-void kd_eval_result_free(kd_eval_result *r);
+void kd_eval_result_free(kd_eval_result *r); /* the result, its cases and names; NULL ok */
 
 /* One row per case: case, status, then per region WT, TC, ET: Dice, HD95, sensitivity,
  * specificity, volumes (voxels, mm^3) of prediction and reference; with lesion-wise

@@ -20,32 +20,33 @@ typedef struct kd_model kd_model;
  * canonical spec. Parameters are initialised from `seed` (Kaiming-uniform, as PyTorch's
  * defaults; norms gamma 1, beta 0). */
 kd_status kd_model_create(kd_device *dev, const char *spec, uint64_t seed, kd_model **out);
+/* Frees the model: parameters, gradients, state, activations (dev stays). NULL ok. */
 void kd_model_free(kd_model *m);
 
 /* Canonical spec string (borrowed). */
 const char *kd_model_spec(const kd_model *m);
-const char *kd_model_arch(const kd_model *m);
-kd_device *kd_model_device(const kd_model *m);
-int kd_model_in_channels(const kd_model *m);
-int kd_model_out_channels(const kd_model *m);
+const char *kd_model_arch(const kd_model *m);     /* "resunet", "unet3d"... (borrowed) */
+kd_device *kd_model_device(const kd_model *m);    /* the device it lives on (borrowed) */
+int kd_model_in_channels(const kd_model *m);      /* Cin: image channels */
+int kd_model_out_channels(const kd_model *m);     /* Cout: regions */
 /* Spatial sizes must be multiples of this (8 for a network that halves 3 times). */
 int kd_model_divisor(const kd_model *m);
 
 /* Parameters: each has a PyTorch state-dict name and shape (conv weights
  * (Cout, Cin/groups, kD, kH, kW)). Host data exchanged in PyTorch layout. */
 size_t kd_model_param_count(const kd_model *m); /* total scalars */
-int kd_model_param_tensors(const kd_model *m);
-const char *kd_model_param_name(const kd_model *m, int i);
+int kd_model_param_tensors(const kd_model *m);             /* parameter tensors */
+const char *kd_model_param_name(const kd_model *m, int i); /* borrowed */
 /* PyTorch shape of parameter i: ndim and dims (up to 5). Returns numel. */
 size_t kd_model_param_shape(const kd_model *m, int i, int *ndim, int dims[5]);
 int kd_model_param_find(const kd_model *m, const char *name); /* -1 if absent */
-kd_status kd_model_param_set(kd_model *m, int i, const float *torch_layout);
-kd_status kd_model_param_get(kd_model *m, int i, float *torch_layout);
-kd_status kd_model_grad_get(kd_model *m, int i, float *torch_layout);
+kd_status kd_model_param_set(kd_model *m, int i, const float *torch_layout); /* upload */
+kd_status kd_model_param_get(kd_model *m, int i, float *torch_layout);       /* download */
+kd_status kd_model_grad_get(kd_model *m, int i, float *torch_layout);        /* its gradient */
 
 /* Non-trained state (BatchNorm running statistics): same naming. */
 int kd_model_state_tensors(const kd_model *m);
-const char *kd_model_state_name(const kd_model *m, int i);
+const char *kd_model_state_name(const kd_model *m, int i); /* borrowed */
 size_t kd_model_state_numel(const kd_model *m, int i);
 
 /* The slabs, for optimizers and checkpoints (borrowed; flat tensors). */
@@ -60,7 +61,7 @@ kd_status kd_model_forward(kd_model *m, const kd_tensor *x, int training, kd_ten
 /* Backward from dL/d(output); ACCUMULATES parameter gradients, releases the saved
  * activations. */
 kd_status kd_model_backward(kd_model *m, const kd_tensor *dout);
-kd_status kd_model_zero_grad(kd_model *m);
+kd_status kd_model_zero_grad(kd_model *m); /* gradients := 0 */
 /* Release every activation still held (output included). */
 void kd_model_release(kd_model *m);
 
@@ -73,12 +74,12 @@ void kd_model_release(kd_model *m);
 kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak_bytes);
 kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak_bytes,
                                 FILE *out);
-size_t kd_model_param_bytes(const kd_model *m);
+size_t kd_model_param_bytes(const kd_model *m); /* the parameter slab's bytes */
 
 /* Architectures known to kd_model_create: fills name, defaults and a description;
  * returns the count. */
 int kd_model_arch_count(void);
-const char *kd_model_arch_name(int i);
+const char *kd_model_arch_name(int i);         /* static strings */
 const char *kd_model_arch_default_spec(int i);
 const char *kd_model_arch_description(int i);
 

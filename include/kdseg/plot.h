@@ -18,13 +18,13 @@ typedef struct kd_canvas {
 } kd_canvas;
 
 kd_status kd_canvas_create(int w, int h, kd_canvas *c); /* white */
-void kd_canvas_free(kd_canvas *c);
-void kd_canvas_pixel(kd_canvas *c, int x, int y, uint32_t rgb);
+void kd_canvas_free(kd_canvas *c); /* its pixels (the struct is the caller's) */
+void kd_canvas_pixel(kd_canvas *c, int x, int y, uint32_t rgb); /* clipped to the canvas */
 void kd_canvas_line(kd_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb);
-void kd_canvas_rect(kd_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb, int fill);
+void kd_canvas_rect(kd_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb, int fill); /* outline or filled */
 /* Text with the 5x7 font (letters drawn upper-case), scale >= 1; returns the width. */
 int kd_canvas_text(kd_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale);
-kd_status kd_canvas_write(const kd_canvas *c, const char *path);
+kd_status kd_canvas_write(const kd_canvas *c, const char *path); /* as an RGB PNG */
 
 /* Text rotated a quarter turn anticlockwise (read bottom to top), starting at (x, y),
  * its baseline column at x; returns the height. */

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kdseg/data.h"
 #include "kdseg/status.h"
 
 #ifdef __cplusplus
@@ -23,22 +24,8 @@ typedef enum kd_region {
 /* Short name of a region ("WT", "TC", "ET"). */
 const char *kd_region_name(int region);
 
-/* Label conventions of the supported layouts.
- *   2019 (BraTS 2018-2021): 1 necrosis/non-enhancing core, 2 edema, 4 enhancing
- *   2023 (BraTS 2023+):     1 NETC, 2 SNFH, 3 ET
- *   MSD (Decathlon Task01): 1 edema, 2 non-enhancing, 3 enhancing
- * KD_LABELS_AUTO is accepted only where a call says so. */
-typedef enum kd_label_convention {
-    KD_LABELS_2019 = 0,
-    KD_LABELS_2023 = 1,
-    KD_LABELS_MSD = 2,
-    KD_LABELS_AUTO = 3
-} kd_label_convention;
-
-/* "2019", "2023", "msd", "auto". */
-const char *kd_label_convention_name(kd_label_convention c);
-/* Parses those names (case-insensitive); KD_ERR_INVALID_ARG naming the text otherwise. */
-kd_status kd_label_convention_parse(const char *s, kd_label_convention *out);
+/* The label conventions (kd_label_convention, its names and parsing) are declared in
+ * kdseg/data.h, beside the layouts whose files use them. */
 
 /* Labels -> region masks (0/1 bytes). labels, wt, tc, et: (D, H, W), n voxels each.
  * Any of wt, tc, et may be NULL. A label outside the convention's set is KD_ERR_FORMAT
@@ -60,7 +47,7 @@ typedef enum kd_prob_layout {
 
 typedef struct kd_postproc_options {
     float threshold;            /* a region is present where its probability > threshold (0.5) */
-    kd_label_convention labels; /* 2019 (ET -> 4) or 2023 (ET -> 3); not MSD or AUTO */
+    kd_label_convention labels; /* 2019 (ET -> 4), 2023 (ET -> 3) or MSD; not AUTO */
     int et_min_voxels;          /* ET with volume <= this is relabelled core (1); < 0: never (32) */
     double min_component_fraction; /* 26-connected tumour components with fewer voxels than
                                       this fraction of all tumour voxels are removed; 0: off
@@ -70,6 +57,7 @@ typedef struct kd_postproc_options {
                                    brain) are never tumour; NULL: no mask (NULL) */
 } kd_postproc_options;
 
+/* Threshold 0.5, 2019 labels, ET of at most 32 voxels to core, components under 10%. */
 void kd_postproc_options_default(kd_postproc_options *o);
 
 /* Region probabilities -> label map, the paper's rules in this order:
@@ -77,7 +65,8 @@ void kd_postproc_options_default(kd_postproc_options *o);
  *  2. labels: WT -> 2, then TC -> 1, then ET -> 4 (2019) or 3 (2023), later rules win;
  *  3. remove 26-connected components of the tumour (label > 0) smaller than
  *     min_component_fraction of all tumour voxels (largest_only: all but the largest);
- *  4. if at most et_min_voxels ET voxels remain, relabel them as core (1).
+ *  4. if at most et_min_voxels ET voxels remain, relabel them as core (1);
+ *  5. MSD: the 2019 labels of steps 2-4 as MSD's (1 edema, 2 non-enhancing, 3 enhancing).
  * prob: (3, D, H, W) or (D, H, W, 3) by layout, regions WT, TC, ET; labels: (D, H, W).
  * Non-finite probabilities are KD_ERR_NUMERIC. */
 kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, int h, int w,

@@ -47,7 +47,7 @@ kd_status kd_fail(kd_status s, const char *fmt, ...)
 kd_status kd_fail_context(kd_status s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-void kd_clear_error(void);
+void kd_clear_error(void); /* this thread's message becomes "" */
 
 typedef enum kd_log_level {
     KD_LOG_ERROR = 0,
@@ -60,6 +60,7 @@ typedef enum kd_log_level {
  * or the value of KDSEG_LOG (error|warn|info|debug). */
 void kd_log_set_level(kd_log_level level);
 kd_log_level kd_log_get_level(void);
+/* One line to stderr when level is at or below the current level. */
 void kd_log(kd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Nonzero when stderr is a terminal (progress bars are drawn only then). */

@@ -23,8 +23,8 @@ static inline kd_shape kd_shape5(int n, int c, int d, int h, int w) {
     kd_shape s = {n, c, d, h, w};
     return s;
 }
-size_t kd_shape_numel(kd_shape s);
-int kd_shape_equal(kd_shape a, kd_shape b);
+size_t kd_shape_numel(kd_shape s);          /* N*C*D*H*W */
+int kd_shape_equal(kd_shape a, kd_shape b); /* 1 when equal */
 /* "(N=1, C=4, D=7, H=9, W=11)" into buf; returns buf. */
 char *kd_shape_str(kd_shape s, char *buf, size_t n);
 
@@ -37,7 +37,7 @@ void kd_tensor_free(kd_tensor *t);
 
 kd_shape kd_tensor_shape(const kd_tensor *t);
 size_t kd_tensor_numel(const kd_tensor *t);
-kd_device *kd_tensor_device(const kd_tensor *t);
+kd_device *kd_tensor_device(const kd_tensor *t); /* borrowed */
 
 /* Host NCDHW <-> device channels-last, converting. These are sync points. */
 kd_status kd_tensor_upload(kd_tensor *t, const float *ncdhw);
@@ -51,7 +51,7 @@ kd_status kd_tensor_download_ndhwc(const kd_tensor *t, float *ndhwc);
 kd_status kd_tensor_upload_ndhwc_async(kd_tensor *t, const float *ndhwc);
 kd_status kd_tensor_download_ndhwc_async(const kd_tensor *t, float *ndhwc, kd_event **ev);
 
-kd_status kd_tensor_fill(kd_tensor *t, float v);
+kd_status kd_tensor_fill(kd_tensor *t, float v); /* every element := v */
 /* dst = src (same shape). */
 kd_status kd_tensor_copy(kd_tensor *dst, const kd_tensor *src);
 
@@ -61,8 +61,6 @@ kd_status kd_tensor_view_batch(kd_tensor *t, int i, int count, kd_tensor **out);
 /* A view of numel(s) elements starting at element `offset` of t's storage,
  * seen with shape s (used to carve parameters out of one slab). */
 kd_status kd_tensor_view(kd_tensor *t, size_t offset, kd_shape s, kd_tensor **out);
-/* Reinterpret t with another shape of the same element count (a view). */
-kd_status kd_tensor_reshape(kd_tensor *t, kd_shape s, kd_tensor **out);
 
 /* NCDHW <-> NDHWC conversions on the host. */
 void kd_ncdhw_to_ndhwc(const float *src, float *dst, kd_shape s);

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "kdseg/model.h"
 #include "kdseg/status.h"
 
 #ifdef __cplusplus
@@ -28,10 +29,16 @@ typedef struct kd_tensorfile {
 
 /* Reads the whole file, checking every count against the file size. */
 kd_status kd_tensorfile_read(const char *path, kd_tensorfile **out);
-const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *name);
-void kd_tensorfile_free(kd_tensorfile *f);
+const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *name); /* NULL: absent; borrowed */
+void kd_tensorfile_free(kd_tensorfile *f); /* every tensor, name and data; NULL ok */
 /* Writes tensors (temp file + rename). */
 kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n);
+
+/* A PyTorch state dict into m's parameters: each parameter PREFIX + its state-dict name,
+ * present with its PyTorch shape, else KD_ERR_FORMAT naming `source` (the file) and the
+ * tensor. prefix may be NULL. */
+kd_status kd_model_load_state_dict(kd_model *m, const kd_tensorfile *tf, const char *prefix,
+                                   const char *source);
 
 #ifdef __cplusplus
 }

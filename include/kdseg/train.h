@@ -20,13 +20,13 @@ typedef enum kd_loss_kind {
                           weigh as much as tumour in the BCE (nnU-Net's Dice + CE) */
 } kd_loss_kind;
 
-const char *kd_loss_name(kd_loss_kind k);
-kd_status kd_loss_parse(const char *name, kd_loss_kind *out);
+const char *kd_loss_name(kd_loss_kind k); /* "paper", "bce", "mse" (static) */
+kd_status kd_loss_parse(const char *name, kd_loss_kind *out); /* those names */
 
 typedef struct kd_loss kd_loss; /* scratch buffers and the device-side loss value */
 
-kd_status kd_loss_create(kd_device *dev, kd_loss **out);
-void kd_loss_free(kd_loss *l);
+kd_status kd_loss_create(kd_device *dev, kd_loss **out); /* owned by the caller */
+void kd_loss_free(kd_loss *l);                            /* NULL ok */
 /* Enqueue loss(p, t) of `kind`, scaled by weight, and its gradient into dp
  * (accumulate: 0 overwrite, 1 add). The loss value stays on the device until read;
  * several calls sum their values (a total for mixed losses). reset clears the total. */
@@ -65,13 +65,17 @@ typedef struct kd_schedule {
 } kd_schedule;
 
 void kd_schedule_defaults(kd_schedule *s); /* the paper: halve every 16000 steps */
+/* Sets s->kind from "step", "poly", "cosine" or "const" (the other fields stay). */
 kd_status kd_schedule_parse(const char *name, kd_schedule *s);
+/* The learning rate of step: base_lr through warm-up and the schedule. */
 float kd_schedule_lr(const kd_schedule *s, float base_lr, long step);
 
 typedef struct kd_optim kd_optim;
 
+/* An optimizer of m's parameters (m borrowed: it must outlive the optimizer), its state
+ * slabs zeroed. */
 kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out);
-void kd_optim_free(kd_optim *o);
+void kd_optim_free(kd_optim *o); /* NULL ok */
 /* One update with learning rate lr: gradient norm, finite check (of the gradients and
  * of `loss`, if given), update skipped on device when not finite. Nothing is read. */
 kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss);
@@ -79,8 +83,8 @@ kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss);
 kd_status kd_optim_read(kd_optim *o, float *grad_norm, int *applied);
 /* Non-blocking read of [sum of squares, applied flag] into st[2]. */
 kd_status kd_optim_read_async(kd_optim *o, float st[2], kd_event **ev);
-long kd_optim_steps(const kd_optim *o);
-void kd_optim_set_steps(kd_optim *o, long steps);
+long kd_optim_steps(const kd_optim *o);          /* updates applied (Adam's bias correction) */
+void kd_optim_set_steps(kd_optim *o, long steps); /* e.g. from a checkpoint */
 /* State slabs (m, v, vmax for Adam; momentum for SGD), for checkpoints. */
 int kd_optim_state_count(const kd_optim *o);
 kd_tensor *kd_optim_state_tensor(kd_optim *o, int i);
@@ -125,22 +129,67 @@ kd_status kd_selftest_golden(kd_device *dev, const char *path, kd_selftest_repor
 /* ---- checkpoints ------------------------------------------------------------------ */
 
 /* Self-describing file: magic "KDSEGCKP", format version, a metadata text block
- * ("key=value" lines: spec, step, options, RNG state...), a tensor table (name, shape,
- * offset) with the parameters in PyTorch layout, the non-trained state and the
- * optimizer state, then a CRC32 over everything. Written to a temporary file, flushed
- * and renamed. */
+ * ("key=value" lines), a tensor table (name, shape, offset) with the parameters in
+ * PyTorch layout, the non-trained state and the optimizer state, then a CRC32 over
+ * everything. Written to a temporary file, flushed and renamed. */
 #define KD_CHECKPOINT_VERSION 1
-kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const char *meta);
-/* Load: checks magic, version, CRC and shapes. Creates the model from the stored spec
- * on dev; with o_out, also an optimizer of config oc (NULL: Adam defaults) holding the
- * stored state. meta (may be NULL) receives the metadata text: the whole lines that fit
- * in meta_n bytes. */
+
+/* What data a model was trained on: its checkpoints' domain record, filled from the
+ * training cases by kd_dataset_domain and compared with a case by kd_domain_compare
+ * (kdseg/domain.h). A plain record of values, so checkpoints (this layer) can keep it. */
+#define KD_DOMAIN_CHANNELS 4
+typedef struct kd_domain {
+    char kind[16];       /* "real"; "phantom": images written by kdseg phantom (their header's
+                            description); "mixed"; "": no record */
+    char layout[16];     /* the data's layout name ("brats2018", ...) */
+    char modalities[64]; /* channel order, e.g. "t1ce,flair" */
+    int cases;           /* training cases (0: no record) */
+    int channels;        /* C */
+    double spacing[3];   /* voxel size x, y, z in mm, mean over the cases */
+    double brain_ml[2];  /* smallest and largest brain volume (mL; any modality nonzero) */
+    /* per channel: 1st, 50th, 99th percentile of the normalised intensities inside the
+     * brain (z-scores), mean over the cases */
+    double p01[KD_DOMAIN_CHANNELS], p50[KD_DOMAIN_CHANNELS], p99[KD_DOMAIN_CHANNELS];
+} kd_domain;
+
+/* What a checkpoint says about itself. Read and written only by checkpoint.c, as the
+ * metadata block's key=value lines (one table there maps keys to these fields; keys a
+ * reader does not know are ignored, fields a file lacks keep kd_ckpt_meta_init's values,
+ * so older and newer files load). To add a record (e.g. the data a model was trained on):
+ * add the fields here and one table row per field in src/train/checkpoint.c. */
+typedef struct kd_ckpt_meta {
+    char spec[512];       /* the model's canonical spec: filled on load; save writes the
+                             model's own */
+    long step;            /* optimizer steps done (0) */
+    long steps;           /* the run's planned total steps (0: unknown) */
+    uint64_t seed;        /* the run's seed (0) */
+    double best_dice;     /* best mean validation Dice over WT, TC, ET so far (-1: none) */
+    double lr;            /* base learning rate (0: unknown) */
+    int batch;            /* training batch (0: unknown) */
+    int patch[3];         /* training patch D, H, W (0: unknown; inference then decides) */
+    char mode[16];        /* "train", "distill", "online", "imported" ("": unknown) */
+    char data[1024];      /* the training data folder ("") */
+    char loss[16];        /* loss on labeled batches: "paper", "bce", "mse" ("") */
+    char optim[16];       /* "adam", "sgd" ("") */
+    char recipe[16];      /* the training recipe (kdseg/recipe.h), whose post-processing
+                             segmentation applies ("": none) */
+    kd_domain domain;     /* the data it was trained on (kdseg/domain.h; cases 0: unknown) */
+} kd_ckpt_meta;
+
+/* Every field unknown: zeros, "" and best_dice -1. */
+void kd_ckpt_meta_init(kd_ckpt_meta *meta);
+
+/* Writes the model, the optimizer's state (o may be NULL) and meta (may be NULL: all
+ * unknown). KD_ERR_INVALID_ARG for a text field holding a newline. */
+kd_status kd_checkpoint_save(const char *path, kd_model *m, kd_optim *o, const kd_ckpt_meta *meta);
+/* Load: checks magic, version, CRC and shapes. Creates the model (owned by the caller)
+ * from the stored spec on dev; with o_out, also an optimizer of config oc (NULL: Adam
+ * defaults) holding the stored state and step. meta (may be NULL) receives the
+ * metadata. */
 kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
-                             const kd_optim_config *oc, kd_optim **o_out, char *meta,
-                             size_t meta_n);
-/* Value of key in a metadata text ("" if absent). Returns 1 when found; a value that
- * does not fit in val[n] is reported absent, never cut. */
-int kd_meta_get(const char *meta, const char *key, char *val, size_t n);
+                             const kd_optim_config *oc, kd_optim **o_out, kd_ckpt_meta *meta);
+/* The metadata alone (magic, version and CRC checked; no device, no model built). */
+kd_status kd_checkpoint_read_meta(const char *path, kd_ckpt_meta *meta);
 
 /* ---- the training loop ------------------------------------------------------------ */
 
@@ -152,16 +201,43 @@ typedef kd_status (*kd_batch_fn)(void *ctx, long step, kd_tensor *x, kd_tensor *
 /* Validation: mean Dice per region (WT, TC, ET) on held-out cases. */
 typedef kd_status (*kd_val_fn)(void *ctx, kd_model *m, double dice[3]);
 
+/* What one training step did. */
+typedef struct kd_step_report {
+    float loss;       /* the step's loss (weighted) */
+    float grad_norm;  /* L2 norm of the gradient */
+    int applied;      /* 0: loss or gradient not finite, the update was skipped */
+    const char *kind; /* what the step learnt from, train.csv's kind column (static text) */
+} kd_step_report;
+
+/* One training step, pluggable into kd_train_run: the batch of `step`, forward, loss,
+ * backward and the update at rate lr, then its report (a sync point). `next` is the step
+ * the loop runs after this one (-1: none), which a step may prepare while this one runs
+ * on the device. Must depend only on (seed, step) so that a resumed run repeats exactly.
+ * Two implementations: kd_plain_step_run below, and kd_sched_step (kdseg/sched.h), which
+ * runs the teacher ensemble first for unlabeled batches. */
+typedef kd_status (*kd_step_fn)(void *ctx, long step, long next, float lr, kd_step_report *rep);
+
+/* The plain step: device batches from fn (borrowed, with its ctx), kd_train_step, then the
+ * loss and gradient norm read back. m and o are borrowed; the step owns its batch tensors
+ * (batch, Cin, patch) and (batch, Cout, patch). */
+typedef struct kd_plain_step kd_plain_step;
+/* Owned by the caller (kd_plain_step_free). */
+kd_status kd_plain_step_create(kd_model *m, kd_optim *o, int batch, const int patch[3],
+                               kd_batch_fn fn, void *ctx, kd_plain_step **out);
+void kd_plain_step_free(kd_plain_step *s); /* NULL ok */
+/* A kd_step_fn: ctx is the kd_plain_step. */
+kd_status kd_plain_step_run(void *plain_step, long step, long next, float lr, kd_step_report *rep);
+
 typedef struct kd_train_config {
-    int batch, patch[3];
     long steps;              /* total steps (the run stops at this step count) */
     float lr;
     kd_schedule sched;
     uint64_t seed;
     long val_every;          /* 0: no validation */
     long ckpt_every;         /* save `last` every N steps (and at the end); 0: end only */
-    const char *out_dir;     /* last.kds, best.kds, train.csv are written here */
-    const char *meta_extra;  /* more "key=value\n" lines stored in checkpoints */
+    const char *out_dir;     /* last.kds, best.kds, train.csv are written here (created) */
+    const kd_ckpt_meta *meta;/* what checkpoints say besides step, seed, best_dice, lr and
+                                steps, which the loop fills in (NULL: nothing more) */
     int progress;            /* 1: progress bar on a terminal, 0: quiet */
     const volatile int *stop;/* set non-zero (e.g. by SIGINT) to save and stop */
     double best_so_far;      /* best mean validation Dice before `start` (-1: none) */
@@ -180,9 +256,14 @@ typedef struct kd_train_result {
 kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor *x,
                         const kd_tensor *t, kd_loss_kind kind, float weight, float lr);
 
-/* Runs steps [start, c->steps) with checkpoints, CSV log and validation. */
+/* The training loop: steps [start, c->steps) of `step` (with its ctx) on model m and
+ * optimizer o (both borrowed), the learning rate from c->sched; one train.csv row per
+ * step (a resumed run first cuts the log back to `start`), validation every val_every
+ * steps with best.kds kept, last.kds every ckpt_every steps, at the end and when *stop
+ * is set (then KD_ERR_INTERRUPTED). A step whose update was skipped (non-finite loss
+ * or gradient) stops the run with KD_ERR_NUMERIC, the last good checkpoint kept. */
 kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
-                       kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
+                       kd_step_fn step, void *step_ctx, kd_val_fn val, void *vctx,
                        kd_train_result *res);
 
 #ifdef __cplusplus

@@ -181,7 +181,7 @@ kd_status kd_cache_store(const kd_dataset *ds, int i, const kd_case *c) {
     }
     char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
     kd_status ps = cache_path(ds, i, path, sizeof path);
-    if (!ps) ps = kd_data_tmpname(path, tmp, sizeof tmp);
+    if (!ps) ps = kd_tmp_name(path, tmp, sizeof tmp);
     if (ps) {
         free(b.p);
         return ps;

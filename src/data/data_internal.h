@@ -6,13 +6,8 @@
 #include <stdint.h>
 
 #include "kdseg/data.h"
-#include "kdseg/fs.h"
+#include "kdseg/fs.h" /* kd_mkdirs, kd_tmp_name for the writers */
 
-/* A unique temporary name next to `path` (same folder), for write + rename; "path too
- * long" when it does not fit in out[n]. */
-kd_status kd_data_tmpname(const char *path, char *out, size_t n);
-/* Creates a folder and its parents (like mkdir -p). */
-kd_status kd_data_mkdirs(const char *dir);
 int kd_data_is_dir(const char *path);
 int kd_data_is_file(const char *path);
 /* Size and mtime (ns) of a file; nonzero on failure. */

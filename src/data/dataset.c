@@ -75,31 +75,64 @@ static int msd_volume(int mod) {
     return v[mod];
 }
 
-int kd_label_regions(kd_layout l, int label) {
+const char *kd_label_convention_name(kd_label_convention c) {
+    switch (c) {
+    case KD_LABELS_2019:
+        return "2019";
+    case KD_LABELS_2023:
+        return "2023";
+    case KD_LABELS_MSD:
+        return "msd";
+    case KD_LABELS_AUTO:
+        return "auto";
+    }
+    return "?";
+}
+
+kd_status kd_label_convention_parse(const char *s, kd_label_convention *out) {
+    static const kd_label_convention all[] = {KD_LABELS_2019, KD_LABELS_2023, KD_LABELS_MSD,
+                                              KD_LABELS_AUTO};
+    for (int i = 0; i < 4; i++)
+        if (s && !strcasecmp(s, kd_label_convention_name(all[i]))) {
+            *out = all[i];
+            return KD_OK;
+        }
+    return kd_fail(KD_ERR_INVALID_ARG, "label convention '%s': expected 2019, 2023, msd or auto",
+                   s ? s : "");
+}
+
+kd_label_convention kd_layout_labels(kd_layout l) {
+    return l == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : l == KD_LAYOUT_MSD ? KD_LABELS_MSD : KD_LABELS_2019;
+}
+
+int kd_label_regions(kd_label_convention c, int label) {
     if (label == 0) return 0;
-    switch (l) {
-    case KD_LAYOUT_MSD:
+    switch (c) {
+    case KD_LABELS_MSD:
         if (label == 1) return 1;     /* edema: WT */
         if (label == 2) return 1 | 2; /* non-enhancing: WT, TC */
         if (label == 3) return 1 | 2 | 4;
         return -1;
-    case KD_LAYOUT_BRATS2023:
+    case KD_LABELS_2023:
         if (label == 1) return 1 | 2; /* NETC */
         if (label == 2) return 1;     /* SNFH */
         if (label == 3) return 1 | 2 | 4;
         return -1;
-    default:
+    case KD_LABELS_2019:
         if (label == 1) return 1 | 2; /* NCR/NET */
         if (label == 2) return 1;     /* edema */
         if (label == 4) return 1 | 2 | 4;
         return -1;
+    case KD_LABELS_AUTO:
+        break;
     }
+    return -1;
 }
 
-void kd_regions_to_labels(kd_layout l, const float *regions, size_t n, uint8_t *labels) {
+void kd_regions_to_labels(kd_label_convention c, const float *regions, size_t n, uint8_t *labels) {
     uint8_t ed = 2, core = 1, et = 4;
-    if (l == KD_LAYOUT_BRATS2023) et = 3;
-    if (l == KD_LAYOUT_MSD) {
+    if (c == KD_LABELS_2023) et = 3;
+    if (c == KD_LABELS_MSD) {
         ed = 1;
         core = 2;
         et = 3;
@@ -454,7 +487,7 @@ static kd_status ds_new(const char *dir, const kd_dataset_opts *o, kd_dataset **
     kd_status s = parse_modalities(ds, o ? o->modalities : NULL);
     if (!s && ds->annotations && !kd_data_is_dir(ds->annotations))
         s = kd_fail(KD_ERR_IO, "--annotations %s: not a folder", ds->annotations);
-    if (!s && ds->cache_dir) s = kd_data_mkdirs(ds->cache_dir);
+    if (!s && ds->cache_dir) s = kd_mkdirs(ds->cache_dir);
     if (s) {
         kd_dataset_free(ds);
         return s;

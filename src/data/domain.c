@@ -9,6 +9,8 @@
 
 #include "data_internal.h"
 
+_Static_assert(KD_DOMAIN_CHANNELS == KD_MAX_MODALITIES, "a domain record has a slot per modality");
+
 void kd_domain_init(kd_domain *d) { memset(d, 0, sizeof *d); }
 
 /* Percentile histogram of z-scores: bins of 0.01 over [-20, 20). */
@@ -80,7 +82,7 @@ void kd_domain_merge(kd_domain *acc, const kd_domain *one) {
     }
     double wa = acc->cases, wb = one->cases, w = wa + wb;
     for (int a = 0; a < 3; a++) acc->spacing[a] = (acc->spacing[a] * wa + one->spacing[a] * wb) / w;
-    for (int ch = 0; ch < KD_MAX_MODALITIES; ch++) {
+    for (int ch = 0; ch < KD_DOMAIN_CHANNELS; ch++) {
         acc->p01[ch] = (acc->p01[ch] * wa + one->p01[ch] * wb) / w;
         acc->p50[ch] = (acc->p50[ch] * wa + one->p50[ch] * wb) / w;
         acc->p99[ch] = (acc->p99[ch] * wa + one->p99[ch] * wb) / w;

@@ -760,7 +760,7 @@ kd_status kd_nifti_write_meta(const char *path, const kd_volume *geom, int nt, i
     len += 4;
 
     char tmp[KD_PATH_MAX];
-    if ((s = kd_data_tmpname(path, tmp, sizeof tmp))) return s;
+    if ((s = kd_tmp_name(path, tmp, sizeof tmp))) return s;
     gzFile f = gzopen(kd_output_target(tmp), ends_with(path, ".gz") ? "wb6" : "wbT");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     int ok = gzwrite(f, hdr, (unsigned)len) == len;

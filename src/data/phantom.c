@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "data_internal.h"
-#include "tmpfiles.h"
 
 /* ------------------------------------------------------- value noise -- */
 
@@ -425,7 +424,7 @@ static void relabel(kd_layout l, uint8_t *lab, size_t n) {
 static kd_status write_msd_json(const char *dir, int first, int count, int unlabeled) {
     char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
     kd_status s = kd_path_join(path, sizeof path, dir, "dataset.json");
-    if (!s) s = kd_data_tmpname(path, tmp, sizeof tmp);
+    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
     if (s) return s;
     FILE *f = fopen(kd_output_target(tmp), "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
@@ -515,7 +514,7 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
     if ((s = kd_path_join(cdir, sizeof cdir, dir, name))) return s;
     int in_place = kd_data_is_dir(cdir);
     if (in_place) snprintf(tdir, sizeof tdir, "%s", cdir);
-    else if ((s = kd_data_tmpname(cdir, tdir, sizeof tdir)) || (s = kd_data_mkdirs(tdir)))
+    else if ((s = kd_tmp_name(cdir, tdir, sizeof tdir)) || (s = kd_mkdirs(tdir)))
         return s;
     for (int k = 0; k < 5 && !s; k++) {
         if (k == 4 && o->unlabeled) break;
@@ -568,9 +567,9 @@ static kd_status write_cases(const char *dir, const kd_phantom_opts *o) {
     char sub[KD_PATH_MAX];
     if (l == KD_LAYOUT_MSD) {
         s = kd_path_join(sub, sizeof sub, dir, "imagesTr");
-        if (!s) s = kd_data_mkdirs(sub);
+        if (!s) s = kd_mkdirs(sub);
         if (!s && !o->unlabeled) s = kd_path_join(sub, sizeof sub, dir, "labelsTr");
-        if (!s && !o->unlabeled) s = kd_data_mkdirs(sub);
+        if (!s && !o->unlabeled) s = kd_mkdirs(sub);
     }
     if (s) return s;
     kd_volume *geom = NULL;
@@ -603,13 +602,13 @@ kd_status kd_phantom_write_cohort(const char *folder, const kd_phantom_opts *o) 
     if (kd_data_is_dir(dir)) return write_cases(dir, o); /* adding to a cohort: case by case */
     /* a new cohort: written whole under a temporary name, then renamed into place */
     char tmp[KD_PATH_MAX], parent[KD_PATH_MAX];
-    s = kd_data_tmpname(dir, tmp, sizeof tmp);
+    s = kd_tmp_name(dir, tmp, sizeof tmp);
     if (s) return s;
     snprintf(parent, sizeof parent, "%s", dir);
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) {
         *slash = 0;
-        if ((s = kd_data_mkdirs(parent))) return s;
+        if ((s = kd_mkdirs(parent))) return s;
     }
     if (mkdir(tmp, 0755) != 0) return kd_fail(KD_ERR_IO, "%s: cannot create folder: %s", tmp, strerror(errno));
     s = write_cases(tmp, o);

@@ -62,7 +62,7 @@ kd_status kd_png_write(const char *path, int width, int height, int channels,
     ihdr[9] = channels == 1 ? 0 : channels == 3 ? 2 : 6;
     ihdr[10] = ihdr[11] = ihdr[12] = 0;
     char tmp[KD_PATH_MAX];
-    kd_status ts = kd_data_tmpname(path, tmp, sizeof tmp);
+    kd_status ts = kd_tmp_name(path, tmp, sizeof tmp);
     if (ts) {
         free(z);
         return ts;

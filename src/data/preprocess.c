@@ -147,7 +147,7 @@ static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume
         if (soft)
             bad = u8 ? 0 : !(v >= 0 && v <= 1);
         else
-            bad = v != rintf(v) || kd_label_regions(layout, (int)v) < 0;
+            bad = v != rintf(v) || kd_label_regions(kd_layout_labels(layout), (int)v) < 0;
         if (bad) {
             size_t r = i % nvox;
             if (soft)
@@ -174,7 +174,7 @@ static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume
                         c->target[r * n + di] = u8 ? v / 255.0f : v;
                     }
                 } else {
-                    int m = kd_label_regions(layout, (int)lab->data[si]);
+                    int m = kd_label_regions(kd_layout_labels(layout), (int)lab->data[si]);
                     for (int r = 0; r < 3; r++)
                         c->target[r * n + di] = (m >> r) & 1 ? 1.0f : 0.0f;
                 }

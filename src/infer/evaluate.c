@@ -436,7 +436,7 @@ static void csv_num(FILE *f, double v) {
 
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
     char tmp[KD_PATH_MAX];
-    kd_status ts = kd_path_printf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    kd_status ts = kd_tmp_name(path, tmp, sizeof tmp);
     if (ts) return ts;
     FILE *f = fopen(kd_output_target(tmp), "w");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));

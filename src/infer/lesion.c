@@ -563,7 +563,7 @@ static kd_status score_lesion(lesion_work *lw, const uint8_t *ref, int k, int d,
                 lw->b[i] = (uint8_t)in;
                 inter += in && lw->a[i];
             }
-    *dice = 2.0 * (double)inter / (double)(npx + nles);
+    *dice = kd_dice_counts(inter, npx, nles);
     *voxels = nles;
     kd_status s = KD_OK;
     if (*nmatched == 0) {

@@ -270,6 +270,23 @@ done:
     return s;
 }
 
+/* ---- Dice: the one formula ---- */
+
+double kd_dice_counts(int64_t both, int64_t na, int64_t nb) {
+    return na + nb > 0 ? 2.0 * (double)both / (double)(na + nb) : 1.0;
+}
+
+double kd_dice_threshold(const float *a, const float *b, size_t n, float threshold) {
+    int64_t both = 0, na = 0, nb = 0;
+    for (size_t i = 0; i < n; i++) {
+        int x = a[i] > threshold, y = b[i] > threshold;
+        both += x & y;
+        na += x;
+        nb += y;
+    }
+    return kd_dice_counts(both, na, nb);
+}
+
 /* ---- all metrics of a region ---- */
 
 kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int h, int w,
@@ -294,15 +311,12 @@ kd_status kd_metrics_compute(const uint8_t *pred, const uint8_t *ref, int d, int
     out->vol_ref_mm3 = (double)out->vol_ref * voxel_mm3;
     out->sensitivity = tp + fn ? (double)tp / (double)(tp + fn) : 1.0;
     out->specificity = tn + fp ? (double)tn / (double)(tn + fp) : 1.0;
-    if (out->vol_pred == 0 && out->vol_ref == 0) {
-        out->dice = 1.0;
+    out->dice = kd_dice_counts(tp, out->vol_pred, out->vol_ref);
+    if (out->vol_pred == 0 && out->vol_ref == 0)
         out->hd95 = 0.0;
-    } else if (out->vol_pred == 0 || out->vol_ref == 0) {
-        out->dice = 0.0;
+    else if (out->vol_pred == 0 || out->vol_ref == 0)
         out->hd95 = empty_hd95;
-    } else {
-        out->dice = 2.0 * (double)tp / (double)(out->vol_pred + out->vol_ref);
+    else
         s = kd_hd95(pred, ref, d, h, w, spacing, &out->hd95);
-    }
     return s;
 }

@@ -5,55 +5,17 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 const char *kd_region_name(int region) {
     static const char *names[] = {"WT", "TC", "ET"};
     return region >= 0 && region < KD_REGION_COUNT ? names[region] : "?";
 }
 
-const char *kd_label_convention_name(kd_label_convention c) {
-    switch (c) {
-    case KD_LABELS_2019:
-        return "2019";
-    case KD_LABELS_2023:
-        return "2023";
-    case KD_LABELS_MSD:
-        return "msd";
-    case KD_LABELS_AUTO:
-        return "auto";
-    }
-    return "?";
-}
-
-kd_status kd_label_convention_parse(const char *s, kd_label_convention *out) {
-    static const kd_label_convention all[] = {KD_LABELS_2019, KD_LABELS_2023, KD_LABELS_MSD,
-                                              KD_LABELS_AUTO};
-    for (int i = 0; i < 4; i++)
-        if (s && !strcasecmp(s, kd_label_convention_name(all[i]))) {
-            *out = all[i];
-            return KD_OK;
-        }
-    return kd_fail(KD_ERR_INVALID_ARG, "label convention '%s': expected 2019, 2023, msd or auto",
-                   s ? s : "");
-}
-
 /* Region membership bits (1 WT, 2 TC, 4 ET) of each label value; 0x80: not a label. */
 static void region_table(kd_label_convention c, uint8_t t[256]) {
-    memset(t, 0x80, 256);
-    t[0] = 0;
-    switch (c) {
-    case KD_LABELS_2019:
-        t[1] = 1 | 2, t[2] = 1, t[4] = 1 | 2 | 4;
-        break;
-    case KD_LABELS_2023:
-        t[1] = 1 | 2, t[2] = 1, t[3] = 1 | 2 | 4;
-        break;
-    case KD_LABELS_MSD:
-        t[1] = 1, t[2] = 1 | 2, t[3] = 1 | 2 | 4;
-        break;
-    case KD_LABELS_AUTO:
-        break;
+    for (int v = 0; v < 256; v++) {
+        int r = kd_label_regions(c, v);
+        t[v] = r < 0 ? 0x80 : (uint8_t)r;
     }
 }
 
@@ -217,13 +179,13 @@ kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, in
     if (d <= 0 || h <= 0 || w <= 0)
         return kd_fail(KD_ERR_INVALID_ARG, "post-processing: grid (%d, %d, %d) must be positive", d,
                        h, w);
-    if (o->labels != KD_LABELS_2019 && o->labels != KD_LABELS_2023)
-        return kd_fail(KD_ERR_INVALID_ARG, "post-processing: labels must be 2019 or 2023, not %s",
+    if (o->labels != KD_LABELS_2019 && o->labels != KD_LABELS_2023 && o->labels != KD_LABELS_MSD)
+        return kd_fail(KD_ERR_INVALID_ARG, "post-processing: labels must be 2019, 2023 or msd, not %s",
                        kd_label_convention_name(o->labels));
     if (!isfinite(o->threshold))
         return kd_fail(KD_ERR_INVALID_ARG, "post-processing: threshold %g", o->threshold);
     size_t n = (size_t)d * h * w;
-    uint8_t et_label = o->labels == KD_LABELS_2019 ? 4 : 3;
+    uint8_t et_label = o->labels == KD_LABELS_2023 ? 3 : 4; /* MSD: 2019, converted below */
     static const uint8_t region_label[3] = {2, 1, 0}; /* ET's label set per convention */
     for (size_t i = 0; i < n; i++) {
         uint8_t l = 0;
@@ -237,6 +199,15 @@ kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, in
         labels[i] = o->brain_mask && !o->brain_mask[i] ? 0 : l;
     }
     kd_status s = drop_components(labels, d, h, w, o->min_component_fraction, o->largest_only, NULL);
-    if (s) return s;
-    return kd_labels_drop_small_et(labels, n, et_label, o->et_min_voxels, NULL);
+    if (!s) s = kd_labels_drop_small_et(labels, n, et_label, o->et_min_voxels, NULL);
+    if (!s && o->labels == KD_LABELS_MSD) {
+        uint8_t to[256] = {0};
+        for (int v = 1; v < 256; v++) {
+            int r = kd_label_regions(KD_LABELS_2019, v);
+            float reg[3] = {(float)(r > 0 && (r & 1)), (float)(r > 0 && (r & 2)), (float)(r > 0 && (r & 4))};
+            kd_regions_to_labels(KD_LABELS_MSD, reg, 1, &to[v]);
+        }
+        for (size_t i = 0; i < n; i++) labels[i] = to[labels[i]];
+    }
+    return s;
 }

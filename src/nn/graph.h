@@ -1,5 +1,6 @@
-/* The static model graph: nodes in forward order, parameters carved from one slab,
- * forward/backward with activation lifetimes, and the memory plan. */
+/* The static model graph: nodes in forward order, parameters carved from one slab
+ * (graph_build.c), forward/backward with activation lifetimes and recomputation
+ * (graph_exec.c), and the memory plan, a dry run of the same executor (graph_plan.c). */
 #ifndef KD_GRAPH_H
 #define KD_GRAPH_H
 
@@ -69,6 +70,7 @@ typedef struct kd_graph {
     kd_tensor **pview, **gview, **sview;
     int output;
     int training_run;     /* last forward was in training mode */
+    struct kd_plan_rec *rec; /* non-NULL: a dry run that records allocations (graph_plan.c) */
 } kd_graph;
 
 /* Building. Each returns the new node's index, or -1 on allocation failure. */
@@ -96,9 +98,11 @@ kd_status kd_graph_forward(kd_graph *g, const kd_tensor *x, int training, kd_ten
 kd_status kd_graph_backward(kd_graph *g, const kd_tensor *dout);
 void kd_graph_release(kd_graph *g);
 /* The planned peak of device bytes that forward (and, training, backward) take beyond the
- * input, the parameter slabs and the caller's dL/d(output): activations, saved statistics,
- * recomputed outputs, gradients and the conv ops' scratch, allocation by allocation as
- * kd_graph_forward/backward make them. With explain, also writes what is live at the peak. */
+ * input and the parameter slabs, the caller's dL/d(output) included: activations, saved
+ * statistics, recomputed outputs, gradients and the conv ops' scratch. Computed by running
+ * kd_graph_forward/backward dry on a copy of the graph's nodes (storage-less tensors, no
+ * op launched, every allocation recorded, rounded as the buffer pool rounds), so g's own
+ * run state is left as it was. With explain, also writes what is live at the peak. */
 kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak);
 kd_status kd_graph_plan_explain(kd_graph *g, kd_shape in, int training, size_t *peak,
                                 FILE *explain);

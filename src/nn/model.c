@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "graph.h"
+#include "kdseg/rng.h"
 #include "spec.h"
-#include "tensor_impl.h"
 
 struct kd_model {
     kd_graph *g;
@@ -121,13 +121,6 @@ static kd_status build_resunet(kd_graph *g, const kd_spec *sp, int *out_node, in
 
 /* ---- create / free --------------------------------------------------------------- */
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 static kd_status init_params(kd_model *m, uint64_t seed) {
     kd_graph *g = m->g;
     float *host = malloc((g->param_numel ? g->param_numel : 1) * sizeof(float));
@@ -154,7 +147,7 @@ static kd_status init_params(kd_model *m, uint64_t seed) {
         for (int d = 1; d < wp->ndim; d++) fan_in *= wp->dims[d];
         double bound = 1.0 / sqrt(fan_in);
         for (size_t k = 0; k < p->numel; k++) {
-            double u = (double)(splitmix(&st) >> 11) / 9007199254740992.0;
+            double u = (double)(kd_splitmix64(&st) >> 11) / 9007199254740992.0;
             dst[k] = norm ? (gamma ? 1.0f : 0.0f) : (float)((2.0 * u - 1.0) * bound);
         }
     }

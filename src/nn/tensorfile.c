@@ -104,7 +104,7 @@ const kd_named_tensor *kd_tensorfile_find(const kd_tensorfile *f, const char *na
 
 kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n) {
     char tmp[KD_PATH_MAX];
-    kd_status ts = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    kd_status ts = kd_tmp_name(path, tmp, sizeof tmp);
     if (ts) return ts;
     FILE *f = fopen(kd_output_target(tmp), "wb");
     if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
@@ -130,4 +130,27 @@ kd_status kd_tensorfile_write(const char *path, const kd_named_tensor *t, int n)
         return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(e));
     }
     return KD_OK;
+}
+
+kd_status kd_model_load_state_dict(kd_model *m, const kd_tensorfile *tf, const char *prefix,
+                                   const char *source) {
+    kd_status s = KD_OK;
+    for (int i = 0; !s && i < kd_model_param_tensors(m); i++) {
+        char nm[256];
+        if (snprintf(nm, sizeof nm, "%s%s", prefix ? prefix : "", kd_model_param_name(m, i)) >= (int)sizeof nm) {
+            s = kd_fail(KD_ERR_INVALID_ARG, "prefix '%s': too long for a tensor name", prefix);
+            break;
+        }
+        const kd_named_tensor *t = kd_tensorfile_find(tf, nm);
+        int nd, dims[5];
+        size_t numel = kd_model_param_shape(m, i, &nd, dims);
+        int same = t && t->ndim == nd;
+        for (int d = 0; same && d < nd; d++) same = t->dims[d] == dims[d];
+        if (!same)
+            s = kd_fail(KD_ERR_FORMAT, "%s: %s %s (the model %s needs %zu values)", source, nm,
+                        t ? "has another shape" : "is missing", kd_model_spec(m), numel);
+        else
+            s = kd_model_param_set(m, i, t->data);
+    }
+    return s;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "conv_internal.h"
+#include "kdseg/fs.h"
 
 #define CHOICES_FILE "conv-choices.txt"
 
@@ -111,9 +112,8 @@ static void load_locked(void) {
 static void save_locked(void) {
     char path[1200], tmp[1300];
     path_of(path, sizeof path);
-    kd_rt_mkdir_p(kd_cache_dir());
-    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
+    (void)kd_mkdirs(kd_cache_dir()); /* the fopen below reports a folder that is missing */
+    FILE *f = kd_tmp_name(path, tmp, sizeof tmp) ? NULL : fopen(tmp, "w");
     if (!f) {
         kd_log(KD_LOG_WARN, "cannot write conv choices %s: %s", tmp, strerror(errno));
         return;

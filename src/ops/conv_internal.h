@@ -3,7 +3,7 @@
 #ifndef KD_CONV_INTERNAL_H
 #define KD_CONV_INTERNAL_H
 
-#include "../nn/tensor_impl.h"
+#include "../runtime/tensor_impl.h"
 #include "ops.h"
 
 /* A convolution problem. For a transposed conv (transposed = 1) the fields describe the

@@ -360,12 +360,12 @@ bad:
 kd_status kd_conv_tune_file_write(const char *path, const kd_tune_entry *e, int n) {
     char dir[1300], tmp[1300];
     kd_status ps = kd_path_printf(dir, sizeof dir, "%s", path);
-    if (!ps) ps = kd_path_printf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    if (!ps) ps = kd_tmp_name(path, tmp, sizeof tmp);
     if (ps) return ps;
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = 0;
-        kd_rt_mkdir_p(dir);
+        (void)kd_mkdirs(dir); /* the fopen below reports a folder that is missing */
     }
     FILE *f = fopen(tmp, "w");
     if (!f) return kd_fail(KD_ERR_IO, "cannot write the tuning table %s: %s", tmp, strerror(errno));

@@ -1,16 +1,6 @@
 /* Channel concat/slice and flat elementwise ops (cl/eltwise.cl). */
 #include "layers_impl.h"
 
-static kd_status check_same(const char *op, const char *na, const kd_tensor *a, const char *nb,
-                            const kd_tensor *b) {
-    char s1[96], s2[96];
-    if (!a || !b) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, !a ? na : nb);
-    if (!kd_shape_equal(a->shape, b->shape))
-        return kd_fail(KD_ERR_SHAPE, "%s: %s %s but %s %s", op, na, KD_SHP(s1, a->shape), nb,
-                       KD_SHP(s2, b->shape));
-    return KD_OK;
-}
-
 /* dst[..., cd0:cd0+cc] = src[..., cs0:cs0+cc] over every voxel. */
 static kd_status copy_channels(const kd_tensor *src, int cs0, kd_tensor *dst, int cd0, int cc) {
     size_t nvox = kd_tensor_numel(src) / (size_t)src->shape.c;
@@ -70,8 +60,8 @@ kd_status kd_slice_channels_backward(const kd_tensor *dy, int c0, kd_tensor *dx)
 
 static kd_status binary(const char *op, const kd_tensor *a, const kd_tensor *b, kd_tensor *y,
                         int mul) {
-    kd_status st = check_same(op, "a", a, "b", b);
-    if (!st) st = check_same(op, "a", a, "y", y);
+    kd_status st = kd_check_same(op, "a", a, "b", b);
+    if (!st) st = kd_check_same(op, "a", a, "y", y);
     if (st) return st;
     size_t n = kd_tensor_numel(a);
     return kd_op_fail(kd_launch_flat8(a->dev, "kd_binary", n,
@@ -90,10 +80,10 @@ kd_status kd_mul(const kd_tensor *a, const kd_tensor *b, kd_tensor *y) {
 kd_status kd_mul_backward(const kd_tensor *dy, const kd_tensor *a, const kd_tensor *b,
                           kd_tensor *da, kd_tensor *db) {
     const char *op = "mul backward";
-    kd_status st = check_same(op, "dy", dy, "a", a);
-    if (!st) st = check_same(op, "dy", dy, "b", b);
-    if (!st && da) st = check_same(op, "dy", dy, "da", da);
-    if (!st && db) st = check_same(op, "dy", dy, "db", db);
+    kd_status st = kd_check_same(op, "dy", dy, "a", a);
+    if (!st) st = kd_check_same(op, "dy", dy, "b", b);
+    if (!st && da) st = kd_check_same(op, "dy", dy, "da", da);
+    if (!st && db) st = kd_check_same(op, "dy", dy, "db", db);
     if (st || (!da && !db)) return st;
     size_t n = kd_tensor_numel(dy);
     const kd_tensor *pa = da ? da : db, *pb = db ? db : da;

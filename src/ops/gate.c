@@ -2,16 +2,6 @@
  * (cl/eltwise.cl; channel sums from cl/norm.cl). */
 #include "layers_impl.h"
 
-static kd_status check_same(const char *op, const char *na, const kd_tensor *a, const char *nb,
-                            const kd_tensor *b) {
-    char s1[96], s2[96];
-    if (!a || !b) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, !a ? na : nb);
-    if (!kd_shape_equal(a->shape, b->shape))
-        return kd_fail(KD_ERR_SHAPE, "%s: %s %s but %s %s", op, na, KD_SHP(s1, a->shape), nb,
-                       KD_SHP(s2, b->shape));
-    return KD_OK;
-}
-
 /* s (N, C, 1, 1, 1) for x (N, C, D, H, W). */
 static kd_status check_chan(const char *op, const kd_tensor *x, const char *ns,
                             const kd_tensor *s) {
@@ -47,7 +37,7 @@ static kd_status chscale(const kd_tensor *x, const kd_tensor *s, kd_tensor *y) {
 
 kd_status kd_channel_scale_forward(const kd_tensor *x, const kd_tensor *s, kd_tensor *y) {
     const char *op = "channel_scale";
-    kd_status st = check_same(op, "x", x, "y", y);
+    kd_status st = kd_check_same(op, "x", x, "y", y);
     if (!st) st = check_chan(op, x, "s", s);
     return st ? st : chscale(x, s, y);
 }
@@ -55,8 +45,8 @@ kd_status kd_channel_scale_forward(const kd_tensor *x, const kd_tensor *s, kd_te
 kd_status kd_channel_scale_backward(const kd_tensor *dy, const kd_tensor *x,
                                     const kd_tensor *s, kd_tensor *dx, kd_tensor *ds) {
     const char *op = "channel_scale backward";
-    kd_status st = check_same(op, "x", x, "dy", dy);
-    if (!st && dx) st = check_same(op, "x", x, "dx", dx);
+    kd_status st = kd_check_same(op, "x", x, "dy", dy);
+    if (!st && dx) st = kd_check_same(op, "x", x, "dx", dx);
     if (!st) st = check_chan(op, x, "s", s);
     if (!st && ds) st = check_chan(op, x, "ds", ds);
     if (st) return st;
@@ -71,7 +61,7 @@ kd_status kd_channel_scale_backward(const kd_tensor *dy, const kd_tensor *x,
 
 kd_status kd_spatial_gate_forward(const kd_tensor *x, const kd_tensor *a, kd_tensor *y) {
     const char *op = "spatial_gate";
-    kd_status st = check_same(op, "x", x, "y", y);
+    kd_status st = kd_check_same(op, "x", x, "y", y);
     if (!st) st = check_spatial(op, x, "a", a);
     if (st) return st;
     size_t nvox = kd_tensor_numel(a);
@@ -82,8 +72,8 @@ kd_status kd_spatial_gate_forward(const kd_tensor *x, const kd_tensor *a, kd_ten
 kd_status kd_spatial_gate_backward(const kd_tensor *dy, const kd_tensor *x,
                                    const kd_tensor *a, kd_tensor *dx, kd_tensor *da) {
     const char *op = "spatial_gate backward";
-    kd_status st = check_same(op, "x", x, "dy", dy);
-    if (!st) st = check_same(op, "x", x, "dx", dx);
+    kd_status st = kd_check_same(op, "x", x, "dy", dy);
+    if (!st) st = kd_check_same(op, "x", x, "dx", dx);
     if (!st) st = check_spatial(op, x, "a", a);
     if (!st) st = check_spatial(op, x, "da", da);
     if (st) return st;

@@ -67,3 +67,13 @@ kd_status kd_channel_sums(kd_device *dev, cl_mem a, size_t aoff, cl_mem b, size_
     kd_scratch_free(dev, part, np);
     return st;
 }
+
+kd_status kd_check_same(const char *op, const char *na, const kd_tensor *a, const char *nb,
+                        const kd_tensor *b) {
+    char s1[96], s2[96];
+    if (!a || !b) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, !a ? na : nb);
+    if (!kd_shape_equal(a->shape, b->shape))
+        return kd_fail(KD_ERR_SHAPE, "%s: %s %s but %s %s", op, na, KD_SHP(s1, a->shape), nb,
+                       KD_SHP(s2, b->shape));
+    return KD_OK;
+}

@@ -3,7 +3,7 @@
 #ifndef KD_LAYERS_IMPL_H
 #define KD_LAYERS_IMPL_H
 
-#include "nn/tensor_impl.h"
+#include "runtime/tensor_impl.h"
 #include "ops.h"
 
 /* Launch geometry of the (C4, nch, N) kernels: one work-item per (4 channels,
@@ -44,6 +44,11 @@ kd_status kd_channel_sums(kd_device *dev, cl_mem a, size_t aoff, cl_mem b, size_
 /* st, after putting "op on (N, C, D, H, W)" before the message when st is a failure
  * (a launch error names the kernel and its range; this adds the op and the shape). */
 kd_status kd_op_fail(kd_status st, const char *op, const kd_tensor *x);
+
+/* KD_OK when a and b (named na and nb in messages) are both given and of one shape;
+ * KD_ERR_INVALID_ARG for a NULL one, KD_ERR_SHAPE naming both shapes otherwise. */
+kd_status kd_check_same(const char *op, const char *na, const kd_tensor *a, const char *nb,
+                        const kd_tensor *b);
 
 /* Shape text for messages: KD_SHP(buf, shape). */
 #define KD_SHP(buf, s) kd_shape_str((s), (buf), sizeof(buf))

@@ -35,15 +35,6 @@ static kd_status check_vec(const char *op, const char *what, const kd_tensor *v,
     return KD_OK;
 }
 
-static kd_status check_same(const char *op, const char *what, const kd_tensor *t, kd_shape xs) {
-    char a[96], b[96];
-    if (!t) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, what);
-    if (!kd_shape_equal(t->shape, xs))
-        return kd_fail(KD_ERR_SHAPE, "%s: x %s but %s %s", op, KD_SHP(a, xs), what,
-                       KD_SHP(b, t->shape));
-    return KD_OK;
-}
-
 static kd_status check_groups(const char *op, kd_shape xs, int groups) {
     char b[96];
     if (groups <= 0 || xs.c % groups != 0)
@@ -161,7 +152,7 @@ static kd_status gn_check_fwd(const char *op, const kd_tensor *x, const kd_tenso
     if (!x) return kd_fail(KD_ERR_INVALID_ARG, "%s: x is NULL", op);
     kd_shape s = x->shape;
     kd_status st = check_groups(op, s, groups);
-    if (!st) st = check_same(op, "y", y, s);
+    if (!st) st = kd_check_same(op, "x", x, "y", y);
     if (!st) st = check_vec(op, "gamma", gamma, (size_t)s.c, s);
     if (!st) st = check_vec(op, "beta", beta, (size_t)s.c, s);
     if (!st) st = check_vec(op, "mean", mean, (size_t)s.n * groups, s);
@@ -176,8 +167,8 @@ static kd_status gn_check_bwd(const char *op, const kd_tensor *dy, const kd_tens
     if (!x) return kd_fail(KD_ERR_INVALID_ARG, "%s: x is NULL", op);
     kd_shape s = x->shape;
     kd_status st = check_groups(op, s, groups);
-    if (!st) st = check_same(op, "dy", dy, s);
-    if (!st) st = check_same(op, "dx", dx, s);
+    if (!st) st = kd_check_same(op, "x", x, "dy", dy);
+    if (!st) st = kd_check_same(op, "x", x, "dx", dx);
     if (!st) st = check_vec(op, "gamma", gamma, (size_t)s.c, s);
     if (!st) st = check_vec(op, "beta", beta, (size_t)s.c, s);
     if (!st) st = check_vec(op, "mean", mean, (size_t)s.n * groups, s);
@@ -264,7 +255,7 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
     if (!x) return kd_fail(KD_ERR_INVALID_ARG, "%s: x is NULL", op);
     kd_shape s = x->shape;
     char b[96];
-    kd_status st = check_same(op, "y", y, s);
+    kd_status st = kd_check_same(op, "x", x, "y", y);
     if (!st) st = check_vec(op, "gamma", gamma, (size_t)s.c, s);
     if (!st) st = check_vec(op, "beta", beta, (size_t)s.c, s);
     if (!st) st = check_vec(op, "running_mean", running_mean, (size_t)s.c, s);
@@ -310,8 +301,8 @@ kd_status kd_batchnorm_backward(const kd_tensor *dy, const kd_tensor *x,
     const char *op = "batchnorm backward";
     if (!x) return kd_fail(KD_ERR_INVALID_ARG, "%s: x is NULL", op);
     kd_shape s = x->shape;
-    kd_status st = check_same(op, "dy", dy, s);
-    if (!st) st = check_same(op, "dx", dx, s);
+    kd_status st = kd_check_same(op, "x", x, "dy", dy);
+    if (!st) st = kd_check_same(op, "x", x, "dx", dx);
     if (!st) st = check_vec(op, "gamma", gamma, (size_t)s.c, s);
     if (!st) st = check_vec(op, "mean", mean, (size_t)s.c, s);
     if (!st) st = check_vec(op, "rstd", rstd, (size_t)s.c, s);

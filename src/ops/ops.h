@@ -169,4 +169,86 @@ kd_status kd_axpy(float alpha, const kd_tensor *x, kd_tensor *y);
 kd_status kd_axpby(float alpha, const kd_tensor *x, float beta, kd_tensor *y);
 kd_status kd_scale(float alpha, kd_tensor *y);
 
+/* ---- losses (cl/loss.cl; spec: kd_ref_loss_* in ref/ref_train.h) ---------------- */
+
+/* A loss over region probabilities p and targets t, equal shapes (N, C, D, H, W),
+ * C <= KD_LOSS_MAX_C, M = numel elements:
+ *   loss = dice * (1 - mean_c Dice_c) - bce * B / M + mse * E / M,
+ *   Dice_c = (2 sum p t + 1e-6) / (sum p^2 + sum t + 2e-6) over batch and voxels,
+ *   B = sum t log(p + 1e-6) + bg (1 - t) log(1 + 1e-6 - p),  E = sum (p - t)^2.
+ * The paper's loss: dice 0.5, bce 0.5, bg 0.01; BCE: bce 1, bg 1; MSE: mse 1. */
+typedef struct kd_loss_terms {
+    float dice, bce, mse; /* weights of the three terms */
+    float bg;             /* weight of BCE's background term (1 - t) log(1 - p) */
+} kd_loss_terms;
+
+#define KD_LOSS_MAX_C 8
+/* Floats of the scratch tensor kd_loss_forward fills (fixed-order partial sums). */
+#define KD_LOSS_PARTIALS (64 * 26)
+/* Floats of the statistics tensor: [0, 8) sum p t, [8, 16) sum p^2, [16, 24) sum t,
+ * [24] B, [25] E, [26] the loss value. */
+#define KD_LOSS_STATS 27
+#define KD_LOSS_VALUE 26
+
+/* stats = the statistics and the loss value of (p, t) (numel KD_LOSS_STATS); partials:
+ * scratch of numel KD_LOSS_PARTIALS. Deterministic: fixed-order sums. */
+kd_status kd_loss_forward(const kd_loss_terms *l, const kd_tensor *p, const kd_tensor *t,
+                          kd_tensor *partials, kd_tensor *stats);
+/* dp = weight * dloss/dp from the statistics of kd_loss_forward on the same (p, t);
+ * accumulate != 0 adds into dp instead (several losses into one gradient). */
+kd_status kd_loss_backward(const kd_loss_terms *l, const kd_tensor *p, const kd_tensor *t,
+                           const kd_tensor *stats, float weight, int accumulate, kd_tensor *dp);
+
+/* ---- optimizer updates (cl/optim.cl; spec: kd_ref_* in ref/ref_train.h) ----------- */
+
+/* Floats of the scratch tensor kd_grad_check fills. */
+#define KD_GRAD_PARTIALS 256
+
+/* stats (numel 2) = [sum of g^2, 1 when that sum and loss are finite else 0]; loss: a
+ * one-element tensor (a loss value on the device) or NULL. The updates below read the
+ * flag and leave everything untouched when it is 0, so a non-finite step is skipped
+ * without a host round trip. partials: scratch of numel KD_GRAD_PARTIALS. */
+kd_status kd_grad_check(const kd_tensor *g, const kd_tensor *loss, kd_tensor *partials,
+                        kd_tensor *stats);
+
+/* PyTorch's Adam with amsgrad=True and L2 weight decay added to the gradient; step is
+ * the 1-based count of this update (bias correction). m, v, vmax: its state. */
+typedef struct kd_adam_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    long step;
+} kd_adam_params;
+/* p, g, m, v, vmax: equal element counts (any shapes: flat slabs). */
+kd_status kd_adam_update(const kd_adam_params *h, kd_tensor *p, const kd_tensor *g,
+                         kd_tensor *m, kd_tensor *v, kd_tensor *vmax, const kd_tensor *stats);
+/* PyTorch's SGD with Nesterov momentum (dampening 0) and L2 weight decay; first != 0 on
+ * the first update (the momentum buffer starts as the gradient). */
+kd_status kd_sgd_update(float lr, float momentum, float weight_decay, int first, kd_tensor *p,
+                        const kd_tensor *g, kd_tensor *buf, const kd_tensor *stats);
+
+/* ---- sliding-window inference (cl/infer.cl) ---------------------------------- */
+
+/* Planar volumes (C, D, H, W), the layout of images and probabilities on the host, are
+ * tensors of shape (C, 1, D, H, W): their channels-last storage is the planar array.
+ * origin: a window's first voxel (D, H, W); the window may lie partly outside the
+ * volume (padding at the borders). flip: bits 1 W, 2 H, 4 D; flipped, the window holds
+ * voxel origin + (T-1-t) at t along each flipped axis. */
+
+/* Item b of x (N, C, T0, T1, T2) = the window of img (C, 1, D, H, W) at origin,
+ * flipped; 0 outside the volume. Other items of x are untouched. */
+kd_status kd_window_cut(const kd_tensor *img, const int origin[3], int flip, kd_tensor *x, int b);
+/* acc (K, 1, D, H, W) += (scale * w) * item b of y (N, K, T0, T1, T2) flipped back, over
+ * the window's voxels inside the volume (ACCUMULATED). w (1, 1, T0, T1, T2) or NULL
+ * (weight 1); wsum (1, 1, D, H, W) or NULL: wsum += w over the same voxels (needs w). */
+kd_status kd_window_accumulate(const kd_tensor *y, int b, const int origin[3], int flip,
+                               const kd_tensor *w, float scale, kd_tensor *acc, kd_tensor *wsum);
+/* acc (K, 1, D, H, W) /= wsum (1, 1, D, H, W), voxel by voxel. */
+kd_status kd_window_normalize(kd_tensor *acc, const kd_tensor *wsum);
+/* Label map from region probabilities p (3, 1, D, H, W) (WT, TC, ET): steps 1-2 of
+ * kd_postproc_labels (p > threshold; WT -> 2, then TC -> 1, then ET -> et_label, later
+ * rules win; 0 elsewhere) and 255 where a probability is not finite. labels: D*H*W
+ * bytes, packed 4 per element into a tensor of at least ceil(D*H*W / 4) elements
+ * (download it as floats into a byte buffer). */
+kd_status kd_window_labels(const kd_tensor *p, float threshold, int et_label,
+                               kd_tensor *labels);
+
 #endif

@@ -15,16 +15,6 @@ static kd_status check_x2(const char *op, const char *nb, const kd_tensor *big, 
     return KD_OK;
 }
 
-static kd_status check_same(const char *op, const char *na, const kd_tensor *a, const char *nb,
-                            const kd_tensor *b) {
-    char s1[96], s2[96];
-    if (!a || !b) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, !a ? na : nb);
-    if (!kd_shape_equal(a->shape, b->shape))
-        return kd_fail(KD_ERR_SHAPE, "%s: %s %s but %s %s", op, na, KD_SHP(s1, a->shape), nb,
-                       KD_SHP(s2, b->shape));
-    return KD_OK;
-}
-
 /* Launch a resample kernel over the voxels of shape `over`, as a (C4, W, N*D*H)
  * range; the kernels take the small side's shape as (N, D, H, W, C). */
 static kd_status launch_rs(const char *op, const char *name, kd_shape over, int nargs,
@@ -77,7 +67,7 @@ kd_status kd_maxpool_forward(const kd_tensor *x, kd_tensor *y) {
 
 kd_status kd_maxpool_backward(const kd_tensor *dy, const kd_tensor *x, kd_tensor *dx) {
     kd_status st = check_x2("maxpool backward", "x", x, "dy", dy);
-    if (!st) st = check_same("maxpool backward", "x", x, "dx", dx);
+    if (!st) st = kd_check_same("maxpool backward", "x", x, "dx", dx);
     if (st) return st;
     return launch_rs("maxpool backward", "kd_maxpool_bwd", dy->shape,
                      KD_ARGS(KD_T(dy), KD_T(x), KD_T(dx), KD_SMALL(dy->shape)), x->dev);

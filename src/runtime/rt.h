@@ -67,9 +67,6 @@ kd_status kd_rt_launch(kd_device *dev, const char *name, int dim, const size_t *
 #define KD_ARGS(...) (sizeof((kd_arg[]){__VA_ARGS__}) / sizeof(kd_arg)), ((kd_arg[]){__VA_ARGS__})
 
 /* Buffer pool: buffers of at least `bytes`, recycled on release. */
-/* mkdir -p, errors ignored (the caller's open of a file in it reports them) */
-void kd_rt_mkdir_p(const char *path);
-
 kd_status kd_rt_alloc(kd_device *dev, size_t bytes, cl_mem *out);
 void kd_rt_release(kd_device *dev, cl_mem mem, size_t bytes);
 /* Return pooled (free) buffers to the driver. */

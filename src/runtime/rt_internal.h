@@ -68,9 +68,53 @@ struct kd_device {
     _Atomic long fault_count;
 };
 
+/* ---- choice (select.c) ---------------------------------------------------- */
+
+#define KD_MAX_DEVICES 64
+
+/* One OpenCL device as enumeration finds it. */
+typedef struct kd_dev_entry {
+    int p, d, rank; /* platform and device index; rank as kd_dev_desc's */
+    char name[256], pname[256];
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_device_type type;
+} kd_dev_entry;
+
+/* Every device of every platform (at most KD_MAX_DEVICES); KD_ERR_NO_DEVICE with what
+ * to install when there is none. */
+kd_status kd_rt_enumerate(kd_dev_entry *out, int *count);
+/* The device kd_device_open(selector) opens: the selector (else KDSEG_DEVICE, else the
+ * automatic rule) applied to the enumeration; the error lists the devices there are. */
+kd_status kd_rt_find(const char *selector, kd_dev_entry *out);
+/* Case-insensitive substring test (an empty needle is found everywhere). */
+int kd_rt_contains_ci(const char *hay, const char *needle);
+
+/* ---- program builds and the binary cache (program.c, progcache.c) ----------- */
+
+/* Builds (or loads from the cache) every embedded program for d and fills its kernel
+ * table; sets build_seconds and cache_hits. */
+kd_status kd_rt_build_programs(kd_device *d);
+/* The cache is on unless KDSEG_CACHE=0. */
+int kd_rt_cache_enabled(void);
+/* "path too long" when the cache folder leaves no room for its files' names. */
+kd_status kd_rt_cache_dir_check(void);
+/* The cache entry of program `file` ("conv3d.cl") under `key`. */
+void kd_rt_cache_path(char *out, size_t n, const char *file, uint64_t key);
+/* The binary stored at path under key (malloc'd, *size set), NULL when absent or corrupt. */
+unsigned char *kd_rt_cache_read(const char *path, uint64_t key, size_t *size);
+/* Stores a binary through a temporary file; failures only warn (a cache is optional). */
+void kd_rt_cache_write(const char *path, uint64_t key, const unsigned char *bin, size_t n);
+
+/* ---- fault injection (fault.c) --------------------------------------------- */
+
 enum { KD_FAULT_NONE, KD_FAULT_LAUNCH, KD_FAULT_READ, KD_FAULT_WRITE };
+/* Reads KDSEG_FAULT into d (once, at open); a malformed value is KD_ERR_INVALID_ARG. */
+kd_status kd_rt_fault_parse(kd_device *d);
 /* The error to inject into this call of `kind` (KD_FAULT_*), else CL_SUCCESS. */
 cl_int kd_rt_fault(kd_device *d, int kind);
+
+/* ---- profiling and tuning (profile.c) -------------------------------------- */
 
 void kd_rt_profile_add(kd_device *d, int kernel, cl_event ev);
 void kd_rt_profile_collect(kd_device *d);

@@ -19,6 +19,9 @@ struct kd_sched {
     kd_loss *loss;
     float *host_img[2], *host_tgt[2], *stage_img[2], *stage_tgt[2];
     size_t planned;
+    long ready;          /* the step whose batch is on the device (-1: none) */
+    int ready_labeled;   /* whether that batch is labeled */
+    long steps, teacher_jobs;
 };
 
 static double now_s(void) {
@@ -81,6 +84,7 @@ kd_status kd_sched_create(kd_model *student, kd_optim *opt, kd_model *const *tea
     s->c = *c;
     s->dev = dev;
     s->planned = need;
+    s->ready = -1;
     kd_shape ts = xs;
     ts.c = K;
     size_t ni = kd_shape_numel(xs), nk = kd_shape_numel(ts);
@@ -138,65 +142,99 @@ static kd_status prepare(kd_sched *s, long step, int slot, kd_host_batch_fn batc
     return kd_sched_teacher_targets(s, s->x, s->t);
 }
 
-kd_status kd_sched_run(kd_sched *s, long start, long end, kd_host_batch_fn batch, void *bctx,
-                       kd_step_fn on_step, void *sctx, const volatile int *stop,
-                       kd_sched_report *rep) {
-    memset(rep, 0, sizeof *rep);
-    rep->planned_bytes = s->planned;
-    int profiling = kd_device_profiling(s->dev);
-    if (profiling) kd_device_profile_reset(s->dev);
-    kd_device_mem_reset_peak(s->dev);
-    double t0 = now_s();
-    int labeled = 0, next_labeled = 0;
-    kd_status st = prepare(s, start, start & 1, batch, bctx, &labeled);
-    rep->teacher_jobs += !labeled;
-    for (long i = start; i < end && !st; i++) {
-        if (stop && *stop) {
-            st = kd_fail(KD_ERR_INTERRUPTED, "stopped before step %ld", i);
-            break;
-        }
-        float lr = kd_schedule_lr(&s->c.sched, s->c.lr, i);
-        kd_loss_kind kind = labeled ? s->c.label_loss : s->c.distill_loss;
-        float w = labeled ? 1.0f : s->c.distill_weight;
-        kd_device_profile_tag(s->dev, KD_JOB_STUDENT);
-        st = kd_train_step(s->student, s->opt, s->loss, s->x, s->t, kind, w, lr);
-        kd_device_profile_tag(s->dev, KD_JOB_OTHER);
-        if (st) break;
-        float lv = NAN, ost[2] = {0, 0};
-        kd_event *e1 = NULL, *e2 = NULL;
-        if ((st = kd_loss_read_async(s->loss, &lv, &e1)) ||
-            (st = kd_optim_read_async(s->opt, ost, &e2))) {
-            kd_event_wait(e1);
-            break;
-        }
-        /* batch i+1 is prepared while step i runs; its uploads and teacher jobs queue
-         * behind step i and run while we wait for step i's loss */
-        if (i + 1 < end) {
-            st = prepare(s, i + 1, (int)((i + 1) & 1), batch, bctx, &next_labeled);
-            rep->teacher_jobs += !next_labeled;
-        }
-        kd_status w1 = kd_event_wait(e1), w2 = kd_event_wait(e2);
-        if (!st) st = w1 ? w1 : w2;
-        if (st) break;
-        if (ost[1] == 0.0f) {
-            st = kd_fail(KD_ERR_NUMERIC, "non-finite loss or gradient at step %ld (loss %g): the "
-                         "update was not applied", i, (double)lv);
-            break;
-        }
-        rep->steps++;
-        if (on_step && (st = on_step(sctx, i, labeled, lv, sqrtf(ost[0])))) break;
-        labeled = next_labeled;
+/* Batch `step` onto the device (with its teacher jobs) unless it is there. */
+static kd_status ensure(kd_sched *s, long step, kd_host_batch_fn batch, void *bctx) {
+    if (s->ready == step) return KD_OK;
+    s->ready = -1;
+    kd_status st = prepare(s, step, (int)(step & 1), batch, bctx, &s->ready_labeled);
+    if (st) return st;
+    s->teacher_jobs += !s->ready_labeled;
+    s->ready = step;
+    return KD_OK;
+}
+
+static kd_status step_with(kd_sched *s, long i, long next, float lr, kd_host_batch_fn batch,
+                           void *bctx, kd_step_report *rep) {
+    kd_status st = ensure(s, i, batch, bctx);
+    if (st) return st;
+    int labeled = s->ready_labeled;
+    s->ready = -1;
+    kd_loss_kind kind = labeled ? s->c.label_loss : s->c.distill_loss;
+    float w = labeled ? 1.0f : s->c.distill_weight;
+    kd_device_profile_tag(s->dev, KD_JOB_STUDENT);
+    st = kd_train_step(s->student, s->opt, s->loss, s->x, s->t, kind, w, lr);
+    kd_device_profile_tag(s->dev, KD_JOB_OTHER);
+    if (st) return st;
+    float lv = NAN, ost[2] = {0, 0};
+    kd_event *e1 = NULL, *e2 = NULL;
+    if ((st = kd_loss_read_async(s->loss, &lv, &e1)) || (st = kd_optim_read_async(s->opt, ost, &e2))) {
+        kd_event_wait(e1);
+        return st;
     }
-    kd_status fin = kd_device_finish(s->dev);
-    if (!st) st = fin;
-    rep->seconds = now_s() - t0;
+    /* batch `next` is prepared while step i runs; its uploads and teacher jobs queue behind
+     * step i and run while we wait for step i's loss */
+    if (next >= 0) st = ensure(s, next, batch, bctx);
+    kd_status w1 = kd_event_wait(e1), w2 = kd_event_wait(e2);
+    if (!st) st = w1 ? w1 : w2;
+    if (st) return st;
+    s->steps++;
+    rep->loss = lv;
+    rep->grad_norm = sqrtf(ost[0]);
+    rep->applied = ost[1] != 0.0f;
+    rep->kind = labeled ? "labeled" : "teachers";
+    return KD_OK;
+}
+
+kd_status kd_sched_step(void *sched, long step, long next, float lr, kd_step_report *rep) {
+    kd_sched *s = sched;
+    if (!s->c.batches)
+        return kd_fail(KD_ERR_INVALID_ARG, "kd_sched_step: the scheduler has no batch function");
+    return step_with(s, step, next, lr, s->c.batches, s->c.batches_ctx, rep);
+}
+
+void kd_sched_stats(kd_sched *s, kd_sched_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    rep->steps = s->steps;
+    rep->teacher_jobs = s->teacher_jobs;
+    rep->planned_bytes = s->planned;
     rep->peak_device_bytes = kd_device_mem_peak(s->dev);
     rep->busy_fraction = -1;
-    if (profiling) {
+    if (kd_device_profiling(s->dev)) {
         double span = 0, busy = kd_device_profile_busy(s->dev, &span);
         rep->busy_fraction = span > 0 ? busy / span : -1;
         for (int k = 0; k < KD_JOB_KINDS; k++)
             rep->job_seconds[k] = kd_device_profile_tag_busy(s->dev, k);
     }
+}
+
+kd_status kd_sched_run(kd_sched *s, long start, long end, kd_host_batch_fn batch, void *bctx,
+                       kd_sched_step_cb on_step, void *sctx, const volatile int *stop,
+                       kd_sched_report *rep) {
+    if (kd_device_profiling(s->dev)) kd_device_profile_reset(s->dev);
+    kd_device_mem_reset_peak(s->dev);
+    long steps0 = s->steps, jobs0 = s->teacher_jobs;
+    double t0 = now_s();
+    s->ready = -1; /* batches from this run's function */
+    kd_status st = KD_OK;
+    for (long i = start; i < end && !st; i++) {
+        if (stop && *stop) {
+            st = kd_fail(KD_ERR_INTERRUPTED, "stopped before step %ld", i);
+            break;
+        }
+        kd_step_report r;
+        st = step_with(s, i, i + 1 < end ? i + 1 : -1, kd_schedule_lr(&s->c.sched, s->c.lr, i), batch,
+                       bctx, &r);
+        if (!st && !r.applied)
+            st = kd_fail(KD_ERR_NUMERIC, "non-finite loss or gradient at step %ld (loss %g): the "
+                         "update was not applied", i, (double)r.loss);
+        if (!st && on_step) st = on_step(sctx, i, !strcmp(r.kind, "labeled"), r.loss, r.grad_norm);
+    }
+    s->ready = -1;
+    kd_status fin = kd_device_finish(s->dev);
+    if (!st) st = fin;
+    kd_sched_stats(s, rep);
+    rep->steps = s->steps - steps0;
+    rep->teacher_jobs = s->teacher_jobs - jobs0;
+    rep->seconds = now_s() - t0;
     return st;
 }

@@ -1,21 +1,15 @@
-/* The paper's loss and the distillation losses, with deterministic reductions. */
-#include <math.h>
+/* The paper's loss and the distillation losses: which terms each uses, and the running
+ * total of several terms. The device work is the loss op's (src/ops/loss.c). */
 #include <stdlib.h>
 #include <string.h>
 
-#include "../nn/tensor_impl.h"
 #include "../ops/ops.h"
 #include "kdseg/train.h"
 
-#define LOSS_WG 64
-#define LOSS_GROUPS 64
-#define NSTAT 26
-#define LOSS_INDEX 26 /* stats[26] = loss of this term */
-
 struct kd_loss {
     kd_device *dev;
-    kd_tensor *part;  /* (LOSS_GROUPS x NSTAT) partial sums */
-    kd_tensor *stats; /* NSTAT + 1 floats of the last term */
+    kd_tensor *part;  /* KD_LOSS_PARTIALS: the op's partial sums */
+    kd_tensor *stats; /* KD_LOSS_STATS: statistics and value of the last term */
     kd_tensor *total; /* 1 float: running total */
     int have_total;
 };
@@ -45,8 +39,8 @@ kd_status kd_loss_create(kd_device *dev, kd_loss **out) {
     if (!l) return kd_fail(KD_ERR_OUT_OF_MEMORY, "loss");
     l->dev = dev;
     kd_status s;
-    if ((s = kd_tensor_zeros(dev, kd_shape5(1, LOSS_GROUPS * NSTAT, 1, 1, 1), &l->part)) ||
-        (s = kd_tensor_zeros(dev, kd_shape5(1, NSTAT + 1, 1, 1, 1), &l->stats)) ||
+    if ((s = kd_tensor_zeros(dev, kd_shape5(1, KD_LOSS_PARTIALS, 1, 1, 1), &l->part)) ||
+        (s = kd_tensor_zeros(dev, kd_shape5(1, KD_LOSS_STATS, 1, 1, 1), &l->stats)) ||
         (s = kd_tensor_zeros(dev, kd_shape5(1, 1, 1, 1, 1), &l->total))) {
         kd_loss_free(l);
         return s;
@@ -66,50 +60,26 @@ void kd_loss_free(kd_loss *l) {
 void kd_loss_reset(kd_loss *l) { l->have_total = 0; }
 kd_tensor *kd_loss_total_tensor(kd_loss *l) { return l->total; }
 
+/* The terms of each loss kind (ops.h's kd_loss_terms). */
+static kd_loss_terms terms_of(kd_loss_kind kind) {
+    switch (kind) {
+    case KD_LOSS_PAPER: return (kd_loss_terms){.dice = 0.5f, .bce = 0.5f, .bg = 0.01f};
+    case KD_LOSS_BCE: return (kd_loss_terms){.bce = 1.0f, .bg = 1.0f};
+    case KD_LOSS_MSE: return (kd_loss_terms){.mse = 1.0f, .bg = 1.0f};
+    case KD_LOSS_DICE_BCE: return (kd_loss_terms){.dice = 0.5f, .bce = 0.5f, .bg = 1.0f};
+    }
+    return (kd_loss_terms){.bg = 1.0f};
+}
+
 kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const kd_tensor *t,
                       float weight, kd_tensor *dp, int accumulate) {
-    kd_shape ps = kd_tensor_shape(p);
-    char a[96], b[96];
-    if (!kd_shape_equal(ps, kd_tensor_shape(t)) || (dp && !kd_shape_equal(ps, kd_tensor_shape(dp))))
-        return kd_fail(KD_ERR_SHAPE, "loss: prediction %s and target %s differ",
-                       kd_shape_str(ps, a, 96), kd_shape_str(kd_tensor_shape(t), b, 96));
-    if (ps.c > 8) return kd_fail(KD_ERR_SHAPE, "loss: at most 8 channels, got %d", ps.c);
-    float a_dice = 0, a_bce = 0, a_mse = 0, wbg = 1.0f;
-    switch (kind) {
-    case KD_LOSS_PAPER:
-        a_dice = 0.5f;
-        a_bce = 0.5f;
-        wbg = 0.01f;
-        break;
-    case KD_LOSS_BCE: a_bce = 1.0f; break;
-    case KD_LOSS_MSE: a_mse = 1.0f; break;
-    case KD_LOSS_DICE_BCE:
-        a_dice = 0.5f;
-        a_bce = 0.5f;
-        break;
-    }
-    int nvox = (int)(kd_shape_numel(ps) / (size_t)ps.c), n = (int)kd_shape_numel(ps);
-    size_t g1 = (size_t)LOSS_WG * LOSS_GROUPS, l1 = LOSS_WG, one = 1;
-    kd_status s = kd_rt_launch(l->dev, "kd_loss_partials", 1, &g1, &l1,
-                               KD_ARGS(KD_T(p), KD_T(t), KD_INT(nvox), KD_INT(ps.c),
-                                       KD_FLOAT(wbg), KD_MEM(l->part->mem)));
-    if (!s)
-        s = kd_rt_launch(l->dev, "kd_loss_finalize", 1, &one, NULL,
-                         KD_ARGS(KD_MEM(l->part->mem), KD_INT(LOSS_GROUPS), KD_INT(ps.c),
-                                 KD_INT(n), KD_FLOAT(a_dice), KD_FLOAT(a_bce), KD_FLOAT(a_mse),
-                                 KD_MEM(l->stats->mem)));
-    if (!s && dp) {
-        size_t gn = (size_t)n;
-        s = kd_rt_launch(l->dev, "kd_loss_grad", 1, &gn, NULL,
-                         KD_ARGS(KD_T(p), KD_T(t), KD_INT(n), KD_INT(ps.c), KD_INT(n),
-                                 KD_FLOAT(wbg), KD_FLOAT(a_dice), KD_FLOAT(a_bce),
-                                 KD_FLOAT(a_mse), KD_FLOAT(weight), KD_INT(accumulate),
-                                 KD_MEM(l->stats->mem), KD_T(dp)));
-    }
-    /* total = weight * stats[26] (+ total) */
+    kd_loss_terms terms = terms_of(kind);
+    kd_status s = kd_loss_forward(&terms, p, t, l->part, l->stats);
+    if (!s && dp) s = kd_loss_backward(&terms, p, t, l->stats, weight, accumulate, dp);
+    /* total = weight * value (+ total) */
     if (!s) {
         kd_tensor *v = NULL;
-        s = kd_tensor_view(l->stats, LOSS_INDEX, kd_shape5(1, 1, 1, 1, 1), &v);
+        s = kd_tensor_view(l->stats, KD_LOSS_VALUE, kd_shape5(1, 1, 1, 1, 1), &v);
         if (!s && l->have_total) s = kd_axpy(weight, v, l->total);
         else if (!s) {
             /* copy then scale: 0 * an old NaN would stay NaN */
@@ -119,8 +89,7 @@ kd_status kd_loss_add(kd_loss *l, kd_loss_kind kind, const kd_tensor *p, const k
         kd_tensor_free(v);
         l->have_total = 1;
     }
-    return s ? kd_fail_context(s, "loss %s on prediction %s", kd_loss_name(kind), kd_shape_str(ps, a, 96))
-             : KD_OK;
+    return s ? kd_fail_context(s, "%s loss", kd_loss_name(kind)) : KD_OK;
 }
 
 kd_status kd_loss_read(kd_loss *l, float *total) {

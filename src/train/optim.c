@@ -1,13 +1,12 @@
-/* AMSGrad Adam and Nesterov SGD over the parameter slab, and LR schedules. */
+/* The optimizer of a model (AMSGrad Adam or Nesterov SGD over its parameter slab, with
+ * the finite check that skips a bad step) and LR schedules. The device work is the
+ * update ops' (src/ops/optim.c). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../nn/tensor_impl.h"
+#include "../ops/ops.h"
 #include "kdseg/train.h"
-
-#define OPT_WG 64
-#define OPT_GROUPS 256
 
 struct kd_optim {
     kd_model *m;
@@ -39,7 +38,7 @@ kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out)
     kd_shape s = kd_tensor_shape(kd_model_params(m));
     kd_status st = KD_OK;
     for (int i = 0; i < o->nstate && !st; i++) st = kd_tensor_zeros(dev, s, &o->state[i]);
-    if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, OPT_GROUPS, 1, 1, 1), &o->part);
+    if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, KD_GRAD_PARTIALS, 1, 1, 1), &o->part);
     if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, 2, 1, 1, 1), &o->stats);
     if (st) {
         kd_optim_free(o);
@@ -67,34 +66,17 @@ const char *kd_optim_state_name(const kd_optim *o, int i) {
 }
 
 kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss) {
-    kd_device *dev = kd_model_device(o->m);
     kd_tensor *p = kd_model_params(o->m), *g = kd_model_grads(o->m);
     int n = (int)kd_tensor_numel(p);
-    size_t g1 = (size_t)OPT_WG * OPT_GROUPS, l1 = OPT_WG, one = 1, gn = (size_t)n;
-    kd_tensor *lt = loss ? kd_loss_total_tensor(loss) : o->stats;
-    kd_status s = kd_rt_launch(dev, "kd_sumsq_partials", 1, &g1, &l1,
-                               KD_ARGS(KD_T(g), KD_INT(n), KD_MEM(o->part->mem)));
-    if (!s)
-        s = kd_rt_launch(dev, "kd_sumsq_finalize", 1, &one, NULL,
-                         KD_ARGS(KD_MEM(o->part->mem), KD_INT(OPT_GROUPS), KD_MEM(lt->mem),
-                                 KD_INT(loss ? (int)lt->off : -1), KD_MEM(o->stats->mem)));
+    kd_status s = kd_grad_check(g, loss ? kd_loss_total_tensor(loss) : NULL, o->part, o->stats);
     if (s) return kd_fail_context(s, "gradient norm of %d parameters", n);
     o->steps++;
     if (o->c.kind == KD_OPT_ADAM) {
-        float bc1 = 1.0f - powf(o->c.beta1, (float)o->steps);
-        float bc2 = sqrtf(1.0f - powf(o->c.beta2, (float)o->steps));
-        s = kd_rt_launch(dev, "kd_adam_amsgrad", 1, &gn, NULL,
-                         KD_ARGS(KD_MEM(p->mem), KD_MEM(g->mem), KD_MEM(o->state[0]->mem),
-                                 KD_MEM(o->state[1]->mem), KD_MEM(o->state[2]->mem), KD_INT(n),
-                                 KD_FLOAT(lr), KD_FLOAT(o->c.beta1), KD_FLOAT(o->c.beta2),
-                                 KD_FLOAT(o->c.eps), KD_FLOAT(o->c.weight_decay), KD_FLOAT(bc1),
-                                 KD_FLOAT(bc2), KD_MEM(o->stats->mem)));
+        kd_adam_params h = {lr, o->c.beta1, o->c.beta2, o->c.eps, o->c.weight_decay, o->steps};
+        s = kd_adam_update(&h, p, g, o->state[0], o->state[1], o->state[2], o->stats);
     } else {
-        s = kd_rt_launch(dev, "kd_sgd_nesterov", 1, &gn, NULL,
-                         KD_ARGS(KD_MEM(p->mem), KD_MEM(g->mem), KD_MEM(o->state[0]->mem),
-                                 KD_INT(n), KD_FLOAT(lr), KD_FLOAT(o->c.momentum),
-                                 KD_FLOAT(o->c.weight_decay), KD_INT(o->steps == 1),
-                                 KD_MEM(o->stats->mem)));
+        s = kd_sgd_update(lr, o->c.momentum, o->c.weight_decay, o->steps == 1, p, g, o->state[0],
+                          o->stats);
     }
     return s ? kd_fail_context(s, "%s step on %d parameters", o->c.kind == KD_OPT_ADAM ? "adam" : "sgd", n)
              : KD_OK;

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,18 +33,73 @@ kd_status kd_train_step(kd_model *m, kd_optim *o, kd_loss *loss, const kd_tensor
     return s;
 }
 
+struct kd_plain_step {
+    kd_model *m;
+    kd_optim *o;
+    kd_tensor *x, *t;
+    kd_loss *loss;
+    kd_batch_fn fn;
+    void *ctx;
+};
+
+void kd_plain_step_free(kd_plain_step *s) {
+    if (!s) return;
+    kd_tensor_free(s->x);
+    kd_tensor_free(s->t);
+    kd_loss_free(s->loss);
+    free(s);
+}
+
+kd_status kd_plain_step_create(kd_model *m, kd_optim *o, int batch, const int patch[3],
+                               kd_batch_fn fn, void *ctx, kd_plain_step **out) {
+    *out = NULL;
+    kd_plain_step *s = calloc(1, sizeof *s);
+    if (!s) return kd_fail(KD_ERR_OUT_OF_MEMORY, "training step");
+    s->m = m;
+    s->o = o;
+    s->fn = fn;
+    s->ctx = ctx;
+    kd_device *dev = kd_model_device(m);
+    kd_shape xs = kd_shape5(batch, kd_model_in_channels(m), patch[0], patch[1], patch[2]);
+    kd_shape ts = xs;
+    ts.c = kd_model_out_channels(m);
+    kd_status st;
+    if ((st = kd_tensor_create(dev, xs, &s->x)) || (st = kd_tensor_create(dev, ts, &s->t)) ||
+        (st = kd_loss_create(dev, &s->loss))) {
+        kd_plain_step_free(s);
+        return st;
+    }
+    *out = s;
+    return KD_OK;
+}
+
+kd_status kd_plain_step_run(void *plain_step, long step, long next, float lr, kd_step_report *rep) {
+    kd_plain_step *s = plain_step;
+    (void)next; /* a background loader, if any, prepares ahead behind fn */
+    kd_loss_kind kind = KD_LOSS_PAPER;
+    float weight = 1.0f;
+    kd_status st = s->fn(s->ctx, step, s->x, s->t, &kind, &weight);
+    if (!st) st = kd_train_step(s->m, s->o, s->loss, s->x, s->t, kind, weight, lr);
+    if (!st) st = kd_loss_read(s->loss, &rep->loss);
+    if (!st) st = kd_optim_read(s->o, &rep->grad_norm, &rep->applied);
+    rep->kind = kd_loss_name(kind);
+    return st;
+}
+
 static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const char *name,
                       long step, double best) {
-    char path[KD_PATH_MAX], *meta = NULL;
+    char path[KD_PATH_MAX];
+    kd_ckpt_meta meta;
     kd_status s = kd_path_join(path, sizeof path, c->out_dir, name);
     if (s) return s;
-    if (asprintf(&meta, "step=%ld\nseed=%llu\nbest_dice=%.6f\nlr=%g\nsteps=%ld\n%s", step,
-                 (unsigned long long)c->seed, best, (double)c->lr, c->steps,
-                 c->meta_extra ? c->meta_extra : "") < 0)
-        return kd_fail(KD_ERR_OUT_OF_MEMORY, "checkpoint %s: metadata", path);
-    s = kd_checkpoint_save(path, m, o, meta);
-    free(meta);
-    return s;
+    if (c->meta) meta = *c->meta;
+    else kd_ckpt_meta_init(&meta);
+    meta.step = step;
+    meta.seed = c->seed;
+    meta.best_dice = best;
+    meta.lr = c->lr;
+    meta.steps = c->steps;
+    return kd_checkpoint_save(path, m, o, &meta);
 }
 
 static void progress(long step, long total, float loss, float lr, double rate, double eta) {
@@ -97,26 +151,18 @@ static kd_status csv_open(const char *path, long start, FILE **out) {
 }
 
 kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long start,
-                       kd_batch_fn batch, void *bctx, kd_val_fn val, void *vctx,
+                       kd_step_fn step_fn, void *sctx, kd_val_fn val, void *vctx,
                        kd_train_result *res) {
     memset(res, 0, sizeof *res);
     kd_device *dev = kd_model_device(m);
-    kd_tensor *x = NULL, *t = NULL;
-    kd_loss *loss = NULL;
     FILE *csv = NULL;
     kd_status s;
     double best = c->best_so_far, t0 = now_s(); /* a resumed run keeps its best score */
     long step = start;
     int interactive = c->progress && kd_log_is_tty();
-    mkdir(c->out_dir, 0755);
-    kd_shape xs = kd_shape5(c->batch, kd_model_in_channels(m), c->patch[0], c->patch[1], c->patch[2]);
-    kd_shape ts = xs;
-    ts.c = kd_model_out_channels(m);
-    if ((s = kd_tensor_create(dev, xs, &x)) || (s = kd_tensor_create(dev, ts, &t)) ||
-        (s = kd_loss_create(dev, &loss)))
-        goto done;
     char path[KD_PATH_MAX];
-    if ((s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) || (s = csv_open(path, start, &csv)))
+    if ((s = kd_mkdirs(c->out_dir)) || (s = kd_path_join(path, sizeof path, c->out_dir, "train.csv")) ||
+        (s = csv_open(path, start, &csv)))
         goto done;
     kd_device_mem_reset_peak(dev);
     for (step = start; step < c->steps; step++) {
@@ -126,16 +172,12 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
                                 step, c->out_dir);
             goto done;
         }
-        kd_loss_kind kind = KD_LOSS_PAPER;
-        float weight = 1.0f;
         double ts0 = now_s();
-        if ((s = batch(bctx, step, x, t, &kind, &weight))) goto done;
         float lr = kd_schedule_lr(&c->sched, c->lr, step);
-        if ((s = kd_train_step(m, o, loss, x, t, kind, weight, lr))) goto done;
-        float lv, gn;
-        int applied;
-        if ((s = kd_loss_read(loss, &lv)) || (s = kd_optim_read(o, &gn, &applied))) goto done;
-        if (!applied) {
+        kd_step_report r = {0.0f, 0.0f, 0, "?"};
+        if ((s = step_fn(sctx, step, step + 1 < c->steps ? step + 1 : -1, lr, &r))) goto done;
+        float lv = r.loss, gn = r.grad_norm;
+        if (!r.applied) {
             s = kd_fail(KD_ERR_NUMERIC,
                         "non-finite %s at step %ld (loss %g, gradient norm %g): the update was "
                         "not applied and the last good checkpoint in %s is kept",
@@ -156,7 +198,7 @@ kd_status kd_train_run(kd_model *m, kd_optim *o, const kd_train_config *c, long 
                 if ((s = save(m, o, c, "best.kds", step + 1, best))) goto done;
             }
         }
-        fprintf(csv, "%ld,%s,%.6f,%.6g,%.6g,%.4f", step, kd_loss_name(kind), (double)lv,
+        fprintf(csv, "%ld,%s,%.6f,%.6g,%.6g,%.4f", step, r.kind, (double)lv,
                 (double)lr, (double)gn, now_s() - ts0);
         if (validated) fprintf(csv, ",%.4f,%.4f,%.4f\n", dice[0], dice[1], dice[2]);
         else fprintf(csv, ",,,\n");
@@ -188,8 +230,5 @@ done:
     res->best_dice = best;
     res->peak_device_bytes = kd_device_mem_peak(dev);
     if (csv) fclose(csv);
-    kd_tensor_free(x);
-    kd_tensor_free(t);
-    kd_loss_free(loss);
     return s;
 }

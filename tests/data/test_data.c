@@ -248,15 +248,15 @@ static int regions_per_layout(void) {
              {KD_LAYOUT_BRATS2023, {1, 2, 3, 4}, {3, 1, 7, -1}},
              {KD_LAYOUT_MSD, {1, 2, 3, 4}, {1, 3, 7, -1}}};
     for (int k = 0; k < 3; k++) {
-        KD_CHECK(kd_label_regions(t[k].l, 0) == 0, "background");
+        KD_CHECK(kd_label_regions(kd_layout_labels(t[k].l), 0) == 0, "background");
         for (int j = 0; j < 4; j++) {
-            int r = kd_label_regions(t[k].l, t[k].labels[j]);
+            int r = kd_label_regions(kd_layout_labels(t[k].l), t[k].labels[j]);
             KD_CHECK(r == t[k].regions[j], "%s label %d -> %d", kd_layout_name(t[k].l),
                      t[k].labels[j], r);
             if (r < 0) continue;
             float reg[3] = {(float)(r & 1), (float)((r >> 1) & 1), (float)((r >> 2) & 1)};
             uint8_t back;
-            kd_regions_to_labels(t[k].l, reg, 1, &back);
+            kd_regions_to_labels(kd_layout_labels(t[k].l), reg, 1, &back);
             KD_CHECK(back == t[k].labels[j], "%s regions %d -> label %d", kd_layout_name(t[k].l), r,
                      back);
         }

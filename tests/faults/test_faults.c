@@ -23,9 +23,8 @@
 #include <unistd.h>
 
 #include "../kdtest.h"
-#include "tmpfiles.h"
-#include "kdseg/data.h"
 #include "kdseg/fs.h"
+#include "kdseg/data.h"
 #include "kdseg/tensorfile.h"
 #include "kdseg/train.h"
 
@@ -163,7 +162,7 @@ static int copy_file(const char *from, const char *to) {
     return ok ? 0 : -1;
 }
 
-/* Names of the temporary files (kdseg's exact patterns, tmpfiles.h) directly in dir,
+/* Names of the temporary files (kdseg's exact patterns, kdseg/fs.h) directly in dir,
  * space-separated into out (empty: none); returns how many. */
 static int temp_files(const char *dir, char *out, size_t n) {
     DIR *dp = opendir(dir);
@@ -249,7 +248,7 @@ static int save_model(const char *spec, uint64_t seed, const char *path) {
     KD_DEVICE_OR_FAIL(dev);
     kd_model *m;
     KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, "step=0\n"));
+    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
     kd_model_free(m);
     return 0;
 }
@@ -260,15 +259,14 @@ static long ckpt_step(const char *path) {
     if (!dev) return -1;
     kd_model *m = NULL;
     kd_optim *o = NULL;
-    char meta[4096], v[64];
-    if (kd_checkpoint_load(path, dev, &m, NULL, &o, meta, sizeof meta)) {
+    kd_ckpt_meta meta;
+    if (kd_checkpoint_load(path, dev, &m, NULL, &o, &meta)) {
         fprintf(stderr, "%s does not load: %s\n", path, kd_last_error());
         return -1;
     }
     kd_optim_free(o);
     kd_model_free(m);
-    kd_meta_get(meta, "step", v, sizeof v);
-    return atol(v);
+    return meta.step;
 }
 
 /* Reads train.csv: the header and every row must be complete lines; fills steps[] with
@@ -1096,10 +1094,11 @@ static const fault_row fault_rows[] = {
     {"launch:400:CL_INVALID_WORK_GROUP_SIZE", F_TRAIN, "launching kernel kd_", "(N=1, C=", 0},
     {"read:1", F_TRAIN, "reading the loss", "downloading tensor (N=1, C=1", 0},
     {"read:2:CL_MEM_OBJECT_ALLOCATION_FAILURE", F_TRAIN, "reading the gradient norm", "out of memory", 0},
-    /* segment: the model, the second case's forward pass, its probabilities */
+    /* segment: the model, the second case's forward pass, its label map (thresholded on
+     * the device: 32^3 bytes, packed 4 per element) */
     {"launch:1", F_SEGMENT, "model 'resunet", "filling tensor", 0},
     {"launch:100", F_SEGMENT, ": forward of node", "launching kernel kd_", 1},
-    {"read:2", F_SEGMENT, "downloading tensor (N=1, C=3, D=32, H=32, W=32)", NULL, 1},
+    {"read:2", F_SEGMENT, "downloading tensor (N=1, C=1, D=1, H=1, W=8192)", NULL, 1},
 };
 
 /* A failing kernel launch or transfer (CL_OUT_OF_RESOURCES and others, injected with

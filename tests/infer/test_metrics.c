@@ -313,13 +313,43 @@ static int percentile_summary(void) {
     return 0;
 }
 
+/* Catches: the Dice of probability maps (training validation, the teachers' agreement)
+ * disagreeing with kd_metrics_compute's, thresholding at >= instead of >, or an empty
+ * pair scored 0. */
+static int dice_threshold(void) {
+    enum { N = 1000 };
+    static float a[N], b[N];
+    static uint8_t ma[N], mb[N];
+    unsigned x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 1103515245u + 12345u;
+        a[i] = (float)((x >> 8) % 1000) / 1000.0f;
+        x = x * 1103515245u + 12345u;
+        b[i] = (float)((x >> 8) % 1000) / 1000.0f;
+        ma[i] = a[i] > 0.5f;
+        mb[i] = b[i] > 0.5f;
+    }
+    kd_metrics m;
+    const double sp[3] = {1, 1, 1};
+    KD_CHECK_OK(kd_metrics_compute(ma, mb, 10, 10, 10, sp, KD_EMPTY_HD95_DEFAULT, &m));
+    double d = kd_dice_threshold(a, b, N, 0.5f);
+    KD_CHECK(d == m.dice && d > 0.3 && d < 0.7, "Dice %.17g vs kd_metrics_compute %.17g", d, m.dice);
+    float half[2] = {0.5f, 0.5f}, one[2] = {1, 0};
+    KD_CHECK(kd_dice_threshold(half, half, 2, 0.5f) == 1.0, "both empty (0.5 is not > 0.5): 1");
+    KD_CHECK(kd_dice_threshold(half, one, 2, 0.5f) == 0.0, "one empty: 0");
+    KD_CHECK(kd_dice_threshold(one, one, 2, 0.5f) == 1.0, "identical: 1");
+    float p[4] = {0.9f, 0.9f, 0.2f, 0.7f}, q[4] = {0.6f, 0.1f, 0.1f, 0.8f};
+    KD_CHECK(fabs(kd_dice_threshold(p, q, 4, 0.5f) - 2.0 * 2 / (3 + 2)) < 1e-15, "2|A&B|/(|A|+|B|)");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"dice_shifted_cubes", dice_shifted_cubes}, {"hd95_shifted_cubes", hd95_shifted_cubes},
         {"hd95_anisotropic", hd95_anisotropic},     {"hd95_spheres", hd95_spheres},
         {"surface_border", surface_border},         {"edt_brute_force", edt_brute_force},
         {"hd95_brute_force", hd95_brute_force},     {"empty_masks", empty_masks},
-        {"percentile_summary", percentile_summary},
+        {"percentile_summary", percentile_summary}, {"dice_threshold", dice_threshold},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

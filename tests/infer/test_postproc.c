@@ -62,9 +62,18 @@ static int label_mapping(void) {
     o = rules_off(KD_LABELS_2023);
     KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
     KD_CHECK(l[10] == 2 && l[11] == 1 && l[12] == 3, "2023: %d %d %d", l[10], l[11], l[12]);
+    /* MSD (annotations of a Decathlon dataset): 1 edema, 2 non-enhancing, 3 enhancing, and
+     * a small ET becomes non-enhancing core (2), not 1 */
     o = rules_off(KD_LABELS_MSD);
+    KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
+    KD_CHECK(l[10] == 1 && l[11] == 2 && l[12] == 3 && l[13] == 2 && l[0] == 0, "MSD: %d %d %d %d",
+             l[10], l[11], l[12], l[13]);
+    o.et_min_voxels = 5;
+    KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
+    KD_CHECK(l[12] == 2 && l[10] == 1, "MSD small ET -> core 2: %d", l[12]);
+    o = rules_off(KD_LABELS_AUTO);
     KD_CHECK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l) == KD_ERR_INVALID_ARG,
-             "MSD output refused");
+             "AUTO output refused");
     return 0;
 }
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "../kdtest.h"
-#include "nn/tensor_impl.h"
+#include "runtime/tensor_impl.h"
 #include "ops/ops.h"
 #include "ops/ref/ref.h"
 

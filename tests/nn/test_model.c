@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 #include <sys/stat.h>
 
 #include "../kdtest.h"
@@ -397,15 +398,42 @@ static int checkpoint_roundtrip(void) {
     KD_CHECK_OK(kd_optim_create(m, &oc, &o));
     KD_CHECK_OK(kd_tensor_fill(kd_optim_state_tensor(o, 1), 0.25f));
     KD_CHECK_OK(kd_tensor_fill(kd_model_state(m), 0.5f));
-    char path[1024], meta[4096];
+    char path[1024];
     snprintf(path, sizeof path, "%s/a.kds", kd_test_tmpdir());
-    KD_CHECK_OK(kd_checkpoint_save(path, m, o, "step=7\nfoo=bar\n"));
-    KD_CHECK_OK(kd_checkpoint_load(path, dev, &m2, &oc, &o2, meta, sizeof meta));
+    kd_ckpt_meta meta, back;
+    kd_ckpt_meta_init(&meta);
+    meta.step = 7;
+    meta.steps = 1000;
+    meta.seed = 18446744073709551557ULL;
+    meta.best_dice = 0.1 + 0.2; /* not a short decimal: must come back bit for bit */
+    meta.lr = 3e-3;
+    meta.batch = 2;
+    meta.patch[0] = 32, meta.patch[1] = 48, meta.patch[2] = 16;
+    snprintf(meta.mode, sizeof meta.mode, "online");
+    snprintf(meta.data, sizeof meta.data, "/data/a folder, with=odd chars");
+    snprintf(meta.loss, sizeof meta.loss, "bce");
+    snprintf(meta.optim, sizeof meta.optim, "sgd");
+    snprintf(meta.spec, sizeof meta.spec, "ignored: the model's own spec is written");
+    KD_CHECK_OK(kd_checkpoint_save(path, m, o, &meta));
+    KD_CHECK_OK(kd_checkpoint_load(path, dev, &m2, &oc, &o2, &back));
     KD_CHECK(!strcmp(kd_model_spec(m), kd_model_spec(m2)), "spec");
     if (same_params(m, m2)) return 1;
     KD_CHECK(kd_optim_steps(o2) == 7, "step restored: %ld", kd_optim_steps(o2));
-    char v[64];
-    KD_CHECK(kd_meta_get(meta, "foo", v, sizeof v) && !strcmp(v, "bar"), "meta");
+    KD_CHECK(!strcmp(back.spec, kd_model_spec(m)), "meta spec %s", back.spec);
+    memcpy(meta.spec, back.spec, sizeof meta.spec);
+    KD_CHECK(back.step == 7 && back.steps == 1000 && back.seed == meta.seed &&
+                 back.best_dice == meta.best_dice && back.lr == meta.lr && back.batch == 2 &&
+                 back.patch[0] == 32 && back.patch[1] == 48 && back.patch[2] == 16 &&
+                 !strcmp(back.mode, "online") && !strcmp(back.data, meta.data) &&
+                 !strcmp(back.loss, "bce") && !strcmp(back.optim, "sgd"),
+             "metadata round trip: step %ld steps %ld best %.17g patch %d,%d,%d data '%s'",
+             back.step, back.steps, back.best_dice, back.patch[0], back.patch[1], back.patch[2],
+             back.data);
+    kd_ckpt_meta alone;
+    KD_CHECK_OK(kd_checkpoint_read_meta(path, &alone));
+    KD_CHECK(!memcmp(&alone, &back, sizeof alone), "read_meta differs from load's");
+    snprintf(meta.data, sizeof meta.data, "two\nlines");
+    KD_CHECK(kd_checkpoint_save(path, m, o, &meta) == KD_ERR_INVALID_ARG, "a newline in a text field");
     float h[4];
     kd_tensor *view;
     KD_CHECK_OK(kd_tensor_view(kd_optim_state_tensor(o2, 1), 3, kd_shape5(1, 4, 1, 1, 1), &view));
@@ -431,6 +459,94 @@ static int write_bytes(const char *path, const unsigned char *b, size_t n) {
     return 0;
 }
 
+/* path's checkpoint with its metadata block replaced by `text` (CRC recomputed): a file
+ * as an older kdseg wrote it, whose metadata was key=value text assembled by each caller. */
+static int rewrite_meta(const char *path, const char *text, const char *out) {
+    FILE *f = fopen(path, "rb");
+    KD_CHECK(f, "%s", path);
+    fseek(f, 0, SEEK_END);
+    size_t n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(n), *c = malloc(n + strlen(text));
+    KD_CHECK(b && c && fread(b, 1, n, f) == n, "read");
+    fclose(f);
+    uint32_t mlen, tl = (uint32_t)strlen(text);
+    memcpy(&mlen, b + 12, 4);
+    memcpy(c, b, 12);
+    memcpy(c + 12, &tl, 4);
+    memcpy(c + 16, text, tl);
+    size_t rest = n - 16 - mlen - 4, m = 16 + tl + rest;
+    memcpy(c + 16 + tl, b + 16 + mlen, rest);
+    uint32_t crc = (uint32_t)crc32(0L, c, (uInt)m);
+    memcpy(c + m, &crc, 4);
+    f = fopen(out, "wb");
+    KD_CHECK(f && fwrite(c, 1, m + 4, f) == m + 4 && fclose(f) == 0, "write %s", out);
+    free(b);
+    free(c);
+    return 0;
+}
+
+/* Catches: checkpoints of older versions (metadata written by four different callers, each
+ * with its own keys) no longer loading, or their values misread. */
+static int checkpoint_old_meta(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    const char *spec = "resunet:widths=8,16:enc=1,1:dec=1";
+    kd_model *m, *m2;
+    kd_optim *o, *o2;
+    kd_optim_config oc;
+    kd_optim_defaults(&oc);
+    KD_CHECK_OK(kd_model_create(dev, spec, 5, &m));
+    KD_CHECK_OK(kd_optim_create(m, &oc, &o));
+    char path[1024], old[1100], text[2048];
+    snprintf(path, sizeof path, "%s/new.kds", kd_test_tmpdir());
+    snprintf(old, sizeof old, "%s/old.kds", kd_test_tmpdir());
+    KD_CHECK_OK(kd_checkpoint_save(path, m, o, NULL));
+    /* kdseg train (trainer.c + the session's extra lines) */
+    snprintf(text, sizeof text,
+             "spec=%s\nstep=50\nseed=1\nbest_dice=0.712345\nlr=0.003\nsteps=400\n"
+             "data=/x/data/labeled\nloss=paper\noptim=adam\npatch=32,32,32\nbatch=2\n",
+             kd_model_spec(m));
+    if (rewrite_meta(path, text, old)) return 1;
+    kd_ckpt_meta meta;
+    KD_CHECK_OK(kd_checkpoint_load(old, dev, &m2, &oc, &o2, &meta));
+    KD_CHECK(meta.step == 50 && meta.seed == 1 && meta.best_dice == 0.712345 && meta.lr == 0.003 &&
+                 meta.steps == 400 && !strcmp(meta.data, "/x/data/labeled") &&
+                 !strcmp(meta.loss, "paper") && !strcmp(meta.optim, "adam") && meta.patch[0] == 32 &&
+                 meta.patch[2] == 32 && meta.batch == 2 && !meta.mode[0],
+             "train checkpoint: step %ld best %g patch %d", meta.step, meta.best_dice, meta.patch[0]);
+    KD_CHECK(kd_optim_steps(o2) == 50, "optimizer step %ld", kd_optim_steps(o2));
+    if (same_params(m, m2)) return 1;
+    kd_optim_free(o2);
+    kd_model_free(m2);
+    /* kdseg distill --online (its own key set: no lr, no steps, mode) */
+    snprintf(text, sizeof text,
+             "spec=%s\nstep=25\nseed=3\nbest_dice=-1.000000\nmode=online\ndata=d\nloss=paper\n"
+             "optim=adam\npatch=16,16,16\nbatch=1\n", kd_model_spec(m));
+    if (rewrite_meta(path, text, old)) return 1;
+    KD_CHECK_OK(kd_checkpoint_load(old, dev, &m2, NULL, NULL, &meta));
+    KD_CHECK(meta.step == 25 && meta.seed == 3 && meta.best_dice == -1 && meta.lr == 0 &&
+                 meta.steps == 0 && !strcmp(meta.mode, "online") && meta.patch[1] == 16,
+             "online checkpoint: step %ld mode %s", meta.step, meta.mode);
+    kd_model_free(m2);
+    /* kdseg import-torch and the tests' untrained models: a key this version ignores */
+    snprintf(text, sizeof text, "spec=%s\nstep=0\nimported_from=pytorch\n", kd_model_spec(m));
+    if (rewrite_meta(path, text, old)) return 1;
+    KD_CHECK_OK(kd_checkpoint_read_meta(old, &meta));
+    KD_CHECK(meta.step == 0 && meta.patch[0] == 0 && meta.best_dice == -1 &&
+                 !strcmp(meta.spec, kd_model_spec(m)), "imported checkpoint");
+    /* a value that does not parse is an error naming the key */
+    snprintf(text, sizeof text, "spec=%s\nstep=many\n", kd_model_spec(m));
+    if (rewrite_meta(path, text, old)) return 1;
+    KD_CHECK(kd_checkpoint_load(old, dev, &m2, NULL, NULL, &meta) == KD_ERR_FORMAT && !m2 &&
+                 strstr(kd_last_error(), "step=many"), "bad value: %s", kd_last_error());
+    snprintf(text, sizeof text, "step=1\n");
+    if (rewrite_meta(path, text, old)) return 1;
+    KD_CHECK(kd_checkpoint_read_meta(old, &meta) == KD_ERR_FORMAT, "no spec");
+    kd_optim_free(o);
+    kd_model_free(m);
+    return 0;
+}
+
 /* Catches: corrupt, truncated or foreign checkpoints loaded as good ones. */
 static int checkpoint_corrupt(void) {
     KD_DEVICE_OR_FAIL(dev);
@@ -439,7 +555,7 @@ static int checkpoint_corrupt(void) {
     char path[1024], bad[1100];
     snprintf(path, sizeof path, "%s/c.kds", kd_test_tmpdir());
     snprintf(bad, sizeof bad, "%s/bad.kds", kd_test_tmpdir());
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, "step=1\n"));
+    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
     FILE *f = fopen(path, "rb");
     fseek(f, 0, SEEK_END);
     size_t n = (size_t)ftell(f);
@@ -449,21 +565,21 @@ static int checkpoint_corrupt(void) {
     fclose(f);
     b[n / 2] ^= 0x40;
     write_bytes(bad, b, n);
-    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL, 0) == KD_ERR_FORMAT && !m2, "bit flip");
+    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL) == KD_ERR_FORMAT && !m2, "bit flip");
     KD_CHECK(strstr(kd_last_error(), "CRC") != NULL, "%s", kd_last_error());
     b[n / 2] ^= 0x40;
     write_bytes(bad, b, n - 100);
-    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL, 0) == KD_ERR_FORMAT, "truncated");
+    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL) == KD_ERR_FORMAT, "truncated");
     b[8] = 99;
     write_bytes(bad, b, n);
-    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL, 0) == KD_ERR_FORMAT, "version");
+    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL) == KD_ERR_FORMAT, "version");
     KD_CHECK(strstr(kd_last_error(), "version 99") != NULL, "%s", kd_last_error());
     write_bytes(bad, (const unsigned char *)"not a checkpoint at all, really", 31);
-    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL, 0) == KD_ERR_FORMAT, "magic");
-    KD_CHECK(kd_checkpoint_load("/nonexistent/x.kds", dev, &m2, NULL, NULL, NULL, 0) == KD_ERR_IO,
+    KD_CHECK(kd_checkpoint_load(bad, dev, &m2, NULL, NULL, NULL) == KD_ERR_FORMAT, "magic");
+    KD_CHECK(kd_checkpoint_load("/nonexistent/x.kds", dev, &m2, NULL, NULL, NULL) == KD_ERR_IO,
              "missing");
     /* an unwritable folder: error, and the old file stays */
-    KD_CHECK(kd_checkpoint_save("/nonexistent-dir/x.kds", m, NULL, "") == KD_ERR_IO, "unwritable");
+    KD_CHECK(kd_checkpoint_save("/nonexistent-dir/x.kds", m, NULL, NULL) == KD_ERR_IO, "unwritable");
     free(b);
     kd_model_free(m);
     return 0;
@@ -511,7 +627,7 @@ static int train_steps(kd_device *dev, const char *dir, long start, long steps, 
     oc.lr = 3e-3f;
     char path[1200];
     snprintf(path, sizeof path, "%s/last.kds", dir);
-    if (resume) KD_CHECK_OK(kd_checkpoint_load(path, dev, &m, &oc, &o, NULL, 0));
+    if (resume) KD_CHECK_OK(kd_checkpoint_load(path, dev, &m, &oc, &o, NULL));
     else {
         KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16:enc=1,1:dec=1", 11, &m));
         KD_CHECK_OK(kd_optim_create(m, &oc, &o));
@@ -521,8 +637,6 @@ static int train_steps(kd_device *dev, const char *dir, long start, long steps, 
     c.tgt = malloc(2 * 3 * 4096 * 4);
     kd_train_config tc;
     memset(&tc, 0, sizeof tc);
-    tc.batch = 2;
-    tc.patch[0] = tc.patch[1] = tc.patch[2] = 16;
     tc.steps = steps;
     tc.lr = oc.lr;
     kd_schedule_defaults(&tc.sched);
@@ -531,7 +645,11 @@ static int train_steps(kd_device *dev, const char *dir, long start, long steps, 
     tc.out_dir = dir;
     tc.best_so_far = -1;
     mkdir(dir, 0755);
-    kd_status s = kd_train_run(m, o, &tc, start, syn_batch, &c, NULL, NULL, res);
+    kd_plain_step *ps;
+    const int patch[3] = {16, 16, 16};
+    KD_CHECK_OK(kd_plain_step_create(m, o, 2, patch, syn_batch, &c, &ps));
+    kd_status s = kd_train_run(m, o, &tc, start, kd_plain_step_run, ps, NULL, NULL, res);
+    kd_plain_step_free(ps);
     free(c.img);
     free(c.tgt);
     KD_CHECK_OK(s);
@@ -586,8 +704,8 @@ static int resume_exact(void) {
     char p1[1100], p2[1100];
     snprintf(p1, sizeof p1, "%s/last.kds", a);
     snprintf(p2, sizeof p2, "%s/last.kds", b);
-    KD_CHECK_OK(kd_checkpoint_load(p1, dev, &m1, NULL, NULL, NULL, 0));
-    KD_CHECK_OK(kd_checkpoint_load(p2, dev, &m2, NULL, NULL, NULL, 0));
+    KD_CHECK_OK(kd_checkpoint_load(p1, dev, &m1, NULL, NULL, NULL));
+    KD_CHECK_OK(kd_checkpoint_load(p2, dev, &m2, NULL, NULL, NULL));
     int r2 = same_params(m1, m2);
     kd_model_free(m1);
     kd_model_free(m2);
@@ -843,6 +961,7 @@ int main(int argc, char **argv) {
         {"teachers_grad", teachers_grad},
         {"checkpoint_roundtrip", checkpoint_roundtrip},
         {"checkpoint_corrupt", checkpoint_corrupt},
+        {"checkpoint_old_meta", checkpoint_old_meta},
         {"overfit", overfit},
         {"resume_exact", resume_exact},
         {"determinism", determinism},

@@ -1,44 +1,154 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 8: runs on a lent NVIDIA machine (no apt, no network),
-# from the repository root, with the x86-64 kdseg binary and the libraries it needs
-# (ICD loader, CLBlast, libnifti) carried in .gpu/. Registers NVIDIA's OpenCL driver with
-# the ICD loader when the image has no vendors file, then runs kdseg bench train / infer /
-# ops / sched against PyTorch + cuDNN on the same GPU. Everything goes to $OUT.
-#   usage (device tool): bash tools/bench/gpu.sh            (carry .gpu)
+# The prepared GPU check (issues 8 and 21): one script, one time limit, everything into $OUT.
+#
+#   bash tools/bench/gpu.sh --prepare   here, after a build: copies build/tools/kdseg, the
+#                                       libraries it needs that a bare image may lack (ICD
+#                                       loader, CLBlast, libnifti) and the paper-width golden
+#                                       file into .gpu/ (git-ignored; about 30 MB)
+#   bash tools/bench/gpu.sh             on the lent machine (device tool, carry [".gpu"]),
+#                                       from the repository root; no apt, no network
+#   bash tools/bench/gpu.sh --cpu-check here: the same steps on the PoCL CPU device with
+#                                       small sizes and PyTorch on the CPU, to check the
+#                                       script's logic, its JSON and its summary
+#
+# On the GPU it registers NVIDIA's OpenCL driver with the ICD loader when the image has no
+# vendors file for it, then runs, each step under its own timeout and all of them within
+# KDSEG_GPU_BUDGET seconds (default 420: a rerun still fits in 15 minutes of device time):
+# devices, the selftest against PyTorch's golden tensors, bench peak (when the build has it),
+# kdseg tune, bench train at 64^3 and 128^3, bench infer at 160x192x160 (whole volume, with
+# and without 4 flips; windows of 128^3; one window or flip per forward pass, the default,
+# and up to 4) against
+# PyTorch + cuDNN in the same run (strict fp32), and the quick demo. A step that does not
+# fit in the time left is skipped and says so. Last, a summary table of kdseg against
+# PyTorch from the JSON files (tools/bench/gpu_summary.py).
 set -u
+cd "$(dirname "$0")/../.."
+MODE=gpu
+case "${1:-}" in
+--prepare)
+    [ -x build/tools/kdseg ] || { echo "gpu.sh --prepare: build first (bash tools/setup.sh)"; exit 1; }
+    rm -rf .gpu && mkdir -p .gpu
+    cp build/tools/kdseg .gpu/
+    for lib in libOpenCL.so.1 libclblast.so.1 libnifti2.so.2 libznz.so.3; do
+        p=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64/ {print $NF; exit}')
+        [ -n "$p" ] && cp -L "$p" .gpu/ && echo "  $lib <- $p"
+    done
+    gold=../shared/reference/resunet-c8-n1-32.kdgold
+    [ -f "$gold" ] && cp "$gold" .gpu/ && echo "  $(basename "$gold")"
+    du -sh .gpu
+    exit 0
+    ;;
+--cpu-check) MODE=cpu ;;
+"") ;;
+*) echo "usage: gpu.sh [--prepare | --cpu-check]"; exit 2 ;;
+esac
+
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
 exec > >(tee -a "$LOG") 2>&1
-step() { echo; echo "=== $* ($(date +%T))"; }
+BUDGET=${KDSEG_GPU_BUDGET:-420}
+START=$(date +%s)
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+step() { echo; echo "=== $* ($(date +%T), $(left) s left)"; }
+TMULT=1 # step limits are sized for the GPU; the CPU check multiplies them
+# run LIMIT NAME CMD...: the command under min(LIMIT x TMULT, time left - 5 s), or skipped
+run() {
+    local lim=$(($1 * TMULT)) name=$2 l
+    shift 2
+    l=$(($(left) - 5))
+    [ "$l" -lt "$lim" ] && lim=$l
+    step "$name"
+    if [ "$lim" -lt 10 ]; then
+        echo "SKIPPED: $name (no time left in the ${BUDGET} s budget)"
+        echo "$name: skipped" >>"$OUT/steps.txt"
+        return 0
+    fi
+    timeout "$lim" "$@"
+    local rc=$?
+    [ $rc = 124 ] && echo "TIMED OUT after $lim s: $name"
+    echo "$name: rc $rc" >>"$OUT/steps.txt"
+    return 0
+}
+: >"$OUT/steps.txt"
 
-step environment
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
-python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
-lib=$(ls /usr/local/nvidia/lib64/libnvidia-opencl.so* /usr/lib/x86_64-linux-gnu/libnvidia-opencl.so* \
-          /usr/local/nvidia/lib/libnvidia-opencl.so* 2>/dev/null | head -1)
-echo "NVIDIA OpenCL driver library: ${lib:-none found}"
-ls /etc/OpenCL/vendors 2>/dev/null
-if [ -n "$lib" ] && ! grep -qs nvidia /etc/OpenCL/vendors/*.icd; then
-    mkdir -p /etc/OpenCL/vendors && echo "$lib" > /etc/OpenCL/vendors/nvidia.icd
-    echo "registered $lib in /etc/OpenCL/vendors/nvidia.icd"
+if [ "$MODE" = gpu ]; then
+    K=.gpu/kdseg
+    [ -x "$K" ] || { echo "no .gpu/kdseg: run gpu.sh --prepare here and carry .gpu"; exit 1; }
+    TD=cuda
+    TRAIN_PATCHES="64 128"
+    VOL=160,192,160
+    TILE=128
+    REPS=3
+    GOLD=.gpu/resunet-c8-n1-32.kdgold
+    step environment
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
+    python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
+    lib=$(ls /usr/local/nvidia/lib64/libnvidia-opencl.so* /usr/lib/x86_64-linux-gnu/libnvidia-opencl.so* \
+              /usr/local/nvidia/lib/libnvidia-opencl.so* 2>/dev/null | head -1)
+    echo "NVIDIA OpenCL driver library: ${lib:-none found}"
+    ls /etc/OpenCL/vendors 2>/dev/null
+    if [ -n "$lib" ] && ! grep -qs nvidia /etc/OpenCL/vendors/*.icd; then
+        mkdir -p /etc/OpenCL/vendors && echo "$lib" >/etc/OpenCL/vendors/nvidia.icd
+        echo "registered $lib in /etc/OpenCL/vendors/nvidia.icd"
+    fi
+    [ -z "$lib" ] && find / -xdev -name 'libnvidia-opencl*' 2>/dev/null | head
+    export LD_LIBRARY_PATH=$PWD/.gpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export XDG_CACHE_HOME=/tmp/kdseg-cache
+else
+    K=build/tools/kdseg
+    [ -x "$K" ] || { echo "no build/tools/kdseg: bash tools/setup.sh first"; exit 1; }
+    TD=cpu
+    TRAIN_PATCHES="32"
+    VOL=48,48,48
+    TILE=32
+    REPS=1
+    TMULT=4
+    GOLD=tests/golden/resunet-w8-16-24-32-b2-16x24x32.kdgold
+    export KDSEG_CONV=direct # skip the conv chooser's one-time timings
 fi
-[ -z "$lib" ] && find / -xdev -name 'libnvidia-opencl*' 2>/dev/null | head
-export LD_LIBRARY_PATH=$PWD/.gpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export XDG_CACHE_HOME=/tmp/kdseg-cache
-K=.gpu/kdseg
-T="--compare-pytorch --torch-device cuda"
+[ -f "$GOLD" ] || GOLD=tests/golden/resunet-w8-16-24-32-b2-16x24x32.kdgold
+T="--compare-pytorch --torch-device $TD"
+echo "mode $MODE, kdseg $K, budget $BUDGET s, out $OUT"
 
 step devices
-timeout 120 $K devices --build || { echo "no usable OpenCL GPU: stopping"; exit 1; }
-step "bench train 64^3"
-timeout 150 $K bench train --patch 64 --reps 5 $T --json $OUT/train64.json
-step "bench infer 160x192x160"
-timeout 150 $K bench infer $T --json $OUT/infer.json
-step "bench train 128^3"
-timeout 150 $K bench train --patch 128 --reps 3 $T --json $OUT/train128.json
-step "bench ops 64^3"
-timeout 150 $K bench ops $T --json $OUT/ops.json
-step "bench sched"
-timeout 60 $K bench sched --json $OUT/sched.json
+timeout $((120 * TMULT)) $K devices --build | tee "$OUT/devices.txt"
+chosen=$(grep '^chosen:' "$OUT/devices.txt")
+if [ "$MODE" = gpu ] && ! grep -qi nvidia <<<"$chosen"; then
+    echo "no usable NVIDIA OpenCL GPU (${chosen:-no device}): stopping"
+    exit 1
+fi
+run 60 selftest $K selftest --golden "$GOLD"
+if $K bench --help 2>&1 | grep -q '^  peak '; then
+    run 60 "bench peak" bash -c "$K bench peak --json $OUT/peak.json | tee $OUT/peak.txt"
+else
+    step "bench peak"
+    echo "SKIPPED: this build has no 'kdseg bench peak' (branch kern adds it)"
+    echo "bench peak: not in this build" >>"$OUT/steps.txt"
+fi
+if [ "$MODE" = gpu ]; then
+    run 60 tune $K tune
+    cp "$XDG_CACHE_HOME"/kdseg/conv-tuning.txt "$OUT/" 2>/dev/null
+fi
+for p in $TRAIN_PATCHES; do
+    run 90 "bench train ${p}^3" $K bench train --patch "$p" --reps $REPS $T --json "$OUT/train$p.json"
+done
+run 90 "bench infer whole volume" \
+    $K bench infer --volume $VOL --reps $REPS $T --json "$OUT/infer.json"
+run 60 "bench infer whole volume, batch 4" \
+    $K bench infer --volume $VOL --reps $REPS --batch 4 --json "$OUT/infer_b4.json"
+run 90 "bench infer windows ${TILE}^3" \
+    $K bench infer --volume $VOL --tile $TILE --reps $REPS $T --json "$OUT/infer_tile.json"
+run 60 "bench infer windows ${TILE}^3, batch 4" \
+    $K bench infer --volume $VOL --tile $TILE --reps $REPS --batch 4 --json "$OUT/infer_tile_b4.json"
+# the demo's folder (data, models, predictions) stays out of $OUT; its tables come back
+DEMO=/tmp/kdseg-gpu-demo
+rm -rf "$DEMO"
+run 150 "demo --quick" $K demo --quick --out "$DEMO"
+for f in results.csv results.md; do
+    [ -f "$DEMO/$f" ] && cp "$DEMO/$f" "$OUT/demo_$f"
+done
+step summary
+python3 tools/bench/gpu_summary.py "$OUT" | tee "$OUT/summary.md"
 step done
+cat "$OUT/steps.txt"

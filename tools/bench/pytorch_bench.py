@@ -11,7 +11,7 @@ lr 1e-4, weight decay 1e-6).
 usage:
   pytorch_bench.py [--threads 2] train --widths 16,32,64,128 --enc 1,2,2,4 --dec 1,1,1
                    --patch 64 --batch 1 --reps 3
-  pytorch_bench.py infer ... --volume 160 192 160 --tta 4 --reps 1
+  pytorch_bench.py infer ... --volume 160 192 160 --tta 4 --reps 1 [--tile 64 64 64]
   pytorch_bench.py convs --edge 64 --reps 3 --shapes "ci,co,k,s,p,level;..."
 
 maxrss_mib is this process's peak resident memory (resource.getrusage), read at the end:
@@ -20,6 +20,7 @@ accounts for about 300 MiB of it; `base_rss_mib` is the figure right after start
 """
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
@@ -150,23 +151,58 @@ def bench_train(a, out):
     out.update(step_ms=ms, step_cpu_ms=cms, params=npar, patch=a.patch, batch=a.batch)
 
 
+def positions(size, tile, overlap=0.5):
+    """Window starts along one axis, evenly spaced (nnU-Net; kdseg's placement)."""
+    if tile >= size:
+        return [0]
+    n = math.ceil((size - tile) / (tile * (1 - overlap))) + 1
+    return [round(i * (size - tile) / (n - 1)) for i in range(n)]
+
+
+def gaussian(tile):
+    """kdseg_gaussian_weights: sigma = tile / 8 per axis, max 1, floored at 1e-3."""
+    axes = [torch.exp(-0.5 * ((torch.arange(t, dtype=torch.float64) - (t - 1) / 2) / (t / 8)) ** 2)
+            for t in tile]
+    w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return (w / w.max()).clamp(min=1e-3).float()
+
+
 def bench_infer(a, out):
+    """Whole volume, or sliding windows of --tile with Gaussian blending as kdseg does it:
+    one window and flip per forward pass (MONAI's default sw_batch_size=1), the blend
+    accumulated on the device."""
     model, npar = make_model(a)
     model.eval()
     x = (torch.rand(1, 4, *a.volume) * 4 - 2).to(DEV)
     flips = [[], [4], [3], [3, 4], [2], [2, 4], [2, 3], [2, 3, 4]][:max(1, a.tta)]
 
+    def flipped(v):
+        acc = None
+        for f in flips:
+            y = model(torch.flip(v, f) if f else v)
+            y = torch.flip(y, f) if f else y
+            acc = y if acc is None else acc + y
+        return acc / len(flips)
+
     def run():
         with torch.no_grad():
-            acc = None
-            for f in flips:
-                y = model(torch.flip(x, f) if f else x)
-                y = torch.flip(y, f) if f else y
-                acc = y if acc is None else acc + y
-            return acc / len(flips)
+            if not a.tile:
+                return flipped(x)
+            t = [min(a.tile[i], a.volume[i]) for i in range(3)]
+            w = gaussian(t).to(DEV)
+            acc = torch.zeros(1, 3, *a.volume, device=DEV)
+            wsum = torch.zeros(*a.volume, device=DEV)
+            for z in positions(a.volume[0], t[0]):
+                for y in positions(a.volume[1], t[1]):
+                    for xx in positions(a.volume[2], t[2]):
+                        sl = (slice(z, z + t[0]), slice(y, y + t[1]), slice(xx, xx + t[2]))
+                        acc[(slice(None), slice(None)) + sl] += w * flipped(x[(slice(None), slice(None)) + sl])
+                        wsum[sl] += w
+            return acc / wsum
 
     ms, cms = timed(run, a.reps)
-    out.update(infer_ms=ms, infer_cpu_ms=cms, tta=len(flips), volume=a.volume)
+    out.update(infer_ms=ms, infer_cpu_ms=cms, tta=len(flips), volume=a.volume,
+               tile=a.tile or a.volume)
 
 
 def bench_convs(a, out):
@@ -216,6 +252,7 @@ def main():
         sp.add_argument("--batch", type=int, default=1)
         sp.add_argument("--volume", type=int, nargs=3, default=[160, 192, 160])
         sp.add_argument("--tta", type=int, default=1)
+        sp.add_argument("--tile", type=int, nargs=3, default=None)
         sp.add_argument("--edge", type=int, default=64)
         sp.add_argument("--shapes", default="16,16,3,1,1,0")
     a = ap.parse_args()

@@ -8,5 +8,7 @@
 #include "../ops.h"
 #include "ref_conv.h"
 #include "ref_layers.h"
+#include "ref_train.h"
+#include "ref_window.h"
 
 #endif

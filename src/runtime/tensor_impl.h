@@ -3,7 +3,7 @@
 #ifndef KD_TENSOR_IMPL_H
 #define KD_TENSOR_IMPL_H
 
-#include "../runtime/rt.h"
+#include "rt.h"
 #include "kdseg/tensor.h"
 
 struct kd_tensor {

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "kdseg/plot.h"
-#include "train_common.h"
+#include "kd_internal.h"
 
 /* Grows *p to cap doubles; 0 (with *p untouched) when out of memory. */
 static int grow(double **p, int cap) {

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensor_dry.h"
 #include "tensor_impl.h"
 
 size_t kd_shape_numel(kd_shape s) {
@@ -46,6 +47,21 @@ kd_status kd_tensor_create(kd_device *dev, kd_shape s, kd_tensor **out) {
         return kd_fail_context(st, "tensor %s", kd_shape_str(s, b, sizeof b));
     }
     *out = t;
+    return KD_OK;
+}
+
+kd_status kd_tensor_create_dry(kd_device *dev, kd_shape s, kd_tensor **out) {
+    *out = NULL;
+    /* no 2^31-element limit: a plan may ask what a shape too large to run would need */
+    char b[96];
+    if (s.n <= 0 || s.c <= 0 || s.d <= 0 || s.h <= 0 || s.w <= 0)
+        return kd_fail(KD_ERR_SHAPE, "tensor shape %s has a non-positive dimension",
+                       kd_shape_str(s, b, sizeof b));
+    kd_tensor *t = calloc(1, sizeof *t);
+    if (!t) return kd_fail(KD_ERR_OUT_OF_MEMORY, "tensor");
+    t->dev = dev;
+    t->shape = s;
+    *out = t; /* mem NULL, owns 0: nothing to release */
     return KD_OK;
 }
 
@@ -183,14 +199,4 @@ kd_status kd_tensor_view(kd_tensor *t, size_t offset, kd_shape s, kd_tensor **ou
                        kd_shape_numel(s), offset, kd_shape_str(t->shape, a, sizeof a));
     }
     return make_view(t, offset, s, out);
-}
-
-kd_status kd_tensor_reshape(kd_tensor *t, kd_shape s, kd_tensor **out) {
-    *out = NULL;
-    if (kd_shape_numel(s) != kd_tensor_numel(t)) {
-        char a[96], b[96];
-        return kd_fail(KD_ERR_SHAPE, "reshape %s to %s", kd_shape_str(t->shape, a, 96),
-                       kd_shape_str(s, b, 96));
-    }
-    return make_view(t, 0, s, out);
 }
