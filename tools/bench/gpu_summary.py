@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Summary of a tools/bench/gpu.sh run: kdseg against PyTorch from the JSON files in OUT
 (train64/128 or the CPU check's patches, infer*.json), bench peak when present, and the
-quick demo's mean Dice per model. Markdown on stdout.
+quick demo's mean Dice per model, beside a reference run's (OUT/demo_ref_results.csv, e.g.
+PoCL's, which gpu.sh --prepare takes from KDSEG_DEMO_REF) when there is one. Markdown on
+stdout.
 
 usage: gpu_summary.py OUT
 """
@@ -77,15 +79,36 @@ def main():
         print(open(peak).read())
     demo = os.path.join(out, "demo_results.csv")
     if os.path.exists(demo):
-        dice = {}
-        with open(demo) as f:
-            for r in csv.DictReader(f):
-                d = dice.setdefault(r["model"], [])
-                d.append((float(r["dice_wt"]) + float(r["dice_tc"]) + float(r["dice_et"])) / 3)
+        dice = demo_dice(demo)
+        ref_path = os.path.join(out, "demo_ref_results.csv")
+        ref = demo_dice(ref_path) if os.path.exists(ref_path) else {}
         print("\nquick demo, mean Dice (WT, TC, ET averaged) per model:\n")
+        if ref:
+            print("| model | this device | reference (demo_ref_results.csv) | difference |")
+            print("| --- | ---: | ---: | ---: |")
         for m, v in dice.items():
-            print("  %-20s %.4f (%d cases)" % (m, sum(v) / len(v), len(v)))
+            mean = sum(v) / len(v)
+            if ref:
+                r = ref.get(m)
+                rmean = sum(r) / len(r) if r else None
+                print("| %s | %.4f (%d cases) | %s | %s |" % (
+                    m, mean, len(v), "%.4f (%d cases)" % (rmean, len(r)) if r else "-",
+                    "%+.4f" % (mean - rmean) if r else "-"))
+            else:
+                print("  %-20s %.4f (%d cases)" % (m, mean, len(v)))
+        for m in ref:
+            if m not in dice:
+                print("| %s | - | %.4f | - |" % (m, sum(ref[m]) / len(ref[m])))
 
+
+def demo_dice(path):
+    """Per model, each case's Dice averaged over WT, TC and ET, from a demo results.csv."""
+    dice = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            d = dice.setdefault(r["model"], [])
+            d.append((float(r["dice_wt"]) + float(r["dice_tc"]) + float(r["dice_et"])) / 3)
+    return dice
 
 if __name__ == "__main__":
     main()
