@@ -63,97 +63,218 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         if ((nc) >= 8) vstore8((a), 0, (p));                                               \
         else KD_LANES8(a, p, nc)                                                           \
     }
-#define KD_MST1(a, p, nc) (*(p) = (a));
+#define KD_MST1(a, p, nc) if ((nc) > 0) *(p) = (a);
 
 /* ---- forward ---------------------------------------------------------------------------
  * y (N, Do, Ho, Wo, Cout) = x (N, D, H, W, Cin) (*) w (KD, KH, KW, Cin, Cout) + b,
  * padding PD, PH, PW per axis (negative crops: the stride-1 input gradient runs here as a
  * conv with flipped weights and padding K-1-P). Cout is the weights' (possibly zero-padded)
- * channel count, Cy <= Cout the output's. Range: (ceil(Wo/KD_WB), Ho, N*Do * Cout/V) when
- * co_outer (large weights: each channel block's weight slice is reused from cache), else (ceil(Wo/KD_WB) * Cout/V, Ho, N*Do). */
-/* Edge of the forward: position j may fall outside (zero padding) or past Wo. */
-#define KD_FWD_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
-#define KD_FWD_PTR(j) (xr + (KD_FWD_OK(j) ? xi0 + (j) * S : 0) * Cin)
+ * channel count, Cy <= Cout the output's. zr: Cin zeros (read for taps in the padding).
+ *
+ * Register blocking: a work-item owns P output positions along W times M vectors of V
+ * output channels (P*M accumulators; blocks 4x1, 4x4, 8x1, 8x2). Per reduction step it loads M weight vectors and P
+ * input scalars (broadcast) for P*M FMAs: P = 8, M = 1 keeps 8 FMA chains in flight for a
+ * 16-channel layer (an FMA's latency times two FMA pipes on AVX-512 CPUs), M = 2 or 4
+ * reuses each broadcast over more channels for wide layers. Variants _pPmM of each width;
+ * the tuning table (wb, cb) picks one. Range: (ceil(Wo/P) * Cout/(V*M), Ho, N*Do), or when
+ * co_outer (large weights: each channel block's weight slice is reused from cache)
+ * (ceil(Wo/P), Ho, N*Do * Cout/(V*M)). */
 
-#define KD_CONV_FWD(SFX, VT, V, VLD, MST)                                                   \
-    __kernel void kd_conv3d_fwd_##SFX(                                                      \
-        __global const float *x, int xoff, __global const float *w, int woff,               \
-        __global const float *b, int boff, int has_b, __global float *y, int yoff, int N,   \
-        int D, int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD, int KH,     \
-        int KW, int S, int PD, int PH, int PW, int Cy, int co_outer) {                      \
-        int nco = Cout / V;                                                                 \
-        int g0 = get_global_id(0), yo = get_global_id(1), nz = get_global_id(2);            \
-        int co = (g0 % nco) * V, xo0 = (g0 / nco) * KD_WB;                                  \
-        if (co_outer) { /* channel block slowest: one weight slice stays in cache */        \
-            co = (nz / (N * Do)) * V, xo0 = g0 * KD_WB, nz = nz % (N * Do);                 \
-            if (co >= Cout) return;                                                         \
-        }                                                                                   \
-        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                 \
-        int n = nz / Do, zo = nz - n * Do;                                                  \
-        int nv = min(KD_WB, Wo - xo0);                                                      \
-        VT a0 = has_b ? VLD(b + boff + co) : (VT)0.0f;                                      \
-        VT a1 = a0, a2 = a0, a3 = a0;                                                       \
-        int st = S * Cin, xi00 = xo0 * S - PW;                                              \
-        /* all KW taps of all KD_WB positions inside: the (kw, ci) loops fuse into one, as   \
-         * x[xi0 + kw, ci] and w[kw, ci] are both contiguous in kw*Cin + ci */               \
-        int inner = nv == KD_WB && xi00 >= 0 && xi00 + (KD_WB - 1) * S + KW - 1 < W;        \
-        for (int kd = 0; kd < KD; kd++) {                                                   \
-            int zi = zo * S + kd - PD;                                                      \
-            if (zi < 0 || zi >= D) continue;                                                \
-            for (int kh = 0; kh < KH; kh++) {                                               \
-                int yi = yo * S + kh - PH;                                                  \
-                if (yi < 0 || yi >= H) continue;                                            \
-                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;    \
+/* Repetition over the P positions (KD_RP*, X(j, a)) and the M channel vectors (KD_RM*,
+ * Y(j, m); KD_RW*, Z(m)) of a block, with literal indices, so that accumulators are named
+ * variables (registers), not a private array. */
+#define KD_RP4(X, a) X(0, a) X(1, a) X(2, a) X(3, a)
+#define KD_RP8(X, a) KD_RP4(X, a) X(4, a) X(5, a) X(6, a) X(7, a)
+#define KD_RM1(Y, j) Y(j, 0)
+#define KD_RM2(Y, j) Y(j, 0) Y(j, 1)
+#define KD_RM4(Y, j) Y(j, 0) Y(j, 1) Y(j, 2) Y(j, 3)
+#define KD_RW1(Z) Z(0)
+#define KD_RW2(Z) Z(0) Z(1)
+#define KD_RW4(Z) Z(0) Z(1) Z(2) Z(3)
+
+/* Pieces of the forward; KD_F_VT, KD_F_V, KD_F_VLD, KD_F_MST name the width and are
+ * defined around each width's group of instantiations below. */
+#define KD_F_ACC(j, m) a##j##_##m
+#define KD_F_BIAS(m) \
+    KD_F_VT bias##m = has_b ? KD_F_VLD(b + boff + co + (m) * KD_F_V) : (KD_F_VT)0.0f;
+#define KD_F_DECL1(j, m) KD_F_VT KD_F_ACC(j, m) = bias##m;
+#define KD_F_DECL(j, RM) RM(KD_F_DECL1, j)
+#define KD_F_WLD(m) KD_F_VT wv##m = KD_F_VLD(wq + (m) * KD_F_V);
+#define KD_F_FMA(j, m) KD_F_ACC(j, m) = KD_MAD(xv##j, wv##m, KD_F_ACC(j, m));
+/* position j's input run: inside, x at xr + (xi0 + j*S)*Cin; in the padding or past Wo, Cin
+ * zeros from zr, so every position takes the same unconditional FMAs (a select per load
+ * would stop the compiler from folding the broadcast into the FMA) */
+#define KD_F_OK(j) ((j) < nv && xi0 + (j) * S >= 0 && xi0 + (j) * S < W)
+#define KD_F_Q(j, RM) __global const float *q##j = KD_F_OK(j) ? xr + (xi0 + (j) * S) * Cin : zr;
+#define KD_F_X(j, RM) { KD_F_VT xv##j = (KD_F_VT)q##j[t]; RM(KD_F_FMA, j) }
+#define KD_F_ST1(j, m) KD_F_MST(KD_F_ACC(j, m), yp + (j) * Cy + (m) * KD_F_V, nc - (m) * KD_F_V)
+#define KD_F_ST(j, RM) if ((j) < nv) { RM(KD_F_ST1, j) }
+
+#define KD_CONV_FWD(NAME, P, M, RP, RM, RW)                                                  \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *w, int woff, \
+                       __global const float *b, int boff, int has_b,                         \
+                       __global const float *zr, __global float *y,                          \
+                       int yoff, int N, int D, int H, int W, int Cin, int Do, int Ho, int Wo, \
+                       int Cout, int KD, int KH, int KW, int S, int PD, int PH, int PW,       \
+                       int Cy, int co_outer) {                                               \
+        const int VM = KD_F_V * (M);                                                         \
+        int nco = Cout / VM;                                                                 \
+        int g0 = get_global_id(0), yo = get_global_id(1), nz = get_global_id(2);             \
+        int co = (g0 % nco) * VM, xo0 = (g0 / nco) * (P);                                    \
+        if (co_outer) { /* channel block slowest: one weight slice stays in cache */         \
+            co = (nz / (N * Do)) * VM, xo0 = g0 * (P), nz = nz % (N * Do);                   \
+            if (co >= Cout) return;                                                          \
+        }                                                                                    \
+        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                  \
+        int n = nz / Do, zo = nz - n * Do;                                                   \
+        int nv = min((P), Wo - xo0);                                                         \
+        RW(KD_F_BIAS)                                                                        \
+        RP(KD_F_DECL, RM)                                                                    \
+        int xi00 = xo0 * S - PW;                                                             \
+        /* all KW taps of all P positions inside: the (kw, ci) loops fuse into one run of     \
+         * KW*Cin, as x[xi0 + kw, ci] and w[kw, ci] are both contiguous in kw*Cin + ci */     \
+        int inner = nv == (P) && xi00 >= 0 && xi00 + ((P) - 1) * S + KW - 1 < W;             \
+        int nkw = inner ? 1 : KW, run = inner ? KW * Cin : Cin;                              \
+        for (int kd = 0; kd < KD; kd++) {                                                    \
+            int zi = zo * S + kd - PD;                                                       \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int kh = 0; kh < KH; kh++) {                                                \
+                int yi = yo * S + kh - PH;                                                   \
+                if (yi < 0 || yi >= H) continue;                                             \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
                 __global const float *wr = w + woff + (kd * KH + kh) * KW * Cin * Cout + co; \
-                if (inner) {                                                                \
-                    __global const float *p = xr + xi00 * Cin;                              \
-                    _Pragma("unroll 2")                                                     \
-                    for (int t = 0; t < KW * Cin; t++) {                                    \
-                        VT wv = VLD(wr + t * Cout);                                         \
-                        a0 = KD_MAD((VT)p[t], wv, a0);                                      \
-                        a1 = KD_MAD((VT)p[st + t], wv, a1);                                 \
-                        a2 = KD_MAD((VT)p[2 * st + t], wv, a2);                             \
-                        a3 = KD_MAD((VT)p[3 * st + t], wv, a3);                             \
-                    }                                                                       \
-                    continue;                                                               \
-                }                                                                           \
-                for (int kw = 0; kw < KW; kw++) {                                           \
-                    int xi0 = xi00 + kw;                                                    \
-                    __global const float *wk = wr + kw * Cin * Cout;                        \
-                    int o0 = KD_FWD_OK(0), o1 = KD_FWD_OK(1), o2 = KD_FWD_OK(2), o3 = KD_FWD_OK(3); \
-                    __global const float *q0 = KD_FWD_PTR(0), *q1 = KD_FWD_PTR(1);          \
-                    __global const float *q2 = KD_FWD_PTR(2), *q3 = KD_FWD_PTR(3);          \
-                    if (o0 && o1 && o2 && o3) {                                             \
-                        for (int ci = 0; ci < Cin; ci++) {                                  \
-                            VT wv = VLD(wk + ci * Cout);                                    \
-                            a0 = KD_MAD((VT)q0[ci], wv, a0);                                \
-                            a1 = KD_MAD((VT)q1[ci], wv, a1);                                \
-                            a2 = KD_MAD((VT)q2[ci], wv, a2);                                \
-                            a3 = KD_MAD((VT)q3[ci], wv, a3);                                \
-                        }                                                                   \
-                        continue;                                                           \
-                    }                                                                       \
-                    for (int ci = 0; ci < Cin; ci++) {                                      \
-                        VT wv = VLD(wk + ci * Cout);                                        \
-                        a0 = KD_MAD((VT)(o0 ? q0[ci] : 0.0f), wv, a0);                      \
-                        a1 = KD_MAD((VT)(o1 ? q1[ci] : 0.0f), wv, a1);                      \
-                        a2 = KD_MAD((VT)(o2 ? q2[ci] : 0.0f), wv, a2);                      \
-                        a3 = KD_MAD((VT)(o3 ? q3[ci] : 0.0f), wv, a3);                      \
-                    }                                                                       \
-                }                                                                           \
-            }                                                                               \
-        }                                                                                   \
-        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cy + co;   \
-        int nc = Cy - co;                                                                   \
-        MST(a0, yp, nc)                                                                     \
-        if (nv > 1) MST(a1, yp + Cy, nc)                                                    \
-        if (nv > 2) MST(a2, yp + 2 * Cy, nc)                                                \
-        if (nv > 3) MST(a3, yp + 3 * Cy, nc)                                                \
+                for (int kw = 0; kw < nkw; kw++) {                                           \
+                    int xi0 = xi00 + kw;                                                     \
+                    RP(KD_F_Q, RM)                                                           \
+                    __global const float *wk = wr + kw * Cin * Cout;                         \
+                    for (int t = 0; t < run; t++) {                                          \
+                        __global const float *wq = wk + t * Cout;                            \
+                        RW(KD_F_WLD)                                                         \
+                        RP(KD_F_X, RM)                                                       \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * Cy + co;    \
+        int nc = Cy - co;                                                                    \
+        RP(KD_F_ST, RM)                                                                      \
     }
 
-KD_CONV_FWD(v16, float16, 16, KD_VLD16, KD_MST16)
-KD_CONV_FWD(v8, float8, 8, KD_VLD8, KD_MST8)
-KD_CONV_FWD(v1, float, 1, KD_VLD1, KD_MST1)
+/* the blocks of each width: P x M = 4x1, 4x4, 8x1, 8x2 (each variant costs compile time at
+ * every program build: 4x2 and 16x1 never won on PoCL and are left out) */
+#define KD_CONV_FWD_BLOCKS(SFX)                                              \
+    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p4m1, 4, 1, KD_RP4, KD_RM1, KD_RW1)    \
+    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p4m4, 4, 4, KD_RP4, KD_RM4, KD_RW4)    \
+    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m1, 8, 1, KD_RP8, KD_RM1, KD_RW1)    \
+    KD_CONV_FWD(kd_conv3d_fwd_##SFX##_p8m2, 8, 2, KD_RP8, KD_RM2, KD_RW2)
+
+/* Two output rows per work-item (stride 1, one channel vector: 16 or 8 output channels,
+ * where a broadcast of x feeds one FMA per position in the kernel above). Output rows yo0
+ * and yo0 + 1 read input rows yo0 - PH .. yo0 + KH - PH; each input row serves row 0 with
+ * tap kh = r and row 1 with kh = r - 1, so one broadcast of x feeds two FMAs (8 positions x
+ * 2 rows = 16 accumulators). Every output sums its taps in the order of the kernel above
+ * (kd, kh, then kw*Cin + ci): the same bits. Range: (ceil(Wo/8) * Cout/V, ceil(Ho/2),
+ * N*Do). */
+#define KD_F2_ACC(j) a##j##_0
+#define KD_F2_BCC(j) b##j##_0
+#define KD_F2_DECL(j, RM) KD_F_VT a##j##_0 = bias0, b##j##_0 = bias0;
+#define KD_F2_X2(j, RM)                                                                     \
+    {                                                                                       \
+        KD_F_VT xv = (KD_F_VT)q##j[t];                                                      \
+        a##j##_0 = KD_MAD(xv, wa, a##j##_0);                                                \
+        b##j##_0 = KD_MAD(xv, wb, b##j##_0);                                                \
+    }
+#define KD_F2_XA(j, RM) a##j##_0 = KD_MAD((KD_F_VT)q##j[t], wa, a##j##_0);
+#define KD_F2_XB(j, RM) b##j##_0 = KD_MAD((KD_F_VT)q##j[t], wb, b##j##_0);
+#define KD_F2_STA(j, RM) if ((j) < nv) KD_F_MST(a##j##_0, yp + (j) * Cy, nc)
+#define KD_F2_STB(j, RM) if ((j) < nv) KD_F_MST(b##j##_0, yp + (Wo + (j)) * Cy, nc)
+/* one input row: the taps of both output rows (wa for row 0, wb for row 1), or one */
+#define KD_F2_RUN(BODY)                                                                     \
+    for (int kw = 0; kw < nkw; kw++) {                                                      \
+        int xi0 = xi00 + kw;                                                                \
+        KD_RP8(KD_F_Q, KD_RM1)                                                              \
+        __global const float *ka = wra + kw * Cin * Cout, *kb = wrb + kw * Cin * Cout;      \
+        for (int t = 0; t < run; t++) {                                                     \
+            KD_F_VT wa = KD_F_VLD(ka + t * Cout), wb = KD_F_VLD(kb + t * Cout);             \
+            KD_RP8(BODY, KD_RM1)                                                            \
+        }                                                                                   \
+    }
+
+#define KD_CONV_FWD2(NAME)                                                                   \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *w, int woff, \
+                       __global const float *b, int boff, int has_b,                         \
+                       __global const float *zr, __global float *y, int yoff, int N, int D,  \
+                       int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD,      \
+                       int KH, int KW, int S, int PD, int PH, int PW, int Cy, int co_outer) { \
+        int nco = Cout / KD_F_V, g0 = get_global_id(0);                                      \
+        int co = (g0 % nco) * KD_F_V, xo0 = (g0 / nco) * 8;                                  \
+        int yo0 = get_global_id(1) * 2, nz = get_global_id(2);                               \
+        if (xo0 >= Wo || yo0 >= Ho || nz >= N * Do) return;                                 \
+        int n = nz / Do, zo = nz - n * Do, two = yo0 + 1 < Ho;                               \
+        int nv = min(8, Wo - xo0);                                                           \
+        KD_F_VT bias0 = has_b ? KD_F_VLD(b + boff + co) : (KD_F_VT)0.0f;                     \
+        KD_RP8(KD_F2_DECL, KD_RM1)                                                           \
+        int xi00 = xo0 - PW;                                                                 \
+        int inner = nv == 8 && xi00 >= 0 && xi00 + 7 + KW - 1 < W;                          \
+        int nkw = inner ? 1 : KW, run = inner ? KW * Cin : Cin;                              \
+        for (int kd = 0; kd < KD; kd++) {                                                    \
+            int zi = zo + kd - PD;                                                           \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int r = 0; r <= KH; r++) {                                                  \
+                int yi = yo0 + r - PH;                                                       \
+                if (yi < 0 || yi >= H) continue;                                             \
+                int ha = r < KH, hb = two && r >= 1;                                         \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *wra =                                                  \
+                    w + woff + (kd * KH + min(r, KH - 1)) * KW * Cin * Cout + co;            \
+                __global const float *wrb =                                                  \
+                    w + woff + (kd * KH + max(r - 1, 0)) * KW * Cin * Cout + co;             \
+                if (ha && hb) {                                                              \
+                    KD_F2_RUN(KD_F2_X2)                                                      \
+                } else if (ha) {                                                             \
+                    KD_F2_RUN(KD_F2_XA)                                                      \
+                } else if (hb) {                                                             \
+                    KD_F2_RUN(KD_F2_XB)                                                      \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo0) * Wo + xo0) * Cy + co;   \
+        int nc = Cy - co;                                                                    \
+        KD_RP8(KD_F2_STA, KD_RM1)                                                            \
+        if (two) {                                                                           \
+            KD_RP8(KD_F2_STB, KD_RM1)                                                        \
+        }                                                                                    \
+    }
+
+#define KD_F_VT float16
+#define KD_F_V 16
+#define KD_F_VLD KD_VLD16
+#define KD_F_MST KD_MST16
+KD_CONV_FWD_BLOCKS(v16)
+KD_CONV_FWD2(kd_conv3d_fwd2_v16_p8)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_MST
+#define KD_F_VT float8
+#define KD_F_V 8
+#define KD_F_VLD KD_VLD8
+#define KD_F_MST KD_MST8
+KD_CONV_FWD_BLOCKS(v8)
+KD_CONV_FWD2(kd_conv3d_fwd2_v8_p8)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_MST
+#define KD_F_VT float
+#define KD_F_V 1
+#define KD_F_VLD KD_VLD1
+#define KD_F_MST KD_MST1
+KD_CONV_FWD_BLOCKS(v1)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_MST
 
 /* ---- input gradient (also the transposed conv's forward) ---------------------------------
  * dx (N, D, H, W, Cin) = sum over taps with (i + P - k) divisible by S of
@@ -230,55 +351,343 @@ KD_CONV_BWD(v8, float8, 8, KD_VLD8, KD_VST8)
 KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
 
 /* ---- weight gradient, partial sums per chunk of output planes ----------------------------
- * part[chunk][k][ci][co] = sum over the chunk's (n, zo) planes and all (yo, xo) of
+ * part[chunk][k][ci][co] (+)= sum over the chunk's (n, zo) planes and all (yo, xo) of
  *   x[n, zo*S+kd-P, yo*S+kh-P, xo*S+kw-P, ci] * dy[n, zo, yo, xo, co].
- * A work-item owns 4 input channels (clamped reads, masked writes) times a vector of V
- * output channels for one tap k. Range: (K3 * ceil(Cin/4) * Cout/V, nchunks). */
-#define KD_CONV_WGRAD(SFX, VT, V, VLD, VST)                                                 \
-    __kernel void kd_conv3d_wgrad_part_##SFX(                                               \
-        __global const float *x, int xoff, __global const float *dy, int dyoff,             \
-        __global float *part, int N, int D, int H, int W, int Cin, int Do, int Ho, int Wo,  \
-        int Cout, int KD, int KH, int KW, int S, int P, int planes, int nchunks) {          \
-        int nco = Cout / V, ncb = (Cin + 3) / 4, K3 = KD * KH * KW;                         \
-        int g0 = get_global_id(0), chunk = get_global_id(1);                                \
-        if (g0 >= K3 * ncb * nco || chunk >= nchunks) return;                               \
-        int co = (g0 % nco) * V, rest = g0 / nco;                                           \
-        int ci0 = (rest % ncb) * 4, k = rest / ncb;                                         \
-        int kw = k % KW, kh = (k / KW) % KH, kd = k / (KW * KH);                            \
-        int c1 = min(ci0 + 1, Cin - 1), c2 = min(ci0 + 2, Cin - 1), c3 = min(ci0 + 3, Cin - 1); \
+ * A work-item owns CI input channels (clamped reads, masked writes) times M vectors of V
+ * output channels for one tap k: per output position M vector loads of dy and CI
+ * broadcasts of x feed CI*M FMAs (CI = 8 keeps 8 chains in flight for 16 channels; M > 1
+ * reuses each broadcast of x across output-channel blocks). acc != 0 adds onto part
+ * instead of storing (one chunk: part is dw itself, no reduction pass). Variants _cCImM.
+ * Range: (K3 * ceil(Cin/CI) * Cout/(V*M), nchunks). */
+#define KD_RC4(X, a) X(0, a) X(1, a) X(2, a) X(3, a)
+#define KD_RC8(X, a) KD_RC4(X, a) X(4, a) X(5, a) X(6, a) X(7, a)
+#define KD_G_ACC(j, m) a##j##_##m
+#define KD_G_DECL1(j, m) KD_F_VT KD_G_ACC(j, m) = (KD_F_VT)0.0f;
+#define KD_G_DECL(j, RM) RM(KD_G_DECL1, j) int c##j = min(ci0 + (j), Cin - 1);
+#define KD_G_DLD(m) KD_F_VT g##m = KD_F_VLD(dq + (m) * KD_F_V);
+#define KD_G_FMA(j, m) KD_G_ACC(j, m) = KD_MAD(xv##j, g##m, KD_G_ACC(j, m));
+#define KD_G_X(j, RM) { KD_F_VT xv##j = (KD_F_VT)xp[c##j]; RM(KD_G_FMA, j) }
+#define KD_G_ST1(j, m)                                                                      \
+    {                                                                                       \
+        __global float *q = pp + (j) * Cout + (m) * KD_F_V;                                 \
+        KD_F_VST(acc ? KD_F_VLD(q) + KD_G_ACC(j, m) : KD_G_ACC(j, m), q);                   \
+    }
+#define KD_G_ST(j, RM) if (ci0 + (j) < Cin) { RM(KD_G_ST1, j) }
+
+#define KD_CONV_WGRAD(NAME, CI, M, RC, RM, RW)                                               \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *dy,          \
+                       int dyoff, __global float *part, int poff, int acc, int N, int D,      \
+                       int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD,       \
+                       int KH, int KW, int S, int P, int planes, int nchunks) {               \
+        const int VM = KD_F_V * (M);                                                         \
+        int nco = Cout / VM, ncb = (Cin + (CI) - 1) / (CI), K3 = KD * KH * KW;               \
+        int g0 = get_global_id(0), chunk = get_global_id(1);                                 \
+        if (g0 >= K3 * ncb * nco || chunk >= nchunks) return;                                \
+        int co = (g0 % nco) * VM, rest = g0 / nco;                                           \
+        int ci0 = (rest % ncb) * (CI), k = rest / ncb;                                       \
+        int kw = k % KW, kh = (k / KW) % KH, kd = k / (KW * KH);                             \
+        RC(KD_G_DECL, RM)                                                                    \
         int ylo = max(0, -kd_conv_fdiv(kh - P, S)), yhi = min(Ho, kd_conv_fdiv(H - 1 + P - kh, S) + 1); \
         int xlo = max(0, -kd_conv_fdiv(kw - P, S)), xhi = min(Wo, kd_conv_fdiv(W - 1 + P - kw, S) + 1); \
-        VT a0 = (VT)0.0f, a1 = a0, a2 = a0, a3 = a0;                                        \
-        int p1 = min(N * Do, (chunk + 1) * planes);                                         \
-        for (int nz = chunk * planes; nz < p1; nz++) {                                      \
-            int n = nz / Do, zo = nz - n * Do;                                              \
-            int zi = zo * S + kd - P;                                                       \
-            if (zi < 0 || zi >= D) continue;                                                \
-            for (int yo = ylo; yo < yhi; yo++) {                                            \
-                int yi = yo * S + kh - P;                                                   \
-                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;    \
+        int p1 = min(N * Do, (chunk + 1) * planes);                                          \
+        for (int nz = chunk * planes; nz < p1; nz++) {                                       \
+            int n = nz / Do, zo = nz - n * Do;                                               \
+            int zi = zo * S + kd - P;                                                        \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int yo = ylo; yo < yhi; yo++) {                                             \
+                int yi = yo * S + kh - P;                                                    \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
                 __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * Cout + co; \
-                _Pragma("unroll 2")                                                         \
-                for (int xo = xlo; xo < xhi; xo++) {                                        \
-                    __global const float *xp = xr + (xo * S + kw - P) * Cin;                \
-                    VT g = VLD(dr + xo * Cout);                                             \
-                    a0 = KD_MAD((VT)xp[ci0], g, a0);                                           \
-                    a1 = KD_MAD((VT)xp[c1], g, a1);                                            \
-                    a2 = KD_MAD((VT)xp[c2], g, a2);                                            \
-                    a3 = KD_MAD((VT)xp[c3], g, a3);                                            \
-                }                                                                           \
-            }                                                                               \
-        }                                                                                   \
-        __global float *pp = part + (((long)chunk * K3 + k) * Cin + ci0) * Cout + co;       \
-        VST(a0, pp);                                                                        \
-        if (ci0 + 1 < Cin) VST(a1, pp + Cout);                                              \
-        if (ci0 + 2 < Cin) VST(a2, pp + 2 * Cout);                                          \
-        if (ci0 + 3 < Cin) VST(a3, pp + 3 * Cout);                                          \
+                for (int xo = xlo; xo < xhi; xo++) {                                         \
+                    __global const float *xp = xr + (xo * S + kw - P) * Cin;                 \
+                    __global const float *dq = dr + xo * Cout;                               \
+                    RW(KD_G_DLD)                                                             \
+                    RC(KD_G_X, RM)                                                           \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *pp = part + poff + (((long)chunk * K3 + k) * Cin + ci0) * Cout + co; \
+        RC(KD_G_ST, RM)                                                                      \
     }
 
-KD_CONV_WGRAD(v16, float16, 16, KD_VLD16, KD_VST16)
-KD_CONV_WGRAD(v8, float8, 8, KD_VLD8, KD_VST8)
-KD_CONV_WGRAD(v1, float, 1, KD_VLD1, KD_VST1)
+/* the blocks of each width: CI x M = 4x1, 4x4, 8x1, 8x2 */
+#define KD_CONV_WGRAD_BLOCKS(SFX)                                                          \
+    KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c4m1, 4, 1, KD_RC4, KD_RM1, KD_RW1)         \
+    KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c4m4, 4, 4, KD_RC4, KD_RM4, KD_RW4)         \
+    KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c8m1, 8, 1, KD_RC8, KD_RM1, KD_RW1)         \
+    KD_CONV_WGRAD(kd_conv3d_wgrad_part_##SFX##_c8m2, 8, 2, KD_RC8, KD_RM2, KD_RW2)
+
+/* Weight gradient with the three taps along W in one work-item (KW = 3, stride 1, one
+ * vector of 16 or 8 output channels, where the kernel above loads one broadcast of x per
+ * FMA). It walks the input positions xi of a row: x[xi, ci] serves tap kw with dy at
+ * xo = xi + P - kw, so one broadcast feeds three FMAs, and the three dy vectors slide (one
+ * new load per position). 4 input channels x 3 taps = 12 accumulators (8 x 3 spilled). The positions near
+ * the ends of the row, where a tap's xo leaves [0, Wo), take the taps that remain one by
+ * one; each weight still sums its positions in increasing xo, as the kernel above: the
+ * same bits. Range: (KD*KH * ceil(Cin/4) * Cout/V, nchunks); partials as above. */
+#define KD_T3_DECL(j, RM) KD_F_VT t0_##j = (KD_F_VT)0.0f, t1_##j = t0_##j, t2_##j = t0_##j;  \
+    int c##j = min(ci0 + (j), Cin - 1);
+#define KD_T3_X(j, RM)                                                                      \
+    {                                                                                       \
+        KD_F_VT xv = (KD_F_VT)xp[c##j];                                                     \
+        t0_##j = KD_MAD(xv, d0, t0_##j);                                                    \
+        t1_##j = KD_MAD(xv, d1, t1_##j);                                                    \
+        t2_##j = KD_MAD(xv, d2, t2_##j);                                                    \
+    }
+#define KD_T3_TAP(j, kw) t##kw##_##j = KD_MAD((KD_F_VT)xp[c##j], g, t##kw##_##j);
+#define KD_T3_TAP0(j, RM) KD_T3_TAP(j, 0)
+#define KD_T3_TAP1(j, RM) KD_T3_TAP(j, 1)
+#define KD_T3_TAP2(j, RM) KD_T3_TAP(j, 2)
+/* an end position xi: each tap whose xo lies inside */
+#define KD_T3_EDGE                                                                          \
+    {                                                                                       \
+        __global const float *xp = xr + xi * Cin;                                           \
+        if (xi + P >= 0 && xi + P < Wo) {                                                   \
+            KD_F_VT g = KD_F_VLD(dr + (xi + P) * Cout);                                     \
+            KD_RC4(KD_T3_TAP0, 0)                                                           \
+        }                                                                                   \
+        if (xi + P - 1 >= 0 && xi + P - 1 < Wo) {                                           \
+            KD_F_VT g = KD_F_VLD(dr + (xi + P - 1) * Cout);                                 \
+            KD_RC4(KD_T3_TAP1, 0)                                                           \
+        }                                                                                   \
+        if (xi + P - 2 >= 0 && xi + P - 2 < Wo) {                                           \
+            KD_F_VT g = KD_F_VLD(dr + (xi + P - 2) * Cout);                                 \
+            KD_RC4(KD_T3_TAP2, 0)                                                           \
+        }                                                                                   \
+    }
+#define KD_T3_ST1(j, kw)                                                                    \
+    {                                                                                       \
+        __global float *q = pp + ((long)(kw) * Cin + (j)) * Cout;                           \
+        KD_F_VST(acc ? KD_F_VLD(q) + t##kw##_##j : t##kw##_##j, q);                         \
+    }
+#define KD_T3_ST(j, RM) if (ci0 + (j) < Cin) { KD_T3_ST1(j, 0) KD_T3_ST1(j, 1) KD_T3_ST1(j, 2) }
+
+#define KD_CONV_WGRAD_T3(NAME)                                                               \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *dy,          \
+                       int dyoff, __global float *part, int poff, int acc, int N, int D,      \
+                       int H, int W, int Cin, int Do, int Ho, int Wo, int Cout, int KD,       \
+                       int KH, int KW, int S, int P, int planes, int nchunks) {               \
+        int nco = Cout / KD_F_V, ncb = (Cin + 3) / 4;                                        \
+        int g0 = get_global_id(0), chunk = get_global_id(1);                                \
+        if (g0 >= KD * KH * ncb * nco || chunk >= nchunks) return;                           \
+        int co = (g0 % nco) * KD_F_V, rest = g0 / nco;                                       \
+        int ci0 = (rest % ncb) * 4, r = rest / ncb, kh = r % KH, kd = r / KH;                \
+        KD_RC4(KD_T3_DECL, 0)                                                                \
+        int ylo = max(0, P - kh), yhi = min(Ho, H + P - kh);                                 \
+        /* positions whose three taps all lie inside [0, Wo) */                              \
+        int xa = max(0, 2 - P), xb = min(W, Wo - P);                                         \
+        int p1 = min(N * Do, (chunk + 1) * planes);                                          \
+        for (int nz = chunk * planes; nz < p1; nz++) {                                       \
+            int n = nz / Do, zo = nz - n * Do;                                               \
+            int zi = zo + kd - P;                                                            \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int yo = ylo; yo < yhi; yo++) {                                             \
+                int yi = yo + kh - P;                                                        \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * Cout + co; \
+                int xi = 0;                                                                  \
+                for (; xi < min(xa, W); xi++) KD_T3_EDGE                                     \
+                if (xi < xb) {                                                               \
+                    KD_F_VT d1 = KD_F_VLD(dr + (xi + P - 1) * Cout);                         \
+                    KD_F_VT d2 = KD_F_VLD(dr + (xi + P - 2) * Cout);                         \
+                    for (; xi < xb; xi++) {                                                  \
+                        KD_F_VT d0 = KD_F_VLD(dr + (xi + P) * Cout);                         \
+                        __global const float *xp = xr + xi * Cin;                            \
+                        KD_RC4(KD_T3_X, 0)                                                   \
+                        d2 = d1;                                                             \
+                        d1 = d0;                                                             \
+                    }                                                                        \
+                }                                                                            \
+                for (; xi < W; xi++) KD_T3_EDGE                                              \
+            }                                                                                \
+        }                                                                                    \
+        __global float *pp = part + poff + (((long)chunk * KD * KH + r) * 3 * Cin + ci0) * Cout + co; \
+        KD_RC4(KD_T3_ST, 0)                                                                  \
+    }
+
+#define KD_F_VT float16
+#define KD_F_V 16
+#define KD_F_VLD KD_VLD16
+#define KD_F_VST KD_VST16
+KD_CONV_WGRAD_BLOCKS(v16)
+KD_CONV_WGRAD_T3(kd_conv3d_wgrad_t3_v16)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_VST
+#define KD_F_VT float8
+#define KD_F_V 8
+#define KD_F_VLD KD_VLD8
+#define KD_F_VST KD_VST8
+KD_CONV_WGRAD_BLOCKS(v8)
+KD_CONV_WGRAD_T3(kd_conv3d_wgrad_t3_v8)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_VST
+#define KD_F_VT float
+#define KD_F_V 1
+#define KD_F_VLD KD_VLD1
+#define KD_F_VST KD_VST1
+KD_CONV_WGRAD_BLOCKS(v1)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_VST
+
+/* ---- few output channels (CS = 3 or 4: the output conv's tumour regions, the input
+ * gradient of the 4-modality input conv) --------------------------------------------------
+ * With the vector over output channels only 3 of 8 lanes would do work. These kernels run
+ * the vector over the reduction's input channels instead (Cin a multiple of V) and reduce
+ * the lanes at the end. Forward: y[.., c] = b[c] + sum over taps and ci of x . wt, with wt
+ * (KD*KH, CS, KW*Cin) the weights with their channel axes swapped per (kd, kh) row, so that
+ * a row's (kw, ci) loop fuses into one contiguous run as in the dense forward. A work-item
+ * owns P positions along W times all CS channels (P*CS vector accumulators: 8 x 3 or
+ * 4 x 4). Range: (ceil(Wo/P), Ho, N*Do). */
+inline float kd_hsum16(float16 v) {
+    float8 a = v.lo + v.hi;
+    float4 b = a.lo + a.hi;
+    float2 c = b.lo + b.hi;
+    return c.x + c.y;
+}
+inline float kd_hsum8(float8 v) {
+    float4 b = v.lo + v.hi;
+    float2 c = b.lo + b.hi;
+    return c.x + c.y;
+}
+#define KD_RS3(Y, j) Y(j, 0) Y(j, 1) Y(j, 2)
+#define KD_RS4(Y, j) Y(j, 0) Y(j, 1) Y(j, 2) Y(j, 3)
+#define KD_RT3(Z) Z(0) Z(1) Z(2)
+#define KD_RT4(Z) Z(0) Z(1) Z(2) Z(3)
+#define KD_SF_DECL1(j, c) KD_F_VT s##j##_##c = (KD_F_VT)0.0f;
+#define KD_SF_DECL(j, RS) RS(KD_SF_DECL1, j)
+#define KD_SF_WLD(c) KD_F_VT wv##c = KD_F_VLD(wq + (c) * KWC);
+#define KD_SF_FMA(j, c) s##j##_##c = KD_MAD(xv##j, wv##c, s##j##_##c);
+#define KD_SF_X(j, RS) { KD_F_VT xv##j = KD_F_VLD(q##j + t); RS(KD_SF_FMA, j) }
+#define KD_SF_ST1(j, c) yp[(j) * cs + (c)] = KD_F_HSUM(s##j##_##c) + (has_b ? b[boff + (c)] : 0.0f);
+#define KD_SF_ST(j, RS) if ((j) < nv) { RS(KD_SF_ST1, j) }
+
+#define KD_CONV_FWD_SMALL(NAME, P, CS, RP, RS, RT)                                           \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *wt,          \
+                       __global const float *b, int boff, int has_b,                         \
+                       __global const float *zr, __global float *y, int yoff, int N, int D,  \
+                       int H, int W, int Cin, int Do, int Ho, int Wo, int KD, int KH, int KW, \
+                       int S, int PD, int PH, int PW) {                                      \
+        const int cs = (CS);                                                                 \
+        int xo0 = get_global_id(0) * (P), yo = get_global_id(1), nz = get_global_id(2);      \
+        if (xo0 >= Wo || yo >= Ho || nz >= N * Do) return;                                   \
+        int n = nz / Do, zo = nz - n * Do;                                                   \
+        int nv = min((P), Wo - xo0), KWC = KW * Cin, xi00 = xo0 * S - PW;                    \
+        /* all taps inside: one fused run over (kw, ci) as in the dense forward */           \
+        int inner = nv == (P) && xi00 >= 0 && xi00 + ((P) - 1) * S + KW - 1 < W;             \
+        int nkw = inner ? 1 : KW, run = inner ? KWC : Cin;                                   \
+        RP(KD_SF_DECL, RS)                                                                   \
+        for (int kd = 0; kd < KD; kd++) {                                                    \
+            int zi = zo * S + kd - PD;                                                       \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int kh = 0; kh < KH; kh++) {                                                \
+                int yi = yo * S + kh - PH;                                                   \
+                if (yi < 0 || yi >= H) continue;                                             \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *wr = wt + (kd * KH + kh) * (CS) * KWC;                 \
+                for (int kw = 0; kw < nkw; kw++) {                                           \
+                    int xi0 = xi00 + kw;                                                     \
+                    RP(KD_F_Q, RS)                                                           \
+                    for (int t = 0; t < run; t += KD_F_V) {                                  \
+                        __global const float *wq = wr + kw * Cin + t;                        \
+                        RT(KD_SF_WLD)                                                        \
+                        RP(KD_SF_X, RS)                                                      \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *yp = y + yoff + (((n * Do + zo) * Ho + yo) * Wo + xo0) * (CS);       \
+        RP(KD_SF_ST, RS)                                                                     \
+    }
+
+/* Weight gradient of a conv with CS output channels: part[chunk][k][c][ci] (the transposed
+ * layout; kd_conv_reduce transposes back) = sum over the chunk's planes of
+ * x[.., xo*S+kw-P, ci] . dy[.., xo, c]. A work-item owns one (kd, kh), one vector of input
+ * channels and all KWB (= KW) taps along W times the CS channels: per output position KWB
+ * vector loads of x and CS scalars of dy feed KWB*CS FMAs. Taps that leave the input along
+ * W read zr (a pointer select per tap, no branch). Range: (KD*KH * Cin/V, nchunks). */
+#define KD_SG_DECL1(k, c) KD_F_VT t##k##_##c = (KD_F_VT)0.0f;
+#define KD_SG_DECL(k, RS) RS(KD_SG_DECL1, k)
+#define KD_SG_DY(c) KD_F_VT d##c = (KD_F_VT)dq[c];
+#define KD_SG_FMA(k, c) t##k##_##c = KD_MAD(xv##k, d##c, t##k##_##c);
+#define KD_SG_X(k, RS)                                                                       \
+    {                                                                                        \
+        int xi = xo * S + (k) - P;                                                           \
+        KD_F_VT xv##k = KD_F_VLD((xi >= 0 && xi < W ? xr + xi * Cin : zr) + ci0);            \
+        RS(KD_SG_FMA, k)                                                                     \
+    }
+#define KD_SG_ST1(k, c) KD_F_VST(t##k##_##c, pp + ((k) * cs + (c)) * Cin);
+#define KD_SG_ST(k, RS) RS(KD_SG_ST1, k)
+
+#define KD_CONV_WGRAD_SMALL(NAME, KWB, CS, RK, RS, RT)                                       \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *dy,          \
+                       int dyoff, __global const float *zr, __global float *part, int N,     \
+                       int D, int H, int W, int Cin, int Do, int Ho, int Wo, int KD, int KH,  \
+                       int S, int P, int planes, int nchunks) {                              \
+        const int cs = (CS);                                                                 \
+        int nci = Cin / KD_F_V;                                                              \
+        int g0 = get_global_id(0), chunk = get_global_id(1);                                 \
+        if (g0 >= KD * KH * nci || chunk >= nchunks) return;                                 \
+        int ci0 = (g0 % nci) * KD_F_V, r = g0 / nci, kh = r % KH, kd = r / KH;               \
+        RK(KD_SG_DECL, RS)                                                                   \
+        int ylo = max(0, -kd_conv_fdiv(kh - P, S)), yhi = min(Ho, kd_conv_fdiv(H - 1 + P - kh, S) + 1); \
+        int p1 = min(N * Do, (chunk + 1) * planes);                                          \
+        for (int nz = chunk * planes; nz < p1; nz++) {                                       \
+            int n = nz / Do, zo = nz - n * Do;                                               \
+            int zi = zo * S + kd - P;                                                        \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int yo = ylo; yo < yhi; yo++) {                                             \
+                int yi = yo * S + kh - P;                                                    \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * (CS); \
+                for (int xo = 0; xo < Wo; xo++) {                                            \
+                    __global const float *dq = dr + xo * (CS);                               \
+                    RT(KD_SG_DY)                                                             \
+                    RK(KD_SG_X, RS)                                                          \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *pp = part + (((long)chunk * KD * KH + r) * (KWB) * (CS)) * Cin + ci0; \
+        RK(KD_SG_ST, RS)                                                                     \
+    }
+#define KD_RK1(X, a) X(0, a)
+#define KD_RK3(X, a) X(0, a) X(1, a) X(2, a)
+
+#define KD_CONV_SMALL_GROUP(SFX)                                                                \
+    KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o3, 8, 3, KD_RP8, KD_RS3, KD_RT3)             \
+    KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o4, 4, 4, KD_RP4, KD_RS4, KD_RT4)             \
+    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k1o3, 1, 3, KD_RK1, KD_RS3, KD_RT3)       \
+    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k1o4, 1, 4, KD_RK1, KD_RS4, KD_RT4)       \
+    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k3o3, 3, 3, KD_RK3, KD_RS3, KD_RT3)       \
+    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k3o4, 3, 4, KD_RK3, KD_RS4, KD_RT4)
+
+#define KD_F_VT float16
+#define KD_F_V 16
+#define KD_F_VLD KD_VLD16
+#define KD_F_VST KD_VST16
+#define KD_F_HSUM kd_hsum16
+KD_CONV_SMALL_GROUP(v16)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_VST
+#undef KD_F_HSUM
+#define KD_F_VT float8
+#define KD_F_V 8
+#define KD_F_VLD KD_VLD8
+#define KD_F_VST KD_VST8
+#define KD_F_HSUM kd_hsum8
+KD_CONV_SMALL_GROUP(v8)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_VST
+#undef KD_F_HSUM
 
 /* ---- depthwise (groups = C): weights (KD, KH, KW, 1, C), vector over channels --------------
  * Range: (C/V * Wo, Ho, N*Do) for forward, (C/V * W, H, N*D) for the input gradient,
@@ -400,14 +809,16 @@ __kernel void kd_conv_colsum_part(__global const float *v, int voff, int R, int 
 }
 
 /* wt (K3, B, A) = w (K3, A, B) with the last two axes swapped; flip != 0 also reverses
- * the tap order (k -> K3-1-k, i.e. every spatial axis flipped). Range: K3*A*B. */
+ * the tap order (k -> K3-1-k, i.e. every spatial axis flipped). A work-item writes a run of
+ * 16 consecutive a (one cache line of wt) from a column of w. Range: (ceil(A/16), B, K3). */
 __kernel void kd_conv_wtranspose(__global const float *w, int woff, __global float *wt, int K3,
                                  int A, int B, int flip) {
-    int i = get_global_id(0);
-    if (i >= K3 * A * B) return;
-    int bb = i % B, a = (i / B) % A, k = i / (A * B);
-    if (flip) k = K3 - 1 - k;
-    wt[(k * B + bb) * A + a] = w[woff + i];
+    int a0 = get_global_id(0) * 16, bb = get_global_id(1), k = get_global_id(2);
+    if (a0 >= A || bb >= B || k >= K3) return;
+    __global const float *src = w + woff + ((long)k * A + a0) * B + bb;
+    __global float *dst = wt + ((long)(flip ? K3 - 1 - k : k) * B + bb) * A + a0;
+    int na = min(16, A - a0);
+    for (int j = 0; j < na; j++) dst[j] = src[(long)j * B];
 }
 
 /* wp (K3, A, Bp) = w (K3, A, B) zero-padded to Bp >= B columns (vector-width channels for

@@ -7,11 +7,14 @@
 #define KD_LOSS_NSTAT 26
 #define KD_LOSS_WG 64
 
-/* Each work-item sums a strided set of voxels into 26 accumulators held in registers (the
- * channel loop runs to the constant KD_LOSS_MAXC with a guard, so every accumulator index is
- * static); then all 26 x KD_LOSS_WG values go to local memory at once and 26 work-items each
- * add one statistic's KD_LOSS_WG values in a fixed order: one barrier, where one local tree
- * reduction per statistic took 26 x 7 barriers (~18 ms for 2x3x32^3 on PoCL). */
+/* Each work-item sums a strided set of blocks of 16 voxels (16*C consecutive floats: C
+ * float16 vectors, so the logarithms run 16 lanes at a time) into vector accumulators; lane l
+ * of vector k belongs to channel (16k + l) % C. The voxels after the last whole block go one
+ * by one to the first work-items. Then the lanes are added into the 26 statistics in
+ * registers (static indices), all 26 x KD_LOSS_WG values go to local memory at once and 26
+ * work-items each add one statistic's KD_LOSS_WG values in a fixed order: one barrier. */
+#define KD_LOSS_BCE(tv, pv, wbg) \
+    ((tv) * log((pv) + 1e-6f) + (wbg) * (1.0f - (tv)) * log(1.0f + 1e-6f - (pv)))
 __kernel __attribute__((reqd_work_group_size(KD_LOSS_WG, 1, 1))) void
 kd_loss_partials(__global const float *p, int poff, __global const float *t, int toff,
                  int nvox, int C, float wbg, __global float *part, int partoff) {
@@ -19,7 +22,45 @@ kd_loss_partials(__global const float *p, int poff, __global const float *t, int
     float acc[KD_LOSS_NSTAT];
     for (int k = 0; k < KD_LOSS_NSTAT; k++) acc[k] = 0.0f;
     int gid = get_global_id(0), gsz = get_global_size(0), lid = get_local_id(0);
-    for (int v = gid; v < nvox; v += gsz) {
+    float16 spt[KD_LOSS_MAXC], spp[KD_LOSS_MAXC], stt[KD_LOSS_MAXC];
+    float16 bce = (float16)0.0f, mse = (float16)0.0f;
+#pragma unroll
+    for (int k = 0; k < KD_LOSS_MAXC; k++) spt[k] = spp[k] = stt[k] = (float16)0.0f;
+    int nblk = nvox / 16;
+    for (int b = gid; b < nblk; b += gsz) {
+        __global const float *pp = p + poff + (long)b * 16 * C, *tp = t + toff + (long)b * 16 * C;
+#pragma unroll
+        for (int k = 0; k < KD_LOSS_MAXC; k++) {
+            if (k < C) {
+                float16 pv = vload16(k, pp), tv = vload16(k, tp);
+                spt[k] += pv * tv;
+                spp[k] += pv * pv;
+                stt[k] += tv;
+                bce += KD_LOSS_BCE(tv, pv, wbg);
+                mse += (pv - tv) * (pv - tv);
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < KD_LOSS_MAXC; k++) {
+        if (k < C) {
+            float a[16], q[16], r[16];
+            vstore16(spt[k], 0, a);
+            vstore16(spp[k], 0, q);
+            vstore16(stt[k], 0, r);
+            for (int l = 0; l < 16; l++) {
+                int c = (16 * k + l) % C;
+#pragma unroll
+                for (int cc = 0; cc < KD_LOSS_MAXC; cc++)
+                    if (cc == c) acc[cc] += a[l], acc[8 + cc] += q[l], acc[16 + cc] += r[l];
+            }
+        }
+    }
+    float8 b8 = bce.lo + bce.hi, m8 = mse.lo + mse.hi;
+    float4 b4 = b8.lo + b8.hi, m4 = m8.lo + m8.hi;
+    acc[24] = (b4.x + b4.y) + (b4.z + b4.w);
+    acc[25] = (m4.x + m4.y) + (m4.z + m4.w);
+    for (int v = nblk * 16 + gid; v < nvox; v += gsz) { /* the last voxels, one each */
         __global const float *pp = p + poff + (long)v * C, *tp = t + toff + (long)v * C;
 #pragma unroll
         for (int c = 0; c < KD_LOSS_MAXC; c++) {
@@ -28,7 +69,7 @@ kd_loss_partials(__global const float *p, int poff, __global const float *t, int
                 acc[c] += pv * tv;
                 acc[8 + c] += pv * pv;
                 acc[16 + c] += tv;
-                acc[24] += tv * log(pv + 1e-6f) + wbg * (1.0f - tv) * log(1.0f + 1e-6f - pv);
+                acc[24] += KD_LOSS_BCE(tv, pv, wbg);
                 acc[25] += (pv - tv) * (pv - tv);
             }
         }

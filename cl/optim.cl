@@ -1,14 +1,27 @@
 /* Optimizers over the flat parameter slab. Deterministic sum of squares of the
- * gradients; updates are skipped on device when the gradient or the loss is not
+ * gradients (fixed order: per group, per work-item, a fixed tree); updates are skipped on device when the gradient or the loss is not
  * finite (flag in stats[1]), so no host round trip is needed inside a step. */
 #define KD_OPT_WG 64
 
 __kernel __attribute__((reqd_work_group_size(KD_OPT_WG, 1, 1))) void
 kd_sumsq_partials(__global const float *g, int goff, int n, __global float *part, int partoff) {
     __local float red[KD_OPT_WG];
-    int gid = get_global_id(0), gsz = get_global_size(0), lid = get_local_id(0);
-    float acc = 0.0f;
-    for (int i = gid; i < n; i += gsz) acc += g[goff + i] * g[goff + i];
+    int lid = get_local_id(0), grp = get_group_id(0), ngr = get_num_groups(0);
+    /* each group a contiguous run of whole float16 vectors (its work-items take every
+     * KD_OPT_WG-th vector of it); the elements after the last whole vector of the slab go to
+     * the first work-items of the last group */
+    int nvec = n / 16, per = (nvec + ngr - 1) / ngr;
+    int v0 = grp * per, v1 = min(nvec, v0 + per);
+    float16 a = (float16)0.0f;
+    for (int v = v0 + lid; v < v1; v += KD_OPT_WG) {
+        float16 x = vload16(0, g + goff + (long)v * 16);
+        a = mad(x, x, a);
+    }
+    float8 a8 = a.lo + a.hi;
+    float4 a4 = a8.lo + a8.hi;
+    float acc = (a4.x + a4.y) + (a4.z + a4.w);
+    if (grp == ngr - 1)
+        for (int i = nvec * 16 + lid; i < n; i += KD_OPT_WG) acc += g[goff + i] * g[goff + i];
     red[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (int s = KD_OPT_WG / 2; s > 0; s >>= 1) {

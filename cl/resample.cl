@@ -35,85 +35,116 @@ inline float kd_rs_w(int o, int i, int in) {
     if (c >= (C) || w >= (W) || r_ >= (N) * (D) * (H)) return;     \
     int y = r_ % (H), z = (r_ / (H)) % (D), n = r_ / ((H) * (D))
 
-/* x (N, D, H, W, C) -> y (N, 2D, 2H, 2W, C), over INPUT voxels: the work-item for input
- * (z, y, w) writes the 2x2x2 outputs (2z + a, 2y + b, 2w + c), whose sources all lie in the
- * clamped 3x3x3 neighbourhood of (z, y, w). Each output is computed exactly as before
- * ((1 - l) * lo + l * hi along W, then H, then D, PyTorch's align_corners=False weights),
- * but the 27 loads and the W and H interpolations are shared by the 8 outputs (a kernel
- * over output voxels loaded 64 vectors for the same 8). */
-__kernel void kd_up_trilinear_fwd(__global const float *x, int xoff, __global float *yv, int yoff,
-                                  int N, int D, int H, int W, int C) {
-    KD_RS_IDS(D, H, W, C, N);
-    int zs[3] = {max(z - 1, 0), z, min(z + 1, D - 1)};
-    int ys[3] = {max(y - 1, 0), y, min(y + 1, H - 1)};
-    int xs[3] = {max(w - 1, 0), w, min(w + 1, W - 1)};
-    /* per axis and output parity: the sources (as indices into the 3 neighbours) and the
-     * weight of the upper one, from the same kd_rs_src as the reference */
-    int zi[2][2], yi[2][2], xi[2][2];
-    float lz[2], ly[2], lx[2];
-    for (int a = 0; a < 2; a++) {
-        int i0, i1;
-        kd_rs_src(2 * z + a, D, &i0, &i1, &lz[a]);
-        zi[a][0] = i0 - z + 1, zi[a][1] = i1 - z + 1;
-        kd_rs_src(2 * y + a, H, &i0, &i1, &ly[a]);
-        yi[a][0] = i0 - y + 1, yi[a][1] = i1 - y + 1;
-        kd_rs_src(2 * w + a, W, &i0, &i1, &lx[a]);
-        xi[a][0] = i0 - w + 1, xi[a][1] = i1 - w + 1;
+/* Trilinear x2 (align_corners=False), V channels per work-item (float16, float8, float4 or
+ * float: the host picks the widest that divides C), one work-item per input row (n, z, y)
+ * looping over w, so the index arithmetic of a voxel is shared by V channels.
+ * Along an axis, input i gives outputs 2i and 2i+1:
+ *   out(2i)   = (1 - l) * in(max(i-1, 0)) + l * in(i),   l = 0.75 (0 at i = 0)
+ *   out(2i+1) = 0.75 * in(i) + 0.25 * in(min(i+1, n-1))
+ * which is PyTorch's (kd_rs_src) for every i, in the same order: W first, then H, then D,
+ * each as (1 - l) * lo + l * hi. Every neighbour has a name (no private array indexed at
+ * run time, which PoCL would keep in memory). Range: (C/V, N*D*H). */
+#define KD_TRI(lo, hi, l) ((1.0f - (l)) * (lo) + (l) * (hi))
+/* the 3x3 rows (zz, yy) in {m, 0, p}^2 around (z, y), each interpolated along W */
+#define KD_TRI_ROW(VT, VLD, zz, yy)                                                           \
+    {                                                                                        \
+        __global const float *r = p + (((long)n * D + z##zz) * H + y##yy) * W * C;          \
+        VT vm = VLD(r + (long)wm * C), v0 = VLD(r + (long)w * C), vp = VLD(r + (long)wp * C); \
+        e0_##zz##yy = KD_TRI(vm, v0, lw);                                                     \
+        e1_##zz##yy = KD_TRI(v0, vp, 0.25f);                                                  \
     }
-    __global const float *p = x + xoff;
-    /* ex[j][k][c]: the W interpolation for output parity c on source row (zs[j], ys[k]) */
-    float4 ex[3][3][2];
-    for (int j = 0; j < 3; j++)
-        for (int k = 0; k < 3; k++) {
-            __global const float *row = p + kd_rs_at(n, zs[j], ys[k], 0, D, H, W, C);
-            float4 v0 = kd_ld4(row + (long)xs[0] * C, c, C);
-            float4 v1 = kd_ld4(row + (long)xs[1] * C, c, C);
-            float4 v2 = kd_ld4(row + (long)xs[2] * C, c, C);
-            float4 v[3] = {v0, v1, v2};
-            for (int cc = 0; cc < 2; cc++)
-                ex[j][k][cc] = (1.0f - lx[cc]) * v[xi[cc][0]] + lx[cc] * v[xi[cc][1]];
-        }
-    for (int a = 0; a < 2; a++)
-        for (int b = 0; b < 2; b++)
-            for (int cc = 0; cc < 2; cc++) {
-                float4 a0 = ex[zi[a][0]][yi[b][0]][cc], a1 = ex[zi[a][0]][yi[b][1]][cc];
-                float4 b0 = ex[zi[a][1]][yi[b][0]][cc], b1 = ex[zi[a][1]][yi[b][1]][cc];
-                float4 ra = (1.0f - ly[b]) * a0 + ly[b] * a1, rb = (1.0f - ly[b]) * b0 + ly[b] * b1;
-                kd_st4(yv + yoff + kd_rs_at(n, 2 * z + a, 2 * y + b, 2 * w + cc, 2 * D, 2 * H,
-                                               2 * W, C),
-                          c, C, (1.0f - lz[a]) * ra + lz[a] * rb);
-            }
-}
+/* output (2z + a, 2y + b, 2w + cc): H then D interpolation of the W-interpolated rows */
+#define KD_TRI_OUT(VT, VST, a, b, cc, zlo, zhi, lz_, ylo, yhi, ly_)                           \
+    {                                                                                        \
+        VT ra = KD_TRI(e##cc##_##zlo##ylo, e##cc##_##zlo##yhi, ly_);                          \
+        VT rb = KD_TRI(e##cc##_##zhi##ylo, e##cc##_##zhi##yhi, ly_);                          \
+        VST(KD_TRI(ra, rb, lz_),                                                              \
+            q + ((((long)n * 2 * D + 2 * z + (a)) * 2 * H + 2 * y + (b)) * 2 * W + 2 * w + (cc)) * C); \
+    }
+#define KD_UP_TRI_FWD(SFX, VT, V, VLD, VST)                                                  \
+    __kernel void kd_up_trilinear_fwd_##SFX(__global const float *x, int xoff,                \
+                                            __global float *yv, int yoff, int N, int D, int H,  \
+                                            int W, int C) {                                   \
+        int c = (int)get_global_id(0) * (V), r_ = get_global_id(1);                          \
+        if (c >= C || r_ >= N * D * H) return;                                               \
+        int y = r_ % H, z = (r_ / H) % D, n = r_ / (H * D);                                  \
+        int zm = max(z - 1, 0), z0 = z, zp = min(z + 1, D - 1);                               \
+        int ym = max(y - 1, 0), y0 = y, yp = min(y + 1, H - 1);                               \
+        float lz = z > 0 ? 0.75f : 0.0f, ly = y > 0 ? 0.75f : 0.0f;                           \
+        __global const float *p = x + xoff + c;                                              \
+        __global float *q = yv + yoff + c;                                                   \
+        for (int w = 0; w < W; w++) {                                                        \
+            int wm = max(w - 1, 0), wp = min(w + 1, W - 1);                                   \
+            float lw = w > 0 ? 0.75f : 0.0f;                                                 \
+            VT e0_mm, e1_mm, e0_m0, e1_m0, e0_mp, e1_mp, e0_0m, e1_0m, e0_00, e1_00, e0_0p,   \
+                e1_0p, e0_pm, e1_pm, e0_p0, e1_p0, e0_pp, e1_pp;                             \
+            KD_TRI_ROW(VT, VLD, m, m) KD_TRI_ROW(VT, VLD, m, 0) KD_TRI_ROW(VT, VLD, m, p)     \
+            KD_TRI_ROW(VT, VLD, 0, m) KD_TRI_ROW(VT, VLD, 0, 0) KD_TRI_ROW(VT, VLD, 0, p)     \
+            KD_TRI_ROW(VT, VLD, p, m) KD_TRI_ROW(VT, VLD, p, 0) KD_TRI_ROW(VT, VLD, p, p)     \
+            KD_TRI_OUT(VT, VST, 0, 0, 0, m, 0, lz, m, 0, ly) KD_TRI_OUT(VT, VST, 0, 0, 1, m, 0, lz, m, 0, ly) \
+            KD_TRI_OUT(VT, VST, 0, 1, 0, m, 0, lz, 0, p, 0.25f) KD_TRI_OUT(VT, VST, 0, 1, 1, m, 0, lz, 0, p, 0.25f) \
+            KD_TRI_OUT(VT, VST, 1, 0, 0, 0, p, 0.25f, m, 0, ly) KD_TRI_OUT(VT, VST, 1, 0, 1, 0, p, 0.25f, m, 0, ly) \
+            KD_TRI_OUT(VT, VST, 1, 1, 0, 0, p, 0.25f, 0, p, 0.25f)                            \
+            KD_TRI_OUT(VT, VST, 1, 1, 1, 0, p, 0.25f, 0, p, 0.25f)                            \
+        }                                                                                    \
+    }
 
-/* dx (N, D, H, W, C) from dy (N, 2D, 2H, 2W, C), over input voxels: input i gets
- * output o only for o in [2i-1, 2i+2] along each axis. The per-axis weights are computed
- * once (12 instead of up to 192 evaluations); the sum runs in the same order. */
-__kernel void kd_up_trilinear_bwd(__global const float *dy, int dyoff, __global float *dx,
-                                  int dxoff, int N, int D, int H, int W, int C) {
-    KD_RS_IDS(D, H, W, C, N);
-    float wz[4], wy[4], wx[4];
-    int oz0 = 2 * z - 1, oy0 = 2 * y - 1, ox0 = 2 * w - 1;
-    for (int j = 0; j < 4; j++) {
-        wz[j] = oz0 + j >= 0 && oz0 + j < 2 * D ? kd_rs_w(oz0 + j, z, D) : 0.0f;
-        wy[j] = oy0 + j >= 0 && oy0 + j < 2 * H ? kd_rs_w(oy0 + j, y, H) : 0.0f;
-        wx[j] = ox0 + j >= 0 && ox0 + j < 2 * W ? kd_rs_w(ox0 + j, w, W) : 0.0f;
+/* dx (N, D, H, W, C) from dy (N, 2D, 2H, 2W, C): input i gets output o only for o in
+ * [2i-1, 2i+2] along each axis, with the forward's weight kd_rs_w(o, i) (computed once per
+ * row for D and H, per voxel for W); the sum runs over (jz, jy, jx) in order. Range as the
+ * forward. */
+#define KD_UP_TRI_BWD(SFX, VT, V, VLD, VST)                                                  \
+    __kernel void kd_up_trilinear_bwd_##SFX(__global const float *dy, int dyoff,              \
+                                            __global float *dx, int dxoff, int N, int D,      \
+                                            int H, int W, int C) {                            \
+        int c = (int)get_global_id(0) * (V), r_ = get_global_id(1);                          \
+        if (c >= C || r_ >= N * D * H) return;                                               \
+        int y = r_ % H, z = (r_ / H) % D, n = r_ / (H * D);                                  \
+        float wz[4], wy[4];                                                                  \
+        int oz0 = 2 * z - 1, oy0 = 2 * y - 1;                                                \
+        for (int j = 0; j < 4; j++) {                                                        \
+            wz[j] = oz0 + j >= 0 && oz0 + j < 2 * D ? kd_rs_w(oz0 + j, z, D) : 0.0f;         \
+            wy[j] = oy0 + j >= 0 && oy0 + j < 2 * H ? kd_rs_w(oy0 + j, y, H) : 0.0f;         \
+        }                                                                                    \
+        for (int w = 0; w < W; w++) {                                                        \
+            int ox0 = 2 * w - 1;                                                             \
+            float wx[4];                                                                     \
+            for (int j = 0; j < 4; j++)                                                      \
+                wx[j] = ox0 + j >= 0 && ox0 + j < 2 * W ? kd_rs_w(ox0 + j, w, W) : 0.0f;     \
+            VT acc = (VT)0.0f;                                                               \
+            for (int jz = 0; jz < 4; jz++) {                                                 \
+                if (wz[jz] == 0.0f) continue;                                                \
+                for (int jy = 0; jy < 4; jy++) {                                             \
+                    if (wy[jy] == 0.0f) continue;                                            \
+                    __global const float *row = dy + dyoff + c +                             \
+                        kd_rs_at(n, oz0 + jz, oy0 + jy, 0, 2 * D, 2 * H, 2 * W, C);          \
+                    for (int jx = 0; jx < 4; jx++) {                                         \
+                        if (wx[jx] == 0.0f) continue;                                        \
+                        VT g = VLD(row + (long)(ox0 + jx) * C);                              \
+                        acc = mad((VT)(wz[jz] * wy[jy] * wx[jx]), g, acc);                   \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+            VST(acc, dx + dxoff + c + kd_rs_at(n, z, y, w, D, H, W, C));                     \
+        }                                                                                    \
     }
-    float4 acc = (float4)(0.0f);
-    for (int jz = 0; jz < 4; jz++) {
-        if (wz[jz] == 0.0f) continue;
-        for (int jy = 0; jy < 4; jy++) {
-            if (wy[jy] == 0.0f) continue;
-            __global const float *row =
-                dy + dyoff + kd_rs_at(n, oz0 + jz, oy0 + jy, 0, 2 * D, 2 * H, 2 * W, C);
-            for (int jx = 0; jx < 4; jx++) {
-                if (wx[jx] == 0.0f) continue;
-                float4 g = kd_ld4(row + (long)(ox0 + jx) * C, c, C);
-                acc = mad((float4)(wz[jz] * wy[jy] * wx[jx]), g, acc);
-            }
-        }
-    }
-    kd_st4(dx + dxoff + kd_rs_at(n, z, y, w, D, H, W, C), c, C, acc);
-}
+
+#define KD_RS_LD16(p) vload16(0, (p))
+#define KD_RS_ST16(v, p) vstore16((v), 0, (p))
+#define KD_RS_LD8(p) vload8(0, (p))
+#define KD_RS_ST8(v, p) vstore8((v), 0, (p))
+#define KD_RS_LD4(p) vload4(0, (p))
+#define KD_RS_ST4(v, p) vstore4((v), 0, (p))
+#define KD_RS_LD1(p) (*(p))
+#define KD_RS_ST1(v, p) (*(p) = (v))
+KD_UP_TRI_FWD(v16, float16, 16, KD_RS_LD16, KD_RS_ST16)
+KD_UP_TRI_FWD(v8, float8, 8, KD_RS_LD8, KD_RS_ST8)
+KD_UP_TRI_FWD(v4, float4, 4, KD_RS_LD4, KD_RS_ST4)
+KD_UP_TRI_FWD(v1, float, 1, KD_RS_LD1, KD_RS_ST1)
+KD_UP_TRI_BWD(v16, float16, 16, KD_RS_LD16, KD_RS_ST16)
+KD_UP_TRI_BWD(v8, float8, 8, KD_RS_LD8, KD_RS_ST8)
+KD_UP_TRI_BWD(v4, float4, 4, KD_RS_LD4, KD_RS_ST4)
+KD_UP_TRI_BWD(v1, float, 1, KD_RS_LD1, KD_RS_ST1)
 
 /* Nearest x2: y[o] = x[o / 2], over output voxels. */
 __kernel void kd_up_nearest_fwd(__global const float *x, int xoff, __global float *yv, int yoff,

@@ -59,6 +59,7 @@ static int run(kd_device *dev, const char *dir) {
     t.sampler.patch[0] = t.sampler.patch[1] = t.sampler.patch[2] = 16;
     t.sampler.margin = 4;
     t.progress = print_line;
+    t.overwrite = 1; /* a rerun trains again: an earlier run's files are kept as *.bak */
     t.model = "unet3d:widths=8,16";
     t.out = path(t1, dir, "teacher-unet3d");
     CHECK(kd_train(dev, &t, NULL));

@@ -18,6 +18,7 @@ Writes one JSON line per check ({"name", "result"}) to OUT for tools/test.sh.
 
 Usage: check_kernels.py BUILD OUT.jsonl
 Environment: KDSEG_OCLGRIND_SUITES (default "runtime conv layers": the op tests;
+KDSEG_OCLGRIND_EXTRA: single tests beyond them, default the loss, optimizer and peak ones;
 "all" for every suite), KDSEG_OCLGRIND_UNINIT_SUITES (default "runtime"),
 KDSEG_OCLGRIND_UNINIT=1 (the uninitialised-value check everywhere), KDSEG_OCLGRIND_TIMEOUT (s per test, default 120: a hang, not a slow test under load),
 KDSEG_OCLGRIND_JOBS (default 2), KDSEG_OCLGRIND_ONLY (a regular expression on test
@@ -79,10 +80,22 @@ def read_list(path):
 
 
 def cl_kernels():
+    """Kernel names of cl/*.cl after preprocessing (with cl/common.h, as the programs are
+    built), so that every variant a macro instantiates (kd_conv3d_fwd_v16_p8m1, ...) must
+    run in some test; without a C preprocessor, the raw sources (a name pasted by a macro
+    then stands for all its variants)."""
     kernels = {}
+    common = os.path.join(ROOT, "cl", "common.h")
+    cpp = shutil.which("cpp")
     for f in sorted(glob.glob(os.path.join(ROOT, "cl", "*.cl"))):
+        text = open(f).read()
+        if cpp:
+            p = subprocess.run([cpp, "-P", "-undef", "-w"], input=open(common).read() + "\n" + text,
+                               capture_output=True, text=True)
+            if p.returncode == 0:
+                text = p.stdout
         for k in re.findall(r"__kernel\s+(?:__attribute__\s*\(\(.*?\)\)\s*)?void\s+(\w+)",
-                            open(f).read()):
+                            text):
             kernels[k] = os.path.basename(f)
     return kernels
 
@@ -121,7 +134,8 @@ def main():
     want_suites = os.environ.get("KDSEG_OCLGRIND_SUITES", "runtime conv layers").split()
     # single tests beyond those suites: the loss and optimizer kernels on tiny tensors
     # (a whole model's forward is too slow under Oclgrind)
-    extra = os.environ.get("KDSEG_OCLGRIND_EXTRA", "nn/optim_sgd nn/loss_and_adam").split()
+    extra = os.environ.get("KDSEG_OCLGRIND_EXTRA",
+                           "nn/optim_sgd nn/loss_and_adam tune/device_peak").split()
     exclude = read_list(os.path.join(REL, "oclgrind_exclude.txt"))
     uncovered_ok = read_list(os.path.join(REL, "oclgrind_uncovered.txt"))
     logdir = os.path.join(build, "oclgrind")

@@ -74,6 +74,32 @@ int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int 
     return 0;
 }
 
+int kd_cli_cube(const char *cmd, const char *opt, const char *val, int lo, int hi, int *out) {
+    int d[3];
+    if (kd_cli_dims3(cmd, opt, val, lo, hi, d)) return 2;
+    if (d[0] != d[1] || d[1] != d[2]) {
+        fprintf(stderr, "kdseg %s: %s takes a cube here: N or N,N,N, got '%s'\n", cmd, opt, val);
+        return 2;
+    }
+    *out = d[0];
+    return 0;
+}
+
+int kd_cli_tta(const char *cmd, const char *val, int *out) {
+    if (val && !strcmp(val, "1")) {
+        kd_cli_note_renamed(cmd, "--tta 1", "--tta none");
+        val = "none";
+    }
+    if (val && !strcmp(val, "none")) *out = 0;
+    else if (val && !strcmp(val, "4")) *out = 4;
+    else if (val && !strcmp(val, "8")) *out = 8;
+    else {
+        fprintf(stderr, "kdseg %s: --tta expects none, 4 or 8, got '%s'\n", cmd, val ? val : "");
+        return 2;
+    }
+    return 0;
+}
+
 int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val) {
     size_t n = strlen(name);
     const char *a = argv[*i];
@@ -92,6 +118,25 @@ int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val
 }
 
 int kd_cli_flag(char **argv, int i, const char *name) { return !strcmp(argv[i], name); }
+
+int kd_cli_quiet = 0;
+
+void kd_cli_note_renamed(const char *cmd, const char *old, const char *now) {
+    if (!kd_cli_quiet) fprintf(stderr, "kdseg %s: note: %s is now %s; the old spelling still works\n", cmd, old, now);
+}
+
+int kd_cli_old_opt(const char *cmd, int argc, char **argv, int *i, const char *old, const char *now,
+                   const char **val) {
+    if (!kd_cli_opt(argc, argv, i, old, val)) return 0;
+    kd_cli_note_renamed(cmd, old, now);
+    return 1;
+}
+
+int kd_cli_old_flag(const char *cmd, char **argv, int i, const char *old, const char *now) {
+    if (!kd_cli_flag(argv, i, old)) return 0;
+    kd_cli_note_renamed(cmd, old, now);
+    return 1;
+}
 
 int kd_cli_unknown(const char *cmd, const char *arg) {
     fprintf(stderr, "kdseg %s: unknown option or argument '%s' (see kdseg %s --help)\n", cmd, arg,

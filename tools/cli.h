@@ -30,6 +30,23 @@ int kd_cli_float(const char *cmd, const char *opt, const char *val, double lo, d
                  double *out);
 /* "D,H,W" or a single number for all three. */
 int kd_cli_dims3(const char *cmd, const char *opt, const char *val, int lo, int hi, int out[3]);
+/* The same forms where only a cube is possible: "N" or "N,N,N". */
+int kd_cli_cube(const char *cmd, const char *opt, const char *val, int lo, int hi, int *out);
+/* --tta none|4|8 (test-time flips: 0 none, 4, 8); "1" is an old spelling of none. */
+int kd_cli_tta(const char *cmd, const char *val, int *out);
+
+/* -q/--quiet was given (before or after the command): errors and the command's results
+ * only, no progress, banners or notes. */
+extern int kd_cli_quiet;
+
+/* An old spelling of an option, kept working: as kd_cli_opt / kd_cli_flag for `old`, and
+ * when it matches, a one-line note on stderr naming the current spelling `now` (not with
+ * -q). */
+int kd_cli_old_opt(const char *cmd, int argc, char **argv, int *i, const char *old, const char *now,
+                   const char **val);
+int kd_cli_old_flag(const char *cmd, char **argv, int i, const char *old, const char *now);
+/* "kdseg CMD: note: OLD is now NOW; the old spelling still works" (not with -q). */
+void kd_cli_note_renamed(const char *cmd, const char *old, const char *now);
 
 /* Is argv[i] the option `name`? Takes its value from "--name=v" or argv[i+1]. */
 int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);

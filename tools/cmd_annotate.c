@@ -14,7 +14,13 @@ static void help(FILE *f) {
             "--annotations for kdseg train / distill. Resumable: cases already written are\n"
             "skipped. With several teachers, ANN_DIR/agreement.csv holds the mean pairwise\n"
             "Dice between teachers per case (low agreement = untrustworthy pseudo-labels).\n"
-            "--all also annotates labeled cases. Other options as kdseg segment.\n");
+            "--all also annotates labeled cases. Other options as kdseg segment.\n\n"
+            "  --teacher FILE        a teacher's checkpoint (also --checkpoint; --model is the\n"
+            "                        old spelling); repeat for the ensemble\n\n"
+            "examples:\n"
+            "  kdseg annotate --teacher run1/best.kds --teacher phantom-run/best.kds \\\n"
+            "      --dataset unlabeled --out ann\n"
+            "  kdseg annotate --teacher run1/best.kds --dataset unlabeled --out ann-soft --soft --tta 4\n");
 }
 
 static int run(int argc, char **argv) {

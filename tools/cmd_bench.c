@@ -13,7 +13,7 @@
 #include "cli.h"
 #include "kdseg/infer.h"
 #include "kdseg/sched.h"
-#include "conv_shapes.h"
+#include "kdseg/tune.h"
 
 /* Options shared by every bench subcommand. */
 typedef struct bench_opts {
@@ -72,19 +72,20 @@ static const char *today(char *buf, size_t n);
 
 /* ---- bench ops: the conv layers ----------------------------------------------------------- */
 
-/* The conv layer shapes and their buffers: tools/conv_shapes.c (shared with kdseg tune). */
+/* The conv layer shapes and their tensors: kd_conv_layers, kd_conv_case (shared with kdseg
+ * tune). */
 
 /* Median ms of o->reps runs after one warm-up with impl forced. */
-static kd_status time_pass(kd_device *dev, kd_conv_bufs *c, kd_conv_pass pass, kd_conv_impl impl,
+static kd_status time_pass(kd_device *dev, kd_conv_case *c, kd_conv_pass pass, kd_conv_impl impl,
                            int reps, double *ms, double *cms) {
     kd_conv_force(impl);
-    kd_status s = kd_conv_bufs_run(c, pass);
+    kd_status s = kd_conv_case_run(c, pass);
     if (!s) s = kd_device_finish(dev);
     double t[64], ct[64];
     if (reps > 64) reps = 64;
     for (int r = 0; r < reps && !s; r++) {
         double t0 = now_ms(), c0 = cpu_ms();
-        s = kd_conv_bufs_run(c, pass);
+        s = kd_conv_case_run(c, pass);
         if (!s) s = kd_device_finish(dev);
         t[r] = now_ms() - t0;
         ct[r] = cpu_ms() - c0;
@@ -102,6 +103,47 @@ static const char *impl_name(kd_conv_impl i) {
     return i == KD_CONV_GEMM ? "gemm" : i == KD_CONV_DIRECT ? "direct" : "-";
 }
 
+/* The device's peak for the share-of-peak columns: measured once per run (a few seconds)
+ * unless --peak gave it; NULL when --peak 0 turned the columns off. */
+static kd_peak peak_cache;
+static int peak_state; /* 0 not measured, 1 measured or given, -1 off or failed */
+static double peak_given = -1;
+
+static const kd_peak *device_peak(kd_device *dev) {
+    if (peak_state == 0) {
+        if (peak_given == 0) {
+            peak_state = -1;
+        } else if (peak_given > 0) {
+            memset(&peak_cache, 0, sizeof peak_cache);
+            peak_cache.gflops = peak_given;
+            peak_state = 1;
+        } else {
+            kd_status s = kd_device_peak(dev, 0, &peak_cache);
+            peak_state = s ? -1 : 1;
+            if (s) {
+                fprintf(stderr, "kdseg bench: peak not measured (%s); no share-of-peak columns\n",
+                        kd_last_error());
+                kd_clear_error();
+            }
+        }
+        if (peak_state > 0) {
+            printf("device peak: %.1f GFLOP/s FMA", peak_cache.gflops);
+            if (peak_cache.cpu_gflops > 0)
+                printf(", %.1f GFLOP per CPU-second (one core)", peak_cache.cpu_gflops);
+            if (peak_cache.read_gbs > 0) printf(", read %.1f GB/s", peak_cache.read_gbs);
+            printf("%s\n\n", peak_given > 0 ? " (--peak)" : " (kdseg bench peak)");
+        }
+    }
+    return peak_state > 0 ? &peak_cache : NULL;
+}
+
+/* "  12.3%" of the peak, or blanks. */
+static const char *pct(char *buf, size_t n, double v, double peak) {
+    if (peak > 0 && v > 0) snprintf(buf, n, " %6.1f%%", 100.0 * v / peak);
+    else snprintf(buf, n, " %7s", "");
+    return buf;
+}
+
 static int bench_ops(kd_device *dev, const bench_opts *o) {
     static const char *pass_label[] = {"forward", "input-grad", "weight-grad"};
     FILE *js = NULL;
@@ -111,52 +153,58 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
     }
     printf("conv layers of the student ResUNet at a %d^3 patch, batch 1, on %s\n", o->patch,
            kd_device_name(dev));
-    printf("median of %d runs after a warm-up; GF/s = 2*MACs / time; weight-grad without bias\n\n",
-           o->reps);
-    printf("%-24s %-6s %-11s %9s %8s %9s %8s  %s\n", "layer", "size", "pass", "direct ms", "GF/s",
-           "gemm ms", "GF/s", "chosen");
+    const kd_peak *pk = device_peak(dev);
+    double pg = pk ? pk->gflops : 0, pc = pk ? pk->cpu_gflops : 0;
+    printf("median of %d runs after a warm-up; GF/s = 2*MACs / time; weight-grad without bias;\n"
+           "%%pk: the chosen implementation's GF/s as a share of the device's FMA peak%s\n\n",
+           o->reps, o->cpu ? "; cpu GF/s: GFLOP per CPU-second of this process, %core: its\n"
+                             "share of one core's peak" : "");
+    printf("%-24s %-6s %-11s %9s %8s %9s %8s  %-6s %7s", "layer", "size", "pass", "direct ms",
+           "GF/s", "gemm ms", "GF/s", "chosen", "%pk");
+    if (o->cpu) printf(" %7s %7s %7s", "cpu GF/s", "", "%core");
+    printf("\n");
     char date[32];
     if (js)
         fprintf(js,
                 "{\"bench\": \"ops\", \"device\": \"%s\", \"date\": \"%s\", \"patch\": %d, "
-                "\"reps\": %d, \"rows\": [",
-                kd_device_name(dev), today(date, sizeof date), o->patch, o->reps);
-    int first = 1, rc = 0;
+                "\"reps\": %d, \"peak_gflops\": %.3f, \"peak_cpu_gflops\": %.3f, \"rows\": [",
+                kd_device_name(dev), today(date, sizeof date), o->patch, o->reps, pg, pc);
+    int first = 1, rc = 0, nl;
+    const kd_conv_layer *layers = kd_conv_layers(&nl);
     enum { NROWS = 64 };
-    double fb_ms[NROWS], fb_cpu[NROWS]; /* forward + both gradients, the chosen impl */
+    double fb_ms[NROWS], fb_cpu[NROWS], fb_gf[NROWS]; /* forward + both gradients, chosen impl */
     int done_row[NROWS];
-    int nrows = kd_conv_nrows < NROWS ? kd_conv_nrows : NROWS;
+    int nrows = nl < NROWS ? nl : NROWS;
     char shapes[1024] = "";
     for (int i = 0; i < nrows && !rc; i++) {
-        fb_ms[i] = fb_cpu[i] = 0;
+        fb_ms[i] = fb_cpu[i] = fb_gf[i] = 0;
         done_row[i] = 0;
-        const kd_conv_row *r = &kd_conv_rows[i];
+        const kd_conv_layer *r = &layers[i];
         if (o->only && !strstr(r->name, o->only)) continue;
         int edge = o->patch >> r->level;
         if (edge < r->k) continue;
-        kd_conv_bufs c;
-        kd_conv_geom g;
-        kd_status s = kd_conv_bufs_make(dev, r, edge, 0, &c, &g);
+        kd_conv_case *c = NULL;
+        kd_status s = kd_conv_case_create(dev, r, edge, 0, &c);
         for (int pass = 0; pass < 3 && !s; pass++) {
             double ms[2] = {-1, -1}, cms[2] = {-1, -1};
             for (int im = 0; im < 2 && !s; im++)
                 if (o->impls & (1 << im))
-                    s = time_pass(dev, &c, (kd_conv_pass)pass, im ? KD_CONV_GEMM : KD_CONV_DIRECT,
+                    s = time_pass(dev, c, (kd_conv_pass)pass, im ? KD_CONV_GEMM : KD_CONV_DIRECT,
                                   o->reps, &ms[im], &cms[im]);
             if (s) break;
             /* the chooser's pick (times both once if not stored yet) */
             kd_conv_force(KD_CONV_AUTO);
-            if ((s = kd_conv_bufs_run(&c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev)))
+            if ((s = kd_conv_case_run(c, (kd_conv_pass)pass)) || (s = kd_device_finish(dev)))
                 break;
-            char key[160];
-            g.has_bias = pass == KD_PASS_FWD && r->bias; /* as the ops key it */
-            kd_conv_key(&g, (kd_conv_pass)pass, key, sizeof key);
+            char key[160], pb[2][16];
+            kd_conv_case_key(c, (kd_conv_pass)pass, key, sizeof key);
             kd_conv_impl pick = kd_conv_choice_lookup(dev, key, NULL, NULL);
             if (pick == KD_CONV_AUTO && kd_conv_forced() != KD_CONV_AUTO) pick = kd_conv_forced();
-            double gf = kd_conv_flops(&g) * 1e-6;
+            double gf = kd_conv_case_flops(c) * 1e-6; /* MFLOP: / ms gives GFLOP/s */
             int ci = pick == KD_CONV_GEMM && ms[1] >= 0 ? 1 : ms[0] >= 0 ? 0 : 1;
             fb_ms[i] += ms[ci];
             fb_cpu[i] += cms[ci];
+            fb_gf[i] += gf;
             char size[16], d[2][32];
             snprintf(size, sizeof size, "%d^3", edge);
             for (int im = 0; im < 2; im++)
@@ -164,11 +212,12 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
                     snprintf(d[im], sizeof d[im], "%9.2f %8.1f", ms[im], gf / ms[im]);
                 else
                     snprintf(d[im], sizeof d[im], "%9s %8s", "-", "-");
-            printf("%-24s %-6s %-11s %s %s  %-6s", pass ? "" : r->name, size, pass_label[pass],
-                   d[0], d[1], impl_name(pick));
-            if (o->cpu)
-                for (int im = 0; im < 2; im++)
-                    if (cms[im] > 0) printf(" %7.1f", gf / cms[im]);
+            printf("%-24s %-6s %-11s %s %s  %-6s%s", pass ? "" : r->name, size, pass_label[pass],
+                   d[0], d[1], impl_name(pick), pct(pb[0], sizeof pb[0], gf / ms[ci], pg));
+            if (o->cpu) {
+                printf(" %8.1f        %s", cms[ci] > 0 ? gf / cms[ci] : 0.0,
+                       pct(pb[1], sizeof pb[1], cms[ci] > 0 ? gf / cms[ci] : 0, pc));
+            }
             printf("\n");
             fflush(stdout);
             if (js) {
@@ -177,13 +226,14 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
                     "%s\n  {\"layer\": \"%s\", \"size\": %d, \"cin\": %d, \"cout\": %d, "
                     "\"k\": %d, \"stride\": %d, \"pad\": %d, \"pass\": \"%s\", \"gflop\": %.6f, "
                     "\"direct_ms\": %.4f, \"gemm_ms\": %.4f, \"direct_cpu_ms\": %.4f, "
-                    "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\"}",
+                    "\"gemm_cpu_ms\": %.4f, \"chosen\": \"%s\", \"share_of_peak\": %.4f}",
                     first ? "" : ",", r->name, edge, r->ci, r->co, r->k, r->s, r->p,
-                    pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1], impl_name(pick));
+                    pass_label[pass], gf * 1e-3, ms[0], ms[1], cms[0], cms[1], impl_name(pick),
+                    pg > 0 ? gf / ms[ci] / pg : -1.0);
                 first = 0;
             }
         }
-        kd_conv_bufs_free(&c);
+        kd_conv_case_free(c);
         if (s)
             rc = kd_cli_error("bench ops", s);
         else {
@@ -202,22 +252,22 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
         if (!run_pytorch(args, py, sizeof py)) {
             const char *lst = strstr(py, "\"fwdbwd_ms_list\": \"");
             char *p = lst ? (char *)lst + strlen("\"fwdbwd_ms_list\": \"") : NULL;
-            printf("%-24s %-6s %10s %10s %10s %8s\n", "layer", "size", "kdseg ms", "cpu-s",
-                   "torch ms", "speedup");
+            printf("%-24s %-6s %10s %10s %8s %10s %8s\n", "layer", "size", "kdseg ms", "cpu-s",
+                   "%pk", "torch ms", "speedup");
             for (int i = 0; i < nrows && p; i++) {
                 if (!done_row[i]) continue;
                 double t = strtod(p, &p);
                 if (*p == ',') p++;
-                char size[16];
-                snprintf(size, sizeof size, "%d^3", o->patch >> kd_conv_rows[i].level);
-                printf("%-24s %-6s %10.2f %10.3f %10.2f %7.2fx\n", kd_conv_rows[i].name, size,
-                       fb_ms[i], fb_cpu[i] * 1e-3, t, t / fb_ms[i]);
+                char size[16], pb[16];
+                snprintf(size, sizeof size, "%d^3", o->patch >> layers[i].level);
+                printf("%-24s %-6s %10.2f %10.3f %s %10.2f %7.2fx\n", layers[i].name, size,
+                       fb_ms[i], fb_cpu[i] * 1e-3, pct(pb, sizeof pb, fb_gf[i] / fb_ms[i], pg), t,
+                       t / fb_ms[i]);
                 if (js) {
                     fprintf(js,
                             ",\n  {\"layer\": \"%s\", \"size\": %d, \"fwdbwd_ms\": %.4f, "
                             "\"fwdbwd_cpu_ms\": %.4f, \"torch_fwdbwd_ms\": %.4f}",
-                            kd_conv_rows[i].name, o->patch >> kd_conv_rows[i].level, fb_ms[i],
-                            fb_cpu[i], t);
+                            layers[i].name, o->patch >> layers[i].level, fb_ms[i], fb_cpu[i], t);
                 }
             }
         }
@@ -227,6 +277,43 @@ static int bench_ops(kd_device *dev, const bench_opts *o) {
         fclose(js);
     }
     return rc;
+}
+
+/* ---- bench peak ----------------------------------------------------------------------- */
+
+static int bench_peak(kd_device *dev, const bench_opts *o) {
+    char date[32];
+    printf("peak of %s (%d compute units), %s\n", kd_device_name(dev),
+           kd_device_compute_units(dev), today(date, sizeof date));
+    kd_peak p;
+    kd_status s = kd_device_peak(dev, 0, &p);
+    if (s) return kd_cli_error("bench peak", s);
+    printf("FMA throughput, float per work-item     %10.1f GFLOP/s\n", p.gflops_v1);
+    printf("FMA throughput, float16 per work-item   %10.1f GFLOP/s\n", p.gflops_v16);
+    printf("FMA peak (the better of the two)        %10.1f GFLOP/s\n", p.gflops);
+    if (p.cpu_gflops > 0)
+        printf("FMA per CPU-second of this process      %10.1f GFLOP  (one core's peak, whatever\n"
+               "                                                         share of the machine "
+               "we got)\n",
+               p.cpu_gflops);
+    printf("memory read bandwidth                   %10.1f GB/s\n", p.read_gbs);
+    printf("memory copy bandwidth (read + write)    %10.1f GB/s\n", p.copy_gbs);
+    printf("measured in %.1f s\n", p.seconds);
+    if (o->json) {
+        FILE *js = fopen(o->json, "w");
+        if (!js) {
+            fprintf(stderr, "kdseg bench: cannot write %s\n", o->json);
+            return 1;
+        }
+        fprintf(js,
+                "{\"bench\": \"peak\", \"device\": \"%s\", \"date\": \"%s\", \"gflops\": %.3f, "
+                "\"gflops_v1\": %.3f, \"gflops_v16\": %.3f, \"cpu_gflops\": %.3f, "
+                "\"read_gbs\": %.3f, \"copy_gbs\": %.3f, \"seconds\": %.3f}\n",
+                kd_device_name(dev), date, p.gflops, p.gflops_v1, p.gflops_v16, p.cpu_gflops,
+                p.read_gbs, p.copy_gbs, p.seconds);
+        fclose(js);
+    }
+    return 0;
 }
 
 /* ---- helpers shared by train, infer and sched --------------------------------------------- */
@@ -348,6 +435,7 @@ typedef struct train_res {
     double ms, cpu_ms;        /* median per step: wall and process CPU time */
     size_t planned, measured; /* device bytes */
     size_t act_plan, param_bytes;
+    double conv_gflop; /* the step's conv work (forward, weight and input gradients) */
 } train_res;
 
 static kd_status train_measure(kd_device *dev, const char *spec, int batch, int patch, int reps,
@@ -379,6 +467,9 @@ static kd_status train_measure(kd_device *dev, const char *spec, int batch, int 
         (s = kd_tensor_upload(x, hx)) || (s = kd_tensor_upload(t, ht)))
         goto done;
     if ((s = kd_model_plan(m, xs, 1, &r->act_plan))) goto done;
+    double fl = 0;
+    if ((s = kd_model_conv_flops(m, xs, 1, &fl))) goto done;
+    r->conv_gflop = fl * 1e-9;
     r->param_bytes = kd_model_param_bytes(m);
     /* parameters, gradients, Adam's m, v and vmax; the batch; the activation plan */
     r->planned = 5 * r->param_bytes + (nx + nt) * sizeof(float) + r->act_plan;
@@ -429,10 +520,14 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
         "training step (zero grads, forward, the paper's loss, backward, AMSGrad Adam) of\n  %s\n"
         "on %s, %s; median of %d steps after a warm-up step\n",
         o->model, kd_device_name(dev), today(date, sizeof date), o->reps);
+    const kd_peak *pk = device_peak(dev);
+    double pg = pk ? pk->gflops : 0;
     printf("planned = parameters + gradients + Adam state (5x params) + batch + activation plan;\n"
-           "measured = peak device bytes handed out during the run\n\n");
-    printf("%-7s %5s %10s %10s %12s %11s %11s", "patch", "batch", "ms/step", "cpu-s/step",
-           "Mvoxel/s", "planned MiB", "measured MiB");
+           "measured = peak device bytes handed out during the run; conv GF/s = the step's conv\n"
+           "FLOPs (forward, weight and input gradients) / its time, %%pk its share of the peak\n\n");
+    printf("%-7s %5s %10s %10s %12s %11s %11s %9s %9s %7s", "patch", "batch", "ms/step",
+           "cpu-s/step", "Mvoxel/s", "planned MiB", "measured MiB", "conv GF", "conv GF/s",
+           "%pk");
     if (o->compare)
         printf(" %10s %11s %8s %9s %11s %9s", "torch ms", "torch cpu-s", "speedup", "cpu ratio",
                "torch MiB", "mem ratio");
@@ -464,8 +559,11 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
             double vox = (double)batch * patch * patch * patch;
             char pre[16];
             snprintf(pre, sizeof pre, "%d^3", patch);
-            printf("%-7s %5d %10.1f %10.2f %12.2f %11.1f %11.1f", pre, batch, r.ms, r.cpu_ms * 1e-3,
-                   vox / r.ms * 1e-3, mib(r.planned), mib(r.measured));
+            char pb[16];
+            printf("%-7s %5d %10.1f %10.2f %12.2f %11.1f %11.1f %9.1f %9.1f%s", pre, batch, r.ms,
+                   r.cpu_ms * 1e-3, vox / r.ms * 1e-3, mib(r.planned), mib(r.measured),
+                   r.conv_gflop, r.conv_gflop / r.ms * 1e3,
+                   pct(pb, sizeof pb, r.conv_gflop / r.ms * 1e3, pg));
             double tms = -1, trss = -1, tcpu = -1;
             if (o->compare && has_ref && !(o->scaling && (batch > 1))) {
                 snprintf(args, sizeof args, "train%s --patch %d --batch %d --reps %d", ra, patch,
@@ -486,9 +584,10 @@ static int bench_train(kd_device *dev, const bench_opts *o) {
                         "\"voxels_per_s\": %.1f, \"planned_bytes\": %zu, "
                         "\"activation_plan_bytes\": %zu, "
                         "\"param_bytes\": %zu, \"measured_peak_bytes\": %zu, \"torch_ms\": %.3f, "
-                        "\"torch_cpu_ms\": %.3f, \"torch_maxrss_mib\": %.1f}",
+                        "\"torch_cpu_ms\": %.3f, \"torch_maxrss_mib\": %.1f, \"conv_gflop\": %.3f, "
+                        "\"peak_gflops\": %.3f}",
                         first ? "" : ",", patch, batch, r.ms, r.cpu_ms, vox / r.ms * 1e3, r.planned,
-                        r.act_plan, r.param_bytes, r.measured, tms, tcpu, trss);
+                        r.act_plan, r.param_bytes, r.measured, tms, tcpu, trss, r.conv_gflop, pg);
                 first = 0;
             }
         }
@@ -509,7 +608,7 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
     if (s) return kd_cli_error("bench infer", s);
     int div = kd_model_divisor(m);
     if (D % div || H % div || W % div) {
-        fprintf(stderr, "kdseg bench infer: --volume %dx%dx%d must be a multiple of %d\n", D, H, W,
+        fprintf(stderr, "kdseg bench infer: --size %dx%dx%d must be a multiple of %d\n", D, H, W,
                 div);
         kd_model_free(m);
         return 2;
@@ -538,8 +637,12 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
            "pass (%s)\n\n",
            how, D, H, W, C, o->model, kd_device_name(dev), today(date, sizeof date), o->reps,
            o->batch > 1 ? "--batch: at most that many, as memory allows" : "1, the default");
-    printf("%-6s %8s %6s %9s %10s %11s %12s %12s", "tta", "windows", "batch", "forwards",
-           "s/volume", "cpu-s/vol", "Mvoxel/s", "peak MiB");
+    const kd_peak *pk = device_peak(dev);
+    double pg = pk ? pk->gflops : 0;
+    printf("conv GF/s: the passes' conv FLOPs (tile x passes) / the time, %%pk its share of the "
+           "peak\n\n");
+    printf("%-6s %8s %6s %9s %10s %11s %12s %12s %9s %7s", "tta", "windows", "batch", "forwards",
+           "s/volume", "cpu-s/vol", "Mvoxel/s", "peak MiB", "conv GF/s", "%pk");
     if (o->compare) printf(" %10s %11s %8s %9s", "torch s", "torch cpu-s", "speedup", "cpu ratio");
     printf("\n");
     if (js)
@@ -578,9 +681,17 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
             rc = kd_cli_error("bench infer", s);
             break;
         }
-        double ms = median(wt, reps), cms = median(ct, reps);
-        printf("%-6d %8d %6d %9d %10.2f %11.2f %12.2f %12.1f", ttas[k], st.windows, st.batch,
-               st.forwards, ms * 1e-3, cms * 1e-3, (double)nv / ms * 1e-3, mib(st.peak_device));
+        double ms = median(wt, reps), cms = median(ct, reps), fl = 0;
+        if ((s = kd_model_conv_flops(m, kd_shape5(1, C, st.tile[0], st.tile[1], st.tile[2]), 0,
+                                     &fl))) {
+            rc = kd_cli_error("bench infer", s);
+            break;
+        }
+        double gfs = fl * st.passes / ms * 1e-6;
+        char pb[16];
+        printf("%-6d %8d %6d %9d %10.2f %11.2f %12.2f %12.1f %9.1f%s", ttas[k], st.windows,
+               st.batch, st.forwards, ms * 1e-3, cms * 1e-3, (double)nv / ms * 1e-3,
+               mib(st.peak_device), gfs, pct(pb, sizeof pb, gfs, pg));
         double ts = -1, tcs = -1;
         if (o->compare && has_ref) {
             int n = snprintf(args, sizeof args, "infer%s --volume %d %d %d --tta %d --reps %d", ra,
@@ -602,9 +713,10 @@ static int bench_infer(kd_device *dev, const bench_opts *o) {
                 js,
                 "%s\n  {\"tta\": %d, \"windows\": %d, \"batch\": %d, \"forwards\": %d, "
                 "\"seconds\": %.4f, \"cpu_seconds\": %.4f, "
-                "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f}",
+                "\"peak_device_bytes\": %zu, \"torch_seconds\": %.4f, \"torch_cpu_seconds\": %.4f, "
+                "\"conv_gflops\": %.3f, \"peak_gflops\": %.3f}",
                 k ? "," : "", ttas[k], st.windows, st.batch, st.forwards, ms * 1e-3, cms * 1e-3,
-                st.peak_device, ts, tcs);
+                st.peak_device, ts, tcs, gfs, pg);
     }
     if (o->compare && !has_ref) printf("(PyTorch comparison only for resunet specs: skipped)\n");
     if (js) {
@@ -731,12 +843,16 @@ static const bench_sub subs[] = {
      "and the teachers' other plain conv shapes, with each implementation, and the "
      "chooser's pick",
      bench_ops},
+    {"peak",
+     "the device's FMA throughput and memory bandwidth (clpeak-like, a few seconds); ops, "
+     "train and infer print their figures also as a share of it",
+     bench_peak},
     {"train",
-     "one training step of a model (--model, --patch, --batch; --scaling: patch 32..128 "
+     "one training step of a model (--arch, --patch, --batch; --scaling: patch 32..128 "
      "x batch 1, 2, 4): time, voxels/s, planned and measured device memory",
      bench_train},
     {"infer",
-     "inference of a 160x192x160 crop (--volume), whole or in windows (--tile), with and "
+     "inference of a 160x192x160 crop (--size), whole or in windows (--tile), with and "
      "without TTA 4",
      bench_infer},
     {"sched",
@@ -752,20 +868,20 @@ static void help(FILE *f) {
         fprintf(f, "  %-8s %s\n", subs[i].name, subs[i].summary);
     fprintf(
         f, "\noptions:\n"
-           "  --patch N     cubic patch edge (default 64)\n"
+           "  --patch N|D,H,W  the (cubic) patch (default 64; sched 32)\n"
            "  --reps N      timed runs per measurement, median reported (default 5)\n"
            "  --impl I      direct, gemm or both (default both)\n"
            "  --only TEXT   only rows whose name contains TEXT\n"
            "  --cpu         also print GFLOP per CPU-second of this process (per-core\n"
            "                efficiency, useful when other jobs share the CPU device)\n"
            "  --json FILE   also write the results as JSON\n"
-           "  --model SPEC  model spec (train, infer; the student in sched; default the\n"
-           "                paper's student resunet:widths=16,32,64,128)\n"
+           "  --arch SPEC   architecture spec (train, infer; the student in sched; default\n"
+           "                the paper's student resunet:widths=16,32,64,128; kdseg models)\n"
            "  --batch N     batch size (train, sched; default 1); infer: at most N windows x\n"
            "                flips per forward pass, as memory allows (default 1)\n"
            "  --scaling     train: the table over patch 32,64,96,128 and batch 1,2,4\n"
-           "  --volume D,H,W  infer: volume (default 160,192,160)\n"
-           "  --tta N       infer: only this TTA (1, 4 or 8; default both 1 and 4)\n"
+           "  --size D,H,W|N  infer: the volume (default 160,192,160)\n"
+           "  --tta none|4|8  infer: only these test-time flips (default none and 4)\n"
            "  --tile D,H,W  infer: sliding windows of this tile, overlap 0.5 (default: the\n"
            "                whole volume in one window)\n"
            "  --steps N     sched: timed steps (default 4)\n"
@@ -774,8 +890,14 @@ static void help(FILE *f) {
            "                skipped when no python3 or /usr/bin/python3 imports torch\n"
            "  --torch-device cpu|cuda  where the PyTorch side runs (default cpu; cuda: cuDNN\n"
            "                autotuned, strict fp32, memory = the CUDA allocator's peak)\n"
+           "  --peak G      ops, train, infer: take G GFLOP/s as the device's peak instead of\n"
+           "                measuring it (a few seconds); 0: no share-of-peak columns\n"
            "\nenvironment: KDSEG_MEM_LIMIT (kdseg's device memory limit), POCL_MEMORY_LIMIT=GB\n"
-           "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n");
+           "(PoCL's, default 4 GiB on this CPU device), KDSEG_BENCH_SCRIPT (the PyTorch script)\n"
+           "\nexamples:\n"
+           "  kdseg bench ops --patch 32 --only \"conv 32\" --reps 1\n"
+           "  kdseg bench train --arch resunet:widths=8,16,32 --patch 32 --reps 1\n"
+           "  kdseg bench infer --size 64 --tta none --reps 1\n");
 }
 
 static int run(int argc, char **argv) {
@@ -799,7 +921,7 @@ static int run(int argc, char **argv) {
         if (kd_cli_opt(argc, argv, &i, "--reps", &v)) {
             if (kd_cli_int("bench", "--reps", v, 1, 64, &o.reps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--patch", &v)) {
-            if (kd_cli_int("bench", "--patch", v, 8, 512, &o.patch)) return 2;
+            if (kd_cli_cube("bench", "--patch", v, 8, 512, &o.patch)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--json", &v)) {
             if (!v) return kd_cli_unknown("bench", argv[i]);
             o.json = v;
@@ -816,9 +938,14 @@ static int run(int argc, char **argv) {
                 return 2;
             }
             torch_device = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--peak", &v)) {
+            double g;
+            if (kd_cli_float("bench", "--peak", v, 0, 1e9, &g)) return 2;
+            peak_given = g;
         } else if (kd_cli_flag(argv, i, "--scaling")) {
             o.scaling = 1;
-        } else if (kd_cli_opt(argc, argv, &i, "--model", &v)) {
+        } else if (kd_cli_opt(argc, argv, &i, "--arch", &v) ||
+                   kd_cli_old_opt("bench", argc, argv, &i, "--model", "--arch", &v)) {
             if (!v) return kd_cli_unknown("bench", argv[i]);
             o.model = v;
         } else if (kd_cli_opt(argc, argv, &i, "--batch", &v)) {
@@ -826,9 +953,11 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--steps", &v)) {
             if (kd_cli_int("bench", "--steps", v, 1, 1000, &o.steps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--tta", &v)) {
-            if (kd_cli_int("bench", "--tta", v, 1, 8, &o.tta)) return 2;
-        } else if (kd_cli_opt(argc, argv, &i, "--volume", &v)) {
-            if (kd_cli_dims3("bench", "--volume", v, 8, 1024, o.vol)) return 2;
+            if (kd_cli_tta("bench", v, &o.tta)) return 2;
+            if (!o.tta) o.tta = 1; /* one plain pass */
+        } else if (kd_cli_opt(argc, argv, &i, "--size", &v) ||
+                   kd_cli_old_opt("bench", argc, argv, &i, "--volume", "--size", &v)) {
+            if (kd_cli_dims3("bench", "--size", v, 8, 1024, o.vol)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--tile", &v)) {
             if (kd_cli_dims3("bench", "--tile", v, 8, 1024, o.tile)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--impl", &v)) {

@@ -35,7 +35,11 @@ static void help(FILE *f) {
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
             "  --pseudo-weight W  weight of the loss on those steps\n"
-            "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n");
+            "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n\n"
+            "examples:\n"
+            "  kdseg demo --quick --out demo-quick\n"
+            "  kdseg demo --quick --online --labeled 3 --unlabeled 3 --test 2 --teacher-steps 20 \\\n"
+            "      --student-steps 20 --out demo-tiny\n");
 }
 
 static int run(int argc, char **argv) {

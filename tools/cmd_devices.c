@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "ops/conv_tune.h"
+#include "kdseg/tune.h"
 
 static void help(FILE *f) {
     fprintf(f,
@@ -13,7 +13,13 @@ static void help(FILE *f) {
             "applies to the chosen device (its name in the user table written by\n"
             "`kdseg tune`, else its vendor and type, else the built-in default).\n\n"
             "  --build   also build every kernel program for the chosen device and print the\n"
-            "            time taken and how many programs came from the cache\n");
+            "            time taken and how many programs came from the cache\n\n"
+            "The global --device SEL (P:D, or part of the device or platform name) chooses\n"
+            "another device for any command.\n\n"
+            "examples:\n"
+            "  kdseg devices\n"
+            "  kdseg devices --build\n"
+            "  kdseg --device 0:0 devices\n");
 }
 
 static int run(int argc, char **argv) {
@@ -25,7 +31,7 @@ static int run(int argc, char **argv) {
     kd_status s = kd_device_list(stdout, kd_cli_device);
     if (s) return kd_cli_error("devices", s);
     kd_dev_ident id;
-    if ((s = kd_rt_ident_chosen(kd_cli_device, &id))) return kd_cli_error("devices", s);
+    if ((s = kd_device_ident_chosen(kd_cli_device, &id))) return kd_cli_error("devices", s);
     kd_conv_tune_describe(stdout, &id);
     if (build) {
         kd_device *d = kd_cli_open_device("devices");

@@ -8,14 +8,14 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg distill --data LABELED --out DIR [--unlabeled DIR]\n"
+            "usage: kdseg distill --dataset LABELED --out DIR [--unlabeled DIR]\n"
             "                     (--annotations ANN_DIR | --online --teacher T.kds ...) [options]\n\n"
             "Offline (the paper): the student trains on the labeled cases plus the unlabeled\n"
             "cases labeled by ANN_DIR (from kdseg annotate).\n"
             "Online: no files in between; the device scheduler runs the teacher ensemble on\n"
             "each augmented unlabeled patch and the student learns from the ensemble's soft\n"
             "probabilities on that same patch, mixed with labeled patches.\n\n"
-            "  --unlabeled DIR       the unlabeled pool (default: the unlabeled cases of --data)\n"
+            "  --unlabeled DIR       the unlabeled pool (default: the unlabeled cases of --dataset)\n"
             "  --pseudo-ratio X      share of steps drawn from pseudo-labeled/unlabeled cases\n"
             "                        (default 0.5)\n"
             "  --pseudo-weight W     weight of the loss on those steps (default 1)\n"
@@ -27,6 +27,13 @@ static void help(FILE *f) {
             "  --distill-loss L      online: loss against the soft targets: bce (default), mse,\n"
             "                        paper\n\n");
     kd_train_args_help(f);
+    fprintf(f,
+            "\nexamples:\n"
+            "  kdseg distill --dataset BraTS2021_Training --unlabeled unlabeled --annotations ann \\\n"
+            "      --out student --arch resunet:widths=8,16,32 --patch 32 --steps 30\n"
+            "  kdseg distill --dataset BraTS2021_Training --unlabeled unlabeled --online \\\n"
+            "      --teacher run1/best.kds --teacher phantom-run/best.kds --out student-online \\\n"
+            "      --arch resunet:widths=8,16,32 --patch 32 --steps 20\n");
 }
 
 static int run(int argc, char **argv) {
@@ -59,8 +66,9 @@ static int run(int argc, char **argv) {
         if (s) return kd_cli_error("distill", s);
     }
     kd_train_args_finish(&a);
-    if (!a.o.out || (!a.o.data && !a.synthetic)) {
-        fprintf(stderr, "kdseg distill: --data (or --synthetic) and --out are required\n");
+    if (!a.o.out || (!a.o.data && !a.synthetic && !a.o.resume) || (a.o.data && a.synthetic)) {
+        fprintf(stderr, "kdseg distill: --out and one of --dataset and --synthetic (or --resume) are "
+                        "required\n");
         return 2;
     }
     if (online ? d.nteachers == 0 : !a.o.annotations) {

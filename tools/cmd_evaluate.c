@@ -5,7 +5,7 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg evaluate --pred DIR --ref DATASET_OR_DIR [--csv OUT.csv]\n"
+            "usage: kdseg evaluate --pred DIR --dataset DIR [--csv OUT.csv]\n"
             "                      [--labels auto|2019|2023|msd] [--allow-missing]\n"
             "                      [--empty-hd95 MM] [--lesion-wise [--challenge NAME]\n"
             "                      [--lesion-dilation N] [--lesion-min-mm3 V]]\n\n"
@@ -13,10 +13,15 @@ static void help(FILE *f) {
             "region (WT, TC, ET): Dice, HD95 (mm), sensitivity, specificity and volumes, as the\n"
             "BraTS evaluation does. Prints mean, std, median, 25th and 75th percentile per\n"
             "metric and region; --csv writes one row per case.\n\n"
-            "  --ref DIR         a BraTS dataset (CASE/CASE_seg.nii.gz or CASE/CASE-seg.nii.gz),\n"
-            "                    a Decathlon folder (labelsTr/) or a folder of CASE.nii.gz\n"
-            "  --labels C        label convention of predictions and references; auto (default):\n"
-            "                    references by layout, predictions by values (4: 2019, 3: 2023)\n"
+            "  --pred DIR        the predictions, DIR/CASE.nii.gz (kdseg segment's --out)\n"
+            "  --dataset DIR     the references: a BraTS dataset (CASE/CASE_seg.nii.gz or\n"
+            "                    CASE/CASE-seg.nii.gz), a Decathlon folder (labelsTr/), an\n"
+            "                    nnU-Net dataset (labelsTr/) or labels folder (labelsTs/), or a\n"
+            "                    folder of CASE.nii.gz label maps\n"
+            "  --labels auto|2019|2023|msd  label convention of predictions and references;\n"
+            "                    auto (default): references by layout (an nnU-Net dataset's by\n"
+            "                    its dataset.json, which then reads its predictions too),\n"
+            "                    predictions by their values (4: 2019, 3: 2023)\n"
             "  --allow-missing   score a missing or mismatched prediction as empty instead of\n"
             "                    failing\n"
             "  --empty-hd95 MM   HD95 when exactly one of prediction and reference is empty\n"
@@ -33,8 +38,8 @@ static void help(FILE *f) {
             "                    50 mm^3; default), men (1, 50 mm^3), met (1, 2 mm^3)\n"
             "  --lesion-dilation N, --lesion-min-mm3 V   set them one by one\n\n"
             "examples:\n"
-            "  kdseg evaluate --pred out/ --ref BraTS2021_Training/ --csv metrics.csv\n"
-            "  kdseg evaluate --pred out/ --ref BraTS-GLI-Validation/ --lesion-wise\n\n"
+            "  kdseg evaluate --pred seg-ensemble --dataset BraTS2021_Training --csv metrics.csv\n"
+            "  kdseg evaluate --pred seg-ensemble --dataset BraTS2021_Training --lesion-wise\n\n"
             "HD95: surfaces are the masks minus their 6-neighbour erosion; exact Euclidean\n"
             "distances with the header's voxel spacing, both directions pooled, 95th percentile\n"
             "(linear). Both empty: Dice 1, HD95 0; one empty: Dice 0, HD95 --empty-hd95.\n");
@@ -47,7 +52,8 @@ static int run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (kd_cli_opt(argc, argv, &i, "--pred", &val))
             o.pred_dir = val;
-        else if (kd_cli_opt(argc, argv, &i, "--ref", &val))
+        else if (kd_cli_opt(argc, argv, &i, "--dataset", &val) ||
+                 kd_cli_old_opt("evaluate", argc, argv, &i, "--ref", "--dataset", &val))
             o.ref = val;
         else if (kd_cli_opt(argc, argv, &i, "--csv", &val))
             csv = val;
@@ -76,7 +82,7 @@ static int run(int argc, char **argv) {
             return kd_cli_unknown("evaluate", argv[i]);
     }
     if (!o.pred_dir || !o.ref || (csv && !*csv)) {
-        fprintf(stderr, "kdseg evaluate: --pred DIR and --ref DIR are required\n");
+        fprintf(stderr, "kdseg evaluate: --pred DIR and --dataset DIR are required\n");
         return 2;
     }
     kd_eval_result *r = NULL;

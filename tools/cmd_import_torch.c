@@ -6,24 +6,29 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg import-torch --tensors FILE --spec SPEC --out CKPT.kds [--prefix P]\n\n"
+            "usage: kdseg import-torch --tensors FILE --arch SPEC --out CKPT.kds [--prefix P]\n\n"
             "Reads a tensor file (the KDGOLD01 format of shared/reference/README.md) holding\n"
             "a PyTorch state dict, names as in model.state_dict() (optionally behind a prefix\n"
-            "such as 'param/'), and writes a kdseg checkpoint of the model SPEC. Every\n"
-            "parameter must be present with its PyTorch shape. Export from PyTorch with\n"
-            "tools/bench/export_state_dict.py.\n");
+            "such as 'param/'), and writes a kdseg checkpoint of the architecture SPEC (see\n"
+            "kdseg models). Every parameter must be present with its PyTorch shape. Export\n"
+            "from PyTorch with tools/bench/export_state_dict.py.\n\n"
+            "examples:\n"
+            "  kdseg import-torch --tensors resunet.kdgold --prefix param/ \\\n"
+            "      --arch resunet:widths=8,16,24,32:enc=1,1,1,1 --out imported.kds\n"
+            "  kdseg segment --checkpoint imported.kds --dataset BraTS2021_Training --out seg-imported\n");
 }
 
 static int run(int argc, char **argv) {
     const char *in = NULL, *spec = NULL, *out = NULL, *prefix = "";
     for (int i = 1; i < argc; i++) {
-        if (kd_cli_opt(argc, argv, &i, "--tensors", &in) || kd_cli_opt(argc, argv, &i, "--spec", &spec) ||
+        if (kd_cli_opt(argc, argv, &i, "--tensors", &in) || kd_cli_opt(argc, argv, &i, "--arch", &spec) ||
+            kd_cli_old_opt("import-torch", argc, argv, &i, "--spec", "--arch", &spec) ||
             kd_cli_opt(argc, argv, &i, "--out", &out) || kd_cli_opt(argc, argv, &i, "--prefix", &prefix))
             continue; /* a missing value leaves the option NULL: caught below */
         return kd_cli_unknown("import-torch", argv[i]);
     }
     if (!in || !spec || !out || !prefix) {
-        fprintf(stderr, "kdseg import-torch: --tensors, --spec and --out need values (and --prefix, "
+        fprintf(stderr, "kdseg import-torch: --tensors, --arch and --out need values (and --prefix, "
                         "when given)\n");
         return 2;
     }

@@ -5,23 +5,30 @@
 #include "cli.h"
 
 static void help(FILE *f) {
-    fprintf(f, "usage: kdseg inspect CASE [--png OUT.png] [--layout L] [--modalities LIST]\n"
-               "                     [--annotations DIR] [--model M.kds]\n\n"
-               "CASE is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz) or an\n"
-               "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr). Prints per\n"
+    fprintf(f, "usage: kdseg inspect --case PATH [--png [FILE.png]] [--layout L]\n"
+               "                     [--modalities LIST] [--channels LIST] [--annotations DIR] [--model M.kds]\n\n"
+               "PATH is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz), an\n"
+               "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr) or a channel file\n"
+               "of an nnU-Net case (imagesTr/NAME_0000.nii.gz, labels from ../labelsTr). Prints per\n"
                "modality the file's dims, spacing, orientation, datatype, qform/sform, intensity\n"
                "range; the crop box, padding and z-score statistics of the preprocessing; and\n"
                "the region volumes (WT, TC, ET) when the case has labels.\n\n"
-               "  --png OUT.png      axial, coronal and sagittal slices through the tumour (or\n"
-               "                     the centre) of every modality, with the label overlay\n"
-               "  --layout L         force brats2018|brats2023|msd\n"
+               "  --png [FILE.png]   also write axial, coronal and sagittal slices through the\n"
+               "                     tumour (or the centre) of every modality with the label\n"
+               "                     overlay, to FILE.png (default CASE.png here), as segment\n"
+               "                     --png draws predictions\n"
+               "  --layout L         auto|brats2018|brats2023|msd|nnunet (default auto)\n"
+               "  --channels LIST    nnU-Net without dataset.json: modality of each channel file\n"
                "  --modalities LIST  subset and order, e.g. t1ce,flair\n"
                "  --annotations DIR  labels for an unlabeled case (DIR/CASE.nii.gz)\n"
                "  --model M.kds      compare the case with what the model was trained on (its\n"
                "                     checkpoint's domain record: kind, layout, modalities,\n"
                "                     voxel size, brain volume, intensity percentiles) and say\n"
                "                     whether kdseg segment would warn; the modalities default\n"
-               "                     to the model's\n");
+               "                     to the model's\n\n"
+               "examples:\n"
+               "  kdseg inspect --case cohort/KDPhantom_000 --png\n"
+               "  kdseg inspect --case cohort-nnunet/imagesTr/KDPH_001_0000.nii.gz --png case1.png\n");
 }
 
 static double now(void) {
@@ -136,30 +143,43 @@ static kd_status print_domain(const char *model, const kd_ckpt_meta *m, const kd
 
 static int run(int argc, char **argv) {
     const char *path = NULL, *png = NULL, *model = NULL, *v;
+    int png_here = 0;
     kd_dataset_opts o;
     memset(&o, 0, sizeof o);
     for (int i = 1; i < argc; i++) {
-        if (kd_cli_opt(argc, argv, &i, "--png", &v)) {
-            if (!v) return kd_cli_unknown("inspect", "--png");
-            png = v;
+        if (kd_cli_flag(argv, i, "--png")) {
+            /* a file name may follow: the next argument, when it is no option */
+            png_here = 1;
+            if (i + 1 < argc && argv[i + 1][0] != '-' && strlen(argv[i + 1]) > 4 &&
+                !strcmp(argv[i + 1] + strlen(argv[i + 1]) - 4, ".png"))
+                png = argv[++i];
+        } else if (!strncmp(argv[i], "--png=", 6)) {
+            png_here = 1;
+            png = argv[i] + 6;
+        } else if (kd_cli_opt(argc, argv, &i, "--case", &v)) {
+            if (!v) return kd_cli_unknown("inspect", "--case");
+            path = v;
         } else if (kd_cli_opt(argc, argv, &i, "--layout", &v)) {
             kd_status s = kd_layout_parse(v, &o.layout);
             if (s) return kd_cli_error("inspect", s);
         } else if (kd_cli_opt(argc, argv, &i, "--modalities", &v)) {
             o.modalities = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--channels", &v)) {
+            o.channels = v;
         } else if (kd_cli_opt(argc, argv, &i, "--annotations", &v)) {
             o.annotations = v;
         } else if (kd_cli_opt(argc, argv, &i, "--model", &v)) {
             if (!v) return kd_cli_unknown("inspect", "--model");
             model = v;
         } else if (argv[i][0] != '-' && !path) {
+            kd_cli_note_renamed("inspect", "CASE without --case", "--case CASE");
             path = argv[i];
         } else {
             return kd_cli_unknown("inspect", argv[i]);
         }
     }
     if (!path) {
-        fprintf(stderr, "kdseg inspect: a case folder or file is required\n");
+        fprintf(stderr, "kdseg inspect: --case PATH (a case folder or file) is required\n");
         return 2;
     }
     kd_ckpt_meta meta;
@@ -179,6 +199,11 @@ static int run(int argc, char **argv) {
     if (!s) s = kd_case_load(ds, 0, &c);
     if (!s) print_case(ds, c, now() - t0);
     if (!s && model) s = print_domain(model, &meta, ds, c);
+    char here[300];
+    if (!s && png_here && !png) {
+        snprintf(here, sizeof here, "%s.png", kd_dataset_case_name(ds, 0));
+        png = here;
+    }
     if (!s && png) {
         kd_overlay_info info;
         kd_overlay_info_for_case(&info, ds, c, c->target ? "reference labels" : "unlabeled");

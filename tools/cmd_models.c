@@ -2,16 +2,23 @@
 #include "cli.h"
 
 static void help(FILE *f) {
-    fprintf(f, "usage: kdseg models [--spec SPEC]\n\n"
+    fprintf(f, "usage: kdseg models [--arch SPEC]\n\n"
                "Lists every architecture (student and teachers) with its default spec string and\n"
-               "parameter count. With --spec, builds that spec and lists its parameters.\n");
+               "parameter count. With --arch, builds that architecture spec and lists its\n"
+               "parameters. A spec names an architecture and, after colons, the keys it changes\n"
+               "(the others keep their defaults); train, distill and bench take it as --arch.\n\n"
+               "examples:\n"
+               "  kdseg models\n"
+               "  kdseg models --arch resunet:widths=8,16,32,64\n"
+               "  kdseg models --arch unet3d:widths=16,32,64\n");
 }
 
 static int run(int argc, char **argv) {
     const char *spec = NULL;
     for (int i = 1; i < argc; i++) {
-        if (kd_cli_opt(argc, argv, &i, "--spec", &spec)) {
-            if (!spec) return kd_cli_unknown("models", "--spec (needs a value)");
+        if (kd_cli_opt(argc, argv, &i, "--arch", &spec) ||
+            kd_cli_old_opt("models", argc, argv, &i, "--spec", "--arch", &spec)) {
+            if (!spec) return kd_cli_unknown("models", "--arch (needs a value)");
         } else return kd_cli_unknown("models", argv[i]);
     }
     kd_device *dev = kd_cli_open_device("models");

@@ -6,19 +6,24 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg phantom --out DIR [--cases N] [--size D,H,W] [--seed S]\n"
-            "                     [--unlabeled] [--layout brats2019|brats2023|msd] [--first I]\n\n"
+            "usage: kdseg phantom --out DIR [--cases N] [--size N|D,H,W] [--seed S] [--no-labels]\n"
+            "                     [--layout brats2018|brats2023|msd|nnunet] [--first I]\n\n"
             "Writes N synthetic brain-tumour cases: four int16 modalities (t1, t1ce, t2, flair)\n"
-            "with labels (1 necrosis/non-enhancing core, 2 edema, 4 enhancing in BraTS 2019;\n"
-            "1, 2, 3 in BraTS 2023; MSD: 1 edema, 2 non-enhancing, 3 enhancing), 1 mm spacing,\n"
-            "LPS affine, gzip NIfTI-1. Deterministic in the seed and the case number.\n\n"
+            "with labels (BraTS 2018-21: 1 necrosis/non-enhancing core, 2 edema, 4 enhancing;\n"
+            "BraTS 2023: 1, 2, 3; MSD and nnU-Net: 1 edema, 2 non-enhancing, 3 enhancing), 1 mm\n"
+            "spacing, LPS affine, gzip NIfTI-1. Deterministic in the seed and the case number.\n\n"
             "  --out DIR        cohort folder (created)\n"
             "  --cases N        number of cases (default 8)\n"
-            "  --size D,H,W     grid, or one number for a cube (default 96)\n"
+            "  --size N|D,H,W   grid: one number for a cube, or D,H,W (default 96)\n"
             "  --seed S         random seed (default 1)\n"
-            "  --unlabeled      write no label files\n"
-            "  --layout L       brats2019 (= brats2018, default), brats2023 or msd\n"
-            "  --first I        number the cases from I (to extend a cohort; default 0)\n");
+            "  --no-labels      write no label files (unlabeled cases)\n"
+            "  --layout L       brats2018 (default; also brats2019..brats2021, the same\n"
+            "                   files), brats2023, msd or nnunet\n"
+            "  --first I        number the cases from I (to extend a cohort; default 0)\n\n"
+            "examples:\n"
+            "  kdseg phantom --out cohort --cases 4 --size 48\n"
+            "  kdseg phantom --out cohort --cases 2 --first 4 --size 48 --no-labels\n"
+            "  kdseg phantom --out cohort-nnunet --cases 2 --size 48,56,40 --layout nnunet\n");
 }
 
 static int run(int argc, char **argv) {
@@ -46,10 +51,11 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--layout", &v)) {
             kd_status s = kd_layout_parse(v, &o.layout);
             if (s || o.layout == KD_LAYOUT_AUTO) {
-                fprintf(stderr, "kdseg phantom: --layout expects brats2019, brats2023 or msd\n");
+                fprintf(stderr, "kdseg phantom: --layout expects brats2018, brats2023, msd or nnunet\n");
                 return 2;
             }
-        } else if (kd_cli_flag(argv, i, "--unlabeled")) {
+        } else if (kd_cli_flag(argv, i, "--no-labels") ||
+                   kd_cli_old_flag("phantom", argv, i, "--unlabeled", "--no-labels")) {
             o.unlabeled = 1;
         } else {
             return kd_cli_unknown("phantom", argv[i]);

@@ -6,10 +6,17 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg segment --model A.kds [--model B.kds ...] (--case DIR | --dataset DIR)\n"
-            "                     --out DIR [options]\n\n"
+            "usage: kdseg segment --checkpoint A.kds [--checkpoint B.kds ...]\n"
+            "                     (--case PATH | --dataset DIR) --out DIR [options]\n\n"
             "Writes OUT/CASE.nii.gz, a uint8 BraTS label map on the case's original grid and\n"
-            "header. Several --model are an ensemble: probabilities are averaged.\n\n"
+            "header (on an nnU-Net dataset: its own label values, named as nnU-Net names its\n"
+            "predictions). Several --checkpoint are an ensemble: probabilities are averaged.\n\n"
+            "  --checkpoint FILE     a trained model (kdseg train's OUT/best.kds); repeat for an\n"
+            "                        ensemble (--model is the old spelling)\n"
+            "  --case PATH           one case: a BraTS case folder, an MSD image or an nnU-Net\n"
+            "                        channel file (as kdseg inspect --case)\n"
+            "  --dataset DIR         every case of a dataset folder\n"
+            "  --out DIR             the output folder (created)\n"
             "  --tta none|4|8        test-time flips: none, the paper's four (identity, flip x,\n"
             "                        flip y, both) or all eight mirrorings (default none)\n"
             "  --tile D,H,W|whole    sliding windows of this size; default: windows of the\n"
@@ -19,7 +26,8 @@ static void help(FILE *f) {
             "  --overlap X           window overlap (default 0.5), Gaussian-weighted blending\n"
             "  --batch N             up to N windows and flips per forward pass, as device\n"
             "                        memory allows (default 1; results agree to ~1e-7)\n"
-            "  --labels 2019|2023    ET label 4 or 3 (default: from the input layout)\n"
+            "  --labels auto|2019|2023|msd  label values written (default auto: 2023 for a\n"
+            "                        BraTS 2023 dataset, an nnU-Net dataset's own, else 2019)\n"
             "  --threshold X         region threshold (default 0.5)\n"
             "post-processing (default: the model's recipe, see kdseg train --help; a model\n"
             "without one: --brain-mask 0 --largest-component 0 --min-component 0.1 --et-min 32):\n"
@@ -35,13 +43,14 @@ static void help(FILE *f) {
             "  --png                 also write OUT/CASE.png: the case's modalities on three\n"
             "                        planes through the tumour's largest extent, the predicted\n"
             "                        regions in colour, plane and slice numbers, a legend\n"
-            "  --member-out DIR      once per --model, in order: also write each model's own\n"
+            "  --member-out DIR      once per --checkpoint, in order: also write each model's own\n"
             "                        label map to its DIR, from the ensemble's passes\n"
-            "  --layout L, --modalities LIST   as for kdseg train\n\n"
+            "  --layout L, --modalities LIST, --channels LIST   as for kdseg train\n\n"
             "examples:\n"
-            "  kdseg segment --model best.kds --case BraTS-GLI-00001-000 --out seg/ --png\n"
-            "  kdseg segment --model a.kds --model b.kds --dataset val/ --out seg/ --tta 4 \\\n"
-            "      --probabilities f32\n");
+            "  kdseg segment --checkpoint run1/best.kds --case BraTS2021_Training/KDPhantom_000 \\\n"
+            "      --out seg --png\n"
+            "  kdseg segment --checkpoint run1/best.kds --checkpoint phantom-run/best.kds \\\n"
+            "      --dataset BraTS2021_Training --out seg-ensemble --tta 4 --probabilities f32\n");
 }
 
 static int run(int argc, char **argv) {
@@ -49,7 +58,7 @@ static int run(int argc, char **argv) {
     int r = kd_segment_args_parse("segment", argc, argv, &a);
     if (r) return r;
     if (!a.seg.out || (!a.seg.case_dir == !a.seg.dataset) || a.seg.e.nmodels == 0) {
-        fprintf(stderr, "kdseg segment: --model, one of --case/--dataset, and --out are required\n");
+        fprintf(stderr, "kdseg segment: --checkpoint, one of --case/--dataset, and --out are required\n");
         return 2;
     }
     kd_device *dev = kd_cli_open_device("segment");

@@ -25,8 +25,8 @@ static void help(FILE *f) {
             "then in the configured prefix, then in the source tree of a build).\n\n"
             "examples:\n"
             "  kdseg selftest\n"
-            "  kdseg selftest --golden ../shared/reference/resunet-c8-n1-32.kdgold\n"
-            "  kdseg --device 1:0 selftest\n");
+            "  kdseg selftest --golden resunet.kdgold\n"
+            "  kdseg --device 0:0 selftest\n");
 }
 
 static int readable(const char *p) {

@@ -6,11 +6,19 @@
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg train (--data DIR | --synthetic) --out DIR [options]\n\n"
+            "usage: kdseg train (--dataset DIR | --synthetic) --out DIR [options]\n"
+            "       kdseg train --out DIR --resume [options]\n\n"
             "Trains a model on patches, validating on held-out cases, keeping last.kds and\n"
             "best.kds checkpoints, a CSV log of every step (train.csv) and a PNG of the curves.\n"
-            "Ctrl-C saves last.kds and stops; --resume continues exactly.\n\n");
+            "Ctrl-C saves last.kds and stops; --resume continues exactly. A folder that holds\n"
+            "an earlier run's checkpoints is refused unless --resume or --overwrite.\n\n");
     kd_train_args_help(f);
+    fprintf(f,
+            "\nexamples:\n"
+            "  kdseg train --dataset BraTS2021_Training --out run1 --arch resunet:widths=8,16,32 \\\n"
+            "      --patch 32 --steps 30\n"
+            "  kdseg train --out run1 --resume --steps 60\n"
+            "  kdseg train --synthetic --cases 4 --size 48 --out phantom-run --patch 32 --steps 20\n");
 }
 
 static int run(int argc, char **argv) {
@@ -26,8 +34,12 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "kdseg train: --out DIR is required\n");
         return 2;
     }
-    if (!a.o.data == !a.synthetic) {
-        fprintf(stderr, "kdseg train: give exactly one of --data DIR and --synthetic\n");
+    if (a.o.data && a.synthetic) {
+        fprintf(stderr, "kdseg train: give one of --dataset DIR and --synthetic, not both\n");
+        return 2;
+    }
+    if (!a.o.data && !a.synthetic && !a.o.resume) {
+        fprintf(stderr, "kdseg train: give --dataset DIR or --synthetic (or --resume)\n");
         return 2;
     }
     kd_device *dev = kd_cli_open_device("train");

@@ -1,6 +1,6 @@
 /* kdseg tune: measure the direct conv kernels' launch parameters on the present device and
- * store the winners in the tuning table (src/ops/conv_tune.h). For every conv shape of the
- * student (tools/conv_shapes.c, the shapes of `kdseg bench ops`) and every pass, each
+ * store the winners in the tuning table (kdseg/tune.h). For every conv shape of the
+ * student (kd_conv_case, the shapes of `kdseg bench ops`) and every pass, each
  * candidate of a small grid is first checked against the built-in default's output (same
  * numbers within 1e-4 of the largest value), then timed: median of --reps runs after the
  * check run, which doubles as the warm-up. */
@@ -10,8 +10,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "conv_shapes.h"
-#include "ops/conv_tune.h"
+#include "kdseg/tune.h"
 
 #define MAX_CANDS 64
 #define TOLERANCE 1e-4
@@ -38,33 +37,48 @@ static void add_cand(kd_conv_tune *c, int *n, const kd_conv_tune *p) {
 }
 
 /* The candidate grid of a pass (forward-like: fwd, bwd_data; or weight gradient). The
- * built-in default comes first (the reference), then the built-in entry for this device's
- * vendor and type if there is one. CPUs: one change at a time around the default
- * (local sizes, vector width, loop order, chunks), as the measured default is near the best
- * and each candidate costs seconds. Other devices: a small product grid over work-group
- * shape, vector width and loop order (or chunks). */
-static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
+ * built-in default comes first (the reference every candidate must match), then the
+ * built-in entry for this device's vendor and type if there is one (the base, and the
+ * incumbent *inc that a winner must beat by 3%). CPUs: one change at a time around the base
+ * (local sizes, vector width, loop order, register blocks, rows, taps, chunks, the
+ * few-output-channel kernels), as the measured base is near the best and each candidate
+ * costs seconds. Other
+ * devices: a small product grid over work-group shape, vector width and loop order (or
+ * chunks), then the register blocks one at a time around the base. */
+static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c, int *inc) {
     int n = 0;
-    kd_conv_tune d = kd_conv_tune_default, t;
+    *inc = 0;
+    kd_conv_tune d = kd_conv_tune_default, t, base = d;
     add_cand(c, &n, &d);
     int nb;
     const kd_tune_entry *b = kd_conv_tune_builtin(&nb);
-    kd_conv_tune bv;
-    if (kd_conv_tune_resolve(b, nb, id, "conv|fwd|", &bv)) add_cand(c, &n, &bv);
+    if (kd_conv_tune_resolve(b, nb, id, wgrad ? "conv|bwd_weight|" : "conv|fwd|", &base)) {
+        add_cand(c, &n, &base);
+        *inc = n - 1;
+    }
+    static const int blocks[][2] = {{4, 1}, {8, 1}, {8, 2}, {4, 4}};
     if (id->rank == 2) { /* CPU */
         if (!wgrad) {
             static const int lxs[] = {2, 4}, lys[] = {2}, cos[] = {-1, 64, 1024};
-            for (int i = 0; i < 2; i++) t = d, t.lx = lxs[i], add_cand(c, &n, &t);
-            for (int i = 0; i < 1; i++) t = d, t.ly = lys[i], add_cand(c, &n, &t);
-            t = d, t.vmax = 8, add_cand(c, &n, &t);
-            for (int i = 0; i < 3; i++) t = d, t.coouter = cos[i], add_cand(c, &n, &t);
-            t = d, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
+            for (int i = 0; i < 2; i++) t = base, t.lx = lxs[i], add_cand(c, &n, &t);
+            for (int i = 0; i < 1; i++) t = base, t.ly = lys[i], add_cand(c, &n, &t);
+            t = base, t.vmax = 8, add_cand(c, &n, &t);
+            for (int i = 0; i < 3; i++) t = base, t.coouter = cos[i], add_cand(c, &n, &t);
+            t = base, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
+            for (int i = 0; i < 4; i++)
+                t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
+            t = base, t.rows = 3 - base.rows, add_cand(c, &n, &t);
         } else {
-            static const int chs[] = {16, 32, 128};
-            for (int i = 0; i < 3; i++) t = d, t.chunks = chs[i], add_cand(c, &n, &t);
-            t = d, t.vmax = 8, add_cand(c, &n, &t);
-            t = d, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
+            static const int chs[] = {16, 32, 128}, wkbs[] = {0, 256, 4096};
+            for (int i = 0; i < 3; i++) t = base, t.chunks = chs[i], add_cand(c, &n, &t);
+            for (int i = 0; i < 3; i++) t = base, t.wkb = wkbs[i], add_cand(c, &n, &t);
+            t = base, t.vmax = 8, add_cand(c, &n, &t);
+            t = base, t.local = KD_TUNE_LOCAL_DRIVER, add_cand(c, &n, &t);
+            for (int i = 0; i < 4; i++)
+                t = base, t.wci = blocks[i][0], t.wcb = blocks[i][1], add_cand(c, &n, &t);
+            t = base, t.wt3 = !base.wt3, add_cand(c, &n, &t);
         }
+        t = base, t.small = !base.small, add_cand(c, &n, &t);
         return n;
     }
     static const int vms[] = {16, 8, 1};
@@ -80,6 +94,9 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
                     t.vmax = vms[v], t.coouter = cos[o];
                     add_cand(c, &n, &t);
                 }
+        for (int i = 0; i < 4; i++)
+            t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
+        t = base, t.rows = 3 - base.rows, add_cand(c, &n, &t);
     } else {
         static const int chs[] = {64, 256, 1024}, wls[] = {0, 32, 128};
         for (int h = 0; h < 3; h++)
@@ -91,7 +108,11 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c) {
                     if (wls[w]) t.wlx = wls[w];
                     add_cand(c, &n, &t);
                 }
+        for (int i = 0; i < 4; i++)
+            t = base, t.wci = blocks[i][0], t.wcb = blocks[i][1], add_cand(c, &n, &t);
+        t = base, t.wt3 = !base.wt3, add_cand(c, &n, &t);
     }
+    t = base, t.small = !base.small, add_cand(c, &n, &t);
     return n;
 }
 
@@ -109,24 +130,23 @@ static double rel_err(const float *got, const float *ref, size_t n) {
 
 /* One run of a pass with parameters p into host memory (dw zeroed first); trace[]
  * receives the conv kernel launches it made. */
-static kd_status run_into(kd_device *dev, kd_conv_bufs *b, kd_conv_pass pass,
+static kd_status run_into(kd_device *dev, kd_conv_case *b, kd_conv_pass pass,
                           const kd_conv_tune *p, float *host, char *trace, size_t ntrace) {
     kd_conv_tune_force(p);
-    kd_tensor *out = kd_conv_bufs_out(b, pass);
-    kd_status s = pass == KD_PASS_BWD_WEIGHT ? kd_tensor_fill(out, 0.0f) : KD_OK;
+    kd_status s = pass == KD_PASS_BWD_WEIGHT ? kd_conv_case_out_zero(b, pass) : KD_OK;
     kd_conv_tune_trace_begin();
-    if (!s) s = kd_conv_bufs_run(b, pass);
+    if (!s) s = kd_conv_case_run(b, pass);
     kd_conv_tune_trace_end(trace, ntrace);
-    if (!s) s = kd_tensor_download_ndhwc(out, host);
+    if (!s) s = kd_conv_case_out_read(b, pass, host);
     if (!s) s = kd_device_finish(dev);
     return s;
 }
 
-static kd_status time_once(kd_device *dev, kd_conv_bufs *b, kd_conv_pass pass,
+static kd_status time_once(kd_device *dev, kd_conv_case *b, kd_conv_pass pass,
                            const kd_conv_tune *p, double *ms) {
     kd_conv_tune_force(p);
     double t0 = now_ms();
-    kd_status s = kd_conv_bufs_run(b, pass);
+    kd_status s = kd_conv_case_run(b, pass);
     if (!s) s = kd_device_finish(dev);
     *ms = now_ms() - t0;
     return s;
@@ -147,6 +167,7 @@ typedef struct tune_opts {
 typedef struct pass_state {
     kd_conv_tune cand[MAX_CANDS];
     int ncand, shapes;
+    int inc; /* the incumbent candidate: the built-in entry for this device (1), else 0 */
     double sum[MAX_CANDS];
     int ok[MAX_CANDS];
 } pass_state;
@@ -169,11 +190,10 @@ static void entry_set(kd_tune_entry *e, const kd_dev_ident *id, const char *scop
  * earlier one shares its time. The distinct ones are timed in interleaved rounds (each
  * round runs each once), so drift of the machine's load hits all of them alike. Returns 0,
  * or the exit code of a failure of the default itself. */
-static int tune_one(kd_device *dev, const kd_dev_ident *id, const kd_conv_row *r, int edge,
-                    kd_conv_bufs *b, kd_conv_geom *g, kd_conv_pass pass, pass_state *ps,
+static int tune_one(kd_device *dev, const kd_dev_ident *id, const kd_conv_layer *r, int edge,
+                    kd_conv_case *b, kd_conv_pass pass, pass_state *ps,
                     const tune_opts *o, kd_tune_entry *out, int *nout) {
-    kd_tensor *ot = kd_conv_bufs_out(b, pass);
-    size_t n = kd_tensor_numel(ot);
+    size_t n = kd_conv_case_out_numel(b, pass);
     float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
     static char traces[MAX_CANDS][2048];
     double ms[MAX_CANDS], t[MAX_CANDS][64];
@@ -236,25 +256,25 @@ static int tune_one(kd_device *dev, const kd_dev_ident *id, const kd_conv_row *r
             ok[i] = ok[same[i]];
             ms[i] = ms[same[i]];
         }
-    int best = 0;
-    for (int i = 1; i < nc; i++)
+    /* the incumbent: what this device runs without a user entry */
+    int inc = ok[ps->inc] ? ps->inc : 0, best = inc;
+    for (int i = 0; i < nc; i++)
         if (ok[i] && ms[i] < ms[best]) best = i;
-    if (ms[best] > MIN_GAIN * ms[0]) best = 0;
+    if (ms[best] > MIN_GAIN * ms[inc]) best = inc;
     for (int i = 0; i < nc; i++) {
         if (ok[i]) ps->sum[i] += ms[i];
         else ps->ok[i] = 0;
     }
     ps->shapes++;
     char key[192], pstr[200], size[16], chk[16];
-    g->has_bias = pass == KD_PASS_FWD && r->bias; /* as the ops key it */
-    kd_conv_key(g, pass, key, sizeof key);
-    entry_set(&out[(*nout)++], id, key, &ps->cand[best], ms[0], ms[best]);
+    kd_conv_case_key(b, pass, key, sizeof key);
+    entry_set(&out[(*nout)++], id, key, &ps->cand[best], ms[inc], ms[best]);
     kd_conv_tune_format(&ps->cand[best], pstr, sizeof pstr);
     snprintf(size, sizeof size, "%d^3", edge);
     snprintf(chk, sizeof chk, "%d/%d/%d", nok, ndistinct, nc);
     printf("%-24s %-6s %-10s %8s %10.3f %10.3f %6.2fx  %s%s\n", pass ? "" : r->name, size,
-           pass_names[pass], chk, ms[0], ms[best], ms[0] / ms[best], best ? "" : "default: ",
-           pstr);
+           pass_names[pass], chk, ms[inc], ms[best], ms[inc] / ms[best],
+           best == inc ? "kept: " : "", pstr);
     fflush(stdout);
 done:
     free(ref);
@@ -296,9 +316,11 @@ static int store(const char *path, const kd_tune_entry *add, int nadd) {
 
 static int tune_device(kd_device *dev, const tune_opts *o) {
     kd_dev_ident id;
-    kd_rt_ident(dev, &id);
+    kd_device_ident(dev, &id);
     pass_state *ps = calloc(3, sizeof *ps);
-    kd_tune_entry *out = calloc((size_t)kd_conv_nrows * 3 + 3, sizeof *out);
+    int nlayers;
+    const kd_conv_layer *layers = kd_conv_layers(&nlayers);
+    kd_tune_entry *out = calloc((size_t)nlayers * 3 + 3, sizeof *out);
     if (!ps || !out) {
         free(ps);
         free(out);
@@ -306,7 +328,7 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
         return 1;
     }
     for (int p = 0; p < 3; p++) {
-        ps[p].ncand = make_grid(&id, p == KD_PASS_BWD_WEIGHT, ps[p].cand);
+        ps[p].ncand = make_grid(&id, p == KD_PASS_BWD_WEIGHT, ps[p].cand, &ps[p].inc);
         for (int i = 0; i < ps[p].ncand; i++) ps[p].ok[i] = 1;
     }
     printf("tuning the direct conv kernels on %s, %d^3 patch, batch 1\n", id.name, o->patch);
@@ -316,22 +338,21 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
            "tried\n\n",
            ps[0].ncand, ps[2].ncand, TOLERANCE, o->reps);
     printf("%-24s %-6s %-10s %8s %10s %10s %7s  %s\n", "layer", "size", "pass", "ok/dis/n",
-           "default ms", "best ms", "gain", "chosen parameters");
+           "untuned ms", "best ms", "gain", "chosen parameters");
     double t0 = now_ms();
     kd_conv_force(KD_CONV_DIRECT);
     int nout = 0, rc = 0, rows = 0;
-    for (int i = 0; i < kd_conv_nrows && !rc; i++) {
-        const kd_conv_row *r = &kd_conv_rows[i];
-        if (o->only ? !strstr(r->name, o->only) : kd_conv_row_is_teacher(r)) continue;
+    for (int i = 0; i < nlayers && !rc; i++) {
+        const kd_conv_layer *r = &layers[i];
+        if (o->only ? !strstr(r->name, o->only) : kd_conv_layer_is_teacher(r)) continue;
         int edge = o->patch >> r->level;
         if (edge < r->k) continue;
-        kd_conv_bufs b;
-        kd_conv_geom g;
-        kd_status s = kd_conv_bufs_make(dev, r, edge, 1234u + (unsigned)i, &b, &g);
+        kd_conv_case *b = NULL;
+        kd_status s = kd_conv_case_create(dev, r, edge, 1234u + (unsigned)i, &b);
         if (s) rc = kd_cli_error("tune", s);
         for (int p = 0; p < 3 && !rc; p++)
-            rc = tune_one(dev, &id, r, edge, &b, &g, (kd_conv_pass)p, &ps[p], o, out, &nout);
-        kd_conv_bufs_free(&b);
+            rc = tune_one(dev, &id, r, edge, b, (kd_conv_pass)p, &ps[p], o, out, &nout);
+        kd_conv_case_free(b);
         rows++;
     }
     kd_conv_tune_force(NULL);
@@ -345,15 +366,15 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
         printf("\nfor shapes not tuned here (other sizes), per pass: the candidate fastest over "
                "all shapes above\n");
         for (int p = 0; p < 3; p++) {
-            int best = 0;
-            for (int i = 1; i < ps[p].ncand; i++)
+            int inc = ps[p].ok[ps[p].inc] ? ps[p].inc : 0, best = inc;
+            for (int i = 0; i < ps[p].ncand; i++)
                 if (ps[p].ok[i] && ps[p].sum[i] < ps[p].sum[best]) best = i;
-            if (ps[p].sum[best] > MIN_GAIN * ps[p].sum[0]) best = 0;
+            if (ps[p].sum[best] > MIN_GAIN * ps[p].sum[inc]) best = inc;
             char pstr[200];
             kd_conv_tune_format(&ps[p].cand[best], pstr, sizeof pstr);
-            printf("%-10s total %10.3f -> %10.3f ms  %s%s\n", pass_names[p], ps[p].sum[0],
-                   ps[p].sum[best], best ? "" : "default: ", pstr);
-            entry_set(&out[nout++], &id, pass_names[p], &ps[p].cand[best], ps[p].sum[0],
+            printf("%-10s total %10.3f -> %10.3f ms  %s%s\n", pass_names[p], ps[p].sum[inc],
+                   ps[p].sum[best], best == inc ? "kept: " : "", pstr);
+            entry_set(&out[nout++], &id, pass_names[p], &ps[p].cand[best], ps[p].sum[inc],
                       ps[p].sum[best]);
         }
         char path[1200];
@@ -371,20 +392,24 @@ static int tune_device(kd_device *dev, const tune_opts *o) {
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: kdseg tune [--patch N] [--only TEXT] [--reps N] [--dry-run]\n\n"
+            "usage: kdseg tune [--patch N|D,H,W] [--only TEXT] [--reps N] [--dry-run]\n\n"
             "Measures the direct conv kernels' launch parameters (local sizes, vector width,\n"
             "loop order, weight-gradient chunks) on the present device, for every conv shape\n"
             "of the student (the shapes of `kdseg bench ops`) and every pass. Each candidate\n"
             "is checked against the built-in default's output (within 1e-4 of the largest\n"
-            "value) before it is timed; a candidate replaces the default only when at least\n"
-            "3%% faster. The winners, per shape and per pass (for shapes not tuned), are\n"
+            "value) before it is timed; a candidate replaces what the device runs untuned (its\n"
+            "built-in vendor entry, else the default) only when at least 3%% faster. The winners, per shape and per pass (for shapes not tuned), are\n"
             "stored for this device's name in the tuning table in the cache folder\n"
             "(conv-tuning.txt), which every later run reads; `kdseg devices` shows the entry\n"
             "that applies.\n\n"
-            "  --patch N    cubic patch edge the shapes are taken at (default 64)\n"
+            "  --patch N|D,H,W  the (cubic) patch the shapes are taken at (default 64)\n"
             "  --only TEXT  only layers whose name contains TEXT (also the teachers' \"T ...\")\n"
             "  --reps N     timed runs per candidate, median (default 5)\n"
-            "  --dry-run    measure and print, but do not write the table\n");
+            "  --dry-run    measure and print, but do not write the table\n\n"
+            "The table: $KDSEG_TUNE_FILE, else conv-tuning.txt in the program cache.\n\n"
+            "examples:\n"
+            "  kdseg tune --patch 16 --only \"conv 16\" --reps 1 --dry-run\n"
+            "  kdseg tune --patch 16 --only \"down 16\" --reps 1\n");
 }
 
 static int run(int argc, char **argv) {
@@ -392,7 +417,7 @@ static int run(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (kd_cli_opt(argc, argv, &i, "--patch", &v)) {
-            if (kd_cli_int("tune", "--patch", v, 4, 512, &o.patch)) return 2;
+            if (kd_cli_cube("tune", "--patch", v, 4, 512, &o.patch)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--reps", &v)) {
             if (kd_cli_int("tune", "--reps", v, 1, 64, &o.reps)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--only", &v)) {

@@ -3,10 +3,10 @@
 
 extern const kd_command kd_cmd_devices, kd_cmd_models, kd_cmd_phantom, kd_cmd_inspect,
     kd_cmd_train, kd_cmd_selftest, kd_cmd_import_torch, kd_cmd_segment, kd_cmd_evaluate,
-    kd_cmd_annotate, kd_cmd_distill, kd_cmd_demo, kd_cmd_bench, kd_cmd_tune;
+    kd_cmd_annotate, kd_cmd_distill, kd_cmd_demo, kd_cmd_bench, kd_cmd_tune, kd_cmd_convert;
 
 const kd_command *const kd_commands[] = {
-    &kd_cmd_devices,  &kd_cmd_models,   &kd_cmd_phantom,      &kd_cmd_inspect,
+    &kd_cmd_devices,  &kd_cmd_models,   &kd_cmd_phantom,      &kd_cmd_inspect,  &kd_cmd_convert,
     &kd_cmd_train,    &kd_cmd_selftest, &kd_cmd_import_torch, &kd_cmd_segment,
     &kd_cmd_evaluate, &kd_cmd_annotate, &kd_cmd_distill, &kd_cmd_demo,
     &kd_cmd_bench,    &kd_cmd_tune,

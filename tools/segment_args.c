@@ -15,16 +15,13 @@ static int ensemble_opt(const char *cmd, int argc, char **argv, int *i, kd_ensem
     else if (kd_cli_opt(argc, argv, i, "--modalities", &v)) {
         if (!v) return kd_cli_unknown(cmd, "--modalities");
         e->modalities = v;
+    } else if (kd_cli_opt(argc, argv, i, "--channels", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--channels");
+        e->channels = v;
     } else if (kd_cli_opt(argc, argv, i, "--labels", &v)) {
         s = kd_label_convention_parse(v ? v : "", &e->post.labels);
     } else if (kd_cli_opt(argc, argv, i, "--tta", &v)) {
-        if (v && (!strcmp(v, "none") || !strcmp(v, "1"))) e->infer.tta = 0;
-        else if (v && !strcmp(v, "4")) e->infer.tta = 4;
-        else if (v && !strcmp(v, "8")) e->infer.tta = 8;
-        else {
-            fprintf(stderr, "kdseg %s: --tta expects none, 4 or 8, got '%s'\n", cmd, v ? v : "");
-            return 2;
-        }
+        if (kd_cli_tta(cmd, v, &e->infer.tta)) return 2;
     } else if (kd_cli_opt(argc, argv, i, "--tile", &v)) {
         if (v && !strcmp(v, "whole")) {
             e->whole = 1;
@@ -74,7 +71,7 @@ int kd_segment_args_parse(const char *cmd, int argc, char **argv, kd_segment_arg
     int annotate = !strcmp(cmd, "annotate");
     kd_ensemble_opts *e = annotate ? &a->ann.e : &a->seg.e;
     e->infer.progress = 1;
-    e->progress = kd_cli_progress;
+    e->progress = kd_cli_quiet ? NULL : kd_cli_progress; /* -q: no banner or case lines */
     e->stop = &kd_cli_stop;
     e->models = a->models;
     a->seg.member_out = NULL;
@@ -83,8 +80,9 @@ int kd_segment_args_parse(const char *cmd, int argc, char **argv, kd_segment_arg
         int r = ensemble_opt(cmd, argc, argv, &i, e);
         if (r == 1) continue;
         if (r) return r;
-        if (kd_cli_opt(argc, argv, &i, annotate ? "--teacher" : "--model", &v) ||
-            (annotate && kd_cli_opt(argc, argv, &i, "--model", &v))) {
+        /* checkpoints: segment's --checkpoint, annotate's --teacher (or --checkpoint) */
+        if (kd_cli_opt(argc, argv, &i, "--checkpoint", &v) || (annotate && kd_cli_opt(argc, argv, &i, "--teacher", &v)) ||
+            kd_cli_old_opt(cmd, argc, argv, &i, "--model", annotate ? "--teacher" : "--checkpoint", &v)) {
             if (!v) return kd_cli_unknown(cmd, argv[i]); /* the option, its value missing */
             if (e->nmodels == KD_ENSEMBLE_MAX) {
                 fprintf(stderr, "kdseg %s: at most %d models\n", cmd, KD_ENSEMBLE_MAX);
@@ -117,7 +115,7 @@ int kd_segment_args_parse(const char *cmd, int argc, char **argv, kd_segment_arg
         }
     }
     if (a->nmember_out && a->nmember_out != e->nmodels) {
-        fprintf(stderr, "kdseg %s: %d --member-out for %d --model: give one per model, in order\n",
+        fprintf(stderr, "kdseg %s: %d --member-out for %d --checkpoint: give one per checkpoint, in order\n",
                 cmd, a->nmember_out, e->nmodels);
         return 2;
     }

@@ -7,9 +7,10 @@
 #include "kdseg/recipe.h"
 
 void kd_train_args_default(kd_train_args *a) {
+    memset(a, 0, sizeof *a);
     kd_train_opts_default(&a->o);
     kd_train_opts_recipe(&a->o, kd_recipe_default()->name); /* a built-in recipe: cannot fail */
-    a->o.progress = kd_cli_progress;
+    a->o.progress = kd_cli_quiet ? NULL : kd_cli_progress; /* -q, --quiet (kdseg.c) */
     a->o.stop = &kd_cli_stop;
     a->synthetic = 0;
     a->cases = 8;
@@ -29,22 +30,46 @@ int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a)
     return 0;
 }
 
-void kd_train_args_finish(kd_train_args *a) { a->o.synthetic_cases = a->synthetic ? a->cases : 0; }
+void kd_train_args_finish(kd_train_args *a) {
+    kd_train_opts *o = &a->o;
+    o->synthetic_cases = a->synthetic ? a->cases : 0;
+    char path[4096];
+    kd_ckpt_meta m;
+    /* a missing or unreadable checkpoint: kd_train says so */
+    if (!o->resume || !o->out || kd_path_join(path, sizeof path, o->out, "last.kds") ||
+        kd_checkpoint_read_meta(path, &m)) {
+        kd_clear_error();
+        return;
+    }
+    if (!a->given_patch && m.patch[0] > 0 && m.patch[1] > 0 && m.patch[2] > 0)
+        memcpy(o->sampler.patch, m.patch, sizeof m.patch);
+    if (!a->given_batch && m.batch > 0) o->sampler.batch = m.batch;
+    if (!a->given_steps && m.steps > 0) o->steps = m.steps;
+    if (!a->given_lr && m.lr > 0) o->optim.lr = (float)m.lr;
+    if (!a->given_seed && m.seed > 0) o->seed = m.seed;
+    if (!a->given_loss && m.loss[0] && kd_loss_parse(m.loss, &o->loss)) kd_clear_error();
+    if (!a->given_optim && !strcmp(m.optim, "sgd")) o->optim.kind = KD_OPT_SGD;
+    if (!a->given_optim && !strcmp(m.optim, "adam")) o->optim.kind = KD_OPT_ADAM;
+}
 
 void kd_train_args_help(FILE *f) {
     fprintf(f,
             "data:\n"
-            "  --data DIR            dataset folder (BraTS 2018-21, 2023+ or MSD Task01 layout)\n"
-            "  --layout L            auto|brats2018|brats2023|msd (default auto)\n"
+            "  --dataset DIR         dataset folder (BraTS 2018-21, 2023+, MSD Task01 or nnU-Net\n"
+            "                        v2 raw layout; --data is the old spelling)\n"
+            "  --layout L            auto|brats2018|brats2023|msd|nnunet (default auto)\n"
+            "  --channels LIST       nnU-Net without dataset.json: the modality of each channel\n"
+            "                        file _0000, _0001, ... (e.g. t1,t1ce,t2,flair)\n"
             "  --annotations DIR     labels for unlabeled cases (e.g. from kdseg annotate)\n"
             "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
             "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
-            "  --cases N             phantom cases (default 8)     --size D,H,W (default 64)\n"
+            "  --cases N             phantom cases (default 8)     --size N|D,H,W (default 64)\n"
             "  --val-cases N         labeled cases held out for validation (recipe)\n"
             "recipe (the defaults marked 'recipe', listed below):\n"
             "  --recipe NAME         real (default: real scans) or phantom (the demo's)\n"
             "model and optimisation:\n"
-            "  --model SPEC          model spec (default resunet; see kdseg models)\n"
+            "  --arch SPEC           architecture spec (default resunet; see kdseg models;\n"
+            "                        --model is the old spelling)\n"
             "  --patch P|D,H,W       patch size (recipe)          --batch B (recipe)\n"
             "  --steps N             total steps (recipe)         --lr X (recipe)\n"
             "  --optim adam|sgd      AMSGrad Adam or Nesterov SGD (recipe)   --wd X (recipe)\n"
@@ -61,9 +86,13 @@ void kd_train_args_help(FILE *f) {
             "  --seed S              every random choice (default 1)\n"
             "  --val-every N         validate every N steps (recipe)\n"
             "  --ckpt-every N        save last.kds every N steps (default 50)\n"
-            "  --resume              continue from OUT/last.kds exactly\n"
+            "  --resume              continue from OUT/last.kds exactly (its model; its data\n"
+            "                        unless given: another model or data is refused)\n"
+            "  --overwrite           OUT holds an earlier run: start again, keeping its\n"
+            "                        last.kds, best.kds, train.csv, train.png as *.bak (without\n"
+            "                        --resume or --overwrite such a folder is refused)\n"
             "  --threads N           background loader threads (default 1; 0: none)\n"
-            "  --quiet               no progress output\n\n");
+            "  -q, --quiet           no progress output\n\n");
     for (int i = 0; i < kd_recipe_count(); i++) {
         const kd_recipe *r = kd_recipe_at(i);
         fprintf(f,
@@ -85,8 +114,9 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     kd_status s = KD_OK;
     if (kd_cli_opt(argc, argv, i, "--recipe", &v)) {
         return 1; /* applied by kd_train_args_init, before the other options */
-    } else if (kd_cli_opt(argc, argv, i, "--data", &v)) {
-        if (!v) return kd_cli_unknown(cmd, "--data");
+    } else if (kd_cli_opt(argc, argv, i, "--dataset", &v) ||
+               kd_cli_old_opt(cmd, argc, argv, i, "--data", "--dataset", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--dataset");
         o->data = v;
     } else if (kd_cli_opt(argc, argv, i, "--out", &v)) {
         if (!v) return kd_cli_unknown(cmd, "--out");
@@ -97,18 +127,24 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else if (kd_cli_opt(argc, argv, i, "--modalities", &v)) {
         if (!v) return kd_cli_unknown(cmd, "--modalities");
         o->modalities = v;
-    } else if (kd_cli_opt(argc, argv, i, "--model", &v)) {
-        if (!v) return kd_cli_unknown(cmd, "--model");
+    } else if (kd_cli_opt(argc, argv, i, "--channels", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--channels");
+        o->channels = v;
+    } else if (kd_cli_opt(argc, argv, i, "--arch", &v) ||
+               kd_cli_old_opt(cmd, argc, argv, i, "--model", "--arch", &v)) {
+        if (!v) return kd_cli_unknown(cmd, "--arch");
         o->model = v;
     } else if (kd_cli_opt(argc, argv, i, "--layout", &v)) {
         s = kd_layout_parse(v ? v : "", &o->layout);
     } else if (kd_cli_opt(argc, argv, i, "--optim", &v)) {
+        a->given_optim = 1;
         if (v && !strcmp(v, "sgd")) o->optim.kind = KD_OPT_SGD;
         else if (v && !strcmp(v, "adam")) o->optim.kind = KD_OPT_ADAM;
         else s = kd_fail(KD_ERR_INVALID_ARG, "--optim must be adam or sgd, got '%s'", v ? v : "");
     } else if (kd_cli_opt(argc, argv, i, "--schedule", &v)) {
         s = kd_schedule_parse(v ? v : "", &o->schedule);
     } else if (kd_cli_opt(argc, argv, i, "--loss", &v)) {
+        a->given_loss = 1;
         s = kd_loss_parse(v ? v : "", &o->loss);
     } else if (kd_cli_opt(argc, argv, i, "--aug", &v)) {
         s = kd_augment_opts_parse(v ? v : "", &o->sampler.aug);
@@ -118,8 +154,10 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else if (kd_cli_opt(argc, argv, i, "--val-cases", &v)) {
         r = kd_cli_int(cmd, "--val-cases", v, 0, 10000, &o->val_cases);
     } else if (kd_cli_opt(argc, argv, i, "--batch", &v)) {
+        a->given_batch = 1;
         r = kd_cli_int(cmd, "--batch", v, 1, 64, &o->sampler.batch);
     } else if (kd_cli_opt(argc, argv, i, "--steps", &v)) {
+        a->given_steps = 1;
         r = kd_cli_int(cmd, "--steps", v, 1, 100000000, &n);
         o->steps = n;
     } else if (kd_cli_opt(argc, argv, i, "--warmup", &v)) {
@@ -139,6 +177,7 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else if (kd_cli_opt(argc, argv, i, "--margin", &v)) {
         r = kd_cli_int(cmd, "--margin", v, 0, 1000, &o->sampler.margin);
     } else if (kd_cli_opt(argc, argv, i, "--lr", &v)) {
+        a->given_lr = 1;
         r = kd_cli_float(cmd, "--lr", v, 1e-9, 10, &x);
         o->optim.lr = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--wd", &v)) {
@@ -155,16 +194,18 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else if (kd_cli_opt(argc, argv, i, "--size", &v)) {
         r = kd_cli_dims3(cmd, "--size", v, 16, 512, o->synthetic_size);
     } else if (kd_cli_opt(argc, argv, i, "--patch", &v)) {
+        a->given_patch = 1;
         r = kd_cli_dims3(cmd, "--patch", v, 8, 512, o->sampler.patch);
     } else if (kd_cli_opt(argc, argv, i, "--seed", &v)) {
+        a->given_seed = 1;
         r = kd_cli_int(cmd, "--seed", v, 0, 2147483647, &n);
         o->seed = (uint64_t)n;
     } else if (kd_cli_flag(argv, *i, "--synthetic")) {
         a->synthetic = 1;
     } else if (kd_cli_flag(argv, *i, "--resume")) {
         o->resume = 1;
-    } else if (kd_cli_flag(argv, *i, "--quiet")) {
-        o->progress = NULL;
+    } else if (kd_cli_flag(argv, *i, "--overwrite")) {
+        o->overwrite = 1;
     } else {
         return 0;
     }

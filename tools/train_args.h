@@ -9,6 +9,8 @@
 typedef struct kd_train_args {
     kd_train_opts o;
     int synthetic, cases; /* --synthetic, --cases */
+    /* given on the command line (else, resuming, the checkpoint's) */
+    int given_patch, given_batch, given_steps, given_lr, given_seed, given_loss, given_optim;
 } kd_train_args;
 
 /* The command's defaults (kd_train_opts_default), progress to stdout, the SIGINT flag. */
@@ -19,7 +21,9 @@ int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a)
 /* Parses argv[*i] if it is a training option: 1 handled, 0 not a training option,
  * 2 a bad value (message printed). */
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a);
-/* After the last option: --synthetic into a.o. */
+/* After the last option: --synthetic into a.o; resuming, the options not given take the
+ * values OUT/last.kds records (patch, batch, planned steps, learning rate, seed, loss,
+ * optimizer), so that `--out DIR --resume` alone continues the run as it was. */
 void kd_train_args_finish(kd_train_args *a);
 /* The option list for --help. */
 void kd_train_args_help(FILE *f);

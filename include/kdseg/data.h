@@ -115,16 +115,24 @@ typedef enum kd_layout {
     KD_LAYOUT_AUTO = 0,
     KD_LAYOUT_BRATS2018, /* CASE/CASE_{t1,t1ce,t2,flair}.nii.gz, CASE_seg: 1 NCR/NET, 2 ED, 4 ET */
     KD_LAYOUT_BRATS2023, /* CASE/CASE-{t1n,t1c,t2w,t2f}.nii.gz, CASE-seg: 1 NETC, 2 SNFH, 3 ET */
-    KD_LAYOUT_MSD        /* imagesTr/NAME.nii.gz 4-D (FLAIR,T1w,T1gd,T2w), labelsTr/NAME:
+    KD_LAYOUT_MSD,       /* imagesTr/NAME.nii.gz 4-D (FLAIR,T1w,T1gd,T2w), labelsTr/NAME:
                             1 edema, 2 non-enhancing, 3 enhancing */
+    KD_LAYOUT_NNUNET     /* nnU-Net v2 raw: imagesTr/CASE_0000.nii.gz.. (one 3-D file per
+                            channel), labelsTr/CASE.nii.gz, imagesTs/, labelsTs/;
+                            dataset.json's channel_names say which modality each channel
+                            is, its labels which values are which BraTS regions (plain or
+                            region-based, regions_class_order). Also a flat folder of
+                            CASE_XXXX files (dataset.json there or in its parent). */
 } kd_layout;
 
-const char *kd_layout_name(kd_layout l); /* "auto", "brats2018", "brats2023", "msd" */
-/* "brats2018" (also "brats2019", "brats2020", "brats2021"), "brats2023", "msd", "auto". */
+/* "auto", "brats2018", "brats2023", "msd", "nnunet" */
+const char *kd_layout_name(kd_layout l);
+/* "brats2018" (also "brats2019", "brats2020", "brats2021"), "brats2023", "msd" (also
+ * "decathlon"), "nnunet" (also "nnunetv2"), "auto". */
 kd_status kd_layout_parse(const char *s, kd_layout *out);
 
-/* Modalities (canonical ids). Names accepted: t1|t1n|t1w, t1ce|t1c|t1gd,
- * t2|t2w, flair|t2f. */
+/* Modalities (canonical ids). Names accepted, in any case and with spaces or
+ * punctuation ignored: t1|t1n|t1w, t1ce|t1c|t1gd|t1post, t2|t2w, flair|t2f|t2flair. */
 enum { KD_MOD_T1 = 0, KD_MOD_T1CE = 1, KD_MOD_T2 = 2, KD_MOD_FLAIR = 3, KD_MAX_MODALITIES = 4 };
 const char *kd_modality_name(int mod); /* "t1", "t1ce", "t2", "flair" */
 
@@ -145,7 +153,9 @@ typedef enum kd_label_convention {
 const char *kd_label_convention_name(kd_label_convention c);
 /* Parses those names (case-insensitive); KD_ERR_INVALID_ARG naming the text otherwise. */
 kd_status kd_label_convention_parse(const char *s, kd_label_convention *out);
-/* The convention of a layout's label files (AUTO and BraTS 2018: 2019). */
+/* The convention of a layout's label files (AUTO and BraTS 2018: 2019; nnU-Net: MSD's,
+ * as nnU-Net's BraTS conversions write them; a dataset.json's own values are in
+ * kd_dataset_label_table). */
 kd_label_convention kd_layout_labels(kd_layout l);
 
 /* A label value of convention c to regions, one voxel at a time: bit 0 WT, bit 1 TC,
@@ -155,6 +165,29 @@ int kd_label_regions(kd_label_convention c, int label);
  * threshold 0.5, nested as WT ⊇ TC ⊇ ET: ET -> enhancing, else TC -> core, else WT ->
  * edema. */
 void kd_regions_to_labels(kd_label_convention c, const float *regions, size_t n, uint8_t *labels);
+
+/* What the values of a dataset's label maps mean, value by value. */
+typedef struct kd_label_table {
+    int8_t regions[256]; /* region bits of each value (1 WT, 2 TC, 4 ET); -1: not a label */
+    uint8_t edema;       /* the value written for WT alone (edema) */
+    uint8_t core;        /* for WT and TC (necrotic / non-enhancing core) */
+    uint8_t enhancing;   /* for WT, TC and ET */
+} kd_label_table;
+
+/* The table of a BraTS or MSD layout's labels (AUTO: BraTS 2018). */
+void kd_label_table_of_layout(kd_layout l, kd_label_table *t);
+/* The label table of the nnU-Net dataset at dir, or of the one dir is an images or
+ * labels folder of: *found 1 and *t from its dataset.json ("labels",
+ * "regions_class_order"; a dataset.json with "channel_names" marks nnU-Net v2), else
+ * *found 0. Each label name maps to a BraTS class (edema or SNFH, non-enhancing or
+ * necrotic core, enhancing tumour) or, region-based, to a region (whole tumour, tumour
+ * core, enhancing tumour) with its values. KD_ERR_FORMAT naming the file and the label
+ * when a name is none of those, the regions do not nest, or a class has no value. */
+kd_status kd_nnunet_find_labels(const char *dir, kd_label_table *t, int *found);
+/* Labels in the 2019 values (1 core, 2 edema, 4 enhancing) to the table's, in place. */
+void kd_label_table_from_2019(const kd_label_table *t, uint8_t *labels, size_t n);
+/* The values of the table, "0, 1, 2, 3", into buf[n]. */
+void kd_label_table_describe(const kd_label_table *t, char *buf, size_t n);
 
 /* ------------------------------------------------------------- Dataset -- */
 
@@ -170,15 +203,21 @@ typedef struct kd_dataset_opts {
     const char *modalities;  /* "t1ce,flair": subset and order; NULL: t1,t1ce,t2,flair */
     const char *cache_dir;   /* preprocessed-case cache folder (created), or NULL */
     int cache_float32;       /* cache images as float32 (exact) instead of float16 */
+    const char *channels;    /* nnU-Net without dataset.json: the modality of each file
+                                channel _0000, _0001, ... ("t1,t1ce,t2,flair"; "-" for one
+                                to ignore). With a dataset.json it must agree with its
+                                channel_names. NULL: from dataset.json */
 } kd_dataset_opts;
 
 /* Opens a dataset folder: finds the cases (BraTS layouts: case folders, also one level
- * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/), sorted by name, each once (see
- * kd_dataset_case_id). Checks that each case has every selected modality. Reads no
- * voxels. opts may be NULL. */
+ * below, e.g. HGG/ LGG/; MSD: imagesTr/ and imagesTs/; nnU-Net: imagesTr/ and imagesTs/,
+ * or one flat folder of CASE_XXXX files), sorted by name, each once (see
+ * kd_dataset_case_id). Checks that each case has every selected modality (nnU-Net:
+ * every channel dataset.json names, no other). Reads no voxels. opts may be NULL. */
 kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *opts, kd_dataset **out);
-/* A one-case dataset: a BraTS case folder, or one MSD image file (labels looked up
- * in ../labelsTr). */
+/* A one-case dataset: a BraTS case folder, one MSD image file (labels looked up in
+ * ../labelsTr), or one channel file CASE_XXXX.nii.gz of an nnU-Net case (its other
+ * channels beside it, labels in the matching labels folder). */
 kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *opts, kd_dataset **out);
 void kd_dataset_free(kd_dataset *ds); /* NULL ok */
 
@@ -194,6 +233,9 @@ int kd_dataset_labeled_count(const kd_dataset *ds); /* cases with their own labe
 const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volume);
 /* The label (or annotation) file, or NULL. */
 const char *kd_dataset_case_label(const kd_dataset *ds, int i);
+/* What the values of the dataset's label files mean: its layout's convention, or for an
+ * nnU-Net dataset what its dataset.json says (borrowed). */
+const kd_label_table *kd_dataset_label_table(const kd_dataset *ds);
 /* The case's identity: the real path of its first image file (links resolved). A
  * dataset holds each case once: one reached again through a link to a folder or file
  * is skipped with a note, and two different cases of one name are an error, as are
@@ -205,6 +247,34 @@ const char *kd_dataset_case_id(const kd_dataset *ds, int i);
  * "training"). For splits that must not share a case. */
 kd_status kd_dataset_check_disjoint(const kd_dataset *a, const int *ia, int na, const char *what_a,
                                     const kd_dataset *b, const int *ib, int nb, const char *what_b);
+
+/* --------------------------------------------------------------- Convert -- */
+
+typedef struct kd_convert_opts {
+    kd_layout to; /* the target layout (not AUTO) */
+    /* called after each case (NULL: none); done of total */
+    void (*progress)(void *user, int done, int total, const char *case_name);
+    void *user;
+} kd_convert_opts;
+
+/* Writes every case of ds (opened with all four modalities, t1,t1ce,t2,flair) under
+ * folder as a dataset in layout o->to, with the same case names:
+ *   brats2018  CASE/CASE_{t1,t1ce,t2,flair,seg}.nii.gz     labels 1 core, 2 edema, 4 ET
+ *   brats2023  CASE/CASE-{t1n,t1c,t2w,t2f,seg}.nii.gz       labels 1 core, 2 edema, 3 ET
+ *   msd        images{Tr,Ts}/CASE.nii.gz 4-D (FLAIR, T1w, T1gd, T2w), labels{Tr,Ts}/,
+ *              dataset.json                                labels 1 edema, 2 core, 3 ET
+ *   nnunet     images{Tr,Ts}/CASE_000{0,1,2,3}.nii.gz (T1, T1ce, T2, FLAIR), labels{Tr,Ts}/,
+ *              dataset.json region-based as nnU-Net's BraTS conversion, labels 1 edema,
+ *              2 core, 3 ET
+ * Images keep their voxels, datatype, scaling and geometry: copied byte for byte
+ * between one-file-per-modality layouts (a .nii gzip-compressed), split from or joined
+ * into the Decathlon's 4-D files otherwise (float64 as float32, mixed datatypes as
+ * float32). Labels are translated through the source's label table (an nnU-Net
+ * dataset.json's included) to the target's values. Cases from imagesTs/ and cases
+ * without labels go to imagesTs/. folder must not exist or be an empty folder; the
+ * dataset is written under a temporary name next to it and renamed when whole, so a
+ * failed or killed run leaves no partial dataset. */
+kd_status kd_dataset_convert(const kd_dataset *ds, const char *folder, const kd_convert_opts *o);
 
 /* ------------------------------------------------------- Preprocessing -- */
 

@@ -31,6 +31,16 @@ const char *kd_device_name(const kd_device *dev);
 /* 1 for a CPU device (PoCL), 0 otherwise. */
 int kd_device_is_cpu(const kd_device *dev);
 
+/* Identity of a device for per-device tables (the conv tuning table): its name, the
+ * device's and the platform's vendor strings, and its type as a rank. */
+typedef struct kd_dev_ident {
+    char name[256], vendor[256], pvendor[256];
+    int rank; /* 0 GPU, 1 accelerator, 2 CPU, 3 other */
+} kd_dev_ident;
+void kd_device_ident(kd_device *dev, kd_dev_ident *out);
+/* The identity of the device kd_device_open(selector) would choose, without opening it. */
+kd_status kd_device_ident_chosen(const char *selector, kd_dev_ident *out);
+
 /* Seconds the start-up program builds took, and how many came from the cache. */
 double kd_device_build_seconds(const kd_device *dev);
 int kd_device_cache_hits(const kd_device *dev);     /* programs loaded from the cache */
@@ -45,6 +55,8 @@ size_t kd_device_mem_peak(const kd_device *dev);    /* most held since the last 
 void kd_device_mem_reset_peak(kd_device *dev);      /* peak := current */
 size_t kd_device_max_alloc(const kd_device *dev);   /* largest single buffer */
 size_t kd_device_global_mem(const kd_device *dev);  /* memory limit (KDSEG_MEM_LIMIT) */
+/* The device's compute units (CPU devices: cores or hardware threads). */
+int kd_device_compute_units(const kd_device *dev);
 
 /* Per-kernel profile (only when KDSEG_PROFILE=1): print and reset. */
 void kd_device_profile_print(kd_device *dev, FILE *f);

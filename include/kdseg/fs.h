@@ -100,6 +100,15 @@ const char *kd_outdir_path(const kd_outdir *o);
 /* Releases the lock. Accepts NULL. */
 void kd_outdir_close(kd_outdir *o);
 
+/* 1 when kd_outdir_open created the folder (it did not exist). */
+int kd_outdir_created(const kd_outdir *o);
+
+/* For a run that failed before writing anything: releases the folder and, when
+ * kd_outdir_open created it, removes it with its lock file (and the parent folders that
+ * open created), so a failed start leaves nothing behind. A folder that existed before,
+ * or that holds anything else by now, stays. Accepts NULL. */
+void kd_outdir_discard(kd_outdir *o);
+
 #ifdef __cplusplus
 }
 #endif

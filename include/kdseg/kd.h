@@ -89,19 +89,27 @@ kd_status kd_validate(void *validator, kd_model *m, double dice[3]);
 /* A training run in an output folder: OUT/last.kds, best.kds, train.csv, train.png. */
 typedef struct kd_train_opts {
     /* data */
-    const char *data;          /* dataset folder (NULL with synthetic_cases) */
+    const char *data;          /* dataset folder (NULL with synthetic_cases; resuming: NULL
+                                  is the checkpoint's, another than its is refused) */
     kd_layout layout;          /* KD_LAYOUT_AUTO: detect */
     const char *modalities;    /* NULL: t1,t1ce,t2,flair */
+    const char *channels;      /* nnU-Net without dataset.json: the modality of each channel
+                                  file, e.g. "t1,t1ce,t2,flair" (kd_dataset_opts.channels) */
     const char *annotations;   /* labels for the data's unlabeled cases (kd_annotate's out):
                                   kd_train trains on them alongside; never validated on */
     int synthetic_cases;       /* > 0: a phantom cohort of this many cases in OUT/phantom */
     int synthetic_size[3];     /* its grid (64) */
     int val_cases;             /* the last N labeled cases are held out for validation (1) */
     /* output */
-    const char *out;           /* folder (created) */
+    const char *out;           /* folder (created). One holding an earlier run's last.kds
+                                  or best.kds is refused unless resume or overwrite */
     int resume;                /* continue from OUT/last.kds exactly */
+    int overwrite;             /* start again over an earlier run in OUT: its last.kds,
+                                  best.kds, train.csv, train.png become *.bak (older *.bak
+                                  replaced) when the run starts */
     /* model and optimisation */
-    const char *model;         /* spec ("resunet"; see kd_model_create) */
+    const char *model;         /* architecture spec (NULL: "resunet"; see kd_model_create);
+                                  resuming: NULL is the checkpoint's, another is refused */
     kd_optim_config optim;     /* kind, lr, weight decay... (Adam, lr 1e-4, wd 1e-6) */
     kd_schedule schedule;      /* kind, step_every, warmup... (step: x0.5 every 16000);
                                   total_steps is set from steps */
@@ -134,12 +142,16 @@ kd_status kd_train_opts_recipe(kd_train_opts *o, const char *name);
 
 typedef struct kd_session kd_session;
 
-/* Opens a session: the output folder, the data (generating the phantom cohort), the model
- * and optimizer on dev (or OUT/last.kds with resume), the labeled sampler, the validation
- * cases. dev is borrowed for the session's life. */
+/* Opens a session: the output folder, the model and optimizer on dev (or OUT/last.kds
+ * with resume), the data (generating the phantom cohort), the labeled sampler, the
+ * validation cases. dev is borrowed for the session's life. Refuses, before creating or
+ * changing anything: a bad model spec, a folder holding an earlier run's checkpoints
+ * (neither resume nor overwrite), a resume whose model or data differ from the
+ * checkpoint's (naming both). */
 kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **out);
 /* Frees everything the session owns (model, optimizer, data, sampler, validation cases)
- * and releases its output folder; not the device. NULL ok. */
+ * and releases its output folder; not the device. A session that never ran removes the
+ * output folder it created while that is empty (kd_outdir_discard). NULL ok. */
 void kd_session_free(kd_session *s);
 
 /* Parts of an open session, borrowed (valid until kd_session_free): */
@@ -184,12 +196,14 @@ typedef struct kd_ensemble_opts {
     int nmodels;
     kd_layout layout;           /* of the data (AUTO: detect) */
     const char *modalities;     /* NULL: t1,t1ce,t2,flair */
+    const char *channels;       /* nnU-Net without dataset.json (kd_dataset_opts.channels) */
     kd_infer_opts infer;        /* flips, overlap...; tile all 0 and force_tiles 0: windows
                                    of the largest training patch in the checkpoints */
     int whole;                  /* 1: one pass over the whole volume when memory allows */
     kd_postproc_options post;   /* post.labels KD_LABELS_AUTO: segment writes BraTS maps
-                                   (2023 for a BraTS 2023 dataset, else 2019), annotate
-                                   the dataset's own convention */
+                                   (2023 for a BraTS 2023 dataset, else 2019) or, on an
+                                   nnU-Net dataset, its own values (dataset.json); annotate
+                                   the dataset's own values (kd_dataset_label_table) */
     int brain_mask;             /* 1: no tumour where every modality is 0 (outside the
                                    brain) (0) */
     unsigned post_given;        /* KD_POST_GIVEN_* bits: which of brain_mask and post's

@@ -16,6 +16,7 @@
 #include "kdseg/infer.h"
 #include "kdseg/plot.h"
 #include "kdseg/sched.h"
+#include "kdseg/tune.h"
 #include "kdseg/kd.h"
 #include "kdseg/recipe.h"
 #include "kdseg/domain.h"

@@ -25,6 +25,11 @@ void kd_model_free(kd_model *m);
 
 /* Canonical spec string (borrowed). */
 const char *kd_model_spec(const kd_model *m);
+/* The canonical spec string of a spec, as the model built from it would report it (the
+ * architecture's defaults filled in), into out[n], without building anything: checks
+ * the architecture and its keys, for a command to refuse a bad spec, or compare two,
+ * before it opens a device. */
+kd_status kd_model_spec_canonical(const char *spec, char *out, size_t n);
 const char *kd_model_arch(const kd_model *m);     /* "resunet", "unet3d"... (borrowed) */
 kd_device *kd_model_device(const kd_model *m);    /* the device it lives on (borrowed) */
 int kd_model_in_channels(const kd_model *m);      /* Cin: image channels */
@@ -75,6 +80,10 @@ kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak_byt
 kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak_bytes,
                                 FILE *out);
 size_t kd_model_param_bytes(const kd_model *m); /* the parameter slab's bytes */
+/* Floating-point operations (2 per multiply-add) of the model's convolutions for an input
+ * shape: the forward, and training also the weight gradients and the input gradients that
+ * backward computes (benchmarks report throughput and the share of the device's peak). */
+kd_status kd_model_conv_flops(kd_model *m, kd_shape in, int training, double *flops);
 
 /* Architectures known to kd_model_create: fills name, defaults and a description;
  * returns the count. */

@@ -68,22 +68,28 @@ kd_status kd_path_check_output(const char *dir, const char *name) {
 }
 
 /* mkdir -p; 0 or the errno of the step that failed. */
-static int mkdirs(const char *dir) {
+/* mkdir -p; *created (may be NULL): the length of the first prefix of dir this call
+ * created (the top of the new folders), 0 when it created none. */
+static int mkdirs_created(const char *dir, size_t *created) {
     size_t n = strlen(dir);
     char buf[KD_PATH_MAX];
     memcpy(buf, dir, n + 1);
+    if (created) *created = 0;
     for (size_t i = 1; i <= n; i++) {
         if (buf[i] != '/' && buf[i] != 0) continue;
         char c = buf[i];
         buf[i] = 0;
-        int bad = mkdir(buf, 0755) != 0 && errno != EEXIST;
+        int made = mkdir(buf, 0755) == 0, bad = !made && errno != EEXIST;
         buf[i] = c;
         if (bad) return errno;
+        if (made && created && !*created) *created = i;
     }
     struct stat st;
     if (stat(dir, &st) != 0) return errno;
     return S_ISDIR(st.st_mode) ? 0 : ENOTDIR;
 }
+
+static int mkdirs(const char *dir) { return mkdirs_created(dir, NULL); }
 
 kd_status kd_mkdirs(const char *dir) {
     size_t n = dir ? strlen(dir) : 0;
@@ -195,6 +201,7 @@ const char *kd_output_target(const char *path) {
 struct kd_outdir {
     char *dir;
     int fd;
+    size_t created; /* length of the top folder this open created (dir or a parent); 0: none */
 };
 
 static void write_field(int fd, long pid) {
@@ -226,7 +233,12 @@ kd_status kd_outdir_open(const char *dir, const char *longest, kd_outdir **out) 
     if (!s && longest) s = kd_path_check_output(dir, longest);
     if (!s) s = kd_path_join(lock, sizeof lock, dir, LOCK_NAME);
     if (s) return s;
-    int e = mkdirs(dir);
+    struct stat st;
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        return kd_fail(KD_ERR_IO, "%s: is a file, not a folder; --out names the folder the outputs go "
+                       "into", dir);
+    size_t created = 0;
+    int e = mkdirs_created(dir, &created);
     if (e) return kd_fail(KD_ERR_IO, "%s: cannot create the output folder: %s", dir, strerror(e));
     int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0 && (errno == EROFS || errno == EACCES || errno == EPERM))
@@ -262,6 +274,7 @@ kd_status kd_outdir_open(const char *dir, const char *longest, kd_outdir **out) 
         return kd_fail(KD_ERR_OUT_OF_MEMORY, "%s: output folder", dir);
     }
     o->fd = fd;
+    o->created = created;
     write_field(fd, (long)getpid());
     kd_tmp_sweep(dir, KD_TMP_STALE_SECONDS); /* left by killed runs */
     *out = o;
@@ -269,6 +282,33 @@ kd_status kd_outdir_open(const char *dir, const char *longest, kd_outdir **out) 
 }
 
 const char *kd_outdir_path(const kd_outdir *o) { return o ? o->dir : NULL; }
+
+int kd_outdir_created(const kd_outdir *o) { return o && o->created; }
+
+void kd_outdir_discard(kd_outdir *o) {
+    if (!o) return;
+    if (!o->created) {
+        kd_outdir_close(o);
+        return;
+    }
+    /* the lock file goes while the lock is held, so that no other process locks it in
+     * between; a folder some other writer put anything into stays (rmdir fails) */
+    char lock[KD_PATH_MAX];
+    if (!kd_path_join(lock, sizeof lock, o->dir, LOCK_NAME)) unlink(lock);
+    close(o->fd);
+    char buf[KD_PATH_MAX];
+    snprintf(buf, sizeof buf, "%s", o->dir);
+    for (size_t len = strlen(buf); len >= o->created && len > 0;) {
+        while (len > 1 && buf[len - 1] == '/') buf[--len] = 0;
+        if (rmdir(buf) != 0) break;
+        char *slash = strrchr(buf, '/');
+        if (!slash) break;
+        *slash = 0;
+        len = strlen(buf);
+    }
+    free(o->dir);
+    free(o);
+}
 
 void kd_outdir_close(kd_outdir *o) {
     if (!o) return;

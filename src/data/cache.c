@@ -120,6 +120,7 @@ static int put_key(wbuf *b, const kd_dataset *ds, int i) {
         put_i32(b, ds->mod[ch]);
     put_i32(b, ds->cache_f32);
     put_i32(b, ds->cases[i].labeled);
+    put(b, ds->labels.regions, sizeof ds->labels.regions); /* an edited dataset.json */
     return 0;
 }
 

@@ -1,5 +1,7 @@
-/* Dataset folders in the BraTS 2018-21, BraTS 2023+ and MSD Task01 layouts: finding
- * the cases, their modality files and labels; label <-> region conversion. */
+/* Dataset folders in the BraTS 2018-21, BraTS 2023+, MSD Task01 and nnU-Net layouts:
+ * finding the cases, their modality files and labels; label <-> region conversion. (The
+ * nnU-Net specifics, dataset.json included, are in nnunet.c.) */
+#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
@@ -22,6 +24,8 @@ const char *kd_layout_name(kd_layout l) {
         return "brats2023";
     case KD_LAYOUT_MSD:
         return "msd";
+    case KD_LAYOUT_NNUNET:
+        return "nnunet";
     }
     return "?";
 }
@@ -37,14 +41,16 @@ kd_status kd_layout_parse(const char *s, kd_layout *out) {
              {"brats2021", KD_LAYOUT_BRATS2018},
              {"brats2023", KD_LAYOUT_BRATS2023},
              {"msd", KD_LAYOUT_MSD},
-             {"decathlon", KD_LAYOUT_MSD}};
+             {"decathlon", KD_LAYOUT_MSD},
+             {"nnunet", KD_LAYOUT_NNUNET},
+             {"nnunetv2", KD_LAYOUT_NNUNET}};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
         if (s && !strcasecmp(s, t[i].name)) {
             *out = t[i].l;
             return KD_OK;
         }
     return kd_fail(KD_ERR_INVALID_ARG,
-                   "unknown layout '%s' (brats2018|brats2019|brats2023|msd|auto)", s ? s : "");
+                   "unknown layout '%s' (brats2018|brats2019|brats2023|msd|nnunet|auto)", s ? s : "");
 }
 
 const char *kd_modality_name(int mod) {
@@ -52,12 +58,27 @@ const char *kd_modality_name(int mod) {
     return mod >= 0 && mod < KD_MAX_MODALITIES ? n[mod] : "?";
 }
 
-static int modality_parse(const char *s) {
-    static const char *alias[KD_MAX_MODALITIES][3] = {
-        {"t1", "t1n", "t1w"}, {"t1ce", "t1c", "t1gd"}, {"t2", "t2w", NULL}, {"flair", "t2f", NULL}};
-    for (int m = 0; m < KD_MAX_MODALITIES; m++)
-        for (int k = 0; k < 3; k++)
-            if (alias[m][k] && !strcasecmp(s, alias[m][k])) return m;
+int kd_modality_parse(const char *s) {
+    /* compared without case, spaces or punctuation: "T1-Gd", "t1 ce", "T2-FLAIR" */
+    char k[32];
+    size_t n = 0;
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s)) continue;
+        if (n + 1 == sizeof k) return -1;
+        k[n++] = (char)tolower((unsigned char)*s);
+    }
+    k[n] = 0;
+    static const struct {
+        const char *name;
+        int mod;
+    } t[] = {{"t1", KD_MOD_T1},        {"t1n", KD_MOD_T1},         {"t1w", KD_MOD_T1},
+             {"t1native", KD_MOD_T1},  {"t1pre", KD_MOD_T1},       {"t1ce", KD_MOD_T1CE},
+             {"t1c", KD_MOD_T1CE},     {"t1gd", KD_MOD_T1CE},      {"t1wce", KD_MOD_T1CE},
+             {"t1post", KD_MOD_T1CE},  {"t1contrast", KD_MOD_T1CE}, {"t1gad", KD_MOD_T1CE},
+             {"t2", KD_MOD_T2},        {"t2w", KD_MOD_T2},         {"flair", KD_MOD_FLAIR},
+             {"t2f", KD_MOD_FLAIR},    {"t2flair", KD_MOD_FLAIR},  {"t2wflair", KD_MOD_FLAIR}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (!strcmp(k, t[i].name)) return t[i].mod;
     return -1;
 }
 
@@ -102,7 +123,9 @@ kd_status kd_label_convention_parse(const char *s, kd_label_convention *out) {
 }
 
 kd_label_convention kd_layout_labels(kd_layout l) {
-    return l == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : l == KD_LAYOUT_MSD ? KD_LABELS_MSD : KD_LABELS_2019;
+    /* nnU-Net without a dataset.json: nnU-Net's own BraTS conversions (MSD's values) */
+    if (l == KD_LAYOUT_MSD || l == KD_LAYOUT_NNUNET) return KD_LABELS_MSD;
+    return l == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : KD_LABELS_2019;
 }
 
 int kd_label_regions(kd_label_convention c, int label) {
@@ -149,8 +172,35 @@ void kd_regions_to_labels(kd_label_convention c, const float *regions, size_t n,
     }
 }
 
-const char *kd_layout_label_set(kd_layout l) {
-    return l == KD_LAYOUT_BRATS2018 || l == KD_LAYOUT_AUTO ? "0, 1, 2, 4" : "0, 1, 2, 3";
+void kd_label_table_of_layout(kd_layout l, kd_label_table *t) {
+    for (int v = 0; v < 256; v++)
+        t->regions[v] = (int8_t)kd_label_regions(kd_layout_labels(l), v);
+    const float r[3][3] = {{1, 0, 0}, {1, 1, 0}, {1, 1, 1}};
+    uint8_t out[3];
+    for (int k = 0; k < 3; k++) {
+        float reg[3] = {r[k][0], r[k][1], r[k][2]};
+        kd_regions_to_labels(kd_layout_labels(l), reg, 1, &out[k]);
+    }
+    t->edema = out[0];
+    t->core = out[1];
+    t->enhancing = out[2];
+}
+
+void kd_label_table_from_2019(const kd_label_table *t, uint8_t *labels, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v = labels[i];
+        labels[i] = v == 2 ? t->edema : v == 1 ? t->core : v == 4 ? t->enhancing : 0;
+    }
+}
+
+void kd_label_table_describe(const kd_label_table *t, char *buf, size_t n) {
+    size_t len = 0;
+    if (n) buf[0] = 0;
+    for (int v = 0; v < 256 && len + 8 < n; v++)
+        if (t->regions[v] >= 0) {
+            snprintf(buf + len, n - len, "%s%d", len ? ", " : "", v);
+            len = strlen(buf);
+        }
 }
 
 /* ------------------------------------------------------------ files ---- */
@@ -159,7 +209,7 @@ static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
 
 /* base + ".nii.gz" or base + ".nii", whichever exists, in *out (NULL: neither). Both is
  * an error naming the two: which one is meant cannot be guessed. */
-static kd_status find_nifti(const char *base, char **out) {
+kd_status kd_ds_find_nifti(const char *base, char **out) {
     char gz[KD_PATH_MAX], raw[KD_PATH_MAX];
     *out = NULL;
     kd_status s = kd_path_printf(gz, sizeof gz, "%s.nii.gz", base);
@@ -172,7 +222,7 @@ static kd_status find_nifti(const char *base, char **out) {
     return KD_OK;
 }
 
-static int has_nifti(const char *base) {
+int kd_ds_has_nifti(const char *base) {
     char gz[KD_PATH_MAX], raw[KD_PATH_MAX];
     if (kd_path_printf(gz, sizeof gz, "%s.nii.gz", base) || kd_path_printf(raw, sizeof raw, "%s.nii", base))
         return 0;
@@ -189,7 +239,7 @@ static kd_status case_folder_layout(const char *dir, const char *name, kd_layout
         for (int m = 0; m < KD_MAX_MODALITIES; m++) {
             kd_status s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(ls[k], m));
             if (s) return s;
-            if (!has_nifti(base)) continue;
+            if (!kd_ds_has_nifti(base)) continue;
             if (*l != KD_LAYOUT_AUTO && *l != ls[k])
                 return kd_fail(KD_ERR_FORMAT, "case folder %s has files of two layouts: %s.nii[.gz] "
                                "(%s) and %s.nii[.gz] (%s); remove the ones not meant", dir, first,
@@ -206,7 +256,7 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 /* Sorted names of the entries of dir (no hidden ones). */
-static kd_status list_dir(const char *dir, char ***names, int *n) {
+kd_status kd_ds_list_dir(const char *dir, char ***names, int *n) {
     *names = NULL;
     *n = 0;
     DIR *d = opendir(dir);
@@ -229,7 +279,7 @@ static kd_status list_dir(const char *dir, char ***names, int *n) {
     return KD_OK;
 }
 
-static void free_names(char **names, int n) {
+void kd_ds_free_names(char **names, int n) {
     for (int i = 0; i < n; i++)
         free(names[i]);
     free(names);
@@ -237,7 +287,7 @@ static void free_names(char **names, int n) {
 
 /* ---------------------------------------------------------- dataset ---- */
 
-static void case_clear(kd_ds_case *c) {
+void kd_ds_case_clear(kd_ds_case *c) {
     free(c->name);
     free(c->id);
     for (int k = 0; k < KD_MAX_MODALITIES; k++)
@@ -248,7 +298,7 @@ static void case_clear(kd_ds_case *c) {
 void kd_dataset_free(kd_dataset *ds) {
     if (!ds) return;
     for (int i = 0; i < ds->n; i++)
-        case_clear(&ds->cases[i]);
+        kd_ds_case_clear(&ds->cases[i]);
     free(ds->cases);
     for (int i = 0; i < ds->nscanned; i++)
         free(ds->scanned[i]);
@@ -256,17 +306,18 @@ void kd_dataset_free(kd_dataset *ds) {
     free(ds->dir);
     free(ds->annotations);
     free(ds->cache_dir);
+    free(ds->channels);
     free(ds);
 }
 
 /* Adds a case unless it is one already found through another path (a link to a folder
  * or file: a note, counted once). Two different cases of one name are an error: their
  * outputs (NAME.nii.gz) would overwrite each other. Takes c's contents either way. */
-static kd_status add_case(kd_dataset *ds, kd_ds_case *c) {
+kd_status kd_ds_add_case(kd_dataset *ds, kd_ds_case *c) {
     char real[PATH_MAX];
     c->id = strdup(c->images[0] && realpath(c->images[0], real) ? real : c->images[0] ? c->images[0] : c->name);
     if (!c->id) {
-        case_clear(c);
+        kd_ds_case_clear(c);
         return kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
     }
     for (int i = 0; i < ds->n; i++) {
@@ -274,13 +325,13 @@ static kd_status add_case(kd_dataset *ds, kd_ds_case *c) {
         if (!strcmp(o->id, c->id)) {
             kd_log(KD_LOG_WARN, "%s: case %s (%s) is case %s (%s) again, reached through a link; "
                    "counted once", ds->dir, c->name, c->images[0], o->name, o->images[0]);
-            case_clear(c);
+            kd_ds_case_clear(c);
             return KD_OK;
         }
         if (!strcmp(o->name, c->name)) {
             kd_status s = kd_fail(KD_ERR_FORMAT, "%s: two cases named %s: %s and %s; their outputs "
                                   "would overwrite each other", ds->dir, c->name, o->images[0], c->images[0]);
-            case_clear(c);
+            kd_ds_case_clear(c);
             return s;
         }
     }
@@ -288,7 +339,7 @@ static kd_status add_case(kd_dataset *ds, kd_ds_case *c) {
         int cap = ds->cap ? ds->cap * 2 : 32;
         kd_ds_case *t = realloc(ds->cases, cap * sizeof *t);
         if (!t) {
-            case_clear(c);
+            kd_ds_case_clear(c);
             return kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
         }
         ds->cases = t;
@@ -299,11 +350,11 @@ static kd_status add_case(kd_dataset *ds, kd_ds_case *c) {
 }
 
 /* The label of a case without its own label file, from the annotations folder. */
-static kd_status find_annotation(const kd_dataset *ds, kd_ds_case *c) {
+kd_status kd_ds_find_annotation(const kd_dataset *ds, kd_ds_case *c) {
     if (c->label || !ds->annotations) return KD_OK;
     char base[KD_PATH_MAX];
     kd_status s = kd_path_join(base, sizeof base, ds->annotations, c->name);
-    if (!s) s = find_nifti(base, &c->label);
+    if (!s) s = kd_ds_find_nifti(base, &c->label);
     if (c->label) c->labeled = 2;
     return s;
 }
@@ -317,23 +368,23 @@ static kd_status brats_case(kd_dataset *ds, const char *dir, const char *name, k
     kd_status s = KD_OK;
     for (int ch = 0; ch < ds->nch && !s; ch++) {
         s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, ds->mod[ch]));
-        if (!s) s = find_nifti(base, &c.images[ch]);
+        if (!s) s = kd_ds_find_nifti(base, &c.images[ch]);
         if (!s && !c.images[ch])
             s = kd_fail(KD_ERR_IO, "case %s: missing %s image %s.nii.gz (layout %s)", name,
                         kd_modality_name(ds->mod[ch]), base, kd_layout_name(l));
     }
     if (!s) s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, KD_MOD_SEG));
-    if (!s) s = find_nifti(base, &c.label);
+    if (!s) s = kd_ds_find_nifti(base, &c.label);
     c.labeled = c.label != NULL;
-    if (!s) s = find_annotation(ds, &c);
+    if (!s) s = kd_ds_find_annotation(ds, &c);
     if (s) {
-        case_clear(&c);
+        kd_ds_case_clear(&c);
         return s;
     }
-    return add_case(ds, &c);
+    return kd_ds_add_case(ds, &c);
 }
 
-static int strip_nifti_ext(char *name) {
+int kd_ds_strip_nifti_ext(char *name) {
     size_t n = strlen(name);
     if (n > 7 && !strcmp(name + n - 7, ".nii.gz"))
         name[n - 7] = 0;
@@ -346,10 +397,11 @@ static int strip_nifti_ext(char *name) {
 
 /* One MSD image file; labels in labels_dir (or NULL). */
 static kd_status msd_case(kd_dataset *ds, const char *image, const char *name,
-                          const char *labels_dir) {
+                          const char *labels_dir, int test) {
     kd_ds_case c;
     memset(&c, 0, sizeof c);
     c.name = strdup(name);
+    c.test = test;
     for (int ch = 0; ch < ds->nch; ch++) {
         c.images[ch] = strdup(image);
         c.volume[ch] = msd_volume(ds->mod[ch]);
@@ -360,20 +412,20 @@ static kd_status msd_case(kd_dataset *ds, const char *image, const char *name,
     if (!s && labels_dir) {
         char base[KD_PATH_MAX];
         s = kd_path_join(base, sizeof base, labels_dir, name);
-        if (!s) s = find_nifti(base, &c.label);
+        if (!s) s = kd_ds_find_nifti(base, &c.label);
         c.labeled = c.label != NULL;
     }
-    if (!s) s = find_annotation(ds, &c);
+    if (!s) s = kd_ds_find_annotation(ds, &c);
     if (s) {
-        case_clear(&c);
+        kd_ds_case_clear(&c);
         return s;
     }
-    return add_case(ds, &c);
+    return kd_ds_add_case(ds, &c);
 }
 
 /* 1 the first time a folder is scanned for cases, 0 when its real path was scanned
  * already (a link back to the dataset folder or to a sibling: a note), -1 out of memory. */
-static int first_scan(kd_dataset *ds, const char *dir) {
+int kd_ds_first_scan(kd_dataset *ds, const char *dir) {
     char real[PATH_MAX];
     const char *id = realpath(dir, real) ? real : dir;
     for (int i = 0; i < ds->nscanned; i++)
@@ -396,19 +448,19 @@ static kd_status msd_scan(kd_dataset *ds, const char *sub, const char *labels_su
     if (!s) s = kd_path_join(ldir, sizeof ldir, ds->dir, labels_sub);
     if (s) return s;
     if (!kd_data_is_dir(idir)) return KD_OK;
-    int first = first_scan(ds, idir);
+    int first = kd_ds_first_scan(ds, idir);
     if (first <= 0) return first < 0 ? kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset") : KD_OK;
     char **names;
     int n;
-    s = list_dir(idir, &names, &n);
+    s = kd_ds_list_dir(idir, &names, &n);
     for (int i = 0; !s && i < n; i++) {
         char name[1024], path[KD_PATH_MAX];
         snprintf(name, sizeof name, "%s", names[i]); /* a file name: at most 255 bytes */
-        if (!strip_nifti_ext(name)) continue;
+        if (!kd_ds_strip_nifti_ext(name)) continue;
         if (!(s = kd_path_join(path, sizeof path, idir, names[i])))
-            s = msd_case(ds, path, name, kd_data_is_dir(ldir) ? ldir : NULL);
+            s = msd_case(ds, path, name, kd_data_is_dir(ldir) ? ldir : NULL, !strcmp(sub, "imagesTs"));
     }
-    free_names(names, n);
+    kd_ds_free_names(names, n);
     return s;
 }
 
@@ -416,9 +468,9 @@ static kd_status msd_scan(kd_dataset *ds, const char *sub, const char *labels_su
  * twice through links is scanned once. */
 static kd_status brats_scan(kd_dataset *ds, const char *dir, int depth) {
     char **names;
-    int n, first = first_scan(ds, dir);
+    int n, first = kd_ds_first_scan(ds, dir);
     if (first <= 0) return first < 0 ? kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset") : KD_OK;
-    kd_status s = list_dir(dir, &names, &n);
+    kd_status s = kd_ds_list_dir(dir, &names, &n);
     for (int i = 0; !s && i < n; i++) {
         char sub[KD_PATH_MAX];
         if ((s = kd_path_join(sub, sizeof sub, dir, names[i]))) break;
@@ -438,7 +490,7 @@ static kd_status brats_scan(kd_dataset *ds, const char *dir, int depth) {
         }
         s = brats_case(ds, sub, names[i], l);
     }
-    free_names(names, n);
+    kd_ds_free_names(names, n);
     return s;
 }
 
@@ -455,7 +507,7 @@ static kd_status parse_modalities(kd_dataset *ds, const char *spec) {
     ds->nch = 0;
     char *save = NULL;
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int m = modality_parse(t);
+        int m = kd_modality_parse(t);
         if (m < 0)
             return kd_fail(KD_ERR_INVALID_ARG,
                            "--modalities: unknown modality '%s' (t1|t1n, t1ce|t1c, t2|t2w, "
@@ -483,6 +535,7 @@ static kd_status ds_new(const char *dir, const kd_dataset_opts *o, kd_dataset **
         ds->annotations = xstrdup(o->annotations);
         ds->cache_dir = xstrdup(o->cache_dir);
         ds->cache_f32 = o->cache_float32;
+        ds->channels = xstrdup(o->channels);
     }
     kd_status s = parse_modalities(ds, o ? o->modalities : NULL);
     if (!s && ds->annotations && !kd_data_is_dir(ds->annotations))
@@ -494,6 +547,13 @@ static kd_status ds_new(const char *dir, const kd_dataset_opts *o, kd_dataset **
     }
     *out = ds;
     return KD_OK;
+}
+
+/* The label table of a BraTS or MSD dataset (an nnU-Net scan sets its own). */
+static void layout_labels(kd_dataset *ds) {
+    if (ds->layout == KD_LAYOUT_NNUNET) return;
+    kd_label_table_of_layout(ds->layout, &ds->labels);
+    snprintf(ds->label_source, sizeof ds->label_source, "layout %s", kd_layout_name(ds->layout));
 }
 
 kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *o, kd_dataset **out) {
@@ -508,8 +568,15 @@ kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *o, kd_dataset 
         kd_dataset_free(ds);
         return s;
     }
-    int msd = kd_data_is_dir(p) || kd_data_is_dir(q);
-    if (ds->layout == KD_LAYOUT_MSD || (ds->layout == KD_LAYOUT_AUTO && msd)) {
+    int msd = kd_data_is_dir(p) || kd_data_is_dir(q), nn = 0;
+    if (ds->layout == KD_LAYOUT_AUTO && (s = kd_nnunet_detect(dir, &nn))) {
+        kd_dataset_free(ds);
+        return s;
+    }
+    if (ds->layout == KD_LAYOUT_NNUNET || nn) {
+        ds->layout = KD_LAYOUT_NNUNET;
+        s = kd_nnunet_scan(ds, dir, nn == 2 || (!nn && !msd), NULL);
+    } else if (ds->layout == KD_LAYOUT_MSD || (ds->layout == KD_LAYOUT_AUTO && msd)) {
         ds->layout = KD_LAYOUT_MSD;
         s = msd_scan(ds, "imagesTr", "labelsTr");
         if (!s) s = msd_scan(ds, "imagesTs", "labelsTs");
@@ -519,12 +586,14 @@ kd_status kd_dataset_open(const char *dir, const kd_dataset_opts *o, kd_dataset 
     if (!s && ds->n == 0)
         s = kd_fail(KD_ERR_FORMAT,
                     "%s: no cases found (layout %s; expected CASE/CASE_t1.nii.gz (BraTS "
-                    "2018-21), CASE/CASE-t1n.nii.gz (BraTS 2023) or imagesTr/*.nii.gz (MSD))",
+                    "2018-21), CASE/CASE-t1n.nii.gz (BraTS 2023), imagesTr/CASE.nii.gz (MSD) or "
+                    "imagesTr/CASE_0000.nii.gz (nnU-Net))",
                     dir, kd_layout_name(ds->layout));
     if (s) {
         kd_dataset_free(ds);
         return s;
     }
+    layout_labels(ds);
     *out = ds;
     return KD_OK;
 }
@@ -555,7 +624,9 @@ kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *o, kd_da
         if (ds->forced && l != ds->layout) l = KD_LAYOUT_AUTO;
         if (l == KD_LAYOUT_AUTO)
             s = kd_fail(KD_ERR_FORMAT,
-                        "%s: not a case folder (expected %s_t1.nii.gz or %s-t1n.nii.gz inside)",
+                        "%s: not a case folder (expected %s_t1.nii.gz or %s-t1n.nii.gz inside; "
+                        "a folder of cases is --dataset, an nnU-Net case is one of its files, "
+                        "CASE_0000.nii.gz)",
                         buf, base, base);
         else {
             ds->layout = l;
@@ -564,19 +635,32 @@ kd_status kd_dataset_open_case(const char *path, const kd_dataset_opts *o, kd_da
     } else {
         char name[1024];
         snprintf(name, sizeof name, "%s", base);
-        if (!strip_nifti_ext(name))
+        char nn_case[1024];
+        int chan;
+        if (!kd_ds_strip_nifti_ext(name))
             s = kd_fail(KD_ERR_FORMAT, "%s: expected a .nii or .nii.gz file", buf);
-        else {
+        else if (ds->layout == KD_LAYOUT_NNUNET ||
+                 (ds->layout == KD_LAYOUT_AUTO &&
+                  kd_nnunet_parse_name(base, nn_case, sizeof nn_case, &chan) == 1 &&
+                  kd_ds_one_volume(buf))) {
+            if (kd_nnunet_parse_name(base, nn_case, sizeof nn_case, &chan) != 1)
+                s = kd_fail(KD_ERR_FORMAT, "%s: not an nnU-Net image name (CASE_0000.nii.gz)", buf);
+            else {
+                ds->layout = KD_LAYOUT_NNUNET;
+                s = kd_nnunet_scan(ds, parent, 1, nn_case);
+            }
+        } else {
             ds->layout = KD_LAYOUT_MSD;
             char ldir[KD_PATH_MAX];
             s = kd_path_join(ldir, sizeof ldir, parent, "../labelsTr");
-            if (!s) s = msd_case(ds, buf, name, kd_data_is_dir(ldir) ? ldir : NULL);
+            if (!s) s = msd_case(ds, buf, name, kd_data_is_dir(ldir) ? ldir : NULL, 0);
         }
     }
     if (s) {
         kd_dataset_free(ds);
         return s;
     }
+    layout_labels(ds);
     *out = ds;
     return KD_OK;
 }
@@ -607,6 +691,7 @@ const char *kd_dataset_case_image(const kd_dataset *ds, int i, int ch, int *volu
 const char *kd_dataset_case_label(const kd_dataset *ds, int i) {
     return i >= 0 && i < ds->n ? ds->cases[i].label : NULL;
 }
+const kd_label_table *kd_dataset_label_table(const kd_dataset *ds) { return &ds->labels; }
 
 const char *kd_dataset_case_id(const kd_dataset *ds, int i) {
     return i >= 0 && i < ds->n ? ds->cases[i].id : NULL;

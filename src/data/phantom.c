@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "data_internal.h"
+#include "dataset_internal.h"
 
 /* ------------------------------------------------------- value noise -- */
 
@@ -417,40 +418,8 @@ static void relabel(kd_layout l, uint8_t *lab, size_t n) {
         if (l == KD_LAYOUT_BRATS2023)
             lab[i] = v == 4 ? 3 : v;
         else
-            lab[i] = v == 2 ? 1 : v == 1 ? 2 : v == 4 ? 3 : 0; /* MSD */
+            lab[i] = v == 2 ? 1 : v == 1 ? 2 : v == 4 ? 3 : 0; /* MSD, nnU-Net */
     }
-}
-
-static kd_status write_msd_json(const char *dir, int first, int count, int unlabeled) {
-    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
-    kd_status s = kd_path_join(path, sizeof path, dir, "dataset.json");
-    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
-    if (s) return s;
-    FILE *f = fopen(kd_output_target(tmp), "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    fprintf(f,
-            "{\n  \"name\": \"kdseg phantom\",\n  \"description\": \"synthetic brain tumours "
-            "(kdseg phantom)\",\n  \"tensorImageSize\": \"4D\",\n  \"modality\": {\"0\": "
-            "\"FLAIR\", \"1\": \"T1w\", \"2\": \"t1gd\", \"3\": \"T2w\"},\n  \"labels\": "
-            "{\"0\": \"background\", \"1\": \"edema\", \"2\": \"non-enhancing tumor\", \"3\": "
-            "\"enhancing tumour\"},\n  \"numTraining\": %d,\n  \"training\": [",
-            first + count);
-    for (int i = 0; i < first + count; i++)
-        if (unlabeled)
-            fprintf(f, "%s\n    {\"image\": \"./imagesTr/KDPH_%03d.nii.gz\"}", i ? "," : "", i);
-        else
-            fprintf(f,
-                    "%s\n    {\"image\": \"./imagesTr/KDPH_%03d.nii.gz\", \"label\": "
-                    "\"./labelsTr/KDPH_%03d.nii.gz\"}",
-                    i ? "," : "", i, i);
-    int ok = fprintf(f, "\n  ]\n}\n") > 0 && !ferror(f), e = ok ? 0 : errno;
-    if (fclose(f) != 0 && ok) ok = 0, e = errno;
-    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
-    if (!ok) {
-        remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(e));
-    }
-    return KD_OK;
 }
 
 static kd_layout cohort_layout(const kd_phantom_opts *o) {
@@ -461,7 +430,7 @@ static kd_layout cohort_layout(const kd_phantom_opts *o) {
 static void case_name(kd_layout l, int index, char *name, size_t n) {
     if (l == KD_LAYOUT_BRATS2018) snprintf(name, n, "KDPhantom_%03d", index);
     else if (l == KD_LAYOUT_BRATS2023) snprintf(name, n, "KDPH-%05d-000", index);
-    else snprintf(name, n, "KDPH_%03d", index);
+    else snprintf(name, n, "KDPH_%03d", index); /* MSD, nnU-Net */
 }
 
 static const char *const s18[] = {"t1", "t1ce", "t2", "flair", "seg"};
@@ -509,6 +478,20 @@ static kd_status write_case(const char *dir, const kd_phantom_opts *o, int index
         s = kd_path_printf(path, sizeof path, "%s/imagesTr/%s.nii.gz", dir, name);
         if (!s) s = kd_nifti_write(path, geom, 4, KD_DT_INT16, v, NULL);
         free(v);
+        return s;
+    }
+    if (l == KD_LAYOUT_NNUNET) {
+        /* labels first, as above; channels in kdseg's order (t1, t1ce, t2, flair), as
+         * nnU-Net's BraTS 2021 conversion writes them */
+        if (!o->unlabeled) {
+            s = kd_path_printf(path, sizeof path, "%s/labelsTr/%s.nii.gz", dir, name);
+            if (!s) s = kd_nifti_write(path, geom, 1, KD_DT_UINT8, lab, NULL);
+        }
+        for (int k = 0; k < 4 && !s; k++) {
+            s = kd_path_printf(path, sizeof path, "%s/%s/%s_%04d.nii.gz", dir,
+                               o->unlabeled ? "imagesTs" : "imagesTr", name, k);
+            if (!s) s = kd_nifti_write(path, geom, 1, KD_DT_INT16, img + k * n, NULL);
+        }
         return s;
     }
     if ((s = kd_path_join(cdir, sizeof cdir, dir, name))) return s;
@@ -565,8 +548,8 @@ static kd_status write_cases(const char *dir, const kd_phantom_opts *o) {
     const size_t n = (size_t)o->size[0] * o->size[1] * o->size[2];
     kd_status s = KD_OK;
     char sub[KD_PATH_MAX];
-    if (l == KD_LAYOUT_MSD) {
-        s = kd_path_join(sub, sizeof sub, dir, "imagesTr");
+    if (l == KD_LAYOUT_MSD || l == KD_LAYOUT_NNUNET) {
+        s = kd_path_join(sub, sizeof sub, dir, l == KD_LAYOUT_NNUNET && o->unlabeled ? "imagesTs" : "imagesTr");
         if (!s) s = kd_mkdirs(sub);
         if (!s && !o->unlabeled) s = kd_path_join(sub, sizeof sub, dir, "labelsTr");
         if (!s && !o->unlabeled) s = kd_mkdirs(sub);
@@ -584,7 +567,8 @@ static kd_status write_cases(const char *dir, const kd_phantom_opts *o) {
         s = kd_phantom_generate(o->size, o->seed, index, img, lab);
         if (!s) s = write_case(dir, o, index, geom, img, lab);
     }
-    if (!s && l == KD_LAYOUT_MSD) s = write_msd_json(dir, o->first_index, o->cases, o->unlabeled);
+    if (!s && (l == KD_LAYOUT_MSD || l == KD_LAYOUT_NNUNET))
+        s = kd_layout_write_json(dir, l, "kdseg phantom");
     free(img);
     free(lab);
     kd_volume_free(geom);
@@ -632,6 +616,10 @@ kd_status kd_phantom_check_cohort(const char *dir, const kd_phantom_opts *o) {
             if (l == KD_LAYOUT_MSD) {
                 if (f > 0 && f < 4) continue;
                 s = kd_path_printf(path, sizeof path, "%s/%s/%s.nii.gz", dir, f ? "labelsTr" : "imagesTr", name);
+            } else if (l == KD_LAYOUT_NNUNET) {
+                if (f == 4) s = kd_path_printf(path, sizeof path, "%s/labelsTr/%s.nii.gz", dir, name);
+                else s = kd_path_printf(path, sizeof path, "%s/%s/%s_%04d.nii.gz", dir,
+                                        o->unlabeled ? "imagesTs" : "imagesTr", name, f);
             } else {
                 s = kd_path_join(cdir, sizeof cdir, dir, name);
                 if (!s) s = brats_file(l, cdir, name, f, path, sizeof path);

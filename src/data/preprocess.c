@@ -126,7 +126,8 @@ static kd_status preprocess_image(kd_case *c, const char *file, const float *con
 }
 
 /* Region targets from a label or annotation volume (original grid). */
-static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume *lab) {
+static kd_status preprocess_target(kd_case *c, const kd_dataset *ds, const kd_volume *lab) {
+    const kd_label_table *t = &ds->labels;
     const int D = c->orig[0], H = c->orig[1], W = c->orig[2];
     const size_t plane = (size_t)H * W, nvox = (size_t)D * plane;
     size_t n = (size_t)c->d * c->h * c->w;
@@ -147,17 +148,19 @@ static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume
         if (soft)
             bad = u8 ? 0 : !(v >= 0 && v <= 1);
         else
-            bad = v != rintf(v) || kd_label_regions(kd_layout_labels(layout), (int)v) < 0;
+            bad = v != rintf(v) || !(v >= 0 && v <= 255) || t->regions[(int)v] < 0;
         if (bad) {
             size_t r = i % nvox;
             if (soft)
                 return kd_fail(KD_ERR_FORMAT,
                                "%s: region probability %g at i=%zu j=%zu k=%zu is outside [0, 1]",
                                lab->path, (double)v, r % W, (r / W) % H, r / plane);
+            char set[1024];
+            kd_label_table_describe(t, set, sizeof set);
             return kd_fail(KD_ERR_FORMAT,
-                           "%s: label %g at i=%zu j=%zu k=%zu is not one of %s (layout %s)",
-                           lab->path, (double)v, r % W, (r / W) % H, r / plane,
-                           kd_layout_label_set(layout), kd_layout_name(layout));
+                           "%s: label %g at i=%zu j=%zu k=%zu is not one of %s (%s)",
+                           lab->path, (double)v, r % W, (r / W) % H, r / plane, set,
+                           ds->label_source);
         }
     }
     for (int z = c->crop_lo[0]; z < c->crop_hi[0]; z++)
@@ -174,7 +177,7 @@ static kd_status preprocess_target(kd_case *c, kd_layout layout, const kd_volume
                         c->target[r * n + di] = u8 ? v / 255.0f : v;
                     }
                 } else {
-                    int m = kd_label_regions(kd_layout_labels(layout), (int)lab->data[si]);
+                    int m = t->regions[(int)lab->data[si]];
                     for (int r = 0; r < 3; r++)
                         c->target[r * n + di] = (m >> r) & 1 ? 1.0f : 0.0f;
                 }
@@ -253,7 +256,7 @@ static kd_status load_fresh(const kd_dataset *ds, int i, kd_case **out) {
     if (!s && dc->label) {
         s = kd_nifti_read(dc->label, &lab);
         if (!s) s = same_grid(c->name, c->geom, lab);
-        if (!s) s = preprocess_target(c, ds->layout, lab);
+        if (!s) s = preprocess_target(c, ds, lab);
         kd_volume_free(lab);
     }
     if (s) {

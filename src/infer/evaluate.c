@@ -3,6 +3,7 @@
  * summarised as the BraTS leaderboard does. */
 #include "kdseg/metrics.h"
 #include "kdseg/fs.h"
+#include "kdseg/data.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -155,6 +156,8 @@ typedef struct ref_case {
 typedef struct ref_list {
     ref_case *v;
     int n, cap;
+    int nnunet;           /* the reference is an nnU-Net dataset (or one of its folders) */
+    kd_label_table table; /* its labels, from dataset.json */
 } ref_list;
 
 static void ref_list_free(ref_list *l) {
@@ -285,8 +288,11 @@ static kd_status find_reference(const char *ref, ref_list *l) {
     if (!path_is_dir(ref)) return kd_fail(KD_ERR_IO, "%s: no such folder", ref);
     char sub[KD_PATH_MAX];
     kd_status s = kd_path_join(sub, sizeof sub, ref, "labelsTr");
+    if (!s) s = kd_nnunet_find_labels(ref, &l->table, &l->nnunet);
     if (s) return s;
-    if (path_is_dir(sub))
+    if (l->nnunet)
+        s = add_label_folder(l, path_is_dir(sub) ? sub : ref, KD_LABELS_AUTO);
+    else if (path_is_dir(sub))
         s = add_label_folder(l, sub, KD_LABELS_MSD);
     else if ((s = add_brats_cases(l, ref)) == KD_OK && l->n == 0)
         s = add_label_folder(l, ref, KD_LABELS_AUTO);
@@ -327,17 +333,34 @@ void kd_eval_result_free(kd_eval_result *r) {
     free(r);
 }
 
-/* Regions (3 masks of n bytes, WT TC ET) of a label map in a convention (AUTO: detect). */
-static kd_status map_regions(const kd_label_map *m, kd_label_convention c, const char *path,
-                             uint8_t *masks) {
+/* Regions (3 masks of n bytes, WT TC ET) of a label map in a convention (AUTO: detect;
+ * with a table, an nnU-Net dataset's labels: by the table). */
+static kd_status map_regions(const kd_label_map *m, kd_label_convention c, const kd_label_table *t,
+                             const char *path, uint8_t *masks) {
     size_t n = (size_t)m->d * m->h * m->w;
     kd_status s = KD_OK;
+    if (t && c == KD_LABELS_AUTO) {
+        for (size_t i = 0; i < n; i++) {
+            int r = t->regions[m->labels[i]];
+            if (r < 0) {
+                char set[1024];
+                kd_label_table_describe(t, set, sizeof set);
+                return kd_fail(KD_ERR_FORMAT, "%s: label %d is not one of the dataset's %s (dataset.json); "
+                               "--labels 2019|2023|msd reads other values", path, m->labels[i], set);
+            }
+            masks[i] = r & 1;
+            masks[n + i] = (r >> 1) & 1;
+            masks[2 * n + i] = (r >> 2) & 1;
+        }
+        return KD_OK;
+    }
     if (c == KD_LABELS_AUTO) s = kd_labels_detect(m->labels, n, KD_LABELS_2019, &c);
     if (!s) s = kd_labels_to_regions(m->labels, n, c, masks, masks + n, masks + 2 * n);
     return s ? kd_fail_context(s, "%s", path) : KD_OK;
 }
 
-static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eval_case *ec) {
+static kd_status score_case(const kd_eval_options *o, const ref_case *rc, const kd_label_table *t,
+                            kd_eval_case *ec) {
     kd_label_map *ref = NULL, *pred = NULL;
     uint8_t *masks = NULL;
     kd_status s = kd_label_map_read(rc->path, &ref);
@@ -380,8 +403,8 @@ static kd_status score_case(const kd_eval_options *o, const ref_case *rc, kd_eva
     }
     uint8_t *rm = masks, *pm = masks + 3 * n; /* prediction masks stay 0 unless read */
     kd_label_convention rconv = o->labels != KD_LABELS_AUTO ? o->labels : rc->conv;
-    if ((s = map_regions(ref, rconv, rc->path, rm))) goto done;
-    if (ec->status == KD_EVAL_OK && (s = map_regions(pred, o->labels, path, pm))) goto done;
+    if ((s = map_regions(ref, rconv, t, rc->path, rm))) goto done;
+    if (ec->status == KD_EVAL_OK && (s = map_regions(pred, o->labels, t, path, pm))) goto done;
     for (int r = 0; r < KD_REGION_COUNT && !s; r++)
         s = kd_metrics_compute(pm + (size_t)r * n, rm + (size_t)r * n, ref->d, ref->h, ref->w,
                                ref->spacing, o->empty_hd95, &ec->region[r]);
@@ -411,7 +434,7 @@ kd_status kd_evaluate(const kd_eval_options *o, kd_eval_result **out) {
     r->lesion_wise = o->lesion_wise;
     for (int i = 0; i < l.n && !s; i++) {
         kd_log(KD_LOG_INFO, "evaluate: case %d/%d %s", i + 1, l.n, l.v[i].name);
-        s = score_case(o, &l.v[i], &r->cases[i]);
+        s = score_case(o, &l.v[i], l.nnunet ? &l.table : NULL, &r->cases[i]);
         if (!s && !(r->cases[i].name = strdup(l.v[i].name)))
             s = kd_fail(KD_ERR_OUT_OF_MEMORY, "case name");
         if (!s) r->n_cases = i + 1;

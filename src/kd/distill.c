@@ -147,6 +147,7 @@ static kd_status open_pool(const kd_distill_opts *o, int online, distill_state *
         memset(&dopts, 0, sizeof dopts);
         dopts.layout = t->layout;
         dopts.modalities = t->modalities;
+        dopts.channels = t->channels;
         dopts.annotations = online ? NULL : o->annotations;
         if ((st = kd_dataset_open(o->unlabeled, &dopts, &d->pool_ds))) return st;
         pool = d->pool_ds;

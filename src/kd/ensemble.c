@@ -32,6 +32,7 @@ typedef struct run_state {
     kd_postproc_options post;
     int brain_mask;       /* e->brain_mask, or the first model's recipe's */
     kd_domain domain[KD_ENSEMBLE_MAX]; /* what each model was trained on (cases 0: unknown) */
+    int own;              /* labels in the dataset's own values (its label table) */
     kd_outdir *outdirs[1 + KD_ENSEMBLE_MAX]; /* out and each member_out, held */
     FILE *agree;          /* annotate, two or more teachers: agreement.csv */
 } run_state;
@@ -54,11 +55,15 @@ void kd_annotate_opts_default(kd_annotate_opts *o) {
     kd_ensemble_opts_default(&o->e);
 }
 
-static void state_free(run_state *st) {
+/* failed: an output folder the run created and wrote nothing into is removed */
+static void state_free(run_state *st, int failed) {
     for (int i = 0; i < st->nmodels; i++) kd_model_free(st->models[i]);
     kd_dataset_free(st->ds);
     if (st->agree) fclose(st->agree);
-    for (int i = 0; i <= KD_ENSEMBLE_MAX; i++) kd_outdir_close(st->outdirs[i]);
+    for (int i = 0; i <= KD_ENSEMBLE_MAX; i++) {
+        if (failed) kd_outdir_discard(st->outdirs[i]);
+        else kd_outdir_close(st->outdirs[i]);
+    }
 }
 
 static int nmember(const run_opts *r) { return r->member_out ? r->e->nmodels : 0; }
@@ -106,6 +111,7 @@ static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
     memset(&o, 0, sizeof o);
     o.layout = e->layout;
     o.modalities = e->modalities;
+    o.channels = e->channels;
     kd_status s = r->case_dir ? kd_dataset_open_case(r->case_dir, &o, &st->ds)
                               : kd_dataset_open(r->dataset, &o, &st->ds);
     if (s) return s;
@@ -152,9 +158,11 @@ static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
     }
     if (st->post.labels == KD_LABELS_AUTO) {
         kd_layout lay = kd_dataset_layout(st->ds);
-        st->post.labels = r->mode == MODE_ANNOTATE
-                              ? kd_layout_labels(lay) /* annotations are read as the dataset's labels */
-                              : lay == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : KD_LABELS_2019; /* BraTS maps */
+        /* the dataset's own values: annotations, which are read back as the dataset's
+         * labels, and an nnU-Net dataset's predictions, as nnU-Net writes them (its
+         * dataset.json's values); else BraTS maps. Made in 2019 values, then translated. */
+        st->own = r->mode == MODE_ANNOTATE || lay == KD_LAYOUT_NNUNET;
+        st->post.labels = !st->own && lay == KD_LAYOUT_BRATS2023 ? KD_LABELS_2023 : KD_LABELS_2019;
     }
     return KD_OK;
 }
@@ -203,8 +211,10 @@ static kd_status extras(run_state *st, const char *name, const kd_case *c, const
     for (int m = 0; m < nmember(r) && !s; m++)
         if (!(s = kd_path_printf(path, sizeof path, "%s/%s.nii.gz", r->member_out[m], name)) &&
             !(s = kd_postproc_labels(one + (size_t)m * 3 * nv, KD_PROB_CDHW, c->orig[0], c->orig[1],
-                                     c->orig[2], &st->post, lab)))
+                                     c->orig[2], &st->post, lab))) {
+            if (st->own) kd_label_table_from_2019(kd_dataset_label_table(st->ds), lab, nv);
             s = kd_case_write_labels(c, path, lab);
+        }
     if (!s && r->probabilities && r->mode == MODE_SEGMENT &&
         !(s = kd_path_printf(path, sizeof path, "%s/%s_prob.nii.gz", r->out, name)))
         s = kd_case_write_probs(c, path, p, r->probabilities == 1);
@@ -273,8 +283,10 @@ static kd_status one_case(run_state *st, int i, kd_annotate_report *rep) {
     if (!s && st->agree && separately) s = agreement_row(st, name, one, nv);
     if (!s && soft) s = kd_case_write_probs(c, out, p, 1);
     else if (!s && (labels_only || !(s = kd_postproc_labels(p, KD_PROB_CDHW, c->orig[0], c->orig[1],
-                                                            c->orig[2], &st->post, lab))))
+                                                            c->orig[2], &st->post, lab)))) {
+        if (st->own) kd_label_table_from_2019(kd_dataset_label_table(st->ds), lab, nv);
         s = kd_case_write_labels(c, out, lab);
+    }
     if (!s) s = extras(st, name, c, p, one, lab);
     if (!s) {
         rep->annotated++;
@@ -364,6 +376,9 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
     if (!s && r->mode == MODE_ANNOTATE && st.nmodels > 1) s = agreement_open(&st);
     int n = s ? 0 : kd_dataset_count(st.ds), todo = 0, k = 0;
     for (int i = 0; i < n; i++) todo += wanted(&st, i);
+    if (!s && r->mode == MODE_ANNOTATE && !todo)
+        kd_log(KD_LOG_WARN, "%s: no unlabeled case to annotate (%d case%s, all labeled); --all annotates "
+               "labeled cases too", r->dataset, n, n == 1 ? "" : "s");
     if (!s)
         kd_progressf(e->progress, e->progress_ctx, "%s %d case%s with %d model%s on %s",
                      r->mode == MODE_ANNOTATE ? "annotating" : "segmenting", todo, todo == 1 ? "" : "s",
@@ -385,7 +400,7 @@ static kd_status run(kd_device *dev, const run_opts *r, kd_annotate_report *rep)
         if (!s && e->progress && !kd_log_is_tty() && k < todo)
             kd_log_progress("%d/%d cases, %.1f s per case, ETA %s", k, todo, per, eta);
     }
-    state_free(&st);
+    state_free(&st, s != KD_OK || !todo); /* nothing done: no folder left behind */
     return s;
 }
 

@@ -90,6 +90,7 @@ static kd_status recipe(const kd_experiment_opts *o, const char *sub, const char
     t->layout = KD_LAYOUT_AUTO;
     t->val_cases = o->val_cases;
     t->out = out;
+    t->overwrite = 1; /* a rerun of the experiment trains its models again (the old as *.bak) */
     t->model = spec;
     kd_optim_defaults(&t->optim); /* the paper's Adam (AMSGrad) */
     t->optim.kind = KD_OPT_ADAM;

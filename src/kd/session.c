@@ -2,6 +2,7 @@
  * checkpoint to resume), the labeled sampler and the validation cases; one loop
  * (kd_train_run) over a pluggable step. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ struct kd_session {
     kd_train_config tc;
     kd_ckpt_meta meta;
     long start;
+    int ran;                /* a run began: the folder is no longer discarded on free */
 };
 
 double kd_now_s(void) {
@@ -56,7 +58,7 @@ void kd_train_opts_default(kd_train_opts *o) {
     o->layout = KD_LAYOUT_AUTO;
     o->synthetic_size[0] = o->synthetic_size[1] = o->synthetic_size[2] = 64;
     o->val_cases = 1;
-    o->model = "resunet";
+    o->model = NULL; /* resunet; resuming: the checkpoint's */
     kd_optim_defaults(&o->optim);
     kd_schedule_defaults(&o->schedule);
     o->loss = KD_LOSS_PAPER;
@@ -80,8 +82,94 @@ void kd_session_free(kd_session *s) {
     kd_dataset_free(s->ds);
     free(s->lab);
     free(s->pseudo);
-    kd_outdir_close(s->outdir);
+    /* a session that never ran leaves no folder it created behind (an empty one; one
+     * holding a generated phantom cohort stays) */
+    if (s->ran) kd_outdir_close(s->outdir);
+    else kd_outdir_discard(s->outdir);
     free(s);
+}
+
+/* The files of a run in its output folder; the first two are its checkpoints. */
+static const char *const run_files[] = {"last.kds", "best.kds", "train.csv", "train.png"};
+enum { N_RUN_FILES = 4, N_CHECKPOINTS = 2 };
+
+/* A folder holding an earlier run's checkpoints is refused unless the run resumes or
+ * overwrites; before any work, so a refused start changes nothing. */
+static kd_status check_earlier_run(const kd_session *s) {
+    const kd_train_opts *o = &s->o;
+    if (o->resume && o->overwrite)
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: resume or overwrite the earlier run, not both", o->out);
+    if (o->resume || o->overwrite) return KD_OK;
+    char path[KD_PATH_MAX], found[64] = "";
+    for (int i = 0; i < N_CHECKPOINTS; i++) {
+        kd_status st = kd_path_join(path, sizeof path, o->out, run_files[i]);
+        if (st) return st;
+        if (kd_exists(path)) snprintf(found + strlen(found), sizeof found - strlen(found), "%s%s",
+                                      *found ? " and " : "", run_files[i]);
+    }
+    if (!*found) return KD_OK;
+    char what[700] = "";
+    kd_ckpt_meta meta;
+    if (!kd_path_join(path, sizeof path, o->out, run_files[0]) && kd_exists(path) &&
+        !kd_checkpoint_read_meta(path, &meta))
+        snprintf(what, sizeof what, " (%s, step %ld of %ld)", meta.spec, meta.step, meta.steps);
+    kd_clear_error();
+    return kd_fail(KD_ERR_INVALID_ARG, "%s holds %s of an earlier run%s: resume to continue it (--resume), "
+                   "overwrite to start again keeping its files as *.bak (--overwrite), or choose another "
+                   "output folder", o->out, found, what);
+}
+
+/* Starting again over an earlier run: its files become *.bak (an older *.bak is
+ * replaced), at the start of the run, once everything else has been checked. */
+static kd_status keep_earlier_run(const kd_session *s) {
+    char path[KD_PATH_MAX], bak[KD_PATH_MAX];
+    for (int i = 0; i < N_RUN_FILES; i++) {
+        kd_status st = kd_path_join(path, sizeof path, s->o.out, run_files[i]);
+        if (!st) st = kd_path_printf(bak, sizeof bak, "%s.bak", path);
+        if (st) return st;
+        if (!kd_exists(path)) continue;
+        if (rename(path, bak) != 0)
+            return kd_fail(KD_ERR_IO, "%s: cannot keep it as %s: %s", path, bak, strerror(errno));
+        kd_log(KD_LOG_INFO, "kept the earlier run's %s as %s", path, bak);
+    }
+    return KD_OK;
+}
+
+/* The same folder: both resolve to one path, or (one missing) the same text. -1: the
+ * recorded one no longer exists (cannot tell). */
+static int same_folder(const char *a, const char *recorded) {
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (!realpath(recorded, rb)) return -1;
+    if (!realpath(a, ra)) return !strcmp(a, recorded);
+    return !strcmp(ra, rb);
+}
+
+/* Resuming: the checkpoint must be of the model and data asked for (when asked). */
+static kd_status check_resume(kd_session *s, const char *last, kd_ckpt_meta *meta) {
+    const kd_train_opts *o = &s->o;
+    if (!kd_exists(last) && errno == ENOENT)
+        return kd_fail(KD_ERR_IO, "%s: nothing to resume: no checkpoint yet (%s does not exist; "
+                       "run without --resume to start)", o->out, last);
+    kd_status st = kd_checkpoint_read_meta(last, meta);
+    if (st) return st;
+    if (o->model) {
+        char want[512], have[512];
+        if ((st = kd_model_spec_canonical(o->model, want, sizeof want))) return st;
+        if (kd_model_spec_canonical(meta->spec, have, sizeof have)) snprintf(have, sizeof have, "%s", meta->spec);
+        if (strcmp(want, have))
+            return kd_fail(KD_ERR_INVALID_ARG, "%s is a %s model, not %s as asked: resume without giving "
+                           "the model (it is the checkpoint's), or start a new run", last, have, want);
+    }
+    if (o->data && meta->data[0]) {
+        int same = same_folder(o->data, meta->data);
+        if (!same)
+            return kd_fail(KD_ERR_INVALID_ARG, "%s was trained on %s, not %s as asked: resume on its data "
+                           "(or without giving the data), or start a new run", last, meta->data, o->data);
+        if (same < 0)
+            kd_log(KD_LOG_WARN, "%s was trained on %s, which no longer exists; resuming on %s", last,
+                   meta->data, o->data);
+    }
+    return KD_OK;
 }
 
 /* OUT/phantom: a cohort generated by an earlier run of the session, or a new one. */
@@ -111,6 +199,7 @@ static kd_status open_data(kd_session *s) {
     dopts.layout = o->layout;
     dopts.annotations = o->annotations;
     dopts.modalities = o->modalities;
+    dopts.channels = o->channels;
     kd_status st = kd_dataset_open(s->data, &dopts, &s->ds);
     if (st) return st;
     int n = kd_dataset_count(s->ds);
@@ -144,14 +233,11 @@ static kd_status open_model(kd_session *s) {
     s->tc.best_so_far = -1;
     if (o->resume) {
         kd_ckpt_meta meta;
-        if (!kd_exists(path) && errno == ENOENT)
-            return kd_fail(KD_ERR_IO, "%s: nothing to resume: no checkpoint yet (%s does not exist; "
-                           "run without --resume to start)", o->out, path);
         if ((st = kd_checkpoint_load(path, s->dev, &s->m, &o->optim, &s->opt, &meta))) return st;
         s->start = meta.step;
         s->tc.best_so_far = meta.best_dice;
         if (o->progress) kd_log_progress("resuming %s at step %ld", kd_model_spec(s->m), s->start);
-    } else if ((st = kd_model_create(s->dev, o->model, o->seed, &s->m)) ||
+    } else if ((st = kd_model_create(s->dev, o->model ? o->model : "resunet", o->seed, &s->m)) ||
                (st = kd_optim_create(s->m, &o->optim, &s->opt))) {
         return st;
     }
@@ -203,24 +289,46 @@ kd_status kd_train_opts_recipe(kd_train_opts *o, const char *name) {
 kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **out) {
     *out = NULL;
     if (!o->out) return kd_fail(KD_ERR_INVALID_ARG, "training: no output folder");
-    if (!o->data == !(o->synthetic_cases > 0))
-        return kd_fail(KD_ERR_INVALID_ARG, "training: give a data folder or a synthetic cohort, not %s",
-                       o->data ? "both" : "neither");
+    if (o->data && o->synthetic_cases > 0)
+        return kd_fail(KD_ERR_INVALID_ARG, "training: give a data folder or a synthetic cohort, not both");
+    if (!o->data && !(o->synthetic_cases > 0) && !o->resume)
+        return kd_fail(KD_ERR_INVALID_ARG, "training: give a data folder or a synthetic cohort");
     if (o->val_cases < 0 || o->steps < 1)
         return kd_fail(KD_ERR_INVALID_ARG, "training: %d validation cases, %ld steps", o->val_cases,
                        o->steps);
+    if (o->synthetic_cases > 0 && o->synthetic_cases - o->val_cases < 1)
+        return kd_fail(KD_ERR_INVALID_ARG, "training: %d phantom cases; need more than %d held out for "
+                       "validation", o->synthetic_cases, o->val_cases);
+    char spec[512];
+    kd_status st = o->model ? kd_model_spec_canonical(o->model, spec, sizeof spec) : KD_OK;
+    if (st) return st; /* before anything is created */
     kd_session *s = calloc(1, sizeof *s);
     if (!s) return kd_fail(KD_ERR_OUT_OF_MEMORY, "training session");
     s->o = *o;
     s->dev = dev;
     /* one writer per output folder; the longest name it gets: a phantom case file */
-    kd_status st = kd_outdir_open(o->out, o->synthetic_cases > 0
-                                              ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
-                                              : "train.png", &s->outdir);
-    if (!st) st = o->data ? kd_path_printf(s->data, sizeof s->data, "%s", o->data) : synthetic_data(s);
+    st = kd_outdir_open(o->out, o->synthetic_cases > 0 ? "phantom/KDPhantom_00000/KDPhantom_00000_flair.nii.gz"
+                                                       : "train.png.bak", &s->outdir);
+    if (!st) st = check_earlier_run(s);
+    kd_ckpt_meta last;
+    kd_ckpt_meta_init(&last);
+    char lastp[KD_PATH_MAX] = "";
+    if (!st && o->resume && !(st = kd_path_join(lastp, sizeof lastp, o->out, "last.kds")))
+        st = check_resume(s, lastp, &last);
+    /* resuming without data given: the checkpoint's */
+    if (!st && !o->data && !(o->synthetic_cases > 0)) {
+        if (!last.data[0])
+            st = kd_fail(KD_ERR_INVALID_ARG, "%s does not record its training data: give the data folder",
+                         lastp);
+        else
+            st = kd_path_printf(s->data, sizeof s->data, "%s", last.data);
+    }
+    /* the model before the data: a model that cannot be built generates no cohort */
+    if (!st) st = open_model(s);
+    if (!st && o->data) st = kd_path_printf(s->data, sizeof s->data, "%s", o->data);
+    else if (!st && o->synthetic_cases > 0) st = synthetic_data(s);
     s->o.data = s->data;
     if (!st) st = open_data(s);
-    if (!st) st = open_model(s);
     kd_sampler_opts so = o->sampler;
     so.seed = o->seed;
     if (!st) st = kd_sampler_create(&so, &s->smp);
@@ -244,7 +352,9 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     tc->stop = o->stop;
     kd_ckpt_meta_init(&s->meta);
     snprintf(s->meta.mode, sizeof s->meta.mode, "train");
-    snprintf(s->meta.data, sizeof s->meta.data, "%s", s->data);
+    /* the data as an absolute path: a resumed run compares it wherever it starts from */
+    char abs[PATH_MAX];
+    snprintf(s->meta.data, sizeof s->meta.data, "%s", realpath(s->data, abs) ? abs : s->data);
     snprintf(s->meta.loss, sizeof s->meta.loss, "%s", kd_loss_name(o->loss));
     snprintf(s->meta.optim, sizeof s->meta.optim, "%s", o->optim.kind == KD_OPT_SGD ? "sgd" : "adam");
     memcpy(s->meta.patch, so.patch, sizeof s->meta.patch);
@@ -287,6 +397,18 @@ kd_status kd_session_run_step(kd_session *s, kd_step_fn step, void *step_ctx, kd
     const int *p = o->sampler.patch;
     kd_train_result r;
     if (!res) res = &r;
+    if (!s->ran && o->overwrite) {
+        kd_status st = keep_earlier_run(s);
+        if (st) return st;
+    }
+    s->ran = 1;
+    if (s->start >= o->steps) { /* a finished run resumed: nothing to train, nothing rewritten */
+        memset(res, 0, sizeof *res);
+        res->best_dice = s->tc.best_so_far;
+        kd_progressf(o->progress, o->progress_ctx, "%s/last.kds is at step %ld of %ld already: nothing to "
+                     "train (more steps continue it)", o->out, s->start, o->steps);
+        return KD_OK;
+    }
     if (o->progress) {
         size_t plan = 0;
         kd_model_plan(s->m, kd_shape5(o->sampler.batch, kd_model_in_channels(s->m), p[0], p[1], p[2]), 1,

@@ -104,6 +104,7 @@ void kd_graph_release(kd_graph *g);
  * op launched, every allocation recorded, rounded as the buffer pool rounds), so g's own
  * run state is left as it was. With explain, also writes what is live at the peak. */
 kd_status kd_graph_plan(kd_graph *g, kd_shape in, int training, size_t *peak);
+kd_status kd_graph_conv_flops(kd_graph *g, kd_shape in, int training, double *flops);
 kd_status kd_graph_plan_explain(kd_graph *g, kd_shape in, int training, size_t *peak,
                                 FILE *explain);
 

@@ -187,8 +187,8 @@ static kd_status conv_scratch(kd_graph *g, int node, const kd_node *n, kd_shape 
                               int bias, int pass) {
     static const char *what[] = {"conv scratch", "conv input-gradient scratch",
                                  "conv weight-gradient scratch"};
-    size_t b = n->op == KD_N_CONVT ? kd_convT3d_scratch_bytes(x, y, bias, pass)
-                                   : kd_conv3d_scratch_bytes(&n->conv, x, y, bias, pass);
+    size_t b = n->op == KD_N_CONVT ? kd_convT3d_scratch_bytes(g->dev, x, y, bias, pass)
+                                   : kd_conv3d_scratch_bytes(g->dev, &n->conv, x, y, bias, pass);
     return kd_plan_rec_scratch(g->rec, node, what[pass], b);
 }
 
@@ -365,6 +365,34 @@ static kd_status pass_grad(kd_graph *g, kd_node *n, int k) {
 
 static int wants_grad(const kd_graph *g, int k) {
     return k >= 0 && g->nodes[k].op != KD_N_INPUT && g->nodes[k].op != KD_N_DETACH;
+}
+
+kd_status kd_graph_conv_flops(kd_graph *g, kd_shape in, int training, double *flops) {
+    kd_status s = infer_shapes(g, in);
+    if (s) return s;
+    double f = 0;
+    for (int i = 0; i < g->nnodes; i++) {
+        const kd_node *n = &g->nodes[i];
+        if (n->op != KD_N_CONV && n->op != KD_N_CONVT && n->op != KD_N_CONV_CAT) continue;
+        kd_shape y = n->shape;
+        double vox = (double)y.n * y.d * y.h * y.w;
+        for (int w = 0; w < 2; w++) {
+            int k = n->in[w];
+            if (k < 0) continue;
+            kd_shape x = g->nodes[k].shape;
+            double mac; /* multiply-adds of this input's share of the forward */
+            if (n->op == KD_N_CONVT) /* each input voxel feeds 2x2x2 outputs */
+                mac = (double)x.n * x.d * x.h * x.w * 8.0 * x.c * y.c;
+            else
+                mac = vox * n->conv.k[0] * n->conv.k[1] * n->conv.k[2] *
+                      (double)(x.c / (n->op == KD_N_CONV ? n->conv.groups : 1)) * y.c;
+            /* forward; training: the weight gradient and, if wanted, the input gradient */
+            f += 2.0 * mac * (training ? 2 + wants_grad(g, k) : 1);
+            if (n->op != KD_N_CONV_CAT) break;
+        }
+    }
+    *flops = f;
+    return KD_OK;
 }
 
 /* A new gradient for node k's output, on its way into k's gradient. */
@@ -583,7 +611,9 @@ kd_status kd_graph_backward(kd_graph *g, const kd_tensor *dout) {
         if (n->grad && n->op != KD_N_INPUT) {
             s = back_node(g, n);
             if (s) {
-                kd_fail_context(s, "backward of node %d", i);
+                char b1[96];
+                kd_fail_context(s, "backward of node %d (output %s)", i,
+                                kd_shape_str(n->shape, b1, sizeof b1));
                 break;
             }
         }

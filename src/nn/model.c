@@ -166,15 +166,13 @@ static kd_status init_params(kd_model *m, uint64_t seed) {
     return s;
 }
 
-kd_status kd_model_create(kd_device *dev, const char *spec, uint64_t seed, kd_model **out) {
-    *out = NULL;
-    kd_spec sp;
-    int ai = -1;
-    char arch[32];
-    snprintf(arch, sizeof arch, "%.*s", (int)strcspn(spec, ":"), spec);
+/* The architecture of spec (its index in *ai) and the spec parsed over its defaults. */
+static kd_status spec_resolve(const char *spec, int *ai, char arch[32], kd_spec *sp) {
+    *ai = -1;
+    snprintf(arch, 32, "%.*s", (int)strcspn(spec, ":"), spec);
     for (int i = 0; i < kd_model_arch_count(); i++)
-        if (!strcmp(arch, kd_model_arch_name(i))) ai = i;
-    if (ai < 0) {
+        if (!strcmp(arch, kd_model_arch_name(i))) *ai = i;
+    if (*ai < 0) {
         char names[256] = "";
         for (int i = 0; i < kd_model_arch_count(); i++)
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
@@ -182,7 +180,29 @@ kd_status kd_model_create(kd_device *dev, const char *spec, uint64_t seed, kd_mo
         return kd_fail(KD_ERR_INVALID_ARG, "model spec '%s': unknown architecture '%s' (known: %s)",
                        spec, arch, names);
     }
-    kd_status s = kd_spec_parse(kd_model_arch_default_spec(ai), spec, &sp);
+    return kd_spec_parse(kd_model_arch_default_spec(*ai), spec, sp);
+}
+
+kd_status kd_model_spec_canonical(const char *spec, char *out, size_t n) {
+    if (!spec || !out || !n) return kd_fail(KD_ERR_INVALID_ARG, "model spec: none given");
+    kd_spec sp;
+    int ai;
+    char arch[32];
+    kd_status s = spec_resolve(spec, &ai, arch, &sp);
+    if (s) return s;
+    char buf[512];
+    kd_spec_format(&sp, buf, sizeof buf);
+    if (strlen(buf) >= n) return kd_fail(KD_ERR_INVALID_ARG, "model spec '%s': too long", spec);
+    snprintf(out, n, "%s", buf);
+    return KD_OK;
+}
+
+kd_status kd_model_create(kd_device *dev, const char *spec, uint64_t seed, kd_model **out) {
+    *out = NULL;
+    kd_spec sp;
+    int ai = -1;
+    char arch[32];
+    kd_status s = spec_resolve(spec, &ai, arch, &sp);
     if (s) return s;
     kd_model *m = calloc(1, sizeof *m);
     if (!m) return kd_fail(KD_ERR_OUT_OF_MEMORY, "model");
@@ -312,6 +332,10 @@ void kd_model_release(kd_model *m) { kd_graph_release(m->g); }
 
 kd_status kd_model_plan(kd_model *m, kd_shape in, int training, size_t *peak) {
     return kd_graph_plan(m->g, in, training, peak);
+}
+
+kd_status kd_model_conv_flops(kd_model *m, kd_shape in, int training, double *flops) {
+    return kd_graph_conv_flops(m->g, in, training, flops);
 }
 
 kd_status kd_model_plan_explain(kd_model *m, kd_shape in, int training, size_t *peak,

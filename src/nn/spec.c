@@ -40,6 +40,7 @@ static kd_status parse_into(const char *text, kd_spec *sp, int defaults) {
             snprintf(kv->key, sizeof kv->key, "%s", tok);
         }
         kv->n = 0;
+        kv->given = !defaults;
         char *vs = NULL;
         for (char *v = strtok_r(eq + 1, ",", &vs); v; v = strtok_r(NULL, ",", &vs)) {
             char *end;
@@ -79,11 +80,27 @@ static void copy_list(const kd_spec *sp, const char *key, int *dst, int *n) {
     if (v) memcpy(dst, v, (size_t)*n * sizeof(int));
 }
 
+/* key's default list fitted to n entries: cut, or extended by its last value. */
+static void fit_default(kd_spec *sp, const char *key, int n) {
+    for (int i = 0; i < sp->nkv; i++) {
+        kd_spec_kv *kv = &sp->kv[i];
+        if (strcmp(kv->key, key) || kv->given || kv->n < 1 || n < 1 || n > KD_SPEC_MAX) continue;
+        for (int j = kv->n; j < n; j++) kv->vals[j] = kv->vals[kv->n - 1];
+        kv->n = n;
+    }
+}
+
 kd_status kd_spec_parse(const char *defaults, const char *spec, kd_spec *sp) {
     memset(sp, 0, sizeof *sp);
     kd_status s = parse_into(defaults, sp, 1);
     if (!s) s = parse_into(spec, sp, 0);
     if (s) return s;
+    int nw = 0;
+    const int *w = kd_spec_get(sp, "widths", &nw);
+    if (w) {
+        fit_default(sp, "enc", nw);
+        fit_default(sp, "dec", nw - 1);
+    }
     copy_list(sp, "widths", sp->widths, &sp->nwidths);
     copy_list(sp, "enc", sp->enc, &sp->nenc);
     copy_list(sp, "dec", sp->dec, &sp->ndec);

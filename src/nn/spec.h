@@ -13,6 +13,7 @@ typedef struct kd_spec_kv {
     char key[16];
     int vals[KD_SPEC_MAX];
     int n;
+    int given; /* set by the spec, not the defaults */
 } kd_spec_kv;
 
 typedef struct kd_spec {
@@ -27,7 +28,9 @@ typedef struct kd_spec {
 } kd_spec;
 
 /* Parse `defaults` then override with `spec` (same arch). Keys absent from the
- * defaults are refused; values must be positive integers. */
+ * defaults are refused; values must be positive integers. A spec that gives widths but
+ * not enc (one per level) or dec (one per level but the last) gets the defaults' lists
+ * cut or extended (by their last value) to its number of levels. */
 kd_status kd_spec_parse(const char *defaults, const char *spec, kd_spec *out);
 /* Values of key (NULL if absent); *n gets the count. */
 const int *kd_spec_get(const kd_spec *sp, const char *key, int *n);

@@ -185,7 +185,14 @@ static kd_status dispatch(const char *op, const kd_conv_geom *g, kd_conv_pass pa
         s = kd_conv_select(dev, key, kd_conv_gemm_supports(g), fn, ctx, &impl);
     }
     if (!s) s = fn(ctx, impl);
-    if (s) return kd_fail_context(s, "%s [%s, %s]", op, key, impl == KD_CONV_GEMM ? "gemm" : "direct");
+    if (s) {
+        /* the layer's shapes beside the shape class: which conv of the model it was */
+        char xs[96], ys[96];
+        kd_shape_str((kd_shape){g->n, g->ci, g->d, g->h, g->w}, xs, sizeof xs);
+        kd_shape_str((kd_shape){g->n, g->co, g->od, g->oh, g->ow}, ys, sizeof ys);
+        return kd_fail_context(s, "%s, x %s, y %s [%s, %s]", op, xs, ys, key,
+                               impl == KD_CONV_GEMM ? "gemm" : "direct");
+    }
     return KD_OK;
 }
 
@@ -280,26 +287,29 @@ kd_status kd_convT3d_backward_weight(const kd_tensor *x, const kd_tensor *dy, kd
 
 /* ---- scratch accounting ------------------------------------------------------------------- */
 
-static size_t scratch_of(kd_conv_geom *g, kd_shape xs, kd_shape ys, int pass) {
+static size_t scratch_of(kd_device *dev, kd_conv_geom *g, kd_shape xs, kd_shape ys, int pass) {
     g->n = xs.n, g->ci = xs.c, g->d = xs.d, g->h = xs.h, g->w = xs.w;
     g->co = ys.c, g->od = ys.d, g->oh = ys.h, g->ow = ys.w;
     kd_conv_pass ps = pass == 0 ? KD_PASS_FWD : pass == 1 ? KD_PASS_BWD_DATA : KD_PASS_BWD_WEIGHT;
-    return kd_conv_direct_scratch_bytes(g, ps, &kd_conv_tune_default);
+    if (ps != KD_PASS_FWD) g->has_bias = 0; /* as the ops key the gradients */
+    kd_conv_tune t = kd_conv_tune_default;
+    if (dev) kd_conv_tune_lookup(dev, g, ps, &t); /* the parameters the launch will use */
+    return kd_conv_direct_scratch_bytes(g, ps, &t);
 }
 
-size_t kd_conv3d_scratch_bytes(const kd_conv_params *p, kd_shape x, kd_shape y, int has_bias,
-                               int pass) {
+size_t kd_conv3d_scratch_bytes(kd_device *dev, const kd_conv_params *p, kd_shape x, kd_shape y,
+                               int has_bias, int pass) {
     kd_conv_geom g;
     memset(&g, 0, sizeof g);
     for (int i = 0; i < 3; i++) g.k[i] = p->k[i];
     g.s = p->stride, g.p = p->pad, g.groups = p->groups, g.has_bias = has_bias;
-    return scratch_of(&g, x, y, pass);
+    return scratch_of(dev, &g, x, y, pass);
 }
 
-size_t kd_convT3d_scratch_bytes(kd_shape x, kd_shape y, int has_bias, int pass) {
+size_t kd_convT3d_scratch_bytes(kd_device *dev, kd_shape x, kd_shape y, int has_bias, int pass) {
     kd_conv_geom g;
     memset(&g, 0, sizeof g);
     g.k[0] = g.k[1] = g.k[2] = 2;
     g.s = 2, g.groups = 1, g.transposed = 1, g.has_bias = has_bias;
-    return scratch_of(&g, x, y, pass);
+    return scratch_of(dev, &g, x, y, pass);
 }

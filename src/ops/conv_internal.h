@@ -4,6 +4,7 @@
 #define KD_CONV_INTERNAL_H
 
 #include "../runtime/tensor_impl.h"
+#include "kdseg/tune.h"
 #include "ops.h"
 
 /* A convolution problem. For a transposed conv (transposed = 1) the fields describe the
@@ -16,7 +17,7 @@ typedef struct kd_conv_geom {
     int has_bias;
 } kd_conv_geom;
 
-typedef enum kd_conv_pass { KD_PASS_FWD = 0, KD_PASS_BWD_DATA, KD_PASS_BWD_WEIGHT } kd_conv_pass;
+/* (kd_conv_pass, kd_conv_impl, kd_conv_force and the chooser's lookup: kdseg/tune.h) */
 
 /* Floating-point operations of one pass (2 per multiply-add). */
 double kd_conv_flops(const kd_conv_geom *g);
@@ -59,14 +60,9 @@ typedef kd_status (*kd_conv_run_fn)(void *ctx, kd_conv_impl impl);
  * the faster stored in kd_cache_dir()/conv-choices.txt. gemm_ok = 0 means direct only. */
 kd_status kd_conv_select(kd_device *dev, const char *key, int gemm_ok, kd_conv_run_fn run,
                          void *ctx, kd_conv_impl *out);
-/* The stored choice for (device, key), KD_CONV_AUTO when none; times in ms (may be NULL). */
-kd_conv_impl kd_conv_choice_lookup(kd_device *dev, const char *key, double *ms_direct,
-                                   double *ms_gemm);
 /* How many (device, key) pairs this process has timed (tests check the cache is used). */
 int kd_conv_timings_done(void);
 /* Forget the in-memory table so the next lookup rereads the file (tests). */
 void kd_conv_choices_reload(void);
-/* The forced implementation (kd_conv_force, else KDSEG_CONV), KD_CONV_AUTO if none. */
-kd_conv_impl kd_conv_forced(void);
 
 #endif

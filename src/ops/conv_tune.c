@@ -18,7 +18,7 @@
 #define TUNE_MAGIC "# kdseg conv tuning table 1"
 #define MAX_LINE 1024
 
-const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64, 1};
+const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0};
 
 /* What is known. PoCL's CPU device: the values measured best on PoCL 3.1 (2-core EPYC):
  * one work-item per group for every conv shape (1x1x1 convs ran 3-4x slower with 8-32 rows
@@ -29,13 +29,13 @@ const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64
  * no channel-block-outer order (more work-items) for forward and input gradient, float8
  * for the weight gradient. Other NVIDIA GPUs start from these; `kdseg tune` measures them. */
 static const kd_tune_entry builtin[] = {
-    {KD_TUNE_LEVEL_VENDOR, "pocl", 2, "*", {KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1}, -1, -1, 0,
-     "PoCL CPU, measured on PoCL 3.1"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "fwd", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1}, 5.210,
+    {KD_TUNE_LEVEL_VENDOR, "pocl", 2, "*", {KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1},
+     -1, -1, 0, "PoCL CPU, measured on PoCL 3.1"},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "fwd", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0}, 5.210,
      2.472, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_data", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_data", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0},
      5.223, 2.503, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_weight", {KD_TUNE_LOCAL_DRIVER, 1, 1, 8, 256, 64, 1},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_weight", {KD_TUNE_LOCAL_DRIVER, 1, 1, 8, 256, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0},
      7.474, 6.258, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
 };
 
@@ -50,11 +50,14 @@ void kd_conv_tune_format(const kd_conv_tune *p, char *out, size_t n) {
     char co[16];
     if (p->coouter < 0) snprintf(co, sizeof co, "never");
     else snprintf(co, sizeof co, "%d", p->coouter);
-    snprintf(out, n, "local=%s lx=%d ly=%d vmax=%d coouter=%s chunks=%d wlx=%d",
+    snprintf(out, n,
+             "local=%s lx=%d ly=%d vmax=%d coouter=%s chunks=%d wlx=%d wb=%d cb=%d wci=%d "
+             "wcb=%d wkb=%d small=%d rows=%d wt3=%d",
              p->local == KD_TUNE_LOCAL_SET      ? "set"
              : p->local == KD_TUNE_LOCAL_DRIVER ? "driver"
                                                 : "auto",
-             p->lx, p->ly, p->vmax, co, p->chunks, p->wlx);
+             p->lx, p->ly, p->vmax, co, p->chunks, p->wlx, p->wb, p->cb, p->wci, p->wcb, p->wkb,
+             p->small, p->rows, p->wt3);
 }
 
 int kd_conv_tune_valid(const kd_conv_tune *p, char *why, size_t nwhy) {
@@ -67,6 +70,14 @@ int kd_conv_tune_valid(const kd_conv_tune *p, char *why, size_t nwhy) {
         bad = "coouter must be never or 0..1048576 KiB";
     else if (p->chunks < 1 || p->chunks > 4096) bad = "chunks must be 1..4096";
     else if (p->wlx < 1 || p->wlx > 1024) bad = "wlx must be 1..1024";
+    else if (p->wb != 4 && p->wb != 8) bad = "wb must be 4 or 8";
+    else if (p->cb != 1 && p->cb != 2 && p->cb != 4) bad = "cb must be 1, 2 or 4";
+    else if (p->wci != 4 && p->wci != 8) bad = "wci must be 4 or 8";
+    else if (p->wcb != 1 && p->wcb != 2 && p->wcb != 4) bad = "wcb must be 1, 2 or 4";
+    else if (p->wkb < 0 || p->wkb > (1 << 20)) bad = "wkb must be 0..1048576 KiB";
+    else if (p->small != 0 && p->small != 1) bad = "small must be 0 or 1";
+    else if (p->rows != 1 && p->rows != 2) bad = "rows must be 1 or 2";
+    else if (p->wt3 != 0 && p->wt3 != 1) bad = "wt3 must be 0 or 1";
     if (bad && why) snprintf(why, nwhy, "%s", bad);
     return bad == NULL;
 }
@@ -112,6 +123,14 @@ int kd_conv_tune_parse(const char *s, kd_conv_tune *out, char *why, size_t nwhy)
             else r = parse_int(v, 0, 1 << 20, &p.coouter);
         } else if (!strcmp(k, "chunks")) r = parse_int(v, 1, 4096, &p.chunks);
         else if (!strcmp(k, "wlx")) r = parse_int(v, 1, 1024, &p.wlx);
+        else if (!strcmp(k, "wb")) r = parse_int(v, 4, 8, &p.wb);
+        else if (!strcmp(k, "cb")) r = parse_int(v, 1, 4, &p.cb);
+        else if (!strcmp(k, "wci")) r = parse_int(v, 4, 8, &p.wci);
+        else if (!strcmp(k, "wcb")) r = parse_int(v, 1, 4, &p.wcb);
+        else if (!strcmp(k, "wkb")) r = parse_int(v, 0, 1 << 20, &p.wkb);
+        else if (!strcmp(k, "small")) r = parse_int(v, 0, 1, &p.small);
+        else if (!strcmp(k, "rows")) r = parse_int(v, 1, 2, &p.rows);
+        else if (!strcmp(k, "wt3")) r = parse_int(v, 0, 1, &p.wt3);
         else {
             snprintf(why, nwhy, "unknown parameter '%s'", k);
             return -1;
@@ -133,7 +152,10 @@ int kd_conv_tune_parse(const char *s, kd_conv_tune *out, char *why, size_t nwhy)
 
 int kd_conv_tune_equal(const kd_conv_tune *a, const kd_conv_tune *b) {
     return a->local == b->local && a->lx == b->lx && a->ly == b->ly && a->vmax == b->vmax &&
-           a->coouter == b->coouter && a->chunks == b->chunks && a->wlx == b->wlx;
+           a->coouter == b->coouter && a->chunks == b->chunks && a->wlx == b->wlx &&
+           a->wb == b->wb && a->cb == b->cb && a->wci == b->wci && a->wcb == b->wcb &&
+           a->wkb == b->wkb && a->small == b->small && a->rows == b->rows &&
+           a->wt3 == b->wt3;
 }
 
 static const char *rank_name(int rank) {
@@ -461,7 +483,7 @@ static const kd_dev_ident *ident_locked(kd_device *dev) {
         if (idents[i].id == id) return &idents[i].ident;
     int slot = nidents < MAX_IDENTS ? nidents++ : MAX_IDENTS - 1;
     idents[slot].id = id;
-    kd_rt_ident(dev, &idents[slot].ident);
+    kd_device_ident(dev, &idents[slot].ident);
     return &idents[slot].ident;
 }
 
@@ -484,16 +506,45 @@ void kd_conv_tune_get(kd_device *dev, const kd_conv_geom *g, kd_conv_pass pass,
         kd_conv_tune_source(e, s, sizeof s);
         /* experiments: the environment overrides the table */
         int lx = env_int("KDSEG_CONV_LX"), ly = env_int("KDSEG_CONV_LY"),
-            vm = env_int("KDSEG_CONV_VMAX");
+            vm = env_int("KDSEG_CONV_VMAX"), wb = env_int("KDSEG_CONV_WB"),
+            cb = env_int("KDSEG_CONV_CB"), wci = env_int("KDSEG_CONV_WCI"),
+            wcb = env_int("KDSEG_CONV_WCB"), ch = env_int("KDSEG_CONV_CHUNKS"),
+            wkb = env_int("KDSEG_CONV_WKB"), sm = env_int("KDSEG_CONV_SMALL"),
+            rw = env_int("KDSEG_CONV_ROWS"), w3 = env_int("KDSEG_CONV_WT3");
         if (lx && lx <= 1024) out->lx = lx;
         if (ly && ly <= 1024) out->ly = ly;
         if (vm) out->vmax = vm >= 16 ? 16 : vm >= 8 ? 8 : 1;
-        if (lx || ly || vm) snprintf(s + strlen(s), sizeof s - strlen(s), " + environment");
+        if (wb) out->wb = wb >= 8 ? 8 : 4;
+        if (cb) out->cb = cb >= 4 ? 4 : cb >= 2 ? 2 : 1;
+        if (wci) out->wci = wci >= 8 ? 8 : 4;
+        if (wcb) out->wcb = wcb >= 4 ? 4 : wcb >= 2 ? 2 : 1;
+        if (ch && ch <= 4096) out->chunks = ch;
+        if (wkb) out->wkb = wkb;
+        if (sm) out->small = sm == 2; /* 1: off, 2: on (0 means unset) */
+        if (rw) out->rows = rw >= 2 ? 2 : 1;
+        if (w3) out->wt3 = w3 == 2; /* 1: off, 2: on */
+        if (lx || ly || vm || wb || cb || wci || wcb || ch || wkb || sm || rw || w3)
+            snprintf(s + strlen(s), sizeof s - strlen(s), " + environment");
     }
     last_p = *out;
     snprintf(last_src, sizeof last_src, "%s", s);
     pthread_mutex_unlock(&lock);
     if (src && nsrc) snprintf(src, nsrc, "%s", s);
+}
+
+void kd_conv_tune_lookup(kd_device *dev, const kd_conv_geom *g, kd_conv_pass pass,
+                         kd_conv_tune *out) {
+    kd_conv_tune keep;
+    char src[400];
+    pthread_mutex_lock(&lock);
+    keep = last_p;
+    snprintf(src, sizeof src, "%s", last_src);
+    pthread_mutex_unlock(&lock);
+    kd_conv_tune_get(dev, g, pass, out, NULL, 0);
+    pthread_mutex_lock(&lock);
+    last_p = keep;
+    snprintf(last_src, sizeof last_src, "%s", src);
+    pthread_mutex_unlock(&lock);
 }
 
 void kd_conv_tune_force(const kd_conv_tune *p) {

@@ -17,6 +17,7 @@
 #define KD_OPS_H
 
 #include "kdseg/tensor.h"
+#include "kdseg/tune.h"
 
 /* ---- convolution ---------------------------------------------------------- */
 
@@ -51,16 +52,14 @@ kd_status kd_convT3d_backward_weight(const kd_tensor *x, const kd_tensor *dy, kd
 /* Device bytes that one pass of the direct implementation takes from the buffer pool and
  * gives back before it returns (padded or transposed weights, padded dy, weight-gradient
  * partials): pass 0 forward, 1 input gradient, 2 weight gradient. x and y are the
- * activation shapes; for the memory plan. The GEMM path's im2col buffers are not counted. */
-size_t kd_conv3d_scratch_bytes(const kd_conv_params *p, kd_shape x, kd_shape y, int has_bias,
-                               int pass);
-size_t kd_convT3d_scratch_bytes(kd_shape x, kd_shape y, int has_bias, int pass);
+ * activation shapes; for the memory plan. dev: the tuning table entry of that device
+ * decides (chunks, kernels); NULL: the built-in default. The GEMM path's im2col buffers
+ * are not counted. */
+size_t kd_conv3d_scratch_bytes(kd_device *dev, const kd_conv_params *p, kd_shape x, kd_shape y,
+                               int has_bias, int pass);
+size_t kd_convT3d_scratch_bytes(kd_device *dev, kd_shape x, kd_shape y, int has_bias, int pass);
 
-/* Which conv implementation: chosen by timing once per (device, shape, pass) and
- * cached on disk, or forced by KDSEG_CONV=direct|gemm. */
-typedef enum kd_conv_impl { KD_CONV_AUTO = 0, KD_CONV_DIRECT, KD_CONV_GEMM } kd_conv_impl;
-/* Force an implementation for this process (KD_CONV_AUTO restores the chooser). */
-void kd_conv_force(kd_conv_impl impl);
+/* (the implementation choice, kd_conv_impl and kd_conv_force: kdseg/tune.h) */
 
 /* ---- normalisation -------------------------------------------------------- */
 

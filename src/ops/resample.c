@@ -30,18 +30,31 @@ static kd_status launch_rs(const char *op, const char *name, kd_shape over, int 
 
 #define KD_SMALL(s) KD_INT((s).n), KD_INT((s).d), KD_INT((s).h), KD_INT((s).w), KD_INT((s).c)
 
+/* The trilinear kernels run over input rows (n, z, y) with V channels per work-item, V the
+ * widest of 16, 8, 4, 1 dividing C: a (C/V, N*D*H) range of the small side. */
+static kd_status launch_tri(const char *op, const char *base, kd_shape small, int nargs,
+                            const kd_arg *args, kd_device *dev) {
+    int v = small.c % 16 == 0 ? 16 : small.c % 8 == 0 ? 8 : small.c % 4 == 0 ? 4 : 1;
+    char name[48];
+    snprintf(name, sizeof name, "%s_v%d", base, v);
+    size_t g[2] = {(size_t)(small.c / v), (size_t)small.n * small.d * small.h};
+    kd_status st = kd_rt_launch(dev, name, 2, g, NULL, nargs, args);
+    char b[96];
+    return st ? kd_fail_context(st, "%s over %s", op, KD_SHP(b, small)) : KD_OK;
+}
+
 kd_status kd_upsample_trilinear_forward(const kd_tensor *x, kd_tensor *y) {
     kd_status st = check_x2("upsample_trilinear", "y", y, "x", x);
     if (st) return st;
-    return launch_rs("upsample_trilinear", "kd_up_trilinear_fwd", x->shape, /* over input voxels: 2x2x2 outputs each */
-                     KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(x->shape)), x->dev);
+    return launch_tri("upsample_trilinear", "kd_up_trilinear_fwd", x->shape,
+                      KD_ARGS(KD_T(x), KD_T(y), KD_SMALL(x->shape)), x->dev);
 }
 
 kd_status kd_upsample_trilinear_backward(const kd_tensor *dy, kd_tensor *dx) {
     kd_status st = check_x2("upsample_trilinear backward", "dy", dy, "dx", dx);
     if (st) return st;
-    return launch_rs("upsample_trilinear backward", "kd_up_trilinear_bwd", dx->shape,
-                     KD_ARGS(KD_T(dy), KD_T(dx), KD_SMALL(dx->shape)), dx->dev);
+    return launch_tri("upsample_trilinear backward", "kd_up_trilinear_bwd", dx->shape,
+                      KD_ARGS(KD_T(dy), KD_T(dx), KD_SMALL(dx->shape)), dx->dev);
 }
 
 kd_status kd_upsample_nearest_forward(const kd_tensor *x, kd_tensor *y) {

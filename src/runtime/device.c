@@ -92,6 +92,12 @@ int kd_device_cache_hits(const kd_device *d) { return d->cache_hits; }
 int kd_device_program_count(const kd_device *d) { return d->nprograms; }
 size_t kd_device_max_alloc(const kd_device *d) { return d->max_alloc; }
 size_t kd_device_global_mem(const kd_device *d) { return d->global_mem; }
+int kd_device_compute_units(const kd_device *d) {
+    cl_uint cu = 0;
+    if (clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL) != CL_SUCCESS)
+        cu = 1;
+    return cu ? (int)cu : 1;
+}
 cl_context kd_rt_context(kd_device *d) { return d->ctx; }
 cl_command_queue kd_rt_queue(kd_device *d) { return d->queue; }
 cl_device_id kd_rt_device_id(kd_device *d) { return d->device; }

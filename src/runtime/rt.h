@@ -37,15 +37,7 @@ typedef struct kd_dev_desc {
 } kd_dev_desc;
 int kd_rt_choose(const kd_dev_desc *e, int count, const char *sel);
 
-/* Identity of a device for per-device tables (the conv tuning table): its name, the
- * device's and the platform's vendor strings, and its type as a kd_dev_desc rank. */
-typedef struct kd_dev_ident {
-    char name[256], vendor[256], pvendor[256];
-    int rank; /* 0 GPU, 1 accelerator, 2 CPU, 3 other */
-} kd_dev_ident;
-void kd_rt_ident(kd_device *dev, kd_dev_ident *out);
-/* The identity of the device kd_device_open(selector) would choose, without opening it. */
-kd_status kd_rt_ident_chosen(const char *selector, kd_dev_ident *out);
+/* (device identities, kd_dev_ident: kdseg/device.h; ranks as kd_dev_desc's) */
 
 /* Map an OpenCL error code to its name. */
 const char *kd_cl_error_name(cl_int err);

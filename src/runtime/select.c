@@ -218,9 +218,9 @@ static void ident_fill(cl_platform_id p, cl_device_id dv, kd_dev_ident *out) {
     out->rank = type_rank(t);
 }
 
-void kd_rt_ident(kd_device *d, kd_dev_ident *out) { ident_fill(d->platform, d->device, out); }
+void kd_device_ident(kd_device *d, kd_dev_ident *out) { ident_fill(d->platform, d->device, out); }
 
-kd_status kd_rt_ident_chosen(const char *selector, kd_dev_ident *out) {
+kd_status kd_device_ident_chosen(const char *selector, kd_dev_ident *out) {
     kd_dev_entry e;
     kd_status s = kd_rt_find(selector, &e);
     if (!s) ident_fill(e.platform, e.device, out);

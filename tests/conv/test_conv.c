@@ -11,6 +11,7 @@
 
 #include "../kdtest.h"
 #include "ops/conv_internal.h"
+#include "ops/conv_tune.h"
 #include "ops/ref/ref.h"
 
 #define TOL 1e-4
@@ -133,11 +134,19 @@ static cfg maybe_small(const cfg *c, kd_conv_impl impl) {
     return s;
 }
 
+static int run_cfg_on(const cfg *c, kd_conv_impl impl);
+
 static int run_cfg(const cfg *c0, kd_conv_impl impl) {
+    cfg small = maybe_small(c0, impl);
+    return run_cfg_on(&small, impl);
+}
+
+/* The same without KDSEG_TEST_SMALL's shrinking (shapes already small). */
+static int run_cfg_as_is(const cfg *c, kd_conv_impl impl) { return run_cfg_on(c, impl); }
+
+static int run_cfg_on(const cfg *c, kd_conv_impl impl) {
     KD_DEVICE_OR_FAIL(dev);
     kd_conv_force(impl);
-    cfg small = maybe_small(c0, impl);
-    const cfg *c = &small;
     kd_shape xs = kd_shape5(c->n, c->ci, c->d, c->h, c->w), ys = out_shape(c);
     size_t nx = kd_shape_numel(xs), ny = kd_shape_numel(ys), nw = wcount(c);
     float *x = randv(nx, 1), *w = randv(nw, 2), *b = randv((size_t)c->co, 3);
@@ -218,6 +227,20 @@ CONV_CASE(pw128_64, 2, 128, 3, 4, 5, 64, {1, 1, 1}, 1, 0, 1, 1, 0)
 /* the output conv 16 -> 3 regions (Cout 3), as 1x1x1 and as 3x3x3 */
 CONV_CASE(out16_3_pw, 1, 16, 7, 9, 11, 3, {1, 1, 1}, 1, 0, 1, 1, 0)
 CONV_CASE(out16_3_k3, 1, 16, 5, 6, 7, 3, {3, 3, 3}, 1, 1, 1, 1, 0)
+/* the few-output-channel kernels (vectors over Cin, 3 or 4 outputs; direct only): 16 -> 4
+ * batch 2 with its input gradient a 4-output forward; 8 -> 3 stride 2 (float8); 24 -> 3
+ * (three float8 blocks of Cin); 3 -> 8, whose input gradient is a 3-output forward of dy;
+ * 1x1 16 -> 4 and 8 -> 3; 8 -> 4 (float8, 4 outputs) */
+#define CONV_CASE_D(name, ...)                                                             \
+    static int name##_direct(void) { return run_cfg(&(cfg){__VA_ARGS__}, KD_CONV_DIRECT); }
+CONV_CASE_D(out16_4_k3_n2, 2, 16, 5, 6, 7, 4, {3, 3, 3}, 1, 1, 1, 1, 0)
+CONV_CASE_D(out8_3_s2, 1, 8, 7, 9, 11, 3, {3, 3, 3}, 2, 1, 1, 1, 0)
+CONV_CASE_D(out24_3_k3, 1, 24, 4, 5, 9, 3, {3, 3, 3}, 1, 1, 1, 0, 0)
+CONV_CASE_D(in3_8_k3, 2, 3, 5, 7, 6, 8, {3, 3, 3}, 1, 1, 1, 1, 0)
+CONV_CASE_D(pw16_4_n2, 2, 16, 3, 5, 7, 4, {1, 1, 1}, 1, 0, 1, 1, 0)
+CONV_CASE_D(pw8_3, 1, 8, 3, 4, 9, 3, {1, 1, 1}, 1, 0, 1, 1, 0)
+CONV_CASE_D(out8_4_k3, 1, 8, 4, 5, 6, 4, {3, 3, 3}, 1, 1, 1, 1, 0)
+CONV_CASE_D(pw8_4, 2, 8, 3, 3, 5, 4, {1, 1, 1}, 1, 0, 1, 0, 0)
 /* awkward: channels 5 -> 12, stride 2 pad 1, odd sizes, batch 2 */
 CONV_CASE(c5_12_s2, 2, 5, 7, 9, 11, 12, {3, 3, 3}, 2, 1, 1, 1, 0)
 /* awkward: 12 -> 5, pad 0 (valid conv) */
@@ -518,6 +541,50 @@ static int bad_input(void) {
     return 0;
 }
 
+/* Every register block of the direct kernels against the C reference (the other cases run
+ * the tuning table's choice only): forward blocks P x M (wb, cb), weight-gradient blocks
+ * CI x M (wci, wcb), at each vector width, with one chunk (the kernel adds into dw) and
+ * with several (partials, reduction), two output rows per work-item (rows 2: the input
+ * gradient, a forward of dy with one float16 or two float8 vectors of outputs), and the
+ * weight gradient's three taps along W in one work-item (wt3 runs only with one vector per
+ * block: wcb 1 on float16, and 64 outputs on float8 are 8 blocks of one vector).
+ * 16 -> 64 channels: 4 float16 vectors of Cout for the forward and weight gradient, 1 for
+ * the input gradient; odd sizes (H = 4 and 5: both parities of the row pairs), batch 2;
+ * the same shapes under KDSEG_TEST_SMALL (no shrinking). */
+static int variants(int vmax) {
+    static const struct {
+        int vmax, wb, cb, wci, wcb, chunks, wkb, rows, wt3;
+    } sets[] = {
+        {16, 4, 1, 4, 1, 64, 0, 1, 0}, {16, 4, 4, 4, 4, 7, 0, 1, 0}, {16, 8, 1, 8, 1, 64, 1, 1, 0},
+        {16, 8, 2, 8, 2, 1, 4, 1, 0},  {16, 8, 2, 8, 1, 3, 0, 2, 1}, {8, 4, 1, 4, 1, 1, 0, 1, 0},
+        {8, 4, 4, 4, 4, 7, 0, 1, 0},   {8, 8, 1, 8, 1, 64, 1, 1, 0}, {8, 8, 2, 8, 2, 3, 0, 1, 0},
+        {8, 4, 1, 4, 1, 64, 0, 2, 1},  {1, 4, 1, 4, 1, 64, 0, 1, 0}, {1, 4, 4, 4, 4, 1, 0, 1, 0},
+        {1, 8, 1, 8, 1, 64, 1, 1, 0},  {1, 8, 2, 8, 2, 3, 0, 1, 0},
+    };
+    const cfg cs[2] = {{2, 16, 3, 4, 9, 64, {3, 3, 3}, 1, 1, 1, 1, 0},
+                       {1, 16, 2, 5, 11, 64, {3, 3, 3}, 1, 1, 1, 0, 0}};
+    for (size_t k = 0; k < 2 * sizeof sets / sizeof sets[0]; k++) {
+        const cfg c = cs[k % 2];
+        size_t i = k / 2;
+        if (sets[i].vmax != vmax) continue;
+        kd_conv_tune t = kd_conv_tune_default;
+        t.vmax = sets[i].vmax, t.wb = sets[i].wb, t.cb = sets[i].cb, t.wci = sets[i].wci;
+        t.wcb = sets[i].wcb, t.chunks = sets[i].chunks, t.wkb = sets[i].wkb;
+        t.rows = sets[i].rows, t.wt3 = sets[i].wt3;
+        kd_conv_tune_force(&t);
+        int rc = run_cfg_as_is(&c, KD_CONV_DIRECT);
+        kd_conv_tune_force(NULL);
+        char ps[256];
+        kd_conv_tune_format(&t, ps, sizeof ps);
+        KD_CHECK(rc == 0, "block variant %s", ps);
+    }
+    return 0;
+}
+/* one test per vector width (each well within a test's time under Oclgrind) */
+static int variants_v16(void) { return variants(16); }
+static int variants_v8(void) { return variants(8); }
+static int variants_v1(void) { return variants(1); }
+
 #define BOTH(name) {#name "_direct", name##_direct}, {#name "_gemm", name##_gemm}
 
 int main(int argc, char **argv) {
@@ -529,6 +596,12 @@ int main(int argc, char **argv) {
         BOTH(out16_3_k3), BOTH(c5_12_s2),   BOTH(c12_5_p0),  BOTH(c3_s2),     BOTH(k312),
         BOTH(k2_s1_p1),   BOTH(k2_s2_p1),   BOTH(dw16),      BOTH(dw8_s2),    BOTH(dw5),
         BOTH(convT32_16), BOTH(convT5_3),   BOTH(convT16_8),
+        {"out16_4_k3_n2_direct", out16_4_k3_n2_direct}, {"out8_3_s2_direct", out8_3_s2_direct},
+        {"out24_3_k3_direct", out24_3_k3_direct},       {"in3_8_k3_direct", in3_8_k3_direct},
+        {"pw16_4_n2_direct", pw16_4_n2_direct},         {"pw8_3_direct", pw8_3_direct},
+        {"out8_4_k3_direct", out8_4_k3_direct},         {"pw8_4_direct", pw8_4_direct},
+        {"variants_v16", variants_v16}, {"variants_v8", variants_v8},
+        {"variants_v1", variants_v1},
         {"semantics_direct", semantics_direct}, {"semantics_gemm", semantics_gemm},
         {"chooser_cache", chooser_cache}, {"force_env", force_env}, {"bad_input", bad_input},
     };

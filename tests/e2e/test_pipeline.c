@@ -59,8 +59,8 @@ static int annotate_equals_average(void) {
     KD_CHECK(kdseg("phantom --out %s --cases 2 --size 40,36,32 --unlabeled --seed 3", tmp("unl")) == 0, "phantom");
     int r = kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s --soft", tmp("t1.kds"),
                   tmp("t2.kds"), tmp("unl"), tmp("ann"));
-    r |= kdseg("segment --model %s --dataset %s --out %s --probabilities f32", tmp("t1.kds"), tmp("unl"), tmp("s1"));
-    r |= kdseg("segment --model %s --dataset %s --out %s --probabilities f32", tmp("t2.kds"), tmp("unl"), tmp("s2"));
+    r |= kdseg("segment --checkpoint %s --dataset %s --out %s --probabilities f32", tmp("t1.kds"), tmp("unl"), tmp("s1"));
+    r |= kdseg("segment --checkpoint %s --dataset %s --out %s --probabilities f32", tmp("t2.kds"), tmp("unl"), tmp("s2"));
     if (r) show_log();
     KD_CHECK(r == 0, "commands");
     for (int c = 0; c < 2; c++) {
@@ -327,7 +327,7 @@ static int segment_geometry(void) {
     KD_DEVICE_OR_FAIL(dev);
     if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("m.kds"))) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 1 --size 40,44,36 --seed 5 --layout brats2023", tmp("c")) == 0, "phantom");
-    int r = kdseg("segment --model %s --dataset %s --out %s --probabilities --png", tmp("m.kds"),
+    int r = kdseg("segment --checkpoint %s --dataset %s --out %s --probabilities --png", tmp("m.kds"),
                   tmp("c"), tmp("seg"));
     if (r) show_log();
     KD_CHECK(r == 0, "segment");
@@ -380,7 +380,7 @@ static int segment_training_patch(void) {
     KD_DEVICE_OR_FAIL(dev);
     if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("nopatch.kds"))) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 2 --size 32 --seed 9", tmp("d")) == 0, "phantom");
-    KD_CHECK(kdseg("train --data %s --out %s --model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 "
+    KD_CHECK(kdseg("train --dataset %s --out %s --arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 "
                    "--steps 2 --val-cases 1 --val-every 0 --threads 0 --quiet", tmp("d"), tmp("m")) == 0,
              "train at patch 16");
     char model[1024];
@@ -389,7 +389,7 @@ static int segment_training_patch(void) {
                               {"nopatch", ""}};
     for (int i = 0; i < 4; i++) {
         log_clear();
-        KD_CHECK(kdseg("segment --model %s --dataset %s --out %s --probabilities f32 %s",
+        KD_CHECK(kdseg("segment --checkpoint %s --dataset %s --out %s --probabilities f32 %s",
                        i == 3 ? tmp("nopatch.kds") : model, tmp("d"), tmp(runs[i][0]), runs[i][1]) == 0,
                  "segment %s", runs[i][0]);
         int windows = log_has("sliding windows"), whole = log_has("whole volume");
@@ -416,7 +416,7 @@ static int segment_real_case(void) {
     if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("m.kds"))) return 1;
     char cased[1024];
     snprintf(cased, sizeof cased, "%s/data/brats2023-sample/BraTS-GLI-00001-000", sh);
-    int r = kdseg("segment --model %s --case %s --out %s", tmp("m.kds"), cased, tmp("real"));
+    int r = kdseg("segment --checkpoint %s --case %s --out %s", tmp("m.kds"), cased, tmp("real"));
     if (r) show_log();
     KD_CHECK(r == 0, "segment the real case");
     char p[1024], q[1024];
@@ -459,9 +459,9 @@ static int train_real_cases(void) {
         snprintf(dst, sizeof dst, "%s/%s", tmp(i < 3 ? "train" : "test"), names[i]);
         KD_CHECK(stat(src, &sb) == 0 && symlink(src, dst) == 0, "link %s", src);
     }
-    int r = kdseg("train --data %s --modalities t1ce,flair --model resunet:widths=8,16:enc=1,1:dec=1:in=2 "
+    int r = kdseg("train --dataset %s --modalities t1ce,flair --arch resunet:widths=8,16:enc=1,1:dec=1:in=2 "
                   "--out %s --steps 4 --patch 64 --batch 1 --val-every 2 --quiet", tmp("train"), tmp("model"));
-    if (!r) r = kdseg("segment --model %s/best.kds --dataset %s --modalities t1ce,flair --out %s",
+    if (!r) r = kdseg("segment --checkpoint %s/best.kds --dataset %s --modalities t1ce,flair --out %s",
                       tmp("model"), tmp("test"), tmp("pred"));
     if (!r) r = kdseg("evaluate --pred %s --ref %s --csv %s", tmp("pred"), tmp("test"), tmp("eval.csv"));
     if (r) show_log();
@@ -470,15 +470,15 @@ static int train_real_cases(void) {
      * without a warning; a phantom-trained one warns, and inspect --model says why */
     KD_CHECK(!log_has("far from what"), "a real-trained model warned on a real case");
     r = kdseg("train --synthetic --recipe phantom --cases 3 --size 32 --patch 16 --steps 1 --modalities "
-              "t1ce,flair --model resunet:widths=8,16:enc=1,1:dec=1:in=2 --out %s --quiet", tmp("ph"));
+              "t1ce,flair --arch resunet:widths=8,16:enc=1,1:dec=1:in=2 --out %s --quiet", tmp("ph"));
     log_clear();
-    if (!r) r = kdseg("segment --model %s/last.kds --dataset %s --modalities t1ce,flair --out %s", tmp("ph"),
+    if (!r) r = kdseg("segment --checkpoint %s/last.kds --dataset %s --modalities t1ce,flair --out %s", tmp("ph"),
                       tmp("test"), tmp("pred-ph"));
     if (r) show_log();
     KD_CHECK(r == 0 && log_has("phantom-trained model on a real scan") && log_has("brain "),
              "segment with a phantom-trained model: no domain warning");
     log_clear();
-    r = kdseg("inspect %s/%s --model %s/last.kds", tmp("test"), names[3], tmp("ph"));
+    r = kdseg("inspect --case %s/%s --model %s/last.kds", tmp("test"), names[3], tmp("ph"));
     KD_CHECK(r == 0 && log_has("far from the training data: a phantom-trained model on a real scan") &&
                  log_has("modalities") && log_has("t1ce,flair"),
              "inspect --model: no comparison");
@@ -543,11 +543,11 @@ static int train_real_cases(void) {
 /* Catches: `kdseg train --resume` not continuing where it stopped. */
 static int train_resume_cli(void) {
     KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 6", tmp("d")) == 0, "phantom");
-    const char *common = "--model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 "
+    const char *common = "--arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 "
                          "--val-every 4 --ckpt-every 2 --quiet --margin 4 --threads 0";
-    KD_CHECK(kdseg("train --data %s --out %s --steps 8 %s", tmp("d"), tmp("a"), common) == 0, "straight");
-    KD_CHECK(kdseg("train --data %s --out %s --steps 5 %s", tmp("d"), tmp("b"), common) == 0, "first part");
-    KD_CHECK(kdseg("train --data %s --out %s --steps 8 --resume %s", tmp("d"), tmp("b"), common) == 0, "resumed");
+    KD_CHECK(kdseg("train --dataset %s --out %s --steps 8 %s", tmp("d"), tmp("a"), common) == 0, "straight");
+    KD_CHECK(kdseg("train --dataset %s --out %s --steps 5 %s", tmp("d"), tmp("b"), common) == 0, "first part");
+    KD_CHECK(kdseg("train --dataset %s --out %s --steps 8 --resume %s", tmp("d"), tmp("b"), common) == 0, "resumed");
     char pa[1024], pb[1024];
     snprintf(pa, sizeof pa, "%s/train.csv", tmp("a"));
     snprintf(pb, sizeof pb, "%s/train.csv", tmp("b"));
@@ -610,20 +610,20 @@ static int distill_min_agreement(void) {
                                 "KDPhantom_001,0.2,0.2,0.2,0.2000\n"
                                 "KDPhantom_002,0.6,0.6,0.6,0.6000\n"),
              "write %s", agree);
-    const char *common = "--model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --steps 2 "
+    const char *common = "--arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --steps 2 "
                          "--val-cases 1 --val-every 0 --threads 0";
     log_clear();
-    KD_CHECK(kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --min-agreement 0.5 %s",
+    KD_CHECK(kdseg("distill --dataset %s --unlabeled %s --annotations %s --out %s --min-agreement 0.5 %s",
                    tmp("lab"), tmp("unl"), tmp("ann"), tmp("s1"), common) == 0, "distill 0.5");
     KD_CHECK(log_has("kept 2 of 4 annotated cases (1 below, 1 not in"), "kept count");
     log_clear();
-    KD_CHECK(kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --min-agreement 0.95 %s",
+    KD_CHECK(kdseg("distill --dataset %s --unlabeled %s --annotations %s --out %s --min-agreement 0.95 %s",
                    tmp("lab"), tmp("unl"), tmp("ann"), tmp("s2"), common) == 2, "none kept: exit 2");
     KD_CHECK(log_has("no annotated case has a teacher agreement of at least 0.95"), "message");
     KD_CHECK(!write_text(agree, "case,dice_wt,dice_tc,dice_et,mean\nKDPhantom_000,0.9,0.9,0.9,high\n"),
              "write %s", agree);
     log_clear();
-    KD_CHECK(kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --min-agreement 0.5 %s",
+    KD_CHECK(kdseg("distill --dataset %s --unlabeled %s --annotations %s --out %s --min-agreement 0.5 %s",
                    tmp("lab"), tmp("unl"), tmp("ann"), tmp("s3"), common) == 1, "malformed: exit 1");
     KD_CHECK(log_has("agreement.csv:2: expected"), "malformed file named with its line");
     return 0;
@@ -636,12 +636,12 @@ static int segment_member_out(void) {
     KD_DEVICE_OR_FAIL(dev);
     if (two_models(dev, "unet3d:widths=8,16")) return 1;
     KD_CHECK(kdseg("phantom --out %s --cases 2 --size 32 --seed 5", tmp("d")) == 0, "phantom");
-    int r = kdseg("segment --model %s --model %s --member-out %s --member-out %s --dataset %s --out %s "
+    int r = kdseg("segment --checkpoint %s --checkpoint %s --member-out %s --member-out %s --dataset %s --out %s "
                   "--probabilities f32", tmp("t1.kds"), tmp("t2.kds"), tmp("m1"), tmp("m2"), tmp("d"), tmp("e"));
-    r |= kdseg("segment --model %s --model %s --dataset %s --out %s --probabilities f32", tmp("t1.kds"),
+    r |= kdseg("segment --checkpoint %s --checkpoint %s --dataset %s --out %s --probabilities f32", tmp("t1.kds"),
                tmp("t2.kds"), tmp("d"), tmp("j"));
-    r |= kdseg("segment --model %s --dataset %s --out %s", tmp("t1.kds"), tmp("d"), tmp("s1"));
-    r |= kdseg("segment --model %s --dataset %s --out %s", tmp("t2.kds"), tmp("d"), tmp("s2"));
+    r |= kdseg("segment --checkpoint %s --dataset %s --out %s", tmp("t1.kds"), tmp("d"), tmp("s1"));
+    r |= kdseg("segment --checkpoint %s --dataset %s --out %s", tmp("t2.kds"), tmp("d"), tmp("s2"));
     if (r) show_log();
     KD_CHECK(r == 0, "commands");
     for (int c = 0; c < 2; c++) {
@@ -678,7 +678,7 @@ static int segment_member_out(void) {
         kd_volume_free(a);
         kd_volume_free(b);
     }
-    KD_CHECK(kdseg("segment --model %s --model %s --member-out %s --dataset %s --out %s", tmp("t1.kds"),
+    KD_CHECK(kdseg("segment --checkpoint %s --checkpoint %s --member-out %s --dataset %s --out %s", tmp("t1.kds"),
                    tmp("t2.kds"), tmp("m1"), tmp("d"), tmp("e")) == 2,
              "one --member-out for two models accepted");
     return 0;
@@ -693,9 +693,9 @@ static int bad_inputs_cli(void) {
         {"frobnicate", 2},
         {"train --synthetic --out /tmp/x --patch 0", 2},
         {"train --synthetic --out /tmp/x --steps -5", 2},
-        {"train --data /nonexistent --out /tmp/kdtest-bad", 1},
-        {"segment --model /nonexistent.kds --dataset /nonexistent --out /tmp/kdtest-bad", 1},
-        {"train --synthetic --out /tmp/kdtest-bad2 --model vnet", 2},
+        {"train --dataset /nonexistent --out /tmp/kdtest-bad", 1},
+        {"segment --checkpoint /nonexistent.kds --dataset /nonexistent --out /tmp/kdtest-bad", 1},
+        {"train --synthetic --out /tmp/kdtest-bad2 --arch vnet", 2},
         {"selftest --golden /nonexistent", 1},
         {"--device no-such-device devices --build", 1},
         {"evaluate --pred /nonexistent --ref /nonexistent", 1},
@@ -708,6 +708,79 @@ static int bad_inputs_cli(void) {
                      (cases[i].code == 2 && r == 2),
                  "'kdseg %s' exited %d, expected %d", cases[i].args, r, cases[i].code);
     }
+    return 0;
+}
+
+/* Lines of a CSV without their first field (the case name). */
+static int csv_tail_equal(const char *a, const char *b) {
+    FILE *fa = fopen(a, "r"), *fb = fopen(b, "r");
+    int same = fa && fb, lines = 0;
+    char la[4096], lb[4096];
+    while (same) {
+        char *x = fgets(la, sizeof la, fa), *y = fgets(lb, sizeof lb, fb);
+        if (!x || !y) {
+            same = !x && !y;
+            break;
+        }
+        const char *cx = strchr(la, ','), *cy = strchr(lb, ',');
+        same = cx && cy && !strcmp(cx, cy);
+        lines++;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return same && lines > 1;
+}
+
+/* Catches: segment on an nnU-Net folder writing names with the channel suffix, or BraTS
+ * 2019 values instead of the dataset's own (nnU-Net's: 1 edema, 2 core, 3 enhancing);
+ * evaluate reading an nnU-Net reference or its predictions in the wrong convention;
+ * annotate's labels not read back as the dataset's. The same cases as a BraTS 2018
+ * cohort give the same maps, translated, and the same scores. */
+static int segment_nnunet(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    if (save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 3, tmp("m.kds"))) return 1;
+    int r = kdseg("phantom --out %s --cases 2 --size 32,40,36 --seed 4 --layout nnunet", tmp("nn"));
+    r |= kdseg("phantom --out %s --cases 2 --size 32,40,36 --seed 4", tmp("b"));
+    r |= kdseg("segment --checkpoint %s --dataset %s/imagesTr --out %s --threshold 0.45", tmp("m.kds"), tmp("nn"),
+               tmp("snn"));
+    r |= kdseg("segment --checkpoint %s --dataset %s --out %s --threshold 0.45", tmp("m.kds"), tmp("b"), tmp("sb"));
+    r |= kdseg("evaluate --pred %s --ref %s --csv %s", tmp("snn"), tmp("nn"), tmp("enn.csv"));
+    r |= kdseg("evaluate --pred %s --ref %s --csv %s", tmp("sb"), tmp("b"), tmp("eb.csv"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "commands");
+    int seen[5] = {0};
+    for (int c = 0; c < 2; c++) {
+        char p[1024], q[1024];
+        snprintf(p, sizeof p, "%s/KDPH_%03d.nii.gz", tmp("snn"), c);
+        snprintf(q, sizeof q, "%s/KDPhantom_%03d.nii.gz", tmp("sb"), c);
+        kd_volume *a, *b;
+        KD_CHECK_OK(kd_nifti_read(p, &a));
+        KD_CHECK_OK(kd_nifti_read(q, &b));
+        size_t n = (size_t)a->nx * a->ny * a->nz;
+        for (size_t k = 0; k < n; k++) {
+            int x = (int)a->data[k], y = (int)b->data[k];
+            int want = y == 2 ? 1 : y == 1 ? 2 : y == 4 ? 3 : 0;
+            KD_CHECK(x == want, "case %d voxel %zu: nnU-Net %d, BraTS 2019 %d", c, k, x, y);
+            seen[y]++;
+        }
+        kd_volume_free(a);
+        kd_volume_free(b);
+    }
+    KD_CHECK(seen[1] && seen[2] && seen[4], "the test model marks every class (%d %d %d)", seen[2], seen[1], seen[4]);
+    KD_CHECK(csv_tail_equal(tmp("enn.csv"), tmp("eb.csv")), "evaluate: the same scores");
+    /* annotate writes the dataset's values, which the dataset reads back */
+    r = kdseg("annotate --teacher %s --dataset %s --out %s --all --threshold 0.45", tmp("m.kds"), tmp("nn"),
+              tmp("ann"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "annotate");
+    KD_CHECK(same_bytes(tmp("ann/KDPH_000.nii.gz"), tmp("snn/KDPH_000.nii.gz")), "annotation = segmentation");
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.annotations = tmp("ann");
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(tmp("nn/imagesTr"), &o, &ds));
+    KD_CHECK(!strcmp(kd_dataset_case_name(ds, 0), "KDPH_000"), "case name %s", kd_dataset_case_name(ds, 0));
+    kd_dataset_free(ds);
     return 0;
 }
 
@@ -754,6 +827,7 @@ int main(int argc, char **argv) {
         {"segment_real_case", segment_real_case},
         {"train_real_cases", train_real_cases},
         {"segment_member_out", segment_member_out},
+        {"segment_nnunet", segment_nnunet},
         {"train_resume_cli", train_resume_cli},
         {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},

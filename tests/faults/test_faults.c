@@ -30,7 +30,7 @@
 
 #define TINY "resunet:widths=8,16:enc=1,1:dec=1"
 /* the phantom recipe: these tests were written against its batch of 1 and its sampling */
-#define TRAIN_OPTS "--recipe phantom --model " TINY " --patch 16 --margin 4 --quiet"
+#define TRAIN_OPTS "--recipe phantom --arch " TINY " --patch 16 --margin 4 --quiet"
 
 /* ------------------------------------------------------------ helpers -- */
 
@@ -431,7 +431,7 @@ enum {
     W_CK_NOT, W_LAST_CRC, W_TWO_FILES, W_DUP_NAME
 };
 
-#define TRAIN1 "train --data {D} --out {O} --steps 1 --val-every 0 " TRAIN_OPTS
+#define TRAIN1 "train --dataset {D} --out {O} --steps 1 --val-every 0 " TRAIN_OPTS
 /* Catches, row by row: a crash (status >= 128), a silent success, the wrong exit status
  * (2: the command line is wrong, 1: the data or files are), or a message that does not
  * say what is wrong and where. */
@@ -442,7 +442,7 @@ static const bad_row bad_rows[] = {
     {"truncated_gzip", W_TRUNC_GZ, TRAIN1, 1, "truncated", "KDPhantom_000_t1.nii.gz"},
     {"zero_byte_file", W_ZERO_BYTES, TRAIN1, 1, "not a NIfTI file (only 0 bytes)", "KDPhantom_000_flair.nii.gz"},
     {"nan_voxels", W_NAN, TRAIN1, 1, "1 NaN/Inf voxels", "KDPhantom_000_t1ce.nii.gz"},
-    {"inf_voxels", W_INF, "segment --model {M} --dataset {D} --out {O}", 1, "1 NaN/Inf voxels",
+    {"inf_voxels", W_INF, "segment --checkpoint {M} --dataset {D} --out {O}", 1, "1 NaN/Inf voxels",
      "KDPhantom_000_flair.nii.gz"},
     {"label_value_3", W_LABEL3, TRAIN1, 1, "label 3 at i=16 j=16 k=16 is not one of",
      "KDPhantom_000_seg.nii.gz"},
@@ -451,57 +451,57 @@ static const bad_row bad_rows[] = {
      * give a NaN z-score and a NaN model input) */
     {"empty_brain_train", W_EMPTY_BRAIN, TRAIN1, 1, "every voxel of every modality is zero",
      "KDPhantom_000"},
-    {"empty_brain_segment", W_EMPTY_BRAIN, "segment --model {M} --case {C} --out {O}", 1,
+    {"empty_brain_segment", W_EMPTY_BRAIN, "segment --checkpoint {M} --case {C} --out {O}", 1,
      "every voxel of every modality is zero", "KDPhantom_000"},
     {"volume_2d", W_2D, TRAIN1, 1, "a 2-D image; kdseg reads 3-D and 4-D", "KDPhantom_000_t1.nii"},
     {"volume_5d", W_5D, TRAIN1, 1, "5-D volumes are not supported", "KDPhantom_000_t1.nii"},
     {"volume_4d_modality", W_4D, TRAIN1, 1, "expected a 3-D volume, found 2", "KDPhantom_000_t2"},
-    {"ckpt_other_version", W_CK_VERSION, "segment --model {M} --dataset {D} --out {O}", 1,
+    {"ckpt_other_version", W_CK_VERSION, "segment --checkpoint {M} --dataset {D} --out {O}", 1,
      "format version 7, this kdseg reads version", "m.kds"},
-    {"ckpt_bad_crc", W_CK_CRC, "segment --model {M} --dataset {D} --out {O}", 1, "CRC mismatch", "m.kds"},
-    {"ckpt_truncated", W_CK_TRUNC, "segment --model {M} --dataset {D} --out {O}", 1,
+    {"ckpt_bad_crc", W_CK_CRC, "segment --checkpoint {M} --dataset {D} --out {O}", 1, "CRC mismatch", "m.kds"},
+    {"ckpt_truncated", W_CK_TRUNC, "segment --checkpoint {M} --dataset {D} --out {O}", 1,
      "file corrupt or truncated", "m.kds"},
-    {"ckpt_not_a_checkpoint", W_CK_NOT, "segment --model {M} --dataset {D} --out {O}", 1,
+    {"ckpt_not_a_checkpoint", W_CK_NOT, "segment --checkpoint {M} --dataset {D} --out {O}", 1,
      "not a kdseg checkpoint", "m.kds"},
-    {"resume_corrupt_last", W_LAST_CRC, "train --data {D} --out {O} --steps 4 --resume " TRAIN_OPTS, 1,
+    {"resume_corrupt_last", W_LAST_CRC, "train --dataset {D} --out {O} --steps 4 --resume " TRAIN_OPTS, 1,
      "CRC mismatch", "last.kds"},
-    {"spec_unknown_arch", W_NONE, "train --data {D} --out {O} --steps 1 --model vnet:widths=8,16", 2,
+    {"spec_unknown_arch", W_NONE, "train --dataset {D} --out {O} --steps 1 --arch vnet:widths=8,16", 2,
      "unknown architecture 'vnet'", "known: resunet"},
-    {"spec_bad_widths", W_NONE, "train --data {D} --out {O} --steps 1 --model resunet:widths=0,8", 2,
+    {"spec_bad_widths", W_NONE, "train --dataset {D} --out {O} --steps 1 --arch resunet:widths=0,8", 2,
      "bad value '0' for widths", NULL},
-    {"spec_one_level", W_NONE, "train --data {D} --out {O} --steps 1 --model resunet:widths=8", 2,
+    {"spec_one_level", W_NONE, "train --dataset {D} --out {O} --steps 1 --arch resunet:widths=8", 2,
      "widths needs at least 2 levels", NULL},
-    {"spec_unknown_key", W_NONE, "train --data {D} --out {O} --steps 1 --model unet3d:widths=8,16:enc=1,1", 2,
+    {"spec_unknown_key", W_NONE, "train --dataset {D} --out {O} --steps 1 --arch unet3d:widths=8,16:enc=1,1", 2,
      "unknown key 'enc' for unet3d", NULL},
-    {"spec_enc_count", W_NONE, "train --data {D} --out {O} --steps 1 --model resunet:widths=8,16:enc=1", 2,
+    {"spec_enc_count", W_NONE, "train --dataset {D} --out {O} --steps 1 --arch resunet:widths=8,16:enc=1", 2,
      "enc needs 2 entries", NULL},
-    {"patch_not_multiple", W_NONE, "train --data {D} --out {O} --steps 1 --model " TINY " --patch 17", 2,
+    {"patch_not_multiple", W_NONE, "train --dataset {D} --out {O} --steps 1 --arch " TINY " --patch 17", 2,
      "must be multiples of 2", "--patch 17x17x17"},
     {"opt_patch_too_small", W_NONE, TRAIN1 " --patch 4", 2, "--patch expects an integer in [8, 512]", "'4'"},
     {"opt_lr_zero", W_NONE, TRAIN1 " --lr 0", 2, "--lr expects a number in", "'0'"},
     {"opt_batch_zero", W_NONE, TRAIN1 " --batch 0", 2, "--batch expects an integer in [1, 64]", NULL},
     {"opt_threads_many", W_NONE, TRAIN1 " --threads 99", 2, "--threads expects an integer in [0, 16]", NULL},
-    {"opt_steps_junk", W_NONE, "train --data {D} --out {O} --steps 10x", 2, "--steps expects an integer", "'10x'"},
+    {"opt_steps_junk", W_NONE, "train --dataset {D} --out {O} --steps 10x", 2, "--steps expects an integer", "'10x'"},
     {"opt_val_cases_all", W_NONE, TRAIN1 " --val-cases 3", 2, "3 labeled cases; need more than --val-cases 3", NULL},
-    {"opt_overlap", W_NONE, "segment --model {M} --dataset {D} --out {O} --overlap 0.95", 2,
+    {"opt_overlap", W_NONE, "segment --checkpoint {M} --dataset {D} --out {O} --overlap 0.95", 2,
      "--overlap expects a number in [0, 0.9]", NULL},
-    {"opt_tta", W_NONE, "segment --model {M} --dataset {D} --out {O} --tta 3", 2,
+    {"opt_tta", W_NONE, "segment --checkpoint {M} --dataset {D} --out {O} --tta 3", 2,
      "--tta expects none, 4 or 8", "'3'"},
-    {"opt_tile", W_NONE, "segment --model {M} --dataset {D} --out {O} --tile 16,16", 2,
+    {"opt_tile", W_NONE, "segment --checkpoint {M} --dataset {D} --out {O} --tile 16,16", 2,
      "--tile expects D,H,W or one number", NULL},
-    {"modalities_vs_model", W_NONE, "segment --model {M} --dataset {D} --out {O} --modalities t1,t2", 1,
+    {"modalities_vs_model", W_NONE, "segment --checkpoint {M} --dataset {D} --out {O} --modalities t1,t2", 1,
      "takes 4 channels but the data has 2", "m.kds"},
-    {"out_under_a_file", W_NONE, "train --data {D} --out {F}/sub --steps 1 " TRAIN_OPTS, 1,
+    {"out_under_a_file", W_NONE, "train --dataset {D} --out {F}/sub --steps 1 " TRAIN_OPTS, 1,
      "cannot create the output folder", "Not a directory"},
-    {"out_in_proc", W_NONE, "segment --model {M} --dataset {D} --out /proc/kdseg-faults/x", 1,
+    {"out_in_proc", W_NONE, "segment --checkpoint {M} --dataset {D} --out /proc/kdseg-faults/x", 1,
      "/proc/kdseg-faults/x: cannot create the output folder", NULL},
     /* issue 22, item 6: --resume before the first checkpoint says there is none */
-    {"resume_no_checkpoint", W_NONE, "train --data {D} --out {O} --steps 1 --resume " TRAIN_OPTS, 1,
+    {"resume_no_checkpoint", W_NONE, "train --dataset {D} --out {O} --steps 1 --resume " TRAIN_OPTS, 1,
      "nothing to resume: no checkpoint yet", "last.kds does not exist"},
     /* item 6: CASE_t1.nii.gz and CASE_t1.nii both: which is meant cannot be guessed */
     {"two_files_one_modality", W_TWO_FILES, TRAIN1, 1, "two files for one image", "KDPhantom_000_t1.nii; remove"},
     /* item 5: two different case folders of one name (HGG/X, LGG/X): outputs would collide */
-    {"two_cases_one_name", W_DUP_NAME, "segment --model {M} --dataset {D} --out {O}", 1,
+    {"two_cases_one_name", W_DUP_NAME, "segment --checkpoint {M} --dataset {D} --out {O}", 1,
      "two cases named KDPhantom_000", "LGG/KDPhantom_000/KDPhantom_000_t1.nii.gz"},
 };
 
@@ -587,7 +587,7 @@ static int run_bad_row(const bad_row *r) {
                  "move");
         break;
     case W_LAST_CRC:
-        KD_CHECK(kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 " TRAIN_OPTS, d,
+        KD_CHECK(kdseg_log(tmp("log0.txt"), "train --dataset %s --out %s --steps 2 " TRAIN_OPTS, d,
                            tmp("out")) == 0, "first run");
         KD_CHECK(edit_bytes(tmp("out/last.kds"), -4, 0) == 0, "edit CRC");
         break;
@@ -616,7 +616,7 @@ static int run_bad_row(const bad_row *r) {
  * all-padding patch; and segment --tile larger than the volume works too. */
 static int patch_larger_than_volume(void) {
     if (phantom(tmp("d"), 3, 0, 12)) return 1;
-    int code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 3 --val-every 3 --model " TINY
+    int code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --steps 3 --val-every 3 --arch " TINY
                          " --patch 48 --quiet", tmp("d"), tmp("out"));
     if (code) show(tmp("log.txt"));
     KD_CHECK(code == 0, "train with a 48^3 patch on 32^3 cases exited %d", code);
@@ -628,7 +628,7 @@ static int patch_larger_than_volume(void) {
         KD_CHECK(isfinite(l) && l > 0, "step %d: loss %s", i, loss[i]);
     }
     KD_CHECK(ckpt_step(tmp("out/last.kds")) == 3, "last.kds at step 3");
-    code = kdseg_log(tmp("log2.txt"), "segment --model %s --dataset %s --out %s --tile 64",
+    code = kdseg_log(tmp("log2.txt"), "segment --checkpoint %s --dataset %s --out %s --tile 64",
                      tmp("out/last.kds"), tmp("d"), tmp("seg"));
     if (code) show(tmp("log2.txt"));
     KD_CHECK(code == 0, "segment --tile 64 on 32^3 cases exited %d", code);
@@ -679,7 +679,7 @@ static int wait_rows(const char *csv, int rows, pid_t pid, double timeout) {
 static int kill_train(void) {
     const char *d = tmp("d");
     if (phantom(d, 3, 0, 13)) return 1;
-    int code = kdseg_log(tmp("ref.txt"), "train --data %s --out %s " KILL_OPTS, d, tmp("ref"));
+    int code = kdseg_log(tmp("ref.txt"), "train --dataset %s --out %s " KILL_OPTS, d, tmp("ref"));
     if (code) show(tmp("ref.txt"));
     KD_CHECK(code == 0, "uninterrupted run");
     kd_rng rng = kd_rng_make(20240917, 0, 0, 0);
@@ -689,7 +689,7 @@ static int kill_train(void) {
     for (int k = 0; k < 6; k++) {
         int resume = exists(last);
         int before = csv_lines(csv);
-        pid_t pid = spawn(tmp("log.txt"), "train --data %s --out %s %s " KILL_OPTS, d, out,
+        pid_t pid = spawn(tmp("log.txt"), "train --dataset %s --out %s %s " KILL_OPTS, d, out,
                           resume ? "--resume" : "");
         int w = wait_rows(csv, resume ? before : 0, pid, 40);
         KD_CHECK(w != 0, "no progress within 40 s");
@@ -715,7 +715,7 @@ static int kill_train(void) {
         int aged = age_temps(out); /* as if the resume came much later: now stale */
         printf("kill %d: last.kds at step %ld, %d rows logged, %d temporary files\n", k, st, rows, aged);
     }
-    code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --resume " KILL_OPTS, d, out);
+    code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --resume " KILL_OPTS, d, out);
     if (code) show(tmp("log.txt"));
     KD_CHECK(code == 0, "final resume exited %d", code);
     printf("%d kills, %d of them after progress\n", kills, mid);
@@ -932,7 +932,7 @@ static int sigint_train(void) {
     const char *d = tmp("d"), *csv = tmp("out/train.csv");
     if (phantom(d, 3, 0, 15)) return 1;
     const char *opts = "--ckpt-every 100000 --val-every 0 --threads 1 " TRAIN_OPTS;
-    pid_t pid = spawn(tmp("log.txt"), "train --data %s --out %s --steps 100000 %s", d, tmp("out"), opts);
+    pid_t pid = spawn(tmp("log.txt"), "train --dataset %s --out %s --steps 100000 %s", d, tmp("out"), opts);
     int w = wait_rows(csv, 5, pid, 40);
     KD_CHECK(w == 1, "training did not log 6 steps");
     kill(pid, SIGINT);
@@ -945,7 +945,7 @@ static int sigint_train(void) {
     long st = ckpt_step(tmp("out/last.kds"));
     KD_CHECK(st >= 6 && st == seen, "last.kds at step %ld, %d steps logged", st, seen);
     if (csv_steps_are(csv, (int)st)) return 1;
-    code = kdseg_log(tmp("log2.txt"), "train --data %s --out %s --steps %ld --resume %s", d, tmp("out"), st + 3, opts);
+    code = kdseg_log(tmp("log2.txt"), "train --dataset %s --out %s --steps %ld --resume %s", d, tmp("out"), st + 3, opts);
     if (code) show(tmp("log2.txt"));
     KD_CHECK(code == 0, "resume exited %d", code);
     KD_CHECK(ckpt_step(tmp("out/last.kds")) == st + 3, "resumed to the end");
@@ -1017,11 +1017,11 @@ static int disk_full(void) {
     snprintf(out, sizeof out, "%s", tmp("full/out"));
     snprintf(last, sizeof last, "%s", tmp("full/out/last.kds"));
     if (phantom(d, 3, 0, 16)) return 1;
-    int code = kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d, out);
+    int code = kdseg_log(tmp("log0.txt"), "train --dataset %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d, out);
     KD_CHECK(code == 0, "first run");
     KD_CHECK(copy_file(last, tmp("good.kds")) == 0, "copy");
     KD_CHECK(fill(tmp("full"), 64 * 1024) == 0, "fill the disk");
-    code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 4 --val-every 0 --resume " TRAIN_OPTS, d, out);
+    code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --steps 4 --val-every 0 --resume " TRAIN_OPTS, d, out);
     if (code != 1) show(tmp("log.txt"));
     KD_CHECK(code == 1, "exit status %d on a full disk", code);
     KD_CHECK(file_has(tmp("log.txt"), "No space left on device"), "the message does not name the cause");
@@ -1053,14 +1053,14 @@ static int output_read_only(void) {
     snprintf(out, sizeof out, "%s", tmp("ro/out"));
     snprintf(last, sizeof last, "%s", tmp("ro/out/last.kds"));
     if (phantom(d, 3, 0, 18)) return 1;
-    KD_CHECK(kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d,
+    KD_CHECK(kdseg_log(tmp("log0.txt"), "train --dataset %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d,
                        out) == 0, "first run");
     KD_CHECK(copy_file(last, tmp("good.kds")) == 0, "copy");
     if (mount(NULL, tmp("ro"), NULL, MS_REMOUNT | MS_RDONLY, NULL)) {
         printf("SKIP: cannot remount read-only: %s\n", strerror(errno));
         return KD_TEST_SKIP;
     }
-    int code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 4 --val-every 0 --resume " TRAIN_OPTS, d, out);
+    int code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --steps 4 --val-every 0 --resume " TRAIN_OPTS, d, out);
     if (code != 1) show(tmp("log.txt"));
     KD_CHECK(code == 1, "exit status %d on a read-only folder", code);
     KD_CHECK(file_has(tmp("log.txt"), "Read-only file system"), "the message does not name the cause");
@@ -1125,7 +1125,7 @@ static int device_faults(void) {
     const char *opts = "--val-every 0 --threads 1 " TRAIN_OPTS;
     setenv("KDSEG_CONV", "direct", 1);
     if (phantom(d, 3, 0, 23)) return 1;
-    KD_CHECK(kdseg_log(tmp("log0.txt"), "train --data %s --out %s --steps 2 %s", d, out, opts) == 0,
+    KD_CHECK(kdseg_log(tmp("log0.txt"), "train --dataset %s --out %s --steps 2 %s", d, out, opts) == 0,
              "first run");
     KD_CHECK(copy_file(last, good) == 0 && copy_file(csv, goodcsv) == 0, "copy");
     int failed = 0;
@@ -1134,10 +1134,10 @@ static int device_faults(void) {
         setenv("KDSEG_FAULT", r->fault, 1);
         int code;
         if (r->cmd == F_TRAIN)
-            code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 6 --resume %s", d, out, opts);
+            code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --steps 6 --resume %s", d, out, opts);
         else
             /* one whole-volume pass: the download's shape in the message is the case's */
-            code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s --tile whole",
+            code = kdseg_log(tmp("log.txt"), "segment --checkpoint %s --dataset %s --out %s --tile whole",
                              good, d, seg);
         unsetenv("KDSEG_FAULT");
         const char *what = r->cmd == F_TRAIN ? "train" : "segment";
@@ -1181,12 +1181,12 @@ static int device_faults(void) {
     KD_CHECK(failed == 0, "%d of %zu fault rows failed", failed, sizeof fault_rows / sizeof fault_rows[0]);
     /* a malformed value is refused */
     setenv("KDSEG_FAULT", "launch:0", 1);
-    int code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s", good, d, seg);
+    int code = kdseg_log(tmp("log.txt"), "segment --checkpoint %s --dataset %s --out %s", good, d, seg);
     unsetenv("KDSEG_FAULT");
     KD_CHECK(code == 1 && file_has(tmp("log.txt"), "KDSEG_FAULT='launch:0': expected"),
              "a malformed KDSEG_FAULT: exit %d", code);
     /* nothing the failed runs did keeps training from going on exactly */
-    code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 6 --resume %s", d, out, opts);
+    code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --steps 6 --resume %s", d, out, opts);
     if (code) show(tmp("log.txt"));
     KD_CHECK(code == 0 && ckpt_step(last) == 6, "resume after the faults");
     return csv_steps_are(csv, 6);
@@ -1265,10 +1265,10 @@ static int stale_temps(void) {
         KD_CHECK(symlink(q, p) == 0 && backdate(dir, strrchr(p, '/') + 1, KD_TMP_STALE_SECONDS + 60) == 0, "link");
     }
     /* each command sweeps its OUT; every device open sweeps the program cache */
-    int code = kdseg_log(tmp("log1.txt"), "train --data %s --out %s --steps 1 --val-every 0 " TRAIN_OPTS,
+    int code = kdseg_log(tmp("log1.txt"), "train --dataset %s --out %s --steps 1 --val-every 0 " TRAIN_OPTS,
                          tmp("d"), tmp("out"));
     KD_CHECK(code == 0, "train exited %d", code);
-    code = kdseg_log(tmp("log2.txt"), "segment --model %s --case %s --out %s", tmp("m.kds"),
+    code = kdseg_log(tmp("log2.txt"), "segment --checkpoint %s --case %s --out %s", tmp("m.kds"),
                      tmp("d/KDPhantom_000"), tmp("seg"));
     KD_CHECK(code == 0, "segment exited %d", code);
     code = kdseg_log(tmp("log3.txt"), "annotate --teacher %s --dataset %s --out %s", tmp("m.kds"),
@@ -1321,8 +1321,8 @@ static int determinism(void) {
     const char *d = tmp("d");
     if (phantom(d, 3, 0, 19)) return 1;
     const char *opts = "--steps 24 --ckpt-every 8 --val-every 8 --threads 2 --aug default --seed 5 " TRAIN_OPTS;
-    KD_CHECK(kdseg_log(tmp("a.txt"), "train --data %s --out %s %s", d, tmp("a"), opts) == 0, "run a");
-    KD_CHECK(kdseg_log(tmp("b.txt"), "train --data %s --out %s %s", d, tmp("b"), opts) == 0, "run b");
+    KD_CHECK(kdseg_log(tmp("a.txt"), "train --dataset %s --out %s %s", d, tmp("a"), opts) == 0, "run a");
+    KD_CHECK(kdseg_log(tmp("b.txt"), "train --dataset %s --out %s %s", d, tmp("b"), opts) == 0, "run b");
     /* step, kind, loss, lr, grad_norm: all but the seconds column */
     char *a = slurp(tmp("a/train.csv"), NULL), *b = slurp(tmp("b/train.csv"), NULL);
     KD_CHECK(a && b, "csv");
@@ -1412,18 +1412,18 @@ static int long_paths(void) {
     char *parent = strdup(tr);
     *strrchr(parent, '/') = 0;
     KD_CHECK(mkdirs(parent) == 0 && !exists(tr), "parent of the train folder");
-    int code = kdseg_log(tmp("seg.txt"), "segment --model %s --dataset %s --out %s", m, d, seg);
+    int code = kdseg_log(tmp("seg.txt"), "segment --checkpoint %s --dataset %s --out %s", m, d, seg);
     if (!file_has(tmp("seg.txt"), "path too long")) show(tmp("seg.txt"));
     KD_CHECK(code > 0 && code < 128, "segment into a 4086-character folder exited %d", code);
     KD_CHECK(file_has(tmp("seg.txt"), "path too long"), "segment: no 'path too long'");
     KD_CHECK(entries(seg) == 0, "segment wrote %d entries into the 4086-character folder", entries(seg));
-    code = kdseg_log(tmp("train.txt"), "train --data %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d, tr);
+    code = kdseg_log(tmp("train.txt"), "train --dataset %s --out %s --steps 2 --val-every 0 " TRAIN_OPTS, d, tr);
     if (!file_has(tmp("train.txt"), "path too long")) show(tmp("train.txt"));
     KD_CHECK(code > 0 && code < 128, "train into a 4090-character folder exited %d", code);
     KD_CHECK(file_has(tmp("train.txt"), "path too long"), "train: no 'path too long'");
     KD_CHECK(entries(parent) == 0, "train left %d entries beside its folder (last, best, trai?)", entries(parent));
     /* near the limit, names that fit: every case under its own full name */
-    code = kdseg_log(tmp("ok.txt"), "segment --model %s --dataset %s --out %s", m, d, ok);
+    code = kdseg_log(tmp("ok.txt"), "segment --checkpoint %s --dataset %s --out %s", m, d, ok);
     if (code) show(tmp("ok.txt"));
     KD_CHECK(code == 0, "segment into a 3990-character folder exited %d", code);
     for (int c = 0; c < 3; c++) {
@@ -1439,7 +1439,7 @@ static int long_paths(void) {
     KD_CHECK(entries(ok) == 4, "%d entries (3 cases and the lock file expected)", entries(ok));
     /* a message longer than the old 2048-byte buffer keeps its reason at the end */
     char *nodata = long_dir(tmp("nodata"), 3000, 0);
-    code = kdseg_log(tmp("msg.txt"), "train --data %s --out %s --steps 1 " TRAIN_OPTS, nodata, tmp("o"));
+    code = kdseg_log(tmp("msg.txt"), "train --dataset %s --out %s --steps 1 " TRAIN_OPTS, nodata, tmp("o"));
     if (!file_has(tmp("msg.txt"), "dataset folder not found")) show(tmp("msg.txt"));
     KD_CHECK(code == 1 && file_has(tmp("msg.txt"), "dataset folder not found"),
              "a 3000-character --data: exit %d, the reason lost", code);
@@ -1466,9 +1466,9 @@ static int concurrent_train(void) {
     snprintf(csv, sizeof csv, "%s", tmp("out/train.csv"));
     snprintf(last, sizeof last, "%s", tmp("out/last.kds"));
     const char *opts = "--val-every 0 --ckpt-every 5 --threads 1 " TRAIN_OPTS;
-    pid_t a = spawn(tmp("a.txt"), "train --data %s --out %s --steps 100000 %s", d, out, opts);
+    pid_t a = spawn(tmp("a.txt"), "train --dataset %s --out %s --steps 100000 %s", d, out, opts);
     KD_CHECK(wait_rows(csv, 2, a, 40) == 1, "the first run did not log 3 steps");
-    int code = kdseg_log(tmp("b.txt"), "train --data %s --out %s --steps 3 %s", d, out, opts);
+    int code = kdseg_log(tmp("b.txt"), "train --dataset %s --out %s --steps 3 %s", d, out, opts);
     char pid[32];
     snprintf(pid, sizeof pid, "pid %ld", (long)a);
     if (code != 1 || !file_has(tmp("b.txt"), pid)) show(tmp("b.txt"));
@@ -1482,7 +1482,7 @@ static int concurrent_train(void) {
     KD_CHECK(wait_for(a) == 128 + SIGKILL, "kill");
     long st = ckpt_step(last);
     KD_CHECK(st >= 5, "last.kds at step %ld", st);
-    code = kdseg_log(tmp("c.txt"), "train --data %s --out %s --steps %ld --resume %s", d, out, st + 3, opts);
+    code = kdseg_log(tmp("c.txt"), "train --dataset %s --out %s --steps %ld --resume %s", d, out, st + 3, opts);
     if (code) show(tmp("c.txt"));
     KD_CHECK(code == 0, "resume after the holder was killed exited %d", code);
     return csv_steps_are(csv, (int)st + 3);
@@ -1574,11 +1574,11 @@ static int lock_each_command(void) {
     char pid[32];
     snprintf(pid, sizeof pid, "pid %ld", (long)h);
     static const char *const cmds[] = {
-        "train --data {D} --out {O} --steps 1 --val-every 0 " TRAIN_OPTS,
-        "distill --online --teacher {M} --data {D} --unlabeled {U} --out {O} --steps 1 " TRAIN_OPTS,
+        "train --dataset {D} --out {O} --steps 1 --val-every 0 " TRAIN_OPTS,
+        "distill --online --teacher {M} --dataset {D} --unlabeled {U} --out {O} --steps 1 " TRAIN_OPTS,
         "annotate --teacher {M} --dataset {U} --out {O}",
-        "segment --model {M} --dataset {D} --out {O}",
-        "segment --model {M} --dataset {D} --out {S} --member-out {O}",
+        "segment --checkpoint {M} --dataset {D} --out {O}",
+        "segment --checkpoint {M} --dataset {D} --out {S} --member-out {O}",
     };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[4096];
@@ -1603,7 +1603,7 @@ static int lock_each_command(void) {
         KD_CHECK(entries(out) == 1, "%d entries in the held folder (only its lock file expected)", entries(out));
     }
     /* the same folder twice in one command */
-    int code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s --member-out %s",
+    int code = kdseg_log(tmp("log.txt"), "segment --checkpoint %s --dataset %s --out %s --member-out %s",
                          tmp("m.kds"), tmp("d"), tmp("twice"), tmp("twice"));
     if (code != 1) show(tmp("log.txt"));
     KD_CHECK(code == 1 && file_has(tmp("log.txt"), "this process is already writing into this folder"),
@@ -1611,7 +1611,7 @@ static int lock_each_command(void) {
     /* the holder killed: the folder is free */
     kill(h, SIGKILL);
     waitpid(h, NULL, 0);
-    code = kdseg_log(tmp("log.txt"), "segment --model %s --dataset %s --out %s", tmp("m.kds"), tmp("d"), out);
+    code = kdseg_log(tmp("log.txt"), "segment --checkpoint %s --dataset %s --out %s", tmp("m.kds"), tmp("d"), out);
     if (code) show(tmp("log.txt"));
     KD_CHECK(code == 0 && entries(out) == 4, "segment after the holder was killed: exit %d", code);
     return 0;
@@ -1631,22 +1631,22 @@ typedef struct write_row {
 /* Each output kind, failing as on a full disk (writes to /dev/full: ENOSPC), through the
  * command that writes it. */
 static const write_row write_rows[] = {
-    {"segment --model {M} --dataset {D} --out {O}", "full:1", "KDPhantom_000.nii.gz: write failed",
+    {"segment --checkpoint {M} --dataset {D} --out {O}", "full:1", "KDPhantom_000.nii.gz: write failed",
      "KDPhantom_000.nii.gz", 0},
     /* 390 KB of float32 probabilities: gzip fails inside gzwrite, not at gzclose (finding 4) */
-    {"segment --model {M} --dataset {D} --out {O} --probabilities f32", "full:2",
+    {"segment --checkpoint {M} --dataset {D} --out {O} --probabilities f32", "full:2",
      "KDPhantom_000_prob.nii.gz: write failed", "KDPhantom_000_prob.nii.gz", 64 * 1024},
-    {"segment --model {M} --dataset {D} --out {O} --png", "full:2", "KDPhantom_000.png: write failed",
+    {"segment --checkpoint {M} --dataset {D} --out {O} --png", "full:2", "KDPhantom_000.png: write failed",
      "KDPhantom_000.png", -1},
     {"annotate --teacher {M} --dataset {U} --out {O} --soft", "full:1", "KDPhantom_000.nii.gz: write failed",
      "KDPhantom_000.nii.gz", 0},
     {"annotate --teacher {M} --teacher {T} --dataset {U} --out {O}", "full:1", "agreement.csv: write failed",
      NULL, 0},
-    {"train --data {D} --out {O} --steps 2 --val-every 0 --val-cases 1 " TRAIN_OPTS, "full:1",
+    {"train --dataset {D} --out {O} --steps 2 --val-every 0 --val-cases 1 " TRAIN_OPTS, "full:1",
      "train.csv: write failed", NULL, 0},
-    {"train --data {D} --out {O} --steps 2 --val-every 0 --val-cases 1 " TRAIN_OPTS, "full:2",
+    {"train --dataset {D} --out {O} --steps 2 --val-every 0 --val-cases 1 " TRAIN_OPTS, "full:2",
      "last.kds: write failed", "last.kds", -1},
-    {"distill --online --teacher {M} --data {D} --unlabeled {U} --out {O} --steps 2 --val-every 0 " TRAIN_OPTS,
+    {"distill --online --teacher {M} --dataset {D} --unlabeled {U} --out {O} --steps 2 --val-every 0 " TRAIN_OPTS,
      "full:1", "train.csv: write failed", NULL, 0},
     {"evaluate --pred {P} --ref {D} --csv {O}/metrics.csv", "full:1", "metrics.csv: write failed", "metrics.csv", 0},
     {"phantom --out {O}/cohort --cases 2 --size 32", "full:3", ".nii.gz: write failed", "cohort", 0},
@@ -1688,7 +1688,7 @@ static int write_errors(void) {
     if (phantom(tmp("d"), 2, 0, 36) || phantom(tmp("unl"), 1, 1, 37) || save_model(TINY, 1, tmp("m.kds")) ||
         save_model("unet3d:widths=8,16", 2, tmp("t2.kds")))
         return 1;
-    KD_CHECK(kdseg_log(tmp("pred.txt"), "segment --model %s --dataset %s --out %s", tmp("m.kds"), tmp("d"),
+    KD_CHECK(kdseg_log(tmp("pred.txt"), "segment --checkpoint %s --dataset %s --out %s", tmp("m.kds"), tmp("d"),
                        tmp("pred")) == 0, "predictions");
     int failed = 0;
     for (int way = 0; way < 2; way++) {
@@ -1767,12 +1767,12 @@ static int symlinked_dataset(void) {
     int n = kd_dataset_count(ds);
     kd_dataset_free(ds);
     KD_CHECK(n == 3, "the library found %d cases, not 3", n);
-    int code = kdseg_log(tmp("train.txt"), "train --data %s --out %s --steps 1 --val-every 0 --model " TINY
+    int code = kdseg_log(tmp("train.txt"), "train --dataset %s --out %s --steps 1 --val-every 0 --arch " TINY
                          " --patch 16 --margin 4", d, tmp("o"));
     if (code || !file_has(tmp("train.txt"), "3 labeled cases (1 held out)")) show(tmp("train.txt"));
     KD_CHECK(code == 0 && file_has(tmp("train.txt"), "3 labeled cases (1 held out)"), "train: exit %d", code);
     KD_CHECK(file_has(tmp("train.txt"), "not scanned twice"), "no note on the skipped loops");
-    code = kdseg_log(tmp("seg.txt"), "segment --model %s --dataset %s --out %s", tmp("m.kds"), d, tmp("s"));
+    code = kdseg_log(tmp("seg.txt"), "segment --checkpoint %s --dataset %s --out %s", tmp("m.kds"), d, tmp("s"));
     if (code || !file_has(tmp("seg.txt"), "segmenting 3 cases")) show(tmp("seg.txt"));
     KD_CHECK(code == 0 && file_has(tmp("seg.txt"), "segmenting 3 cases"), "segment: exit %d", code);
     KD_CHECK(entries(tmp("s")) == 4, "%d entries in the output (3 cases and the lock file)", entries(tmp("s")));
@@ -1787,7 +1787,7 @@ static int symlinked_dataset(void) {
         snprintf(to, sizeof to, "%s/KDPhantom_002_%s.nii.gz", dir, mods[m]);
         KD_CHECK(symlink(from, to) == 0, "link %s", to);
     }
-    code = kdseg_log(tmp("distill.txt"), "distill --online --teacher %s --data %s --unlabeled %s --out %s "
+    code = kdseg_log(tmp("distill.txt"), "distill --online --teacher %s --dataset %s --unlabeled %s --out %s "
                      "--steps 1 --val-every 0 " TRAIN_OPTS, tmp("m.kds"), d, tmp("u"), tmp("o2"));
     if (code != 2) show(tmp("distill.txt"));
     KD_CHECK(code == 2 && file_has(tmp("distill.txt"), "validation case KDPhantom_002") &&
@@ -1865,9 +1865,10 @@ static int phantom_atomic(void) {
     po.layout = KD_LAYOUT_BRATS2018;
     KD_CHECK_OK(kd_phantom_check_cohort(ph, &po));
     KD_CHECK(!partial_cohort(out, name, sizeof name), "the stale temporary cohort %s was not removed", name);
-    /* a cohort with a file missing, and one asked for with another count */
+    /* a cohort with a file missing, and one asked for with another count (--overwrite:
+     * OUT holds the rerun's checkpoints) */
     KD_CHECK(remove(tmp("o/phantom/KDPhantom_003/KDPhantom_003_t2.nii.gz")) == 0, "remove");
-    code = kdseg_log(tmp("c.txt"), "train --out %s %s", out, opts);
+    code = kdseg_log(tmp("c.txt"), "train --out %s --overwrite %s", out, opts);
     if (code != 1) show(tmp("c.txt"));
     KD_CHECK(code == 1 && file_has(tmp("c.txt"), "not a complete phantom cohort of 8 cases") &&
              file_has(tmp("c.txt"), "KDPhantom_003_t2.nii.gz is missing"), "a cohort with a file missing: exit %d", code);
@@ -1906,7 +1907,7 @@ static int tiny_volume(void) {
     KD_CHECK(r->info.ndim == 3 && r->nx == 1 && r->ny == 1 && r->nz == 1 && r->data[0] == 100,
              "read back as %d-D %dx%dx%d", r->info.ndim, r->nx, r->ny, r->nz);
     kd_volume_free(r);
-    int code = kdseg_log(tmp("log.txt"), "segment --model %s --case %s --out %s", tmp("m.kds"), tmp("d/C"), tmp("s"));
+    int code = kdseg_log(tmp("log.txt"), "segment --checkpoint %s --case %s --out %s", tmp("m.kds"), tmp("d/C"), tmp("s"));
     if (code != 1) show(tmp("log.txt"));
     KD_CHECK(code == 1 && file_has(tmp("log.txt"), "no image contrast to segment"), "segment of 1x1x1: exit %d", code);
     KD_CHECK(!exists(tmp("s/C.nii.gz")), "a label map was written");
@@ -1917,7 +1918,7 @@ static int tiny_volume(void) {
  * Catches: the "no score yet" sentinel printed as a score. */
 static int best_dice_none(void) {
     if (phantom(tmp("d"), 3, 0, 40)) return 1;
-    int code = kdseg_log(tmp("log.txt"), "train --data %s --out %s --steps 2 --val-every 0 --model " TINY
+    int code = kdseg_log(tmp("log.txt"), "train --dataset %s --out %s --steps 2 --val-every 0 --arch " TINY
                          " --patch 16 --margin 4", tmp("d"), tmp("o"));
     if (code || file_has(tmp("log.txt"), "-1.0000")) show(tmp("log.txt"));
     KD_CHECK(code == 0, "train exited %d", code);

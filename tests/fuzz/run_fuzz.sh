@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Runs the NIfTI fuzzer (registered by tests/fuzz/meson.build; also by hand).
-#   run_fuzz.sh regress FUZZER            every input of tests/fuzz/regress/ once
-#   run_fuzz.sh run FUZZER GEN_SEEDS WORK  seeds from GEN_SEEDS, then fuzz for
-#                                          KDSEG_FUZZ_SECONDS (default 60) s
+#   run_fuzz.sh regress FUZZER [DIR]       every input of DIR (default tests/fuzz/regress/)
+#                                          once
+#   run_fuzz.sh run FUZZER GEN_SEEDS WORK [DICT]  seeds from GEN_SEEDS (a program or
+#                                          script writing them into its argument), then
+#                                          fuzz for KDSEG_FUZZ_SECONDS (default 60) s,
+#                                          half of it with KDSEG_FUZZ_HALF=1; DICT default
+#                                          tests/fuzz/nifti.dict
 # By hand, longer: KDSEG_FUZZ_SECONDS=3600 bash tests/fuzz/run_fuzz.sh run \
 #   build-asan/tests/fuzz/fuzz_nifti build-asan/tests/fuzz/gen_seeds /tmp/kdfuzz
 # Limits: inputs of at most MAX_LEN bytes; no single allocation above MALLOC_MB. A
@@ -21,7 +25,7 @@ mode=$1 fuzzer=$2
 case "$mode" in
 regress)
   shopt -s nullglob
-  files=("$here"/regress/*)
+  files=("${3:-$here/regress}"/*)
   [ ${#files[@]} -gt 0 ] || { echo "no regression inputs"; exit 77; }
   # one run per input, so that every failing input is reported
   bad=0
@@ -39,13 +43,14 @@ regress)
   exit $?
   ;;
 run)
-  gen=$3 work=$4
+  gen=$3 work=$4 dict=${5:-$here/nifti.dict}
   secs=${KDSEG_FUZZ_SECONDS:-60}
+  [ -n "${KDSEG_FUZZ_HALF:-}" ] && secs=$((secs / 2))
   rm -rf "$work/seeds" "$work/artifacts" && mkdir -p "$work/seeds" "$work/corpus" "$work/artifacts"
   "$gen" "$work/seeds" || exit 1
   # new inputs go to WORK/corpus (kept between runs of a build folder)
   TMPDIR=$work "$fuzzer" "${limits[@]}" -max_total_time="$secs" -print_final_stats=1 \
-    -dict="$here/nifti.dict" -artifact_prefix="$work/artifacts/" "$work/corpus" "$work/seeds" \
+    -dict="$dict" -artifact_prefix="$work/artifacts/" "$work/corpus" "$work/seeds" \
     2>"$work/fuzz.log"
   rc=$?
   grep -E "^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::peak_rss_mb|stat::new_units_added)" \

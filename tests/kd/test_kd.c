@@ -75,8 +75,8 @@ static int csv_rows(const char *path, char rows[][256], int max) {
     return n;
 }
 
-#define ONLINE "distill --online --teacher %s --teacher %s --data %s --unlabeled %s " \
-               "--model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 --val-every 3 " \
+#define ONLINE "distill --online --teacher %s --teacher %s --dataset %s --unlabeled %s " \
+               "--arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 --val-every 3 " \
                "--val-cases 1 --ckpt-every 2 --margin 4 --threads 0 --quiet --pseudo-ratio 0.5"
 
 /* Catches: a resumed online run appending to train.csv without cutting it back to the
@@ -126,8 +126,8 @@ static int online_offline_meta(void) {
     snprintf(unl, sizeof unl, "%s", tmp("unl"));
     int r = kdseg("annotate --teacher %s --teacher %s --dataset %s --out %s", t1, t2, unl, tmp("ann"));
     r |= kdseg(ONLINE " --out %s --steps 3", t1, t2, lab, unl, tmp("on"));
-    r |= kdseg("distill --data %s --unlabeled %s --annotations %s --out %s --steps 3 --ckpt-every 2 "
-               "--model resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 --val-every 3 "
+    r |= kdseg("distill --dataset %s --unlabeled %s --annotations %s --out %s --steps 3 --ckpt-every 2 "
+               "--arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 --val-every 3 "
                "--val-cases 1 --margin 4 --threads 0 --quiet", lab, unl, tmp("ann"), tmp("off"));
     if (r) show_log();
     KD_CHECK(r == 0, "commands");

@@ -130,8 +130,10 @@ static int rs_case(kd_device *d, kd_shape s, unsigned seed) {
  * lost when C % 4 != 0, batch 2 mixed up. Pool inputs 6x8x10 etc. (even sizes). */
 static int resample_ops(void) {
     KD_DEVICE_OR_FAIL(d);
-    kd_shape sh[] = {{2, 5, 3, 4, 5}, {1, 16, 4, 3, 2}, {1, 3, 1, 2, 3}, {2, 12, 3, 4, 5}};
-    for (int i = 0; i < 4; i++)
+    /* channels 5, 3 (scalar trilinear kernels), 16, 12 (float4), 24 (float8), batch 2 */
+    kd_shape sh[] = {{2, 5, 3, 4, 5},  {1, 16, 4, 3, 2}, {1, 3, 1, 2, 3},
+                     {2, 12, 3, 4, 5}, {2, 24, 2, 3, 4}};
+    for (int i = 0; i < 5; i++)
         if (rs_case(d, sh[i], 200u + i)) return 1;
     return 0;
 }

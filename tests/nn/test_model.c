@@ -8,6 +8,7 @@
 
 #include "../kdtest.h"
 #include "ops/ops.h"
+#include "rt.h"
 
 /* Catches: any difference from PyTorch in the forward, loss, backward or the AMSGrad
  * step (wrong layer order, weight layout, GroupNorm, upsampling, loss formula...).
@@ -92,6 +93,27 @@ static int spec_errors(void) {
     KD_CHECK(kd_model_create(dev, "resunet:widths=16,32:enc=1,2,2,4", 1, &m) == KD_ERR_INVALID_ARG,
              "enc entries must match levels");
     KD_CHECK(m == NULL, "no model on failure");
+    /* the canonical spec without building: what the model reports, and the same refusals */
+    char canon[512];
+    KD_CHECK(kd_model_spec_canonical("vnet:widths=8", canon, sizeof canon) == KD_ERR_INVALID_ARG &&
+                 strstr(kd_last_error(), "unknown architecture"), "canonical: unknown arch");
+    KD_CHECK(kd_model_spec_canonical("resunet:depth=3", canon, sizeof canon) == KD_ERR_INVALID_ARG &&
+                 strstr(kd_last_error(), "depth"), "canonical: unknown key");
+    /* widths without enc and dec: the defaults' lists fitted to the levels (cut, or
+     * extended by their last value); given ones must fit (above) */
+    KD_CHECK_OK(kd_model_spec_canonical("resunet:widths=8,16,32", canon, sizeof canon));
+    KD_CHECK(!strcmp(canon, "resunet:widths=8,16,32:enc=1,2,2:dec=1,1:groups=8:in=4:out=3"), "%s", canon);
+    KD_CHECK_OK(kd_model_spec_canonical("resunet:widths=8,16,32,64,128:dec=2,2,2,2", canon, sizeof canon));
+    KD_CHECK(!strcmp(canon, "resunet:widths=8,16,32,64,128:enc=1,2,2,4,4:dec=2,2,2,2:groups=8:in=4:out=3"), "%s",
+             canon);
+    const char *specs[] = {"resunet", "resunet:widths=8,16:enc=1,1:dec=1", "unet3d:widths=8,16", "cascade",
+                           "resunet:widths=8,16,32", "resnext-se:widths=16,32,64"};
+    for (int k = 0; k < 6; k++) {
+        KD_CHECK_OK(kd_model_spec_canonical(specs[k], canon, sizeof canon));
+        KD_CHECK_OK(kd_model_create(dev, specs[k], 1, &m));
+        KD_CHECK(!strcmp(canon, kd_model_spec(m)), "%s: canonical %s, model %s", specs[k], canon, kd_model_spec(m));
+        kd_model_free(m);
+    }
     KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, &m));
     kd_tensor *x;
     KD_CHECK_OK(kd_tensor_zeros(dev, kd_shape5(1, 4, 12, 16, 16), &x));
@@ -122,6 +144,9 @@ static int plan_vs_measured(kd_device *dev, const char *spec) {
     kd_tensor *x, *y, *dy;
     KD_CHECK_OK(kd_tensor_zeros(dev, s, &x));
     KD_CHECK_OK(kd_tensor_zeros(dev, os, &dy));
+    /* no pooled buffers of the models before: they may be handed out up to 25% larger */
+    KD_CHECK_OK(kd_device_finish(dev));
+    kd_rt_pool_trim(dev);
     size_t base = kd_device_mem_current(dev);
     kd_device_mem_reset_peak(dev);
     KD_CHECK_OK(kd_model_forward(m, x, 0, &y));

@@ -180,6 +180,45 @@ static int outdir_lock(void) {
     return 0;
 }
 
+/* A run that fails before writing anything leaves nothing: kd_outdir_discard removes the
+ * folders kd_outdir_open created (and only those, and only while they hold nothing but
+ * the lock file); a folder that existed stays. An --out naming a file is refused at
+ * once, saying so.
+ * Catches: empty output folders left by failed starts, a user's folder removed. */
+static int outdir_discard(void) {
+    char top[1024], dir[1024], p[1100];
+    struct stat st;
+    snprintf(top, sizeof top, "%s/new", kd_test_tmpdir());
+    snprintf(dir, sizeof dir, "%s/x/y/", top);
+    kd_outdir *o = NULL;
+    KD_CHECK_OK(kd_outdir_open(dir, NULL, &o));
+    KD_CHECK(kd_outdir_created(o), "created");
+    kd_outdir_discard(o);
+    KD_CHECK(stat(top, &st) != 0, "the created folders were left behind");
+    /* an existing folder stays, lock file and all */
+    snprintf(dir, sizeof dir, "%s/mine", kd_test_tmpdir());
+    KD_CHECK(mkdir(dir, 0755) == 0, "mkdir");
+    KD_CHECK_OK(kd_outdir_open(dir, NULL, &o));
+    KD_CHECK(!kd_outdir_created(o), "not created");
+    kd_outdir_discard(o);
+    KD_CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode), "an existing folder was removed");
+    KD_CHECK_OK(kd_outdir_open(dir, NULL, &o)); /* and opens again */
+    kd_outdir_close(o);
+    /* created, but something else was written into it: stays */
+    snprintf(dir, sizeof dir, "%s/used", kd_test_tmpdir());
+    KD_CHECK_OK(kd_outdir_open(dir, NULL, &o));
+    snprintf(p, sizeof p, "%s/train.csv", dir);
+    FILE *f = fopen(p, "w");
+    KD_CHECK(f && fclose(f) == 0, "write");
+    kd_outdir_discard(o);
+    KD_CHECK(stat(p, &st) == 0, "a folder with a file in it was removed");
+    /* a file as the output folder */
+    snprintf(p, sizeof p, "%s/used/train.csv", kd_test_tmpdir());
+    KD_CHECK(kd_outdir_open(p, NULL, &o) == KD_ERR_IO && !o && strstr(kd_last_error(), "is a file, not a folder"),
+             "%s", kd_last_error());
+    return 0;
+}
+
 static int write_cohort(const char *dir, int cases, int first, kd_layout l, int unlabeled) {
     kd_phantom_opts o;
     memset(&o, 0, sizeof o);
@@ -310,7 +349,7 @@ int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"path_printf", path_printf},     {"message_keeps_reason", message_keeps_reason},
         {"outdir_lock", outdir_lock},     {"dataset_links", dataset_links},
-        {"phantom_cohort", phantom_cohort},
+        {"phantom_cohort", phantom_cohort}, {"outdir_discard", outdir_discard},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

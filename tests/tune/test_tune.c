@@ -3,6 +3,7 @@
  * parameters give the default's numbers, and the command end to end. Every case points
  * KDSEG_TUNE_FILE at its own temporary file, so the tests never read or write the suite's
  * shared cache folder (where other tests run in parallel). */
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "../kdtest.h"
 #include "ops/conv_tune.h"
+#include "kdseg/model.h"
 
 static const char *tmp(const char *name) {
     static char buf[8][1024];
@@ -35,7 +37,7 @@ static int write_text(const char *path, const char *text, size_t n) {
 }
 
 static kd_conv_tune tp(int local, int lx, int ly, int vmax, int coouter, int chunks, int wlx) {
-    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx};
+    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1, 1, 0};
 }
 
 static kd_tune_entry ent(int level, const char *match, int rank, const char *scope, kd_conv_tune p,
@@ -374,7 +376,10 @@ static int run_shape(kd_device *dev, const shape *sh, const kd_conv_tune *p, out
  * (no parameter changes the order of their sums), the weight gradient within 1e-5 of its
  * largest value (chunks regroup the partial sums). Parameter sets: odd local sizes that
  * divide nothing, NULL local sizes, scalar kernels with channel blocks always outermost,
- * float8 with no outer order and 7 chunks, one chunk. Catches launch geometry bugs: a
+ * float8 with no outer order and 7 chunks, one chunk, register blocks of 8 x 2, 4 x 2
+ * and 4 x 4 (positions x vectors; 4 or 8 input channels x 1, 2 or 4 vectors for the
+ * weight gradient). The few-output-channel kernels stay on in every set: they sum in another
+ * order. Catches launch geometry bugs: a
  * range rounded up past a kernel's guard, a vector width the host and kernel disagree on,
  * positions or channel blocks dropped or done twice. */
 static int same_results(void) {
@@ -384,6 +389,13 @@ static int same_results(void) {
         tp(KD_TUNE_LOCAL_SET, 3, 2, 16, 256, 64, 3), tp(KD_TUNE_LOCAL_DRIVER, 1, 1, 16, 256, 64, 1),
         tp(KD_TUNE_LOCAL_SET, 5, 3, 1, 0, 64, 7),    tp(KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 7, 2),
         tp(KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 1, 1),
+        /* register blocks: 8 positions x 2 vectors and 2 rows where one vector (the PoCL
+         * entry's), 4 x 2 (run as 8 x 2 and 8 x 2, or 4 x 1 for the weight gradient of 5
+         * input channels) with float8, 2 rows and 1 KiB chunks, 4 x 4 with channel blocks
+         * always outermost */
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1, 2, 1},
+        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1, 1, 0},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         outs ref, got;
@@ -408,7 +420,7 @@ static int same_results(void) {
     return 0;
 }
 
-/* A table entry reaches the launch: with no table the launch is exactly today's (CPU:
+/* A table entry reaches the launch: with no table the launch is the built-in entry's (PoCL
  * local sizes 1x1x1, float16); a user entry for this device's name and the pass changes
  * the kernel width and the local sizes the kernel is launched with; an entry for the exact
  * shape key beats the pass entry; kd_conv_tune_force beats both. Catches a table that is
@@ -437,8 +449,9 @@ static int entry_reaches_launch(void) {
         kd_conv_tune_last(&last, src, sizeof src);                                                 \
     } while (0)
     FWD(x, y);
-    /* 8 wide: 2 blocks of 4 positions x 1 vector of 16 channels, 8 rows, 8 planes */
-    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v16 2x8x8 / 1x1x1"), "default launch: %s", trace);
+    /* the PoCL entry: 8 wide, 1 block of 8 positions x 1 vector of 16 channels, 4 pairs of
+     * rows, 8 planes */
+    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd2_v16_p8 1x4x8 / 1x1x1"), "default launch: %s", trace);
     KD_CHECK(strstr(src, "built-in") != NULL, "source: %s", src);
     kd_conv_geom g = {1, 16, 4, 4, 4, 16, 4, 4, 4, {3, 3, 3}, 1, 1, 1, 0, 1};
     char key[192];
@@ -450,16 +463,16 @@ static int entry_reaches_launch(void) {
     KD_CHECK_OK(kd_conv_tune_file_write(path, e, 2));
     use_table(path);
     FWD(x, y);
-    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v8 4x8x8 / 2x4x1"), "pass entry launch: %s", trace);
+    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v8_p4m1 4x8x8 / 2x4x1"), "pass entry launch: %s", trace);
     KD_CHECK(strstr(src, "user file, device name") && last.vmax == 8, "source: %s", src);
     FWD(x2, y2);
-    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v1 16x4x4"), "shape entry launch: %s", trace);
+    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v1_p4m1 16x4x4"), "shape entry launch: %s", trace);
     KD_CHECK(strstr(src, "shape conv|fwd|") && last.vmax == 1, "source: %s", src);
     kd_conv_tune f = tp(1, 1, 2, 16, 256, 64, 1);
     kd_conv_tune_force(&f);
     FWD(x2, y2);
     kd_conv_tune_force(NULL);
-    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v16 1x4x4 / 1x2x1") && !strcmp(src, "forced"),
+    KD_CHECK(!strcmp(trace, "kd_conv3d_fwd_v16_p4m1 1x4x4 / 1x2x1") && !strcmp(src, "forced"),
              "forced launch: %s (%s)", trace, src);
 #undef FWD
     kd_conv_force(KD_CONV_AUTO);
@@ -547,8 +560,70 @@ static int tune_e2e(void) {
     return 0;
 }
 
+/* kd_device_peak on small buffers: every figure positive and finite, the peak the better of
+ * the two widths, the per-CPU-second figure exactly on CPU devices; NULLs refused. And
+ * `kdseg bench peak --json` writes the same kind of figures. Catches a peak kernel that
+ * does no work (infinite or zero rates), a width that is never measured, a broken CLI. */
+static int device_peak(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_peak p;
+    KD_CHECK_OK(kd_device_peak(dev, (size_t)1 << 20, &p));
+    const double f[] = {p.gflops, p.gflops_v1, p.gflops_v16, p.read_gbs, p.copy_gbs, p.seconds};
+    for (int i = 0; i < 6; i++)
+        KD_CHECK(f[i] > 0 && f[i] < 1e8, "figure %d out of range: %g", i, f[i]);
+    KD_CHECK(p.gflops == (p.gflops_v1 > p.gflops_v16 ? p.gflops_v1 : p.gflops_v16),
+             "peak %g is not the better of %g and %g", p.gflops, p.gflops_v1, p.gflops_v16);
+    KD_CHECK(kd_device_is_cpu(dev) ? p.cpu_gflops > 0 : p.cpu_gflops == 0,
+             "per-CPU-second figure %g on a %s device", p.cpu_gflops,
+             kd_device_is_cpu(dev) ? "CPU" : "non-CPU");
+    KD_CHECK(kd_device_peak(NULL, 0, &p) == KD_ERR_INVALID_ARG, "NULL device accepted");
+    kd_clear_error();
+    const char *small = getenv("KDSEG_TEST_SMALL");
+    if (small && *small && strcmp(small, "0")) return 0; /* the CLI's 256 MiB: too slow under
+                                                          * Oclgrind */
+    const char *js = tmp("peak.json");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "bench peak --json %s", js);
+    KD_CHECK(kd_test_kdseg(cmd) == 0, "kdseg bench peak failed");
+    FILE *jf = fopen(js, "r");
+    KD_CHECK(jf != NULL, "no JSON written");
+    char buf[1024] = "";
+    size_t nr = fread(buf, 1, sizeof buf - 1, jf);
+    fclose(jf);
+    buf[nr] = 0;
+    const char *g = strstr(buf, "\"gflops\": ");
+    KD_CHECK(g && strtod(g + 10, NULL) > 0, "JSON without a positive gflops: %s", buf);
+    KD_CHECK(kd_test_kdseg("bench peak --bogus") == 2, "unknown option accepted");
+    return 0;
+}
+
+/* kd_model_conv_flops of the paper's student (widths 16..128, enc 1,2,2,4, dec 1,1,1) at
+ * 128^3: the forward as counted by hand, 296084307968 FLOP (2 x the multiply-adds of the
+ * input conv, 2 convs per residual block, the 2x2x2 down convs, the decoder's two 1x1
+ * convs per level, the output conv), and training exactly three forwards minus the input
+ * conv's input gradient (the image needs none). Catches a conv counted twice or missed,
+ * the training factor, the input gradient of the first conv. */
+static int model_flops(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=16,32,64,128", 1, &m));
+    kd_shape s = kd_shape5(1, 4, 128, 128, 128);
+    double inf = 0, tr = 0;
+    KD_CHECK_OK(kd_model_conv_flops(m, s, 0, &inf));
+    KD_CHECK_OK(kd_model_conv_flops(m, s, 1, &tr));
+    kd_model_free(m);
+    double first = 2.0 * 128 * 128 * 128 * 27 * 4 * 16;
+    printf("student at 128^3: forward %.2f GFLOP, training %.2f GFLOP\n", inf * 1e-9, tr * 1e-9);
+    KD_CHECK(fabs(inf - 296084307968.0) < 1.0, "forward %.12g FLOP", inf);
+    KD_CHECK(fabs(tr - (3 * inf - first)) < 1e-9 * tr, "training %.6g vs 3 x %.6g - %.6g", tr,
+             inf, first);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
+        {"device_peak", device_peak},
+        {"model_flops", model_flops},
         {"lookup_order", lookup_order},
         {"file_roundtrip", file_roundtrip},
         {"corrupt_table", corrupt_table},

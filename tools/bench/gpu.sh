@@ -66,7 +66,7 @@ case "${2:-}" in
 *) echo "usage: gpu.sh [--prepare | --cpu-check [--quick]]"; exit 2 ;;
 esac
 FAILED=0
-MODEL=() # --model SPEC for bench train and infer; empty: the paper's student
+MODEL=() # --arch SPEC for bench train and infer; empty: the paper's student
 TTA=()   # bench infer: both 1 and 4 flips unless --quick
 
 OUT=${OUT:-/tmp/gpu-out}
@@ -136,11 +136,11 @@ else
     GOLD=tests/golden/resunet-w8-16-24-32-b2-16x24x32.kdgold
     export KDSEG_CONV=direct # skip the conv chooser's one-time timings
     if [ $QUICK = 1 ]; then
-        MODEL=(--model "resunet:widths=8,8,16,16:enc=1,1,1,1")
+        MODEL=(--arch "resunet:widths=8,8,16,16:enc=1,1,1,1")
         TRAIN_PATCHES="16"
         VOL=24,24,24
         TILE=16
-        TTA=(--tta 1) # the flips' path is the same; PyTorch's CPU side is the slow part
+        TTA=(--tta none) # the flips' path is the same; PyTorch's CPU side is the slow part
     fi
 fi
 [ -f "$GOLD" ] || GOLD=tests/golden/resunet-w8-16-24-32-b2-16x24x32.kdgold
@@ -174,13 +174,13 @@ for p in $TRAIN_PATCHES; do
     run 90 "bench train ${p}^3" "$K" bench train "${MODEL[@]}" --patch "$p" --reps $REPS $T --json "$OUT/train$p.json"
 done
 run 90 "bench infer whole volume" \
-    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --volume $VOL --reps $REPS $T --json "$OUT/infer.json"
+    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --size $VOL --reps $REPS $T --json "$OUT/infer.json"
 run 60 "bench infer whole volume, batch 4" \
-    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --volume $VOL --reps $REPS --batch 4 --json "$OUT/infer_b4.json"
+    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --size $VOL --reps $REPS --batch 4 --json "$OUT/infer_b4.json"
 run 90 "bench infer windows ${TILE}^3" \
-    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --volume $VOL --tile $TILE --reps $REPS $T --json "$OUT/infer_tile.json"
+    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --size $VOL --tile $TILE --reps $REPS $T --json "$OUT/infer_tile.json"
 run 60 "bench infer windows ${TILE}^3, batch 4" \
-    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --volume $VOL --tile $TILE --reps $REPS --batch 4 --json "$OUT/infer_tile_b4.json"
+    "$K" bench infer "${MODEL[@]}" "${TTA[@]}" --size $VOL --tile $TILE --reps $REPS --batch 4 --json "$OUT/infer_tile_b4.json"
 # the demo's folder (data, models, predictions) stays out of $OUT; its tables come back
 DEMO=/tmp/kdseg-gpu-demo
 if [ $QUICK = 1 ]; then

@@ -62,7 +62,7 @@ fold() {
   if [ "${REUSE:-0}" != 1 ] || [ ! -f "$d/model/last.kds" ]; then
     rm -rf "$d/model"
     TIMEFORMAT="%R %U %S"
-    { time run "$K" train --data "$d/train" --modalities "$MODALITIES" --model "$MODEL" --val-cases 0 \
+    { time run "$K" train --dataset "$d/train" --modalities "$MODALITIES" --arch "$MODEL" --val-cases 0 \
       --quiet --out "$d/model" "${opts[@]}" > "$d/train.log" 2>&1; } 2> "$d/train.time" ||
       { echo "loo_real.sh: fold $f: kdseg train failed, see $d/train.log" >&2; tail -3 "$d/train.log" >&2; return 1; }
   fi
@@ -70,13 +70,13 @@ fold() {
   l1=$(load)
   rm -rf "$d/pred"
   # shellcheck disable=SC2086
-  run "$K" segment --model "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
+  run "$K" segment --checkpoint "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
     --out "$d/pred" ${SEGMENT:-} > "$d/segment.log" 2>&1 ||
     { echo "loo_real.sh: fold $f: kdseg segment failed, see $d/segment.log" >&2; return 1; }
   if [ "${PROB:-0}" = 1 ]; then
     rm -rf "$d/prob"
     # shellcheck disable=SC2086
-    run "$K" segment --model "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
+    run "$K" segment --checkpoint "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
       --out "$d/prob" --probabilities ${SEGMENT:-} > "$d/segment-prob.log" 2>&1 ||
       { echo "loo_real.sh: fold $f: kdseg segment --probabilities failed, see $d/segment-prob.log" >&2; return 1; }
   fi
