@@ -38,7 +38,7 @@ static void help(FILE *f) {
 
 static int run(int argc, char **argv) {
     kd_train_args a;
-    kd_train_args_default(&a);
+    if (kd_train_args_init("distill", argc, argv, &a)) return 2;
     kd_distill_opts d;
     kd_distill_opts_default(&d);
     const char *teachers[KD_ENSEMBLE_MAX];

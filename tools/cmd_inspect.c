@@ -6,7 +6,7 @@
 
 static void help(FILE *f) {
     fprintf(f, "usage: kdseg inspect --case PATH [--png [FILE.png]] [--layout L]\n"
-               "                     [--modalities LIST] [--channels LIST] [--annotations DIR]\n\n"
+               "                     [--modalities LIST] [--channels LIST] [--annotations DIR] [--model M.kds]\n\n"
                "PATH is a BraTS case folder (CASE/CASE_t1.nii.gz or CASE/CASE-t1n.nii.gz), an\n"
                "MSD image file (imagesTr/NAME.nii.gz, labels from ../labelsTr) or a channel file\n"
                "of an nnU-Net case (imagesTr/NAME_0000.nii.gz, labels from ../labelsTr). Prints per\n"
@@ -20,7 +20,12 @@ static void help(FILE *f) {
                "  --layout L         auto|brats2018|brats2023|msd|nnunet (default auto)\n"
                "  --channels LIST    nnU-Net without dataset.json: modality of each channel file\n"
                "  --modalities LIST  subset and order, e.g. t1ce,flair\n"
-               "  --annotations DIR  labels for an unlabeled case (DIR/CASE.nii.gz)\n\n"
+               "  --annotations DIR  labels for an unlabeled case (DIR/CASE.nii.gz)\n"
+               "  --model M.kds      compare the case with what the model was trained on (its\n"
+               "                     checkpoint's domain record: kind, layout, modalities,\n"
+               "                     voxel size, brain volume, intensity percentiles) and say\n"
+               "                     whether kdseg segment would warn; the modalities default\n"
+               "                     to the model's\n\n"
                "examples:\n"
                "  kdseg inspect --case cohort/KDPhantom_000 --png\n"
                "  kdseg inspect --case cohort-nnunet/imagesTr/KDPH_001_0000.nii.gz --png case1.png\n");
@@ -97,8 +102,47 @@ static void print_case(const kd_dataset *ds, const kd_case *c, double sec) {
                c->tumour_hi[2]);
 }
 
+/* The model's domain record beside the case's, and the verdict segment would give. */
+static kd_status print_domain(const char *model, const kd_ckpt_meta *m, const kd_dataset *ds, const kd_case *c) {
+    const kd_domain *md = &m->domain;
+    kd_domain cd;
+    kd_status s = kd_case_domain(ds, c, &cd);
+    if (s) return s;
+    printf("domain: %s (recipe %s) against this case\n", model, m->recipe[0] ? m->recipe : "none");
+    if (!md->cases) {
+        printf("  the checkpoint records no training domain (written before domain records)\n");
+        return KD_OK;
+    }
+    printf("  %-22s %-24s %s\n", "", "trained on", "this case");
+    printf("  %-22s %-24s %s\n", "kind", md->kind, cd.kind);
+    printf("  %-22s %-24s %s\n", "layout", md->layout, cd.layout);
+    printf("  %-22s %-24s %s\n", "modalities", md->modalities, cd.modalities);
+    char a[64], b[64];
+    snprintf(a, sizeof a, "%d", md->cases);
+    printf("  %-22s %-24s %s\n", "cases", a, "1");
+    snprintf(a, sizeof a, "%.3gx%.3gx%.3g", md->spacing[0], md->spacing[1], md->spacing[2]);
+    snprintf(b, sizeof b, "%.3gx%.3gx%.3g", cd.spacing[0], cd.spacing[1], cd.spacing[2]);
+    printf("  %-22s %-24s %s\n", "voxel (mm)", a, b);
+    snprintf(a, sizeof a, "%.0f-%.0f", md->brain_ml[0], md->brain_ml[1]);
+    snprintf(b, sizeof b, "%.0f", cd.brain_ml[0]);
+    printf("  %-22s %-24s %s\n", "brain (mL)", a, b);
+    for (int ch = 0; ch < cd.channels && ch < md->channels; ch++) {
+        char k[64];
+        snprintf(k, sizeof k, "%s p1/p50/p99", kd_modality_name(kd_dataset_modality(ds, ch)));
+        snprintf(a, sizeof a, "%.2f / %.2f / %.2f", md->p01[ch], md->p50[ch], md->p99[ch]);
+        snprintf(b, sizeof b, "%.2f / %.2f / %.2f", cd.p01[ch], cd.p50[ch], cd.p99[ch]);
+        printf("  %-22s %-24s %s\n", k, a, b);
+    }
+    char why[768];
+    if (kd_domain_compare(md, &cd, why, sizeof why))
+        printf("  far from the training data: %s (kdseg segment warns)\n", why);
+    else
+        printf("  within what the model was trained on\n");
+    return KD_OK;
+}
+
 static int run(int argc, char **argv) {
-    const char *path = NULL, *png = NULL, *v;
+    const char *path = NULL, *png = NULL, *model = NULL, *v;
     int png_here = 0;
     kd_dataset_opts o;
     memset(&o, 0, sizeof o);
@@ -124,6 +168,9 @@ static int run(int argc, char **argv) {
             o.channels = v;
         } else if (kd_cli_opt(argc, argv, &i, "--annotations", &v)) {
             o.annotations = v;
+        } else if (kd_cli_opt(argc, argv, &i, "--model", &v)) {
+            if (!v) return kd_cli_unknown("inspect", "--model");
+            model = v;
         } else if (argv[i][0] != '-' && !path) {
             kd_cli_note_renamed("inspect", "CASE without --case", "--case CASE");
             path = argv[i];
@@ -135,9 +182,13 @@ static int run(int argc, char **argv) {
         fprintf(stderr, "kdseg inspect: --case PATH (a case folder or file) is required\n");
         return 2;
     }
+    kd_ckpt_meta meta;
+    kd_status s = model ? kd_checkpoint_read_meta(model, &meta) : KD_OK;
+    if (s) return kd_cli_error("inspect", s);
+    if (model && !o.modalities && meta.domain.modalities[0]) o.modalities = meta.domain.modalities;
     kd_dataset *ds = NULL;
     kd_case *c = NULL;
-    kd_status s = kd_dataset_open_case(path, &o, &ds);
+    s = kd_dataset_open_case(path, &o, &ds);
     if (!s) {
         printf("case %s, layout %s, %s\n", kd_dataset_case_name(ds, 0),
                kd_layout_name(kd_dataset_layout(ds)),
@@ -147,6 +198,7 @@ static int run(int argc, char **argv) {
     double t0 = now();
     if (!s) s = kd_case_load(ds, 0, &c);
     if (!s) print_case(ds, c, now() - t0);
+    if (!s && model) s = print_domain(model, &meta, ds, c);
     char here[300];
     if (!s && png_here && !png) {
         snprintf(here, sizeof here, "%s.png", kd_dataset_case_name(ds, 0));

@@ -23,7 +23,7 @@ static void help(FILE *f) {
 
 static int run(int argc, char **argv) {
     kd_train_args a;
-    kd_train_args_default(&a);
+    if (kd_train_args_init("train", argc, argv, &a)) return 2;
     for (int i = 1; i < argc; i++) {
         int r = kd_train_args_parse_one("train", argc, argv, &i, &a);
         if (r == 0) return kd_cli_unknown("train", argv[i]);

@@ -42,8 +42,16 @@ static int ensemble_opt(const char *cmd, int argc, char **argv, int *i, kd_ensem
         e->post.threshold = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--et-min", &v)) {
         r = kd_cli_int(cmd, "--et-min", v, -1, 1000000000, &e->post.et_min_voxels);
+        e->post_given |= KD_POST_GIVEN_ET_MIN;
     } else if (kd_cli_opt(argc, argv, i, "--min-component", &v)) {
         r = kd_cli_float(cmd, "--min-component", v, 0, 1, &e->post.min_component_fraction);
+        e->post_given |= KD_POST_GIVEN_MIN_COMPONENT;
+    } else if (kd_cli_opt(argc, argv, i, "--largest-component", &v)) {
+        r = kd_cli_int(cmd, "--largest-component", v, 0, 1, &e->post.largest_only);
+        e->post_given |= KD_POST_GIVEN_LARGEST;
+    } else if (kd_cli_opt(argc, argv, i, "--brain-mask", &v)) {
+        r = kd_cli_int(cmd, "--brain-mask", v, 0, 1, &e->brain_mask);
+        e->post_given |= KD_POST_GIVEN_BRAIN_MASK;
     } else if (kd_cli_flag(argv, *i, "--png")) {
         e->png = 1;
     } else {

@@ -4,15 +4,31 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kdseg/recipe.h"
 
 void kd_train_args_default(kd_train_args *a) {
     memset(a, 0, sizeof *a);
     kd_train_opts_default(&a->o);
+    kd_train_opts_recipe(&a->o, kd_recipe_default()->name); /* a built-in recipe: cannot fail */
     a->o.progress = kd_cli_quiet ? NULL : kd_cli_progress; /* -q, --quiet (kdseg.c) */
     a->o.stop = &kd_cli_stop;
     a->o.dist = kd_cli_dist; /* the job's ranks share the batch */
     a->synthetic = 0;
     a->cases = 8;
+}
+
+int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a) {
+    kd_train_args_default(a);
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (!kd_cli_opt(argc, argv, &i, "--recipe", &v)) continue;
+        kd_status s = v ? kd_train_opts_recipe(&a->o, v) : kd_fail(KD_ERR_INVALID_ARG, "a name is missing");
+        if (s) {
+            fprintf(stderr, "kdseg %s: --recipe: %s\n", cmd, kd_last_error());
+            return 2;
+        }
+    }
+    return 0;
 }
 
 void kd_train_args_finish(kd_train_args *a) {
@@ -49,20 +65,27 @@ void kd_train_args_help(FILE *f) {
             "  --modalities LIST     e.g. t1ce,flair (default t1,t1ce,t2,flair)\n"
             "  --synthetic           generate a phantom cohort into OUT/phantom and train on it\n"
             "  --cases N             phantom cases (default 8)     --size N|D,H,W (default 64)\n"
-            "  --val-cases N         labeled cases held out for validation (default 1)\n"
+            "  --val-cases N         labeled cases held out for validation (recipe)\n"
+            "recipe (the defaults marked 'recipe', listed below):\n"
+            "  --recipe NAME         real (default: real scans) or phantom (the demo's)\n"
             "model and optimisation:\n"
             "  --arch SPEC           architecture spec (default resunet; see kdseg models;\n"
             "                        --model is the old spelling)\n"
-            "  --patch P|D,H,W       patch size (default 64)      --batch B (default 1)\n"
-            "  --steps N             total steps (default 200)    --lr X (default 1e-4)\n"
-            "  --optim adam|sgd      AMSGrad Adam (default) or Nesterov SGD   --wd X (1e-6)\n"
-            "  --schedule S          step|poly|cosine|const (default step: x0.5 every\n"
-            "                        --step-every N steps, default 16000)   --warmup N\n"
-            "  --loss paper|bce|mse  (default paper: Dice + weighted BCE)\n"
-            "  --aug default|none    augmentation (default)     --fg-fraction X (0)\n"
-            "  --margin N            patch centres in the tumour box + N voxels (default 50)\n"
+            "  --patch P|D,H,W       patch size (recipe)          --batch B (recipe)\n"
+            "  --steps N             total steps (recipe)         --lr X (recipe)\n"
+            "  --optim adam|sgd      AMSGrad Adam or Nesterov SGD (recipe)   --wd X (recipe)\n"
+            "  --schedule S          step|poly|cosine|const (recipe; step: x0.5 every\n"
+            "                        --step-every N steps)        --warmup N (recipe)\n"
+            "  --loss L              paper (Dice + BCE, background x0.01), dicebce (Dice + BCE),\n"
+            "                        bce, mse (recipe)\n"
+            "  --aug SPEC            augmentation: real|phantom|none[:key=value...], e.g.\n"
+            "                        real:elastic=0.2 (recipe)\n"
+            "  --fg-fraction X       share of patches centred on a tumour voxel (recipe)\n"
+            "  --random-fraction X   share centred anywhere in the brain's box (recipe)\n"
+            "  --class-balance 0|1   tumour centres: region first (edema, core, enhancing)\n"
+            "  --margin N            other centres in the tumour box + N voxels (recipe)\n"
             "  --seed S              every random choice (default 1)\n"
-            "  --val-every N         validate every N steps (default 50)\n"
+            "  --val-every N         validate every N steps (recipe)\n"
             "  --ckpt-every N        save last.kds every N steps (default 50)\n"
             "  --resume              continue from OUT/last.kds exactly (its model; its data\n"
             "                        unless given: another model or data is refused)\n"
@@ -70,7 +93,18 @@ void kd_train_args_help(FILE *f) {
             "                        last.kds, best.kds, train.csv, train.png as *.bak (without\n"
             "                        --resume or --overwrite such a folder is refused)\n"
             "  --threads N           background loader threads (default 1; 0: none)\n"
-            "  -q, --quiet           no progress output\n");
+            "  -q, --quiet           no progress output\n\n");
+    for (int i = 0; i < kd_recipe_count(); i++) {
+        const kd_recipe *r = kd_recipe_at(i);
+        fprintf(f,
+                "recipe %s%s: %s\n  --patch %d,%d,%d --batch %d --steps %ld --lr %g --wd %g --optim %s "
+                "--schedule %s --warmup %ld --step-every %ld --loss %s --aug %s --fg-fraction %.3g "
+                "--random-fraction %.3g --class-balance %d --margin %d --val-cases %d --val-every %d\n",
+                r->name, r == kd_recipe_default() ? " (default)" : "", r->about, r->patch[0],
+                r->patch[1], r->patch[2], r->batch, r->steps, r->lr, r->wd, r->optim, r->schedule,
+                r->warmup, r->step_every, r->loss, r->aug, (double)r->fg_fraction,
+                (double)r->random_fraction, r->class_balance, r->margin, r->val_cases, r->val_every);
+    }
 }
 
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a) {
@@ -79,8 +113,10 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     int r = 0, n = 0;
     double x = 0;
     kd_status s = KD_OK;
-    if (kd_cli_opt(argc, argv, i, "--dataset", &v) ||
-        kd_cli_old_opt(cmd, argc, argv, i, "--data", "--dataset", &v)) {
+    if (kd_cli_opt(argc, argv, i, "--recipe", &v)) {
+        return 1; /* applied by kd_train_args_init, before the other options */
+    } else if (kd_cli_opt(argc, argv, i, "--dataset", &v) ||
+               kd_cli_old_opt(cmd, argc, argv, i, "--data", "--dataset", &v)) {
         if (!v) return kd_cli_unknown(cmd, "--dataset");
         o->data = v;
     } else if (kd_cli_opt(argc, argv, i, "--out", &v)) {
@@ -112,9 +148,8 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
         a->given_loss = 1;
         s = kd_loss_parse(v ? v : "", &o->loss);
     } else if (kd_cli_opt(argc, argv, i, "--aug", &v)) {
-        if (v && !strcmp(v, "none")) kd_augment_opts_none(&o->sampler.aug);
-        else if (v && !strcmp(v, "default")) kd_augment_opts_default(&o->sampler.aug);
-        else s = kd_fail(KD_ERR_INVALID_ARG, "--aug must be default or none, got '%s'", v ? v : "");
+        s = kd_augment_opts_parse(v ? v : "", &o->sampler.aug);
+        if (s) s = kd_fail_context(s, "--aug");
     } else if (kd_cli_opt(argc, argv, i, "--cases", &v)) {
         r = kd_cli_int(cmd, "--cases", v, 2, 10000, &a->cases);
     } else if (kd_cli_opt(argc, argv, i, "--val-cases", &v)) {
@@ -152,6 +187,11 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else if (kd_cli_opt(argc, argv, i, "--fg-fraction", &v)) {
         r = kd_cli_float(cmd, "--fg-fraction", v, 0, 1, &x);
         o->sampler.fg_fraction = (float)x;
+    } else if (kd_cli_opt(argc, argv, i, "--random-fraction", &v)) {
+        r = kd_cli_float(cmd, "--random-fraction", v, 0, 1, &x);
+        o->sampler.random_fraction = (float)x;
+    } else if (kd_cli_opt(argc, argv, i, "--class-balance", &v)) {
+        r = kd_cli_int(cmd, "--class-balance", v, 0, 1, &o->sampler.class_balance);
     } else if (kd_cli_opt(argc, argv, i, "--size", &v)) {
         r = kd_cli_dims3(cmd, "--size", v, 16, 512, o->synthetic_size);
     } else if (kd_cli_opt(argc, argv, i, "--patch", &v)) {

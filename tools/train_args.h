@@ -15,6 +15,9 @@ typedef struct kd_train_args {
 
 /* The command's defaults (kd_train_opts_default), progress to stdout, the SIGINT flag. */
 void kd_train_args_default(kd_train_args *a);
+/* The defaults with the recipe named by a --recipe anywhere in argv (the other options
+ * then override it, in any order). 0, or 2 after printing the error. */
+int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a);
 /* Parses argv[*i] if it is a training option: 1 handled, 0 not a training option,
  * 2 a bad value (message printed). */
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a);

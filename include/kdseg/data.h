@@ -56,6 +56,7 @@ typedef struct kd_nifti_info {
                             else diag(pixdim) */
     char orient[4];      /* axis codes of i, j, k as nibabel writes them ("LPS", "RAS") */
     int64_t file_bytes;  /* size on disk */
+    char descrip[80];    /* the header's description ("kdseg": an image of kdseg phantom) */
 } kd_nifti_info;
 
 /* One volume read from (or to be written to) a NIfTI file. */
@@ -313,6 +314,10 @@ void kd_case_crop(const kd_case *c, const float *src, int n, float *dst);
  * inside the crop box. */
 void kd_case_uncrop(const kd_case *c, const float *src, int n, float outside, float *dst);
 
+/* The brain on the case's original grid (D, H, W) = c->orig: 1 where any modality is
+ * nonzero (skull-stripped scans are exactly 0 outside the brain), else 0. */
+void kd_case_brain_mask(const kd_case *c, uint8_t *mask);
+
 /* Writes a uint8 label map (D, H, W) on the case's original grid and geometry. */
 kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t *labels);
 /* Writes region probabilities (3, D, H, W) on the original grid as a 4-D map whose
@@ -324,14 +329,30 @@ kd_status kd_case_write_probs(const kd_case *c, const char *path, const float *p
 
 /* ------------------------------------------------- Sampling, augmenting -- */
 
+/* Augmentation of training patches. Steps added after the demo's set (elastic, inverted
+ * gamma, blur, contrast, low resolution) draw no random numbers when their probability is
+ * 0, so the demo's streams are the same with or without them. */
 typedef struct kd_augment_opts {
     float p_flip;                      /* per axis */
     float p_transpose;                 /* swap the in-plane axes H and W */
-    float p_scale, scale_lo, scale_hi; /* one factor per axis */
+    float p_scale, scale_lo, scale_hi; /* zoom factor(s) in [lo, hi] */
+    int scale_isotropic;               /* one factor for all axes (nnU-Net); 0: one per axis */
     float p_rotate, rotate_deg;        /* about each axis, uniform in +-rotate_deg */
+    /* elastic deformation: displacements normal(0, elastic_sigma) voxels per axis at control
+     * points every elastic_grid patch voxels, trilinear in between */
+    float p_elastic, elastic_grid, elastic_sigma;
     float p_intensity, int_scale_lo, int_scale_hi, int_shift_lo, int_shift_hi; /* per channel */
     float p_noise, noise_sigma;        /* sigma uniform in [0, noise_sigma], per sample */
     float p_gamma, gamma_lo, gamma_hi; /* per channel, on the patch's brain range */
+    int gamma_retain_stats;            /* gamma keeps each channel's brain mean and std */
+    float p_gamma_inv;                 /* gamma of the inverted channel (1 - x), per sample */
+    float p_blur, blur_lo, blur_hi;    /* Gaussian blur, sigma in [lo, hi] voxels; per sample,
+                                          then each channel with probability 0.5 */
+    float p_contrast, contrast_lo, contrast_hi; /* per channel: (x - mean) * f + mean, kept in
+                                                   the channel's range */
+    float p_lowres, lowres_lo, lowres_hi; /* low resolution: nearest down to zoom in [lo, hi],
+                                             trilinear back up; per sample, then each channel
+                                             with probability 0.5 */
 } kd_augment_opts;
 
 /* Defaults: flips 0.5, transpose 0.5, scale 0.5 in [0.7, 1.3], rotate 0.2 +-10 deg,
@@ -339,12 +360,29 @@ typedef struct kd_augment_opts {
 void kd_augment_opts_default(kd_augment_opts *o);
 /* Every probability zero: patches are plain crops. */
 void kd_augment_opts_none(kd_augment_opts *o);
+/* Named sets and edits: "NAME[:key=value...]" with NAME one of
+ *   real     what real-MRI segmenters use (nnU-Net's set, elastic off): flips 0.5 per axis,
+ *            rotation 0.2 +-30 deg, isotropic scale 0.2 in [0.7, 1.4], noise 0.1 (0.1),
+ *            blur 0.2 sigma [0.5, 1], brightness 0.15 x[0.75, 1.25], contrast 0.15
+ *            [0.75, 1.25], low resolution 0.25 zoom [0.5, 1], gamma 0.3 [0.7, 1.5] and
+ *            inverted gamma 0.1, both keeping the channel's statistics;
+ *   phantom  kd_augment_opts_default (the demo's);
+ *   none     no augmentation;
+ * and keys the field names without "p_" for probabilities (flip, transpose, scale, rotate,
+ * elastic, intensity, noise, gamma, gamma_inv, blur, contrast, lowres) and the ranges by
+ * their field names (scale_lo, rotate_deg, elastic_sigma, blur_hi, ...), e.g.
+ * "real:elastic=0.2:lowres=0". Unknown names, keys or values out of range are
+ * KD_ERR_INVALID_ARG naming them. */
+kd_status kd_augment_opts_parse(const char *spec, kd_augment_opts *o);
 
 typedef struct kd_sampler_opts {
     int batch;             /* B */
     int patch[3];          /* P (D, H, W) */
     int margin;            /* tumour bbox margin for the centre, voxels (paper: 50) */
     float fg_fraction;     /* share of patches centred on a random tumour voxel */
+    int class_balance;     /* those centres: first a region chosen uniformly among the ones
+                              the case has (edema, non-enhancing core, enhancing tumour),
+                              then one of its voxels (0: any tumour voxel) */
     float random_fraction; /* share of patches centred anywhere in the volume */
     kd_augment_opts aug;
     uint64_t seed;

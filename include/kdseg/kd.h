@@ -134,10 +134,19 @@ typedef struct kd_train_opts {
                                   global batch is ranks x batch); rank 0 generates the
                                   phantom cohort and writes OUT; OUT and the data must be
                                   on a file system every rank sees */
+    const char *recipe;        /* the recipe these options came from (kd_train_opts_recipe),
+                                  recorded in the checkpoints: segmentation then applies its
+                                  post-processing (NULL: none) */
 } kd_train_opts;
 
-/* The defaults above (the kdseg train command's). */
+/* The defaults above: no recipe, the settings the synthetic demo was developed with.
+ * The kdseg train and distill commands start from the default recipe ("real", for real
+ * scans) instead: kd_train_opts_recipe(o, "real"). */
 void kd_train_opts_default(kd_train_opts *o);
+/* The training settings of the recipe called name (kdseg/recipe.h: "real", "phantom")
+ * into o, and o->recipe; other fields are kept. KD_ERR_INVALID_ARG naming the known
+ * recipes for an unknown name. */
+kd_status kd_train_opts_recipe(kd_train_opts *o, const char *name);
 
 typedef struct kd_session kd_session;
 
@@ -203,6 +212,12 @@ typedef struct kd_ensemble_opts {
                                    (2023 for a BraTS 2023 dataset, else 2019) or, on an
                                    nnU-Net dataset, its own values (dataset.json); annotate
                                    the dataset's own values (kd_dataset_label_table) */
+    int brain_mask;             /* 1: no tumour where every modality is 0 (outside the
+                                   brain) (0) */
+    unsigned post_given;        /* KD_POST_GIVEN_* bits: which of brain_mask and post's
+                                   largest_only, min_component_fraction, et_min_voxels the
+                                   caller chose; the others follow the first model's recipe
+                                   when its checkpoint records one (0: all from the recipe) */
     int png;                    /* also OUT/CASE.png, an overlay montage */
     kd_progress_fn progress;    /* a line per case */
     void *progress_ctx;
@@ -214,6 +229,11 @@ typedef struct kd_ensemble_opts {
                                    the agreement rows into agreement.csv, in case order, at
                                    the end; reports count every rank's cases */
 } kd_ensemble_opts;
+
+#define KD_POST_GIVEN_BRAIN_MASK 1u
+#define KD_POST_GIVEN_LARGEST 2u
+#define KD_POST_GIVEN_MIN_COMPONENT 4u
+#define KD_POST_GIVEN_ET_MIN 8u
 
 /* No models; automatic layout, inference and post-processing defaults, labels AUTO. */
 void kd_ensemble_opts_default(kd_ensemble_opts *o);

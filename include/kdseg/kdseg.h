@@ -19,5 +19,7 @@
 #include "kdseg/tune.h"
 #include "kdseg/dist.h"
 #include "kdseg/kd.h"
+#include "kdseg/recipe.h"
+#include "kdseg/domain.h"
 
 #endif

@@ -52,16 +52,19 @@ typedef struct kd_postproc_options {
     double min_component_fraction; /* 26-connected tumour components with fewer voxels than
                                       this fraction of all tumour voxels are removed; 0: off
                                       (0.1) */
+    int largest_only;           /* keep only the largest 26-connected tumour component (0) */
+    const uint8_t *brain_mask;  /* (D, H, W), borrowed: voxels where it is 0 (outside the
+                                   brain) are never tumour; NULL: no mask (NULL) */
 } kd_postproc_options;
 
 /* Threshold 0.5, 2019 labels, ET of at most 32 voxels to core, components under 10%. */
 void kd_postproc_options_default(kd_postproc_options *o);
 
 /* Region probabilities -> label map, the paper's rules in this order:
- *  1. threshold each region (p > threshold);
+ *  1. threshold each region (p > threshold), outside brain_mask nothing;
  *  2. labels: WT -> 2, then TC -> 1, then ET -> 4 (2019) or 3 (2023), later rules win;
  *  3. remove 26-connected components of the tumour (label > 0) smaller than
- *     min_component_fraction of all tumour voxels;
+ *     min_component_fraction of all tumour voxels (largest_only: all but the largest);
  *  4. if at most et_min_voxels ET voxels remain, relabel them as core (1);
  *  5. MSD: the 2019 labels of steps 2-4 as MSD's (1 edema, 2 non-enhancing, 3 enhancing).
  * prob: (3, D, H, W) or (D, H, W, 3) by layout, regions WT, TC, ET; labels: (D, H, W).
@@ -74,6 +77,10 @@ kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, in
  * NULL) gets the number of voxels zeroed. */
 kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
                                             size_t *removed);
+
+/* Step 3 with largest_only, in place: zeroes every 26-connected component of label > 0
+ * but the largest (the first in scan order among equals). *removed as above. */
+kd_status kd_labels_keep_largest_component(uint8_t *labels, int d, int h, int w, size_t *removed);
 
 /* Step 4 alone: if 0 < count(label == et_label) <= max_voxels, set those voxels to 1.
  * Returns the number relabelled in *relabelled (may be NULL). */

@@ -15,7 +15,9 @@ extern "C" {
 typedef enum kd_loss_kind {
     KD_LOSS_PAPER = 0, /* (soft Dice with p^2 + BCE with background weight 0.01) / 2 */
     KD_LOSS_BCE,       /* distillation: BCE against soft targets (both terms weight 1) */
-    KD_LOSS_MSE        /* distillation: mean squared error against soft targets */
+    KD_LOSS_MSE,       /* distillation: mean squared error against soft targets */
+    KD_LOSS_DICE_BCE   /* (soft Dice + BCE with both terms weight 1) / 2: background voxels
+                          weigh as much as tumour in the BCE (nnU-Net's Dice + CE) */
 } kd_loss_kind;
 
 const char *kd_loss_name(kd_loss_kind k); /* "paper", "bce", "mse" (static) */
@@ -139,6 +141,24 @@ kd_status kd_selftest_golden(kd_device *dev, const char *path, kd_selftest_repor
  * everything. Written to a temporary file, flushed and renamed. */
 #define KD_CHECKPOINT_VERSION 1
 
+/* What data a model was trained on: its checkpoints' domain record, filled from the
+ * training cases by kd_dataset_domain and compared with a case by kd_domain_compare
+ * (kdseg/domain.h). A plain record of values, so checkpoints (this layer) can keep it. */
+#define KD_DOMAIN_CHANNELS 4
+typedef struct kd_domain {
+    char kind[16];       /* "real"; "phantom": images written by kdseg phantom (their header's
+                            description); "mixed"; "": no record */
+    char layout[16];     /* the data's layout name ("brats2018", ...) */
+    char modalities[64]; /* channel order, e.g. "t1ce,flair" */
+    int cases;           /* training cases (0: no record) */
+    int channels;        /* C */
+    double spacing[3];   /* voxel size x, y, z in mm, mean over the cases */
+    double brain_ml[2];  /* smallest and largest brain volume (mL; any modality nonzero) */
+    /* per channel: 1st, 50th, 99th percentile of the normalised intensities inside the
+     * brain (z-scores), mean over the cases */
+    double p01[KD_DOMAIN_CHANNELS], p50[KD_DOMAIN_CHANNELS], p99[KD_DOMAIN_CHANNELS];
+} kd_domain;
+
 /* What a checkpoint says about itself. Read and written only by checkpoint.c, as the
  * metadata block's key=value lines (one table there maps keys to these fields; keys a
  * reader does not know are ignored, fields a file lacks keep kd_ckpt_meta_init's values,
@@ -158,6 +178,9 @@ typedef struct kd_ckpt_meta {
     char data[1024];      /* the training data folder ("") */
     char loss[16];        /* loss on labeled batches: "paper", "bce", "mse" ("") */
     char optim[16];       /* "adam", "sgd" ("") */
+    char recipe[16];      /* the training recipe (kdseg/recipe.h), whose post-processing
+                             segmentation applies ("": none) */
+    kd_domain domain;     /* the data it was trained on (kdseg/domain.h; cases 0: unknown) */
 } kd_ckpt_meta;
 
 /* Every field unknown: zeros, "" and best_dice -1. */

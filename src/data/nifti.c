@@ -252,6 +252,7 @@ static void fill_info(kd_volume *v, nifti_image *nim, int version) {
     in->orient[1] = orient_char(jc);
     in->orient[2] = orient_char(kc);
     in->orient[3] = 0;
+    snprintf(in->descrip, sizeof in->descrip, "%.79s", nim->descrip);
     v->nx = (int)nim->nx;
     v->ny = (int)nim->ny;
     v->nz = (int)nim->nz;

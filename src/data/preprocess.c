@@ -320,6 +320,22 @@ void kd_case_uncrop(const kd_case *c, const float *src, int n, float outside, fl
             }
 }
 
+void kd_case_brain_mask(const kd_case *c, uint8_t *mask) {
+    const int H = c->orig[1], W = c->orig[2];
+    const size_t pn = (size_t)c->d * c->h * c->w;
+    memset(mask, 0, (size_t)c->orig[0] * H * W);
+    for (int z = c->crop_lo[0]; z < c->crop_hi[0]; z++)
+        for (int y = c->crop_lo[1]; y < c->crop_hi[1]; y++)
+            for (int x = c->crop_lo[2]; x < c->crop_hi[2]; x++) {
+                size_t p = ((size_t)(z - c->crop_lo[0] + c->pad_lo[0]) * c->h +
+                            (y - c->crop_lo[1] + c->pad_lo[1])) * c->w +
+                           (x - c->crop_lo[2] + c->pad_lo[2]);
+                uint8_t m = 0;
+                for (int ch = 0; ch < c->channels && !m; ch++) m = c->image[ch * pn + p] != 0;
+                mask[((size_t)z * H + y) * W + x] = m;
+            }
+}
+
 kd_status kd_case_write_labels(const kd_case *c, const char *path, const uint8_t *labels) {
     if (!c || !c->geom || !labels) return kd_fail(KD_ERR_INVALID_ARG, "%s: no case", path);
     return kd_nifti_write(path, c->geom, 1, KD_DT_UINT8, labels, NULL);

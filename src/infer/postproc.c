@@ -57,7 +57,10 @@ void kd_postproc_options_default(kd_postproc_options *o) {
     o->labels = KD_LABELS_2019;
     o->et_min_voxels = 32;
     o->min_component_fraction = 0.1;
+    o->largest_only = 0;
+    o->brain_mask = NULL;
 }
+
 
 kd_status kd_labels_drop_small_et(uint8_t *labels, size_t n, uint8_t et_label, int max_voxels,
                                   size_t *relabelled) {
@@ -119,8 +122,10 @@ static kd_status components26(const uint8_t *labels, int d, int h, int w, uint32
     return KD_OK;
 }
 
-kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
-                                            size_t *removed) {
+/* Zeroes the 26-connected tumour components smaller than fraction * (all tumour voxels),
+ * or with `largest`, every component but the largest. */
+static kd_status drop_components(uint8_t *labels, int d, int h, int w, double fraction, int largest,
+                                 size_t *removed) {
     if (removed) *removed = 0;
     if (d <= 0 || h <= 0 || w <= 0)
         return kd_fail(KD_ERR_INVALID_ARG, "component removal: grid (%d, %d, %d) must be positive",
@@ -128,7 +133,7 @@ kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w
     if (!(fraction >= 0 && fraction <= 1))
         return kd_fail(KD_ERR_INVALID_ARG, "component removal: fraction %g not in [0, 1]",
                        fraction);
-    if (fraction == 0) return KD_OK;
+    if (fraction == 0 && !largest) return KD_OK;
     size_t n = (size_t)d * h * w;
     if (n >= UINT32_MAX)
         return kd_fail(KD_ERR_INVALID_ARG, "component removal: grid (%d, %d, %d) too large", d, h,
@@ -141,13 +146,16 @@ kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w
     if (!s) s = components26(labels, d, h, w, comp, queue, &sizes, &k);
     if (!s) {
         size_t total = 0, count = 0;
-        for (uint32_t c = 1; c <= k; c++)
+        uint32_t best = 0;
+        for (uint32_t c = 1; c <= k; c++) {
             total += sizes[c];
+            if (!best || sizes[c] > sizes[best]) best = c;
+        }
         /* size < fraction * total, with a relative margin so that a component of exactly
          * 10% of the tumour is kept although 0.1 is not exact in binary */
         double limit = fraction * (double)total * (1.0 - 1e-12);
         for (size_t i = 0; i < n; i++)
-            if (comp[i] && (double)sizes[comp[i]] < limit) {
+            if (comp[i] && (largest ? comp[i] != best : (double)sizes[comp[i]] < limit)) {
                 labels[i] = 0;
                 count++;
             }
@@ -155,6 +163,15 @@ kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w
     }
     free(comp), free(queue), free(sizes);
     return s;
+}
+
+kd_status kd_labels_remove_small_components(uint8_t *labels, int d, int h, int w, double fraction,
+                                            size_t *removed) {
+    return drop_components(labels, d, h, w, fraction, 0, removed);
+}
+
+kd_status kd_labels_keep_largest_component(uint8_t *labels, int d, int h, int w, size_t *removed) {
+    return drop_components(labels, d, h, w, 0, 1, removed);
 }
 
 kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, int h, int w,
@@ -179,10 +196,9 @@ kd_status kd_postproc_labels(const float *prob, kd_prob_layout layout, int d, in
                                p, kd_region_name(r), i);
             if (p > o->threshold) l = r == KD_REGION_ET ? et_label : region_label[r];
         }
-        labels[i] = l;
+        labels[i] = o->brain_mask && !o->brain_mask[i] ? 0 : l;
     }
-    kd_status s =
-        kd_labels_remove_small_components(labels, d, h, w, o->min_component_fraction, NULL);
+    kd_status s = drop_components(labels, d, h, w, o->min_component_fraction, o->largest_only, NULL);
     if (!s) s = kd_labels_drop_small_et(labels, n, et_label, o->et_min_voxels, NULL);
     if (!s && o->labels == KD_LABELS_MSD) {
         uint8_t to[256] = {0};

@@ -70,8 +70,13 @@ kd_status kd_segment_case_labels(kd_model *const *models, int nmodels, const kd_
                                          o, po->threshold, et, l, st);
     if (!s) {
         uncrop_labels(c, l, labels_orig);
-        s = kd_labels_remove_small_components(labels_orig, c->orig[0], c->orig[1], c->orig[2],
-                                              po->min_component_fraction, NULL);
+        size_t no = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
+        for (size_t i = 0; po->brain_mask && i < no; i++)
+            if (!po->brain_mask[i]) labels_orig[i] = 0;
+        s = po->largest_only
+                ? kd_labels_keep_largest_component(labels_orig, c->orig[0], c->orig[1], c->orig[2], NULL)
+                : kd_labels_remove_small_components(labels_orig, c->orig[0], c->orig[1], c->orig[2],
+                                                    po->min_component_fraction, NULL);
     }
     if (!s)
         s = kd_labels_drop_small_et(labels_orig, (size_t)c->orig[0] * c->orig[1] * c->orig[2], et,

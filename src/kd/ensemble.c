@@ -7,7 +7,9 @@
 #include <string.h>
 
 #include "kd_internal.h"
+#include "kdseg/domain.h"
 #include "kdseg/plot.h"
+#include "kdseg/recipe.h"
 
 enum { MODE_SEGMENT, MODE_ANNOTATE };
 
@@ -28,6 +30,8 @@ typedef struct run_state {
     int nmodels;
     kd_infer_opts infer;  /* e->infer, with windows of the training patch by default */
     kd_postproc_options post;
+    int brain_mask;       /* e->brain_mask, or the first model's recipe's */
+    kd_domain domain[KD_ENSEMBLE_MAX]; /* what each model was trained on (cases 0: unknown) */
     int own;              /* labels in the dataset's own values (its label table) */
     kd_outdir *outdirs[1 + KD_ENSEMBLE_MAX]; /* out and each member_out, held */
     FILE *agree;          /* annotate, two or more teachers: agreement.csv */
@@ -64,6 +68,36 @@ static void state_free(run_state *st, int failed) {
 
 static int nmember(const run_opts *r) { return r->member_out ? r->e->nmodels : 0; }
 
+/* The post-processing of the model's recipe (recorded in its checkpoint; none recorded:
+ * the options as given), where the caller did not choose. */
+static void post_from_recipe(const kd_ensemble_opts *e, const kd_ckpt_meta *meta, run_state *st) {
+    if (!meta->recipe[0]) return;
+    const kd_recipe *rc = kd_recipe_find(meta->recipe);
+    if (!rc) {
+        kd_log(KD_LOG_WARN, "%s: recipe '%s' is unknown to this version; post-processing as given",
+               e->models[0], meta->recipe);
+        return;
+    }
+    if (!(e->post_given & KD_POST_GIVEN_BRAIN_MASK)) st->brain_mask = rc->brain_mask;
+    if (!(e->post_given & KD_POST_GIVEN_LARGEST)) st->post.largest_only = rc->largest_only;
+    if (!(e->post_given & KD_POST_GIVEN_MIN_COMPONENT)) st->post.min_component_fraction = rc->min_component;
+    if (!(e->post_given & KD_POST_GIVEN_ET_MIN)) st->post.et_min_voxels = rc->et_min_voxels;
+}
+
+/* One warning line per model when case c is far from what the model was trained on. */
+static kd_status domain_check(const run_state *st, const kd_case *c) {
+    kd_domain cd;
+    kd_status s = kd_case_domain(st->ds, c, &cd);
+    for (int m = 0; m < st->nmodels && !s; m++) {
+        char why[768];
+        const kd_domain *md = &st->domain[m];
+        if (kd_domain_compare(md, &cd, why, sizeof why))
+            kd_log(KD_LOG_WARN, "%s is far from what %s was trained on (%s %s, %d case%s): %s", c->name,
+                   st->r->e->models[m], md->kind, md->modalities, md->cases, md->cases == 1 ? "" : "s", why);
+    }
+    return s;
+}
+
 /* The data, the output folders, the models (and their training patch). */
 static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
     const kd_ensemble_opts *e = r->e;
@@ -92,11 +126,15 @@ static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
         s = kd_outdir_open(i < 0 ? r->out : r->member_out[i], longest, &st->outdirs[i + 1]);
     if (s) return s;
     st->infer = e->infer;
+    st->post = e->post;
+    st->brain_mask = e->brain_mask;
     int patch[3] = {0, 0, 0}, all_have_patch = 1;
     for (int i = 0; i < e->nmodels; i++) {
         kd_ckpt_meta meta;
         if ((s = kd_checkpoint_load(e->models[i], dev, &st->models[i], NULL, NULL, &meta))) return s;
         st->nmodels++;
+        st->domain[i] = meta.domain;
+        if (i == 0) post_from_recipe(e, &meta, st);
         /* the training patch: GroupNorm/InstanceNorm statistics over a whole volume differ
          * from those over the patches the model learnt on (the demo's GroupNorm students
          * lost 0.14 mean Dice to it), so windows of the training patch are the default */
@@ -119,7 +157,6 @@ static kd_status state_open(kd_device *dev, const run_opts *r, run_state *st) {
         kd_log(KD_LOG_INFO, "sliding windows of the training patch %dx%dx%d (whole volume: one pass)",
                patch[0], patch[1], patch[2]);
     }
-    st->post = e->post;
     if (st->post.labels == KD_LABELS_AUTO) {
         kd_layout lay = kd_dataset_layout(st->ds);
         /* the dataset's own values: annotations, which are read back as the dataset's
@@ -215,6 +252,19 @@ static kd_status one_case(run_state *st, int i, kd_annotate_report *rep) {
     kd_case *c = NULL;
     if ((s = kd_case_load(st->ds, i, &c))) return s;
     size_t nv = (size_t)c->orig[0] * c->orig[1] * c->orig[2];
+    uint8_t *mask = NULL;
+    if ((s = domain_check(st, c))) {
+        kd_case_free(c);
+        return s;
+    }
+    if (st->brain_mask) {
+        if (!(mask = malloc(nv))) {
+            kd_case_free(c);
+            return kd_fail(KD_ERR_OUT_OF_MEMORY, "case %s: brain mask", name);
+        }
+        kd_case_brain_mask(c, mask);
+    }
+    st->post.brain_mask = mask;
     /* each model separately: the teachers' agreement marks untrustworthy pseudo-labels;
      * member outputs are each model's own label map */
     int separately = (r->mode == MODE_ANNOTATE || nmember(r)) && st->nmodels > 1;
@@ -249,6 +299,8 @@ static kd_status one_case(run_state *st, int i, kd_annotate_report *rep) {
     if (one != p) free(one);
     free(p);
     free(lab);
+    st->post.brain_mask = NULL;
+    free(mask);
     kd_case_free(c);
     /* (kd_segment_case names the case itself) */
     return s && strncmp(kd_last_error(), "case ", 5) ? kd_fail_context(s, "case %s", name) : s;

@@ -22,7 +22,7 @@
  * kd_augment_opts_default, which real data may tune): flips, transposition, scaling,
  * rotation, intensity, noise and gamma as the phantom runs were measured with. */
 static void phantom_augment(kd_augment_opts *a) {
-    memset(a, 0, sizeof *a);
+    kd_augment_opts_none(a); /* every other augmentation off, its parameters in range */
     a->p_flip = 0.5f;
     a->p_transpose = 0.5f;
     a->p_scale = 0.5f;

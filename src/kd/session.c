@@ -11,6 +11,8 @@
 #include <time.h>
 
 #include "kd_internal.h"
+#include "kdseg/domain.h"
+#include "kdseg/recipe.h"
 
 struct kd_session {
     kd_train_opts o;        /* as given; o.data resolved (OUT/phantom with synthetic cases) */
@@ -247,6 +249,43 @@ static kd_status open_model(kd_session *s) {
     return KD_OK;
 }
 
+/* The domain record of the cases trained on (labeled, not held out, and annotated): at
+ * most 16 of them read for the statistics, spread over the list. */
+static kd_status training_domain(const kd_session *s, kd_domain *d) {
+    int n = s->nlab - s->o.val_cases, k = 0;
+    int *idx = malloc((size_t)(n + s->npseudo + 1) * sizeof *idx);
+    if (!idx) return kd_fail(KD_ERR_OUT_OF_MEMORY, "training domain");
+    for (int i = 0; i < n; i++) idx[k++] = s->lab[i];
+    for (int i = 0; i < s->npseudo; i++) idx[k++] = s->pseudo[i];
+    kd_status st = kd_dataset_domain(s->ds, idx, k, 16, d);
+    free(idx);
+    return st;
+}
+
+kd_status kd_train_opts_recipe(kd_train_opts *o, const char *name) {
+    const kd_recipe *r = kd_recipe_find(name);
+    if (!r) return KD_ERR_INVALID_ARG; /* kd_recipe_find named it */
+    o->recipe = r->name;
+    memcpy(o->sampler.patch, r->patch, sizeof o->sampler.patch);
+    o->sampler.batch = r->batch;
+    o->steps = r->steps;
+    o->optim.lr = (float)r->lr;
+    o->optim.weight_decay = (float)r->wd;
+    o->optim.kind = strcmp(r->optim, "sgd") ? KD_OPT_ADAM : KD_OPT_SGD;
+    kd_status s = kd_schedule_parse(r->schedule, &o->schedule);
+    o->schedule.warmup = r->warmup;
+    o->schedule.step_every = r->step_every;
+    if (!s) s = kd_loss_parse(r->loss, &o->loss);
+    if (!s) s = kd_augment_opts_parse(r->aug, &o->sampler.aug);
+    o->sampler.fg_fraction = r->fg_fraction;
+    o->sampler.random_fraction = r->random_fraction;
+    o->sampler.class_balance = r->class_balance;
+    o->sampler.margin = r->margin;
+    o->val_cases = r->val_cases;
+    o->val_every = r->val_every;
+    return s ? kd_fail_context(s, "recipe %s", name) : KD_OK;
+}
+
 kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **out) {
     *out = NULL;
     if (!o->out) return kd_fail(KD_ERR_INVALID_ARG, "training: no output folder");
@@ -341,6 +380,11 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     snprintf(s->meta.optim, sizeof s->meta.optim, "%s", o->optim.kind == KD_OPT_SGD ? "sgd" : "adam");
     memcpy(s->meta.patch, so.patch, sizeof s->meta.patch);
     s->meta.batch = so.batch;
+    snprintf(s->meta.recipe, sizeof s->meta.recipe, "%s", o->recipe ? o->recipe : "");
+    if ((st = training_domain(s, &s->meta.domain))) {
+        kd_session_free(s);
+        return st;
+    }
     tc->meta = &s->meta;
     *out = s;
     return KD_OK;

@@ -18,13 +18,13 @@
 
 /* ---- metadata: the one place that knows its keys ------------------------------------ */
 
-typedef enum { MF_LONG, MF_U64, MF_DOUBLE, MF_INTS, MF_STR } meta_type;
+typedef enum { MF_LONG, MF_U64, MF_DOUBLE, MF_INTS, MF_DOUBLES, MF_STR } meta_type;
 
 typedef struct meta_field {
     const char *key;
     meta_type type;
     size_t off, size; /* of the field in kd_ckpt_meta */
-    int count;        /* MF_INTS: values, written "a,b,c" */
+    int count;        /* MF_INTS, MF_DOUBLES: values, written "a,b,c" */
 } meta_field;
 
 #define MF(key, type, field, count) \
@@ -45,6 +45,17 @@ static const meta_field meta_fields[] = {
     MF("optim", MF_STR, optim, 1),
     MF("patch", MF_INTS, patch, 3),
     MF("batch", MF_INTS, batch, 1),
+    MF("recipe", MF_STR, recipe, 1),
+    MF("domain_kind", MF_STR, domain.kind, 1),
+    MF("domain_layout", MF_STR, domain.layout, 1),
+    MF("domain_modalities", MF_STR, domain.modalities, 1),
+    MF("domain_cases", MF_INTS, domain.cases, 1),
+    MF("domain_channels", MF_INTS, domain.channels, 1),
+    MF("domain_spacing", MF_DOUBLES, domain.spacing, 3),
+    MF("domain_brain_ml", MF_DOUBLES, domain.brain_ml, 2),
+    MF("domain_p01", MF_DOUBLES, domain.p01, KD_DOMAIN_CHANNELS),
+    MF("domain_p50", MF_DOUBLES, domain.p50, KD_DOMAIN_CHANNELS),
+    MF("domain_p99", MF_DOUBLES, domain.p99, KD_DOMAIN_CHANNELS),
 };
 #define META_FIELDS ((int)(sizeof meta_fields / sizeof meta_fields[0]))
 
@@ -103,6 +114,13 @@ static kd_status meta_format(const char *path, const kd_ckpt_meta *meta, const c
                 ok = ok && appendf(t, cap, &n, k ? ",%d" : "%d", v);
             }
             break;
+        case MF_DOUBLES: /* %.9g: enough for statistics, short lines */
+            for (int k = 0; k < f->count; k++) {
+                double v;
+                memcpy(&v, p + k * sizeof v, sizeof v);
+                ok = ok && appendf(t, cap, &n, k ? ",%.9g" : "%.9g", v);
+            }
+            break;
         case MF_STR: {
             const char *v = f->off == offsetof(kd_ckpt_meta, spec) ? spec : p;
             if (strchr(v, '\n'))
@@ -148,6 +166,16 @@ static int meta_set(const meta_field *f, kd_ckpt_meta *meta, const char *v, size
             if (end == q || x < INT32_MIN || x > INT32_MAX || (k + 1 < f->count && *end != ',')) return 0;
             int v = (int)x;
             memcpy(p + k * sizeof v, &v, sizeof v);
+            q = end + (k + 1 < f->count);
+        }
+        break;
+    }
+    case MF_DOUBLES: {
+        const char *q = buf;
+        for (int k = 0; k < f->count; k++) {
+            double x = strtod(q, &end);
+            if (end == q || (k + 1 < f->count && *end != ',')) return 0;
+            memcpy(p + k * sizeof x, &x, sizeof x);
             q = end + (k + 1 < f->count);
         }
         break;

@@ -19,17 +19,18 @@ const char *kd_loss_name(kd_loss_kind k) {
     case KD_LOSS_PAPER: return "paper";
     case KD_LOSS_BCE: return "bce";
     case KD_LOSS_MSE: return "mse";
+    case KD_LOSS_DICE_BCE: return "dicebce";
     }
     return "?";
 }
 
 kd_status kd_loss_parse(const char *name, kd_loss_kind *out) {
-    for (int k = 0; k <= KD_LOSS_MSE; k++)
+    for (int k = 0; k <= KD_LOSS_DICE_BCE; k++)
         if (!strcmp(name, kd_loss_name((kd_loss_kind)k))) {
             *out = (kd_loss_kind)k;
             return KD_OK;
         }
-    return kd_fail(KD_ERR_INVALID_ARG, "unknown loss '%s' (paper, bce, mse)", name);
+    return kd_fail(KD_ERR_INVALID_ARG, "unknown loss '%s' (paper, bce, mse, dicebce)", name);
 }
 
 kd_status kd_loss_create(kd_device *dev, kd_loss **out) {
@@ -65,6 +66,7 @@ static kd_loss_terms terms_of(kd_loss_kind kind) {
     case KD_LOSS_PAPER: return (kd_loss_terms){.dice = 0.5f, .bce = 0.5f, .bg = 0.01f};
     case KD_LOSS_BCE: return (kd_loss_terms){.bce = 1.0f, .bg = 1.0f};
     case KD_LOSS_MSE: return (kd_loss_terms){.mse = 1.0f, .bg = 1.0f};
+    case KD_LOSS_DICE_BCE: return (kd_loss_terms){.dice = 0.5f, .bce = 0.5f, .bg = 1.0f};
     }
     return (kd_loss_terms){.bg = 1.0f};
 }

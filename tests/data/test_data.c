@@ -11,6 +11,8 @@
 #include <zlib.h>
 
 #include "../kdtest.h"
+#include "kdseg/recipe.h"
+#include "kdseg/domain.h"
 #include "kdseg/data.h"
 
 /* Non-cubic on purpose: catches mixed-up axes. */
@@ -906,6 +908,191 @@ static int augment_geometry(void) {
     return 0;
 }
 
+/* A sampler on the csamp cohort (3 cases) with these options (batch 2, 16x24x24). */
+static kd_sampler *sampler_with(const kd_sampler_opts *base) {
+    if (!g_ds && !sampler(1, 0, 0, 0)) return NULL; /* opens g_ds */
+    kd_sampler_opts o = *base;
+    o.batch = 2;
+    o.patch[0] = 16;
+    o.patch[1] = o.patch[2] = 24;
+    o.margin = 4;
+    kd_sampler *s;
+    if (kd_sampler_create(&o, &s)) return NULL;
+    if (kd_sampler_add(s, g_ds, NULL, 0)) {
+        kd_sampler_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Catches: class balance that follows voxel counts (edema dominates every case), picks a
+ * region the case lacks, or centres off the tumour; the unbalanced draw changed. */
+static int sampler_class_balance(void) {
+    kd_sampler_opts o;
+    kd_sampler_opts_default(&o);
+    kd_augment_opts_none(&o.aug);
+    o.fg_fraction = 1;
+    o.class_balance = 1;
+    o.seed = 9;
+    kd_sampler *s = sampler_with(&o);
+    o.class_balance = 0;
+    kd_sampler *u = sampler_with(&o);
+    KD_CHECK(s && u, "samplers: %s", kd_last_error());
+    kd_case *cs[3];
+    long present[3][3] = {{0}}; /* voxels per case and class: edema, core, ET */
+    for (int i = 0; i < 3; i++) {
+        KD_CHECK_OK(kd_case_load(g_ds, i, &cs[i]));
+        const kd_case *c = cs[i];
+        size_t n = (size_t)c->d * c->h * c->w;
+        for (size_t k = 0; k < n; k++)
+            if (c->target[k] > 0.5f) present[i][c->target[2 * n + k] > 0.5f ? 2 : c->target[n + k] > 0.5f ? 1 : 0]++;
+    }
+    size_t ni = kd_sampler_image_floats(s), nt = kd_sampler_target_floats(s);
+    float *x = malloc(ni * 4), *y = malloc(nt * 4);
+    long drawn[2][3] = {{0}}, cases_with_all = 0;
+    for (int i = 0; i < 3; i++) cases_with_all += present[i][0] && present[i][1] && present[i][2];
+    KD_CHECK(cases_with_all > 0, "the cohort needs a case with all three regions");
+    for (int64_t step = 0; step < 300; step++)
+        for (int k = 0; k < 2; k++) {
+            kd_patch_info info[2];
+            KD_CHECK_OK(kd_sampler_batch(k ? u : s, step, x, y, info));
+            for (int b = 0; b < 2; b++) {
+                const kd_case *c = cs[info[b].source];
+                size_t n = (size_t)c->d * c->h * c->w;
+                size_t v = ((size_t)info[b].centre[0] * c->h + info[b].centre[1]) * c->w + info[b].centre[2];
+                KD_CHECK(info[b].kind == 1 && c->target[v] > 0.5f, "tumour centre");
+                int cls = c->target[2 * n + v] > 0.5f ? 2 : c->target[n + v] > 0.5f ? 1 : 0;
+                KD_CHECK(present[info[b].source][cls] > 0, "a region the case has");
+                if (present[info[b].source][0] && present[info[b].source][1] && present[info[b].source][2])
+                    drawn[k][cls]++;
+            }
+        }
+    long tot = drawn[0][0] + drawn[0][1] + drawn[0][2];
+    for (int c = 0; c < 3; c++)
+        KD_CHECK(drawn[0][c] > tot / 5 && drawn[0][c] < tot / 2, "balanced class %d: %ld of %ld", c,
+                 drawn[0][c], tot);
+    KD_CHECK(drawn[1][0] > drawn[1][2], "unbalanced: edema %ld, ET %ld", drawn[1][0], drawn[1][2]);
+    for (int i = 0; i < 3; i++) kd_case_free(cs[i]);
+    free(x);
+    free(y);
+    kd_sampler_free(s);
+    kd_sampler_free(u);
+    return 0;
+}
+
+/* Catches: a spec name or key not parsed, edits not applied, bad values accepted, "real"
+ * not nnU-Net's numbers, "phantom" not the defaults the demo was developed with. */
+static int augment_spec(void) {
+    kd_augment_opts a, d;
+    kd_augment_opts_default(&d);
+    KD_CHECK_OK(kd_augment_opts_parse("phantom", &a));
+    KD_CHECK(!memcmp(&a, &d, sizeof a), "phantom = kd_augment_opts_default");
+    KD_CHECK_OK(kd_augment_opts_parse("real", &a));
+    KD_CHECK(a.p_flip == 0.5f && a.p_rotate == 0.2f && a.rotate_deg == 30 && a.p_scale == 0.2f &&
+                 a.scale_lo == 0.7f && a.scale_hi == 1.4f && a.scale_isotropic && a.p_noise == 0.1f &&
+                 a.p_blur == 0.2f && a.p_intensity == 0.15f && a.int_shift_lo == 0 &&
+                 a.p_contrast == 0.15f && a.p_lowres == 0.25f && a.p_gamma == 0.3f &&
+                 a.p_gamma_inv == 0.1f && a.gamma_retain_stats && a.p_elastic == 0 && a.p_transpose == 0,
+             "real: nnU-Net's set");
+    KD_CHECK_OK(kd_augment_opts_parse("real:elastic=0.3:lowres=0:scale_isotropic=0", &a));
+    KD_CHECK(a.p_elastic == 0.3f && a.p_lowres == 0 && !a.scale_isotropic && a.p_blur == 0.2f, "edits");
+    KD_CHECK_OK(kd_augment_opts_parse("none", &a));
+    KD_CHECK(a.p_flip == 0 && a.p_blur == 0 && a.p_gamma == 0, "none");
+    const char *bad[][2] = {{"nope", "unknown set"}, {"real:wobble=1", "unknown key 'wobble'"},
+                            {"real:flip=1.5", "probabilities"}, {"real:blur", "not key=value"},
+                            {"real:blur=x", "not a number"}, {"real:lowres_lo=0", "zoom"},
+                            {"", "empty"}};
+    for (int i = 0; i < 7; i++) {
+        KD_CHECK(kd_augment_opts_parse(bad[i][0], &a) == KD_ERR_INVALID_ARG, "'%s' refused", bad[i][0]);
+        KD_CHECK(contains(kd_last_error(), bad[i][1], NULL), "'%s': %s", bad[i][0], kd_last_error());
+    }
+    return 0;
+}
+
+/* Catches: an intensity or elastic step that writes into the background (zero voxels
+ * outside the brain must stay zero), produces non-finite values, leaves the patch
+ * unchanged when always on, soft targets outside [0, 1]; gamma with retained statistics
+ * that changes a channel's brain mean or standard deviation. */
+static int augment_real_steps(void) {
+    static const char *one[] = {"none:blur=1", "none:contrast=1", "none:lowres=1",
+                                "none:gamma=1:gamma_retain_stats=1", "none:gamma_inv=1",
+                                "none:elastic=1:elastic_sigma=3:elastic_grid=6", "real"};
+    kd_sampler_opts o;
+    kd_sampler_opts_default(&o);
+    kd_augment_opts_none(&o.aug);
+    o.random_fraction = 1;
+    o.seed = 4;
+    kd_sampler *plain = sampler_with(&o);
+    KD_CHECK(plain, "sampler: %s", kd_last_error());
+    size_t ni = kd_sampler_image_floats(plain), nt = kd_sampler_target_floats(plain);
+    const size_t pn = 16 * 24 * 24;
+    float *a = malloc(ni * 4), *b = malloc(ni * 4), *ta = malloc(nt * 4), *tb = malloc(nt * 4);
+    for (int k = 0; k < 7; k++) {
+        KD_CHECK_OK(kd_augment_opts_parse(one[k], &o.aug));
+        kd_sampler *s = sampler_with(&o);
+        KD_CHECK(s, "%s: %s", one[k], kd_last_error());
+        int changed = 0;
+        for (int64_t step = 0; step < 4; step++) {
+            KD_CHECK_OK(kd_sampler_batch(plain, step, a, ta, NULL));
+            KD_CHECK_OK(kd_sampler_batch(s, step, b, tb, NULL));
+            for (size_t i = 0; i < ni; i++) {
+                KD_CHECK(isfinite(b[i]), "%s: finite", one[k]);
+                if (k < 5) KD_CHECK((a[i] == 0) == (b[i] == 0), "%s: background kept at %zu", one[k], i);
+                changed |= a[i] != b[i];
+            }
+            for (size_t i = 0; i < nt; i++)
+                KD_CHECK(tb[i] >= 0 && tb[i] <= 1.00001f, "%s: target %g", one[k], (double)tb[i]);
+            if (k == 3)
+                for (size_t ch = 0; ch < ni / pn; ch++) {
+                    double m[2] = {0, 0}, q[2] = {0, 0};
+                    long cnt = 0;
+                    for (size_t i = ch * pn; i < (ch + 1) * pn; i++)
+                        if (a[i] != 0) {
+                            m[0] += a[i], q[0] += (double)a[i] * a[i];
+                            m[1] += b[i], q[1] += (double)b[i] * b[i];
+                            cnt++;
+                        }
+                    if (cnt < 10) continue;
+                    double sd0 = sqrt(q[0] / cnt - m[0] * m[0] / cnt / cnt), sd1 = sqrt(q[1] / cnt - m[1] * m[1] / cnt / cnt);
+                    KD_CHECK(fabs(m[0] - m[1]) / cnt < 1e-3 && fabs(sd0 - sd1) < 1e-3 * (sd0 + 1e-3),
+                             "gamma kept stats: mean %g -> %g, sd %g -> %g", m[0] / cnt, m[1] / cnt, sd0, sd1);
+                }
+        }
+        KD_CHECK(changed, "%s changes the patch", one[k]);
+        kd_sampler_free(s);
+    }
+    kd_sampler_free(plain);
+    free(a);
+    free(b);
+    free(ta);
+    free(tb);
+    return 0;
+}
+
+/* Catches: a recipe missing or misnamed, an unknown name accepted silently, a recipe
+ * whose augmentation spec does not parse, "phantom" drifting from the settings the demo
+ * was developed with (the demo's results depend on them). */
+static int recipes(void) {
+    const kd_recipe *r = kd_recipe_find("real"), *p = kd_recipe_find("phantom");
+    KD_CHECK(r && p && kd_recipe_default() == r, "real (the default) and phantom");
+    KD_CHECK(!kd_recipe_find("nnunet") && contains(kd_last_error(), "nnunet", "real, phantom"),
+             "unknown: %s", kd_last_error());
+    for (int i = 0; i < kd_recipe_count(); i++) {
+        kd_augment_opts a;
+        KD_CHECK_OK(kd_augment_opts_parse(kd_recipe_at(i)->aug, &a));
+        KD_CHECK(kd_recipe_at(i)->fg_fraction + kd_recipe_at(i)->random_fraction <= 1.0001f, "fractions");
+    }
+    KD_CHECK(p->patch[0] == 64 && p->batch == 1 && p->steps == 200 && p->lr == 1e-4 && p->wd == 1e-6 &&
+                 !strcmp(p->schedule, "step") && p->step_every == 16000 && p->warmup == 0 &&
+                 !strcmp(p->aug, "phantom") && p->fg_fraction == 0 && p->random_fraction == 0 &&
+                 !p->class_balance && p->margin == 50 && !p->brain_mask && !p->largest_only &&
+                 p->min_component == 0.1 && p->et_min_voxels == 32,
+             "phantom: the settings before recipes");
+    KD_CHECK(r->fg_fraction > 0.3f && r->random_fraction > 0.6f && r->class_balance && r->brain_mask,
+             "real: whole-brain patches, tumour oversampling, brain mask");
+    return 0;
+}
+
 /* Catches: the loader reordering, duplicating or skipping steps, racing on buffers. */
 static int loader_matches_sync(void) {
     kd_sampler *s = sampler(3, 1, 0.3f, 0);
@@ -1137,6 +1324,119 @@ static int real_case(void) {
     return 0;
 }
 
+/* Catches: a domain record that does not tell a phantom cohort from a real scan, a rule of
+ * kd_domain_compare that never fires or fires on identical records, a merge that loses
+ * the brain-volume range or the case count. */
+static int domain_records(void) {
+    const char *dir = make_cohort("dom", KD_LAYOUT_BRATS2018, 3, 0);
+    KD_CHECK(dir, "cohort");
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.modalities = "t1ce,flair";
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(dir, &o, &ds));
+    kd_domain ph, one;
+    KD_CHECK_OK(kd_dataset_domain(ds, NULL, 3, 2, &ph));
+    KD_CHECK(ph.cases == 3 && !strcmp(ph.kind, "phantom") && !strcmp(ph.layout, "brats2018") &&
+                 !strcmp(ph.modalities, "t1ce,flair") && ph.channels == 2,
+             "phantom record: %d cases, %s %s %s", ph.cases, ph.kind, ph.layout, ph.modalities);
+    KD_CHECK(ph.brain_ml[0] > 1 && ph.brain_ml[0] <= ph.brain_ml[1], "brain %g-%g mL", ph.brain_ml[0],
+             ph.brain_ml[1]);
+    for (int ch = 0; ch < 2; ch++)
+        KD_CHECK(ph.p01[ch] < ph.p50[ch] && ph.p50[ch] < ph.p99[ch] && ph.p01[ch] > -10 && ph.p99[ch] < 10,
+                 "channel %d percentiles %g %g %g", ch, ph.p01[ch], ph.p50[ch], ph.p99[ch]);
+    kd_case *c;
+    KD_CHECK_OK(kd_case_load(ds, 0, &c));
+    KD_CHECK_OK(kd_case_domain(ds, c, &one));
+    kd_case_free(c);
+    char why[512];
+    KD_CHECK(kd_domain_compare(&ph, &one, why, sizeof why) == 0 && !why[0], "own case differs: %s", why);
+    /* each rule alone */
+    kd_domain d = one;
+    snprintf(d.kind, sizeof d.kind, "real");
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "phantom-trained"), "kind: %s", why);
+    d = one;
+    snprintf(d.modalities, sizeof d.modalities, "flair,t1ce");
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "modalities flair,t1ce"), "mods: %s", why);
+    d = one;
+    d.spacing[2] = 3 * ph.spacing[2];
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "voxels"), "spacing: %s", why);
+    d = one;
+    d.brain_ml[0] = d.brain_ml[1] = 3 * ph.brain_ml[1];
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "brain"), "brain: %s", why);
+    d = one;
+    d.p99[1] = ph.p99[1] + 3;
+    KD_CHECK(kd_domain_compare(&ph, &d, why, sizeof why) == 1 && strstr(why, "flair intensities"), "int: %s", why);
+    kd_domain none;
+    kd_domain_init(&none);
+    KD_CHECK(kd_domain_compare(&none, &d, why, sizeof why) == 0, "no record, no warning");
+    kd_dataset_free(ds);
+    /* a real scan is real, with an adult brain's volume (when the shared data is here) */
+    const char *sh = kd_test_shared_dir();
+    char rdir[1024];
+    snprintf(rdir, sizeof rdir, "%s/data/brats2013-flair-t1ce/brats_2013_pat0003_1", sh ? sh : "");
+    struct stat st;
+    if (!sh || stat(rdir, &st) != 0) {
+        printf("(real part skipped: %s not present)\n", rdir);
+        return 0;
+    }
+    KD_CHECK_OK(kd_dataset_open_case(rdir, &o, &ds));
+    KD_CHECK_OK(kd_case_load(ds, 0, &c));
+    KD_CHECK_OK(kd_case_domain(ds, c, &one));
+    kd_case_free(c);
+    kd_dataset_free(ds);
+    KD_CHECK(!strcmp(one.kind, "real") && one.brain_ml[0] > 1000 && one.brain_ml[0] < 2000, "real: %s %g mL",
+             one.kind, one.brain_ml[0]);
+    KD_CHECK(kd_domain_compare(&ph, &one, why, sizeof why) >= 2 && strstr(why, "phantom-trained") &&
+                 strstr(why, "brain"),
+             "phantom model on the real case: %s", why);
+    return 0;
+}
+
+/* Catches: a label-convention bug on the real BraTS 2013 cases (labels 1 necrosis and
+ * non-enhancing core, 2 edema, 4 enhancing; the 2015 label 3 merged into 1): their folder
+ * must read as the BraTS 2018 layout and every case's region targets must count
+ * WT = 1+2+4, TC = 1+4, ET = 4 voxels of the published label volumes (the shared data's
+ * README). Edema counted as core, or label 1 left out of it, changes the counts. */
+static int real_labels_2013(void) {
+    const char *sh = kd_test_shared_dir();
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/data/brats2013-flair-t1ce", sh ? sh : "");
+    struct stat st;
+    if (!sh || stat(dir, &st) != 0) {
+        printf("SKIP: %s not present\n", sh ? dir : "../shared/data/brats2013-flair-t1ce");
+        return KD_TEST_SKIP;
+    }
+    /* voxels of labels 1, 2, 4 per case, in name order */
+    static const long vox[4][3] = {{4414, 148264, 21250}, {57655, 45203, 17816},
+                                   {26912, 35416, 18354}, {64066, 109935, 43379}};
+    kd_dataset_opts o;
+    memset(&o, 0, sizeof o);
+    o.layout = KD_LAYOUT_AUTO;
+    o.modalities = "t1ce,flair";
+    kd_dataset *ds;
+    KD_CHECK_OK(kd_dataset_open(dir, &o, &ds));
+    KD_CHECK(kd_dataset_layout(ds) == KD_LAYOUT_BRATS2018, "layout %s", kd_layout_name(kd_dataset_layout(ds)));
+    KD_CHECK(kd_dataset_count(ds) == 4 && kd_dataset_labeled_count(ds) == 4, "4 labeled cases");
+    for (int i = 0; i < 4; i++) {
+        kd_case *c;
+        KD_CHECK_OK(kd_case_load(ds, i, &c));
+        KD_CHECK(c->target, "%s: no target", c->name);
+        size_t n = (size_t)c->d * c->h * c->w;
+        long got[3] = {0, 0, 0};
+        for (int r = 0; r < 3; r++)
+            for (size_t k = 0; k < n; k++) got[r] += c->target[r * n + k] > 0.5f;
+        const long *v = vox[i];
+        long want[3] = {v[0] + v[1] + v[2], v[0] + v[2], v[2]};
+        for (int r = 0; r < 3; r++)
+            KD_CHECK(got[r] == want[r], "%s: %s target %ld voxels, the labels say %ld", c->name,
+                     r == 0 ? "WT" : r == 1 ? "TC" : "ET", got[r], want[r]);
+        kd_case_free(c);
+    }
+    kd_dataset_free(ds);
+    return 0;
+}
+
 /* Catches: RNG streams that collide across rank/step, out-of-range draws. */
 static int rng_streams(void) {
     kd_rng a = kd_rng_make(1, 0, 0, 0), b = kd_rng_make(1, 1, 0, 0), c = kd_rng_make(1, 0, 1, 0),
@@ -1185,6 +1485,12 @@ int main(int argc, char **argv) {
         {"sampler_same_seed", sampler_same_seed},
         {"sampler_centres", sampler_centres},
         {"augment_geometry", augment_geometry},
+        {"sampler_class_balance", sampler_class_balance},
+        {"augment_spec", augment_spec},
+        {"augment_real_steps", augment_real_steps},
+        {"recipes", recipes},
+        {"real_labels_2013", real_labels_2013},
+        {"domain_records", domain_records},
         {"loader_matches_sync", loader_matches_sync},
         {"loader_error", loader_error},
         {"phantom_contrasts", phantom_contrasts},

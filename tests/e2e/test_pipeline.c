@@ -13,6 +13,8 @@
 #include "kdseg/infer.h"
 #include "kdseg/metrics.h"
 #include "kdseg/sched.h"
+#include "kdseg/domain.h"
+#include "kdseg/train.h"
 
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
 
@@ -429,6 +431,112 @@ static int segment_real_case(void) {
             KD_CHECK(fabs(a->info.affine[i][j] - b->info.affine[i][j]) < 1e-5, "affine");
     kd_volume_free(a);
     kd_volume_free(b);
+    return 0;
+}
+
+/* The README's "Train on your own BraTS data" commands, short (4 steps, a tiny student),
+ * on the shared real labeled cases: three to train on (one of them validates), one held
+ * out. Scores belong to the benchmark (tools/bench/loo_real.sh); this checks that the
+ * commands run on real scans (two modalities, float32, BraTS 2013 labels) and what they
+ * write: best.kds and last.kds recording the recipe they were trained with, a log of every
+ * step and validation, a label map on the held-out case's own grid and affine, and the
+ * evaluation's row for it. */
+static int train_real_cases(void) {
+    const char *sh = kd_test_shared_dir();
+    char data[1024];
+    snprintf(data, sizeof data, "%s/data/brats2013-flair-t1ce", sh ? sh : "../shared");
+    struct stat sb;
+    if (!sh || stat(data, &sb) != 0) {
+        printf("SKIP: %s is absent (the shared real labeled cases)\n", data);
+        return KD_TEST_SKIP;
+    }
+    const char *names[] = {"brats_2013_pat0003_1", "brats_2013_pat0004_1", "brats_2013_pat0005_1",
+                           "brats_2013_pat0006_1"};
+    KD_CHECK(mkdir(tmp("train"), 0755) == 0 && mkdir(tmp("test"), 0755) == 0, "folders");
+    for (int i = 0; i < 4; i++) {
+        char src[2048], dst[2048];
+        snprintf(src, sizeof src, "%s/%s", data, names[i]);
+        snprintf(dst, sizeof dst, "%s/%s", tmp(i < 3 ? "train" : "test"), names[i]);
+        KD_CHECK(stat(src, &sb) == 0 && symlink(src, dst) == 0, "link %s", src);
+    }
+    int r = kdseg("train --dataset %s --modalities t1ce,flair --arch resunet:widths=8,16:enc=1,1:dec=1:in=2 "
+                  "--out %s --steps 4 --patch 64 --batch 1 --val-every 2 --quiet", tmp("train"), tmp("model"));
+    if (!r) r = kdseg("segment --checkpoint %s/best.kds --dataset %s --modalities t1ce,flair --out %s",
+                      tmp("model"), tmp("test"), tmp("pred"));
+    if (!r) r = kdseg("evaluate --pred %s --ref %s --csv %s", tmp("pred"), tmp("test"), tmp("eval.csv"));
+    if (r) show_log();
+    KD_CHECK(r == 0, "train, segment, evaluate");
+    /* the model knows its domain: a model trained on real scans segments another real scan
+     * without a warning; a phantom-trained one warns, and inspect --model says why */
+    KD_CHECK(!log_has("far from what"), "a real-trained model warned on a real case");
+    r = kdseg("train --synthetic --recipe phantom --cases 3 --size 32 --patch 16 --steps 1 --modalities "
+              "t1ce,flair --arch resunet:widths=8,16:enc=1,1:dec=1:in=2 --out %s --quiet", tmp("ph"));
+    log_clear();
+    if (!r) r = kdseg("segment --checkpoint %s/last.kds --dataset %s --modalities t1ce,flair --out %s", tmp("ph"),
+                      tmp("test"), tmp("pred-ph"));
+    if (r) show_log();
+    KD_CHECK(r == 0 && log_has("phantom-trained model on a real scan") && log_has("brain "),
+             "segment with a phantom-trained model: no domain warning");
+    log_clear();
+    r = kdseg("inspect --case %s/%s --model %s/last.kds", tmp("test"), names[3], tmp("ph"));
+    KD_CHECK(r == 0 && log_has("far from the training data: a phantom-trained model on a real scan") &&
+                 log_has("modalities") && log_has("t1ce,flair"),
+             "inspect --model: no comparison");
+    KD_DEVICE_OR_FAIL(dev);
+    for (int k = 0; k < 2; k++) {
+        char path[2048];
+        kd_ckpt_meta meta;
+        snprintf(path, sizeof path, "%s/%s", tmp("model"), k ? "best.kds" : "last.kds");
+        kd_model *m = NULL;
+        KD_CHECK_OK(kd_checkpoint_load(path, dev, &m, NULL, NULL, &meta));
+        KD_CHECK(!strcmp(meta.recipe, "real"), "%s: recipe '%s'", path, meta.recipe);
+        /* the domain record: the two cases trained on (the third validates) */
+        const kd_domain *d = &meta.domain;
+        KD_CHECK(d->cases == 2 && d->channels == 2 && !strcmp(d->kind, "real") &&
+                     !strcmp(d->layout, "brats2018") && !strcmp(d->modalities, "t1ce,flair"),
+                 "%s: domain %d cases, %d channels, %s %s %s", path, d->cases, d->channels, d->kind,
+                 d->layout, d->modalities);
+        KD_CHECK(d->brain_ml[0] > 1000 && d->brain_ml[1] < 2000 && d->spacing[0] == 1, "%s: brain %g-%g mL",
+                 path, d->brain_ml[0], d->brain_ml[1]);
+        KD_CHECK(kd_model_in_channels(m) == 2, "two modalities");
+        kd_model_free(m);
+    }
+    char line[4096];
+    int steps = 0, validations = 0;
+    FILE *f = fopen(tmp("model/train.csv"), "r");
+    KD_CHECK(f, "train.csv");
+    while (fgets(line, sizeof line, f)) {
+        steps += line[0] >= '0' && line[0] <= '9';
+        validations += line[0] >= '0' && line[0] <= '9' && line[strlen(line) - 2] != ',';
+    }
+    fclose(f);
+    KD_CHECK(steps == 4 && validations == 2, "train.csv: %d steps, %d validations", steps, validations);
+    char p[2048], q[2048];
+    snprintf(p, sizeof p, "%s/%s/%s_flair.nii.gz", data, names[3], names[3]);
+    snprintf(q, sizeof q, "%s/%s.nii.gz", tmp("pred"), names[3]);
+    kd_volume *a, *b;
+    KD_CHECK_OK(kd_nifti_read_header(p, &a));
+    KD_CHECK_OK(kd_nifti_read(q, &b));
+    KD_CHECK(b->nx == a->nx && b->ny == a->ny && b->nz == a->nz && b->nt == 1, "grid %dx%dx%d",
+             b->nx, b->ny, b->nz);
+    KD_CHECK(!strcmp(b->info.datatype_name, "UINT8"), "uint8 labels");
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            KD_CHECK(fabs(a->info.affine[i][j] - b->info.affine[i][j]) < 1e-5, "affine");
+    for (size_t i = 0; i < (size_t)b->nx * b->ny * b->nz; i++)
+        KD_CHECK(b->data[i] == 0 || b->data[i] == 1 || b->data[i] == 2 || b->data[i] == 4,
+                 "BraTS 2019 label %g", (double)b->data[i]);
+    kd_volume_free(a);
+    kd_volume_free(b);
+    f = fopen(tmp("eval.csv"), "r");
+    KD_CHECK(f, "eval.csv");
+    int rows = 0, ok = 0;
+    while (fgets(line, sizeof line, f)) {
+        rows++;
+        ok += !strncmp(line, names[3], strlen(names[3])) && strstr(line, ",ok,");
+    }
+    fclose(f);
+    KD_CHECK(rows == 2 && ok == 1, "eval.csv: %d rows, held-out case scored: %d", rows, ok);
     return 0;
 }
 
@@ -905,6 +1013,7 @@ int main(int argc, char **argv) {
         {"segment_geometry", segment_geometry},
         {"segment_training_patch", segment_training_patch},
         {"segment_real_case", segment_real_case},
+        {"train_real_cases", train_real_cases},
         {"segment_member_out", segment_member_out},
         {"segment_nnunet", segment_nnunet},
         {"train_resume_cli", train_resume_cli},

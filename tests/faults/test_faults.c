@@ -29,7 +29,8 @@
 #include "kdseg/train.h"
 
 #define TINY "resunet:widths=8,16:enc=1,1:dec=1"
-#define TRAIN_OPTS "--arch " TINY " --patch 16 --margin 4 --quiet"
+/* the phantom recipe: these tests were written against its batch of 1 and its sampling */
+#define TRAIN_OPTS "--recipe phantom --arch " TINY " --patch 16 --margin 4 --quiet"
 
 /* ------------------------------------------------------------ helpers -- */
 

@@ -188,6 +188,59 @@ static int connectivity26(void) {
     return 0;
 }
 
+/* Catches: the brain mask ignored, applied after the component rule (a tumour blob outside
+ * the brain would then count in the total and remove a real component), or zeroing
+ * tumour inside the brain. */
+static int brain_mask(void) {
+    static float p[3 * N];
+    static uint8_t l[N], mask[N];
+    memset(p, 0, sizeof p);
+    for (int z = 0; z < 2; z++) /* 2 x 8 x 8 = 128 voxels of tumour at z 0..1, in the brain */
+        for (int i = 0; i < H * W; i++) setp(p, (size_t)z * H * W + i, 0.9f, 0.8f, 0);
+    for (int i = 0; i < 20; i++) setp(p, IDX(4, 0, 0) + i, 0.9f, 0, 0); /* 20 at z 4: in */
+    for (int z = 6; z < 8; z++) /* 128 at z 6..7: outside the brain */
+        for (int i = 0; i < H * W; i++) setp(p, (size_t)z * H * W + i, 0.9f, 0, 0);
+    for (int i = 0; i < N; i++) mask[i] = i < 6 * H * W;
+    kd_postproc_options o;
+    kd_postproc_options_default(&o); /* components under 10% go */
+    o.brain_mask = mask;
+    KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
+    KD_CHECK(count_nonzero(l, N) == 148, "tumour left %zu, expected 128 + 20", count_nonzero(l, N));
+    KD_CHECK(l[IDX(0, 3, 3)] == 1 && l[IDX(4, 0, 5)] == 2 && l[IDX(7, 7, 7)] == 0, "labels");
+    o.brain_mask = NULL; /* without the mask the 20 are under 10% of 276 and go */
+    KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
+    KD_CHECK(count_nonzero(l, N) == 256 && l[IDX(4, 0, 5)] == 0, "no mask: %zu", count_nonzero(l, N));
+    return 0;
+}
+
+/* Catches: largest-only keeping a smaller component, removing part of the largest, or
+ * ignoring 26-connectivity. */
+static int largest_component(void) {
+    static uint8_t l[N];
+    memset(l, 0, N);
+    fill(l, 0, 2, 0, 8, 0, 8, 70, 2); /* 70 voxels at z 0..1 */
+    fill(l, 4, 5, 0, 8, 0, 8, 40, 1); /* 40 at z 4 */
+    fill(l, 7, 8, 0, 8, 0, 8, 30, 4); /* 30 at z 7 */
+    l[IDX(2, 0, 0)] = 1;              /* touches the 70 (6-connected): 71 */
+    size_t removed;
+    KD_CHECK_OK(kd_labels_keep_largest_component(l, D, H, W, &removed));
+    KD_CHECK(removed == 70 && count_nonzero(l, N) == 71 && l[IDX(2, 0, 0)] == 1, "kept %zu, removed %zu",
+             count_nonzero(l, N), removed);
+    /* through kd_postproc_labels */
+    static float p[3 * N];
+    memset(p, 0, sizeof p);
+    for (int i = 0; i < 50; i++) setp(p, (size_t)i, 0.9f, 0, 0);
+    for (int i = 0; i < 49; i++) setp(p, IDX(5, 0, 0) + i, 0.9f, 0.9f, 0.9f);
+    kd_postproc_options o = rules_off(KD_LABELS_2019);
+    o.largest_only = 1;
+    KD_CHECK_OK(kd_postproc_labels(p, KD_PROB_CDHW, D, H, W, &o, l));
+    KD_CHECK(count_nonzero(l, N) == 50 && l[IDX(5, 0, 0)] == 0, "largest only: %zu", count_nonzero(l, N));
+    memset(l, 0, N);
+    KD_CHECK_OK(kd_labels_keep_largest_component(l, D, H, W, &removed));
+    KD_CHECK(removed == 0, "empty map");
+    return 0;
+}
+
 /* Catches: a wrong region set for a label in a convention, bad labels accepted. */
 static int labels_to_regions(void) {
     uint8_t lab[5] = {0, 1, 2, 3, 4}, wt[5], tc[5], et[5];
@@ -250,6 +303,8 @@ int main(int argc, char **argv) {
         {"small_components", small_components},
         {"connectivity26", connectivity26},
         {"labels_to_regions", labels_to_regions},
+        {"brain_mask", brain_mask},
+        {"largest_component", largest_component},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

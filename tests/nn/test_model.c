@@ -843,7 +843,7 @@ static int loss_and_adam(void) {
     kd_loss *l;
     KD_CHECK_OK(kd_loss_create(dev, &l));
     size_t V = n / 3;
-    for (int kind = 0; kind < 3; kind++) {
+    for (int kind = 0; kind < 4; kind++) {
         kd_loss_reset(l);
         KD_CHECK_OK(kd_loss_add(l, (kd_loss_kind)kind, tp, tt, 0.7f, td, 0));
         float got;
@@ -864,7 +864,8 @@ static int loss_and_adam(void) {
         double dice = 0;
         for (int c = 0; c < 3; c++) dice += 2 * (spg[c] + 1e-6) / (spp[c] + sg[c] + 2e-6);
         dice /= 3;
-        double ref = kind == KD_LOSS_PAPER ? 0.5 * (1 - dice) - 0.5 * bce / n
+        int dice_bce = kind == KD_LOSS_PAPER || kind == KD_LOSS_DICE_BCE;
+        double ref = dice_bce ? 0.5 * (1 - dice) - 0.5 * bce / n
                      : kind == KD_LOSS_BCE ? -bce / n : mse / n;
         ref *= 0.7;
         KD_CHECK(fabs(got - ref) <= 1e-5 * fabs(ref), "%s: loss %.9g vs %.9g", kd_loss_name((kd_loss_kind)kind), (double)got, ref);
@@ -875,7 +876,7 @@ static int loss_and_adam(void) {
             double dd = -(2 * t[i] / den - 4 * num * p[i] / (den * den)) / 3;
             double db = -(t[i] / (p[i] + 1e-6) - wbg * (1 - t[i]) / (1 + 1e-6 - p[i])) / n;
             double dm = 2 * ((double)p[i] - t[i]) / n;
-            double g = 0.7 * (kind == KD_LOSS_PAPER ? 0.5 * dd + 0.5 * db : kind == KD_LOSS_BCE ? db : dm);
+            double g = 0.7 * (dice_bce ? 0.5 * dd + 0.5 * db : kind == KD_LOSS_BCE ? db : dm);
             gmax = fmax(gmax, fabs(g));
             err = fmax(err, fabs(g - dp[i]));
         }

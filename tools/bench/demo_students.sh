@@ -14,7 +14,7 @@ D=$1 N=$2 SEED=$3 KIND=$4
 shift 4
 O=$D/v/$N
 mkdir -p "$D/v"
-common=(--arch resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1 --steps "${STEPS:-400}" --lr 3e-3
+common=(--recipe phantom --arch resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1 --steps "${STEPS:-400}" --lr 3e-3
         --val-every 100 --seed "$SEED" --patch "${PATCH:-32}" --batch "${BATCH:-2}" --margin 50 --fg-fraction 0.5
         --val-cases 2 --quiet --threads 1 --schedule cosine --dataset "$D/data/labeled" --out "$O")
 case $KIND in
