@@ -197,7 +197,7 @@ static int sampler_shards(void) {
 
 /* ---- under mpirun ---------------------------------------------------------------------- */
 
-#define TRAIN_OPTS "--dataset %s --arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --margin 4 " \
+#define TRAIN_OPTS "--recipe phantom --dataset %s --arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --margin 4 " \
                    "--loss bce --optim sgd --val-cases 1 --val-every 0 --threads 0 "
 #define TRAIN_ARGS "train " TRAIN_OPTS
 #define TRAIN TRAIN_ARGS "--lr 0.05 --quiet "
