@@ -165,8 +165,13 @@ kd_status kd_augment_opts_parse(const char *spec, kd_augment_opts *o) {
         if (end == eq + 1 || *end || !isfinite(v))
             return kd_fail(KD_ERR_INVALID_ARG, "augmentation '%s': %s=%s is not a number", spec,
                            kv, eq + 1);
-        if (k->is_int) *(int *)((char *)&a + k->off) = v != 0;
-        else *(float *)((char *)&a + k->off) = (float)v;
+        if (k->is_int) {
+            int iv = v != 0;
+            memcpy((char *)&a + k->off, &iv, sizeof iv);
+        } else {
+            float fv = (float)v;
+            memcpy((char *)&a + k->off, &fv, sizeof fv);
+        }
     }
     kd_status st = check_aug(&a);
     if (st) return kd_fail_context(st, "augmentation '%s'", spec);
@@ -442,7 +447,7 @@ static void choose_centre(const kd_sampler *s, const entry *e, kd_rng *r, kd_pat
     if (u < s->o.fg_fraction && e->nfg > 0) {
         int i = e->fg[0];
         if (s->o.class_balance) {
-            int present[FG_CLASSES], np = 0;
+            int present[FG_CLASSES] = {0}, np = 0;
             for (int k = 0; k < FG_CLASSES; k++)
                 if (e->ncls[k] > 0) present[np++] = k;
             int k = present[kd_rng_int(r, np)]; /* np >= 1: nfg > 0 */

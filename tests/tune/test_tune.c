@@ -582,9 +582,7 @@ static int device_peak(void) {
     if (small && *small && strcmp(small, "0")) return 0; /* the CLI's 256 MiB: too slow under
                                                           * Oclgrind */
     const char *js = tmp("peak.json");
-    char cmd[1200];
-    snprintf(cmd, sizeof cmd, "bench peak --json %s", js);
-    KD_CHECK(kd_test_kdseg(cmd) == 0, "kdseg bench peak failed");
+    KD_CHECK(kd_test_kdseg("bench peak --json %s", js) == 0, "kdseg bench peak failed");
     FILE *jf = fopen(js, "r");
     KD_CHECK(jf != NULL, "no JSON written");
     char buf[1024] = "";
