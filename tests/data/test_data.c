@@ -910,7 +910,11 @@ static int augment_geometry(void) {
 
 /* A sampler on the csamp cohort (3 cases) with these options (batch 2, 16x24x24). */
 static kd_sampler *sampler_with(const kd_sampler_opts *base) {
-    if (!g_ds && !sampler(1, 0, 0, 0)) return NULL; /* opens g_ds */
+    if (!g_ds) { /* opens g_ds */
+        kd_sampler *first = sampler(1, 0, 0, 0);
+        if (!first) return NULL;
+        kd_sampler_free(first);
+    }
     kd_sampler_opts o = *base;
     o.batch = 2;
     o.patch[0] = 16;
