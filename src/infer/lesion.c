@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "kdseg/metrics.h"
+#include "mask_box.h"
 
 /* ---- surface elements of a 2x2x2 neighbourhood ----
  *
@@ -236,25 +237,6 @@ static double weighted_percentile(dist_area *v, size_t n, double percent, double
     return v[n - 1].dist;
 }
 
-static int union_box(const uint8_t *a, const uint8_t *b, int d, int h, int w, int lo[3],
-                     int hi[3]) {
-    lo[0] = d, lo[1] = h, lo[2] = w;
-    hi[0] = hi[1] = hi[2] = -1;
-    size_t i = 0;
-    for (int z = 0; z < d; z++)
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++, i++)
-                if (a[i] || b[i]) {
-                    if (z < lo[0]) lo[0] = z;
-                    if (z > hi[0]) hi[0] = z;
-                    if (y < lo[1]) lo[1] = y;
-                    if (y > hi[1]) hi[1] = y;
-                    if (x < lo[2]) lo[2] = x;
-                    if (x > hi[2]) hi[2] = x;
-                }
-    return hi[0] >= 0;
-}
-
 /* Neighbourhood codes of the corner grid (cd + 1 per axis) of mask m cropped to [lo, lo +
  * cd) of the (D, H, W) grid: corner (z, y, x) joins voxels z-1..z, y-1..y, x-1..x. */
 static void corner_codes(const uint8_t *m, int h, int w, const int lo[3], const int cd[3],
@@ -288,7 +270,7 @@ kd_status kd_hd95_surfel(const uint8_t *gt, const uint8_t *pred, int d, int h, i
             return kd_fail(KD_ERR_INVALID_ARG, "hd95: spacing (%g, %g, %g) must be positive",
                            spacing[0], spacing[1], spacing[2]);
     int lo[3], hi[3];
-    if (!union_box(gt, pred, d, h, w, lo, hi)) {
+    if (!kd_union_bbox(gt, pred, d, h, w, lo, hi)) {
         *out = INFINITY;
         return KD_OK;
     }

@@ -2,6 +2,7 @@
  * face-connected surfaces and an exact anisotropic Euclidean distance transform,
  * sensitivity, specificity, volumes; and summary statistics. */
 #include "kdseg/metrics.h"
+#include "mask_box.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -192,8 +193,7 @@ kd_status kd_summary_compute(const double *x, size_t n, kd_summary *out) {
 /* ---- HD95 ---- */
 
 /* Bounding box [lo, hi] per axis of the voxels nonzero in a or b; 0 when both empty. */
-static int union_bbox(const uint8_t *a, const uint8_t *b, int d, int h, int w, int lo[3],
-                      int hi[3]) {
+int kd_union_bbox(const uint8_t *a, const uint8_t *b, int d, int h, int w, int lo[3], int hi[3]) {
     lo[0] = d, lo[1] = h, lo[2] = w;
     hi[0] = hi[1] = hi[2] = -1;
     size_t i = 0;
@@ -227,7 +227,7 @@ kd_status kd_hd95(const uint8_t *a, const uint8_t *b, int d, int h, int w, const
      * the feature points) lies in it, and a voxel outside it but inside the grid is
      * background, exactly as the full grid's erosion sees it. */
     int lo[3], hi[3];
-    if (!union_bbox(a, b, d, h, w, lo, hi))
+    if (!kd_union_bbox(a, b, d, h, w, lo, hi))
         return kd_fail(KD_ERR_INVALID_ARG, "hd95: both masks are empty");
     int cd[3] = {hi[0] - lo[0] + 1, hi[1] - lo[1] + 1, hi[2] - lo[2] + 1};
     size_t n = (size_t)cd[0] * cd[1] * cd[2];
