@@ -22,6 +22,7 @@ int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a)
     for (int i = 1; i < argc; i++) {
         const char *v = NULL;
         if (!kd_cli_opt(argc, argv, &i, "--recipe", &v)) continue;
+        a->given_recipe = 1;
         kd_status s = v ? kd_train_opts_recipe(&a->o, v) : kd_fail(KD_ERR_INVALID_ARG, "a name is missing");
         if (s) {
             fprintf(stderr, "kdseg %s: --recipe: %s\n", cmd, kd_last_error());
@@ -42,6 +43,24 @@ void kd_train_args_finish(kd_train_args *a) {
         kd_clear_error();
         return;
     }
+    /* the recipe it was trained with (an unknown name: a newer kdseg's; kept as given) */
+    kd_train_opts r = *o;
+    if (!a->given_recipe && m.recipe[0] && !kd_train_opts_recipe(&r, m.recipe)) {
+        o->recipe = r.recipe;
+        if (!a->given_wd) o->optim.weight_decay = r.optim.weight_decay;
+        if (!a->given_ema) o->optim.ema = r.optim.ema;
+        if (!a->given_schedule) o->schedule.kind = r.schedule.kind;
+        if (!a->given_warmup) o->schedule.warmup = r.schedule.warmup;
+        if (!a->given_step_every) o->schedule.step_every = r.schedule.step_every;
+        if (!a->given_aug) o->sampler.aug = r.sampler.aug;
+        if (!a->given_fg) o->sampler.fg_fraction = r.sampler.fg_fraction;
+        if (!a->given_random) o->sampler.random_fraction = r.sampler.random_fraction;
+        if (!a->given_class_balance) o->sampler.class_balance = r.sampler.class_balance;
+        if (!a->given_margin) o->sampler.margin = r.sampler.margin;
+        if (!a->given_val_cases) o->val_cases = r.val_cases;
+        if (!a->given_val_every) o->val_every = r.val_every;
+    }
+    kd_clear_error();
     if (!a->given_patch && m.patch[0] > 0 && m.patch[1] > 0 && m.patch[2] > 0)
         memcpy(o->sampler.patch, m.patch, sizeof m.patch);
     if (!a->given_batch && m.batch > 0) o->sampler.batch = m.batch;
@@ -51,6 +70,7 @@ void kd_train_args_finish(kd_train_args *a) {
     if (!a->given_loss && m.loss[0] && kd_loss_parse(m.loss, &o->loss)) kd_clear_error();
     if (!a->given_optim && !strcmp(m.optim, "sgd")) o->optim.kind = KD_OPT_SGD;
     if (!a->given_optim && !strcmp(m.optim, "adam")) o->optim.kind = KD_OPT_ADAM;
+    if (!a->given_ema && m.ema >= 0 && m.ema < 1) o->optim.ema = (float)m.ema;
 }
 
 void kd_train_args_help(FILE *f) {
@@ -84,6 +104,8 @@ void kd_train_args_help(FILE *f) {
             "  --random-fraction X   share centred anywhere in the brain's box (recipe)\n"
             "  --class-balance 0|1   tumour centres: region first (edema, core, enhancing)\n"
             "  --margin N            other centres in the tumour box + N voxels (recipe)\n"
+            "  --ema D               also keep an exponential moving average of the weights,\n"
+            "                        decay D per step, written as OUT/ema.kds (0: none; recipe)\n"
             "  --seed S              every random choice (default 1)\n"
             "  --val-every N         validate every N steps (recipe)\n"
             "  --ckpt-every N        save last.kds every N steps (default 50)\n"
@@ -99,11 +121,13 @@ void kd_train_args_help(FILE *f) {
         fprintf(f,
                 "recipe %s%s: %s\n  --patch %d,%d,%d --batch %d --steps %ld --lr %g --wd %g --optim %s "
                 "--schedule %s --warmup %ld --step-every %ld --loss %s --aug %s --fg-fraction %.3g "
-                "--random-fraction %.3g --class-balance %d --margin %d --val-cases %d --val-every %d\n",
+                "--random-fraction %.3g --class-balance %d --margin %d --val-cases %d --val-every %d "
+                "--ema %g\n",
                 r->name, r == kd_recipe_default() ? " (default)" : "", r->about, r->patch[0],
                 r->patch[1], r->patch[2], r->batch, r->steps, r->lr, r->wd, r->optim, r->schedule,
                 r->warmup, r->step_every, r->loss, r->aug, (double)r->fg_fraction,
-                (double)r->random_fraction, r->class_balance, r->margin, r->val_cases, r->val_every);
+                (double)r->random_fraction, r->class_balance, r->margin, r->val_cases, r->val_every,
+                r->ema);
     }
 }
 
@@ -143,16 +167,19 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
         else if (v && !strcmp(v, "adam")) o->optim.kind = KD_OPT_ADAM;
         else s = kd_fail(KD_ERR_INVALID_ARG, "--optim must be adam or sgd, got '%s'", v ? v : "");
     } else if (kd_cli_opt(argc, argv, i, "--schedule", &v)) {
+        a->given_schedule = 1;
         s = kd_schedule_parse(v ? v : "", &o->schedule);
     } else if (kd_cli_opt(argc, argv, i, "--loss", &v)) {
         a->given_loss = 1;
         s = kd_loss_parse(v ? v : "", &o->loss);
     } else if (kd_cli_opt(argc, argv, i, "--aug", &v)) {
+        a->given_aug = 1;
         s = kd_augment_opts_parse(v ? v : "", &o->sampler.aug);
         if (s) s = kd_fail_context(s, "--aug");
     } else if (kd_cli_opt(argc, argv, i, "--cases", &v)) {
         r = kd_cli_int(cmd, "--cases", v, 2, 10000, &a->cases);
     } else if (kd_cli_opt(argc, argv, i, "--val-cases", &v)) {
+        a->given_val_cases = 1;
         r = kd_cli_int(cmd, "--val-cases", v, 0, 10000, &o->val_cases);
     } else if (kd_cli_opt(argc, argv, i, "--batch", &v)) {
         a->given_batch = 1;
@@ -162,12 +189,15 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
         r = kd_cli_int(cmd, "--steps", v, 1, 100000000, &n);
         o->steps = n;
     } else if (kd_cli_opt(argc, argv, i, "--warmup", &v)) {
+        a->given_warmup = 1;
         r = kd_cli_int(cmd, "--warmup", v, 0, 100000000, &n);
         o->schedule.warmup = n;
     } else if (kd_cli_opt(argc, argv, i, "--step-every", &v)) {
+        a->given_step_every = 1;
         r = kd_cli_int(cmd, "--step-every", v, 1, 100000000, &n);
         o->schedule.step_every = n;
     } else if (kd_cli_opt(argc, argv, i, "--val-every", &v)) {
+        a->given_val_every = 1;
         r = kd_cli_int(cmd, "--val-every", v, 0, 100000000, &n);
         o->val_every = n;
     } else if (kd_cli_opt(argc, argv, i, "--ckpt-every", &v)) {
@@ -176,22 +206,31 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else if (kd_cli_opt(argc, argv, i, "--threads", &v)) {
         r = kd_cli_int(cmd, "--threads", v, 0, 16, &o->threads);
     } else if (kd_cli_opt(argc, argv, i, "--margin", &v)) {
+        a->given_margin = 1;
         r = kd_cli_int(cmd, "--margin", v, 0, 1000, &o->sampler.margin);
     } else if (kd_cli_opt(argc, argv, i, "--lr", &v)) {
         a->given_lr = 1;
         r = kd_cli_float(cmd, "--lr", v, 1e-9, 10, &x);
         o->optim.lr = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--wd", &v)) {
+        a->given_wd = 1;
         r = kd_cli_float(cmd, "--wd", v, 0, 1, &x);
         o->optim.weight_decay = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--fg-fraction", &v)) {
+        a->given_fg = 1;
         r = kd_cli_float(cmd, "--fg-fraction", v, 0, 1, &x);
         o->sampler.fg_fraction = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--random-fraction", &v)) {
+        a->given_random = 1;
         r = kd_cli_float(cmd, "--random-fraction", v, 0, 1, &x);
         o->sampler.random_fraction = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--class-balance", &v)) {
+        a->given_class_balance = 1;
         r = kd_cli_int(cmd, "--class-balance", v, 0, 1, &o->sampler.class_balance);
+    } else if (kd_cli_opt(argc, argv, i, "--ema", &v)) {
+        a->given_ema = 1;
+        r = kd_cli_float(cmd, "--ema", v, 0, 0.9999, &x);
+        o->optim.ema = (float)x;
     } else if (kd_cli_opt(argc, argv, i, "--size", &v)) {
         r = kd_cli_dims3(cmd, "--size", v, 16, 512, o->synthetic_size);
     } else if (kd_cli_opt(argc, argv, i, "--patch", &v)) {

@@ -11,6 +11,9 @@ typedef struct kd_train_args {
     int synthetic, cases; /* --synthetic, --cases */
     /* given on the command line (else, resuming, the checkpoint's) */
     int given_patch, given_batch, given_steps, given_lr, given_seed, given_loss, given_optim;
+    /* ... and the other recipe fields (resuming, else the recorded recipe's) */
+    int given_recipe, given_wd, given_schedule, given_warmup, given_step_every, given_aug, given_fg,
+        given_random, given_class_balance, given_margin, given_val_cases, given_val_every, given_ema;
 } kd_train_args;
 
 /* The command's defaults (kd_train_opts_default), progress to stdout, the SIGINT flag. */
@@ -23,7 +26,9 @@ int kd_train_args_init(const char *cmd, int argc, char **argv, kd_train_args *a)
 int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_train_args *a);
 /* After the last option: --synthetic into a.o; resuming, the options not given take the
  * values OUT/last.kds records (patch, batch, planned steps, learning rate, seed, loss,
- * optimizer), so that `--out DIR --resume` alone continues the run as it was. */
+ * optimizer, weight average) and, without --recipe, the other settings of the recipe it records (weight
+ * decay, schedule, warm-up, augmentation, patch sampling, validation, weight averaging),
+ * so that `--out DIR --resume` alone continues the run as it was. */
 void kd_train_args_finish(kd_train_args *a);
 /* The option list for --help. */
 void kd_train_args_help(FILE *f);

@@ -31,6 +31,7 @@ typedef struct kd_recipe {
     int class_balance;        /* tumour centres: region first (edema, core, enhancing) */
     int margin;               /* the other centres: tumour box + margin voxels */
     int val_cases, val_every; /* labeled cases held out for validation; every N steps */
+    double ema;               /* decay of the weight average written as ema.kds (0: none) */
     /* post-processing of this recipe's models in kdseg segment and annotate */
     int brain_mask;           /* no tumour outside the brain (voxels 0 in every modality) */
     int largest_only;         /* keep the largest tumour component only */

@@ -49,6 +49,9 @@ typedef struct kd_optim_config {
     float lr, weight_decay;
     float beta1, beta2, eps; /* Adam (always AMSGrad, as the paper) */
     float momentum;          /* SGD (Nesterov) */
+    float ema;               /* > 0: also keep an exponential moving average of the
+                                parameters, ema = ema * d + params * (1 - d) after every
+                                update, d = ema (kd_optim_ema); 0: none (the default) */
 } kd_optim_config;
 
 void kd_optim_defaults(kd_optim_config *c); /* the paper: Adam lr 1e-4, wd 1e-6 ... */
@@ -92,10 +95,16 @@ void kd_optim_set_steps(kd_optim *o, long steps); /* e.g. from a checkpoint */
  * error ends the step with nothing updated. NULL fn: none (the default). */
 typedef kd_status (*kd_grad_hook)(void *ctx, kd_optim *o, kd_tensor *grads, kd_tensor *loss_total);
 void kd_optim_set_grad_hook(kd_optim *o, kd_grad_hook fn, void *ctx);
-/* State slabs (m, v, vmax for Adam; momentum for SGD), for checkpoints. */
+/* State slabs (m, v, vmax for Adam; momentum for SGD; then the parameters' moving average
+ * when the config asks for one), for checkpoints. */
 int kd_optim_state_count(const kd_optim *o);
 kd_tensor *kd_optim_state_tensor(kd_optim *o, int i);
 const char *kd_optim_state_name(const kd_optim *o, int i);
+/* The moving average of the parameters (the model's slab layout), or NULL when the config
+ * keeps none. It starts as the parameters at creation; kd_optim_ema_restart sets it to the
+ * parameters again (e.g. a checkpoint without one). */
+kd_tensor *kd_optim_ema(kd_optim *o);
+kd_status kd_optim_ema_restart(kd_optim *o);
 
 
 /* ---- golden self-test ---------------------------------------------------------------- */
@@ -181,9 +190,10 @@ typedef struct kd_ckpt_meta {
     char recipe[16];      /* the training recipe (kdseg/recipe.h), whose post-processing
                              segmentation applies ("": none) */
     kd_domain domain;     /* the data it was trained on (kdseg/domain.h; cases 0: unknown) */
+    double ema;           /* decay of the weight average the run keeps (0: none; -1: unknown) */
 } kd_ckpt_meta;
 
-/* Every field unknown: zeros, "" and best_dice -1. */
+/* Every field unknown: zeros, "", best_dice and ema -1. */
 void kd_ckpt_meta_init(kd_ckpt_meta *meta);
 
 /* Writes the model, the optimizer's state (o may be NULL) and meta (may be NULL: all
@@ -197,6 +207,10 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
                              const kd_optim_config *oc, kd_optim **o_out, kd_ckpt_meta *meta);
 /* The metadata alone (magic, version and CRC checked; no device, no model built). */
 kd_status kd_checkpoint_read_meta(const char *path, kd_ckpt_meta *meta);
+/* Writes a checkpoint of the model with the averaged parameters in place of its own (no
+ * optimizer state; meta as kd_checkpoint_save), leaving the model as it was.
+ * KD_ERR_INVALID_ARG when o keeps no average. */
+kd_status kd_optim_save_ema(kd_optim *o, const char *path, const kd_ckpt_meta *meta);
 
 /* ---- the training loop ------------------------------------------------------------ */
 

@@ -89,9 +89,10 @@ void kd_session_free(kd_session *s) {
     free(s);
 }
 
-/* The files of a run in its output folder; the first two are its checkpoints. */
-static const char *const run_files[] = {"last.kds", "best.kds", "train.csv", "train.png"};
-enum { N_RUN_FILES = 4, N_CHECKPOINTS = 2 };
+/* The files of a run in its output folder; the first two are its checkpoints (ema.kds, the
+ * weight average, comes with last.kds). */
+static const char *const run_files[] = {"last.kds", "best.kds", "ema.kds", "train.csv", "train.png"};
+enum { N_RUN_FILES = 5, N_CHECKPOINTS = 2 };
 
 /* A folder holding an earlier run's checkpoints is refused unless the run resumes or
  * overwrites; before any work, so a refused start changes nothing. */
@@ -283,6 +284,7 @@ kd_status kd_train_opts_recipe(kd_train_opts *o, const char *name) {
     o->sampler.margin = r->margin;
     o->val_cases = r->val_cases;
     o->val_every = r->val_every;
+    o->optim.ema = (float)r->ema;
     return s ? kd_fail_context(s, "recipe %s", name) : KD_OK;
 }
 
@@ -380,6 +382,7 @@ kd_status kd_session_open(kd_device *dev, const kd_train_opts *o, kd_session **o
     snprintf(s->meta.optim, sizeof s->meta.optim, "%s", o->optim.kind == KD_OPT_SGD ? "sgd" : "adam");
     memcpy(s->meta.patch, so.patch, sizeof s->meta.patch);
     s->meta.batch = so.batch;
+    s->meta.ema = o->optim.ema;
     snprintf(s->meta.recipe, sizeof s->meta.recipe, "%s", o->recipe ? o->recipe : "");
     if ((st = training_domain(s, &s->meta.domain))) {
         kd_session_free(s);

@@ -56,12 +56,14 @@ static const meta_field meta_fields[] = {
     MF("domain_p01", MF_DOUBLES, domain.p01, KD_DOMAIN_CHANNELS),
     MF("domain_p50", MF_DOUBLES, domain.p50, KD_DOMAIN_CHANNELS),
     MF("domain_p99", MF_DOUBLES, domain.p99, KD_DOMAIN_CHANNELS),
+    MF("ema", MF_DOUBLE, ema, 1),
 };
 #define META_FIELDS ((int)(sizeof meta_fields / sizeof meta_fields[0]))
 
 void kd_ckpt_meta_init(kd_ckpt_meta *meta) {
     memset(meta, 0, sizeof *meta);
     meta->best_dice = -1;
+    meta->ema = -1;
 }
 
 /* Appends to t (cap bytes, n used); 0 when it does not fit. */
@@ -447,7 +449,7 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
     }
     const unsigned char *dstart = p;
     size_t nfloats = (size_t)(end - dstart) / 4;
-    int found = 0;
+    int found = 0, found_ema = 0;
     size_t soff = 0;
     p = tab;
     for (uint32_t i = 0; i < n; i++) {
@@ -497,6 +499,7 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
                         goto bad;
                     }
                     s = kd_tensor_upload_ndhwc(kd_optim_state_tensor(o, k), src);
+                    found_ema |= kd_optim_state_tensor(o, k) == kd_optim_ema(o);
                 }
         }
         free(src);
@@ -508,6 +511,8 @@ kd_status kd_checkpoint_load(const char *path, kd_device *dev, kd_model **m_out,
         goto done;
     }
     if (o) kd_optim_set_steps(o, meta.step);
+    /* a weight average asked for that the file does not hold starts from its parameters */
+    if (o && kd_optim_ema(o) && !found_ema && (s = kd_optim_ema_restart(o))) goto done;
     if (meta_out) *meta_out = meta;
     goto done;
 bad:

@@ -11,8 +11,8 @@
 struct kd_optim {
     kd_model *m;
     kd_optim_config c;
-    kd_tensor *state[3];
-    int nstate;
+    kd_tensor *state[4]; /* the method's slabs, then the parameters' moving average */
+    int nstate, nmethod; /* all of them; the method's */
     kd_tensor *part, *stats; /* gradient-norm partials; [sumsq, finite] */
     long steps;
     kd_grad_hook hook; /* e.g. the data-parallel gradient average */
@@ -27,6 +27,7 @@ void kd_optim_defaults(kd_optim_config *c) {
     c->beta2 = 0.999f;
     c->eps = 1e-8f;
     c->momentum = 0.9f;
+    c->ema = 0.0f;
 }
 
 kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out) {
@@ -35,11 +36,15 @@ kd_status kd_optim_create(kd_model *m, const kd_optim_config *c, kd_optim **out)
     if (!o) return kd_fail(KD_ERR_OUT_OF_MEMORY, "optimizer");
     o->m = m;
     o->c = *c;
-    o->nstate = c->kind == KD_OPT_ADAM ? 3 : 1;
+    o->nmethod = c->kind == KD_OPT_ADAM ? 3 : 1;
+    o->nstate = o->nmethod + (c->ema > 0);
     kd_device *dev = kd_model_device(m);
     kd_shape s = kd_tensor_shape(kd_model_params(m));
-    kd_status st = KD_OK;
+    kd_status st = c->ema >= 0 && c->ema < 1
+                       ? KD_OK
+                       : kd_fail(KD_ERR_INVALID_ARG, "weight average decay %g: must be in [0, 1)", (double)c->ema);
     for (int i = 0; i < o->nstate && !st; i++) st = kd_tensor_zeros(dev, s, &o->state[i]);
+    if (!st && c->ema > 0) st = kd_optim_ema_restart(o);
     if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, KD_GRAD_PARTIALS, 1, 1, 1), &o->part);
     if (!st) st = kd_tensor_zeros(dev, kd_shape5(1, 2, 1, 1, 1), &o->stats);
     if (st) {
@@ -64,7 +69,31 @@ int kd_optim_state_count(const kd_optim *o) { return o->nstate; }
 kd_tensor *kd_optim_state_tensor(kd_optim *o, int i) { return o->state[i]; }
 const char *kd_optim_state_name(const kd_optim *o, int i) {
     static const char *adam[] = {"adam.exp_avg", "adam.exp_avg_sq", "adam.max_exp_avg_sq"};
+    if (i >= o->nmethod) return "ema.params";
     return o->c.kind == KD_OPT_ADAM ? adam[i] : "sgd.momentum_buffer";
+}
+
+kd_tensor *kd_optim_ema(kd_optim *o) { return o->nstate > o->nmethod ? o->state[o->nmethod] : NULL; }
+
+kd_status kd_optim_ema_restart(kd_optim *o) {
+    kd_tensor *e = kd_optim_ema(o);
+    return e ? kd_tensor_copy(e, kd_model_params(o->m)) : KD_OK;
+}
+
+kd_status kd_optim_save_ema(kd_optim *o, const char *path, const kd_ckpt_meta *meta) {
+    kd_tensor *e = kd_optim_ema(o), *p = kd_model_params(o->m), *keep = NULL;
+    if (!e) return kd_fail(KD_ERR_INVALID_ARG, "%s: the optimizer keeps no weight average", path);
+    /* the model's own parameters set aside while its slab holds the average */
+    kd_status s = kd_tensor_create(kd_model_device(o->m), kd_tensor_shape(p), &keep);
+    if (!s) s = kd_tensor_copy(keep, p);
+    if (!s) s = kd_tensor_copy(p, e);
+    if (!s) {
+        s = kd_checkpoint_save(path, o->m, NULL, meta);
+        kd_status r = kd_tensor_copy(p, keep);
+        if (!s) s = r;
+    }
+    kd_tensor_free(keep);
+    return s;
 }
 
 void kd_optim_set_grad_hook(kd_optim *o, kd_grad_hook fn, void *ctx) {
@@ -88,6 +117,9 @@ kd_status kd_optim_step(kd_optim *o, float lr, kd_loss *loss) {
         s = kd_sgd_update(lr, o->c.momentum, o->c.weight_decay, o->steps == 1, p, g, o->state[0],
                           o->stats);
     }
+    /* the average follows the parameters as they are after the update (a skipped update
+     * left them unchanged) */
+    if (!s && kd_optim_ema(o)) s = kd_axpby(1.0f - o->c.ema, p, o->c.ema, kd_optim_ema(o));
     return s ? kd_fail_context(s, "%s step on %d parameters", o->c.kind == KD_OPT_ADAM ? "adam" : "sgd", n)
              : KD_OK;
 }

@@ -100,7 +100,12 @@ static kd_status save(kd_model *m, kd_optim *o, const kd_train_config *c, const 
     meta.best_dice = best;
     meta.lr = c->lr;
     meta.steps = c->steps;
-    return kd_checkpoint_save(path, m, o, &meta);
+    s = kd_checkpoint_save(path, m, o, &meta);
+    /* with last.kds, the weight average as a model of its own (what inference uses) */
+    if (!s && o && kd_optim_ema(o) && !strcmp(name, "last.kds") &&
+        !(s = kd_path_join(path, sizeof path, c->out_dir, "ema.kds")))
+        s = kd_optim_save_ema(o, path, &meta);
+    return s;
 }
 
 static void progress(long step, long total, float loss, float lr, double rate, double eta) {

@@ -1090,7 +1090,7 @@ static int recipes(void) {
                  !strcmp(p->schedule, "step") && p->step_every == 16000 && p->warmup == 0 &&
                  !strcmp(p->aug, "phantom") && p->fg_fraction == 0 && p->random_fraction == 0 &&
                  !p->class_balance && p->margin == 50 && !p->brain_mask && !p->largest_only &&
-                 p->min_component == 0.1 && p->et_min_voxels == 32,
+                 p->min_component == 0.1 && p->et_min_voxels == 32 && p->ema == 0,
              "phantom: the settings before recipes");
     KD_CHECK(r->fg_fraction > 0.3f && r->random_fraction > 0.6f && r->class_balance && r->brain_mask,
              "real: whole-brain patches, tumour oversampling, brain mask");

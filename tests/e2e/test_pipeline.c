@@ -567,6 +567,72 @@ static int train_resume_cli(void) {
     return 0;
 }
 
+/* Same train.csv steps, kinds and losses (the time column differs); rows counted. */
+static int same_log(const char *dir_a, const char *dir_b, int *rows) {
+    char pa[1024], pb[1024], la[512], lb[512];
+    snprintf(pa, sizeof pa, "%s/train.csv", dir_a);
+    snprintf(pb, sizeof pb, "%s/train.csv", dir_b);
+    FILE *fa = fopen(pa, "r"), *fb = fopen(pb, "r");
+    KD_CHECK(fa && fb, "csv");
+    *rows = 0;
+    while (fgets(la, sizeof la, fa) && fgets(lb, sizeof lb, fb)) {
+        char *ca = strchr(strchr(strchr(la, ',') + 1, ',') + 1, ','), *cb = strchr(strchr(strchr(lb, ',') + 1, ',') + 1, ',');
+        KD_CHECK(ca - la == cb - lb && !strncmp(la, lb, (size_t)(ca - la)), "row %d: %s vs %s", *rows, la, lb);
+        (*rows)++;
+    }
+    fclose(fa);
+    fclose(fb);
+    return 0;
+}
+
+/* Catches: `kdseg train --resume` without --recipe running the rest of a run on the
+ * default recipe's sampling, augmentation, schedule and weight averaging instead of those
+ * of the recipe the checkpoint records (the resumed losses then differ from a straight
+ * run's, the checkpoint says "real", and ema.kds stops following the run). */
+static int train_resume_recipe(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    KD_CHECK(kdseg("phantom --out %s --cases 3 --size 32 --seed 6", tmp("d")) == 0, "phantom");
+    const char *common = "--arch resunet:widths=8,16:enc=1,1:dec=1 --patch 16 --lr 1e-3 "
+                         "--val-every 4 --ckpt-every 2 --quiet --threads 0";
+    KD_CHECK(kdseg("train --dataset %s --out %s --recipe phantom --ema 0.5 --steps 8 %s", tmp("d"), tmp("a"),
+                   common) == 0, "straight");
+    KD_CHECK(kdseg("train --dataset %s --out %s --recipe phantom --ema 0.5 --steps 5 %s", tmp("d"), tmp("b"),
+                   common) == 0, "first part");
+    KD_CHECK(kdseg("train --out %s --steps 8 --resume %s", tmp("b"), common) == 0, "resumed");
+    int rows = 0;
+    if (same_log(tmp("a"), tmp("b"), &rows)) return 1;
+    KD_CHECK(rows == 9, "rows %d", rows);
+    char p[1024];
+    kd_ckpt_meta meta;
+    snprintf(p, sizeof p, "%s/last.kds", tmp("b"));
+    KD_CHECK_OK(kd_checkpoint_read_meta(p, &meta));
+    KD_CHECK(!strcmp(meta.recipe, "phantom") && meta.step == 8, "resumed checkpoint: recipe '%s', step %ld",
+             meta.recipe, meta.step);
+    kd_model *ma, *mb;
+    snprintf(p, sizeof p, "%s/ema.kds", tmp("a"));
+    KD_CHECK_OK(kd_checkpoint_load(p, dev, &ma, NULL, NULL, NULL));
+    snprintf(p, sizeof p, "%s/ema.kds", tmp("b"));
+    KD_CHECK_OK(kd_checkpoint_load(p, dev, &mb, NULL, NULL, &meta));
+    KD_CHECK(meta.step == 8, "ema.kds at step %ld", meta.step);
+    size_t n = kd_model_param_count(ma);
+    float *wa = malloc(n * 4), *wb = malloc(n * 4);
+    KD_CHECK(wa && wb, "memory");
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(ma), wa));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(mb), wb));
+    KD_CHECK(!memcmp(wa, wb, n * 4), "the resumed run's weight average equals the straight run's");
+    free(wa);
+    free(wb);
+    kd_model_free(ma);
+    kd_model_free(mb);
+    /* options given again win over the recorded recipe */
+    KD_CHECK(kdseg("train --out %s --steps 9 --resume --recipe real %s", tmp("b"), common) == 0, "resumed, real");
+    snprintf(p, sizeof p, "%s/last.kds", tmp("b"));
+    KD_CHECK_OK(kd_checkpoint_read_meta(p, &meta));
+    KD_CHECK(!strcmp(meta.recipe, "real") && meta.step == 9, "recipe given on resume: '%s', step %ld",
+             meta.recipe, meta.step);
+    return 0;
+}
+
 /* Does the log of this test's kdseg runs contain text (since the log was last cleared)? */
 static int log_has(const char *text) {
     char p[1024], line[2048];
@@ -1017,6 +1083,7 @@ int main(int argc, char **argv) {
         {"segment_member_out", segment_member_out},
         {"segment_nnunet", segment_nnunet},
         {"train_resume_cli", train_resume_cli},
+        {"train_resume_recipe", train_resume_recipe},
         {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},
         {"demo_quick", demo_quick},

@@ -821,6 +821,84 @@ static int optim_sgd(void) {
     return 0;
 }
 
+/* The weight average against a hand computation, through checkpoints and resume. Catches:
+ * the average not following the updates (or following the gradients), the wrong decay
+ * side, ema.kds holding the model's own weights, the model left holding the average after
+ * kd_optim_save_ema, the average lost or reset by a checkpoint round trip, and a
+ * checkpoint without one resuming with zeros (or the random init) as its average. */
+static int optim_ema(void) {
+    KD_DEVICE_OR_FAIL(dev);
+    kd_model *m, *m2, *me;
+    kd_optim *o, *o2;
+    kd_optim_config oc;
+    kd_optim_defaults(&oc);
+    oc.kind = KD_OPT_SGD;
+    oc.momentum = 0;
+    oc.weight_decay = 0;
+    oc.ema = 0.75f;
+    KD_CHECK_OK(kd_model_create(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, &m));
+    KD_CHECK_OK(kd_optim_create(m, &oc, &o));
+    KD_CHECK(kd_optim_ema(o) != NULL && kd_optim_state_count(o) == 2, "an average kept");
+    KD_CHECK(!strcmp(kd_optim_state_name(o, 1), "ema.params"), "state name");
+    size_t n = kd_model_param_count(m);
+    float *p0 = malloc(n * 4), *p = malloc(n * 4), *e = malloc(n * 4), *q = malloc(n * 4);
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(m), p0));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_optim_ema(o), e));
+    KD_CHECK(!memcmp(p0, e, n * 4), "the average starts at the parameters");
+    KD_CHECK_OK(kd_tensor_fill(kd_model_grads(m), 0.5f));
+    KD_CHECK_OK(kd_optim_step(o, 0.1f, NULL));
+    KD_CHECK_OK(kd_tensor_fill(kd_model_grads(m), -0.25f));
+    KD_CHECK_OK(kd_optim_step(o, 0.1f, NULL));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(m), p));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_optim_ema(o), e));
+    for (size_t i = 0; i < n; i += 31) {
+        double p1 = p0[i] - 0.1 * 0.5, p2 = p1 + 0.1 * 0.25;
+        double want = 0.75 * (0.75 * p0[i] + 0.25 * p1) + 0.25 * p2;
+        KD_CHECK(fabs(p[i] - p2) < 1e-6, "param %zu: %g vs %g", i, (double)p[i], p2);
+        KD_CHECK(fabs(e[i] - want) < 1e-6, "average %zu: %g vs %g", i, (double)e[i], want);
+    }
+    char path[1200], epath[1200];
+    snprintf(path, sizeof path, "%s/ema_last.kds", kd_test_tmpdir());
+    snprintf(epath, sizeof epath, "%s/ema.kds", kd_test_tmpdir());
+    KD_CHECK_OK(kd_checkpoint_save(path, m, o, NULL));
+    KD_CHECK_OK(kd_optim_save_ema(o, epath, NULL));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(m), q));
+    KD_CHECK(!memcmp(p, q, n * 4), "the model keeps its own parameters after saving the average");
+    KD_CHECK_OK(kd_checkpoint_load(epath, dev, &me, NULL, NULL, NULL));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_model_params(me), q));
+    KD_CHECK(!memcmp(e, q, n * 4), "ema.kds holds the average");
+    kd_model_free(me);
+    /* resumed: the same average */
+    KD_CHECK_OK(kd_checkpoint_load(path, dev, &m2, &oc, &o2, NULL));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_optim_ema(o2), q));
+    KD_CHECK(!memcmp(e, q, n * 4), "the average survives a checkpoint");
+    kd_optim_free(o2);
+    kd_model_free(m2);
+    /* a checkpoint without an average, resumed with one: it starts at the parameters */
+    kd_optim_config plain = oc;
+    plain.ema = 0;
+    KD_CHECK_OK(kd_checkpoint_load(path, dev, &m2, &plain, &o2, NULL));
+    KD_CHECK(kd_optim_ema(o2) == NULL && kd_optim_state_count(o2) == 1, "no average without the decay");
+    KD_CHECK(kd_optim_save_ema(o2, epath, NULL) == KD_ERR_INVALID_ARG, "no average to save refused");
+    KD_CHECK_OK(kd_checkpoint_save(path, m2, o2, NULL));
+    kd_optim_free(o2);
+    kd_model_free(m2);
+    KD_CHECK_OK(kd_checkpoint_load(path, dev, &m2, &oc, &o2, NULL));
+    KD_CHECK_OK(kd_tensor_download_ndhwc(kd_optim_ema(o2), q));
+    KD_CHECK(!memcmp(p, q, n * 4), "an average missing from the file starts at its parameters");
+    kd_optim_free(o2);
+    kd_model_free(m2);
+    oc.ema = 1.0f;
+    KD_CHECK(kd_optim_create(m, &oc, &o2) == KD_ERR_INVALID_ARG && o2 == NULL, "decay 1 refused");
+    free(p0);
+    free(p);
+    free(e);
+    free(q);
+    kd_optim_free(o);
+    kd_model_free(m);
+    return 0;
+}
+
 /* The losses and the AMSGrad step against hand computations in double precision, on
  * tiny tensors (also run under Oclgrind, where a model forward is too slow). Catches a
  * wrong loss formula term, a missing 1/M or 1/C, a gradient of the wrong sign, a bias
@@ -992,6 +1070,7 @@ int main(int argc, char **argv) {
         {"determinism", determinism},
         {"nonfinite_stops", nonfinite_stops},
         {"optim_sgd", optim_sgd},
+        {"optim_ema", optim_ema},
         {"schedules", schedules},
         {"loss_and_adam", loss_and_adam},
         {"tensorfile_bad", tensorfile_bad},

@@ -20,6 +20,8 @@
 #          FOLDS       which held-out cases, 1-based in name order (default: all)
 #          SEGMENT     more `kdseg segment` options (e.g. "--tta 8 --min-component 0")
 #          REUSE=1     keep trained models already in OUT (segment and evaluate again)
+#          CKPT        the checkpoint of each fold that segments: last (default), or ema
+#                      (the weight average, written when training keeps one: --ema D)
 #          NICE        run under `nice -n NICE` (default: not)
 #          JOBS        folds run at once (default 1; 2 on this 2-core machine with --threads 1)
 #          PROB=1      also write each held-out case's region probabilities in OUT/fold-N/prob
@@ -32,6 +34,7 @@ K=${KDSEG:-$here/build/tools/kdseg}
 DATA=${DATA:-$here/../shared/data/brats2013-flair-t1ce}
 MODALITIES=${MODALITIES:-t1ce,flair}
 MODEL=${MODEL:-resunet:widths=8,16,32,64:in=2}
+CKPT=${CKPT:-last}
 [ $# -ge 1 ] || { sed -n '2,30p' "$0"; exit 2; }
 OUT=$1
 shift
@@ -49,7 +52,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 summary=$OUT/summary.csv
 echo "fold,case,train_s,train_cpu_s,steps,steps_per_s,load_before,load_after,dice_wt,dice_tc,dice_et,hd95_wt,hd95_tc,hd95_et" > "$summary"
-echo "kdseg train $* (model $MODEL, modalities $MODALITIES)" > "$OUT/command.txt"
+echo "kdseg train $* (model $MODEL, modalities $MODALITIES; $CKPT.kds segments)" > "$OUT/command.txt"
 load() { awk '{print $1}' /proc/loadavg; }
 fold() {
   local f=$1 held=${cases[$(($1 - 1))]} d=$OUT/fold-$1 c l0 l1 t0 t1
@@ -70,13 +73,13 @@ fold() {
   l1=$(load)
   rm -rf "$d/pred"
   # shellcheck disable=SC2086
-  run "$K" segment --checkpoint "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
+  run "$K" segment --checkpoint "$d/model/$CKPT.kds" --dataset "$d/test" --modalities "$MODALITIES" \
     --out "$d/pred" ${SEGMENT:-} > "$d/segment.log" 2>&1 ||
     { echo "loo_real.sh: fold $f: kdseg segment failed, see $d/segment.log" >&2; return 1; }
   if [ "${PROB:-0}" = 1 ]; then
     rm -rf "$d/prob"
     # shellcheck disable=SC2086
-    run "$K" segment --checkpoint "$d/model/last.kds" --dataset "$d/test" --modalities "$MODALITIES" \
+    run "$K" segment --checkpoint "$d/model/$CKPT.kds" --dataset "$d/test" --modalities "$MODALITIES" \
       --out "$d/prob" --probabilities ${SEGMENT:-} > "$d/segment-prob.log" 2>&1 ||
       { echo "loo_real.sh: fold $f: kdseg segment --probabilities failed, see $d/segment-prob.log" >&2; return 1; }
   fi
