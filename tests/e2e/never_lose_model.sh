@@ -13,7 +13,7 @@ cd "$tmp" || exit 1
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 arch=resunet:widths=8,16:enc=1,1:dec=1
-small=(--arch $arch --patch 16 --steps 4 --val-every 2 --ckpt-every 2 --threads 0)
+small=(--arch $arch --patch 16 --batch 1 --steps 4 --val-every 2 --ckpt-every 2 --threads 0)
 "$exe" -q phantom --out d --cases 3 --size 32 --seed 1 >/dev/null &&
   "$exe" -q phantom --out d2 --cases 3 --size 32 --seed 2 >/dev/null &&
   "$exe" -q phantom --out u --cases 2 --first 10 --size 32 --seed 3 --no-labels >/dev/null ||

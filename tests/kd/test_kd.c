@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../kdtest.h"
+#include "kdseg/recipe.h"
 
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
 
@@ -139,7 +140,7 @@ static int online_offline_meta(void) {
         KD_CHECK_OK(kd_checkpoint_read_meta(p, &m));
         KD_CHECK(!strcmp(m.mode, modes[k]), "%s: mode '%s'", dirs[k], m.mode);
         KD_CHECK(m.step == 3 && m.steps == 3 && m.seed == 1 && m.lr > 0.00099 && m.lr < 0.00101 &&
-                     m.best_dice >= 0 && m.batch == 1 && m.patch[0] == 16 && m.patch[2] == 16 &&
+                     m.best_dice >= 0 && m.batch == kd_recipe_default()->batch && m.patch[0] == 16 && m.patch[2] == 16 &&
                      !strcmp(m.data, lab) && !strcmp(m.loss, "paper") && !strcmp(m.optim, "adam"),
                  "%s: step %ld steps %ld lr %g best %g batch %d patch %d data '%s' loss '%s'", dirs[k],
                  m.step, m.steps, m.lr, m.best_dice, m.batch, m.patch[0], m.data, m.loss);
