@@ -59,6 +59,8 @@ typedef struct kd_conv_tune {
                   * rows per work-item, 1 or 2 (2: 8 positions x 2 rows) */
     int wt3;     /* weight gradient with one vector of 16 or 8 channels, KW 3, stride 1: 1 = the
                   * three taps along W in one work-item (4 input channels x 3 taps) */
+    int pw;      /* 1x1x1 stride-1 forward-like passes: blocks of 8 positions per work-item of
+                  * the pointwise kernel, 1..64; 0 = the kernel of the other convs */
 } kd_conv_tune;
 
 enum { KD_TUNE_LOCAL_DRIVER = 0, KD_TUNE_LOCAL_SET = 1, KD_TUNE_LOCAL_AUTO = -1 };
