@@ -257,6 +257,30 @@ done:
     return st;
 }
 
+/* dx = dy (*) wt [+ b] for a 2x2x2 stride-2 conv without padding on kd_conv3d_s2d_*: each
+ * input position takes one tap; t->pw blocks of 8 positions along a row per work-item
+ * (fewer where that would leave under 16 work-items), t->cb channel vectors (1 or 2). */
+static kd_status s2_backward_data(kd_device *dev, int n, int ci, int d, int h, int w, int co,
+                                  int od, int oh, int ow, const kd_tensor *dy, cl_mem wtm,
+                                  size_t wtoff, const kd_tensor *b, const kd_tensor *dx, int v,
+                                  const kd_conv_tune *t) {
+    int mb = t->cb > 2 ? 2 : t->cb;
+    while (mb > 1 && (ci / v) % mb) mb /= 2;
+    char name[48];
+    snprintf(name, sizeof name, "kd_conv3d_s2d_v%d_m%d", v, mb);
+    size_t nci = (size_t)(ci / (v * mb)), rows = (size_t)h * n * d, nx = cdiv((size_t)w, 2);
+    int nb = t->pw;
+    while (nb > 1 && nci * 2 * cdiv(nx, (size_t)8 * nb) * rows < 16) nb /= 2;
+    size_t gws[3] = {nci * 2 * cdiv(nx, (size_t)8 * nb), (size_t)h, (size_t)n * d};
+    size_t lws[3] = {local_of(gws[0], t->lx), local_of(gws[1], t->ly), 1};
+    cl_mem bm = b ? b->mem : dx->mem;
+    return conv_launch(dev, name, 3, gws, use_local(dev, t) ? lws : NULL,
+                       KD_ARGS(KD_T(dy), KD_MEM(wtm), KD_INT(wtoff), KD_MEM(bm),
+                               KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(dx), KD_INT(n),
+                               KD_INT(d), KD_INT(h), KD_INT(w), KD_INT(ci), KD_INT(od),
+                               KD_INT(oh), KD_INT(ow), KD_INT(co), KD_INT(nb)));
+}
+
 /* dx = sum over taps dy . wt [+ b] on the dense kernel: dx (n, ci, d, h, w),
  * dy (n, co, od, oh, ow), wt (k, co, ci). */
 static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h, int w, int co,
@@ -265,6 +289,8 @@ static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h
                                      const kd_tensor *b, const kd_tensor *dx,
                                      const kd_conv_tune *t) {
     int v = vec_width(ci, t->vmax);
+    if (t->pw > 0 && k[0] == 2 && k[1] == 2 && k[2] == 2 && s == 2 && p == 0)
+        return s2_backward_data(dev, n, ci, d, h, w, co, od, oh, ow, dy, wtm, wtoff, b, dx, v, t);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_bwd_data_v%d", v);
     size_t per_parity = cdiv(cdiv((size_t)w, (size_t)s), WB);

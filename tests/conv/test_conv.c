@@ -580,20 +580,25 @@ static int variants(int vmax) {
     }
     return 0;
 }
-/* The pointwise kernel (the forward and input gradient of 1x1x1 stride-1 convs,
- * kd_conv3d_pw_*) at each vector width and channel-vector block (1 or 2), with 1, 3 and 64
- * blocks of 8 positions per work-item (64 is cut down to keep 16 work-items), on position
- * counts that are not a multiple of 8 (the last block re-reads its last position and must
- * not store it), 32 -> 16 channels with batch 2 and 16 -> 3 (outputs padded to 8), against
- * the C reference; the trace must show the pointwise kernel. */
+/* The pointwise kernels at each vector width and channel-vector block (1 or 2), with 1, 3
+ * and 64 blocks of 8 positions per work-item (64 is cut down to keep 16 work-items), against
+ * the C reference; the trace must show the kernel. kd_conv3d_pw_* (forward and input
+ * gradient of 1x1x1 stride-1 convs): position counts that are not a multiple of 8 (the last
+ * block re-reads its last position and must not store it), 32 -> 16 channels with batch 2
+ * and 16 -> 3 (outputs padded to 8). kd_conv3d_s2d_* (input gradient of a 2x2x2 stride-2
+ * conv, forward of the transposed one): odd D and W (a last plane and column without a
+ * tap hold zeros, or the bias), 32 input channels (two vectors of 16) with batch 2, and a
+ * transposed conv 8 -> 16 with bias. */
 static int pointwise(void) {
     static const struct {
         int vmax, cb, pw;
     } sets[] = {{16, 1, 1}, {16, 2, 3}, {8, 1, 64}, {8, 2, 1}, {1, 1, 3}, {1, 2, 64}};
-    const cfg cs[2] = {{2, 32, 3, 5, 7, 16, {1, 1, 1}, 1, 0, 1, 1, 0},
-                       {1, 16, 3, 3, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0}};
+    const cfg cs[4] = {{2, 32, 3, 5, 7, 16, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {1, 16, 3, 3, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {2, 32, 5, 4, 7, 8, {2, 2, 2}, 2, 0, 1, 1, 0},
+                       {1, 8, 3, 2, 3, 16, {2, 2, 2}, 2, 0, 1, 1, 1}};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
-        for (int c = 0; c < 2; c++) {
+        for (int c = 0; c < 4; c++) {
             kd_conv_tune t = kd_conv_tune_default;
             t.vmax = sets[i].vmax, t.cb = sets[i].cb, t.pw = sets[i].pw;
             char ps[256], trace[2048];
@@ -604,9 +609,9 @@ static int pointwise(void) {
             kd_conv_tune_trace_end(trace, sizeof trace);
             kd_conv_tune_force(NULL);
             KD_CHECK(rc == 0, "pointwise %d -> %d, %s", cs[c].ci, cs[c].co, ps);
-            KD_CHECK(strstr(trace, "kd_conv3d_pw_") != NULL,
-                     "pointwise %d -> %d, %s: the pointwise kernel did not run (%s)", cs[c].ci,
-                     cs[c].co, ps, trace);
+            const char *kern = c < 2 ? "kd_conv3d_pw_" : "kd_conv3d_s2d_";
+            KD_CHECK(strstr(trace, kern) != NULL, "pointwise %d -> %d, %s: %s did not run (%s)",
+                     cs[c].ci, cs[c].co, ps, kern, trace);
         }
     return 0;
 }
