@@ -7,7 +7,8 @@
  * level the most specific scope wins (the pass's shape key, then the pass, then "*"), and
  * among equal scopes an entry of the user file (kd_cache_dir()/conv-tuning.txt, written by
  * `kdseg tune`) beats a built-in one. kd_conv_tune_force and the environment (KDSEG_CONV_LX,
- * _LY, _VMAX, _WB, _CB, _WCI, _WCB, _CHUNKS, _WKB, _SMALL: experiments) come on top. */
+ * _LY, _VMAX, _WB, _CB, _WCI, _WCB, _CHUNKS, _WKB, _SMALL, _ROWS, _WT3, _PW: experiments) come
+ * on top. */
 #ifndef KDSEG_TUNE_H
 #define KDSEG_TUNE_H
 
