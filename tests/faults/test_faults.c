@@ -28,27 +28,17 @@
 #include "kdseg/tensorfile.h"
 #include "kdseg/train.h"
 
+/* the shared helpers of tests/kdtest.c */
+#define tmp kd_test_path
+#define now_s kd_test_now
+#define copy_file kd_test_copy_file
+#define save_model(spec, seed, path) kd_test_save_model(NULL, spec, seed, path)
+
 #define TINY "resunet:widths=8,16:enc=1,1:dec=1"
 /* the phantom recipe: these tests were written against its batch of 1 and its sampling */
 #define TRAIN_OPTS "--recipe phantom --arch " TINY " --patch 16 --margin 4 --quiet"
 
 /* ------------------------------------------------------------ helpers -- */
-
-/* A path in the test's temporary folder. The buffers are reused after 256 calls, more
- * than any case makes, so a case may keep the pointers it gets. */
-static const char *tmp(const char *name) {
-    static char buf[256][1024];
-    static int k;
-    k = (k + 1) % 256;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -152,16 +142,6 @@ static int same_bytes(const char *a, const char *b) {
     return r;
 }
 
-static int copy_file(const char *from, const char *to) {
-    size_t n;
-    char *b = slurp(from, &n);
-    FILE *f = b ? fopen(to, "wb") : NULL;
-    int ok = f && fwrite(b, 1, n, f) == n;
-    if (f) ok = fclose(f) == 0 && ok;
-    free(b);
-    return ok ? 0 : -1;
-}
-
 /* Names of the temporary files (kdseg's exact patterns, kdseg/fs.h) directly in dir,
  * space-separated into out (empty: none); returns how many. */
 static int temp_files(const char *dir, char *out, size_t n) {
@@ -241,15 +221,6 @@ static int phantom(const char *dir, int cases, int unlabeled, int seed) {
     o.unlabeled = unlabeled;
     o.layout = KD_LAYOUT_BRATS2018;
     KD_CHECK_OK(kd_phantom_write_cohort(dir, &o));
-    return 0;
-}
-
-static int save_model(const char *spec, uint64_t seed, const char *path) {
-    KD_DEVICE_OR_FAIL(dev);
-    kd_model *m;
-    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
-    kd_model_free(m);
     return 0;
 }
 
