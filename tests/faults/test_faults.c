@@ -726,6 +726,17 @@ static int check_annotations(const char *dir) {
     return done;
 }
 
+/* How many cases have a file under their final name in dir (not read). */
+static int cases_written(const char *dir) {
+    int n = 0;
+    for (int c = 0; c < ANN_CASES; c++) {
+        char p[2048];
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d.nii.gz", dir, c);
+        n += exists(p);
+    }
+    return n;
+}
+
 /* agreement.csv: header once, complete rows; counts[c] rows of case c. */
 static int agreement_rows(const char *p, int counts[ANN_CASES]) {
     size_t n;
@@ -762,8 +773,9 @@ static void agreement_row(const char *p, int c, char *row, size_t n) {
 }
 
 /* SIGKILL of `kdseg annotate` (two teachers, 6 cases, 4 flips) at seeded random moments
- * within the time the remaining cases take (measured on an uninterrupted run, so the kills
- * land during annotation on a fast or a slow machine), rerun until a run finishes. After every kill each file under a
+ * during annotation (each run killed within about one case's time, as an uninterrupted run
+ * measured it, after it has written a case of its own, so the kills land during annotation
+ * on a fast or a slow or a loaded machine), rerun until a run finishes. After every kill each file under a
  * final name loads fully (gzip CRC, dims) and agreement.csv has only complete rows, each
  * case at most once. At the end every case is annotated exactly once: its output is bit
  * for bit the uninterrupted run's and agreement.csv has exactly one row per case, equal
@@ -792,10 +804,16 @@ static int kill_annotate(void) {
     int kills = 0, partial = 0, finished = 0, counts[ANN_CASES], done_before = 0;
     for (int k = 0; k < 15 && !finished; k++) {
         pid_t pid = spawn(tmp("log.txt"), "annotate %s", args);
-        /* a moment inside this run: the cases still to do take about that share of t_ref */
-        double share = (double)(ANN_CASES - done_before) / ANN_CASES;
-        sleep_s(0.05 + t_ref * share * (0.1 + 0.6 * kd_rng_uniform(&rng)));
-        if (waitpid(pid, &code, WNOHANG) == pid) {
+        /* a moment inside this run's annotation, however loaded the machine: once it has
+         * written a case of its own (start-up can take longer than the timed run did), at
+         * a random point within about one case's time after */
+        int exited = 0;
+        double t0 = now_s();
+        while (cases_written(tmp("ann")) <= done_before && now_s() - t0 < 300 &&
+               !(exited = waitpid(pid, &code, WNOHANG) == pid))
+            sleep_s(0.01);
+        if (!exited) sleep_s(t_ref / ANN_CASES * kd_rng_uniform(&rng));
+        if (exited || waitpid(pid, &code, WNOHANG) == pid) {
             KD_CHECK(WIFEXITED(code) && WEXITSTATUS(code) == 0, "annotate run %d failed", k);
             finished = 1;
             break;
