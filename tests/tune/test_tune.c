@@ -15,13 +15,9 @@
 #include "ops/conv_tune.h"
 #include "kdseg/model.h"
 
-static const char *tmp(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
-}
+/* the shared helpers of tests/kdtest.c */
+#define tmp kd_test_path
+#define log_has kd_test_log_has
 
 /* Point the table at path and make the next launch reread it. */
 static void use_table(const char *path) {
@@ -488,17 +484,6 @@ static int entry_reaches_launch(void) {
 }
 
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
-
-static int log_has(const char *text) {
-    FILE *f = fopen(tmp("log.txt"), "r");
-    if (!f) return 0;
-    char line[2048];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, text) != NULL;
-    fclose(f);
-    return found;
-}
 
 /* `kdseg tune --patch 16 --only ...` end to end: it writes this device's entries (one per
  * pass for the shape, one per pass for untuned shapes), a second process (this test, then
