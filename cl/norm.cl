@@ -123,12 +123,15 @@ __kernel void kd_norm_running_stats(__global const float *rmean, int rmoff,
     rstd[roff + c] = 1.0f / sqrt(rvar[rvoff + c] + eps);
 }
 
-/* y = (x - mean) * rstd * gamma + beta, then LeakyReLU(slope) when act != 0. */
+/* y = (x - mean) * rstd * gamma + beta, then LeakyReLU(slope) when act != 0, then
+ * + r (a residual of x's shape) when res != 0: the residual block's sum in the same
+ * pass, as the separate add computes it (one rounding of z + r). y may be x or r. */
 __kernel void kd_norm_apply(__global const float *x, int xoff, __global float *y, int yoff,
                             __global const float *gamma, int goff, __global const float *beta,
                             int boff, __global const float *mean, int moff,
                             __global const float *rstd, int roff, int S, int C, int chunk,
-                            int nch, int cg, int sn, int act, float slope) {
+                            int nch, int cg, int sn, int act, float slope,
+                            __global const float *r, int rsoff, int res) {
     int c = 4 * (int)get_global_id(0), k = get_global_id(1), n = get_global_id(2);
     if (c >= C || k >= nch) return;
     float4 mu = kd_norm_stat4(mean, moff, n, sn, c, C, cg);
@@ -138,9 +141,11 @@ __kernel void kd_norm_apply(__global const float *x, int xoff, __global float *y
     long base = ((long)n * S + v0) * C;
     __global const float *px = x + xoff + base;
     __global float *py = y + yoff + base;
+    __global const float *pr = r + rsoff + base;
     for (int v = 0; v < cnt; v++) {
         float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
         if (act) z = select(z * slope, z, z > 0.0f);
+        if (res) z = z + kd_ld4(pr + (long)v * C, c, C);
         kd_st4(py + (long)v * C, c, C, z);
     }
 }

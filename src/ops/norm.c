@@ -76,14 +76,16 @@ static kd_status norm_stats(kd_device *dev, const norm_geom *g, const kd_tensor 
 static kd_status norm_apply(kd_device *dev, const norm_geom *g, const kd_tensor *x,
                             const kd_tensor *gamma, const kd_tensor *beta, cl_mem mean,
                             size_t moff, cl_mem rstd, size_t roff, int act, float slope,
-                            kd_tensor *y) {
+                            const kd_tensor *res, kd_tensor *y) {
     kd_chunks k;
     kd_chunks_init(&k, g->N, g->S, g->C);
+    const kd_tensor *r = res ? res : x; /* a valid buffer, not read without res */
     return kd_rt_launch(dev, "kd_norm_apply", 3, k.gws, k.lws,
                         KD_ARGS(KD_T(x), KD_T(y), KD_T(gamma), KD_T(beta), KD_MEM(mean),
                                 KD_INT(moff), KD_MEM(rstd), KD_INT(roff), KD_INT(g->S),
                                 KD_INT(g->C), KD_INT(k.chunk), KD_INT(k.nch), KD_INT(g->cg),
-                                KD_INT(g->sn), KD_INT(act), KD_FLOAT(slope)));
+                                KD_INT(g->sn), KD_INT(act), KD_FLOAT(slope), KD_T(r),
+                                KD_INT(res != NULL)));
 }
 
 static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tensor *dy,
@@ -183,7 +185,8 @@ static kd_status gn_check_bwd(const char *op, const kd_tensor *dy, const kd_tens
 
 static kd_status gn_forward(const char *op, const kd_tensor *x, const kd_tensor *gamma,
                             const kd_tensor *beta, int groups, float eps, int act, float slope,
-                            kd_tensor *y, kd_tensor *mean, kd_tensor *rstd) {
+                            const kd_tensor *res, kd_tensor *y, kd_tensor *mean,
+                            kd_tensor *rstd) {
     kd_status st = gn_check_fwd(op, x, gamma, beta, groups, y, mean, rstd);
     if (st) return st;
     norm_geom g = geom_group(x->shape, groups);
@@ -191,20 +194,37 @@ static kd_status gn_forward(const char *op, const kd_tensor *x, const kd_tensor 
                     0.0f);
     if (!st)
         st = norm_apply(x->dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
-                        act, slope, y);
+                        act, slope, res, y);
     return kd_op_fail(st, op, x);
 }
 
 kd_status kd_groupnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
                                const kd_tensor *beta, int groups, float eps, kd_tensor *y,
                                kd_tensor *mean, kd_tensor *rstd) {
-    return gn_forward("groupnorm", x, gamma, beta, groups, eps, 0, 0.0f, y, mean, rstd);
+    return gn_forward("groupnorm", x, gamma, beta, groups, eps, 0, 0.0f, NULL, y, mean, rstd);
 }
 
 kd_status kd_groupnorm_leaky_forward(const kd_tensor *x, const kd_tensor *gamma,
                                      const kd_tensor *beta, int groups, float eps, float slope,
                                      kd_tensor *y, kd_tensor *mean, kd_tensor *rstd) {
-    return gn_forward("groupnorm_leaky", x, gamma, beta, groups, eps, 1, slope, y, mean, rstd);
+    return gn_forward("groupnorm_leaky", x, gamma, beta, groups, eps, 1, slope, NULL, y, mean,
+                      rstd);
+}
+
+kd_status kd_groupnorm_leaky_add_forward(const kd_tensor *x, const kd_tensor *gamma,
+                                         const kd_tensor *beta, int groups, float eps,
+                                         float slope, const kd_tensor *r, kd_tensor *y,
+                                         kd_tensor *mean, kd_tensor *rstd) {
+    const char *op = "groupnorm_leaky_add";
+    if (!r) return kd_fail(KD_ERR_INVALID_ARG, "%s: the residual r is NULL", op);
+    kd_status st = kd_check_same(op, "r", r, "y", y);
+    if (st) return st;
+    /* r is read where y is written: the same buffer is fine, an overlap at an offset not */
+    if (r != y && r->mem == y->mem && r->off < y->off + kd_tensor_numel(y) &&
+        y->off < r->off + kd_tensor_numel(r))
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: r and y overlap without being the same tensor",
+                       op);
+    return gn_forward(op, x, gamma, beta, groups, eps, 1, slope, r, y, mean, rstd);
 }
 
 kd_status kd_groupnorm_apply(const kd_tensor *x, const kd_tensor *gamma, const kd_tensor *beta,
@@ -215,7 +235,7 @@ kd_status kd_groupnorm_apply(const kd_tensor *x, const kd_tensor *gamma, const k
     if (st) return st;
     norm_geom g = geom_group(x->shape, groups);
     st = norm_apply(x->dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
-                    leaky != 0, slope, y);
+                    leaky != 0, slope, NULL, y);
     return st ? kd_fail_context(st, "%s", op) : KD_OK;
 }
 
@@ -273,7 +293,7 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
                         running_mean, running_var, momentum);
         if (!st)
             st = norm_apply(dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
-                            0, 0.0f, y);
+                            0, 0.0f, NULL, y);
         return kd_op_fail(st, op, x);
     }
     /* inference: (mean, rstd) from the running stats, into the given tensors or scratch */
@@ -289,7 +309,7 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
     st = kd_rt_launch(dev, "kd_norm_running_stats", 1, &gw, &lw,
                       KD_ARGS(KD_T(running_mean), KD_T(running_var), KD_MEM(mm), KD_INT(mo),
                               KD_MEM(rm), KD_INT(ro), KD_INT(s.c), KD_FLOAT(eps)));
-    if (!st) st = norm_apply(dev, &g, x, gamma, beta, mm, mo, rm, ro, 0, 0.0f, y);
+    if (!st) st = norm_apply(dev, &g, x, gamma, beta, mm, mo, rm, ro, 0, 0.0f, NULL, y);
     kd_scratch_free(dev, sm, ns);
     return kd_op_fail(st, op, x);
 }
