@@ -95,29 +95,24 @@ static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tens
                                kd_tensor *dgamma, kd_tensor *dbeta) {
     kd_chunks k;
     kd_chunks_init(&k, g->N, g->S, g->C);
+    /* pab: the partials of A (N, nch, C) then of B, reduced in one launch as 2N items */
     size_t np = (size_t)g->N * k.nch * g->C, nab = (size_t)g->N * g->C * 2,
            nco = (size_t)g->nstat * 2;
-    cl_mem pa = NULL, pb = NULL, ab = NULL, coef = NULL;
-    kd_status st = kd_scratch(dev, np, &pa);
-    if (!st) st = kd_scratch(dev, np, &pb);
+    cl_mem pab = NULL, ab = NULL, coef = NULL;
+    kd_status st = kd_scratch(dev, 2 * np, &pab);
     if (!st) st = kd_scratch(dev, nab, &ab);
     if (!st) st = kd_scratch(dev, nco, &coef);
     if (!st)
         st = kd_rt_launch(
             dev, "kd_norm_bwd_partial", 3, k.gws, k.lws,
             KD_ARGS(KD_T(dy), KD_T(x), KD_T(gamma), KD_T(beta), KD_T(mean), KD_T(rstd),
-                    KD_MEM(pa), KD_INT(0), KD_MEM(pb), KD_INT(0), KD_INT(g->S), KD_INT(g->C),
+                    KD_MEM(pab), KD_INT(0), KD_MEM(pab), KD_INT(np), KD_INT(g->S), KD_INT(g->C),
                     KD_INT(k.chunk), KD_INT(k.nch), KD_INT(g->cg), KD_INT(g->sn), KD_INT(act),
                     KD_FLOAT(slope)));
-    size_t gr = (size_t)g->N * g->C * KD_REDUCE_WG, lr = KD_REDUCE_WG;
     if (!st)
-        st = kd_rt_launch(dev, "kd_chsum_reduce", 1, &gr, &lr,
-                          KD_ARGS(KD_MEM(pa), KD_INT(0), KD_MEM(ab), KD_INT(0), KD_INT(g->C),
-                                  KD_INT(k.nch), KD_FLOAT(1.0f)));
-    if (!st)
-        st = kd_rt_launch(dev, "kd_chsum_reduce", 1, &gr, &lr,
-                          KD_ARGS(KD_MEM(pb), KD_INT(0), KD_MEM(ab), KD_INT(g->N * g->C),
-                                  KD_INT(g->C), KD_INT(k.nch), KD_FLOAT(1.0f)));
+        st = kd_launch_1d(dev, "kd_chsum_reduce", nab,
+                          KD_ARGS(KD_MEM(pab), KD_INT(0), KD_MEM(ab), KD_INT(0), KD_INT(g->C),
+                                  KD_INT(k.nch), KD_FLOAT(1.0f), KD_INT(nab)));
     if (!st) {
         /* ab holds A (N, C) then B (N, C) */
         int with_dg = dgamma != NULL;
@@ -139,8 +134,7 @@ static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tens
                                   KD_T(rstd), KD_MEM(coef), KD_INT(0), KD_T(dx), KD_INT(g->S),
                                   KD_INT(g->C), KD_INT(k.chunk), KD_INT(k.nch), KD_INT(g->cg),
                                   KD_INT(g->sn), KD_INT(act), KD_FLOAT(slope)));
-    kd_scratch_free(dev, pa, np);
-    kd_scratch_free(dev, pb, np);
+    kd_scratch_free(dev, pab, 2 * np);
     kd_scratch_free(dev, ab, nab);
     kd_scratch_free(dev, coef, nco);
     return st;
