@@ -142,12 +142,18 @@ __kernel void kd_norm_apply(__global const float *x, int xoff, __global float *y
     __global const float *px = x + xoff + base;
     __global float *py = y + yoff + base;
     __global const float *pr = r + rsoff + base;
-    for (int v = 0; v < cnt; v++) {
-        float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
-        if (act) z = select(z * slope, z, z > 0.0f);
-        if (res) z = z + kd_ld4(pr + (long)v * C, c, C);
-        kd_st4(py + (long)v * C, c, C, z);
-    }
+    if (res) /* a loop of its own: a branch inside it slowed the plain loop's vectors */
+        for (int v = 0; v < cnt; v++) {
+            float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
+            if (act) z = select(z * slope, z, z > 0.0f);
+            kd_st4(py + (long)v * C, c, C, z + kd_ld4(pr + (long)v * C, c, C));
+        }
+    else
+        for (int v = 0; v < cnt; v++) {
+            float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
+            if (act) z = select(z * slope, z, z > 0.0f);
+            kd_st4(py + (long)v * C, c, C, z);
+        }
 }
 
 /* Backward partial sums per (n, chunk, channel): A = sum d * xhat, B = sum d, where

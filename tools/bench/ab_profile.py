@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A/B of a training step's kernel profile, interleaved in one run.
 
-  tools/bench/ab_profile.py [--rounds N] [--reps N] [--patch N] [--top N] VARIANT...
+  tools/bench/ab_profile.py [--rounds N] [--reps N] [--patch N] [--top N] [--group K,K] VARIANT...
 
 VARIANT is LABEL=BIN or LABEL=BIN:VAR=VALUE,... (environment for that variant). Each round
 runs every variant once: `KDSEG_PROFILE=1 BIN bench train --patch P --reps R` (under flock
@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--group", default="",
+                    help="comma-separated kernel names: also the median of their summed ms/step")
     ap.add_argument("variants", nargs="+")
     a = ap.parse_args()
     vs = []
@@ -106,6 +108,12 @@ def main():
     for k in top:
         print(f"| `{k}` | " + " | ".join(f"{medk[l][k]:.1f} ({callk[l][k]:.0f})" for l, _, _ in vs) + " |")
     del first
+    if a.group:
+        ks = a.group.split(",")
+        print(f"\nsum of {', '.join(ks)} (median ms per step over rounds):\n")
+        for label, _, _ in vs:
+            m = statistics.median(sum(x["per"].get(k, 0.0) for k in ks) for x in res[label])
+            print(f"- {label}: {m:.1f}")
 
 
 if __name__ == "__main__":
