@@ -246,12 +246,52 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
         }                                                                                    \
     }
 
+/* ---- pointwise: 1x1x1, stride 1, no padding (forward and input gradient of the 1x1 convs)
+ * y (R, Cy) = x (R, Cin) . w (Cin, Cout) + b over the R = N*D*H*W positions, whose spatial
+ * layout then does not matter. In the kernel above a 1x1 work-item's reduction is only Cin
+ * steps long, and its set-up (position, tap bounds, pointers) and stores cost about as much
+ * as its FMAs (PoCL, 16 -> 3 and 3 -> 16 at 64^3). Here a work-item owns nb consecutive
+ * blocks of 8 positions times M vectors of V output channels and walks them in a loop, one
+ * block's 8*M accumulators at a time. A block past the last position reads the last one
+ * again (no zero buffer) and does not store it. Each output sums bias, then ci in order:
+ * the same bits as the kernel above. Range: ceil(R / (8*nb)) * Cout/(V*M). */
+#define KD_PW_Q(j, RM) __global const float *q##j = xb + min((j), nv - 1) * Cin;
+#define KD_CONV_PW(NAME, M, RM, RW)                                                          \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *w, int woff, \
+                       __global const float *b, int boff, int has_b, __global float *y,      \
+                       int yoff, int R, int Cin, int Cout, int Cy, int nb) {                 \
+        const int VM = KD_F_V * (M);                                                         \
+        int nco = Cout / VM, g0 = get_global_id(0);                                          \
+        int co = (g0 % nco) * VM, pa = (g0 / nco) * nb * 8;                                  \
+        if (pa >= R) return;                                                                 \
+        int pe = min(R, pa + nb * 8), nc = Cy - co;                                          \
+        RW(KD_F_BIAS)                                                                        \
+        __global const float *wk = w + woff + co;                                            \
+        for (int p0 = pa; p0 < pe; p0 += 8) {                                                \
+            int nv = min(8, R - p0);                                                         \
+            KD_RP8(KD_F_DECL, RM)                                                            \
+            __global const float *xb = x + xoff + p0 * Cin;                                  \
+            KD_RP8(KD_PW_Q, RM)                                                              \
+            for (int t = 0; t < Cin; t++) {                                                  \
+                __global const float *wq = wk + t * Cout;                                    \
+                RW(KD_F_WLD)                                                                 \
+                KD_RP8(KD_F_X, RM)                                                           \
+            }                                                                                \
+            __global float *yp = y + yoff + p0 * Cy + co;                                    \
+            KD_RP8(KD_F_ST, RM)                                                              \
+        }                                                                                    \
+    }
+#define KD_CONV_PW_BLOCKS(SFX)                                       \
+    KD_CONV_PW(kd_conv3d_pw_##SFX##_m1, 1, KD_RM1, KD_RW1)           \
+    KD_CONV_PW(kd_conv3d_pw_##SFX##_m2, 2, KD_RM2, KD_RW2)
+
 #define KD_F_VT float16
 #define KD_F_V 16
 #define KD_F_VLD KD_VLD16
 #define KD_F_MST KD_MST16
 KD_CONV_FWD_BLOCKS(v16)
 KD_CONV_FWD2(kd_conv3d_fwd2_v16_p8)
+KD_CONV_PW_BLOCKS(v16)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD
@@ -262,6 +302,7 @@ KD_CONV_FWD2(kd_conv3d_fwd2_v16_p8)
 #define KD_F_MST KD_MST8
 KD_CONV_FWD_BLOCKS(v8)
 KD_CONV_FWD2(kd_conv3d_fwd2_v8_p8)
+KD_CONV_PW_BLOCKS(v8)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD
@@ -271,6 +312,7 @@ KD_CONV_FWD2(kd_conv3d_fwd2_v8_p8)
 #define KD_F_VLD KD_VLD1
 #define KD_F_MST KD_MST1
 KD_CONV_FWD_BLOCKS(v1)
+KD_CONV_PW_BLOCKS(v1)
 #undef KD_F_VT
 #undef KD_F_V
 #undef KD_F_VLD
@@ -349,6 +391,85 @@ KD_CONV_FWD_BLOCKS(v1)
 KD_CONV_BWD(v16, float16, 16, KD_VLD16, KD_VST16)
 KD_CONV_BWD(v8, float8, 8, KD_VLD8, KD_VST8)
 KD_CONV_BWD(v1, float, 1, KD_VLD1, KD_VST1)
+
+/* ---- 2x2x2 stride 2 without padding: the input gradient of the downsampling convs and
+ * the transposed conv's forward. Every input position takes exactly one tap:
+ * dx[n, 2zo+kd, 2yo+kh, 2xo+kw, ci] = b[ci] + sum over co of dy[n, zo, yo, xo, co] .
+ * wt[kd, kh, kw, co, ci], so each tap is a 1x1 conv written with stride 2, and the kernel is
+ * the pointwise one along a row: a work-item owns one input row (n, zi, yi), one column
+ * parity kw, up to nb blocks of 8 xo and M vectors of V input channels; dy broadcasts, wt
+ * vector loads. An odd last plane, row or column (no tap: 2*Do < D) holds the bias (0
+ * without). Each output sums bias, then co in order, as kd_conv3d_bwd_data_*: the same bits.
+ * Range: (Cin/(V*M) * 2 * ceil(ceil(W/2) / (8*nb)), H, N*D). */
+#define KD_S2_Q(j, RM) __global const float *q##j = dr + min(xo0 + (j), Wo - 1) * Cout;
+#define KD_S2_ST1(j, m)                                                                     \
+    KD_F_MST(xo0 + (j) < Wo ? KD_F_ACC(j, m) : bias##m, yp + (j) * 2 * Cin + (m) * KD_F_V,  \
+             nc - (m) * KD_F_V)
+#define KD_S2_ST(j, RM) if ((j) < nv) { RM(KD_S2_ST1, j) }
+#define KD_CONV_S2D(NAME, M, RM, RW)                                                         \
+    __kernel void NAME(__global const float *dy, int dyoff, __global const float *wt,        \
+                       int wtoff, __global const float *b, int boff, int has_b,              \
+                       __global float *dx, int dxoff, int N, int D, int H, int W, int Cin,   \
+                       int Do, int Ho, int Wo, int Cout, int nb) {                           \
+        const int VM = KD_F_V * (M);                                                         \
+        int nci = Cin / VM, g0 = get_global_id(0), yi = get_global_id(1);                    \
+        int nz = get_global_id(2), co = (g0 % nci) * VM, rest = g0 / nci;                    \
+        int kw = rest & 1, xa = (rest >> 1) * nb * 8;                                        \
+        int nx = kw ? W / 2 : (W + 1) / 2; /* xo of the positions 2*xo + kw < W */           \
+        if (xa >= nx || yi >= H || nz >= N * D) return;                                      \
+        int n = nz / D, zi = nz - n * D, zo = zi >> 1, yo = yi >> 1;                         \
+        int run = zo < Do && yo < Ho ? Cout : 0; /* an odd last plane or row: no tap */      \
+        int xe = min(nx, xa + nb * 8), nc = Cin - co;                                        \
+        RW(KD_F_BIAS)                                                                        \
+        __global const float *dr =                                                           \
+            dy + dyoff + ((n * Do + min(zo, Do - 1)) * Ho + min(yo, Ho - 1)) * Wo * Cout;    \
+        __global const float *wk =                                                           \
+            wt + wtoff + (((zi & 1) * 2 + (yi & 1)) * 2 + kw) * Cout * Cin + co;             \
+        __global float *xrow = dx + dxoff + ((n * D + zi) * H + yi) * W * Cin + co;          \
+        for (int xo0 = xa; xo0 < xe; xo0 += 8) {                                             \
+            int nv = min(8, xe - xo0);                                                       \
+            KD_RP8(KD_F_DECL, RM)                                                            \
+            KD_RP8(KD_S2_Q, RM)                                                              \
+            for (int t = 0; t < run; t++) {                                                  \
+                __global const float *wq = wk + t * Cin;                                     \
+                RW(KD_F_WLD)                                                                 \
+                KD_RP8(KD_F_X, RM)                                                           \
+            }                                                                                \
+            __global float *yp = xrow + (2 * xo0 + kw) * Cin;                                \
+            KD_RP8(KD_S2_ST, RM)                                                             \
+        }                                                                                    \
+    }
+#define KD_CONV_S2D_BLOCKS(SFX)                                      \
+    KD_CONV_S2D(kd_conv3d_s2d_##SFX##_m1, 1, KD_RM1, KD_RW1)         \
+    KD_CONV_S2D(kd_conv3d_s2d_##SFX##_m2, 2, KD_RM2, KD_RW2)
+
+#define KD_F_VT float16
+#define KD_F_V 16
+#define KD_F_VLD KD_VLD16
+#define KD_F_MST KD_MST16
+KD_CONV_S2D_BLOCKS(v16)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_MST
+#define KD_F_VT float8
+#define KD_F_V 8
+#define KD_F_VLD KD_VLD8
+#define KD_F_MST KD_MST8
+KD_CONV_S2D_BLOCKS(v8)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_MST
+#define KD_F_VT float
+#define KD_F_V 1
+#define KD_F_VLD KD_VLD1
+#define KD_F_MST KD_MST1
+KD_CONV_S2D_BLOCKS(v1)
+#undef KD_F_VT
+#undef KD_F_V
+#undef KD_F_VLD
+#undef KD_F_MST
 
 /* ---- weight gradient, partial sums per chunk of output planes ----------------------------
  * part[chunk][k][ci][co] (+)= sum over the chunk's (n, zo) planes and all (yo, xo) of

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static kd_device *g_dev;
@@ -126,4 +127,58 @@ int kd_test_kdseg(const char *fmt, ...) {
              kd_test_tmpdir());
     int r = system(cmd);
     return WIFEXITED(r) ? WEXITSTATUS(r) : 128;
+}
+
+const char *kd_test_path(const char *name) {
+    static char buf[256][1024];
+    static int k;
+    k = (k + 1) % 256;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
+    return buf[k];
+}
+
+void kd_test_show_log(int lines) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "tail -n %d '%s/log.txt' >&2", lines, kd_test_tmpdir());
+    if (system(cmd)) fprintf(stderr, "(no log)\n");
+}
+
+int kd_test_log_has(const char *text) {
+    char line[4096];
+    FILE *f = fopen(kd_test_path("log.txt"), "r");
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, text) != NULL;
+    if (f) fclose(f);
+    return found;
+}
+
+void kd_test_log_clear(void) { remove(kd_test_path("log.txt")); }
+
+int kd_test_save_model(kd_device *dev, const char *spec, uint64_t seed, const char *path) {
+    if (!dev && !(dev = kd_test_device())) return 1;
+    kd_model *m;
+    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
+    kd_status s = kd_checkpoint_save(path, m, NULL, NULL);
+    kd_model_free(m);
+    KD_CHECK_OK(s);
+    return 0;
+}
+
+int kd_test_copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = a ? fopen(to, "wb") : NULL;
+    int ok = a && b;
+    char buf[65536];
+    size_t n;
+    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
+    if (ok && ferror(a)) ok = 0;
+    if (a) fclose(a);
+    if (b) ok = fclose(b) == 0 && ok;
+    if (!ok) fprintf(stderr, "could not copy %s to %s\n", from, to);
+    return ok ? 0 : 1;
+}
+
+double kd_test_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

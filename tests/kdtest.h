@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "kdseg/kdseg.h"
@@ -31,6 +32,21 @@ const char *kd_test_tmpdir(void);
 /* Runs the kdseg command ($KDSEG_EXE) with printf-formatted arguments, its output appended
  * to the temp dir's log.txt; returns its exit status (128 when it did not exit). */
 int kd_test_kdseg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Helpers of the command-line tests (tests/kd, tests/dist, tests/e2e, tests/faults, tests/tune):
+ * kd_test_path: NAME inside the temporary folder; the 256 buffers rotate, more than any case
+ * uses, so a case may keep the pointers it gets. The log is the kdseg runs' log.txt there:
+ * kd_test_show_log prints its last lines to stderr, kd_test_log_has says whether it holds
+ * text (since kd_test_log_clear). kd_test_save_model writes an untrained model of spec
+ * (dev NULL: the test's device); kd_test_copy_file copies a file (0 when done);
+ * kd_test_now is a monotonic clock in seconds. */
+const char *kd_test_path(const char *name);
+void kd_test_show_log(int lines);
+int kd_test_log_has(const char *text);
+void kd_test_log_clear(void);
+int kd_test_save_model(kd_device *dev, const char *spec, uint64_t seed, const char *path);
+int kd_test_copy_file(const char *from, const char *to);
+double kd_test_now(void);
 
 /* Largest |a - b| divided by max(largest |ref|, floor). */
 double kd_test_rel_err(const float *got, const float *ref, size_t n, double floor);

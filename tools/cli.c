@@ -18,6 +18,14 @@ int kd_cli_error(const char *cmd, kd_status s) {
     return s == KD_ERR_INVALID_ARG ? 2 : 1;
 }
 
+int kd_cli_parsed(const char *cmd, kd_status s, int r) {
+    if (s) {
+        kd_cli_error(cmd, s);
+        return 2;
+    }
+    return r ? 2 : 1;
+}
+
 kd_device *kd_cli_open_device(const char *cmd) {
     kd_device *d = NULL;
     const char *sel = kd_cli_device;

@@ -56,6 +56,10 @@ void kd_cli_note_renamed(const char *cmd, const char *old, const char *now);
 int kd_cli_opt(int argc, char **argv, int *i, const char *name, const char **val);
 int kd_cli_flag(char **argv, int i, const char *name);
 
+/* What an option parser returns once an option matched: 1 parsed; 2 when the library call
+ * failed (s, printed as kd_cli_error does) or a parse helper did (r nonzero, already printed). */
+int kd_cli_parsed(const char *cmd, kd_status s, int r);
+
 /* Progress lines of the library's workflow calls: to stdout, one per line, flushed. */
 void kd_cli_progress(void *ctx, const char *line);
 

@@ -68,6 +68,8 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c, int *in
             for (int i = 0; i < 4; i++)
                 t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
             t = base, t.rows = 3 - base.rows, add_cand(c, &n, &t);
+            static const int pws[] = {0, 2, 4, 8};
+            for (int i = 0; i < 4; i++) t = base, t.pw = pws[i], add_cand(c, &n, &t);
         } else {
             static const int chs[] = {16, 32, 128}, wkbs[] = {0, 256, 4096};
             for (int i = 0; i < 3; i++) t = base, t.chunks = chs[i], add_cand(c, &n, &t);
@@ -97,6 +99,7 @@ static int make_grid(const kd_dev_ident *id, int wgrad, kd_conv_tune *c, int *in
         for (int i = 0; i < 4; i++)
             t = base, t.wb = blocks[i][0], t.cb = blocks[i][1], add_cand(c, &n, &t);
         t = base, t.rows = 3 - base.rows, add_cand(c, &n, &t);
+        t = base, t.pw = base.pw ? 0 : 4, add_cand(c, &n, &t);
     } else {
         static const int chs[] = {64, 256, 1024}, wls[] = {0, 32, 128};
         for (int h = 0; h < 3; h++)

@@ -57,11 +57,7 @@ static int ensemble_opt(const char *cmd, int argc, char **argv, int *i, kd_ensem
     } else {
         return 0;
     }
-    if (s) {
-        kd_cli_error(cmd, s);
-        return 2;
-    }
-    return r ? 2 : 1;
+    return kd_cli_parsed(cmd, s, r);
 }
 
 int kd_segment_args_parse(const char *cmd, int argc, char **argv, kd_segment_args *a) {

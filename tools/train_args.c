@@ -210,9 +210,5 @@ int kd_train_args_parse_one(const char *cmd, int argc, char **argv, int *i, kd_t
     } else {
         return 0;
     }
-    if (s) {
-        kd_cli_error(cmd, s);
-        return 2;
-    }
-    return r ? 2 : 1;
+    return kd_cli_parsed(cmd, s, r);
 }

@@ -21,6 +21,7 @@
 #define KDSEG_FS_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "kdseg/status.h"
@@ -82,6 +83,23 @@ int kd_tmp_sweep(const char *dir, double min_age);
  * its file through this (the program, conv and case caches do not: their failures are
  * warnings, and their writes depend on what is cached). */
 const char *kd_output_target(const char *path);
+
+/* A file written under its temporary name and renamed onto its final path once complete:
+ *     kd_atomic_file a;
+ *     kd_status s = kd_atomic_open(&a, path, "w");
+ *     if (!s) { fprintf(a.f, ...); s = kd_atomic_close(&a, s); }
+ * kd_atomic_open: the temporary name (kd_tmp_name) opened through kd_output_target; an
+ * error names path and the reason. kd_atomic_close(a, s), s the writer's own status: when
+ * s is KD_OK and every write reached the file (fflush, ferror, fclose), renames it onto
+ * path; otherwise removes it, leaves path as it was and returns s or KD_ERR_IO naming path
+ * and the reason. */
+typedef struct kd_atomic_file {
+    FILE *f;
+    char path[KD_PATH_MAX];
+    char tmp[KD_PATH_MAX];
+} kd_atomic_file;
+kd_status kd_atomic_open(kd_atomic_file *a, const char *path, const char *mode);
+kd_status kd_atomic_close(kd_atomic_file *a, kd_status s);
 
 /* An output folder held by this process. */
 typedef struct kd_outdir kd_outdir;

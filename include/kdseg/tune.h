@@ -7,7 +7,8 @@
  * level the most specific scope wins (the pass's shape key, then the pass, then "*"), and
  * among equal scopes an entry of the user file (kd_cache_dir()/conv-tuning.txt, written by
  * `kdseg tune`) beats a built-in one. kd_conv_tune_force and the environment (KDSEG_CONV_LX,
- * _LY, _VMAX, _WB, _CB, _WCI, _WCB, _CHUNKS, _WKB, _SMALL: experiments) come on top. */
+ * _LY, _VMAX, _WB, _CB, _WCI, _WCB, _CHUNKS, _WKB, _SMALL, _ROWS, _WT3, _PW: experiments) come
+ * on top. */
 #ifndef KDSEG_TUNE_H
 #define KDSEG_TUNE_H
 
@@ -59,6 +60,8 @@ typedef struct kd_conv_tune {
                   * rows per work-item, 1 or 2 (2: 8 positions x 2 rows) */
     int wt3;     /* weight gradient with one vector of 16 or 8 channels, KW 3, stride 1: 1 = the
                   * three taps along W in one work-item (4 input channels x 3 taps) */
+    int pw;      /* 1x1x1 stride-1 forward-like passes: blocks of 8 positions per work-item of
+                  * the pointwise kernel, 1..64; 0 = the kernel of the other convs */
 } kd_conv_tune;
 
 enum { KD_TUNE_LOCAL_DRIVER = 0, KD_TUNE_LOCAL_SET = 1, KD_TUNE_LOCAL_AUTO = -1 };

@@ -107,6 +107,30 @@ kd_status kd_tmp_name(const char *final_path, char *out, size_t n) {
     return kd_path_printf(out, n, "%s.tmp-%ld-%u", final_path, (long)getpid(), c);
 }
 
+kd_status kd_atomic_open(kd_atomic_file *a, const char *path, const char *mode) {
+    a->f = NULL;
+    kd_status s = kd_path_printf(a->path, sizeof a->path, "%s", path);
+    if (!s) s = kd_tmp_name(path, a->tmp, sizeof a->tmp);
+    if (s) return s;
+    if (!(a->f = fopen(kd_output_target(a->tmp), mode)))
+        return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    return KD_OK;
+}
+
+kd_status kd_atomic_close(kd_atomic_file *a, kd_status s) {
+    if (!a->f) return s;
+    int bad = fflush(a->f) != 0 || ferror(a->f), e = bad ? errno : 0;
+    if (fclose(a->f) != 0 && !bad) bad = 1, e = errno;
+    a->f = NULL;
+    if (!s && !bad && rename(a->tmp, a->path) != 0) bad = 1, e = errno;
+    if (s || bad) {
+        remove(a->tmp);
+        if (!s)
+            s = kd_fail(KD_ERR_IO, "%s: write failed: %s", a->path, e ? strerror(e) : "error writing the stream");
+    }
+    return s;
+}
+
 /* The decimal number at s (at most 9 digits): its value, 0 when there are no digits or
  * a leading zero; *end is set after the digits. */
 static long digits(const char *s, const char **end) {

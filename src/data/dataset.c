@@ -359,6 +359,22 @@ kd_status kd_ds_find_annotation(const kd_dataset *ds, kd_ds_case *c) {
     return s;
 }
 
+kd_status kd_ds_finish_case(kd_dataset *ds, kd_ds_case *c, kd_status s, const char *labels_dir) {
+    if (!s && !c->name) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
+    if (!s && labels_dir) {
+        char base[KD_PATH_MAX];
+        s = kd_path_join(base, sizeof base, labels_dir, c->name);
+        if (!s) s = kd_ds_find_nifti(base, &c->label);
+        c->labeled = c->label != NULL;
+    }
+    if (!s) s = kd_ds_find_annotation(ds, c);
+    if (s) {
+        kd_ds_case_clear(c);
+        return s;
+    }
+    return kd_ds_add_case(ds, c);
+}
+
 /* A BraTS case folder dir/name in layout l. */
 static kd_status brats_case(kd_dataset *ds, const char *dir, const char *name, kd_layout l) {
     kd_ds_case c;
@@ -376,12 +392,7 @@ static kd_status brats_case(kd_dataset *ds, const char *dir, const char *name, k
     if (!s) s = kd_path_printf(base, sizeof base, "%s/%s%s", dir, name, brats_suffix(l, KD_MOD_SEG));
     if (!s) s = kd_ds_find_nifti(base, &c.label);
     c.labeled = c.label != NULL;
-    if (!s) s = kd_ds_find_annotation(ds, &c);
-    if (s) {
-        kd_ds_case_clear(&c);
-        return s;
-    }
-    return kd_ds_add_case(ds, &c);
+    return kd_ds_finish_case(ds, &c, s, NULL);
 }
 
 int kd_ds_strip_nifti_ext(char *name) {
@@ -409,18 +420,7 @@ static kd_status msd_case(kd_dataset *ds, const char *image, const char *name,
     kd_status s = KD_OK;
     for (int ch = 0; ch < ds->nch; ch++)
         if (!c.images[ch]) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
-    if (!s && labels_dir) {
-        char base[KD_PATH_MAX];
-        s = kd_path_join(base, sizeof base, labels_dir, name);
-        if (!s) s = kd_ds_find_nifti(base, &c.label);
-        c.labeled = c.label != NULL;
-    }
-    if (!s) s = kd_ds_find_annotation(ds, &c);
-    if (s) {
-        kd_ds_case_clear(&c);
-        return s;
-    }
-    return kd_ds_add_case(ds, &c);
+    return kd_ds_finish_case(ds, &c, s, labels_dir);
 }
 
 /* 1 the first time a folder is scanned for cases, 0 when its real path was scanned

@@ -52,6 +52,10 @@ void kd_ds_case_clear(kd_ds_case *c);
 kd_status kd_ds_add_case(kd_dataset *ds, kd_ds_case *c);
 /* The label of a case without its own, from the annotations folder. */
 kd_status kd_ds_find_annotation(const kd_dataset *ds, kd_ds_case *c);
+/* The end of reading one case c (s: the status so far): its label from labels_dir/NAME
+ * (.nii.gz or .nii; labels_dir NULL: c->label as found), else from the annotations
+ * folder, then added to ds; on any error c is cleared and the error returned. */
+kd_status kd_ds_finish_case(kd_dataset *ds, kd_ds_case *c, kd_status s, const char *labels_dir);
 /* 1 the first time a folder is scanned, 0 when its real path was (a note), -1 no memory. */
 int kd_ds_first_scan(kd_dataset *ds, const char *dir);
 

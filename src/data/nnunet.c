@@ -491,17 +491,7 @@ static kd_status add_nn_case(kd_dataset *ds, const nn_desc *d, const int *chan_o
         s = kd_path_join(path, sizeof path, idir, f[chan_of[ch]].file);
         if (!s && !(c.images[ch] = strdup(path))) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "dataset case list");
     }
-    if (!s && ldir) {
-        s = kd_path_join(path, sizeof path, ldir, name);
-        if (!s) s = kd_ds_find_nifti(path, &c.label);
-        c.labeled = c.label != NULL;
-    }
-    if (!s) s = kd_ds_find_annotation(ds, &c);
-    if (s) {
-        kd_ds_case_clear(&c);
-        return s;
-    }
-    return kd_ds_add_case(ds, &c);
+    return kd_ds_finish_case(ds, &c, s, ldir);
 }
 
 static int has_case(const nn_file *f, int n, const char *name) {
@@ -763,12 +753,12 @@ kd_status kd_layout_write_json(const char *dir, kd_layout l, const char *name) {
 
 static kd_status write_json(const char *dir, kd_layout l, const char *name, char *const *train,
                             const int *train_labeled, int ntrain, char *const *test, int ntest) {
-    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    char path[KD_PATH_MAX];
+    kd_atomic_file a;
     kd_status s = kd_path_join(path, sizeof path, dir, "dataset.json");
-    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
+    if (!s) s = kd_atomic_open(&a, path, "w");
     if (s) return s;
-    FILE *f = fopen(kd_output_target(tmp), "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
+    FILE *f = a.f;
     int labeled = 0;
     for (int i = 0; i < ntrain; i++) labeled += train_labeled[i] != 0;
     fprintf(f, "{\n  \"name\": ");
@@ -807,12 +797,5 @@ static kd_status write_json(const char *dir, kd_layout l, const char *name, char
         }
         fprintf(f, "%s]\n}\n", ntest ? "\n  " : "");
     }
-    int ok = !ferror(f), e = ok ? 0 : errno;
-    if (fclose(f) != 0 && ok) ok = 0, e = errno;
-    if (ok && rename(tmp, path) != 0) ok = 0, e = errno;
-    if (!ok) {
-        remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(e ? e : EIO));
-    }
-    return KD_OK;
+    return kd_atomic_close(&a, KD_OK);
 }

@@ -458,11 +458,10 @@ static void csv_num(FILE *f, double v) {
 }
 
 kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
-    char tmp[KD_PATH_MAX];
-    kd_status ts = kd_tmp_name(path, tmp, sizeof tmp);
+    kd_atomic_file a;
+    kd_status ts = kd_atomic_open(&a, path, "w");
     if (ts) return ts;
-    FILE *f = fopen(kd_output_target(tmp), "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    FILE *f = a.f;
     fputs("case,status", f);
     static const char *cols[] = {"Dice",        "HD95",       "Sensitivity", "Specificity",
                                  "VolPred_vox", "VolRef_vox", "VolPred_mm3", "VolRef_mm3"};
@@ -495,14 +494,7 @@ kd_status kd_eval_write_csv(const kd_eval_result *r, const char *path) {
         }
         fputc('\n', f);
     }
-    int bad = fflush(f) != 0 || ferror(f), e = bad ? errno : 0;
-    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
-    if (!bad && rename(tmp, path) != 0) bad = 1, e = errno;
-    if (bad) {
-        remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, e ? strerror(e) : "error writing the stream");
-    }
-    return KD_OK;
+    return kd_atomic_close(&a, KD_OK);
 }
 
 void kd_eval_print_table(const kd_eval_result *r, FILE *f) {

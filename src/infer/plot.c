@@ -118,9 +118,11 @@ void kd_canvas_rect(kd_canvas *c, int x0, int y0, int x1, int y1, uint32_t rgb, 
     kd_canvas_line(c, x1, y0, x1, y1, rgb);
 }
 
-int kd_canvas_text(kd_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale) {
-    int x0 = x;
-    for (; *s; s++) {
+/* Text from (x, y): left to right (up 0) or, turned a quarter, bottom to top (up 1), glyph
+ * row r then running along x and glyph column b up from y. Returns the length drawn. */
+static int draw_text(kd_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale, int up) {
+    int len = 0;
+    for (; *s; s++, len += 6 * scale) {
         char ch = *s >= 'a' && *s <= 'z' ? (char)(*s - 32) : *s;
         const char *p = strchr(glyph_chars, ch);
         int gi = p && ch ? (int)(p - glyph_chars) : 0;
@@ -128,11 +130,18 @@ int kd_canvas_text(kd_canvas *c, int x, int y, const char *s, uint32_t rgb, int 
             for (int b = 0; b < 5; b++)
                 if (glyphs[gi][r] & (16 >> b))
                     for (int u = 0; u < scale; u++)
-                        for (int v = 0; v < scale; v++)
-                            kd_canvas_pixel(c, x + b * scale + u, y + r * scale + v, rgb);
-        x += 6 * scale;
+                        for (int v = 0; v < scale; v++) {
+                            if (up)
+                                kd_canvas_pixel(c, x + r * scale + u, y - len - b * scale - v, rgb);
+                            else
+                                kd_canvas_pixel(c, x + len + b * scale + u, y + r * scale + v, rgb);
+                        }
     }
-    return x - x0;
+    return len;
+}
+
+int kd_canvas_text(kd_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale) {
+    return draw_text(c, x, y, s, rgb, scale, 0);
 }
 
 kd_status kd_canvas_write(const kd_canvas *c, const char *path) {
@@ -150,21 +159,7 @@ int kd_canvas_text_width(const char *s, int scale) {
 }
 
 int kd_canvas_text_up(kd_canvas *c, int x, int y, const char *s, uint32_t rgb, int scale) {
-    int y0 = y;
-    for (; *s; s++) {
-        char ch = *s >= 'a' && *s <= 'z' ? (char)(*s - 32) : *s;
-        const char *p = strchr(glyph_chars, ch);
-        int gi = p && ch ? (int)(p - glyph_chars) : 0;
-        /* glyph row r -> column x + r, glyph column b -> row y - b */
-        for (int r = 0; r < 7; r++)
-            for (int b = 0; b < 5; b++)
-                if (glyphs[gi][r] & (16 >> b))
-                    for (int u = 0; u < scale; u++)
-                        for (int v = 0; v < scale; v++)
-                            kd_canvas_pixel(c, x + r * scale + u, y - b * scale - v, rgb);
-        y -= 6 * scale;
-    }
-    return y0 - y;
+    return draw_text(c, x, y, s, rgb, scale, 1);
 }
 
 /* A tick label: as few digits as the step needs. */

@@ -19,30 +19,6 @@
 
 /* ---- options ---------------------------------------------------------------------------- */
 
-/* The augmentation every model of the experiment trains with, written out here (not
- * kd_augment_opts_default, which real data may tune): flips, transposition, scaling,
- * rotation, intensity, noise and gamma as the phantom runs were measured with. */
-static void phantom_augment(kd_augment_opts *a) {
-    kd_augment_opts_none(a); /* every other augmentation off, its parameters in range */
-    a->p_flip = 0.5f;
-    a->p_transpose = 0.5f;
-    a->p_scale = 0.5f;
-    a->scale_lo = 0.7f;
-    a->scale_hi = 1.3f;
-    a->p_rotate = 0.2f;
-    a->rotate_deg = 10.0f;
-    a->p_intensity = 1.0f;
-    a->int_scale_lo = 0.9f;
-    a->int_scale_hi = 1.1f;
-    a->int_shift_lo = -0.2f;
-    a->int_shift_hi = 0.2f;
-    a->p_noise = 0.15f;
-    a->noise_sigma = 0.1f;
-    a->p_gamma = 0.15f;
-    a->gamma_lo = 0.7f;
-    a->gamma_hi = 1.5f;
-}
-
 static const char *const default_names[3] = {"unet3d", "cascade", "resnext-se"};
 
 void kd_experiment_opts_default(kd_experiment_opts *o) {
@@ -67,7 +43,7 @@ void kd_experiment_opts_default(kd_experiment_opts *o) {
     o->patch = 32, o->batch = 2, o->val_cases = 2, o->margin = 50;
     o->val_every = 100;
     o->fg_fraction = 0.5f;
-    phantom_augment(&o->aug);
+    kd_augment_opts_default(&o->aug); /* the "phantom" set the demo was measured with */
     o->schedule = KD_SCHED_COSINE;
     o->threads = 1;
 }

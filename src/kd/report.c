@@ -59,18 +59,11 @@ static void summary_cell(char *buf, size_t n, const kd_eval_result *ev, int regi
 typedef kd_status (*writer_fn)(FILE *f, const kd_experiment_result *r);
 
 static kd_status write_file(const char *out, const char *name, writer_fn fn, const kd_experiment_result *r) {
-    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    char path[KD_PATH_MAX];
+    kd_atomic_file a;
     kd_status s = kd_path_join(path, sizeof path, out, name);
-    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
-    if (s) return s;
-    FILE *f = fopen(kd_output_target(tmp), "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    s = fn(f, r);
-    int ok = fclose(f) == 0;
-    if (!s && (!ok || rename(tmp, path)))
-        s = kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (s) remove(tmp);
-    return s;
+    if (!s) s = kd_atomic_open(&a, path, "w");
+    return s ? s : kd_atomic_close(&a, fn(a.f, r));
 }
 
 static kd_status markdown(FILE *f, const kd_experiment_result *r) {

@@ -325,24 +325,17 @@ static void signature(const study_seed *x, const int *lab, int nlab, int base, c
 /* ROOT/scores.csv: the seed's scores, read back by a later run with the same signature
  * instead of segmenting again. */
 static kd_status write_scores(const study_seed *x, const char *sig, const kd_study_result *r) {
-    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    char path[KD_PATH_MAX];
+    kd_atomic_file a;
     kd_status s = kd_path_join(path, sizeof path, x->root, "scores.csv");
-    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
+    if (!s) s = kd_atomic_open(&a, path, "w");
     if (s) return s;
-    FILE *f = fopen(kd_output_target(tmp), "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    fprintf(f, "%s\nannotations,%.17g\n", sig, r->annotations[x->si]);
+    fprintf(a.f, "%s\nannotations,%.17g\n", sig, r->annotations[x->si]);
     for (int p = 0; p < r->npoints; p++) {
         const double *d = r->points[p].dice[x->si];
-        fprintf(f, "%d,%.17g,%.17g,%.17g,%.17g\n", p, d[0], d[1], d[2], d[3]);
+        fprintf(a.f, "%d,%.17g,%.17g,%.17g,%.17g\n", p, d[0], d[1], d[2], d[3]);
     }
-    int ok = !ferror(f);
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path)) {
-        remove(tmp);
-        return kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return KD_OK;
+    return kd_atomic_close(&a, KD_OK);
 }
 
 /* 1 when ROOT/scores.csv has this signature and every point (recorded into r). */
@@ -428,18 +421,11 @@ typedef kd_status (*text_fn)(FILE *f, const kd_study_result *r, const kd_study_o
 
 static kd_status write_text(const char *out, const char *name, text_fn fn, const kd_study_result *r,
                             const kd_study_opts *o) {
-    char path[KD_PATH_MAX], tmp[KD_PATH_MAX];
+    char path[KD_PATH_MAX];
+    kd_atomic_file a;
     kd_status s = kd_path_join(path, sizeof path, out, name);
-    if (!s) s = kd_tmp_name(path, tmp, sizeof tmp);
-    if (s) return s;
-    FILE *f = fopen(kd_output_target(tmp), "w");
-    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
-    s = fn(f, r, o);
-    int ok = !ferror(f);
-    ok &= fclose(f) == 0;
-    if (!s && (!ok || rename(tmp, path))) s = kd_fail(KD_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    if (s) remove(tmp);
-    return s;
+    if (!s) s = kd_atomic_open(&a, path, "w");
+    return s ? s : kd_atomic_close(&a, fn(a.f, r, o));
 }
 
 static kd_status csv(FILE *f, const kd_study_result *r, const kd_study_opts *o) {

@@ -1,19 +1,8 @@
 /* Activations: LeakyReLU/ReLU, sigmoid, softmax over channels (cl/act.cl). */
 #include "layers_impl.h"
 
-/* Both tensors given and of equal shape. */
-static kd_status same2(const char *op, const char *na, const kd_tensor *a, const char *nb,
-                       const kd_tensor *b) {
-    char s1[96], s2[96];
-    if (!a || !b) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, !a ? na : nb);
-    if (!kd_shape_equal(a->shape, b->shape))
-        return kd_fail(KD_ERR_SHAPE, "%s: %s %s but %s %s", op, na, KD_SHP(s1, a->shape), nb,
-                       KD_SHP(s2, b->shape));
-    return KD_OK;
-}
-
 kd_status kd_leaky_forward(const kd_tensor *x, float slope, kd_tensor *y) {
-    kd_status st = same2("leaky_relu", "x", x, "y", y);
+    kd_status st = kd_check_same("leaky_relu", "x", x, "y", y);
     if (st) return st;
     size_t n = kd_tensor_numel(x);
     return kd_op_fail(kd_launch_flat8(x->dev, "kd_leaky_fwd", n,
@@ -23,8 +12,8 @@ kd_status kd_leaky_forward(const kd_tensor *x, float slope, kd_tensor *y) {
 
 kd_status kd_leaky_backward(const kd_tensor *dy, const kd_tensor *x, float slope,
                             kd_tensor *dx) {
-    kd_status st = same2("leaky_relu backward", "x", x, "dy", dy);
-    if (!st) st = same2("leaky_relu backward", "x", x, "dx", dx);
+    kd_status st = kd_check_same("leaky_relu backward", "x", x, "dy", dy);
+    if (!st) st = kd_check_same("leaky_relu backward", "x", x, "dx", dx);
     if (st) return st;
     size_t n = kd_tensor_numel(x);
     return kd_op_fail(kd_launch_flat8(x->dev, "kd_leaky_bwd", n,
@@ -33,7 +22,7 @@ kd_status kd_leaky_backward(const kd_tensor *dy, const kd_tensor *x, float slope
 }
 
 kd_status kd_sigmoid_forward(const kd_tensor *x, kd_tensor *y) {
-    kd_status st = same2("sigmoid", "x", x, "y", y);
+    kd_status st = kd_check_same("sigmoid", "x", x, "y", y);
     if (st) return st;
     size_t n = kd_tensor_numel(x);
     return kd_op_fail(kd_launch_flat8(x->dev, "kd_sigmoid_fwd", n, KD_ARGS(KD_T(x), KD_T(y), KD_INT(n))),
@@ -41,8 +30,8 @@ kd_status kd_sigmoid_forward(const kd_tensor *x, kd_tensor *y) {
 }
 
 kd_status kd_sigmoid_backward(const kd_tensor *dy, const kd_tensor *y, kd_tensor *dx) {
-    kd_status st = same2("sigmoid backward", "y", y, "dy", dy);
-    if (!st) st = same2("sigmoid backward", "y", y, "dx", dx);
+    kd_status st = kd_check_same("sigmoid backward", "y", y, "dy", dy);
+    if (!st) st = kd_check_same("sigmoid backward", "y", y, "dx", dx);
     if (st) return st;
     size_t n = kd_tensor_numel(y);
     return kd_op_fail(kd_launch_flat8(y->dev, "kd_sigmoid_bwd", n,
@@ -51,7 +40,7 @@ kd_status kd_sigmoid_backward(const kd_tensor *dy, const kd_tensor *y, kd_tensor
 }
 
 kd_status kd_softmax_forward(const kd_tensor *x, kd_tensor *y) {
-    kd_status st = same2("softmax", "x", x, "y", y);
+    kd_status st = kd_check_same("softmax", "x", x, "y", y);
     if (st) return st;
     size_t nvox = kd_tensor_numel(x) / (size_t)x->shape.c;
     return kd_op_fail(kd_launch_1d(x->dev, "kd_softmax_fwd", nvox,
@@ -60,8 +49,8 @@ kd_status kd_softmax_forward(const kd_tensor *x, kd_tensor *y) {
 }
 
 kd_status kd_softmax_backward(const kd_tensor *dy, const kd_tensor *y, kd_tensor *dx) {
-    kd_status st = same2("softmax backward", "y", y, "dy", dy);
-    if (!st) st = same2("softmax backward", "y", y, "dx", dx);
+    kd_status st = kd_check_same("softmax backward", "y", y, "dy", dy);
+    if (!st) st = kd_check_same("softmax backward", "y", y, "dx", dx);
     if (st) return st;
     size_t nvox = kd_tensor_numel(y) / (size_t)y->shape.c;
     return kd_op_fail(kd_launch_1d(y->dev, "kd_softmax_bwd", nvox,

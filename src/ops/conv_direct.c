@@ -157,6 +157,35 @@ static kd_status small_forward(kd_device *dev, int n, int ci, int d, int h, int 
     return st;
 }
 
+/* Whether the pointwise kernel runs this forward-like pass: 1x1x1, stride 1, no padding
+ * (the forward and the input gradient of a 1x1 conv), and t->pw set. */
+static int pointwise_ok(const kd_conv_tune *t, const int *k, int s, const int *pad) {
+    return t->pw > 0 && k[0] == 1 && k[1] == 1 && k[2] == 1 && s == 1 && !pad[0] && !pad[1] &&
+           !pad[2];
+}
+
+/* y (r, co) = x (r, ci) . w (ci, cop) + b on kd_conv3d_pw_*: cop the (padded) weights'
+ * channels, co <= cop the output's; mb channel vectors per work-item (1, 2; 4 runs as 2). */
+static kd_status pointwise_forward(kd_device *dev, int r, int ci, int cop, int co, int v, int mb,
+                                   cl_mem xm, size_t xoff, cl_mem wm, size_t woff, cl_mem bm,
+                                   size_t boff, int has_b, const kd_tensor *y,
+                                   const kd_conv_tune *t) {
+    if (mb > 2) mb = 2;
+    char name[48];
+    snprintf(name, sizeof name, "kd_conv3d_pw_v%d_m%d", v, mb);
+    /* t->pw blocks of 8 positions per work-item, fewer where that would leave under 16
+     * work-items (a small layer still spreads over the cores) */
+    size_t nco = (size_t)(cop / (v * mb));
+    int nb = t->pw;
+    while (nb > 1 && cdiv((size_t)r, (size_t)8 * nb) * nco < 16) nb /= 2;
+    size_t gws = cdiv((size_t)r, (size_t)8 * nb) * nco;
+    size_t lws = local_of(gws, t->lx);
+    return conv_launch(dev, name, 1, &gws, use_local(dev, t) ? &lws : NULL,
+                       KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff), KD_MEM(bm),
+                               KD_INT(boff), KD_INT(has_b), KD_T(y), KD_INT(r), KD_INT(ci),
+                               KD_INT(cop), KD_INT(co), KD_INT(nb)));
+}
+
 /* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co), padding per
  * axis pad[3] (may be negative: cropping). Output channels that are not a multiple of 8
  * run on weights (and bias) zero-padded to a multiple of 8, so the kernel stays vectorised. */
@@ -184,6 +213,11 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
     }
     int v = vec_width(cop, t->vmax), pb, mb;
     fwd_block(t, cop / v, &pb, &mb);
+    if (pointwise_ok(t, k, s, pad)) {
+        st = pointwise_forward(dev, n * d * h * w, ci, cop, co, v, mb, xm, xoff, wm, woff, bm,
+                               boff, b != NULL, y, t);
+        goto done;
+    }
     /* two output rows per work-item (kd_conv3d_fwd2_*): stride 1, one vector per block, and
      * rows that share input rows (KH > 1) */
     int rows2 = t->rows == 2 && s == 1 && mb == 1 && v >= 8 && k[1] > 1;
@@ -223,6 +257,30 @@ done:
     return st;
 }
 
+/* dx = dy (*) wt [+ b] for a 2x2x2 stride-2 conv without padding on kd_conv3d_s2d_*: each
+ * input position takes one tap; t->pw blocks of 8 positions along a row per work-item
+ * (fewer where that would leave under 16 work-items), t->cb channel vectors (1 or 2). */
+static kd_status s2_backward_data(kd_device *dev, int n, int ci, int d, int h, int w, int co,
+                                  int od, int oh, int ow, const kd_tensor *dy, cl_mem wtm,
+                                  size_t wtoff, const kd_tensor *b, const kd_tensor *dx, int v,
+                                  const kd_conv_tune *t) {
+    int mb = t->cb > 2 ? 2 : t->cb;
+    while (mb > 1 && (ci / v) % mb) mb /= 2;
+    char name[48];
+    snprintf(name, sizeof name, "kd_conv3d_s2d_v%d_m%d", v, mb);
+    size_t nci = (size_t)(ci / (v * mb)), rows = (size_t)h * n * d, nx = cdiv((size_t)w, 2);
+    int nb = t->pw;
+    while (nb > 1 && nci * 2 * cdiv(nx, (size_t)8 * nb) * rows < 16) nb /= 2;
+    size_t gws[3] = {nci * 2 * cdiv(nx, (size_t)8 * nb), (size_t)h, (size_t)n * d};
+    size_t lws[3] = {local_of(gws[0], t->lx), local_of(gws[1], t->ly), 1};
+    cl_mem bm = b ? b->mem : dx->mem;
+    return conv_launch(dev, name, 3, gws, use_local(dev, t) ? lws : NULL,
+                       KD_ARGS(KD_T(dy), KD_MEM(wtm), KD_INT(wtoff), KD_MEM(bm),
+                               KD_INT(b ? b->off : 0), KD_INT(b != NULL), KD_T(dx), KD_INT(n),
+                               KD_INT(d), KD_INT(h), KD_INT(w), KD_INT(ci), KD_INT(od),
+                               KD_INT(oh), KD_INT(ow), KD_INT(co), KD_INT(nb)));
+}
+
 /* dx = sum over taps dy . wt [+ b] on the dense kernel: dx (n, ci, d, h, w),
  * dy (n, co, od, oh, ow), wt (k, co, ci). */
 static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h, int w, int co,
@@ -231,6 +289,8 @@ static kd_status dense_backward_data(kd_device *dev, int n, int ci, int d, int h
                                      const kd_tensor *b, const kd_tensor *dx,
                                      const kd_conv_tune *t) {
     int v = vec_width(ci, t->vmax);
+    if (t->pw > 0 && k[0] == 2 && k[1] == 2 && k[2] == 2 && s == 2 && p == 0)
+        return s2_backward_data(dev, n, ci, d, h, w, co, od, oh, ow, dy, wtm, wtoff, b, dx, v, t);
     char name[48];
     snprintf(name, sizeof name, "kd_conv3d_bwd_data_v%d", v);
     size_t per_parity = cdiv(cdiv((size_t)w, (size_t)s), WB);
@@ -526,9 +586,13 @@ kd_status kd_conv_bias_grad(const kd_tensor *dy, kd_tensor *db) {
 static size_t pool_bytes(size_t floats) { return (floats * sizeof(float) + 255) & ~(size_t)255; }
 
 /* The zeros a dense_forward of ci -> cop channels (vectors as vec_width) allocates. */
-static size_t fwd_zeros_bytes(int ci, int cop, int w, int ow, int kh, int kw, int s, int pw,
-                              const kd_conv_tune *t) {
+static size_t fwd_zeros_bytes(int ci, int cop, int w, int ow, int kd, int kh, int kw, int s,
+                              int pw, const kd_conv_tune *t) {
     int pb, mb, v = vec_width(cop, t->vmax);
+    /* the pointwise kernel reads no zeros (with 1x1x1 taps the padding of every axis is
+     * the W axis's pw: p, or k - 1 - p for the input gradient) */
+    const int k[3] = {kd, kh, kw}, pad[3] = {pw, pw, pw};
+    if (pointwise_ok(t, k, s, pad)) return 0;
     fwd_block(t, cop / v, &pb, &mb);
     if (t->rows == 2 && s == 1 && mb == 1 && v >= 8 && kh > 1) pb = 8; /* kd_conv3d_fwd2_* */
     return fwd_needs_zeros(w, ow, kw, s, pw, pb) ? pool_bytes((size_t)ci) : 0;
@@ -554,19 +618,19 @@ size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass,
         if (g->transposed) return 0; /* the transposed forward runs dense_backward_data */
         int cop = g->co % 8 == 0 || t->vmax < 8 ? g->co : (g->co + 7) / 8 * 8;
         if (cop != g->co) b = pool_bytes((size_t)K3 * g->ci * cop) + (g->has_bias ? pool_bytes(cop) : 0);
-        return b + fwd_zeros_bytes(g->ci, cop, g->w, g->ow, g->k[1], g->k[2], g->s, g->p, t);
+        return b + fwd_zeros_bytes(g->ci, cop, g->w, g->ow, g->k[0], g->k[1], g->k[2], g->s, g->p, t);
     }
     if (pass == KD_PASS_BWD_DATA) {
         b = pool_bytes((size_t)K3 * g->ci * g->co); /* transposed weights */
         if (g->transposed) { /* a k2 s2 forward of dy, no padding */
             int cop = g->ci % 8 == 0 || t->vmax < 8 ? g->ci : (g->ci + 7) / 8 * 8;
             if (cop != g->ci) b += pool_bytes((size_t)K3 * g->co * cop);
-            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, 2, 2, 2, 0, t);
+            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, 2, 2, 2, 2, 0, t);
         }
         if (g->s == 1) { /* a forward of dy with flipped weights, padding K-1-P */
             int cop = g->ci % 8 == 0 || t->vmax < 8 ? g->ci : (g->ci + 7) / 8 * 8;
             if (cop != g->ci) b += pool_bytes((size_t)K3 * g->co * cop);
-            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, g->k[1], g->k[2], 1,
+            return b + fwd_zeros_bytes(g->co, cop, g->ow, g->w, g->k[0], g->k[1], g->k[2], 1,
                                        g->k[2] - 1 - g->p, t);
         }
         return b;

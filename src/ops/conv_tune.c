@@ -18,7 +18,7 @@
 #define TUNE_MAGIC "# kdseg conv tuning table 1"
 #define MAX_LINE 1024
 
-const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0};
+const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0, 0};
 
 /* What is known. PoCL's CPU device: the values measured best on PoCL 3.1 (2-core EPYC):
  * one work-item per group for every conv shape (1x1x1 convs ran 3-4x slower with 8-32 rows
@@ -29,13 +29,13 @@ const kd_conv_tune kd_conv_tune_default = {KD_TUNE_LOCAL_AUTO, 1, 1, 16, 256, 64
  * no channel-block-outer order (more work-items) for forward and input gradient, float8
  * for the weight gradient. Other NVIDIA GPUs start from these; `kdseg tune` measures them. */
 static const kd_tune_entry builtin[] = {
-    {KD_TUNE_LEVEL_VENDOR, "pocl", 2, "*", {KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1},
+    {KD_TUNE_LEVEL_VENDOR, "pocl", 2, "*", {KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1, 32},
      -1, -1, 0, "PoCL CPU, measured on PoCL 3.1"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "fwd", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0}, 5.210,
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "fwd", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0, 0}, 5.210,
      2.472, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_data", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_data", {KD_TUNE_LOCAL_DRIVER, 1, 1, 1, -1, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0, 0},
      5.223, 2.503, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
-    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_weight", {KD_TUNE_LOCAL_DRIVER, 1, 1, 8, 256, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0},
+    {KD_TUNE_LEVEL_VENDOR, "nvidia", 0, "bwd_weight", {KD_TUNE_LOCAL_DRIVER, 1, 1, 8, 256, 64, 1, 4, 1, 4, 1, 0, 1, 1, 0, 0},
      7.474, 6.258, 0, "NVIDIA GPU, measured on an H200 (other models: run kdseg tune)"},
 };
 
@@ -52,12 +52,12 @@ void kd_conv_tune_format(const kd_conv_tune *p, char *out, size_t n) {
     else snprintf(co, sizeof co, "%d", p->coouter);
     snprintf(out, n,
              "local=%s lx=%d ly=%d vmax=%d coouter=%s chunks=%d wlx=%d wb=%d cb=%d wci=%d "
-             "wcb=%d wkb=%d small=%d rows=%d wt3=%d",
+             "wcb=%d wkb=%d small=%d rows=%d wt3=%d pw=%d",
              p->local == KD_TUNE_LOCAL_SET      ? "set"
              : p->local == KD_TUNE_LOCAL_DRIVER ? "driver"
                                                 : "auto",
              p->lx, p->ly, p->vmax, co, p->chunks, p->wlx, p->wb, p->cb, p->wci, p->wcb, p->wkb,
-             p->small, p->rows, p->wt3);
+             p->small, p->rows, p->wt3, p->pw);
 }
 
 int kd_conv_tune_valid(const kd_conv_tune *p, char *why, size_t nwhy) {
@@ -78,6 +78,7 @@ int kd_conv_tune_valid(const kd_conv_tune *p, char *why, size_t nwhy) {
     else if (p->small != 0 && p->small != 1) bad = "small must be 0 or 1";
     else if (p->rows != 1 && p->rows != 2) bad = "rows must be 1 or 2";
     else if (p->wt3 != 0 && p->wt3 != 1) bad = "wt3 must be 0 or 1";
+    else if (p->pw < 0 || p->pw > 64) bad = "pw must be 0..64";
     if (bad && why) snprintf(why, nwhy, "%s", bad);
     return bad == NULL;
 }
@@ -131,6 +132,7 @@ int kd_conv_tune_parse(const char *s, kd_conv_tune *out, char *why, size_t nwhy)
         else if (!strcmp(k, "small")) r = parse_int(v, 0, 1, &p.small);
         else if (!strcmp(k, "rows")) r = parse_int(v, 1, 2, &p.rows);
         else if (!strcmp(k, "wt3")) r = parse_int(v, 0, 1, &p.wt3);
+        else if (!strcmp(k, "pw")) r = parse_int(v, 0, 64, &p.pw);
         else {
             snprintf(why, nwhy, "unknown parameter '%s'", k);
             return -1;
@@ -155,7 +157,7 @@ int kd_conv_tune_equal(const kd_conv_tune *a, const kd_conv_tune *b) {
            a->coouter == b->coouter && a->chunks == b->chunks && a->wlx == b->wlx &&
            a->wb == b->wb && a->cb == b->cb && a->wci == b->wci && a->wcb == b->wcb &&
            a->wkb == b->wkb && a->small == b->small && a->rows == b->rows &&
-           a->wt3 == b->wt3;
+           a->wt3 == b->wt3 && a->pw == b->pw;
 }
 
 static const char *rank_name(int rank) {
@@ -523,7 +525,10 @@ void kd_conv_tune_get(kd_device *dev, const kd_conv_geom *g, kd_conv_pass pass,
         if (sm) out->small = sm == 2; /* 1: off, 2: on (0 means unset) */
         if (rw) out->rows = rw >= 2 ? 2 : 1;
         if (w3) out->wt3 = w3 == 2; /* 1: off, 2: on */
-        if (lx || ly || vm || wb || cb || wci || wcb || ch || wkb || sm || rw || w3)
+        const char *pe = getenv("KDSEG_CONV_PW"); /* 0: off, 1..64 blocks */
+        int pwset = pe && *pe && atoi(pe) >= 0 && atoi(pe) <= 64;
+        if (pwset) out->pw = atoi(pe);
+        if (lx || ly || vm || wb || cb || wci || wcb || ch || wkb || sm || rw || w3 || pwset)
             snprintf(s + strlen(s), sizeof s - strlen(s), " + environment");
     }
     last_p = *out;

@@ -77,3 +77,13 @@ kd_status kd_check_same(const char *op, const char *na, const kd_tensor *a, cons
                        KD_SHP(s2, b->shape));
     return KD_OK;
 }
+
+kd_status kd_check_numel(const char *op, const char *name, const kd_tensor *t, size_t n) {
+    if (!t) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, name);
+    if (kd_tensor_numel(t) != n) {
+        char b[96];
+        return kd_fail(KD_ERR_SHAPE, "%s: %s %s must hold %zu values", op, name,
+                       KD_SHP(b, t->shape), n);
+    }
+    return KD_OK;
+}

@@ -49,6 +49,8 @@ kd_status kd_op_fail(kd_status st, const char *op, const kd_tensor *x);
  * KD_ERR_INVALID_ARG for a NULL one, KD_ERR_SHAPE naming both shapes otherwise. */
 kd_status kd_check_same(const char *op, const char *na, const kd_tensor *a, const char *nb,
                         const kd_tensor *b);
+/* numel(t) == n, or a message naming the op and the tensor. */
+kd_status kd_check_numel(const char *op, const char *name, const kd_tensor *t, size_t n);
 
 /* Shape text for messages: KD_SHP(buf, shape). */
 #define KD_SHP(buf, s) kd_shape_str((s), (buf), sizeof(buf))

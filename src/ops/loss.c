@@ -6,17 +6,6 @@
 #define LOSS_GROUPS 64 /* work-groups of the partial sums */
 #define LOSS_NSTAT 26  /* KD_LOSS_NSTAT in cl/loss.cl */
 
-/* numel(t) == n, or a message naming the op and the tensor. */
-static kd_status check_numel(const char *op, const char *name, const kd_tensor *t, size_t n) {
-    if (!t) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, name);
-    if (kd_tensor_numel(t) != n) {
-        char b[96];
-        return kd_fail(KD_ERR_SHAPE, "%s: %s %s must hold %zu values", op, name,
-                       KD_SHP(b, t->shape), n);
-    }
-    return KD_OK;
-}
-
 /* p and t (and dp) of one shape with 1..KD_LOSS_MAX_C channels. */
 static kd_status check_pair(const char *op, const kd_tensor *p, const kd_tensor *t,
                             const kd_tensor *dp) {
@@ -38,8 +27,8 @@ kd_status kd_loss_forward(const kd_loss_terms *l, const kd_tensor *p, const kd_t
                           kd_tensor *partials, kd_tensor *stats) {
     const char *op = "loss";
     kd_status st = check_pair(op, p, t, NULL);
-    if (!st) st = check_numel(op, "partials", partials, KD_LOSS_PARTIALS);
-    if (!st) st = check_numel(op, "stats", stats, KD_LOSS_STATS);
+    if (!st) st = kd_check_numel(op, "partials", partials, KD_LOSS_PARTIALS);
+    if (!st) st = kd_check_numel(op, "stats", stats, KD_LOSS_STATS);
     if (st) return st;
     kd_shape s = p->shape;
     int n = (int)kd_shape_numel(s), nvox = n / s.c;
@@ -59,7 +48,7 @@ kd_status kd_loss_backward(const kd_loss_terms *l, const kd_tensor *p, const kd_
                            const kd_tensor *stats, float weight, int accumulate, kd_tensor *dp) {
     const char *op = "loss backward";
     kd_status st = check_pair(op, p, t, dp);
-    if (!st) st = check_numel(op, "stats", stats, KD_LOSS_STATS);
+    if (!st) st = kd_check_numel(op, "stats", stats, KD_LOSS_STATS);
     if (st) return st;
     int n = (int)kd_tensor_numel(p);
     size_t gn = (size_t)n;

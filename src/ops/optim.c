@@ -8,24 +8,13 @@
 #define OPT_WG 64      /* KD_OPT_WG in cl/optim.cl */
 #define OPT_GROUPS 256 /* work-groups of the partial sums: KD_GRAD_PARTIALS */
 
-/* numel(t) == n, or a message naming the op and the tensor. */
-static kd_status check_numel(const char *op, const char *name, const kd_tensor *t, size_t n) {
-    if (!t) return kd_fail(KD_ERR_INVALID_ARG, "%s: %s is NULL", op, name);
-    if (kd_tensor_numel(t) != n) {
-        char b[96];
-        return kd_fail(KD_ERR_SHAPE, "%s: %s %s must hold %zu values", op, name,
-                       KD_SHP(b, t->shape), n);
-    }
-    return KD_OK;
-}
-
 kd_status kd_grad_check(const kd_tensor *g, const kd_tensor *loss, kd_tensor *partials,
                         kd_tensor *stats) {
     const char *op = "gradient check";
     if (!g) return kd_fail(KD_ERR_INVALID_ARG, "%s: gradient is NULL", op);
-    kd_status st = check_numel(op, "partials", partials, KD_GRAD_PARTIALS);
-    if (!st) st = check_numel(op, "stats", stats, 2);
-    if (!st && loss) st = check_numel(op, "loss", loss, 1);
+    kd_status st = kd_check_numel(op, "partials", partials, KD_GRAD_PARTIALS);
+    if (!st) st = kd_check_numel(op, "stats", stats, 2);
+    if (!st && loss) st = kd_check_numel(op, "loss", loss, 1);
     if (st) return st;
     int n = (int)kd_tensor_numel(g);
     size_t g1 = (size_t)OPT_WG * OPT_GROUPS, l1 = OPT_WG, one = 1;
@@ -44,8 +33,8 @@ kd_status kd_grad_check(const kd_tensor *g, const kd_tensor *loss, kd_tensor *pa
 static kd_status check_update(const char *op, const kd_tensor *p, const kd_tensor *const *others,
                               const char *const *names, int n, const kd_tensor *stats) {
     if (!p) return kd_fail(KD_ERR_INVALID_ARG, "%s: parameters are NULL", op);
-    kd_status st = check_numel(op, "stats", stats, 2);
-    for (int i = 0; i < n && !st; i++) st = check_numel(op, names[i], others[i], kd_tensor_numel(p));
+    kd_status st = kd_check_numel(op, "stats", stats, 2);
+    for (int i = 0; i < n && !st; i++) st = kd_check_numel(op, names[i], others[i], kd_tensor_numel(p));
     return st;
 }
 

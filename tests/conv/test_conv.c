@@ -580,6 +580,42 @@ static int variants(int vmax) {
     }
     return 0;
 }
+/* The pointwise kernels at each vector width and channel-vector block (1 or 2), with 1, 3
+ * and 64 blocks of 8 positions per work-item (64 is cut down to keep 16 work-items), against
+ * the C reference; the trace must show the kernel. kd_conv3d_pw_* (forward and input
+ * gradient of 1x1x1 stride-1 convs): position counts that are not a multiple of 8 (the last
+ * block re-reads its last position and must not store it), 32 -> 16 channels with batch 2
+ * and 16 -> 3 (outputs padded to 8). kd_conv3d_s2d_* (input gradient of a 2x2x2 stride-2
+ * conv, forward of the transposed one): odd D and W (a last plane and column without a
+ * tap hold zeros, or the bias), 32 input channels (two vectors of 16) with batch 2, and a
+ * transposed conv 8 -> 16 with bias. */
+static int pointwise(void) {
+    static const struct {
+        int vmax, cb, pw;
+    } sets[] = {{16, 1, 1}, {16, 2, 3}, {8, 1, 64}, {8, 2, 1}, {1, 1, 3}, {1, 2, 64}};
+    const cfg cs[4] = {{2, 32, 3, 5, 7, 16, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {1, 16, 3, 3, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {2, 32, 5, 4, 7, 8, {2, 2, 2}, 2, 0, 1, 1, 0},
+                       {1, 8, 3, 2, 3, 16, {2, 2, 2}, 2, 0, 1, 1, 1}};
+    for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+        for (int c = 0; c < 4; c++) {
+            kd_conv_tune t = kd_conv_tune_default;
+            t.vmax = sets[i].vmax, t.cb = sets[i].cb, t.pw = sets[i].pw;
+            char ps[256], trace[2048];
+            kd_conv_tune_format(&t, ps, sizeof ps);
+            kd_conv_tune_force(&t);
+            kd_conv_tune_trace_begin();
+            int rc = run_cfg_as_is(&cs[c], KD_CONV_DIRECT);
+            kd_conv_tune_trace_end(trace, sizeof trace);
+            kd_conv_tune_force(NULL);
+            KD_CHECK(rc == 0, "pointwise %d -> %d, %s", cs[c].ci, cs[c].co, ps);
+            const char *kern = c < 2 ? "kd_conv3d_pw_" : "kd_conv3d_s2d_";
+            KD_CHECK(strstr(trace, kern) != NULL, "pointwise %d -> %d, %s: %s did not run (%s)",
+                     cs[c].ci, cs[c].co, ps, kern, trace);
+        }
+    return 0;
+}
+
 /* one test per vector width (each well within a test's time under Oclgrind) */
 static int variants_v16(void) { return variants(16); }
 static int variants_v8(void) { return variants(8); }
@@ -601,7 +637,7 @@ int main(int argc, char **argv) {
         {"pw16_4_n2_direct", pw16_4_n2_direct},         {"pw8_3_direct", pw8_3_direct},
         {"out8_4_k3_direct", out8_4_k3_direct},         {"pw8_4_direct", pw8_4_direct},
         {"variants_v16", variants_v16}, {"variants_v8", variants_v8},
-        {"variants_v1", variants_v1},
+        {"variants_v1", variants_v1}, {"pointwise", pointwise},
         {"semantics_direct", semantics_direct}, {"semantics_gemm", semantics_gemm},
         {"chooser_cache", chooser_cache}, {"force_env", force_env}, {"bad_input", bad_input},
     };

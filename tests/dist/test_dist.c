@@ -15,38 +15,13 @@
 
 #include "../kdtest.h"
 
+/* the shared helpers of tests/kdtest.c */
+#define tmp kd_test_path
+#define show_log() kd_test_show_log(30)
+#define log_has kd_test_log_has
+#define now_s kd_test_now
+
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
-
-static const char *tmp(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
-}
-
-static void show_log(void) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "tail -n 30 '%s/log.txt' >&2", kd_test_tmpdir());
-    if (system(cmd)) fprintf(stderr, "(no log)\n");
-}
-
-/* 1 when the log holds text. */
-static int log_has(const char *text) {
-    char path[1024], line[4096];
-    snprintf(path, sizeof path, "%s/log.txt", kd_test_tmpdir());
-    FILE *f = fopen(path, "r");
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, text) != NULL;
-    if (f) fclose(f);
-    return found;
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* The mpirun cases run only with an MPI build and mpirun on the PATH. */
 static int mpi_ready(void) {

@@ -16,40 +16,20 @@
 #include "kdseg/domain.h"
 #include "kdseg/train.h"
 
+/* the shared helpers of tests/kdtest.c */
+#define show_log() kd_test_show_log(20)
+#define save_model kd_test_save_model
+#define tmp kd_test_path
+#define log_has kd_test_log_has
+#define log_clear kd_test_log_clear
+
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
-
-static void show_log(void) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "tail -n 20 '%s/log.txt' >&2", kd_test_tmpdir());
-    if (system(cmd)) fprintf(stderr, "(no log)\n");
-}
-
-static int save_model(kd_device *dev, const char *spec, uint64_t seed, const char *path) {
-    kd_model *m;
-    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
-    kd_model_free(m);
-    return 0;
-}
-
-static const char *tmp(const char *name);
 
 /* TMP/t1.kds, a small student, and TMP/t2.kds, a model of spec second: two untrained
  * "teachers" of different architectures. */
 static int two_models(kd_device *dev, const char *second) {
     return save_model(dev, "resunet:widths=8,16:enc=1,1:dec=1", 1, tmp("t1.kds")) ||
            save_model(dev, second, 2, tmp("t2.kds"));
-}
-
-static int log_has(const char *text);
-static void log_clear(void);
-
-static const char *tmp(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
 }
 
 /* Catches: annotate averaging wrongly, weighting one teacher, or writing the wrong grid. */
@@ -565,23 +545,6 @@ static int train_resume_cli(void) {
     fclose(fb);
     KD_CHECK(rows == 9, "rows %d", rows);
     return 0;
-}
-
-/* Does the log of this test's kdseg runs contain text (since the log was last cleared)? */
-static int log_has(const char *text) {
-    char p[1024], line[2048];
-    snprintf(p, sizeof p, "%s/log.txt", kd_test_tmpdir());
-    FILE *f = fopen(p, "r");
-    int found = 0;
-    while (f && !found && fgets(line, sizeof line, f)) found = strstr(line, text) != NULL;
-    if (f) fclose(f);
-    return found;
-}
-
-static void log_clear(void) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s/log.txt", kd_test_tmpdir());
-    remove(p);
 }
 
 static int write_text(const char *path, const char *text) {

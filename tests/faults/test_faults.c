@@ -28,27 +28,17 @@
 #include "kdseg/tensorfile.h"
 #include "kdseg/train.h"
 
+/* the shared helpers of tests/kdtest.c */
+#define tmp kd_test_path
+#define now_s kd_test_now
+#define copy_file kd_test_copy_file
+#define save_model(spec, seed, path) kd_test_save_model(NULL, spec, seed, path)
+
 #define TINY "resunet:widths=8,16:enc=1,1:dec=1"
 /* the phantom recipe: these tests were written against its batch of 1 and its sampling */
 #define TRAIN_OPTS "--recipe phantom --arch " TINY " --patch 16 --margin 4 --quiet"
 
 /* ------------------------------------------------------------ helpers -- */
-
-/* A path in the test's temporary folder. The buffers are reused after 256 calls, more
- * than any case makes, so a case may keep the pointers it gets. */
-static const char *tmp(const char *name) {
-    static char buf[256][1024];
-    static int k;
-    k = (k + 1) % 256;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -152,16 +142,6 @@ static int same_bytes(const char *a, const char *b) {
     return r;
 }
 
-static int copy_file(const char *from, const char *to) {
-    size_t n;
-    char *b = slurp(from, &n);
-    FILE *f = b ? fopen(to, "wb") : NULL;
-    int ok = f && fwrite(b, 1, n, f) == n;
-    if (f) ok = fclose(f) == 0 && ok;
-    free(b);
-    return ok ? 0 : -1;
-}
-
 /* Names of the temporary files (kdseg's exact patterns, kdseg/fs.h) directly in dir,
  * space-separated into out (empty: none); returns how many. */
 static int temp_files(const char *dir, char *out, size_t n) {
@@ -241,15 +221,6 @@ static int phantom(const char *dir, int cases, int unlabeled, int seed) {
     o.unlabeled = unlabeled;
     o.layout = KD_LAYOUT_BRATS2018;
     KD_CHECK_OK(kd_phantom_write_cohort(dir, &o));
-    return 0;
-}
-
-static int save_model(const char *spec, uint64_t seed, const char *path) {
-    KD_DEVICE_OR_FAIL(dev);
-    kd_model *m;
-    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
-    kd_model_free(m);
     return 0;
 }
 
@@ -755,6 +726,17 @@ static int check_annotations(const char *dir) {
     return done;
 }
 
+/* How many cases have a file under their final name in dir (not read). */
+static int cases_written(const char *dir) {
+    int n = 0;
+    for (int c = 0; c < ANN_CASES; c++) {
+        char p[2048];
+        snprintf(p, sizeof p, "%s/KDPhantom_%03d.nii.gz", dir, c);
+        n += exists(p);
+    }
+    return n;
+}
+
 /* agreement.csv: header once, complete rows; counts[c] rows of case c. */
 static int agreement_rows(const char *p, int counts[ANN_CASES]) {
     size_t n;
@@ -791,8 +773,9 @@ static void agreement_row(const char *p, int c, char *row, size_t n) {
 }
 
 /* SIGKILL of `kdseg annotate` (two teachers, 6 cases, 4 flips) at seeded random moments
- * within the time the remaining cases take (measured on an uninterrupted run, so the kills
- * land during annotation on a fast or a slow machine), rerun until a run finishes. After every kill each file under a
+ * during annotation (each run killed within about one case's time, as an uninterrupted run
+ * measured it, after it has written a case of its own, so the kills land during annotation
+ * on a fast or a slow or a loaded machine), rerun until a run finishes. After every kill each file under a
  * final name loads fully (gzip CRC, dims) and agreement.csv has only complete rows, each
  * case at most once. At the end every case is annotated exactly once: its output is bit
  * for bit the uninterrupted run's and agreement.csv has exactly one row per case, equal
@@ -821,10 +804,16 @@ static int kill_annotate(void) {
     int kills = 0, partial = 0, finished = 0, counts[ANN_CASES], done_before = 0;
     for (int k = 0; k < 15 && !finished; k++) {
         pid_t pid = spawn(tmp("log.txt"), "annotate %s", args);
-        /* a moment inside this run: the cases still to do take about that share of t_ref */
-        double share = (double)(ANN_CASES - done_before) / ANN_CASES;
-        sleep_s(0.05 + t_ref * share * (0.1 + 0.6 * kd_rng_uniform(&rng)));
-        if (waitpid(pid, &code, WNOHANG) == pid) {
+        /* a moment inside this run's annotation, however loaded the machine: once it has
+         * written a case of its own (start-up can take longer than the timed run did), at
+         * a random point within about one case's time after */
+        int exited = 0;
+        double t0 = now_s();
+        while (cases_written(tmp("ann")) <= done_before && now_s() - t0 < 300 &&
+               !(exited = waitpid(pid, &code, WNOHANG) == pid))
+            sleep_s(0.01);
+        if (!exited) sleep_s(t_ref / ANN_CASES * kd_rng_uniform(&rng));
+        if (exited || waitpid(pid, &code, WNOHANG) == pid) {
             KD_CHECK(WIFEXITED(code) && WEXITSTATUS(code) == 0, "annotate run %d failed", k);
             finished = 1;
             break;

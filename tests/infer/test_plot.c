@@ -187,11 +187,38 @@ static int chart_legend_axes(void) {
     return 0;
 }
 
+/* Text drawn upward is the same glyphs as across, turned a quarter: pixel (x0 + i, y0 + j)
+ * across is pixel (x1 + j, y1 - i) upward; both return the length 6 * scale per character.
+ * Catches: the two directions drifting apart (mirrored or shifted glyphs, a wrong advance). */
+static int text_turned(void) {
+    const char *s = "Dice WT 0.8 (n=24)";
+    const int scale = 2, len = (int)strlen(s) * 6 * scale;
+    kd_canvas a, b;
+    KD_CHECK_OK(kd_canvas_create(len + 20, 40, &a));
+    KD_CHECK_OK(kd_canvas_create(40, len + 20, &b));
+    int la = kd_canvas_text(&a, 10, 10, s, 0x000000, scale);
+    int lb = kd_canvas_text_up(&b, 10, len + 10, s, 0x000000, scale);
+    int set = 0, bad = 0;
+    for (int i = 0; i < len; i++)
+        for (int j = 0; j < 7 * scale; j++) {
+            int on = px(&a, 10 + i, 10 + j) == 0x000000;
+            set += on;
+            bad += on != (px(&b, 10 + j, len + 10 - i) == 0x000000);
+        }
+    int stray = count_colour(&a, 0, 0, a.w, a.h, 0x000000) - set;
+    kd_canvas_free(&a);
+    kd_canvas_free(&b);
+    KD_CHECK(la == len && lb == len, "lengths %d and %d, expected %d", la, lb, len);
+    KD_CHECK(set > 100, "the text is drawn (%d pixels)", set);
+    KD_CHECK(bad == 0 && stray == 0, "%d pixels differ between the directions, %d outside the text box", bad, stray);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"nice_ticks", nice_ticks},           {"moving_average", moving_average},
         {"overlay_slices", overlay_slices},   {"overlay_picture", overlay_picture},
-        {"chart_legend_axes", chart_legend_axes},
+        {"chart_legend_axes", chart_legend_axes}, {"text_turned", text_turned},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

@@ -7,40 +7,13 @@
 
 #include "../kdtest.h"
 
+/* the shared helpers of tests/kdtest.c */
+#define tmp kd_test_path
+#define show_log() kd_test_show_log(20)
+#define save_model kd_test_save_model
+#define copy_file kd_test_copy_file
+
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
-
-static const char *tmp(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
-}
-
-static void show_log(void) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "tail -n 20 '%s/log.txt' >&2", kd_test_tmpdir());
-    if (system(cmd)) fprintf(stderr, "(no log)\n");
-}
-
-static int save_model(kd_device *dev, const char *spec, uint64_t seed, const char *path) {
-    kd_model *m;
-    KD_CHECK_OK(kd_model_create(dev, spec, seed, &m));
-    KD_CHECK_OK(kd_checkpoint_save(path, m, NULL, NULL));
-    kd_model_free(m);
-    return 0;
-}
-
-static int copy_file(const char *from, const char *to) {
-    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
-    int ok = a && b;
-    char buf[65536];
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
-    if (a) fclose(a);
-    if (b) ok = fclose(b) == 0 && ok;
-    return ok ? 0 : 1;
-}
 
 /* TMP/lab (3 labeled cases), TMP/unl (3 unlabeled), TMP/t1.kds and TMP/t2.kds (two
  * untrained teachers of different architectures). */

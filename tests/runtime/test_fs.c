@@ -345,11 +345,88 @@ static int phantom_cohort(void) {
     return 0;
 }
 
+/* The file's whole text in buf[n] (empty when it cannot be read). */
+static const char *text_of(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "r");
+    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
+    buf[k] = 0;
+    if (f) fclose(f);
+    return buf;
+}
+
+/* Run as its own process (atomic_file starts it with KDSEG_FAULT=full:1, which the library
+ * reads once per process, and the path in KDTEST_ATOMIC_PATH): the atomic write of the
+ * path fails on the full disk with the reason, and the file keeps its text "new". Skips
+ * when started without them (a run of every case). */
+static int atomic_full_disk(void) {
+    const char *path = getenv("KDTEST_ATOMIC_PATH"), *fault = getenv("KDSEG_FAULT");
+    if (!path || !fault || strcmp(fault, "full:1")) return KD_TEST_SKIP;
+    kd_atomic_file a;
+    KD_CHECK_OK(kd_atomic_open(&a, path, "w"));
+    for (int i = 0; i < 20000; i++) fprintf(a.f, "line %d of a long file\n", i);
+    kd_status s = kd_atomic_close(&a, KD_OK);
+    KD_CHECK(s == KD_ERR_IO && strstr(kd_last_error(), "No space left") && strstr(kd_last_error(), path),
+             "full disk: %s: %s", kd_status_string(s), kd_last_error());
+    char buf[64];
+    KD_CHECK(!strcmp(text_of(path, buf, sizeof buf), "new\n"), "kept on the full disk: '%s'", buf);
+    return 0;
+}
+
+/* The case atomic_full_disk in a new process of this program, with the fault set. */
+static int run_full_disk(const char *path) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("KDSEG_FAULT", "full:1", 1);
+        setenv("KDTEST_ATOMIC_PATH", path, 1);
+        execl("/proc/self/exe", "test_fs", "atomic_full_disk", (char *)NULL);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* kd_atomic_open/close: a complete write replaces the file; a writer's own error, a
+ * full disk or a path too long leave it as it was, with no temporary file behind.
+ * Catches: a writer that renames a file it failed to write, or leaves its temporary. */
+static int atomic_file(void) {
+    char dir[1024], path[1100], buf[64];
+    snprintf(dir, sizeof dir, "%s/atomic", kd_test_tmpdir());
+    KD_CHECK_OK(kd_mkdirs(dir));
+    snprintf(path, sizeof path, "%s/x.txt", dir);
+    kd_atomic_file a;
+    KD_CHECK_OK(kd_atomic_open(&a, path, "w"));
+    fputs("new\n", a.f);
+    KD_CHECK(temps_in(dir) == 1, "the temporary file is written first");
+    KD_CHECK_OK(kd_atomic_close(&a, KD_OK));
+    KD_CHECK(!strcmp(text_of(path, buf, sizeof buf), "new\n"), "replaced: '%s'", buf);
+    KD_CHECK(temps_in(dir) == 0, "no temporary left");
+
+    KD_CHECK_OK(kd_atomic_open(&a, path, "w"));
+    fputs("half", a.f);
+    kd_status s = kd_atomic_close(&a, kd_fail(KD_ERR_FORMAT, "the writer's own error"));
+    KD_CHECK(s == KD_ERR_FORMAT, "the writer's status comes back: %s", kd_status_string(s));
+    KD_CHECK(!strcmp(text_of(path, buf, sizeof buf), "new\n"), "kept after the writer's error: '%s'", buf);
+    KD_CHECK(temps_in(dir) == 0, "no temporary left after the writer's error");
+
+    KD_CHECK(run_full_disk(path) == 0, "full disk");
+    KD_CHECK(temps_in(dir) == 0, "no temporary left after the full disk");
+
+    char *long_name = repeat('n', KD_PATH_MAX);
+    KD_CHECK(long_name != NULL, "memory");
+    s = kd_atomic_open(&a, long_name, "w");
+    free(long_name);
+    KD_CHECK(s == KD_ERR_INVALID_ARG && a.f == NULL, "a path too long is refused: %s", kd_status_string(s));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"path_printf", path_printf},     {"message_keeps_reason", message_keeps_reason},
         {"outdir_lock", outdir_lock},     {"dataset_links", dataset_links},
         {"phantom_cohort", phantom_cohort}, {"outdir_discard", outdir_discard},
+        {"atomic_file", atomic_file},     {"atomic_full_disk", atomic_full_disk},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

@@ -15,13 +15,9 @@
 #include "ops/conv_tune.h"
 #include "kdseg/model.h"
 
-static const char *tmp(const char *name) {
-    static char buf[8][1024];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", kd_test_tmpdir(), name);
-    return buf[k];
-}
+/* the shared helpers of tests/kdtest.c */
+#define tmp kd_test_path
+#define log_has kd_test_log_has
 
 /* Point the table at path and make the next launch reread it. */
 static void use_table(const char *path) {
@@ -37,7 +33,7 @@ static int write_text(const char *path, const char *text, size_t n) {
 }
 
 static kd_conv_tune tp(int local, int lx, int ly, int vmax, int coouter, int chunks, int wlx) {
-    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1, 1, 0};
+    return (kd_conv_tune){local, lx, ly, vmax, coouter, chunks, wlx, 4, 1, 4, 1, 0, 1, 1, 0, 0};
 }
 
 static kd_tune_entry ent(int level, const char *match, int rank, const char *scope, kd_conv_tune p,
@@ -293,6 +289,7 @@ static const shape shapes[] = {
     {"5->12 k3 s2", 5, 12, 7, 9, 6, 3, 2, 1, 1, 0},
     {"16->32 k2 s2", 16, 32, 8, 6, 10, 2, 2, 0, 1, 0},
     {"16->3 k1", 16, 3, 6, 7, 5, 1, 1, 0, 1, 0},
+    {"32->16 k1", 32, 16, 5, 3, 7, 1, 1, 0, 1, 0},
     {"64->64 k3 (large weights)", 64, 64, 5, 6, 7, 3, 1, 1, 1, 0},
     {"convT 16->8", 16, 8, 3, 4, 5, 2, 2, 0, 1, 1},
     {"depthwise 16", 16, 16, 6, 5, 7, 3, 1, 1, 16, 0},
@@ -393,9 +390,13 @@ static int same_results(void) {
          * entry's), 4 x 2 (run as 8 x 2 and 8 x 2, or 4 x 1 for the weight gradient of 5
          * input channels) with float8, 2 rows and 1 KiB chunks, 4 x 4 with channel blocks
          * always outermost */
-        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1},
-        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1, 2, 1},
-        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1, 1, 0},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1, 32},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 2, 1, 8, -1, 5, 1, 4, 2, 4, 2, 1, 1, 2, 1, 3},
+        (kd_conv_tune){KD_TUNE_LOCAL_AUTO, 1, 1, 16, 0, 64, 1, 4, 4, 4, 4, 0, 1, 1, 0, 0},
+        /* the pointwise kernel (1x1x1 convs) with one block per work-item, and the dense
+         * kernel with the PoCL entry's other parameters */
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1, 1},
+        (kd_conv_tune){KD_TUNE_LOCAL_SET, 1, 1, 16, 256, 64, 1, 8, 2, 8, 2, 1024, 1, 2, 1, 0},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         outs ref, got;
@@ -483,17 +484,6 @@ static int entry_reaches_launch(void) {
 }
 
 #define kdseg kd_test_kdseg /* (tests/kdtest.c) */
-
-static int log_has(const char *text) {
-    FILE *f = fopen(tmp("log.txt"), "r");
-    if (!f) return 0;
-    char line[2048];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, text) != NULL;
-    fclose(f);
-    return found;
-}
 
 /* `kdseg tune --patch 16 --only ...` end to end: it writes this device's entries (one per
  * pass for the shape, one per pass for untuned shapes), a second process (this test, then

@@ -9,17 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KD_REF_T float
-#define KD_REF_FN(name) name
-#include "ref_layers.c"
-#undef KD_REF_T
-#undef KD_REF_FN
-
-#define KD_REF_T double
-#define KD_REF_FN(name) name##_d
-#include "ref_layers.c"
-#undef KD_REF_T
-#undef KD_REF_FN
+#define KD_REF_BODY "ref_layers.c"
+#include "ref_twice.h"
 
 #else /* the body, over T */
 

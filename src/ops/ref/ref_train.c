@@ -6,17 +6,8 @@
 
 #include <math.h>
 
-#define KD_REF_T float
-#define KD_REF_FN(name) name
-#include "ref_train.c"
-#undef KD_REF_T
-#undef KD_REF_FN
-
-#define KD_REF_T double
-#define KD_REF_FN(name) name##_d
-#include "ref_train.c"
-#undef KD_REF_T
-#undef KD_REF_FN
+#define KD_REF_BODY "ref_train.c"
+#include "ref_twice.h"
 
 #else /* the body, over T */
 
