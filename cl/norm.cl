@@ -123,12 +123,15 @@ __kernel void kd_norm_running_stats(__global const float *rmean, int rmoff,
     rstd[roff + c] = 1.0f / sqrt(rvar[rvoff + c] + eps);
 }
 
-/* y = (x - mean) * rstd * gamma + beta, then LeakyReLU(slope) when act != 0. */
+/* y = (x - mean) * rstd * gamma + beta, then LeakyReLU(slope) when act != 0, then
+ * + r (a residual of x's shape) when res != 0: the residual block's sum in the same
+ * pass, as the separate add computes it (one rounding of z + r). y may be x or r. */
 __kernel void kd_norm_apply(__global const float *x, int xoff, __global float *y, int yoff,
                             __global const float *gamma, int goff, __global const float *beta,
                             int boff, __global const float *mean, int moff,
                             __global const float *rstd, int roff, int S, int C, int chunk,
-                            int nch, int cg, int sn, int act, float slope) {
+                            int nch, int cg, int sn, int act, float slope,
+                            __global const float *r, int rsoff, int res) {
     int c = 4 * (int)get_global_id(0), k = get_global_id(1), n = get_global_id(2);
     if (c >= C || k >= nch) return;
     float4 mu = kd_norm_stat4(mean, moff, n, sn, c, C, cg);
@@ -138,11 +141,19 @@ __kernel void kd_norm_apply(__global const float *x, int xoff, __global float *y
     long base = ((long)n * S + v0) * C;
     __global const float *px = x + xoff + base;
     __global float *py = y + yoff + base;
-    for (int v = 0; v < cnt; v++) {
-        float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
-        if (act) z = select(z * slope, z, z > 0.0f);
-        kd_st4(py + (long)v * C, c, C, z);
-    }
+    __global const float *pr = r + rsoff + base;
+    if (res) /* a loop of its own: a branch inside it slowed the plain loop's vectors */
+        for (int v = 0; v < cnt; v++) {
+            float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
+            if (act) z = select(z * slope, z, z > 0.0f);
+            kd_st4(py + (long)v * C, c, C, z + kd_ld4(pr + (long)v * C, c, C));
+        }
+    else
+        for (int v = 0; v < cnt; v++) {
+            float4 z = mad(kd_ld4(px + (long)v * C, c, C) - mu, a, b);
+            if (act) z = select(z * slope, z, z > 0.0f);
+            kd_st4(py + (long)v * C, c, C, z);
+        }
 }
 
 /* Backward partial sums per (n, chunk, channel): A = sum d * xhat, B = sum d, where
@@ -200,23 +211,26 @@ __kernel void kd_chsum_partial(__global const float *a, int aoff, __global const
     kd_st4(part + poff + ((long)n * nch + k) * C + c, 0, C - c, s);
 }
 
-/* out[n*C + c] = scale * sum over chunks of part (N, nch, C): one work-group of
- * KD_NORM_WG per (n, c), fixed strided order then a fixed tree. */
-__kernel __attribute__((reqd_work_group_size(KD_NORM_WG, 1, 1))) void kd_chsum_reduce(
-    __global const float *part, int poff, __global float *out, int ooff, int C, int nch,
-    float scale) {
-    __local float l[KD_NORM_WG];
-    int t = get_local_id(0), s = get_group_id(0);
+/* out[n*C + c] = scale * sum over chunks of part (N, nch, C), n < N: one work-item per
+ * (n, c) (count = N*C of them), in a fixed order: KD_NORM_WG strided partial sums
+ * (partial t takes chunks t, t + KD_NORM_WG, ...), then a fixed pairwise tree over them
+ * (halving: l[t] += l[t + off]). The order of a work-group-wide reduction, without the
+ * work-group: one per (n, c) cost more in scheduling than the sums themselves. */
+__kernel void kd_chsum_reduce(__global const float *part, int poff, __global float *out,
+                              int ooff, int C, int nch, float scale, int count) {
+    int s = get_global_id(0);
+    if (s >= count) return;
     int n = s / C, c = s % C;
-    float acc = 0.0f;
-    for (int k = t; k < nch; k += KD_NORM_WG) acc += part[poff + ((long)n * nch + k) * C + c];
-    l[t] = acc;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int off = KD_NORM_WG / 2; off > 0; off >>= 1) {
-        if (t < off) l[t] += l[t + off];
-        barrier(CLK_LOCAL_MEM_FENCE);
+    __global const float *p = part + poff + (long)n * nch * C + c;
+    float l[KD_NORM_WG];
+    for (int t = 0; t < KD_NORM_WG; t++) {
+        float acc = 0.0f;
+        for (int k = t; k < nch; k += KD_NORM_WG) acc += p[(long)k * C];
+        l[t] = acc;
     }
-    if (t == 0) out[ooff + s] = scale * l[0];
+    for (int off = KD_NORM_WG / 2; off > 0; off >>= 1)
+        for (int t = 0; t < off; t++) l[t] += l[t + off];
+    out[ooff + s] = scale * l[0];
 }
 
 /* After the per-(n, c) sums A, B (N, C):

@@ -30,7 +30,9 @@ typedef enum kd_node_op {
     KD_N_SLICE,     /* channels [c0, c0 + cout) of in[0] */
     KD_N_CONV_CAT,  /* 1x1x1 conv of concat(in[0], in[1]) along channels, w, b?; backward
                        reads the two inputs, so the concatenation is never kept */
-    KD_N_DETACH     /* a copy of in[0] that no gradient flows back through */
+    KD_N_DETACH,    /* a copy of in[0] that no gradient flows back through */
+    KD_N_GN_LEAKY_ADD /* leaky(GroupNorm(in[0])) + in[1] in one pass (the residual block's
+                         tail); backward: GroupNorm+LeakyReLU's for in[0], dy for in[1] */
 } kd_node_op;
 
 typedef struct kd_param_info {
@@ -82,6 +84,9 @@ int kd_g_conv(kd_graph *g, int in, int cout, int k, int stride, int pad, int gro
 int kd_g_convt(kd_graph *g, int in, int cout, int bias, const char *name);
 int kd_g_gn(kd_graph *g, int in, int groups, const char *name);
 int kd_g_gn_leaky(kd_graph *g, int in, int groups, float slope, const char *name);
+/* kd_g_gn_leaky(in) followed by kd_g_binary(KD_N_ADD, r, that), fused: same parameters,
+ * same results bit for bit, one pass over memory and one tensor less. */
+int kd_g_gn_leaky_add(kd_graph *g, int in, int r, int groups, float slope, const char *name);
 int kd_g_bn(kd_graph *g, int in, const char *name);
 int kd_g_leaky(kd_graph *g, int in, float slope);
 int kd_g_unary(kd_graph *g, kd_node_op op, int in);

@@ -183,6 +183,16 @@ int kd_g_gn_leaky(kd_graph *g, int in, int groups, float slope, const char *name
     return i;
 }
 
+int kd_g_gn_leaky_add(kd_graph *g, int in, int r, int groups, float slope, const char *name) {
+    if (r < 0) return -1;
+    int i = kd_g_gn_leaky(g, in, groups, slope, name);
+    if (i >= 0) {
+        g->nodes[i].op = KD_N_GN_LEAKY_ADD;
+        g->nodes[i].in[1] = r;
+    }
+    return i;
+}
+
 int kd_g_bn(kd_graph *g, int in, const char *name) {
     int i = norm_node(g, KD_N_BN, in, name);
     if (i < 0) return -1;

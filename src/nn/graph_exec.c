@@ -80,6 +80,7 @@ static int bwd_needs_input(const kd_node *n, int which) {
     case KD_N_CONVT:
     case KD_N_GN:
     case KD_N_GN_LEAKY:
+    case KD_N_GN_LEAKY_ADD:
     case KD_N_BN:
     case KD_N_MAXPOOL: return which == 0;
     case KD_N_LEAKY: return which == 0 && !n->inplace; /* in place: the sign of its output */
@@ -145,7 +146,8 @@ static void lifetimes(kd_graph *g, int training) {
 }
 
 static int has_stats(const kd_node *n) {
-    return n->op == KD_N_GN || n->op == KD_N_GN_LEAKY || n->op == KD_N_BN;
+    return n->op == KD_N_GN || n->op == KD_N_GN_LEAKY || n->op == KD_N_GN_LEAKY_ADD ||
+           n->op == KD_N_BN;
 }
 
 static size_t stats_numel(const kd_node *n) {
@@ -287,6 +289,9 @@ static kd_status run_node(kd_graph *g, kd_node *n, int training) {
     case KD_N_GN_LEAKY:
         return OP(g, kd_groupnorm_leaky_forward(x, w, b, n->groups, n->eps, n->slope, n->out,
                                                 n->mean, n->rstd));
+    case KD_N_GN_LEAKY_ADD:
+        return OP(g, kd_groupnorm_leaky_add_forward(x, w, b, n->groups, n->eps, n->slope, x2,
+                                                    n->out, n->mean, n->rstd));
     case KD_N_BN:
         return OP(g, kd_batchnorm_forward(x, w, b, g->sview[n->rm], g->sview[n->rv], training,
                                           n->momentum, n->eps, n->out, n->mean, n->rstd));
@@ -524,6 +529,21 @@ static kd_status back_node(kd_graph *g, kd_node *n) {
         s = OP(g, kd_groupnorm_leaky_backward(dy, x, w, g->pview[n->b], n->mean, n->rstd,
                                               n->groups, n->slope, dy, dw, db));
         if (!s && ga) s = pass_grad(g, n, a);
+        goto done;
+    case KD_N_GN_LEAKY_ADD:
+        /* dx into a tensor of its own: dy itself goes on to the residual input, as the
+         * separate add's backward would pass it (where it made a copy of dy instead) */
+        if ((s = new_like(g, a, &da))) goto done;
+        s = OP(g, kd_groupnorm_leaky_backward(dy, x, w, g->pview[n->b], n->mean, n->rstd,
+                                              n->groups, n->slope, da, dw, db));
+        if (!s && ga) {
+            s = give_grad(g, a, da);
+            da = NULL;
+        }
+        if (!s && gb) {
+            s = give_grad(g, b2, n->grad);
+            n->grad = NULL;
+        }
         goto done;
     case KD_N_BN:
         s = OP(g, kd_batchnorm_backward(dy, x, w, n->mean, n->rstd, dy, dw, db));

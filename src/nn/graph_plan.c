@@ -125,7 +125,8 @@ static const char *op_name(kd_node_op op) {
     static const char *names[] = {"input",   "conv",     "convT",   "groupnorm", "gn+leaky",
                                   "batchnorm", "leaky",  "sigmoid", "up_tri",    "up_near",
                                   "maxpool", "avgpool",  "gap",     "chscale",   "spgate",
-                                  "concat",  "add",      "slice",   "conv_cat",  "detach"};
+                                  "concat",  "add",      "slice",   "conv_cat",  "detach",
+                                  "gn+leaky+add"};
     return (size_t)op < sizeof names / sizeof names[0] ? names[op] : "?";
 }
 

@@ -48,7 +48,8 @@ const char *kd_model_arch_description(int i) {
 }
 
 /* A residual block as in the paper's code:
- *   [x = downsample(x)]; o = leaky(norm1(conv1(x))); o = leaky(norm2(conv2(o))); x + o */
+ *   [x = downsample(x)]; o = leaky(norm1(conv1(x))); o = leaky(norm2(conv2(o))); x + o
+ * (the last norm, activation and sum one fused node: kd_g_gn_leaky_add) */
 static int res_block(kd_graph *g, int x, int c, int down, int groups, const char *name) {
     char n[96];
     if (down) {
@@ -62,8 +63,7 @@ static int res_block(kd_graph *g, int x, int c, int down, int groups, const char
     snprintf(n, sizeof n, "%s.conv2.conv1", name);
     o = kd_g_conv(g, o, c, 3, 1, 1, 1, 0, n);
     snprintf(n, sizeof n, "%s.norm2", name);
-    o = kd_g_gn_leaky(g, o, groups, 0.01f, n);
-    return kd_g_binary(g, KD_N_ADD, x, o);
+    return kd_g_gn_leaky_add(g, o, x, groups, 0.01f, n);
 }
 
 static kd_status build_resunet(kd_graph *g, const kd_spec *sp, int *out_node, int *divisor) {
@@ -133,7 +133,8 @@ static kd_status init_params(kd_model *m, uint64_t seed) {
         int norm = 0, gamma = 0;
         for (int n = 0; n < g->nnodes; n++) {
             kd_node *nd = &g->nodes[n];
-            if ((nd->op == KD_N_GN || nd->op == KD_N_GN_LEAKY || nd->op == KD_N_BN) &&
+            if ((nd->op == KD_N_GN || nd->op == KD_N_GN_LEAKY || nd->op == KD_N_GN_LEAKY_ADD ||
+                 nd->op == KD_N_BN) &&
                 (nd->w == i || nd->b == i)) {
                 norm = 1;
                 gamma = nd->w == i;

@@ -58,12 +58,10 @@ kd_status kd_channel_sums(kd_device *dev, cl_mem a, size_t aoff, cl_mem b, size_
                       KD_ARGS(KD_MEM(a), KD_INT(aoff), KD_MEM(bb), KD_INT(b ? boff : aoff),
                               KD_INT(b != NULL), KD_MEM(part), KD_INT(0), KD_INT(S), KD_INT(C),
                               KD_INT(k.chunk), KD_INT(k.nch)));
-    if (!st) {
-        size_t g = (size_t)N * C * KD_REDUCE_WG, l = KD_REDUCE_WG;
-        st = kd_rt_launch(dev, "kd_chsum_reduce", 1, &g, &l,
+    if (!st)
+        st = kd_launch_1d(dev, "kd_chsum_reduce", (size_t)N * C,
                           KD_ARGS(KD_MEM(part), KD_INT(0), KD_MEM(out), KD_INT(ooff), KD_INT(C),
-                                  KD_INT(k.nch), KD_FLOAT(scale)));
-    }
+                                  KD_INT(k.nch), KD_FLOAT(scale), KD_INT(N * C)));
     kd_scratch_free(dev, part, np);
     return st;
 }

@@ -76,14 +76,16 @@ static kd_status norm_stats(kd_device *dev, const norm_geom *g, const kd_tensor 
 static kd_status norm_apply(kd_device *dev, const norm_geom *g, const kd_tensor *x,
                             const kd_tensor *gamma, const kd_tensor *beta, cl_mem mean,
                             size_t moff, cl_mem rstd, size_t roff, int act, float slope,
-                            kd_tensor *y) {
+                            const kd_tensor *res, kd_tensor *y) {
     kd_chunks k;
     kd_chunks_init(&k, g->N, g->S, g->C);
+    const kd_tensor *r = res ? res : x; /* a valid buffer, not read without res */
     return kd_rt_launch(dev, "kd_norm_apply", 3, k.gws, k.lws,
                         KD_ARGS(KD_T(x), KD_T(y), KD_T(gamma), KD_T(beta), KD_MEM(mean),
                                 KD_INT(moff), KD_MEM(rstd), KD_INT(roff), KD_INT(g->S),
                                 KD_INT(g->C), KD_INT(k.chunk), KD_INT(k.nch), KD_INT(g->cg),
-                                KD_INT(g->sn), KD_INT(act), KD_FLOAT(slope)));
+                                KD_INT(g->sn), KD_INT(act), KD_FLOAT(slope), KD_T(r),
+                                KD_INT(res != NULL)));
 }
 
 static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tensor *dy,
@@ -93,29 +95,24 @@ static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tens
                                kd_tensor *dgamma, kd_tensor *dbeta) {
     kd_chunks k;
     kd_chunks_init(&k, g->N, g->S, g->C);
+    /* pab: the partials of A (N, nch, C) then of B, reduced in one launch as 2N items */
     size_t np = (size_t)g->N * k.nch * g->C, nab = (size_t)g->N * g->C * 2,
            nco = (size_t)g->nstat * 2;
-    cl_mem pa = NULL, pb = NULL, ab = NULL, coef = NULL;
-    kd_status st = kd_scratch(dev, np, &pa);
-    if (!st) st = kd_scratch(dev, np, &pb);
+    cl_mem pab = NULL, ab = NULL, coef = NULL;
+    kd_status st = kd_scratch(dev, 2 * np, &pab);
     if (!st) st = kd_scratch(dev, nab, &ab);
     if (!st) st = kd_scratch(dev, nco, &coef);
     if (!st)
         st = kd_rt_launch(
             dev, "kd_norm_bwd_partial", 3, k.gws, k.lws,
             KD_ARGS(KD_T(dy), KD_T(x), KD_T(gamma), KD_T(beta), KD_T(mean), KD_T(rstd),
-                    KD_MEM(pa), KD_INT(0), KD_MEM(pb), KD_INT(0), KD_INT(g->S), KD_INT(g->C),
+                    KD_MEM(pab), KD_INT(0), KD_MEM(pab), KD_INT(np), KD_INT(g->S), KD_INT(g->C),
                     KD_INT(k.chunk), KD_INT(k.nch), KD_INT(g->cg), KD_INT(g->sn), KD_INT(act),
                     KD_FLOAT(slope)));
-    size_t gr = (size_t)g->N * g->C * KD_REDUCE_WG, lr = KD_REDUCE_WG;
     if (!st)
-        st = kd_rt_launch(dev, "kd_chsum_reduce", 1, &gr, &lr,
-                          KD_ARGS(KD_MEM(pa), KD_INT(0), KD_MEM(ab), KD_INT(0), KD_INT(g->C),
-                                  KD_INT(k.nch), KD_FLOAT(1.0f)));
-    if (!st)
-        st = kd_rt_launch(dev, "kd_chsum_reduce", 1, &gr, &lr,
-                          KD_ARGS(KD_MEM(pb), KD_INT(0), KD_MEM(ab), KD_INT(g->N * g->C),
-                                  KD_INT(g->C), KD_INT(k.nch), KD_FLOAT(1.0f)));
+        st = kd_launch_1d(dev, "kd_chsum_reduce", nab,
+                          KD_ARGS(KD_MEM(pab), KD_INT(0), KD_MEM(ab), KD_INT(0), KD_INT(g->C),
+                                  KD_INT(k.nch), KD_FLOAT(1.0f), KD_INT(nab)));
     if (!st) {
         /* ab holds A (N, C) then B (N, C) */
         int with_dg = dgamma != NULL;
@@ -137,8 +134,7 @@ static kd_status norm_backward(kd_device *dev, const norm_geom *g, const kd_tens
                                   KD_T(rstd), KD_MEM(coef), KD_INT(0), KD_T(dx), KD_INT(g->S),
                                   KD_INT(g->C), KD_INT(k.chunk), KD_INT(k.nch), KD_INT(g->cg),
                                   KD_INT(g->sn), KD_INT(act), KD_FLOAT(slope)));
-    kd_scratch_free(dev, pa, np);
-    kd_scratch_free(dev, pb, np);
+    kd_scratch_free(dev, pab, 2 * np);
     kd_scratch_free(dev, ab, nab);
     kd_scratch_free(dev, coef, nco);
     return st;
@@ -183,7 +179,8 @@ static kd_status gn_check_bwd(const char *op, const kd_tensor *dy, const kd_tens
 
 static kd_status gn_forward(const char *op, const kd_tensor *x, const kd_tensor *gamma,
                             const kd_tensor *beta, int groups, float eps, int act, float slope,
-                            kd_tensor *y, kd_tensor *mean, kd_tensor *rstd) {
+                            const kd_tensor *res, kd_tensor *y, kd_tensor *mean,
+                            kd_tensor *rstd) {
     kd_status st = gn_check_fwd(op, x, gamma, beta, groups, y, mean, rstd);
     if (st) return st;
     norm_geom g = geom_group(x->shape, groups);
@@ -191,20 +188,37 @@ static kd_status gn_forward(const char *op, const kd_tensor *x, const kd_tensor 
                     0.0f);
     if (!st)
         st = norm_apply(x->dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
-                        act, slope, y);
+                        act, slope, res, y);
     return kd_op_fail(st, op, x);
 }
 
 kd_status kd_groupnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
                                const kd_tensor *beta, int groups, float eps, kd_tensor *y,
                                kd_tensor *mean, kd_tensor *rstd) {
-    return gn_forward("groupnorm", x, gamma, beta, groups, eps, 0, 0.0f, y, mean, rstd);
+    return gn_forward("groupnorm", x, gamma, beta, groups, eps, 0, 0.0f, NULL, y, mean, rstd);
 }
 
 kd_status kd_groupnorm_leaky_forward(const kd_tensor *x, const kd_tensor *gamma,
                                      const kd_tensor *beta, int groups, float eps, float slope,
                                      kd_tensor *y, kd_tensor *mean, kd_tensor *rstd) {
-    return gn_forward("groupnorm_leaky", x, gamma, beta, groups, eps, 1, slope, y, mean, rstd);
+    return gn_forward("groupnorm_leaky", x, gamma, beta, groups, eps, 1, slope, NULL, y, mean,
+                      rstd);
+}
+
+kd_status kd_groupnorm_leaky_add_forward(const kd_tensor *x, const kd_tensor *gamma,
+                                         const kd_tensor *beta, int groups, float eps,
+                                         float slope, const kd_tensor *r, kd_tensor *y,
+                                         kd_tensor *mean, kd_tensor *rstd) {
+    const char *op = "groupnorm_leaky_add";
+    if (!r) return kd_fail(KD_ERR_INVALID_ARG, "%s: the residual r is NULL", op);
+    kd_status st = kd_check_same(op, "r", r, "y", y);
+    if (st) return st;
+    /* r is read where y is written: the same buffer is fine, an overlap at an offset not */
+    if (r != y && r->mem == y->mem && r->off < y->off + kd_tensor_numel(y) &&
+        y->off < r->off + kd_tensor_numel(r))
+        return kd_fail(KD_ERR_INVALID_ARG, "%s: r and y overlap without being the same tensor",
+                       op);
+    return gn_forward(op, x, gamma, beta, groups, eps, 1, slope, r, y, mean, rstd);
 }
 
 kd_status kd_groupnorm_apply(const kd_tensor *x, const kd_tensor *gamma, const kd_tensor *beta,
@@ -215,7 +229,7 @@ kd_status kd_groupnorm_apply(const kd_tensor *x, const kd_tensor *gamma, const k
     if (st) return st;
     norm_geom g = geom_group(x->shape, groups);
     st = norm_apply(x->dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
-                    leaky != 0, slope, y);
+                    leaky != 0, slope, NULL, y);
     return st ? kd_fail_context(st, "%s", op) : KD_OK;
 }
 
@@ -273,7 +287,7 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
                         running_mean, running_var, momentum);
         if (!st)
             st = norm_apply(dev, &g, x, gamma, beta, mean->mem, mean->off, rstd->mem, rstd->off,
-                            0, 0.0f, y);
+                            0, 0.0f, NULL, y);
         return kd_op_fail(st, op, x);
     }
     /* inference: (mean, rstd) from the running stats, into the given tensors or scratch */
@@ -289,7 +303,7 @@ kd_status kd_batchnorm_forward(const kd_tensor *x, const kd_tensor *gamma,
     st = kd_rt_launch(dev, "kd_norm_running_stats", 1, &gw, &lw,
                       KD_ARGS(KD_T(running_mean), KD_T(running_var), KD_MEM(mm), KD_INT(mo),
                               KD_MEM(rm), KD_INT(ro), KD_INT(s.c), KD_FLOAT(eps)));
-    if (!st) st = norm_apply(dev, &g, x, gamma, beta, mm, mo, rm, ro, 0, 0.0f, y);
+    if (!st) st = norm_apply(dev, &g, x, gamma, beta, mm, mo, rm, ro, 0, 0.0f, NULL, y);
     kd_scratch_free(dev, sm, ns);
     return kd_op_fail(st, op, x);
 }

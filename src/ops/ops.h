@@ -84,6 +84,14 @@ kd_status kd_groupnorm_leaky_backward(const kd_tensor *dy, const kd_tensor *x,
                                       float slope, kd_tensor *dx, kd_tensor *dgamma,
                                       kd_tensor *dbeta);
 
+/* The residual block's tail in one pass: y = LeakyReLU(GroupNorm(x)) + r, equal bit for
+ * bit to kd_groupnorm_leaky_forward then kd_add (r of x's shape; y may be r or x). Its
+ * backward is kd_groupnorm_leaky_backward for x, and dy itself for r. */
+kd_status kd_groupnorm_leaky_add_forward(const kd_tensor *x, const kd_tensor *gamma,
+                                         const kd_tensor *beta, int groups, float eps,
+                                         float slope, const kd_tensor *r, kd_tensor *y,
+                                         kd_tensor *mean, kd_tensor *rstd);
+
 /* GroupNorm (+ LeakyReLU(slope) when leaky != 0) of x with the statistics a forward on
  * the same x saved: the forward's y bit for bit, without the statistics pass. The graph
  * recomputes outputs with it in backward instead of keeping them. y may be x. */

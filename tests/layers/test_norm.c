@@ -424,6 +424,73 @@ static int norm_bad_shapes(void) {
     return 0;
 }
 
+/* One case of the fused residual tail y = leaky(GroupNorm(x)) + r: against the C reference,
+ * against the unfused device sequence (kd_groupnorm_leaky_forward, then kd_add(r, z)) bit
+ * for bit, and written over r itself (the in-place form) bit for bit. */
+static int leaky_add_case(kd_device *d, kd_shape s, int G, unsigned seed) {
+    size_t n = kd_shape_numel(s), C = (size_t)s.c, ng = (size_t)s.n * G;
+    float slope = 0.01f, eps = 1e-5f;
+    float *x = frand(n, seed, -2.0f, 3.0f), *r = frand(n, seed + 1, -3.0f, 3.0f);
+    float *gamma = frand(C, seed + 2, 0.5f, 1.5f), *beta = frand(C, seed + 3, -0.5f, 0.5f);
+    float *y = malloc(n * 4), *mean = malloc(ng * 4), *rstd = malloc(ng * 4);
+    kd_ref_groupnorm_leaky_add_forward(x, s, gamma, beta, G, eps, slope, r, y, mean, rstd);
+    kd_shape vs = kd_shape5(1, (int)C, 1, 1, 1), gs = kd_shape5(1, (int)ng, 1, 1, 1);
+    dt X, RS, RI, Y, Z, Y2, G_, B, M, R, M2, R2;
+    int bad = dt_new(d, s, x, &X) || dt_new(d, s, r, &RS) || dt_new(d, s, r, &RI) ||
+              dt_new(d, s, NULL, &Y) || dt_new(d, s, NULL, &Z) || dt_new(d, s, NULL, &Y2) ||
+              dt_new(d, vs, gamma, &G_) || dt_new(d, vs, beta, &B) || dt_new(d, gs, NULL, &M) ||
+              dt_new(d, gs, NULL, &R) || dt_new(d, gs, NULL, &M2) || dt_new(d, gs, NULL, &R2);
+    KD_CHECK(!bad, "setup");
+    char what[160], sb[96];
+    snprintf(what, sizeof what, "groupnorm_leaky_add %s G=%d", kd_shape_str(s, sb, sizeof sb), G);
+    KD_CHECK_OK(kd_groupnorm_leaky_add_forward(X.t, G_.t, B.t, G, eps, slope, RS.t, Y.t, M.t,
+                                               R.t));
+    KD_CHECK_OK(kd_groupnorm_leaky_forward(X.t, G_.t, B.t, G, eps, slope, Z.t, M2.t, R2.t));
+    KD_CHECK_OK(kd_add(RS.t, Z.t, Y2.t));
+    KD_CHECK_OK(kd_groupnorm_leaky_add_forward(X.t, G_.t, B.t, G, eps, slope, RI.t, RI.t, M2.t,
+                                               R2.t));
+    bad = dt_close(&Y, y, TOL_FWD, what) || dt_close(&M, mean, TOL_FWD, what) ||
+          dt_close(&R, rstd, TOL_FWD, what) || dt_same_bits(&Y, &Y2, what) ||
+          dt_same_bits(&Y, &RI, what) || dt_same_bits(&M, &M2, what) ||
+          dt_same_bits(&R, &R2, what);
+    dt *all[] = {&X, &RS, &RI, &Y, &Z, &Y2, &G_, &B, &M, &R, &M2, &R2};
+    for (int i = 0; i < 12; i++) dt_free(all[i]);
+    free(x), free(r), free(gamma), free(beta), free(y), free(mean), free(rstd);
+    return bad;
+}
+
+/* Catches: the fused residual tail (the graph's kd_g_gn_leaky_add) with the sum dropped,
+ * done before the activation or twice, the residual read at a wrong offset or lane
+ * (groups straddling float4 lanes, C not a multiple of 4, G = C, batch 2), any bit of
+ * difference from the unfused GroupNorm+LeakyReLU then add, or failing when y is r. Bad
+ * residuals are refused: NULL, another shape, overlapping y at an offset. */
+static int gn_leaky_add(void) {
+    KD_DEVICE_OR_FAIL(d);
+    for (int i = 0; i < NGN; i++)
+        if (leaky_add_case(d, gn_cases[i].s, gn_cases[i].G, 120u + 5 * i)) return 1;
+    kd_tensor *x, *r, *slab, *y, *y2, *g, *m;
+    kd_shape s = kd_shape5(1, 12, 3, 3, 3);
+    KD_CHECK_OK(kd_tensor_zeros(d, s, &x));
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 12, 3, 3, 2), &r));
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 1, 1, 1, 2 * 324 + 8), &slab));
+    KD_CHECK_OK(kd_tensor_view(slab, 0, s, &y));
+    KD_CHECK_OK(kd_tensor_view(slab, 4, s, &y2));
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 12, 1, 1, 1), &g));
+    KD_CHECK_OK(kd_tensor_zeros(d, kd_shape5(1, 4, 1, 1, 1), &m));
+    kd_status st = kd_groupnorm_leaky_add_forward(x, g, g, 4, 1e-5f, 0.01f, NULL, y, m, m);
+    KD_CHECK(st == KD_ERR_INVALID_ARG && strstr(kd_last_error(), "residual"), "%s",
+             kd_last_error());
+    st = kd_groupnorm_leaky_add_forward(x, g, g, 4, 1e-5f, 0.01f, r, x, m, m);
+    KD_CHECK(st == KD_ERR_SHAPE, "%s", kd_last_error());
+    st = kd_groupnorm_leaky_add_forward(x, g, g, 4, 1e-5f, 0.01f, y2, y, m, m);
+    KD_CHECK(st == KD_ERR_INVALID_ARG && strstr(kd_last_error(), "overlap"), "%s",
+             kd_last_error());
+    kd_tensor *all[] = {x, r, y, y2, slab, g, m};
+    for (int i = 0; i < 7; i++) kd_tensor_free(all[i]);
+    KD_CHECK_OK(kd_device_finish(d));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const kd_test_case cases[] = {
         {"gn_forward_backward", gn_forward_backward},
@@ -435,6 +502,7 @@ int main(int argc, char **argv) {
         {"bn_train_infer", bn_train_infer},
         {"norm_bad_shapes", norm_bad_shapes},
         {"gn_apply_inplace", gn_apply_inplace},
+        {"gn_leaky_add", gn_leaky_add},
     };
     return kd_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

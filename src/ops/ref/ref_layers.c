@@ -121,6 +121,14 @@ void F(kd_ref_groupnorm_leaky_forward)(const T *x, kd_shape s, const T *gamma, c
     F(kd_ref_leaky_forward)(y, kd_shape_numel(s), slope, y);
 }
 
+void F(kd_ref_groupnorm_leaky_add_forward)(const T *x, kd_shape s, const T *gamma,
+                                           const T *beta, int groups, T eps, T slope,
+                                           const T *r, T *y, T *mean, T *rstd) {
+    F(kd_ref_groupnorm_leaky_forward)(x, s, gamma, beta, groups, eps, slope, y, mean, rstd);
+    size_t n = kd_shape_numel(s);
+    for (size_t i = 0; i < n; i++) y[i] = y[i] + r[i];
+}
+
 void F(kd_ref_groupnorm_leaky_backward)(const T *dy, const T *x, kd_shape s, const T *gamma,
                                         const T *beta, const T *mean, const T *rstd, int groups,
                                         T slope, T *dx, T *dgamma, T *dbeta) {

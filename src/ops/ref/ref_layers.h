@@ -27,6 +27,11 @@
                                               const T *gamma, const T *beta, const T *mean,  \
                                               const T *rstd, int groups, T slope, T *dx,     \
                                               T *dgamma, T *dbeta);                          \
+    /* GroupNorm, LeakyReLU, then + r (x's shape; y must not be r): the residual tail.    \
+     * Its backward: kd_ref_groupnorm_leaky_backward for x, dy for r. */                    \
+    void kd_ref_groupnorm_leaky_add_forward##SFX(const T *x, kd_shape s, const T *gamma,    \
+                                                 const T *beta, int groups, T eps, T slope,  \
+                                                 const T *r, T *y, T *mean, T *rstd);        \
     /* BatchNorm3d; training: batch stats into mean/rstd (C), running stats updated with   \
      * the unbiased variance; else running stats used (mean/rstd may be NULL). */           \
     void kd_ref_batchnorm_forward##SFX(const T *x, kd_shape s, const T *gamma, const T *beta, \
