@@ -5,6 +5,7 @@
  * and with the ensemble, on held-out test cases. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -12,10 +13,13 @@ static void help(FILE *f) {
     fprintf(f,
             "usage: kdseg demo [--quick | --long] [--online] [--out DIR] [--seed S]\n"
             "       kdseg demo --labeled DIR --unlabeled DIR [--unlabeled DIR...] --test DIR\n"
-            "                  [--modalities LIST] [--val-cases N] [options below]\n"
+            "                  [--modalities LIST] [--val-cases N] [--recipe NAME] [options below]\n"
             "       kdseg demo --study [study options]   (kdseg study --help)\n\n"
             "The paper's experiment on a built-in synthetic cohort, or on your cases:\n"
-            "  1. generate labeled, unlabeled and test phantom cases (or read yours);\n"
+            "  1. generate labeled, unlabeled and test phantom cases (or read yours; by\n"
+            "     default 4 labeled (2 train, 2 validate), 24 unlabeled, 24 test cases of 64^3;\n"
+            "     teachers 800 steps, students 2000, 80%% of the distilled student's steps\n"
+            "     from annotated cases);\n"
             "  2. train three heterogeneous teachers (unet3d, cascade, resnext-se);\n"
             "  3. annotate the unlabeled cases with the teacher ensemble;\n"
             "  4. train the ResUNet student on the labeled cases only (baseline) and distil a\n"
@@ -28,8 +32,7 @@ static void help(FILE *f) {
             "  6. print the paper's table (Dice and HD95 per region, mean ± std), write\n"
             "     results.csv, results.md, dice_boxplot.png and example.png into DIR.\n\n"
             "  --quick      a smaller run (used by the tests; about 1 minute here)\n"
-            "  --long       teachers and students 1600 steps each instead of 400 (about 27\n"
-            "               minutes on 2 CPU cores): the budget where the paper's effect shows\n"
+            "  --long       twice the steps of the default (teachers 1600, students 4000)\n"
             "  --out DIR    output folder (default kdseg-demo)\n"
             "  --seed S     cohort and training seed (default 1)\n\n"
             "your cases (any supported layout; the same stages, table and plots):\n"
@@ -43,7 +46,12 @@ static void help(FILE *f) {
             "  --modalities LIST e.g. t1ce,flair: the channels every model takes (default\n"
             "                    t1,t1ce,t2,flair)\n"
             "  --val-cases N     labeled cases held out for validation (default 2 on phantoms,\n"
-            "                    0 on your cases: every model keeps its last checkpoint)\n\n"
+            "                    0 on your cases: every model keeps its last checkpoint)\n"
+            "  --recipe NAME     every model's training recipe: real (the default on your\n"
+            "                    cases: 64^3 patches, 600 steps, class-balanced tumour centres,\n"
+            "                    nnU-Net's augmentation, no tumour outside the brain; kdseg\n"
+            "                    train --help) or phantom (the demo's own settings, the default\n"
+            "                    on phantoms); the options below override it\n\n"
             "the experiment's sizes (defaults: the default or --quick run's):\n"
             "  --labeled N --unlabeled N --test N   phantom cases in each set (a number: a\n"
             "                     count; anything else: a folder, as above)\n"
@@ -85,10 +93,27 @@ static int run(int argc, char **argv) {
         return 2;
     }
     if (quick) kd_experiment_opts_quick(&c);
-    if (lng) c.teacher_steps = c.student_steps = 1600;
+    if (lng) c.teacher_steps *= 2, c.student_steps *= 2;
+    /* the recipe next (the user's cases: the real one), then the options below over it */
+    const char *recipe = NULL;
+    int user_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (kd_cli_opt(argc, argv, &i, "--recipe", &v)) recipe = v ? v : "";
+        else if ((kd_cli_opt(argc, argv, &i, "--labeled", &v) || kd_cli_opt(argc, argv, &i, "--test", &v) ||
+                  kd_cli_opt(argc, argv, &i, "--unlabeled", &v)) && v && !is_count(v))
+            user_given = 1;
+    }
+    if (!recipe && user_given) recipe = "real";
+    if (recipe && strcmp(recipe, "phantom")) {
+        long ts = c.teacher_steps, ss = c.student_steps;
+        if (kd_experiment_opts_recipe(&c, recipe)) return kd_cli_error("demo", KD_ERR_INVALID_ARG);
+        if (quick || lng) c.teacher_steps = ts, c.student_steps = ss; /* the preset's budget */
+    }
     for (int i = 1; i < argc; i++) {
         const char *v;
         if (kd_cli_flag(argv, i, "--quick") || kd_cli_flag(argv, i, "--long")) continue;
+        else if (kd_cli_opt(argc, argv, &i, "--recipe", &v)) continue;
         else if (kd_cli_flag(argv, i, "--online")) c.online = 1;
         else if (kd_cli_opt(argc, argv, &i, "--labeled", &v)) {
             if (v && !is_count(v)) c.labeled_dir = v;

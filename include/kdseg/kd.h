@@ -369,15 +369,29 @@ typedef struct kd_experiment_opts {
     float fg_fraction, random_fraction;
     kd_augment_opts aug;
     kd_sched_kind schedule;
+    const char *recipe;         /* NULL: the settings above are every model's whole recipe
+                                   (the phantom demo's); a recipe's name (kdseg/recipe.h,
+                                   e.g. "real"): every model starts from that recipe
+                                   (optimiser, warm-up, loss, class-balanced sampling, its
+                                   post-processing at segmentation) and the settings above
+                                   override it (kd_experiment_opts_recipe copies the
+                                   recipe's values into them) */
     int threads;
     kd_progress_fn progress;
     void *progress_ctx;
     const volatile int *stop;
 } kd_experiment_opts;
 
-/* The default run (400 steps per model) and the quick one (the tests'). */
+/* The default run (2 + 2 labeled, 24 unlabeled, 24 test cases; teachers 800 steps,
+ * students 2000) and the quick one (the tests'). */
 void kd_experiment_opts_default(kd_experiment_opts *o);
 void kd_experiment_opts_quick(kd_experiment_opts *o);
+/* The named recipe (kdseg/recipe.h) for every model: o->recipe, and the recipe's patch,
+ * batch, steps (teachers' and students'), learning rate, sampling fractions, margin,
+ * validation interval, schedule and augmentation into o (val_cases, models and sizes
+ * kept). `kdseg demo` on the user's cases starts from "real". KD_ERR_INVALID_ARG naming
+ * the known recipes for an unknown name. */
+kd_status kd_experiment_opts_recipe(kd_experiment_opts *o, const char *name);
 
 typedef struct kd_experiment_model {
     char name[64];

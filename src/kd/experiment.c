@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kd_internal.h"
+#include "kdseg/recipe.h"
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -26,14 +27,18 @@ void kd_experiment_opts_default(kd_experiment_opts *o) {
     memset(o, 0, sizeof *o);
     o->out = "kdseg-demo";
     o->seed = 1;
-    o->labeled = 10, o->unlabeled = 24, o->test = 24;
+    /* the paper's setting: few labeled cases (2 to train on, 2 to validate), many
+     * unlabeled ones; where labeled data, not steps, limits the baseline (measured:
+     * README, "What the demo does") */
+    o->labeled = 4, o->unlabeled = 24, o->test = 24;
     o->size = 64;
     o->nteachers = 3;
     for (int t = 0; t < 3; t++) o->teacher_names[t] = default_names[t], o->teacher_specs[t] = specs[t];
     o->student_spec = "resunet:widths=8,16,32,64:enc=1,1,1,1:dec=1,1,1";
-    o->teacher_steps = o->student_steps = 400;
+    o->teacher_steps = 800;
+    o->student_steps = 2000;
     o->teacher_lr = o->student_lr = 3e-3;
-    o->pseudo_ratio = 0.5;
+    o->pseudo_ratio = 0.8; /* 24 annotated cases against 2 labeled: most steps from the former */
     o->pseudo_weight = 1.0;
     o->patch = 32, o->batch = 2, o->val_cases = 2, o->margin = 50;
     o->val_every = 100;
@@ -57,11 +62,53 @@ void kd_experiment_opts_quick(kd_experiment_opts *o) {
     o->pseudo_ratio = 0.6;
 }
 
+kd_status kd_experiment_opts_recipe(kd_experiment_opts *o, const char *name) {
+    const kd_recipe *r = kd_recipe_find(name);
+    if (!r) return KD_ERR_INVALID_ARG; /* kd_recipe_find named the known ones */
+    kd_schedule sch;
+    kd_augment_opts aug;
+    kd_status s = kd_schedule_parse(r->schedule, &sch);
+    if (!s) s = kd_augment_opts_parse(r->aug, &aug);
+    if (s) return kd_fail_context(s, "recipe %s", name);
+    o->recipe = r->name;
+    o->patch = r->patch[0];
+    o->batch = r->batch;
+    o->teacher_steps = o->student_steps = r->steps;
+    o->teacher_lr = o->student_lr = r->lr;
+    o->fg_fraction = r->fg_fraction;
+    o->random_fraction = r->random_fraction;
+    o->margin = r->margin;
+    o->val_every = r->val_every;
+    o->schedule = sch.kind;
+    o->aug = aug;
+    return KD_OK;
+}
+
 /* Every training option of a model of the experiment, set here rather than taken from
- * the train command's defaults; data and out are the caller's (borrowed by t). */
+ * the train command's defaults (or, with o->recipe, from that recipe with the
+ * experiment's settings over it); data and out are the caller's (borrowed by t). */
 void kd_exp_recipe(const kd_experiment_opts *o, const char *data, const char *out, const char *spec,
                    long steps, double lr, uint64_t seed, kd_train_opts *t) {
-    memset(t, 0, sizeof *t);
+    if (o->recipe) {
+        /* optimiser, weight decay, warm-up, loss, class-balanced centres and (recorded in
+         * the checkpoints) post-processing from the recipe; check_opts found its name */
+        kd_train_opts_default(t);
+        (void)kd_train_opts_recipe(t, o->recipe);
+        t->optim.lr = (float)lr;
+        t->schedule.kind = o->schedule;
+    } else {
+        memset(t, 0, sizeof *t);
+        kd_optim_defaults(&t->optim); /* the paper's Adam (AMSGrad) */
+        t->optim.kind = KD_OPT_ADAM;
+        t->optim.lr = (float)lr;
+        t->optim.weight_decay = 1e-6f;
+        kd_schedule_defaults(&t->schedule);
+        t->schedule.kind = o->schedule;
+        t->schedule.step_every = 16000;
+        t->schedule.warmup = 0;
+        t->loss = KD_LOSS_PAPER;
+        kd_sampler_opts_default(&t->sampler);
+    }
     t->data = data;
     t->layout = KD_LAYOUT_AUTO;
     t->modalities = o->modalities;
@@ -69,17 +116,7 @@ void kd_exp_recipe(const kd_experiment_opts *o, const char *data, const char *ou
     t->out = out;
     t->overwrite = 1; /* a rerun of the experiment trains its models again (the old as *.bak) */
     t->model = spec;
-    kd_optim_defaults(&t->optim); /* the paper's Adam (AMSGrad) */
-    t->optim.kind = KD_OPT_ADAM;
-    t->optim.lr = (float)lr;
-    t->optim.weight_decay = 1e-6f;
-    kd_schedule_defaults(&t->schedule);
-    t->schedule.kind = o->schedule;
-    t->schedule.step_every = 16000;
-    t->schedule.warmup = 0;
-    t->loss = KD_LOSS_PAPER;
     t->steps = steps;
-    kd_sampler_opts_default(&t->sampler);
     t->sampler.batch = o->batch;
     t->sampler.patch[0] = t->sampler.patch[1] = t->sampler.patch[2] = o->patch;
     t->sampler.margin = o->margin;
@@ -526,8 +563,8 @@ static kd_status students(exp_state *x, kd_experiment_result *r) {
     }
     if (s) return s;
     kd_progressf(o->progress, o->progress_ctx,
-                 "  student distilled offline (labeled + %s ensemble-annotated cases): %ld steps",
-                 x->user ? "the" : "", o->student_steps);
+                 "  student distilled offline (labeled + %sensemble-annotated cases): %ld steps",
+                 x->user ? "the " : "", o->student_steps);
     if ((s = kd_path_printf(ann, sizeof ann, "%s/annotations", o->out)) ||
         (s = distill(x, ann, "student-distilled", o->min_agreement, r)))
         return s;
@@ -609,6 +646,7 @@ static kd_status check_opts(const kd_experiment_opts *o) {
                        "and 1 to %d unlabeled folders", KD_EXPERIMENT_MAX_DIRS);
     for (int d = 0; d < o->nunlabeled_dirs; d++)
         if (!o->unlabeled_dirs[d]) return kd_fail(KD_ERR_INVALID_ARG, "experiment: unlabeled folder %d", d);
+    if (o->recipe && !kd_recipe_find(o->recipe)) return KD_ERR_INVALID_ARG; /* it named the known ones */
     if (user) return o->val_cases >= 0 ? KD_OK : kd_fail(KD_ERR_INVALID_ARG, "experiment: %d validation "
                                                           "cases", o->val_cases);
     if (o->labeled - o->val_cases < 1 || o->unlabeled < 1 || o->test < 1)

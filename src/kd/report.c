@@ -263,8 +263,8 @@ void kd_experiment_print(const kd_experiment_result *r, FILE *f) {
                 vt.wins, vt.n);
     }
     fprintf(f, "  against ensemble   %+.3f ± %.3f, better on %d of %d\n", ve.mean, ve.se, ve.wins, ve.n);
-    fprintf(f, "distilled student %s every single teacher on the mean and is %.3f from the ensemble\n",
-            beats_all ? "beats" : "does not beat", me - md);
+    fprintf(f, "distilled student %s every single teacher on the mean and is %.3f %s the ensemble\n",
+            beats_all ? "beats" : "does not beat", fabs(me - md), md > me ? "above" : "below");
     kd_paired vo;
     if (r->oracle >= 0) {
         vo = kd_eval_paired(r->models[r->oracle].eval, base);

@@ -26,6 +26,7 @@ void kd_study_opts_default(kd_study_opts *o) {
      * minutes: 300 steps per model, 11 models per seed */
     o->exp.test = 16;
     o->exp.teacher_steps = o->exp.student_steps = 300;
+    o->exp.pseudo_ratio = 0.5;
     static const int lab[] = {2, 4, 8, 16}, pool[] = {0, 6, 14};
     o->nlabeled = 4;
     memcpy(o->labeled, lab, sizeof lab);

@@ -1022,6 +1022,24 @@ static int demo_user_cases(void) {
         KD_CHECK((stat(p, &st) == 0) == both, "run %d: the view holds the second folder's case only when "
                  "given", run);
     }
+    /* on the user's cases every model trains with the real recipe (recorded in its
+     * checkpoint: its post-processing applies), unless --recipe phantom says otherwise */
+    r = kdseg("demo %s --recipe phantom --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"),
+              tmp("uU1"), tmp("uT"), tmp("user phantom"));
+    KD_CHECK(r == 0, "demo --recipe phantom on the user's cases");
+    KD_DEVICE_OR_FAIL(dev);
+    const char *models[] = {"unet3d", "resnext-se", "student-baseline", "student-distilled"};
+    for (int k = 0; k < 8; k++) {
+        char ck[2048];
+        kd_ckpt_meta meta;
+        kd_model *m = NULL;
+        snprintf(ck, sizeof ck, "%s/models/%s/last.kds", tmp(k < 4 ? "user one" : "user phantom"), models[k % 4]);
+        KD_CHECK_OK(kd_checkpoint_load(ck, dev, &m, NULL, NULL, &meta));
+        kd_model_free(m);
+        KD_CHECK(!strcmp(meta.recipe, k < 4 ? "real" : ""), "%s: recipe '%s'", ck, meta.recipe);
+    }
+    KD_CHECK(kdseg("demo %s --recipe nonesuch --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"),
+                   tmp("uU1"), tmp("uT"), tmp("user bad")) == 2, "an unknown recipe refused");
     log_clear();
     r = kdseg("demo %s --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"), tmp("uU2"), tmp("uL"),
               tmp("user leak"));
