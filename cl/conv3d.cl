@@ -870,15 +870,67 @@ inline float kd_hsum8(float8 v) {
         __global float *pp = part + (((long)chunk * KD * KH + r) * (KWB) * (CS)) * Cin + ci0; \
         RK(KD_SG_ST, RS)                                                                     \
     }
-#define KD_RK1(X, a) X(0, a)
 #define KD_RK3(X, a) X(0, a) X(1, a) X(2, a)
+
+/* The same for KW = 1 (the 1x1 convs to 3 or 4 channels). Above, a 1x1 work-item has only CS
+ * accumulators, each taking one FMA per position, so it waits on the FMA latency (3 chains:
+ * about one position per FMA latency). Here two positions per step feed two sets of CS
+ * accumulators (t for even xo, u for odd), added at the end: twice the chains. Same
+ * partials layout and range as above (KWB 1). */
+#define KD_SG1_DECL(c) KD_F_VT t##c = (KD_F_VT)0.0f, u##c = (KD_F_VT)0.0f;
+#define KD_SG1_FMA(c)                                                                        \
+    t##c = KD_MAD(xa, (KD_F_VT)dq[c], t##c);                                                 \
+    u##c = KD_MAD(xb, (KD_F_VT)dq[cs + (c)], u##c);
+#define KD_SG1_TAIL(c) t##c = KD_MAD(xa, (KD_F_VT)dq[c], t##c);
+#define KD_SG1_ST(c) KD_F_VST(t##c + u##c, pp + (c) * Cin);
+/* x at input column xi (zeros outside the row) */
+#define KD_SG1_XQ(xi) ((xi) >= 0 && (xi) < W ? xr + (xi) * Cin : zr) + ci0
+
+#define KD_CONV_WGRAD_SMALL1(NAME, CS, RT)                                                   \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *dy,          \
+                       int dyoff, __global const float *zr, __global float *part, int N,     \
+                       int D, int H, int W, int Cin, int Do, int Ho, int Wo, int KD, int KH,  \
+                       int S, int P, int planes, int nchunks) {                              \
+        const int cs = (CS);                                                                 \
+        int nci = Cin / KD_F_V;                                                              \
+        int g0 = get_global_id(0), chunk = get_global_id(1);                                 \
+        if (g0 >= KD * KH * nci || chunk >= nchunks) return;                                 \
+        int ci0 = (g0 % nci) * KD_F_V, r = g0 / nci, kh = r % KH, kd = r / KH;               \
+        RT(KD_SG1_DECL)                                                                      \
+        int ylo = max(0, -kd_conv_fdiv(kh - P, S)), yhi = min(Ho, kd_conv_fdiv(H - 1 + P - kh, S) + 1); \
+        int p1 = min(N * Do, (chunk + 1) * planes);                                          \
+        for (int nz = chunk * planes; nz < p1; nz++) {                                       \
+            int n = nz / Do, zo = nz - n * Do;                                               \
+            int zi = zo * S + kd - P;                                                        \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int yo = ylo; yo < yhi; yo++) {                                             \
+                int yi = yo * S + kh - P;                                                    \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * cs; \
+                int xo = 0;                                                                  \
+                for (; xo + 1 < Wo; xo += 2) {                                               \
+                    KD_F_VT xa = KD_F_VLD(KD_SG1_XQ(xo * S - P));                            \
+                    KD_F_VT xb = KD_F_VLD(KD_SG1_XQ(xo * S + S - P));                        \
+                    __global const float *dq = dr + xo * cs;                                 \
+                    RT(KD_SG1_FMA)                                                           \
+                }                                                                            \
+                if (xo < Wo) {                                                               \
+                    KD_F_VT xa = KD_F_VLD(KD_SG1_XQ(xo * S - P));                            \
+                    __global const float *dq = dr + xo * cs;                                 \
+                    RT(KD_SG1_TAIL)                                                          \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *pp = part + (((long)chunk * KD * KH + r) * cs) * Cin + ci0;          \
+        RT(KD_SG1_ST)                                                                        \
+    }
 
 #define KD_CONV_SMALL_GROUP(SFX)                                                                \
     KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o3, 8, 3, KD_RP8, KD_RS3, KD_RT3)             \
     KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o4, 4, 4, KD_RP4, KD_RS4, KD_RT4)             \
     KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o5, 4, 5, KD_RP4, KD_RS5, KD_RT5)             \
-    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k1o3, 1, 3, KD_RK1, KD_RS3, KD_RT3)       \
-    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k1o4, 1, 4, KD_RK1, KD_RS4, KD_RT4)       \
+    KD_CONV_WGRAD_SMALL1(kd_conv3d_wgrad_small_##SFX##_k1o3, 3, KD_RT3)                         \
+    KD_CONV_WGRAD_SMALL1(kd_conv3d_wgrad_small_##SFX##_k1o4, 4, KD_RT4)                         \
     KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k3o3, 3, 3, KD_RK3, KD_RS3, KD_RT3)       \
     KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k3o4, 3, 4, KD_RK3, KD_RS4, KD_RT4)
 
