@@ -648,16 +648,18 @@ static int small5(void) {
  * reference, with 1, 3 and 64 blocks of 8 positions per work-item (pw; the kernel takes
  * pw/2 blocks of 16, 64 cut down to keep 16 work-items): 16 -> 3 on 45 positions (a last
  * block of 13), 8 -> 3 batch 2 on 120 (full blocks and one of 8), 24 -> 4 without bias (three
- * blocks of 8 input channels, 42 positions), 8 -> 4 on 32 (full blocks only). The trace
- * must show the kernel. (tests/tune same_results: the same bits as the padded kernels.) */
+ * blocks of 8 input channels, 42 positions), 8 -> 4 on 32 (full blocks only), 32 -> 4 batch 2
+ * on 60 (four blocks of 8 input channels, a last block of 12). The trace must show the
+ * kernel. (tests/tune same_results: the same bits as the padded kernels.) */
 static int pointwise_few(void) {
     static const int pws[] = {1, 3, 64};
-    const cfg cs[4] = {{1, 16, 3, 3, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
+    const cfg cs[5] = {{1, 16, 3, 3, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
                        {2, 8, 3, 4, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
                        {1, 24, 2, 3, 7, 4, {1, 1, 1}, 1, 0, 1, 0, 0},
-                       {1, 8, 2, 4, 4, 4, {1, 1, 1}, 1, 0, 1, 1, 0}};
+                       {1, 8, 2, 4, 4, 4, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {2, 32, 2, 3, 5, 4, {1, 1, 1}, 1, 0, 1, 1, 0}};
     for (int i = 0; i < 3; i++)
-        for (int c = 0; c < 4; c++) {
+        for (int c = 0; c < 5; c++) {
             kd_conv_tune t = kd_conv_tune_default;
             t.vmax = 16, t.small = 1, t.pw = pws[i];
             char trace[2048], kern[32];
