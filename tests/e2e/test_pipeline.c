@@ -841,6 +841,20 @@ static int demo_quick(void) {
         snprintf(p, sizeof p, "%s/%s", tmp("demo out"), files[i]);
         KD_CHECK(stat(p, &st) == 0 && st.st_size > 100, "%s", files[i]);
     }
+    /* every student learns with Dice + BCE at full background weight (on labeled and
+     * annotated cases), the teachers with the paper's loss */
+    KD_DEVICE_OR_FAIL(dev);
+    const char *models[] = {"unet3d", "resnext-se", "student-baseline", "student-distilled", "student-oracle"};
+    for (int k = 0; k < 5; k++) {
+        kd_ckpt_meta meta;
+        kd_model *m = NULL;
+        snprintf(p, sizeof p, "%s/models/%s/last.kds", tmp("demo out"), models[k]);
+        KD_CHECK_OK(kd_checkpoint_load(p, dev, &m, NULL, NULL, &meta));
+        kd_model_free(m);
+        KD_CHECK(!strcmp(meta.loss, k < 2 ? "paper" : "dicebce"), "%s: loss '%s'", p, meta.loss);
+    }
+    KD_CHECK(kdseg("demo --quick --student-loss nonesuch --out '%s'", tmp("demo bad")) == 2,
+             "an unknown --student-loss refused");
     return 0;
 }
 
@@ -1037,6 +1051,8 @@ static int demo_user_cases(void) {
         KD_CHECK_OK(kd_checkpoint_load(ck, dev, &m, NULL, NULL, &meta));
         kd_model_free(m);
         KD_CHECK(!strcmp(meta.recipe, k < 4 ? "real" : ""), "%s: recipe '%s'", ck, meta.recipe);
+        /* the students' loss: the real recipe's (paper); the phantom demo's (dicebce) */
+        KD_CHECK(!strcmp(meta.loss, k >= 6 ? "dicebce" : "paper"), "%s: loss '%s'", ck, meta.loss);
     }
     KD_CHECK(kdseg("demo %s --recipe nonesuch --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"),
                    tmp("uU1"), tmp("uT"), tmp("user bad")) == 2, "an unknown recipe refused");
