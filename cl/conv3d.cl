@@ -285,6 +285,97 @@ inline int kd_conv_fdiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) /
     KD_CONV_PW(kd_conv3d_pw_##SFX##_m1, 1, KD_RM1, KD_RW1)           \
     KD_CONV_PW(kd_conv3d_pw_##SFX##_m2, 2, KD_RM2, KD_RW2)
 
+/* ---- pointwise with 3 or 4 outputs (the teachers' 1x1 heads; Cin a multiple of 8) -----
+ * y (R, CS) = x (R, Cin) . w (Cin, CS) + b. In the kernel above the lanes hold output
+ * channels: 3 of 8 lanes work, and every input element costs one broadcast FMA. Here the
+ * lanes hold 16 positions. A block of 16 positions x 8 input channels is loaded as 8 float16
+ * rows (two positions each) and transposed in registers (three rounds of even/odd
+ * interleaves, 24 two-source shuffles), so that d<c> holds input channel c0 + c of the 16
+ * positions; each then feeds CS FMAs of 16 positions with a broadcast weight. The rounds
+ * leave the positions in the lane order 0 1 8 9 4 5 12 13 2 3 10 11 6 7 14 15 (the swizzle
+ * KD_PO_NAT undoes it, it is its own inverse) before the outputs are interleaved into
+ * (position, channel) order and stored as CS float16. Each output sums bias, then ci in
+ * order, one fma each: the same bits as kd_conv3d_pw_*. A work-item walks nb blocks of 16
+ * positions; a block past the last position reads the last one again and stores only the
+ * positions that exist. w and b are the unpadded (Cin, CS) weights and CS biases. Range:
+ * ceil(R / (16*nb)). */
+#define KD_PO_EO(E, O, P, Q) \
+    float16 E = (float16)((P).even, (Q).even), O = (float16)((P).odd, (Q).odd);
+#define KD_PO_ROW(k)                                                                        \
+    float16 a##k = (float16)(vload8(0, xb + min(2 * (k), nv - 1) * Cin + c0),                \
+                             vload8(0, xb + min(2 * (k) + 1, nv - 1) * Cin + c0));
+#define KD_PO_ROW8(k) float16 a##k = vload16(k, xb);
+/* one block of 8 input channels (rows a0..a7 loaded): transpose, then the FMAs */
+#define KD_PO_STEP(RO)                                                                      \
+    KD_PO_EO(b0, b4, a0, a4) KD_PO_EO(b1, b5, a1, a5)                                       \
+    KD_PO_EO(b2, b6, a2, a6) KD_PO_EO(b3, b7, a3, a7)                                       \
+    KD_PO_EO(e0, e4, b0, b2) KD_PO_EO(e1, e5, b1, b3)                                       \
+    KD_PO_EO(e2, e6, b4, b6) KD_PO_EO(e3, e7, b5, b7)                                       \
+    KD_PO_EO(d0, d4, e0, e1) KD_PO_EO(d1, d5, e2, e3)                                       \
+    KD_PO_EO(d2, d6, e4, e5) KD_PO_EO(d3, d7, e6, e7)                                       \
+    __global const float *wq = w + woff + c0 * cs;                                          \
+    RO(KD_PO_FMA, 0) RO(KD_PO_FMA, 1) RO(KD_PO_FMA, 2) RO(KD_PO_FMA, 3)                     \
+    RO(KD_PO_FMA, 4) RO(KD_PO_FMA, 5) RO(KD_PO_FMA, 6) RO(KD_PO_FMA, 7)
+#define KD_PO_BIAS(o) float bias##o = has_b ? b[boff + (o)] : 0.0f;
+#define KD_PO_DECL(o) float16 y##o = (float16)bias##o;
+#define KD_PO_FMA(c, o) y##o = KD_MAD(d##c, (float16)wq[(c) * cs + (o)], y##o);
+#define KD_PO_NAT(o) float16 n##o = y##o.s018945cd23ab67ef;
+#define KD_RO3(Y, c) Y(c, 0) Y(c, 1) Y(c, 2)
+#define KD_RO4(Y, c) Y(c, 0) Y(c, 1) Y(c, 2) Y(c, 3)
+#define KD_RB3(Z) Z(0) Z(1) Z(2)
+#define KD_RB4(Z) Z(0) Z(1) Z(2) Z(3)
+/* the CS float16 of interleaved outputs of 16 positions, stored at p */
+#define KD_PO_ST3(p)                                                                        \
+    vstore16((float16)(n0.s0, n1.s0, n2.s0, n0.s1, n1.s1, n2.s1, n0.s2, n1.s2, n2.s2, n0.s3, \
+                       n1.s3, n2.s3, n0.s4, n1.s4, n2.s4, n0.s5), 0, p);                     \
+    vstore16((float16)(n1.s5, n2.s5, n0.s6, n1.s6, n2.s6, n0.s7, n1.s7, n2.s7, n0.s8, n1.s8, \
+                       n2.s8, n0.s9, n1.s9, n2.s9, n0.sa, n1.sa), 1, p);                     \
+    vstore16((float16)(n2.sa, n0.sb, n1.sb, n2.sb, n0.sc, n1.sc, n2.sc, n0.sd, n1.sd, n2.sd, \
+                       n0.se, n1.se, n2.se, n0.sf, n1.sf, n2.sf), 2, p);
+#define KD_PO_ST4(p)                                                                        \
+    vstore16((float16)(n0.s0123, n1.s0123, n2.s0123, n3.s0123).s048c159d26ae37bf, 0, p);     \
+    vstore16((float16)(n0.s4567, n1.s4567, n2.s4567, n3.s4567).s048c159d26ae37bf, 1, p);     \
+    vstore16((float16)(n0.s89ab, n1.s89ab, n2.s89ab, n3.s89ab).s048c159d26ae37bf, 2, p);     \
+    vstore16((float16)(n0.scdef, n1.scdef, n2.scdef, n3.scdef).s048c159d26ae37bf, 3, p);
+#define KD_CONV_PWO(NAME, CS, RO, RB, ST)                                                    \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *w, int woff, \
+                       __global const float *b, int boff, int has_b, __global float *y,      \
+                       int yoff, int R, int Cin, int nb) {                                   \
+        const int cs = (CS);                                                                 \
+        int pa = get_global_id(0) * nb * 16;                                                 \
+        if (pa >= R) return;                                                                 \
+        int pe = min(R, pa + nb * 16);                                                       \
+        RB(KD_PO_BIAS)                                                                       \
+        for (int p0 = pa; p0 < pe; p0 += 16) {                                               \
+            int nv = min(16, R - p0);                                                        \
+            RB(KD_PO_DECL)                                                                   \
+            __global const float *xb = x + xoff + p0 * Cin;                                  \
+            if (Cin == 8 && nv == 16) { /* the block is 8 contiguous float16 */              \
+                int c0 = 0;                                                                  \
+                KD_PO_ROW8(0) KD_PO_ROW8(1) KD_PO_ROW8(2) KD_PO_ROW8(3)                      \
+                KD_PO_ROW8(4) KD_PO_ROW8(5) KD_PO_ROW8(6) KD_PO_ROW8(7)                      \
+                KD_PO_STEP(RO)                                                               \
+            } else {                                                                         \
+                for (int c0 = 0; c0 < Cin; c0 += 8) {                                        \
+                    KD_PO_ROW(0) KD_PO_ROW(1) KD_PO_ROW(2) KD_PO_ROW(3)                      \
+                    KD_PO_ROW(4) KD_PO_ROW(5) KD_PO_ROW(6) KD_PO_ROW(7)                      \
+                    KD_PO_STEP(RO)                                                           \
+                }                                                                            \
+            }                                                                                \
+            RB(KD_PO_NAT)                                                                    \
+            __global float *yp = y + yoff + p0 * (CS);                                       \
+            if (nv == 16) {                                                                  \
+                ST(yp)                                                                       \
+            } else { /* the last block: only the positions that exist */                     \
+                float t[16 * (CS)];                                                          \
+                ST(t)                                                                        \
+                for (int i = 0; i < nv * (CS); i++) yp[i] = t[i];                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+KD_CONV_PWO(kd_conv3d_pwo_o3, 3, KD_RO3, KD_RB3, KD_PO_ST3)
+KD_CONV_PWO(kd_conv3d_pwo_o4, 4, KD_RO4, KD_RB4, KD_PO_ST4)
+
 #define KD_F_VT float16
 #define KD_F_V 16
 #define KD_F_VLD KD_VLD16
@@ -656,15 +747,16 @@ KD_CONV_WGRAD_BLOCKS(v1)
 #undef KD_F_VLD
 #undef KD_F_VST
 
-/* ---- few output channels (CS = 3 or 4: the output conv's tumour regions, the input
- * gradient of the 4-modality input conv) --------------------------------------------------
+/* ---- few output channels (CS = 3, 4 or 5: the output conv's tumour regions, the input
+ * gradient of the 4-modality input conv, the forward CS 5 also the input gradient of the
+ * cascade teacher's 5-channel input conv) ---------------------------------------------------
  * With the vector over output channels only 3 of 8 lanes would do work. These kernels run
  * the vector over the reduction's input channels instead (Cin a multiple of V) and reduce
  * the lanes at the end. Forward: y[.., c] = b[c] + sum over taps and ci of x . wt, with wt
  * (KD*KH, CS, KW*Cin) the weights with their channel axes swapped per (kd, kh) row, so that
  * a row's (kw, ci) loop fuses into one contiguous run as in the dense forward. A work-item
- * owns P positions along W times all CS channels (P*CS vector accumulators: 8 x 3 or
- * 4 x 4). Range: (ceil(Wo/P), Ho, N*Do). */
+ * owns P positions along W times all CS channels (P*CS vector accumulators: 8 x 3, 4 x 4 or
+ * 4 x 5). Range: (ceil(Wo/P), Ho, N*Do). */
 inline float kd_hsum16(float16 v) {
     float8 a = v.lo + v.hi;
     float4 b = a.lo + a.hi;
@@ -678,8 +770,10 @@ inline float kd_hsum8(float8 v) {
 }
 #define KD_RS3(Y, j) Y(j, 0) Y(j, 1) Y(j, 2)
 #define KD_RS4(Y, j) Y(j, 0) Y(j, 1) Y(j, 2) Y(j, 3)
+#define KD_RS5(Y, j) Y(j, 0) Y(j, 1) Y(j, 2) Y(j, 3) Y(j, 4)
 #define KD_RT3(Z) Z(0) Z(1) Z(2)
 #define KD_RT4(Z) Z(0) Z(1) Z(2) Z(3)
+#define KD_RT5(Z) Z(0) Z(1) Z(2) Z(3) Z(4)
 #define KD_SF_DECL1(j, c) KD_F_VT s##j##_##c = (KD_F_VT)0.0f;
 #define KD_SF_DECL(j, RS) RS(KD_SF_DECL1, j)
 #define KD_SF_WLD(c) KD_F_VT wv##c = KD_F_VLD(wq + (c) * KWC);
@@ -776,14 +870,67 @@ inline float kd_hsum8(float8 v) {
         __global float *pp = part + (((long)chunk * KD * KH + r) * (KWB) * (CS)) * Cin + ci0; \
         RK(KD_SG_ST, RS)                                                                     \
     }
-#define KD_RK1(X, a) X(0, a)
 #define KD_RK3(X, a) X(0, a) X(1, a) X(2, a)
+
+/* The same for KW = 1 (the 1x1 convs to 3 or 4 channels). Above, a 1x1 work-item has only CS
+ * accumulators, each taking one FMA per position, so it waits on the FMA latency (3 chains:
+ * about one position per FMA latency). Here two positions per step feed two sets of CS
+ * accumulators (t for even xo, u for odd), added at the end: twice the chains. Same
+ * partials layout and range as above (KWB 1). */
+#define KD_SG1_DECL(c) KD_F_VT t##c = (KD_F_VT)0.0f, u##c = (KD_F_VT)0.0f;
+#define KD_SG1_FMA(c)                                                                        \
+    t##c = KD_MAD(xa, (KD_F_VT)dq[c], t##c);                                                 \
+    u##c = KD_MAD(xb, (KD_F_VT)dq[cs + (c)], u##c);
+#define KD_SG1_TAIL(c) t##c = KD_MAD(xa, (KD_F_VT)dq[c], t##c);
+#define KD_SG1_ST(c) KD_F_VST(t##c + u##c, pp + (c) * Cin);
+/* x at input column xi (zeros outside the row) */
+#define KD_SG1_XQ(xi) ((xi) >= 0 && (xi) < W ? xr + (xi) * Cin : zr) + ci0
+
+#define KD_CONV_WGRAD_SMALL1(NAME, CS, RT)                                                   \
+    __kernel void NAME(__global const float *x, int xoff, __global const float *dy,          \
+                       int dyoff, __global const float *zr, __global float *part, int N,     \
+                       int D, int H, int W, int Cin, int Do, int Ho, int Wo, int KD, int KH,  \
+                       int S, int P, int planes, int nchunks) {                              \
+        const int cs = (CS);                                                                 \
+        int nci = Cin / KD_F_V;                                                              \
+        int g0 = get_global_id(0), chunk = get_global_id(1);                                 \
+        if (g0 >= KD * KH * nci || chunk >= nchunks) return;                                 \
+        int ci0 = (g0 % nci) * KD_F_V, r = g0 / nci, kh = r % KH, kd = r / KH;               \
+        RT(KD_SG1_DECL)                                                                      \
+        int ylo = max(0, -kd_conv_fdiv(kh - P, S)), yhi = min(Ho, kd_conv_fdiv(H - 1 + P - kh, S) + 1); \
+        int p1 = min(N * Do, (chunk + 1) * planes);                                          \
+        for (int nz = chunk * planes; nz < p1; nz++) {                                       \
+            int n = nz / Do, zo = nz - n * Do;                                               \
+            int zi = zo * S + kd - P;                                                        \
+            if (zi < 0 || zi >= D) continue;                                                 \
+            for (int yo = ylo; yo < yhi; yo++) {                                             \
+                int yi = yo * S + kh - P;                                                    \
+                __global const float *xr = x + xoff + ((n * D + zi) * H + yi) * W * Cin;     \
+                __global const float *dr = dy + dyoff + ((n * Do + zo) * Ho + yo) * Wo * cs; \
+                int xo = 0;                                                                  \
+                for (; xo + 1 < Wo; xo += 2) {                                               \
+                    KD_F_VT xa = KD_F_VLD(KD_SG1_XQ(xo * S - P));                            \
+                    KD_F_VT xb = KD_F_VLD(KD_SG1_XQ(xo * S + S - P));                        \
+                    __global const float *dq = dr + xo * cs;                                 \
+                    RT(KD_SG1_FMA)                                                           \
+                }                                                                            \
+                if (xo < Wo) {                                                               \
+                    KD_F_VT xa = KD_F_VLD(KD_SG1_XQ(xo * S - P));                            \
+                    __global const float *dq = dr + xo * cs;                                 \
+                    RT(KD_SG1_TAIL)                                                          \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+        __global float *pp = part + (((long)chunk * KD * KH + r) * cs) * Cin + ci0;          \
+        RT(KD_SG1_ST)                                                                        \
+    }
 
 #define KD_CONV_SMALL_GROUP(SFX)                                                                \
     KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o3, 8, 3, KD_RP8, KD_RS3, KD_RT3)             \
     KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o4, 4, 4, KD_RP4, KD_RS4, KD_RT4)             \
-    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k1o3, 1, 3, KD_RK1, KD_RS3, KD_RT3)       \
-    KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k1o4, 1, 4, KD_RK1, KD_RS4, KD_RT4)       \
+    KD_CONV_FWD_SMALL(kd_conv3d_fwd_small_##SFX##_o5, 4, 5, KD_RP4, KD_RS5, KD_RT5)             \
+    KD_CONV_WGRAD_SMALL1(kd_conv3d_wgrad_small_##SFX##_k1o3, 3, KD_RT3)                         \
+    KD_CONV_WGRAD_SMALL1(kd_conv3d_wgrad_small_##SFX##_k1o4, 4, KD_RT4)                         \
     KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k3o3, 3, 3, KD_RK3, KD_RS3, KD_RT3)       \
     KD_CONV_WGRAD_SMALL(kd_conv3d_wgrad_small_##SFX##_k3o4, 3, 4, KD_RK3, KD_RS4, KD_RT4)
 

@@ -55,7 +55,8 @@ typedef struct kd_conv_tune {
     int wci;     /* weight gradient: input channels per work-item, 4 or 8 */
     int wcb;     /* weight gradient: output-channel vectors per work-item, at most 1, 2, 4 */
     int wkb;     /* weight gradient: at most one chunk per this many KiB of x and dy; 0 off */
-    int small;   /* 1: the few-output-channel kernels for 3 or 4 output channels */
+    int small;   /* 1: the few-output-channel kernels for 3 or 4 output channels (forward
+                  * also 5; 1x1 forward to 3 or 4 with float16: kd_conv3d_pwo_*, with pw) */
     int rows;    /* forward-like kernels with one vector of 16 or 8 channels, stride 1: output
                   * rows per work-item, 1 or 2 (2: 8 positions x 2 rows) */
     int wt3;     /* weight gradient with one vector of 16 or 8 channels, KW 3, stride 1: 1 = the

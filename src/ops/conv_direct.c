@@ -103,19 +103,21 @@ static int fwd_needs_zeros(int w, int ow, int kw, int s, int pw, int pb) {
     return pw > 0 || ow % pb != 0 || (ow - 1) * s - pw + kw > w;
 }
 
-/* Whether the few-output-channel kernels run this forward (ci -> co): co 3 or 4, ci a
- * multiple of 8 (their vectors run over ci), vectors allowed, and t->small. */
-static int small_ok(const kd_conv_tune *t, int ci, int co) {
-    return t->small && (co == 3 || co == 4) && ci % 8 == 0 && t->vmax >= 8;
+/* Whether the few-output-channel kernels run this pass (ci -> co): co 3 or 4 (the forward
+ * also 5), ci a multiple of 8 (their vectors run over ci), vectors allowed, and t->small. */
+static int small_ok(const kd_conv_tune *t, int ci, int co, int comax) {
+    return t->small && co >= 3 && co <= comax && ci % 8 == 0 && t->vmax >= 8;
 }
 /* The forward only with more than one tap: a 1x1x1 conv's work-items hold one vector
- * step each, and the padded dense kernel was faster there (PoCL, 16 -> 3 at 64^3). */
+ * step each, and the padded dense kernel was faster there (PoCL, 16 -> 3 at 64^3). 5
+ * outputs: the input gradient of the cascade teacher's 5 -> 16 input conv (on the dense
+ * kernel its 5 channels ran on float8 vectors, 5 of 8 lanes doing work). */
 static int small_fwd_ok(const kd_conv_tune *t, int ci, int co, const int *k) {
-    return small_ok(t, ci, co) && k[0] * k[1] * k[2] > 1;
+    return small_ok(t, ci, co, 5) && k[0] * k[1] * k[2] > 1;
 }
 /* The weight gradient: its work-items hold every tap along W (KW 1 or 3). */
 static int small_wgrad_ok(const kd_conv_tune *t, int ci, int co, int kw) {
-    return small_ok(t, ci, co) && (kw == 1 || kw == 3);
+    return small_ok(t, ci, co, 4) && (kw == 1 || kw == 3);
 }
 /* Positions per work-item of the few-output forward (kd_conv3d_fwd_small_*). */
 static int small_fwd_p(int co) { return co == 3 ? 8 : 4; }
@@ -186,6 +188,34 @@ static kd_status pointwise_forward(kd_device *dev, int r, int ci, int cop, int c
                                KD_INT(cop), KD_INT(co), KD_INT(nb)));
 }
 
+/* Whether the pointwise few-output kernel (kd_conv3d_pwo_*: 16 positions in the lanes)
+ * runs this 1x1 forward-like pass: pointwise_ok, co 3 or 4, ci a multiple of 8, float16
+ * vectors allowed, and t->small (the few-output-channel kernels). */
+static int pointwise_few_ok(const kd_conv_tune *t, const int *k, int s, const int *pad, int ci,
+                            int co) {
+    return pointwise_ok(t, k, s, pad) && t->small && (co == 3 || co == 4) && ci % 8 == 0 &&
+           t->vmax >= 16;
+}
+
+/* y (r, co) = x (r, ci) . w (ci, co) + b on kd_conv3d_pwo_o<co>: the unpadded weights,
+ * t->pw / 2 blocks of 16 positions per work-item (as many positions as the pointwise
+ * kernel's t->pw blocks of 8), fewer where that would leave under 16 work-items. */
+static kd_status pointwise_few_forward(kd_device *dev, int r, int ci, int co, cl_mem xm,
+                                       size_t xoff, cl_mem wm, size_t woff, const kd_tensor *b,
+                                       const kd_tensor *y, const kd_conv_tune *t) {
+    char name[48];
+    snprintf(name, sizeof name, "kd_conv3d_pwo_o%d", co);
+    int nb = t->pw > 1 ? t->pw / 2 : 1;
+    while (nb > 1 && cdiv((size_t)r, (size_t)16 * nb) < 16) nb /= 2;
+    size_t gws = cdiv((size_t)r, (size_t)16 * nb);
+    size_t lws = local_of(gws, t->lx);
+    cl_mem bm = b ? b->mem : y->mem;
+    return conv_launch(dev, name, 1, &gws, use_local(dev, t) ? &lws : NULL,
+                       KD_ARGS(KD_MEM(xm), KD_INT(xoff), KD_MEM(wm), KD_INT(woff),
+                               KD_MEM(bm), KD_INT(b ? b->off : 0),
+                               KD_INT(b != NULL), KD_T(y), KD_INT(r), KD_INT(ci), KD_INT(nb)));
+}
+
 /* y = conv(x, w) + b on the dense kernel: x (n, ci, d, h, w), w (k, ci, co), padding per
  * axis pad[3] (may be negative: cropping). Output channels that are not a multiple of 8
  * run on weights (and bias) zero-padded to a multiple of 8, so the kernel stays vectorised. */
@@ -196,6 +226,8 @@ static kd_status dense_forward(kd_device *dev, int n, int ci, int d, int h, int 
     if (small_fwd_ok(t, ci, co, k))
         return small_forward(dev, n, ci, d, h, w, co, od, oh, ow, k, s, pad, xm, xoff, wm, woff,
                              b, y, t);
+    if (pointwise_few_ok(t, k, s, pad, ci, co))
+        return pointwise_few_forward(dev, n * d * h * w, ci, co, xm, xoff, wm, woff, b, y, t);
     /* (not with scalar kernels, vmax 1: the v1 store writes whole vectors of one lane, and
      * padding would only add work) */
     int cop = co % 8 == 0 || t->vmax < 8 ? co : (co + 7) / 8 * 8;
@@ -616,6 +648,8 @@ size_t kd_conv_direct_scratch_bytes(const kd_conv_geom *g, kd_conv_pass pass,
     }
     if (pass == KD_PASS_FWD) {
         if (g->transposed) return 0; /* the transposed forward runs dense_backward_data */
+        const int pad[3] = {g->p, g->p, g->p};
+        if (pointwise_few_ok(t, g->k, g->s, pad, g->ci, g->co)) return 0; /* no scratch */
         int cop = g->co % 8 == 0 || t->vmax < 8 ? g->co : (g->co + 7) / 8 * 8;
         if (cop != g->co) b = pool_bytes((size_t)K3 * g->ci * cop) + (g->has_bias ? pool_bytes(cop) : 0);
         return b + fwd_zeros_bytes(g->ci, cop, g->w, g->ow, g->k[0], g->k[1], g->k[2], g->s, g->p, t);

@@ -190,6 +190,8 @@ static int run_cfg_on(const cfg *c, kd_conv_impl impl) {
     float guard[7];
     KD_CHECK_OK(kd_rt_read(dev, Y.slab->mem, 0, sizeof guard, guard));
     for (int i = 0; i < 7; i++) KD_CHECK(guard[i] == 1e30f, "y slab overwritten before the view");
+    KD_CHECK_OK(kd_rt_read(dev, Y.slab->mem, (7 + ny) * 4, sizeof(float) * 4, guard));
+    for (int i = 0; i < 4; i++) KD_CHECK(guard[i] == 1e30f, "y slab overwritten after the view");
     KD_CHECK_OK(kd_rt_read(dev, DX.slab->mem, (7 + nx) * 4, sizeof(float) * 4, guard));
     for (int i = 0; i < 4; i++) KD_CHECK(guard[i] == 1e30f, "dx slab overwritten after the view");
 
@@ -241,6 +243,12 @@ CONV_CASE_D(pw16_4_n2, 2, 16, 3, 5, 7, 4, {1, 1, 1}, 1, 0, 1, 1, 0)
 CONV_CASE_D(pw8_3, 1, 8, 3, 4, 9, 3, {1, 1, 1}, 1, 0, 1, 1, 0)
 CONV_CASE_D(out8_4_k3, 1, 8, 4, 5, 6, 4, {3, 3, 3}, 1, 1, 1, 1, 0)
 CONV_CASE_D(pw8_4, 2, 8, 3, 3, 5, 4, {1, 1, 1}, 1, 0, 1, 0, 0)
+/* 5 outputs on the few-output forward (vectors over Cin): the cascade teacher's input conv
+ * 5 -> 16, batch 2, odd sizes, whose input gradient is a 16 -> 5 forward of dy (float16);
+ * 8 -> 5 stride 2 pad 1 (float8, positions past Wo in the last block of 4). The trace
+ * must show kd_conv3d_fwd_small_v16_o5 and _v8_o5 (small5 below). */
+CONV_CASE_D(in5_16_k3_n2, 2, 5, 5, 7, 6, 16, {3, 3, 3}, 1, 1, 1, 1, 0)
+CONV_CASE_D(out8_5_s2, 1, 8, 7, 9, 11, 5, {3, 3, 3}, 2, 1, 1, 1, 0)
 /* awkward: channels 5 -> 12, stride 2 pad 1, odd sizes, batch 2 */
 CONV_CASE(c5_12_s2, 2, 5, 7, 9, 11, 12, {3, 3, 3}, 2, 1, 1, 1, 0)
 /* awkward: 12 -> 5, pad 0 (valid conv) */
@@ -616,6 +624,58 @@ static int pointwise(void) {
     return 0;
 }
 
+/* The 5-output few-output forward at both vector widths: the cases above against the C
+ * reference, and the trace shows the kernel ran (not the padded dense kernel). */
+static int small5(void) {
+    static const struct {
+        int (*run)(void);
+        const char *kern;
+    } cs[] = {{in5_16_k3_n2_direct, "kd_conv3d_fwd_small_v16_o5"},
+              {out8_5_s2_direct, "kd_conv3d_fwd_small_v8_o5"}};
+    for (int i = 0; i < 2; i++) {
+        char trace[4096];
+        kd_conv_tune_trace_begin();
+        int rc = cs[i].run();
+        kd_conv_tune_trace_end(trace, sizeof trace);
+        KD_CHECK(rc == 0, "%s: wrong results", cs[i].kern);
+        KD_CHECK(strstr(trace, cs[i].kern) != NULL, "%s did not run (%s)", cs[i].kern, trace);
+    }
+    return 0;
+}
+
+/* The pointwise few-output kernels (kd_conv3d_pwo_o3, _o4: 16 positions in the lanes, the
+ * forward of 1x1 convs to 3 or 4 channels with Cin a multiple of 8) against the C
+ * reference, with 1, 3 and 64 blocks of 8 positions per work-item (pw; the kernel takes
+ * pw/2 blocks of 16, 64 cut down to keep 16 work-items): 16 -> 3 on 45 positions (a last
+ * block of 13), 8 -> 3 batch 2 on 120 (full blocks and one of 8), 24 -> 4 without bias (three
+ * blocks of 8 input channels, 42 positions), 8 -> 4 on 32 (full blocks only), 32 -> 4 batch 2
+ * on 60 (four blocks of 8 input channels, a last block of 12). The trace must show the
+ * kernel. (tests/tune same_results: the same bits as the padded kernels.) */
+static int pointwise_few(void) {
+    static const int pws[] = {1, 3, 64};
+    const cfg cs[5] = {{1, 16, 3, 3, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {2, 8, 3, 4, 5, 3, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {1, 24, 2, 3, 7, 4, {1, 1, 1}, 1, 0, 1, 0, 0},
+                       {1, 8, 2, 4, 4, 4, {1, 1, 1}, 1, 0, 1, 1, 0},
+                       {2, 32, 2, 3, 5, 4, {1, 1, 1}, 1, 0, 1, 1, 0}};
+    for (int i = 0; i < 3; i++)
+        for (int c = 0; c < 5; c++) {
+            kd_conv_tune t = kd_conv_tune_default;
+            t.vmax = 16, t.small = 1, t.pw = pws[i];
+            char trace[2048], kern[32];
+            kd_conv_tune_force(&t);
+            kd_conv_tune_trace_begin();
+            int rc = run_cfg_as_is(&cs[c], KD_CONV_DIRECT);
+            kd_conv_tune_trace_end(trace, sizeof trace);
+            kd_conv_tune_force(NULL);
+            KD_CHECK(rc == 0, "pointwise %d -> %d, pw %d", cs[c].ci, cs[c].co, pws[i]);
+            snprintf(kern, sizeof kern, "kd_conv3d_pwo_o%d", cs[c].co);
+            KD_CHECK(strstr(trace, kern) != NULL, "pointwise %d -> %d, pw %d: %s did not run (%s)",
+                     cs[c].ci, cs[c].co, pws[i], kern, trace);
+        }
+    return 0;
+}
+
 /* one test per vector width (each well within a test's time under Oclgrind) */
 static int variants_v16(void) { return variants(16); }
 static int variants_v8(void) { return variants(8); }
@@ -636,6 +696,8 @@ int main(int argc, char **argv) {
         {"out24_3_k3_direct", out24_3_k3_direct},       {"in3_8_k3_direct", in3_8_k3_direct},
         {"pw16_4_n2_direct", pw16_4_n2_direct},         {"pw8_3_direct", pw8_3_direct},
         {"out8_4_k3_direct", out8_4_k3_direct},         {"pw8_4_direct", pw8_4_direct},
+        {"in5_16_k3_n2_direct", in5_16_k3_n2_direct},   {"out8_5_s2_direct", out8_5_s2_direct},
+        {"small5", small5}, {"pointwise_few", pointwise_few},
         {"variants_v16", variants_v16}, {"variants_v8", variants_v8},
         {"variants_v1", variants_v1}, {"pointwise", pointwise},
         {"semantics_direct", semantics_direct}, {"semantics_gemm", semantics_gemm},

@@ -282,13 +282,17 @@ typedef struct shape {
 
 /* Shapes that exercise every launch: 3x3x3 stride 1 (forward kernel for both data passes)
  * with sizes that no local size divides, stride 2 (the input-gradient kernel), 2x2x2 down,
- * a 1x1x1 conv to 3 padded channels, large weights (channel-block-outer forward by
- * default), the scalar kernels (5 channels), the transposed conv, a depthwise conv. */
+ * a 1x1x1 conv to 3 padded channels (on the PoCL entry, and any set with float16 vectors
+ * and the few-output kernels, the forward runs on kd_conv3d_pwo_o3: the same bits as the
+ * padded kernels) and to 4 (kd_conv3d_pwo_o4; 105 positions, the last block of 16 partial),
+ * large weights (channel-block-outer forward by default), the scalar kernels (5 channels),
+ * the transposed conv, a depthwise conv. */
 static const shape shapes[] = {
     {"16->16 k3 9x10x11", 16, 16, 9, 10, 11, 3, 1, 1, 1, 0},
     {"5->12 k3 s2", 5, 12, 7, 9, 6, 3, 2, 1, 1, 0},
     {"16->32 k2 s2", 16, 32, 8, 6, 10, 2, 2, 0, 1, 0},
     {"16->3 k1", 16, 3, 6, 7, 5, 1, 1, 0, 1, 0},
+    {"8->4 k1", 8, 4, 3, 5, 7, 1, 1, 0, 1, 0},
     {"32->16 k1", 32, 16, 5, 3, 7, 1, 1, 0, 1, 0},
     {"64->64 k3 (large weights)", 64, 64, 5, 6, 7, 3, 1, 1, 1, 0},
     {"convT 16->8", 16, 8, 3, 4, 5, 2, 2, 0, 1, 1},
