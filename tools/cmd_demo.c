@@ -59,7 +59,10 @@ static void help(FILE *f) {
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
             "  --pseudo-weight W  weight of the loss on those steps\n"
-            "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n\n"
+            "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n"
+            "  --student-loss L   every student's loss (baseline, distilled, oracle): paper\n"
+            "                     (Dice + BCE with background voxels weighed 0.01; the\n"
+            "                     default) or dicebce (Dice + BCE); teachers keep the paper's\n\n"
             "examples:\n"
             "  kdseg demo --quick --out demo-quick\n"
             "  kdseg demo --quick --online --labeled 3 --unlabeled 3 --test 2 --teacher-steps 20 \\\n"
@@ -152,6 +155,12 @@ static int run(int argc, char **argv) {
             if (kd_cli_float("demo", "--pseudo-weight", v, 0, 100, &c.pseudo_weight)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--min-agreement", &v)) {
             if (kd_cli_float("demo", "--min-agreement", v, 0, 1, &c.min_agreement)) return 2;
+        } else if (kd_cli_opt(argc, argv, &i, "--student-loss", &v)) {
+            if (!v || kd_loss_parse(v, &c.student_loss)) {
+                fprintf(stderr, "kdseg demo: --student-loss needs paper, dicebce, bce or mse%s%s\n",
+                        v ? ", not " : "", v ? v : "");
+                return 2;
+            }
         } else if (kd_cli_opt(argc, argv, &i, "--out", &v) && v) {
             c.out = v;
         } else if (kd_cli_opt(argc, argv, &i, "--seed", &v) && v) {

@@ -361,6 +361,9 @@ typedef struct kd_experiment_opts {
     long teacher_steps, student_steps;
     double teacher_lr, student_lr;
     double pseudo_ratio, pseudo_weight, min_agreement;
+    kd_loss_kind student_loss;  /* every student's loss (baseline, distilled, oracle), on
+                                   labeled and annotated cases alike (default: the paper's;
+                                   a recipe's own); the teachers keep the recipe's loss */
     int online;                 /* also a student distilled online */
     int tta;                    /* flips at annotation and test time (0) */
     /* the recipe of every model */

@@ -813,11 +813,11 @@ static int segment_nnunet(void) {
     return 0;
 }
 
-/* The demo end to end (--quick): every stage runs and the table has every row; its
- * output folder has a space in its name (the stages are library calls, no command lines
- * split on spaces). */
+/* The demo end to end (--quick, --student-loss dicebce): every stage runs and the table
+ * has every row; its output folder has a space in its name (the stages are library calls,
+ * no command lines split on spaces); the option reaches every student's checkpoint. */
 static int demo_quick(void) {
-    int r = kdseg("demo --quick --out '%s'", tmp("demo out"));
+    int r = kdseg("demo --quick --student-loss dicebce --out '%s'", tmp("demo out"));
     if (r) show_log();
     KD_CHECK(r == 0, "demo --quick");
     char p[1024], line[1024];
@@ -841,6 +841,20 @@ static int demo_quick(void) {
         snprintf(p, sizeof p, "%s/%s", tmp("demo out"), files[i]);
         KD_CHECK(stat(p, &st) == 0 && st.st_size > 100, "%s", files[i]);
     }
+    /* --student-loss reaches every student (labeled and annotated steps), not the
+     * teachers (the paper's loss, the default for all, checked in demo_user_cases) */
+    KD_DEVICE_OR_FAIL(dev);
+    const char *models[] = {"unet3d", "resnext-se", "student-baseline", "student-distilled", "student-oracle"};
+    for (int k = 0; k < 5; k++) {
+        kd_ckpt_meta meta;
+        kd_model *m = NULL;
+        snprintf(p, sizeof p, "%s/models/%s/last.kds", tmp("demo out"), models[k]);
+        KD_CHECK_OK(kd_checkpoint_load(p, dev, &m, NULL, NULL, &meta));
+        kd_model_free(m);
+        KD_CHECK(!strcmp(meta.loss, k < 2 ? "paper" : "dicebce"), "%s: loss '%s'", p, meta.loss);
+    }
+    KD_CHECK(kdseg("demo --quick --student-loss nonesuch --out '%s'", tmp("demo bad")) == 2,
+             "an unknown --student-loss refused");
     return 0;
 }
 
@@ -1037,6 +1051,8 @@ static int demo_user_cases(void) {
         KD_CHECK_OK(kd_checkpoint_load(ck, dev, &m, NULL, NULL, &meta));
         kd_model_free(m);
         KD_CHECK(!strcmp(meta.recipe, k < 4 ? "real" : ""), "%s: recipe '%s'", ck, meta.recipe);
+        /* every model's loss: the real recipe's and the phantom demo's default (paper) */
+        KD_CHECK(!strcmp(meta.loss, "paper"), "%s: loss '%s'", ck, meta.loss);
     }
     KD_CHECK(kdseg("demo %s --recipe nonesuch --labeled %s --unlabeled %s --test %s --out '%s'", fast, tmp("uL"),
                    tmp("uU1"), tmp("uT"), tmp("user bad")) == 2, "an unknown recipe refused");
