@@ -189,12 +189,11 @@ static kd_status pointwise_forward(kd_device *dev, int r, int ci, int cop, int c
 }
 
 /* Whether the pointwise few-output kernel (kd_conv3d_pwo_*: 16 positions in the lanes)
- * runs this 1x1 forward-like pass: pointwise_ok, co 3 or 4, ci a multiple of 8, float16
- * vectors allowed, and t->small (the few-output-channel kernels). */
+ * runs this 1x1 forward-like pass: pointwise_ok, small_ok for 3 or 4 outputs, and float16
+ * vectors allowed. */
 static int pointwise_few_ok(const kd_conv_tune *t, const int *k, int s, const int *pad, int ci,
                             int co) {
-    return pointwise_ok(t, k, s, pad) && t->small && (co == 3 || co == 4) && ci % 8 == 0 &&
-           t->vmax >= 16;
+    return pointwise_ok(t, k, s, pad) && small_ok(t, ci, co, 4) && t->vmax >= 16;
 }
 
 /* y (r, co) = x (r, ci) . w (ci, co) + b on kd_conv3d_pwo_o<co>: the unpadded weights,
