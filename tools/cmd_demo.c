@@ -156,9 +156,8 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--min-agreement", &v)) {
             if (kd_cli_float("demo", "--min-agreement", v, 0, 1, &c.min_agreement)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--student-loss", &v)) {
-            if (!v || kd_loss_parse(v, &c.student_loss)) {
-                fprintf(stderr, "kdseg demo: --student-loss needs paper, dicebce, bce or mse%s%s\n",
-                        v ? ", not " : "", v ? v : "");
+            if (kd_loss_parse(v ? v : "", &c.student_loss)) {
+                fprintf(stderr, "kdseg demo: --student-loss: %s\n", kd_last_error());
                 return 2;
             }
         } else if (kd_cli_opt(argc, argv, &i, "--out", &v) && v) {

@@ -136,6 +136,12 @@ void kd_exp_recipe(const kd_experiment_opts *o, const char *data, const char *ou
     t->stop = o->stop; /* models train quietly: the experiment reports its stages */
 }
 
+void kd_exp_student_recipe(const kd_experiment_opts *o, const char *data, const char *out, const char *spec,
+                           kd_train_opts *t) {
+    kd_exp_recipe(o, data, out, spec, o->student_steps, o->student_lr, o->seed, t);
+    t->loss = o->student_loss;
+}
+
 kd_status kd_exp_checkpoint(const char *model_dir, char *path, size_t n) {
     kd_status s = kd_path_join(path, n, model_dir, "best.kds");
     if (!s && !kd_exists(path)) s = kd_path_join(path, n, model_dir, "last.kds");
@@ -516,8 +522,7 @@ static kd_status distill(exp_state *x, const char *ann, const char *name, double
     kd_distill_opts_default(&d);
     kd_status s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, name);
     if (s) return s;
-    kd_exp_recipe(o, x->labeled, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &d.train);
-    d.train.loss = o->student_loss;
+    kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &d.train);
     d.unlabeled = x->unlabeled;
     d.annotations = ann;
     d.teachers = ann ? NULL : x->teacher_ptr;
@@ -543,8 +548,7 @@ static kd_status students(exp_state *x, kd_experiment_result *r) {
     kd_progressf(o->progress, o->progress_ctx, "  student (%s), labeled only: %ld steps, loss %s",
                  x->specs[o->nteachers], o->student_steps, kd_loss_name(o->student_loss));
     kd_status s = kd_path_printf(out, sizeof out, "%s/models/student-baseline", o->out);
-    kd_exp_recipe(o, x->labeled, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &to);
-    to.loss = o->student_loss;
+    kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &to);
     if (!s) s = kd_train(x->dev, &to, NULL);
     if (!s && x->truth[0]) {
         /* what the baseline student reaches by itself on the unlabeled cases: the

@@ -25,6 +25,10 @@ kd_status kd_experiment_write(const kd_experiment_result *r, const char *out, co
 /* Every training option of a model: data and out borrowed by t. */
 void kd_exp_recipe(const kd_experiment_opts *o, const char *data, const char *out, const char *spec,
                    long steps, double lr, uint64_t seed, kd_train_opts *t);
+/* A student's: kd_exp_recipe with the students' steps, learning rate, seed and loss
+ * (o->student_loss; the teachers keep the recipe's). */
+void kd_exp_student_recipe(const kd_experiment_opts *o, const char *data, const char *out, const char *spec,
+                           kd_train_opts *t);
 /* Inference and post-processing of segmentations and annotations. */
 void kd_exp_ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e);
 /* MODEL_DIR/best.kds, or last.kds where no validation chose a best. */

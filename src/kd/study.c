@@ -228,15 +228,13 @@ static kd_status student(study_seed *x, int L, int pool, const char *name) {
                  pool ? " + annotated cases" : " cases", o->student_steps);
     if (!pool) {
         kd_train_opts to;
-        kd_exp_recipe(o, data, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &to);
-        to.loss = o->student_loss;
+        kd_exp_student_recipe(o, data, out, x->specs[o->nteachers], &to);
         resume_started(&to);
         return kd_train(x->dev, &to, NULL);
     }
     kd_distill_opts d;
     kd_distill_opts_default(&d);
-    kd_exp_recipe(o, data, out, x->specs[o->nteachers], o->student_steps, o->student_lr, o->seed, &d.train);
-    d.train.loss = o->student_loss;
+    kd_exp_student_recipe(o, data, out, x->specs[o->nteachers], &d.train);
     resume_started(&d.train);
     if ((s = kd_path_printf(unl, sizeof unl, "%s/data/pool-%d", x->root, pool)) ||
         (s = kd_path_printf(ann, sizeof ann, "%s/annotations", x->root)))

@@ -855,6 +855,7 @@ static int demo_quick(void) {
     }
     KD_CHECK(kdseg("demo --quick --student-loss nonesuch --out '%s'", tmp("demo bad")) == 2,
              "an unknown --student-loss refused");
+    KD_CHECK(log_has("unknown loss 'nonesuch' (paper"), "the refusal names the value and the losses");
     return 0;
 }
 
