@@ -120,7 +120,7 @@ static int run(int argc, char **argv) {
         else if (kd_cli_flag(argv, i, "--online")) c.online = 1;
         else if (kd_cli_opt(argc, argv, &i, "--labeled", &v)) {
             if (v && !is_count(v)) c.labeled_dir = v;
-            else if (kd_cli_int("demo", "--labeled", v, 3, 10000, &c.labeled)) return 2;
+            else if (kd_cli_int("demo", "--labeled", v, 1, 10000, &c.labeled)) return 2;
         } else if (kd_cli_opt(argc, argv, &i, "--unlabeled", &v)) {
             if (v && !is_count(v)) {
                 if (c.nunlabeled_dirs == KD_EXPERIMENT_MAX_DIRS) {

@@ -856,6 +856,11 @@ static int demo_quick(void) {
     KD_CHECK(kdseg("demo --quick --student-loss nonesuch --out '%s'", tmp("demo bad")) == 2,
              "an unknown --student-loss refused");
     KD_CHECK(log_has("unknown loss 'nonesuch' (paper"), "the refusal names the value and the losses");
+    /* as few labeled cases as leave one to train on: 2 with --val-cases 2 are refused
+     * by the experiment (nothing written), not by a fixed minimum of the command */
+    KD_CHECK(kdseg("demo --quick --labeled 2 --out '%s'", tmp("demo two")) == 2 &&
+                 log_has("2 labeled cases (2 held out)") && access(tmp("demo two"), F_OK) != 0,
+             "--labeled 2 with 2 validation cases refused, nothing written");
     return 0;
 }
 
