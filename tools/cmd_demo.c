@@ -57,6 +57,9 @@ static void help(FILE *f) {
             "                     count; anything else: a folder, as above)\n"
             "  --size N           phantom volume N^3 voxels   --patch N  training patch N^3\n"
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
+            "  --student-runs N   train the baseline and the distilled student N times (run\n"
+            "                     k > 1 with seed 100 + k - 1) and compare each test case's\n"
+            "                     Dice averaged over the runs (default 1)\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
             "  --pseudo-weight W  weight of the loss on those steps\n"
             "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n"
@@ -146,6 +149,9 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--teacher-steps", &v)) {
             if (kd_cli_int("demo", "--teacher-steps", v, 1, 10000000, &n)) return 2;
             c.teacher_steps = n;
+        } else if (kd_cli_opt(argc, argv, &i, "--student-runs", &v)) {
+            if (kd_cli_int("demo", "--student-runs", v, 1, KD_EXPERIMENT_MAX_RUNS, &n)) return 2;
+            c.student_runs = n;
         } else if (kd_cli_opt(argc, argv, &i, "--student-steps", &v)) {
             if (kd_cli_int("demo", "--student-steps", v, 1, 10000000, &n)) return 2;
             c.student_steps = n;

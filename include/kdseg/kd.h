@@ -337,6 +337,7 @@ kd_paired kd_eval_paired(const kd_eval_result *a, const kd_eval_result *b);
 
 #define KD_EXPERIMENT_MAX_TEACHERS 6
 #define KD_EXPERIMENT_MAX_DIRS 8
+#define KD_EXPERIMENT_MAX_RUNS 8
 
 /* Every option of the experiment, the training recipe included: it does not follow the
  * train command's defaults. */
@@ -364,6 +365,12 @@ typedef struct kd_experiment_opts {
     kd_loss_kind student_loss;  /* every student's loss (baseline, distilled, oracle), on
                                    labeled and annotated cases alike (default: the paper's;
                                    a recipe's own); the teachers keep the recipe's loss */
+    int student_runs;           /* the baseline and the distilled student are each trained
+                                   this many times (1 to KD_EXPERIMENT_MAX_RUNS), run 1 with
+                                   seed, run k > 1 with seed 100 + k - 1: with few labeled
+                                   cases one student's test Dice moves with its own seed
+                                   alone, so the verdict compares each test case's Dice
+                                   averaged over the runs (1: one run, as before) */
     int online;                 /* also a student distilled online */
     int tta;                    /* flips at annotation and test time (0) */
     /* the recipe of every model */
@@ -399,17 +406,27 @@ kd_status kd_experiment_opts_recipe(kd_experiment_opts *o, const char *name);
 typedef struct kd_experiment_model {
     char name[64];
     kd_eval_result *eval;       /* on the test cases */
+    int run;                    /* 0: a model of its own; with student_runs > 1, k >= 1: run k
+                                   of the baseline or distilled student ("student-baseline",
+                                   "student-baseline-2", ...), -1: each test case's metrics
+                                   averaged over those runs ("student-baseline-mean"; no
+                                   model or segmentation of its own) */
 } kd_experiment_model;
 
 typedef struct kd_experiment_result {
-    int nmodels;                /* the teachers, "ensemble", "student-baseline",
-                                   "student-distilled", "student-oracle", "student-online" */
-    kd_experiment_model models[KD_EXPERIMENT_MAX_TEACHERS + 5];
+    int nmodels;                /* the teachers, "ensemble", "student-baseline" (its runs and
+                                   their mean), "student-distilled" (likewise),
+                                   "student-oracle", "student-online" */
+    kd_experiment_model models[KD_EXPERIMENT_MAX_TEACHERS + 5 + 2 * KD_EXPERIMENT_MAX_RUNS];
     int nteachers, ensemble, baseline, distilled, oracle, online; /* indices (oracle, online:
-                                   -1 when not run) */
+                                   -1 when not run); with several runs, baseline and
+                                   distilled are the "-mean" entries */
+    int runs;                   /* student runs; their indices: */
+    int baseline_runs[KD_EXPERIMENT_MAX_RUNS], distilled_runs[KD_EXPERIMENT_MAX_RUNS];
     double annotations[4];      /* the ensemble's annotations against the unlabeled cases'
                                    hidden truth: Dice WT, TC, ET, mean (-1: no truth known) */
-    double baseline_unlabeled[4]; /* the baseline student on the same cases (-1 likewise) */
+    double baseline_unlabeled[4]; /* the baseline student on the same cases (the mean over its
+                                   runs; -1 likewise) */
     kd_sched_report online_sched;
     double seconds;
 } kd_experiment_result;

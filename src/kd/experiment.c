@@ -44,6 +44,7 @@ void kd_experiment_opts_default(kd_experiment_opts *o) {
      * students (--student-loss dicebce) was measured and not adopted: distilled 0.621 ->
      * 0.766 on seed 2, 0.795 -> 0.676 on seed 1 (README, "What the demo does") */
     o->student_loss = KD_LOSS_PAPER;
+    o->student_runs = 1;
     o->patch = 32, o->batch = 2, o->val_cases = 2, o->margin = 50;
     o->val_every = 100;
     o->fg_fraction = 0.5f;
@@ -515,7 +516,7 @@ static kd_status annotate(exp_state *x, kd_experiment_result *r) {
 /* A student distilled from the unlabeled pool and the labels in ANN (offline) or the
  * teachers (online, ann NULL). */
 static kd_status distill(exp_state *x, const char *ann, const char *name, double min_agreement,
-                         kd_experiment_result *r) {
+                         uint64_t seed, kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
     char out[KD_PATH_MAX];
     kd_distill_opts d;
@@ -523,6 +524,7 @@ static kd_status distill(exp_state *x, const char *ann, const char *name, double
     kd_status s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, name);
     if (s) return s;
     kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &d.train);
+    d.train.seed = seed;
     d.unlabeled = x->unlabeled;
     d.annotations = ann;
     d.teachers = ann ? NULL : x->teacher_ptr;
@@ -541,54 +543,73 @@ static kd_status distill(exp_state *x, const char *ann, const char *name, double
     return s;
 }
 
+/* The seed of a student's run k (0-based): the experiment's for the first, 100 + k after. */
+static uint64_t run_seed(const kd_experiment_opts *o, int k) { return k ? 100 + (uint64_t)k : o->seed; }
+
 static kd_status students(exp_state *x, kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
-    char out[KD_PATH_MAX], ckpt[KD_PATH_MAX], pred[KD_PATH_MAX], ann[KD_PATH_MAX];
-    kd_train_opts to;
-    kd_progressf(o->progress, o->progress_ctx, "  student (%s), labeled only: %ld steps, loss %s",
-                 x->specs[o->nteachers], o->student_steps, kd_loss_name(o->student_loss));
-    kd_status s = kd_path_printf(out, sizeof out, "%s/models/student-baseline", o->out);
-    kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &to);
-    if (!s) s = kd_train(x->dev, &to, NULL);
+    char out[KD_PATH_MAX], ckpt[KD_PATH_MAX], pred[KD_PATH_MAX], ann[KD_PATH_MAX], run[32] = "";
+    kd_status s = KD_OK;
+    double bu[4] = {0, 0, 0, 0};
+    for (int k = 0; k < r->runs && !s; k++) {
+        const char *name = r->models[r->baseline_runs[k]].name;
+        kd_train_opts to;
+        if (r->runs > 1) snprintf(run, sizeof run, ", run %d of %d", k + 1, r->runs);
+        kd_progressf(o->progress, o->progress_ctx, "  student (%s), labeled only: %ld steps, loss %s%s",
+                     x->specs[o->nteachers], o->student_steps, kd_loss_name(o->student_loss), run);
+        s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, name);
+        kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &to);
+        to.seed = run_seed(o, k);
+        if (!s) s = kd_train(x->dev, &to, NULL);
+        if (!s && x->truth[0]) {
+            /* what the baseline student reaches by itself on the unlabeled cases: the
+             * annotations teach it something only where they are better than that */
+            kd_segment_opts so;
+            kd_segment_opts_default(&so);
+            kd_exp_ensemble_recipe(o, &so.e);
+            const char *one[1] = {ckpt};
+            double m[4];
+            so.e.models = one;
+            so.e.nmodels = 1;
+            so.dataset = x->unlabeled;
+            so.out = pred;
+            if (!s) s = kd_exp_checkpoint(out, ckpt, sizeof ckpt);
+            if (!s) s = kd_path_printf(pred, sizeof pred, "%s/pred-unlabeled/%s", o->out, name);
+            if (!s) s = kd_segment(x->dev, &so);
+            if (!s) s = score_unlabeled(x, pred, m);
+            for (int g = 0; !s && g < 4; g++) bu[g] += m[g] / r->runs;
+        }
+    }
     if (!s && x->truth[0]) {
-        /* what the baseline student reaches by itself on the unlabeled cases: the
-         * annotations teach it something only where they are better than that */
-        kd_segment_opts so;
-        kd_segment_opts_default(&so);
-        kd_exp_ensemble_recipe(o, &so.e);
-        const char *one[1] = {ckpt};
-        so.e.models = one;
-        so.e.nmodels = 1;
-        so.dataset = x->unlabeled;
-        so.out = pred;
-        if (!s) s = kd_exp_checkpoint(out, ckpt, sizeof ckpt);
-        if (!s) s = kd_path_printf(pred, sizeof pred, "%s/pred-unlabeled/student-baseline", o->out);
-        if (!s) s = kd_segment(x->dev, &so);
-        if (!s) s = score_unlabeled(x, pred, r->baseline_unlabeled);
-        if (s) return s;
-        const double *a = r->annotations, *b = r->baseline_unlabeled;
+        double *b = r->baseline_unlabeled;
+        const double *a = r->annotations;
+        for (int g = 0; g < 4; g++) b[g] = bu[g];
         kd_progressf(o->progress, o->progress_ctx,
-                     "  the baseline student on the same unlabeled cases: Dice WT %.3f, TC %.3f, ET %.3f "
-                     "(mean %.3f): the annotations are %+.3f from it", b[0], b[1], b[2], b[3], a[3] - b[3]);
+                     "  the baseline student%s on the same unlabeled cases: Dice WT %.3f, TC %.3f, ET %.3f "
+                     "(mean %.3f): the annotations are %+.3f from it", r->runs > 1 ? " (mean of its runs)" : "",
+                     b[0], b[1], b[2], b[3], a[3] - b[3]);
     }
     if (s) return s;
-    kd_progressf(o->progress, o->progress_ctx,
-                 "  student distilled offline (labeled + %sensemble-annotated cases): %ld steps",
-                 x->user ? "the " : "", o->student_steps);
-    if ((s = kd_path_printf(ann, sizeof ann, "%s/annotations", o->out)) ||
-        (s = distill(x, ann, "student-distilled", o->min_agreement, r)))
-        return s;
+    if ((s = kd_path_printf(ann, sizeof ann, "%s/annotations", o->out))) return s;
+    for (int k = 0; k < r->runs && !s; k++) {
+        if (r->runs > 1) snprintf(run, sizeof run, ", run %d of %d", k + 1, r->runs);
+        kd_progressf(o->progress, o->progress_ctx,
+                     "  student distilled offline (labeled + %sensemble-annotated cases): %ld steps%s",
+                     x->user ? "the " : "", o->student_steps, run);
+        s = distill(x, ann, r->models[r->distilled_runs[k]].name, o->min_agreement, run_seed(o, k), r);
+    }
+    if (s) return s;
     if (r->oracle >= 0) {
         kd_progressf(o->progress, o->progress_ctx,
                      "  oracle student (labeled + the same unlabeled cases with their hidden true labels): "
                      "%ld steps", o->student_steps);
-        if ((s = distill(x, x->oracle, "student-oracle", 0, r))) return s;
+        if ((s = distill(x, x->oracle, "student-oracle", 0, o->seed, r))) return s;
     }
     if (o->online) {
         kd_progressf(o->progress, o->progress_ctx,
                      "  student distilled online (teachers run on each unlabeled patch): %ld steps",
                      o->student_steps);
-        s = distill(x, NULL, "student-online", 0, r);
+        s = distill(x, NULL, "student-online", 0, o->seed, r);
     }
     return s;
 }
@@ -625,6 +646,7 @@ static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
     const char *one[1] = {ckpt};
     for (int m = 0; m < r->nmodels && !s; m++) {
         char dir[KD_PATH_MAX];
+        if (r->models[m].run < 0) continue; /* the mean of runs: below */
         if (m > r->ensemble) {
             kd_progressf(o->progress, o->progress_ctx, "  %s", r->models[m].name);
             so.e.models = one;
@@ -638,6 +660,11 @@ static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
         if (!(s = kd_path_printf(out, sizeof out, "%s/pred/%s", o->out, r->models[m].name)))
             s = kd_exp_evaluate(out, x->test, &r->models[m].eval);
     }
+    const kd_eval_result *ev[KD_EXPERIMENT_MAX_RUNS];
+    for (int k = 0; !s && r->runs > 1 && k < r->runs; k++) ev[k] = r->models[r->baseline_runs[k]].eval;
+    if (!s && r->runs > 1) s = kd_exp_mean_eval(ev, r->runs, &r->models[r->baseline].eval);
+    for (int k = 0; !s && r->runs > 1 && k < r->runs; k++) ev[k] = r->models[r->distilled_runs[k]].eval;
+    if (!s && r->runs > 1) s = kd_exp_mean_eval(ev, r->runs, &r->models[r->distilled].eval);
     return s;
 }
 
@@ -657,6 +684,9 @@ static kd_status check_opts(const kd_experiment_opts *o) {
     for (int d = 0; d < o->nunlabeled_dirs; d++)
         if (!o->unlabeled_dirs[d]) return kd_fail(KD_ERR_INVALID_ARG, "experiment: unlabeled folder %d", d);
     if (o->recipe && !kd_recipe_find(o->recipe)) return KD_ERR_INVALID_ARG; /* it named the known ones */
+    if (o->student_runs < 0 || o->student_runs > KD_EXPERIMENT_MAX_RUNS)
+        return kd_fail(KD_ERR_INVALID_ARG, "experiment: %d student runs (1 to %d)", o->student_runs,
+                       KD_EXPERIMENT_MAX_RUNS);
     if (user) return o->val_cases >= 0 ? KD_OK : kd_fail(KD_ERR_INVALID_ARG, "experiment: %d validation "
                                                           "cases", o->val_cases);
     if (o->labeled - o->val_cases < 1 || o->unlabeled < 1 || o->test < 1)
@@ -675,8 +705,22 @@ static void name_models(exp_state *x, kd_experiment_result *r) {
     for (int t = 0; t < o->nteachers; t++) snprintf(r->models[t].name, 64, "%s", o->teacher_names[t]);
     int m = o->nteachers;
     r->ensemble = m, snprintf(r->models[m++].name, 64, "ensemble");
-    r->baseline = m, snprintf(r->models[m++].name, 64, "student-baseline");
-    r->distilled = m, snprintf(r->models[m++].name, 64, "student-distilled");
+    r->runs = o->student_runs > 1 ? o->student_runs : 1;
+    for (int kind = 0; kind < 2; kind++) { /* the baseline's runs and their mean, the distilled's */
+        const char *base = kind ? "student-distilled" : "student-baseline";
+        int *runs = kind ? r->distilled_runs : r->baseline_runs;
+        for (int k = 0; k < r->runs; k++) {
+            runs[k] = m;
+            r->models[m].run = r->runs > 1 ? k + 1 : 0;
+            if (k) snprintf(r->models[m++].name, 64, "%s-%d", base, k + 1);
+            else snprintf(r->models[m++].name, 64, "%s", base);
+        }
+        if (r->runs > 1) {
+            r->models[m].run = -1;
+            snprintf(r->models[m].name, 64, "%s-mean", base);
+        }
+        *(kind ? &r->distilled : &r->baseline) = r->runs > 1 ? m++ : runs[0];
+    }
     r->oracle = x->oracle[0] ? m : -1;
     if (x->oracle[0]) snprintf(r->models[m++].name, 64, "student-oracle");
     r->online = o->online ? m : -1;

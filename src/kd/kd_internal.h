@@ -35,6 +35,9 @@ void kd_exp_ensemble_recipe(const kd_experiment_opts *o, kd_ensemble_opts *e);
 kd_status kd_exp_checkpoint(const char *model_dir, char *path, size_t n);
 /* spec with ":in=C" for data of C != 4 channels (unless spec names in=). */
 kd_status kd_exp_spec(const char *spec, int channels, char *buf, size_t n);
+/* Each case's metrics averaged over n evaluations of the same cases (a student's runs):
+ * names from the first; an evaluation of other cases is KD_ERR_INVALID_ARG (report.c). */
+kd_status kd_exp_mean_eval(const kd_eval_result *const *ev, int n, kd_eval_result **out);
 /* The label maps in pred evaluated against the labeled cases (or label maps) of ref. */
 kd_status kd_exp_evaluate(const char *pred, const char *ref, kd_eval_result **ev);
 /* A link at `link` to `target` (made absolute), replacing an old one. */

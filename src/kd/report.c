@@ -41,6 +41,47 @@ kd_paired kd_eval_paired(const kd_eval_result *a, const kd_eval_result *b) {
     return p;
 }
 
+kd_status kd_exp_mean_eval(const kd_eval_result *const *ev, int n, kd_eval_result **out) {
+    *out = NULL;
+    if (n < 1) return kd_fail(KD_ERR_INVALID_ARG, "mean of evaluations: none given");
+    int nc = ev[0]->n_cases;
+    for (int k = 1; k < n; k++) {
+        int same = ev[k]->n_cases == nc;
+        for (int i = 0; same && i < nc; i++) same = !strcmp(ev[k]->cases[i].name, ev[0]->cases[i].name);
+        if (!same) return kd_fail(KD_ERR_INVALID_ARG, "mean of evaluations: run %d scored other cases", k + 1);
+    }
+    kd_eval_result *r = calloc(1, sizeof *r);
+    if (r) r->cases = calloc((size_t)(nc ? nc : 1), sizeof *r->cases);
+    if (!r || !r->cases) {
+        free(r);
+        return kd_fail(KD_ERR_OUT_OF_MEMORY, "mean of evaluations");
+    }
+    for (int i = 0; i < nc; i++, r->n_cases++) {
+        kd_eval_case *c = &r->cases[i];
+        if (!(c->name = strdup(ev[0]->cases[i].name))) {
+            kd_eval_result_free(r);
+            return kd_fail(KD_ERR_OUT_OF_MEMORY, "mean of evaluations");
+        }
+        c->status = KD_EVAL_OK;
+        for (int g = 0; g < KD_REGION_COUNT; g++) {
+            kd_metrics *m = &c->region[g];
+            double tp = 0, fp = 0, fn = 0, tn = 0, vp = 0, vr = 0;
+            for (int k = 0; k < n; k++) {
+                const kd_metrics *e = &ev[k]->cases[i].region[g];
+                m->dice += e->dice / n, m->hd95 += e->hd95 / n;
+                m->sensitivity += e->sensitivity / n, m->specificity += e->specificity / n;
+                m->vol_pred_mm3 += e->vol_pred_mm3 / n, m->vol_ref_mm3 += e->vol_ref_mm3 / n;
+                tp += (double)e->tp / n, fp += (double)e->fp / n, fn += (double)e->fn / n;
+                tn += (double)e->tn / n, vp += (double)e->vol_pred / n, vr += (double)e->vol_ref / n;
+            }
+            m->tp = llround(tp), m->fp = llround(fp), m->fn = llround(fn), m->tn = llround(tn);
+            m->vol_pred = llround(vp), m->vol_ref = llround(vr);
+        }
+    }
+    *out = r;
+    return KD_OK;
+}
+
 /* "mean ± std" of a region's Dice or HD95 over the cases. */
 static void summary_cell(char *buf, size_t n, const kd_eval_result *ev, int region, int hd) {
     double *x = malloc((size_t)(ev->n_cases ? ev->n_cases : 1) * sizeof *x);
@@ -99,13 +140,14 @@ static kd_status boxplot(const char *out, const kd_experiment_result *r) {
     enum { M = KD_EXPERIMENT_MAX_TEACHERS + 5 };
     const char *names[M];
     const double *vals[3 * M];
-    int counts[3 * M], n = r->nmodels, nc = r->models[0].eval->n_cases;
+    int counts[3 * M], shown[M], n = 0, nc = r->models[0].eval->n_cases;
     double *store = malloc(sizeof(double) * 3 * M * (size_t)(nc + 1));
     if (!store) return kd_fail(KD_ERR_OUT_OF_MEMORY, "box plot");
-    for (int m = 0; m < n; m++) names[m] = r->models[m].name;
+    for (int m = 0; m < r->nmodels && n < M; m++) /* a student's runs: their mean stands for them */
+        if (r->models[m].run <= 0) shown[n] = m, names[n++] = r->models[m].name;
     for (int g = 0; g < 3; g++)
         for (int m = 0; m < n; m++) {
-            const kd_eval_result *ev = r->models[m].eval;
+            const kd_eval_result *ev = r->models[shown[m]].eval;
             double *v = store + (size_t)(g * n + m) * (nc + 1);
             for (int i = 0; i < ev->n_cases && i <= nc; i++) v[i] = ev->cases[i].region[g].dice;
             vals[g * n + m] = v;
@@ -138,7 +180,9 @@ static kd_status example(const char *out, const kd_experiment_result *r, const c
     kd_status s = kd_dataset_open(test, &dopts, &ds);
     if (s) return s;
     const char *name = kd_dataset_case_name(ds, 0);
-    int vol, n = r->nmodels, chan = 0;
+    int vol, n = 0, chan = 0, shown[M];
+    for (int m = 0; m < r->nmodels && n < M; m++) /* of a student's runs, the first */
+        if (r->models[m].run == 0 || r->models[m].run == 1) shown[n++] = m;
     for (int k = 0; k < kd_dataset_channels(ds); k++)
         if (!strcmp(kd_modality_name(kd_dataset_modality(ds, k)), "flair")) chan = k;
     const char *flair = kd_dataset_case_image(ds, 0, chan, &vol);
@@ -150,7 +194,7 @@ static kd_status example(const char *out, const kd_experiment_result *r, const c
     int D = ref->d, H = ref->h, W = ref->w;
     for (int m = 0; m < n; m++) {
         char p[KD_PATH_MAX];
-        if ((s = kd_path_printf(p, sizeof p, "%s/pred/%s/%s.nii.gz", out, r->models[m].name, name)) ||
+        if ((s = kd_path_printf(p, sizeof p, "%s/pred/%s/%s.nii.gz", out, r->models[shown[m]].name, name)) ||
             (s = kd_label_map_read(p, &pred[m])))
             goto done;
     }
@@ -176,7 +220,7 @@ static kd_status example(const char *out, const kd_experiment_result *r, const c
     for (int m = -1; m < n; m++) {
         const uint8_t *lab = (m < 0 ? ref : pred[m])->labels + (size_t)zbest * H * W;
         int x0 = (m + 1) * cw + 4;
-        kd_canvas_text(&c, x0, top + 4, m < 0 ? "reference" : r->models[m].name, 0x000000, 1);
+        kd_canvas_text(&c, x0, top + 4, m < 0 ? "reference" : r->models[shown[m]].name, 0x000000, 1);
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) {
                 float g = slice[(size_t)y * W + x] / mx;
@@ -236,6 +280,16 @@ void kd_experiment_print(const kd_experiment_result *r, FILE *f) {
     }
     fprintf(f, "\nmean Dice over WT, TC, ET: ensemble %.3f, best teacher %.3f, student baseline %.3f, "
                "student distilled %.3f\n", me, best_t, mb, md);
+    if (r->runs > 1) {
+        fprintf(f, "the students' %d runs (seeds differ; the verdicts below compare each test case's Dice "
+                   "averaged over them):", r->runs);
+        for (int kind = 0; kind < 2; kind++) {
+            fprintf(f, "%s", kind ? "; distilled" : " baseline");
+            for (int k = 0; k < r->runs; k++)
+                fprintf(f, " %.3f", kd_eval_mean_dice(r->models[(kind ? r->distilled_runs : r->baseline_runs)[k]].eval, 3));
+        }
+        fprintf(f, "\n");
+    }
     if (r->oracle >= 0)
         fprintf(f, "oracle student (the unlabeled cases with their true labels) %.3f\n",
                 kd_eval_mean_dice(r->models[r->oracle].eval, 3));

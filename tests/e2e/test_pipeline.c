@@ -864,6 +864,64 @@ static int demo_quick(void) {
     return 0;
 }
 
+/* Dice of MODEL on CASE in a results.csv (WT, TC, ET); 0 when found. */
+static int results_dice(const char *csv, const char *model, const char *cs, double d[3]) {
+    FILE *f = fopen(csv, "r");
+    char line[1024], m[128], c[128];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f))
+        found = sscanf(line, "%127[^,],%127[^,],%lf,%lf,%lf", m, c, &d[0], &d[1], &d[2]) == 5 &&
+                !strcmp(m, model) && !strcmp(c, cs);
+    if (f) fclose(f);
+    return found ? 0 : -1;
+}
+
+/* --student-runs 2: each student trained twice (run 2 with seed 101, recorded in its
+ * checkpoint), the "-mean" rows each case's Dice averaged over the runs, the runs named in
+ * the verdict's lines; out-of-range counts refused. */
+static int demo_runs(void) {
+    const char *out = tmp("demo runs");
+    int r = kdseg("demo --quick --student-runs 2 --unlabeled 3 --test 3 --teacher-steps 8 --student-steps 10 "
+                  "--out '%s'", out);
+    if (r) show_log();
+    KD_CHECK(r == 0, "demo --student-runs 2");
+    KD_CHECK(log_has("the students' 2 runs"), "the runs reported");
+    char csv[1024];
+    snprintf(csv, sizeof csv, "%s/results.csv", out);
+    const char *cases[3] = {"KDPhantom_2000", "KDPhantom_2001", "KDPhantom_2002"};
+    for (int kind = 0; kind < 2; kind++) {
+        const char *base = kind ? "student-distilled" : "student-baseline";
+        char two[64], mean[64];
+        snprintf(two, sizeof two, "%s-2", base);
+        snprintf(mean, sizeof mean, "%s-mean", base);
+        for (int c = 0; c < 3; c++) {
+            double a[3], b[3], m[3];
+            KD_CHECK(!results_dice(csv, base, cases[c], a) && !results_dice(csv, two, cases[c], b) &&
+                         !results_dice(csv, mean, cases[c], m), "%s rows for %s", base, cases[c]);
+            for (int g = 0; g < 3; g++)
+                KD_CHECK(fabs(m[g] - (a[g] + b[g]) / 2) < 1e-3, "%s %s region %d: mean %.4f of %.4f and %.4f",
+                         mean, cases[c], g, m[g], a[g], b[g]);
+        }
+    }
+    KD_DEVICE_OR_FAIL(dev);
+    const char *models[3] = {"student-baseline", "student-baseline-2", "student-distilled-2"};
+    const uint64_t seeds[3] = {1, 101, 101};
+    for (int k = 0; k < 3; k++) {
+        char p[1024];
+        kd_ckpt_meta meta;
+        kd_model *m = NULL;
+        snprintf(p, sizeof p, "%s/models/%s/last.kds", out, models[k]);
+        KD_CHECK_OK(kd_checkpoint_load(p, dev, &m, NULL, NULL, &meta));
+        kd_model_free(m);
+        KD_CHECK(meta.seed == seeds[k], "%s: seed %llu, expected %llu", p, (unsigned long long)meta.seed,
+                 (unsigned long long)seeds[k]);
+    }
+    KD_CHECK(kdseg("demo --quick --student-runs 9 --out '%s'", tmp("runs bad")) == 2 &&
+                 kdseg("demo --quick --student-runs 0 --out '%s'", tmp("runs bad")) == 2,
+             "--student-runs outside 1..8 refused");
+    return 0;
+}
+
 /* Numbers of one study.md row "| KIND | L | U | L+U | m ± se | ...": the first column
  * that starts with kind, labeled L, annotated U; its mean and standard error. */
 static int md_row(const char *path, const char *kind, int L, int U, double *mean, double *se) {
@@ -1090,6 +1148,7 @@ int main(int argc, char **argv) {
         {"distill_min_agreement", distill_min_agreement},
         {"bad_inputs_cli", bad_inputs_cli},
         {"demo_quick", demo_quick},
+        {"demo_runs", demo_runs},
         {"study_quick", study_quick},
         {"demo_user_cases", demo_user_cases},
     };
