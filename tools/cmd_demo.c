@@ -17,13 +17,14 @@ static void help(FILE *f) {
             "       kdseg demo --study [study options]   (kdseg study --help)\n\n"
             "The paper's experiment on a built-in synthetic cohort, or on your cases:\n"
             "  1. generate labeled, unlabeled and test phantom cases (or read yours; by\n"
-            "     default 4 labeled (2 train, 2 validate), 24 unlabeled, 24 test cases of 64^3;\n"
-            "     teachers 800 steps, students 2000, 80%% of the distilled student's steps\n"
-            "     from annotated cases);\n"
+            "     default 2 labeled, 24 unlabeled, 24 test cases of 64^3; teachers and\n"
+            "     students 2000 steps, every model keeps its last checkpoint, 80%% of the\n"
+            "     distilled student's steps from annotated cases);\n"
             "  2. train three heterogeneous teachers (unet3d, cascade, resnext-se);\n"
             "  3. annotate the unlabeled cases with the teacher ensemble;\n"
             "  4. train the ResUNet student on the labeled cases only (baseline) and distil a\n"
-            "     second student on labeled + ensemble-annotated cases (offline; with --online\n"
+            "     second student on labeled + ensemble-annotated cases, each three times with\n"
+            "     different seeds (--student-runs; offline; with --online\n"
             "     also one distilled online through the device scheduler), and an oracle\n"
             "     student the same way on the unlabeled cases' hidden true labels: the most\n"
             "     distillation could gain from those cases;\n"
@@ -32,7 +33,7 @@ static void help(FILE *f) {
             "  6. print the paper's table (Dice and HD95 per region, mean ± std), write\n"
             "     results.csv, results.md, dice_boxplot.png and example.png into DIR.\n\n"
             "  --quick      a smaller run (used by the tests; about 1 minute here)\n"
-            "  --long       twice the steps of the default (teachers 1600, students 4000)\n"
+            "  --long       twice the steps of the default (teachers and students 4000)\n"
             "  --out DIR    output folder (default kdseg-demo)\n"
             "  --seed S     cohort and training seed (default 1)\n\n"
             "your cases (any supported layout; the same stages, table and plots):\n"
@@ -45,8 +46,8 @@ static void help(FILE *f) {
             "  --test DIR        labeled test cases (no case may be in two sets)\n"
             "  --modalities LIST e.g. t1ce,flair: the channels every model takes (default\n"
             "                    t1,t1ce,t2,flair)\n"
-            "  --val-cases N     labeled cases held out for validation (default 2 on phantoms,\n"
-            "                    0 on your cases: every model keeps its last checkpoint)\n"
+            "  --val-cases N     labeled cases held out for validation (default 0: every\n"
+            "                    model keeps its last checkpoint; --quick: 2)\n"
             "  --recipe NAME     every model's training recipe: real (the default on your\n"
             "                    cases: 64^3 patches, 600 steps, class-balanced tumour centres,\n"
             "                    nnU-Net's augmentation, no tumour outside the brain; kdseg\n"
@@ -59,7 +60,8 @@ static void help(FILE *f) {
             "  --teacher-steps N --student-steps N  training steps of each teacher / student\n"
             "  --student-runs N   train the baseline and the distilled student N times (run\n"
             "                     k > 1 with seed 100 + k - 1) and compare each test case's\n"
-            "                     Dice averaged over the runs (default 1)\n"
+            "                     Dice averaged over the runs (default 3; 1 on your cases\n"
+            "                     and with --quick)\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
             "  --pseudo-weight W  weight of the loss on those steps\n"
             "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n"
@@ -89,7 +91,7 @@ static int run(int argc, char **argv) {
         }
     kd_experiment_opts c;
     kd_experiment_opts_default(&c);
-    int quick = 0, lng = 0, n, val_given = 0;
+    int quick = 0, lng = 0, n, val_given = 0, runs_given = 0;
     for (int i = 1; i < argc; i++) { /* presets first: the size options below override them */
         quick |= kd_cli_flag(argv, i, "--quick");
         lng |= kd_cli_flag(argv, i, "--long");
@@ -151,7 +153,7 @@ static int run(int argc, char **argv) {
             c.teacher_steps = n;
         } else if (kd_cli_opt(argc, argv, &i, "--student-runs", &v)) {
             if (kd_cli_int("demo", "--student-runs", v, 1, KD_EXPERIMENT_MAX_RUNS, &n)) return 2;
-            c.student_runs = n;
+            c.student_runs = n, runs_given = 1;
         } else if (kd_cli_opt(argc, argv, &i, "--student-steps", &v)) {
             if (kd_cli_int("demo", "--student-steps", v, 1, 10000000, &n)) return 2;
             c.student_steps = n;
@@ -181,6 +183,7 @@ static int run(int argc, char **argv) {
         return 2;
     }
     if (user && !val_given) c.val_cases = 0;
+    if (user && !runs_given) c.student_runs = 1; /* a real-data student: minutes of CPU each */
     if (!user && c.patch > c.size) {
         fprintf(stderr, "kdseg demo: --patch %d is larger than the volume (--size %d)\n", c.patch, c.size);
         return 2;
