@@ -666,11 +666,12 @@ static kd_status test_cases(exp_state *x, kd_experiment_result *r) {
         if (!(s = kd_path_printf(out, sizeof out, "%s/pred/%s", o->out, r->models[m].name)))
             s = kd_exp_evaluate(out, x->test, &r->models[m].eval);
     }
-    const kd_eval_result *ev[KD_EXPERIMENT_MAX_RUNS];
-    for (int k = 0; !s && r->runs > 1 && k < r->runs; k++) ev[k] = r->models[r->baseline_runs[k]].eval;
-    if (!s && r->runs > 1) s = kd_exp_mean_eval(ev, r->runs, &r->models[r->baseline].eval);
-    for (int k = 0; !s && r->runs > 1 && k < r->runs; k++) ev[k] = r->models[r->distilled_runs[k]].eval;
-    if (!s && r->runs > 1) s = kd_exp_mean_eval(ev, r->runs, &r->models[r->distilled].eval);
+    for (int kind = 0; kind < 2 && r->runs > 1 && !s; kind++) { /* the runs' means */
+        const int *runs = kind ? r->distilled_runs : r->baseline_runs;
+        const kd_eval_result *ev[KD_EXPERIMENT_MAX_RUNS];
+        for (int k = 0; k < r->runs; k++) ev[k] = r->models[runs[k]].eval;
+        s = kd_exp_mean_eval(ev, r->runs, &r->models[kind ? r->distilled : r->baseline].eval);
+    }
     return s;
 }
 
