@@ -62,6 +62,9 @@ static void help(FILE *f) {
             "                     k > 1 with seed 100 + k - 1) and compare each test case's\n"
             "                     Dice averaged over the runs (default 3; 1 on your cases\n"
             "                     and with --quick)\n"
+            "  --jobs N           models trained at once, each on its own queue of the device\n"
+            "                     (default 2, 1 on your cases; 1: one after another; the\n"
+            "                     models are the same)\n"
             "  --pseudo-ratio X   share of the distilled student's steps on annotated cases\n"
             "  --pseudo-weight W  weight of the loss on those steps\n"
             "  --min-agreement X  distil only from annotated cases whose teachers agree >= X\n"
@@ -91,7 +94,7 @@ static int run(int argc, char **argv) {
         }
     kd_experiment_opts c;
     kd_experiment_opts_default(&c);
-    int quick = 0, lng = 0, n, val_given = 0, runs_given = 0;
+    int quick = 0, lng = 0, n, val_given = 0, runs_given = 0, jobs_given = 0;
     for (int i = 1; i < argc; i++) { /* presets first: the size options below override them */
         quick |= kd_cli_flag(argv, i, "--quick");
         lng |= kd_cli_flag(argv, i, "--long");
@@ -154,6 +157,9 @@ static int run(int argc, char **argv) {
         } else if (kd_cli_opt(argc, argv, &i, "--student-runs", &v)) {
             if (kd_cli_int("demo", "--student-runs", v, 1, KD_EXPERIMENT_MAX_RUNS, &n)) return 2;
             c.student_runs = n, runs_given = 1;
+        } else if (kd_cli_opt(argc, argv, &i, "--jobs", &v)) {
+            if (kd_cli_int("demo", "--jobs", v, 1, KD_EXPERIMENT_MAX_JOBS, &c.jobs)) return 2;
+            jobs_given = 1;
         } else if (kd_cli_opt(argc, argv, &i, "--student-steps", &v)) {
             if (kd_cli_int("demo", "--student-steps", v, 1, 10000000, &n)) return 2;
             c.student_steps = n;
@@ -184,6 +190,7 @@ static int run(int argc, char **argv) {
     }
     if (user && !val_given) c.val_cases = 0;
     if (user && !runs_given) c.student_runs = 1; /* a real-data student: minutes of CPU each */
+    if (user && !jobs_given) c.jobs = 1; /* real-data models: the memory of one at a time */
     if (!user && c.patch > c.size) {
         fprintf(stderr, "kdseg demo: --patch %d is larger than the volume (--size %d)\n", c.patch, c.size);
         return 2;

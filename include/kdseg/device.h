@@ -18,6 +18,10 @@ typedef struct kd_device kd_device;
  * anything else is a case-insensitive substring of the device or platform name.
  * Builds every program (from the on-disk cache when it can). */
 kd_status kd_device_open(const char *selector, kd_device **out);
+/* Another kd_device on like's OpenCL device: its own context, in-order queue, buffer pool
+ * and programs (from the cache like's build wrote), so that two host threads can each
+ * drive one (a kd_device is used by one thread at a time). */
+kd_status kd_device_open_like(const kd_device *like, kd_device **out);
 /* The selector ("P:D") of the n-th device, counted modulo their number, of the best kind
  * present (GPUs, else accelerators, else CPUs), in platform and device order: how the
  * ranks of a distributed job on one machine share its GPUs (rank n takes the n-th). */

@@ -338,6 +338,7 @@ kd_paired kd_eval_paired(const kd_eval_result *a, const kd_eval_result *b);
 #define KD_EXPERIMENT_MAX_TEACHERS 6
 #define KD_EXPERIMENT_MAX_DIRS 8
 #define KD_EXPERIMENT_MAX_RUNS 8
+#define KD_EXPERIMENT_MAX_JOBS 4
 
 /* Every option of the experiment, the training recipe included: it does not follow the
  * train command's defaults. */
@@ -371,6 +372,11 @@ typedef struct kd_experiment_opts {
                                    cases one student's test Dice moves with its own seed
                                    alone, so the verdict compares each test case's Dice
                                    averaged over the runs (1: one run, as before) */
+    int jobs;                   /* models trained at once (1 to KD_EXPERIMENT_MAX_JOBS; 0 or
+                                   1: one after another), each on a host thread with its own
+                                   queue on the device: the teachers, then the students' runs
+                                   and the oracle; every model is the same as when trained
+                                   alone (given the same conv choices) */
     int online;                 /* also a student distilled online */
     int tta;                    /* flips at annotation and test time (0) */
     /* the recipe of every model */

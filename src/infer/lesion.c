@@ -3,6 +3,7 @@
  * surfel-weighted robust HD95 of DeepMind's surface-distance package that it uses. */
 #include <ctype.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -31,7 +32,7 @@ typedef struct surfel_code {
 } surfel_code;
 
 static surfel_code surfel_table[256];
-static int surfel_table_ready;
+static pthread_once_t surfel_table_once = PTHREAD_ONCE_INIT;
 
 /* Corner (a, b, c) in {0,1}^3 <-> index 4a + 2b + c. */
 static int corner_inside(int code, int a, int b, int c) {
@@ -162,13 +163,13 @@ static void surfel_code_build(int code, surfel_code *sc) {
     }
 }
 
-static void surfel_table_init(void) {
-    /* Idempotent and deterministic: concurrent first calls write the same values. */
-    if (surfel_table_ready) return;
+static void surfel_table_build(void) {
     for (int code = 0; code < 256; code++)
         surfel_code_build(code, &surfel_table[code]);
-    surfel_table_ready = 1;
 }
+
+/* Built once per process (threads evaluating at once wait for the first). */
+static void surfel_table_init(void) { pthread_once(&surfel_table_once, surfel_table_build); }
 
 void kd_surfel_areas(const double spacing[3], double area[256]) {
     surfel_table_init();

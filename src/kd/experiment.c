@@ -49,6 +49,9 @@ void kd_experiment_opts_default(kd_experiment_opts *o) {
     /* one student run's test Dice moves with its seed alone (seed 1: baseline 0.786, 0.708,
      * 0.694 at three seeds, distilled 0.791, 0.798, 0.793): the verdict is on the mean of 3 */
     o->student_runs = 3;
+    /* two models train at once, each on its own queue: on this 2-core machine two runs side
+     * by side take 117 s where one alone takes 88 s at two threads (README, "The default run") */
+    o->jobs = 2;
     o->patch = 32, o->batch = 2, o->val_cases = 0, o->margin = 50;
     o->val_every = 100;
     o->fg_fraction = 0.5f;
@@ -340,6 +343,8 @@ static kd_status hide_labels(const kd_experiment_opts *o, const char *view, cons
 typedef struct exp_state {
     const kd_experiment_opts *o;
     kd_device *dev;
+    kd_device *devs[KD_EXPERIMENT_MAX_JOBS]; /* devs[0] = dev; models trained at once */
+    int ndevs;
     double t0;
     int stage, nstages;
     int user;                          /* the user's cases, not phantoms */
@@ -478,21 +483,51 @@ static kd_status score_unlabeled(exp_state *x, const char *pred, double m[4]) {
     return s;
 }
 
+/* The devices the models train on at once: the experiment's, and o->jobs - 1 more on the
+ * same OpenCL device, opened once, one after another (programs from the cache). */
+static kd_status open_devices(exp_state *x) {
+    int want = x->o->jobs > 1 ? x->o->jobs : 1;
+    if (want > KD_EXPERIMENT_MAX_JOBS) want = KD_EXPERIMENT_MAX_JOBS;
+    kd_status s = KD_OK;
+    while (!s && x->ndevs < want)
+        if (!(s = kd_device_open_like(x->dev, &x->devs[x->ndevs])))
+            x->ndevs++;
+    return s;
+}
+
+static kd_exp_job *new_jobs(int n) { return calloc((size_t)n, sizeof(kd_exp_job)); }
+
+/* kd_exp_run_jobs on the experiment's devices, said first when more than one model trains
+ * at a time. */
+static kd_status run_jobs(exp_state *x, kd_exp_job *jobs, int n) {
+    const kd_experiment_opts *o = x->o;
+    kd_status s = open_devices(x);
+    int at_once = x->ndevs < n ? x->ndevs : n;
+    if (!s && at_once > 1)
+        kd_progressf(o->progress, o->progress_ctx, "  %d models at a time, each on its own queue of the device",
+                     at_once);
+    return s ? s : kd_exp_run_jobs(x->devs, x->ndevs, jobs, n, o->progress, o->progress_ctx);
+}
+
 static kd_status train_teachers(exp_state *x) {
     const kd_experiment_opts *o = x->o;
+    kd_exp_job *jobs = new_jobs(o->nteachers);
+    if (!jobs) return kd_fail(KD_ERR_OUT_OF_MEMORY, "experiment: teacher jobs");
     kd_status s = KD_OK;
     for (int t = 0; t < o->nteachers && !s; t++) {
-        char out[KD_PATH_MAX];
-        kd_train_opts to;
-        kd_progressf(o->progress, o->progress_ctx, "  teacher %s (%s): %ld steps", o->teacher_names[t],
-                     x->specs[t], o->teacher_steps);
-        s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, o->teacher_names[t]);
-        kd_exp_recipe(o, x->labeled, out, x->specs[t], o->teacher_steps, o->teacher_lr,
-                      o->seed + 10 + (uint64_t)t, &to);
-        if (!s) s = kd_train(x->dev, &to, NULL);
-        if (!s) s = kd_exp_checkpoint(out, x->teacher_ckpt[t], KD_PATH_MAX);
+        kd_exp_job *j = &jobs[t];
+        snprintf(j->line, sizeof j->line, "  teacher %s (%s): %ld steps", o->teacher_names[t], x->specs[t],
+                 o->teacher_steps);
+        s = kd_path_printf(j->out, sizeof j->out, "%s/models/%s", o->out, o->teacher_names[t]);
+        kd_exp_recipe(o, x->labeled, j->out, x->specs[t], o->teacher_steps, o->teacher_lr,
+                      o->seed + 10 + (uint64_t)t, &j->train);
+    }
+    if (!s) s = run_jobs(x, jobs, o->nteachers);
+    for (int t = 0; t < o->nteachers && !s; t++) {
+        s = kd_exp_checkpoint(jobs[t].out, x->teacher_ckpt[t], KD_PATH_MAX);
         x->teacher_ptr[t] = x->teacher_ckpt[t];
     }
+    free(jobs);
     return s;
 }
 
@@ -520,71 +555,85 @@ static kd_status annotate(exp_state *x, kd_experiment_result *r) {
 }
 
 /* A student distilled from the unlabeled pool and the labels in ANN (offline) or the
- * teachers (online, ann NULL). */
-static kd_status distill(exp_state *x, const char *ann, const char *name, double min_agreement,
-                         uint64_t seed, kd_experiment_result *r) {
+ * teachers (online, ann NULL): job j's options (ann and x's strings borrowed). */
+static kd_status distill_job(exp_state *x, const char *ann, const char *name, double min_agreement,
+                             uint64_t seed, kd_exp_job *j) {
     const kd_experiment_opts *o = x->o;
-    char out[KD_PATH_MAX];
-    kd_distill_opts d;
-    kd_distill_opts_default(&d);
-    kd_status s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, name);
+    kd_distill_opts *d = &j->dist;
+    j->distill = 1;
+    kd_distill_opts_default(d);
+    kd_status s = kd_path_printf(j->out, sizeof j->out, "%s/models/%s", o->out, name);
     if (s) return s;
-    kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &d.train);
-    d.train.seed = seed;
-    d.unlabeled = x->unlabeled;
-    d.annotations = ann;
-    d.teachers = ann ? NULL : x->teacher_ptr;
-    d.nteachers = ann ? 0 : o->nteachers;
-    d.pseudo_ratio = o->pseudo_ratio;
-    d.pseudo_weight = o->pseudo_weight;
-    d.min_agreement = min_agreement;
-    d.pseudo_loss = o->student_loss;
-    d.distill_loss = KD_LOSS_BCE;
-    kd_distill_report rep;
-    s = kd_distill(x->dev, &d, &rep);
-    if (!s && !ann) {
-        r->online_sched = rep.sched;
-        kd_sched_report_lines(&rep.sched, o->nteachers, rep.sched.seconds, o->progress, o->progress_ctx);
-    }
-    return s;
+    kd_exp_student_recipe(o, x->labeled, j->out, x->specs[o->nteachers], &d->train);
+    d->train.seed = seed;
+    d->unlabeled = x->unlabeled;
+    d->annotations = ann;
+    d->teachers = ann ? NULL : x->teacher_ptr;
+    d->nteachers = ann ? 0 : o->nteachers;
+    d->pseudo_ratio = o->pseudo_ratio;
+    d->pseudo_weight = o->pseudo_weight;
+    d->min_agreement = min_agreement;
+    d->pseudo_loss = o->student_loss;
+    d->distill_loss = KD_LOSS_BCE;
+    return KD_OK;
 }
 
 /* The seed of a student's run k (0-based): the experiment's for the first, 100 + k after. */
 static uint64_t run_seed(const kd_experiment_opts *o, int k) { return k ? 100 + (uint64_t)k : o->seed; }
 
+/* The students' runs and the oracle, trained at once (o->jobs), then the baseline's runs
+ * on the unlabeled cases, then the online student (it runs the teachers on its queue). */
 static kd_status students(exp_state *x, kd_experiment_result *r) {
     const kd_experiment_opts *o = x->o;
-    char out[KD_PATH_MAX], ckpt[KD_PATH_MAX], pred[KD_PATH_MAX], ann[KD_PATH_MAX], run[32] = "";
-    kd_status s = KD_OK;
-    double bu[4] = {0, 0, 0, 0};
+    char ckpt[KD_PATH_MAX], pred[KD_PATH_MAX], ann[KD_PATH_MAX], run[32] = "";
+    int n = 2 * r->runs + (r->oracle >= 0), nj = 0;
+    kd_exp_job *jobs = new_jobs(n + 1);
+    if (!jobs) return kd_fail(KD_ERR_OUT_OF_MEMORY, "experiment: student jobs");
+    kd_status s = kd_path_printf(ann, sizeof ann, "%s/annotations", o->out);
     for (int k = 0; k < r->runs && !s; k++) {
-        const char *name = r->models[r->baseline_runs[k]].name;
-        kd_train_opts to;
+        kd_exp_job *j = &jobs[nj++];
         if (r->runs > 1) snprintf(run, sizeof run, ", run %d of %d", k + 1, r->runs);
-        kd_progressf(o->progress, o->progress_ctx, "  student (%s), labeled only: %ld steps, loss %s%s",
-                     x->specs[o->nteachers], o->student_steps, kd_loss_name(o->student_loss), run);
-        s = kd_path_printf(out, sizeof out, "%s/models/%s", o->out, name);
-        kd_exp_student_recipe(o, x->labeled, out, x->specs[o->nteachers], &to);
-        to.seed = run_seed(o, k);
-        if (!s) s = kd_train(x->dev, &to, NULL);
-        if (!s && x->truth[0]) {
-            /* what the baseline student reaches by itself on the unlabeled cases: the
-             * annotations teach it something only where they are better than that */
-            kd_segment_opts so;
-            kd_segment_opts_default(&so);
-            kd_exp_ensemble_recipe(o, &so.e);
-            const char *one[1] = {ckpt};
-            double m[4];
-            so.e.models = one;
-            so.e.nmodels = 1;
-            so.dataset = x->unlabeled;
-            so.out = pred;
-            if (!s) s = kd_exp_checkpoint(out, ckpt, sizeof ckpt);
-            if (!s) s = kd_path_printf(pred, sizeof pred, "%s/pred-unlabeled/%s", o->out, name);
-            if (!s) s = kd_segment(x->dev, &so);
-            if (!s) s = score_unlabeled(x, pred, m);
-            for (int g = 0; !s && g < 4; g++) bu[g] += m[g] / r->runs;
-        }
+        snprintf(j->line, sizeof j->line, "  student (%s), labeled only: %ld steps, loss %s%s",
+                 x->specs[o->nteachers], o->student_steps, kd_loss_name(o->student_loss), run);
+        s = kd_path_printf(j->out, sizeof j->out, "%s/models/%s", o->out, r->models[r->baseline_runs[k]].name);
+        kd_exp_student_recipe(o, x->labeled, j->out, x->specs[o->nteachers], &j->train);
+        j->train.seed = run_seed(o, k);
+    }
+    for (int k = 0; k < r->runs && !s; k++) {
+        kd_exp_job *j = &jobs[nj++];
+        if (r->runs > 1) snprintf(run, sizeof run, ", run %d of %d", k + 1, r->runs);
+        snprintf(j->line, sizeof j->line,
+                 "  student distilled offline (labeled + %sensemble-annotated cases): %ld steps%s",
+                 x->user ? "the " : "", o->student_steps, run);
+        s = distill_job(x, ann, r->models[r->distilled_runs[k]].name, o->min_agreement, run_seed(o, k), j);
+    }
+    if (!s && r->oracle >= 0) {
+        kd_exp_job *j = &jobs[nj++];
+        snprintf(j->line, sizeof j->line,
+                 "  oracle student (labeled + the same unlabeled cases with their hidden true labels): "
+                 "%ld steps", o->student_steps);
+        s = distill_job(x, x->oracle, "student-oracle", 0, o->seed, j);
+    }
+    if (!s) s = run_jobs(x, jobs, nj);
+    double bu[4] = {0, 0, 0, 0};
+    for (int k = 0; k < r->runs && !s && x->truth[0]; k++) {
+        /* what the baseline student reaches by itself on the unlabeled cases: the
+         * annotations teach it something only where they are better than that */
+        const char *name = r->models[r->baseline_runs[k]].name;
+        kd_segment_opts so;
+        kd_segment_opts_default(&so);
+        kd_exp_ensemble_recipe(o, &so.e);
+        const char *one[1] = {ckpt};
+        double m[4];
+        so.e.models = one;
+        so.e.nmodels = 1;
+        so.dataset = x->unlabeled;
+        so.out = pred;
+        s = kd_exp_checkpoint(jobs[k].out, ckpt, sizeof ckpt);
+        if (!s) s = kd_path_printf(pred, sizeof pred, "%s/pred-unlabeled/%s", o->out, name);
+        if (!s) s = kd_segment(x->dev, &so);
+        if (!s) s = score_unlabeled(x, pred, m);
+        for (int g = 0; !s && g < 4; g++) bu[g] += m[g] / r->runs;
     }
     if (!s && x->truth[0]) {
         double *b = r->baseline_unlabeled;
@@ -595,28 +644,20 @@ static kd_status students(exp_state *x, kd_experiment_result *r) {
                      "(mean %.3f): the annotations are %+.3f from it", r->runs > 1 ? " (mean of its runs)" : "",
                      b[0], b[1], b[2], b[3], a[3] - b[3]);
     }
-    if (s) return s;
-    if ((s = kd_path_printf(ann, sizeof ann, "%s/annotations", o->out))) return s;
-    for (int k = 0; k < r->runs && !s; k++) {
-        if (r->runs > 1) snprintf(run, sizeof run, ", run %d of %d", k + 1, r->runs);
-        kd_progressf(o->progress, o->progress_ctx,
-                     "  student distilled offline (labeled + %sensemble-annotated cases): %ld steps%s",
-                     x->user ? "the " : "", o->student_steps, run);
-        s = distill(x, ann, r->models[r->distilled_runs[k]].name, o->min_agreement, run_seed(o, k), r);
-    }
-    if (s) return s;
-    if (r->oracle >= 0) {
-        kd_progressf(o->progress, o->progress_ctx,
-                     "  oracle student (labeled + the same unlabeled cases with their hidden true labels): "
-                     "%ld steps", o->student_steps);
-        if ((s = distill(x, x->oracle, "student-oracle", 0, o->seed, r))) return s;
-    }
-    if (o->online) {
+    if (!s && o->online) {
+        kd_exp_job *j = &jobs[n];
+        kd_distill_report rep;
         kd_progressf(o->progress, o->progress_ctx,
                      "  student distilled online (teachers run on each unlabeled patch): %ld steps",
                      o->student_steps);
-        s = distill(x, NULL, "student-online", 0, o->seed, r);
+        s = distill_job(x, NULL, "student-online", 0, o->seed, j);
+        if (!s) s = kd_distill(x->dev, &j->dist, &rep);
+        if (!s) {
+            r->online_sched = rep.sched;
+            kd_sched_report_lines(&rep.sched, o->nteachers, rep.sched.seconds, o->progress, o->progress_ctx);
+        }
     }
+    free(jobs);
     return s;
 }
 
@@ -748,6 +789,7 @@ kd_status kd_experiment_run(kd_device *dev, const kd_experiment_opts *o, kd_expe
         return kd_fail(KD_ERR_OUT_OF_MEMORY, "experiment");
     }
     x->o = o, x->dev = dev, x->t0 = kd_now_s(), x->nstages = 6;
+    x->devs[0] = dev, x->ndevs = 1;
     x->user = o->labeled_dir != NULL;
     kd_outdir *od = NULL;
     /* the experiment's own files in OUT are its alone; each stage locks its subfolder too */
@@ -773,6 +815,7 @@ kd_status kd_experiment_run(kd_device *dev, const kd_experiment_opts *o, kd_expe
     if (!s) s = kd_experiment_write(r, o->out, x->test, o->modalities);
     kd_outdir_close(od);
     r->seconds = kd_now_s() - x->t0;
+    for (int i = 1; i < x->ndevs; i++) kd_device_free(x->devs[i]);
     free(x);
     if (s) {
         kd_experiment_result_free(r);

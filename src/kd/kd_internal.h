@@ -45,6 +45,24 @@ kd_status kd_exp_link(const char *target, const char *link);
 /* DIR: `cases` phantom cases of o's size and seed, numbered from first. */
 kd_status kd_exp_cohort(const kd_experiment_opts *o, const char *dir, int cases, int first, int unlabeled);
 
+/* One model's training for kd_exp_run_jobs: kd_train(train), or kd_distill(dist) when
+ * distill is set; out is its folder (train.out or dist.train.out point at it); line, when
+ * not empty, is printed as the job starts. */
+typedef struct kd_exp_job {
+    int distill;
+    kd_train_opts train;
+    kd_distill_opts dist;
+    char out[KD_PATH_MAX];
+    char line[512];
+    kd_status s;                 /* the job's result ... */
+    char err[KD_MESSAGE_MAX];    /* ... and its message */
+} kd_exp_job;
+/* Runs jobs[0..n) on min(ndevs, n) host threads (the caller's among them), thread i on
+ * devs[i], each taking the next job when its last one ends; after a failure no new job
+ * starts. Returns the first failed job's status and message (in the jobs' order). */
+kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, int n, kd_progress_fn progress,
+                          void *progress_ctx);
+
 /* 1 when path names an existing file or folder. */
 int kd_exists(const char *path);
 

@@ -24,11 +24,11 @@ static size_t parse_bytes(const char *s) {
     return v > 0 ? (size_t)v : 0;
 }
 
-kd_status kd_device_open(const char *selector, kd_device **out) {
+/* A device with its own context and queue on the OpenCL device of entry e. */
+static kd_status open_entry(const kd_dev_entry *ep, kd_device **out) {
     *out = NULL;
-    kd_dev_entry e;
-    kd_status s = kd_rt_find(selector, &e);
-    if (s) return s;
+    kd_dev_entry e = *ep;
+    kd_status s = KD_OK;
     kd_device *d = calloc(1, sizeof *d);
     if (!d) return kd_fail(KD_ERR_OUT_OF_MEMORY, "device");
     d->platform = e.platform;
@@ -68,6 +68,23 @@ kd_status kd_device_open(const char *selector, kd_device **out) {
 fail:
     kd_device_free(d);
     return s;
+}
+
+kd_status kd_device_open(const char *selector, kd_device **out) {
+    *out = NULL;
+    kd_dev_entry e;
+    kd_status s = kd_rt_find(selector, &e);
+    return s ? s : open_entry(&e, out);
+}
+
+kd_status kd_device_open_like(const kd_device *like, kd_device **out) {
+    kd_dev_entry e;
+    memset(&e, 0, sizeof e);
+    e.platform = like->platform;
+    e.device = like->device;
+    e.type = like->is_cpu ? CL_DEVICE_TYPE_CPU : CL_DEVICE_TYPE_GPU;
+    snprintf(e.name, sizeof e.name, "%s", like->name);
+    return open_entry(&e, out);
 }
 
 void kd_device_free(kd_device *d) {

@@ -922,6 +922,39 @@ static int demo_runs(void) {
     return 0;
 }
 
+/* --jobs: models trained three at once (each thread its own queue) are the models trained
+ * one after another (the same conv implementations: KDSEG_CONV=direct): results.csv the same
+ * byte for byte; a training that fails, in whichever thread, stops the run with its message
+ * and no results; out-of-range counts refused. */
+static int demo_jobs(void) {
+    setenv("KDSEG_CONV", "direct", 1);
+    const char *args = "demo --quick --student-runs 2 --unlabeled 3 --test 3 --teacher-steps 8 --student-steps 10";
+    const char *one = tmp("jobs 1"), *three = tmp("jobs 3"), *bad = tmp("jobs fail");
+    int r1 = kdseg("%s --jobs 1 --out '%s'", args, one), r3 = kdseg("%s --jobs 3 --out '%s'", args, three);
+    if (r1 || r3) show_log();
+    KD_CHECK(r1 == 0 && r3 == 0, "demo --jobs 1, --jobs 3");
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "%s/results.csv", one);
+    snprintf(b, sizeof b, "%s/results.csv", three);
+    KD_CHECK(same_bytes(a, b), "%s and %s differ", a, b);
+    /* the second teacher's folder is a file: its training fails (in a worker thread or this) */
+    char models[1024], file[1100];
+    snprintf(models, sizeof models, "%s/models", bad);
+    snprintf(file, sizeof file, "%s/cascade", models);
+    KD_CHECK(!mkdir(bad, 0755) && !mkdir(models, 0755), "%s", models);
+    FILE *f = fopen(file, "w");
+    KD_CHECK(f && fputs("not a folder\n", f) >= 0 && !fclose(f), "%s", file);
+    snprintf(a, sizeof a, "%s/results.csv", bad);
+    KD_CHECK(kdseg("%s --jobs 2 --out '%s'", args, bad) == 1 && log_has("cascade: is a file, not a folder") &&
+                 access(a, F_OK) != 0,
+             "a failed job: exit 1 with its message, no results");
+    KD_CHECK(kdseg("demo --quick --jobs 5 --out '%s'", tmp("jobs bad")) == 2 &&
+                 kdseg("demo --quick --jobs 0 --out '%s'", tmp("jobs bad")) == 2,
+             "--jobs outside 1..4 refused");
+    unsetenv("KDSEG_CONV");
+    return 0;
+}
+
 /* Numbers of one study.md row "| KIND | L | U | L+U | m ± se | ...": the first column
  * that starts with kind, labeled L, annotated U; its mean and standard error. */
 static int md_row(const char *path, const char *kind, int L, int U, double *mean, double *se) {
@@ -1149,6 +1182,7 @@ int main(int argc, char **argv) {
         {"bad_inputs_cli", bad_inputs_cli},
         {"demo_quick", demo_quick},
         {"demo_runs", demo_runs},
+        {"demo_jobs", demo_jobs},
         {"study_quick", study_quick},
         {"demo_user_cases", demo_user_cases},
     };
