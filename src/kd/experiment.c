@@ -647,6 +647,7 @@ static kd_status students(exp_state *x, kd_experiment_result *r) {
     if (!s && o->online) {
         kd_exp_job *j = &jobs[n];
         kd_distill_report rep;
+        memset(&rep, 0, sizeof rep);
         kd_progressf(o->progress, o->progress_ctx,
                      "  student distilled online (teachers run on each unlabeled patch): %ld steps",
                      o->student_steps);

@@ -49,13 +49,15 @@ static void *work(void *arg) {
 
 kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, int n, kd_progress_fn progress,
                           void *progress_ctx) {
+    if (n <= 0) return KD_OK;
+    if (ndevs < 1 || !devs[0]) return kd_fail(KD_ERR_INVALID_ARG, "experiment: no device for the trainings");
     pool p = {jobs, n, 0, 0, progress, progress_ctx, PTHREAD_MUTEX_INITIALIZER};
     worker w[KD_EXPERIMENT_MAX_JOBS];
     pthread_t th[KD_EXPERIMENT_MAX_JOBS];
     int nw = ndevs < n ? ndevs : n, started = 1;
     if (nw > KD_EXPERIMENT_MAX_JOBS) nw = KD_EXPERIMENT_MAX_JOBS;
     for (int i = 0; i < n; i++) jobs[i].s = KD_OK, jobs[i].err[0] = 0;
-    for (int i = 0; i < nw; i++) w[i].p = &p, w[i].dev = devs[i];
+    for (int i = 0; i < KD_EXPERIMENT_MAX_JOBS; i++) w[i].p = &p, w[i].dev = i < nw ? devs[i] : NULL;
     /* this thread is worker 0; a thread that cannot start leaves its share to the others */
     for (int i = 1; i < nw; i++) {
         if (pthread_create(&th[started], NULL, work, &w[i])) break;
