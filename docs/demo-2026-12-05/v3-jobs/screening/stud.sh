@@ -13,6 +13,7 @@ t0=$(date +%s)
 case $KIND in
 train) /usr/bin/time -f "%U" -o $O.cpu $K train "${common[@]}" "$@" > $O.log 2>&1 ;;
 distill) /usr/bin/time -f "%U" -o $O.cpu $K distill "${common[@]}" --unlabeled $D/data/unlabeled --pseudo-ratio ${PR:-0.8} --annotations $D/annotations "$@" > $O.log 2>&1 ;;
+online) /usr/bin/time -f "%U" -o $O.cpu $K distill "${common[@]}" --unlabeled $D/data/unlabeled --pseudo-ratio ${PR:-0.8} --online --teacher $D/models/unet3d/last.kds --teacher $D/models/cascade/last.kds --teacher $D/models/resnext-se/last.kds --distill-loss bce "$@" > $O.log 2>&1 ;;
 esac || { echo "FAIL $O"; tail -3 $O.log; exit 1; }
 $K segment --checkpoint $O/last.kds --dataset $D/data/test --out $O-pred --tta none > /dev/null 2>&1
 $K evaluate --pred $O-pred --dataset $D/data/test --csv $O.csv > /dev/null 2>&1
