@@ -3,6 +3,7 @@
  * the im2col matrix stays under COL_BUDGET floats. Depthwise convs are not GEMMs: the
  * dispatcher sends them to the direct kernels. */
 #include <clblast_c.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #include "conv_internal.h"
@@ -11,16 +12,25 @@
 
 int kd_conv_gemm_supports(const kd_conv_geom *g) { return g->groups == 1; }
 
+/* CLBlast's calls are serialised: its kernel and tuning-database caches are process-wide,
+ * and the Debian build's are not safe when two threads (two models trained at once, each
+ * on its own queue) call it at the same time (found under AddressSanitizer: a
+ * heap-use-after-free in clblast::Database). A call only enqueues its kernels (the first
+ * per device also builds them), so the lock is held briefly. */
+static pthread_mutex_t clblast_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /* C (m x n) = op(A) op(B) + beta C, row-major. */
 static kd_status sgemm(kd_device *dev, int ta, int tb, size_t m, size_t n, size_t k, cl_mem a,
                        size_t aoff, size_t lda, cl_mem b, size_t boff, size_t ldb, float beta,
                        cl_mem c, size_t coff, size_t ldc) {
     if (!m || !n || !k) return KD_OK;
     cl_command_queue q = kd_rt_queue(dev);
+    pthread_mutex_lock(&clblast_lock);
     CLBlastStatusCode st = CLBlastSgemm(
         CLBlastLayoutRowMajor, ta ? CLBlastTransposeYes : CLBlastTransposeNo,
         tb ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, 1.0f, a, aoff, lda, b, boff, ldb,
         beta, c, coff, ldc, &q, NULL);
+    pthread_mutex_unlock(&clblast_lock);
     if (st != CLBlastSuccess)
         return kd_fail(KD_ERR_DEVICE, "conv gemm path: CLBlastSgemm %zux%zux%zu (ta %d tb %d) "
                        "failed with CLBlast status %d", m, n, k, ta, tb, (int)st);
