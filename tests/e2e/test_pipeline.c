@@ -923,9 +923,11 @@ static int demo_runs(void) {
 }
 
 /* --jobs: models trained three at once (each thread its own queue) are the models trained
- * one after another (the same conv implementations: KDSEG_CONV=direct, then =gemm):
- * results.csv the same byte for byte; a training that fails, in whichever thread, stops the run with its message
- * and no results; out-of-range counts refused. */
+ * one after another (the same conv implementations: KDSEG_CONV=direct): results.csv the same
+ * byte for byte (not with KDSEG_CONV=gemm: CLBlast builds its kernels again for each
+ * queue's context, 460 s of the unit stage, and missed its race once unlocked anyway); a
+ * training that fails, in whichever thread, stops the run with its message and no results;
+ * out-of-range counts refused. */
 static int demo_jobs(void) {
     setenv("KDSEG_CONV", "direct", 1);
     const char *args = "demo --quick --student-runs 2 --unlabeled 3 --test 3 --teacher-steps 8 --student-steps 10";
@@ -937,17 +939,6 @@ static int demo_jobs(void) {
     snprintf(a, sizeof a, "%s/results.csv", one);
     snprintf(b, sizeof b, "%s/results.csv", three);
     KD_CHECK(same_bytes(a, b), "%s and %s differ", a, b);
-    /* every conv through CLBlast's GEMM, from three threads at once (its caches are
-     * process-wide: the calls are serialised; under AddressSanitizer a race there shows) */
-    setenv("KDSEG_CONV", "gemm", 1);
-    one = tmp("jobs 1 gemm"), three = tmp("jobs 3 gemm");
-    r1 = kdseg("%s --jobs 1 --out '%s'", args, one), r3 = kdseg("%s --jobs 3 --out '%s'", args, three);
-    if (r1 || r3) show_log();
-    KD_CHECK(r1 == 0 && r3 == 0, "demo --jobs 1, --jobs 3 with KDSEG_CONV=gemm");
-    snprintf(a, sizeof a, "%s/results.csv", one);
-    snprintf(b, sizeof b, "%s/results.csv", three);
-    KD_CHECK(same_bytes(a, b), "%s and %s differ", a, b);
-    setenv("KDSEG_CONV", "direct", 1);
     /* the second teacher's folder is a file: its training fails (in a worker thread or this) */
     char models[1024], file[1100];
     snprintf(models, sizeof models, "%s/models", bad);
