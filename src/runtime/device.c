@@ -25,16 +25,15 @@ static size_t parse_bytes(const char *s) {
 }
 
 /* A device with its own context and queue on the OpenCL device of entry e. */
-static kd_status open_entry(const kd_dev_entry *ep, kd_device **out) {
+static kd_status open_entry(const kd_dev_entry *e, kd_device **out) {
     *out = NULL;
-    kd_dev_entry e = *ep;
     kd_status s = KD_OK;
     kd_device *d = calloc(1, sizeof *d);
     if (!d) return kd_fail(KD_ERR_OUT_OF_MEMORY, "device");
-    d->platform = e.platform;
-    d->device = e.device;
-    d->is_cpu = (e.type & CL_DEVICE_TYPE_CPU) != 0;
-    snprintf(d->name, sizeof d->name, "%s", e.name);
+    d->platform = e->platform;
+    d->device = e->device;
+    d->is_cpu = (e->type & CL_DEVICE_TYPE_CPU) != 0;
+    snprintf(d->name, sizeof d->name, "%s", e->name);
     cl_ulong gm = 0, ma = 0;
     clGetDeviceInfo(d->device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof gm, &gm, NULL);
     clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof ma, &ma, NULL);
