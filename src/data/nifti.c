@@ -398,14 +398,19 @@ static kd_status read_volume(const char *path, int with_data, kd_volume **out) {
     int64_t nvox = rh.dim[1] * rh.dim[2] * rh.dim[3] * rh.dim[4];
     int nb = dt_bytes(rh.datatype);
     int64_t nbytes = nvox * nb;
-    /* deflate cannot expand more than about 1032:1: a compressed file that claims more
-     * voxels than that is refused before anything is allocated */
-    if (compressed && nbytes > 1032 * (int64_t)st.st_size + (1 << 20)) {
+    /* deflate cannot expand more than about 1032:1: a compressed file whose header puts
+     * its voxels (vox_offset, with any extensions before it, plus the voxels) further than
+     * that is refused before anything is allocated. libnifti allocates each extension's
+     * declared size, bounded only by vox_offset: an unbounded offset let a 111-byte .gz
+     * ask it for 144 MiB (tests/fuzz/regress/gz_ext_esize_151M_n2.nii.gz). */
+    if (compressed && rh.vox_offset + nbytes > 1032 * (int64_t)st.st_size + (1 << 20)) {
         gzclose(f);
         return kd_fail(KD_ERR_FORMAT,
-                       "%s: the header claims %lld bytes of voxels but the compressed file has "
-                       "only %lld bytes: truncated or hostile",
-                       path, (long long)nbytes, (long long)st.st_size);
+                       "%s: the header claims %lld bytes (voxel offset %lld + %lld bytes of "
+                       "voxels) but the compressed file has only %lld bytes: truncated or "
+                       "hostile",
+                       path, (long long)(rh.vox_offset + nbytes), (long long)rh.vox_offset,
+                       (long long)nbytes, (long long)st.st_size);
     }
     if (!compressed && (int64_t)st.st_size < rh.vox_offset + nbytes) {
         gzclose(f);

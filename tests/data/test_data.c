@@ -585,6 +585,35 @@ static int bad_absurd_size(void) {
     return expect_read_error(q, KD_ERR_FORMAT, "absurd");
 }
 
+/* Catches: a small compressed file whose header puts its voxels far away (vox_offset),
+ * with an extension claiming most of that space: libnifti allocated the extension's
+ * declared size (144 MiB from a 111-byte file, found by the fuzzer). */
+static int bad_far_vox_offset(void) {
+    kd_volume *g = oblique_geometry(4, 4, 4);
+    float d[64] = {0};
+    const char *q = tpath("far2.nii.gz");
+    kd_nifti_write_opts o = {2, 0, 0};
+    KD_CHECK_OK(kd_nifti_write(q, g, 1, KD_DT_FLOAT32, d, &o));
+    kd_volume_free(g);
+    gzFile f = gzopen(q, "rb");
+    unsigned char h[544 + 256];
+    int r = gzread(f, h, sizeof h);
+    gzclose(f);
+    KD_CHECK(r == (int)sizeof h, "read back %d bytes", r);
+    int64_t off = 151134208; /* NIfTI-2 vox_offset, byte 168 */
+    memcpy(h + 168, &off, 8);
+    const unsigned char ext[12] = {1, 0, 0, 0, 0, 0, 1, 9, 6, 0, 0, 0}; /* esize 151060480 */
+    memcpy(h + 540, ext, sizeof ext);
+    f = gzopen(q, "wb");
+    gzwrite(f, h, r);
+    gzclose(f);
+    if (expect_read_error(q, KD_ERR_FORMAT, "voxel offset 151134208")) return 1;
+    /* the same header, uncompressed: refused as a truncated file */
+    const char *u = tpath("far2.nii");
+    write_bytes(u, h, (size_t)r);
+    return expect_read_error(u, KD_ERR_FORMAT, "truncated");
+}
+
 /* ------------------------------------------------------ preprocessing -- */
 
 /* Catches: a crop box or padding off by one, uncrop not the exact inverse, z-scoring
@@ -1484,6 +1513,7 @@ int main(int argc, char **argv) {
         {"bad_labels", bad_labels},
         {"bad_nan", bad_nan},
         {"bad_absurd_size", bad_absurd_size},
+        {"bad_far_vox_offset", bad_far_vox_offset},
         {"crop_pad_uncrop", crop_pad_uncrop},
         {"cache_invalidate", cache_invalidate},
         {"sampler_same_seed", sampler_same_seed},
