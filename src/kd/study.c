@@ -22,14 +22,13 @@ void kd_study_opts_default(kd_study_opts *o) {
     memset(o, 0, sizeof *o);
     kd_experiment_opts_default(&o->exp);
     o->exp.out = "kdseg-study";
-    /* the demo's recipe and test set at a budget where three seeds fit in about 30
-     * minutes: 300 steps per model, 11 models per seed */
+    /* the demo's recipe, steps and jobs (2000 steps per model, two models at a time, no
+     * validation cases): 9 models per seed, three seeds in about 35 minutes on 2 cores.
+     * At 300 steps per model (the study's first default) the student gained nothing from
+     * more cases, true or annotated: each case was seen too seldom (README, "The
+     * data-amount study") */
     o->exp.test = 16;
-    o->exp.teacher_steps = o->exp.student_steps = 300;
-    o->exp.pseudo_ratio = 0.5;
-    o->exp.val_cases = 2;    /* the demo's of the time seeds 1-2 were measured with */
-    o->exp.student_runs = 1; /* (the study trains its own students) */
-    o->exp.student_loss = KD_LOSS_PAPER; /* the loss seeds 1-2 of the study were measured with */
+    o->exp.student_runs = 1; /* (the study trains its own students, one per point) */
     static const int lab[] = {2, 4, 8, 16}, pool[] = {0, 6, 14};
     o->nlabeled = 4;
     memcpy(o->labeled, lab, sizeof lab);
@@ -127,6 +126,10 @@ typedef struct study_seed {
     const kd_study_opts *so;
     kd_experiment_opts o;       /* so->exp with this seed */
     kd_device *dev;
+    kd_device **devs;           /* devs[0] = dev: models trained at once (o.jobs) */
+    int ndevs;
+    char ann[KD_PATH_MAX];      /* the pool's annotations */
+    char unl[KD_STUDY_MAX_SIZES][KD_PATH_MAX]; /* pool folders, per pool size */
     int si;
     char root[KD_PATH_MAX];
     char specs[KD_EXPERIMENT_MAX_TEACHERS + 1][KD_PATH_MAX];
@@ -175,20 +178,38 @@ static void resume_started(kd_train_opts *t) {
     t->overwrite = 0; /* the recipe's "train again" is for the experiment, not a study's rerun */
 }
 
+/* kd_exp_run_jobs on the study's devices, said first when more than one model trains at
+ * a time (as the demo does). */
+static kd_status run_jobs(study_seed *x, kd_exp_job *jobs, int n) {
+    const kd_experiment_opts *o = &x->o;
+    int at_once = x->ndevs < n ? x->ndevs : n;
+    if (at_once > 1)
+        kd_progressf(o->progress, o->progress_ctx, "  %d models at a time, each on its own queue of the device",
+                     at_once);
+    return kd_exp_run_jobs(x->devs, x->ndevs, jobs, n, o->progress, o->progress_ctx);
+}
+
 static kd_status teachers(study_seed *x, int base) {
     const kd_experiment_opts *o = &x->o;
-    char data[KD_PATH_MAX], out[KD_PATH_MAX];
+    char data[KD_PATH_MAX];
+    kd_exp_job *jobs = calloc((size_t)o->nteachers, sizeof *jobs);
+    if (!jobs) return kd_fail(KD_ERR_OUT_OF_MEMORY, "study: teacher jobs");
     kd_status s = kd_path_printf(data, sizeof data, "%s/data/labeled-%d", x->root, base);
     for (int t = 0; t < o->nteachers && !s; t++) {
-        kd_train_opts to;
-        kd_progressf(o->progress, o->progress_ctx, "  teacher %s on %d labeled cases: %ld steps",
-                     o->teacher_names[t], base, o->teacher_steps);
-        if ((s = kd_path_printf(out, sizeof out, "%s/models/%s", x->root, o->teacher_names[t]))) break;
-        kd_exp_recipe(o, data, out, x->specs[t], o->teacher_steps, o->teacher_lr, o->seed + 10 + (uint64_t)t, &to);
-        resume_started(&to);
-        if (!(s = kd_train(x->dev, &to, NULL))) s = kd_exp_checkpoint(out, x->ckpt[t], KD_PATH_MAX);
+        kd_exp_job *j = &jobs[t];
+        snprintf(j->line, sizeof j->line, "  teacher %s on %d labeled cases: %ld steps", o->teacher_names[t], base,
+                 o->teacher_steps);
+        if ((s = kd_path_printf(j->out, sizeof j->out, "%s/models/%s", x->root, o->teacher_names[t]))) break;
+        kd_exp_recipe(o, data, j->out, x->specs[t], o->teacher_steps, o->teacher_lr, o->seed + 10 + (uint64_t)t,
+                      &j->train);
+        resume_started(&j->train);
+    }
+    if (!s) s = run_jobs(x, jobs, o->nteachers);
+    for (int t = 0; t < o->nteachers && !s; t++) {
+        s = kd_exp_checkpoint(jobs[t].out, x->ckpt[t], KD_PATH_MAX);
         x->ckpt_ptr[t] = x->ckpt[t];
     }
+    free(jobs);
     return s;
 }
 
@@ -219,35 +240,36 @@ static kd_status annotate(study_seed *x, double *score) {
     return s;
 }
 
-/* A student: labeled-only on L cases (pool 0) or distilled on base + pool annotated. */
-static kd_status student(study_seed *x, int L, int pool, const char *name) {
+/* Job j: a student labeled-only on L cases (pool 0) or distilled on base + pool annotated
+ * (pool folder x->unl[pi], annotations x->ann: x's strings borrowed). */
+static kd_status student_job(study_seed *x, int L, int pool, int pi, const char *name, kd_exp_job *j) {
     const kd_experiment_opts *o = &x->o;
-    char data[KD_PATH_MAX], out[KD_PATH_MAX], unl[KD_PATH_MAX], ann[KD_PATH_MAX];
+    char data[KD_PATH_MAX];
     kd_status s = kd_path_printf(data, sizeof data, "%s/data/labeled-%d", x->root, L);
-    if (!s) s = kd_path_printf(out, sizeof out, "%s/models/%s", x->root, name);
+    if (!s) s = kd_path_printf(j->out, sizeof j->out, "%s/models/%s", x->root, name);
     if (s) return s;
-    kd_progressf(o->progress, o->progress_ctx, "  student on %d labeled%s: %ld steps", L,
-                 pool ? " + annotated cases" : " cases", o->student_steps);
+    snprintf(j->line, sizeof j->line, "  student on %d labeled%s: %ld steps", L,
+             pool ? " + annotated cases" : " cases", o->student_steps);
     if (!pool) {
-        kd_train_opts to;
-        kd_exp_student_recipe(o, data, out, x->specs[o->nteachers], &to);
-        resume_started(&to);
-        return kd_train(x->dev, &to, NULL);
+        kd_exp_student_recipe(o, data, j->out, x->specs[o->nteachers], &j->train);
+        resume_started(&j->train);
+        return KD_OK;
     }
-    kd_distill_opts d;
-    kd_distill_opts_default(&d);
-    kd_exp_student_recipe(o, data, out, x->specs[o->nteachers], &d.train);
-    resume_started(&d.train);
-    if ((s = kd_path_printf(unl, sizeof unl, "%s/data/pool-%d", x->root, pool)) ||
-        (s = kd_path_printf(ann, sizeof ann, "%s/annotations", x->root)))
+    kd_distill_opts *d = &j->dist;
+    j->distill = 1;
+    kd_distill_opts_default(d);
+    kd_exp_student_recipe(o, data, j->out, x->specs[o->nteachers], &d->train);
+    resume_started(&d->train);
+    if ((s = kd_path_printf(x->unl[pi], KD_PATH_MAX, "%s/data/pool-%d", x->root, pool)) ||
+        (s = kd_path_printf(x->ann, sizeof x->ann, "%s/annotations", x->root)))
         return s;
-    d.unlabeled = unl;
-    d.annotations = ann;
-    d.pseudo_ratio = o->pseudo_ratio;
-    d.pseudo_weight = o->pseudo_weight;
-    d.min_agreement = o->min_agreement;
-    d.pseudo_loss = o->student_loss;
-    return kd_distill(x->dev, &d, NULL);
+    d->unlabeled = x->unl[pi];
+    d->annotations = x->ann;
+    d->pseudo_ratio = o->pseudo_ratio;
+    d->pseudo_weight = o->pseudo_weight;
+    d->min_agreement = o->min_agreement;
+    d->pseudo_loss = o->student_loss;
+    return KD_OK;
 }
 
 /* Mean test Dice per region and overall of the maps in ROOT/pred/NAME. */
@@ -385,23 +407,26 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
     r->annotations[x->si] = -1;
     if (!s && pool[npool - 1] > 0) s = annotate(x, &r->annotations[x->si]);
     if (!s) s = segment_teachers(x);
+    /* the students: trained at once (o->jobs), then each segments the test cases */
     double d[4];
-    int pi = 0;
-    char name[64];
-    for (int i = 0; i < nlab && !s; i++, pi++) { /* labeled only, by size */
-        snprintf(name, sizeof name, "student-labeled-%d", lab[i]);
-        if (!(s = student(x, lab[i], 0, name)) && !(s = segment_one(x, name)) && !(s = score(x, name, d)))
-            record(&r->points[pi], x->si, d);
-    }
-    int base_done = 0;
+    char name[KD_STUDY_MAX_POINTS][64];
+    int train[KD_STUDY_MAX_POINTS], np = nlab + npool, base_done = 0, nj = 0;
+    kd_exp_job *jobs = s ? NULL : calloc((size_t)np, sizeof *jobs);
+    if (!s && !jobs) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "study: student jobs");
     for (int k = 0; k < nlab; k++) base_done |= lab[k] == base;
-    for (int i = 0; i < npool && !s; i++, pi++) { /* base + annotated, by pool size */
-        if (pool[i]) snprintf(name, sizeof name, "student-distilled-%d", pool[i]);
-        else snprintf(name, sizeof name, "student-labeled-%d", base);
-        if ((pool[i] || !base_done) && ((s = student(x, base, pool[i], name)) || (s = segment_one(x, name))))
-            break;
-        if (!(s = score(x, name, d))) record(&r->points[pi], x->si, d);
+    for (int p = 0; p < np && !s; p++) {
+        int i = p < nlab ? p : p - nlab, L = p < nlab ? lab[i] : base, u = p < nlab ? 0 : pool[i];
+        if (u) snprintf(name[p], sizeof name[p], "student-distilled-%d", u);
+        else snprintf(name[p], sizeof name[p], "student-labeled-%d", L);
+        /* pool 0 is the labeled-only student on BASE cases: trained once */
+        train[p] = p < nlab || u || !base_done;
+        if (train[p]) s = student_job(x, L, u, i, name[p], &jobs[nj++]);
     }
+    if (!s) s = run_jobs(x, jobs, nj);
+    free(jobs);
+    for (int p = 0; p < np && !s; p++) /* labeled only by size, then base + annotated by pool size */
+        if (!(train[p] && (s = segment_one(x, name[p]))) && !(s = score(x, name[p], d))) record(&r->points[p], x->si, d);
+    int pi = np;
     for (int m = 0; m <= o->nteachers && !s; m++, pi++)
         if (!(s = score(x, m ? o->teacher_names[m - 1] : "ensemble", d))) record(&r->points[pi], x->si, d);
     return s ? s : write_scores(x, sig, r);
@@ -628,10 +653,17 @@ kd_status kd_study_run(kd_device *dev, const kd_study_opts *o, kd_study_result *
     double t0 = kd_now_s();
     kd_outdir *od = NULL;
     const kd_experiment_opts *e = &o->exp;
+    /* the devices the models train on at once: dev, and e->jobs - 1 more on the same
+     * OpenCL device */
+    kd_device *devs[KD_EXPERIMENT_MAX_JOBS] = {dev};
+    int ndevs = 1, want = e->jobs < 1 ? 1 : e->jobs > KD_EXPERIMENT_MAX_JOBS ? KD_EXPERIMENT_MAX_JOBS : e->jobs;
     s = kd_outdir_open(e->out, "seed-1000000/data/unlabeled-truth/KDPhantom_1000/KDPhantom_1000_flair.nii.gz", &od);
+    while (!s && ndevs < want)
+        if (!(s = kd_device_open_like(dev, &devs[ndevs]))) ndevs++;
     for (int si = 0; si < o->nseeds && !s; si++) {
         memset(x, 0, sizeof *x);
         x->so = o, x->o = *e, x->dev = dev, x->si = si;
+        x->devs = devs, x->ndevs = ndevs;
         x->o.seed = o->seeds[si];
         if ((s = kd_path_printf(x->root, sizeof x->root, "%s/seed-%llu", e->out, (unsigned long long)o->seeds[si])))
             break;
@@ -651,6 +683,7 @@ kd_status kd_study_run(kd_device *dev, const kd_study_opts *o, kd_study_result *
                          "(%.0f s elapsed)", e->out, si + 1, o->nseeds, kd_now_s() - t0);
     }
     kd_outdir_close(od);
+    for (int i = 1; i < ndevs; i++) kd_device_free(devs[i]);
     free(x);
     r->seconds = kd_now_s() - t0;
     if (s) {

@@ -979,12 +979,15 @@ static int md_row(const char *path, const char *kind, int L, int U, double *mean
 /* A tiny data-amount study (2 seeds, 1-2 labeled, pools 0 and 2): study.csv has a row per
  * model and seed with Dice in [0, 1]; the pool-0 student is the base labeled-only student
  * (the same model); study.md's means and standard errors are those of study.csv's rows;
- * study.png is a PNG. Catches: points misnumbered or missing, seeds overwriting each
- * other, wrong statistics, a plot not written. Also reached as demo --study. */
+ * study.png is a PNG; --jobs 1 gives the same study.csv as two models at a time. Catches:
+ * points misnumbered or missing, seeds overwriting each other, wrong statistics, a plot
+ * not written, models trained at once mixing their folders or seeds. Also reached as
+ * demo --study. */
 static int study_quick(void) {
     int r = kdseg("demo --study --quick --out '%s'", tmp("study out"));
     if (r) show_log();
     KD_CHECK(r == 0, "demo --study --quick");
+    KD_CHECK(log_has("2 models at a time"), "the default study trains two models at a time");
     char p[1024], line[1024];
     snprintf(p, sizeof p, "%s/study.csv", tmp("study out"));
     FILE *f = fopen(p, "r");
@@ -1047,6 +1050,16 @@ static int study_quick(void) {
     KD_CHECK(f && fread(after, 1, sizeof after - 1, f) > 0, "study.csv");
     fclose(f);
     KD_CHECK(!strcmp(before, after), "the same study.csv from the scores read back");
+    /* one model at a time instead of two (the default): the same models, the same scores */
+    log_clear();
+    KD_CHECK(kdseg("study --quick --jobs 1 --out '%s'", tmp("study one")) == 0, "the study, --jobs 1");
+    KD_CHECK(!log_has("models at a time"), "--jobs 1 trains one model at a time");
+    snprintf(p, sizeof p, "%s/study.csv", tmp("study one"));
+    memset(after, 0, sizeof after);
+    f = fopen(p, "r");
+    KD_CHECK(f && fread(after, 1, sizeof after - 1, f) > 0, "study.csv");
+    fclose(f);
+    KD_CHECK(!strcmp(before, after), "the same study.csv with --jobs 1 as with two models at a time");
     return 0;
 }
 
