@@ -34,6 +34,10 @@ kd_conv_impl kd_conv_forced(void);
  * NULL). Keys come from kd_conv_case_key. */
 kd_conv_impl kd_conv_choice_lookup(kd_device *dev, const char *key, double *ms_direct,
                                    double *ms_gemm);
+/* How many (device, key) pairs this process has timed so far: the chooser's timings are
+ * only as good as the device is quiet while they run (models trained at once settle their
+ * choices one at a time first: src/kd/jobs.c). */
+int kd_conv_timings_done(void);
 
 /* The three passes of a conv. */
 typedef enum kd_conv_pass { KD_PASS_FWD = 0, KD_PASS_BWD_DATA, KD_PASS_BWD_WEIGHT } kd_conv_pass;

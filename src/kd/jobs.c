@@ -9,6 +9,9 @@
 #include <string.h>
 
 #include "kd_internal.h"
+#include "kdseg/model.h"
+#include "kdseg/tensor.h"
+#include "kdseg/tune.h"
 
 typedef struct pool {
     kd_exp_job *jobs;
@@ -47,10 +50,63 @@ static void *work(void *arg) {
     }
 }
 
+static const kd_train_opts *job_train(const kd_exp_job *j) { return j->distill ? &j->dist.train : &j->train; }
+
+/* One forward and backward pass of j's model at its training batch and patch, on dev:
+ * every convolution the training runs has its implementation chosen (timed) here. */
+static kd_status settle_choices(kd_device *dev, const kd_train_opts *t) {
+    const int *p = t->sampler.patch;
+    kd_model *m = NULL;
+    kd_tensor *x = NULL, *y = NULL, *dy = NULL;
+    kd_status s = kd_model_create(dev, t->model, t->seed, &m);
+    if (!s)
+        s = kd_tensor_create(dev, kd_shape5(t->sampler.batch, kd_model_in_channels(m), p[0], p[1], p[2]), &x);
+    if (!s) s = kd_tensor_fill(x, 0.5f);
+    if (!s) s = kd_model_forward(m, x, 1, &y);
+    if (!s) s = kd_tensor_create(dev, kd_tensor_shape(y), &dy);
+    if (!s) s = kd_tensor_fill(dy, 1e-3f);
+    if (!s) s = kd_model_backward(m, dy);
+    if (!s) s = kd_device_finish(dev);
+    kd_tensor_free(dy);
+    kd_tensor_free(x);
+    kd_model_free(m);
+    return s;
+}
+
+/* The conv chooser times each new (device, shape, pass) once and keeps the faster
+ * implementation for good. Timed while other models train on the same device, the
+ * timings are noise: on a fresh cache, the study's teachers and students trained side
+ * by side chose im2col + GEMM for 35 shapes (the quiet chooser: none) and trained 5 to 7
+ * times slower (0.42 s per student step against 0.06). So before the models start
+ * together, one pass of each distinct model (spec, batch, patch) runs alone on devs[0]:
+ * the trainings then find every choice made. */
+static kd_status settle_all(kd_device *dev, const kd_exp_job *jobs, int n) {
+    kd_status s = KD_OK;
+    for (int i = 0; i < n && !s; i++) {
+        const kd_train_opts *t = job_train(&jobs[i]);
+        /* nothing to settle when an implementation is forced; a model left to its checkpoint
+         * (model NULL) or without a fixed patch settles its choices as it trains */
+        int seen = !t->model || kd_conv_forced() != KD_CONV_AUTO || t->sampler.batch < 1 ||
+                   t->sampler.patch[0] < 1 || t->sampler.patch[1] < 1 || t->sampler.patch[2] < 1;
+        for (int k = 0; k < i && !seen; k++) {
+            const kd_train_opts *u = job_train(&jobs[k]);
+            seen = u->model && !strcmp(u->model, t->model) && u->sampler.batch == t->sampler.batch &&
+                   !memcmp(u->sampler.patch, t->sampler.patch, sizeof u->sampler.patch);
+        }
+        if (!seen) s = settle_choices(dev, t);
+    }
+    return s;
+}
+
 kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, int n, kd_progress_fn progress,
                           void *progress_ctx) {
     if (n <= 0) return KD_OK;
     if (ndevs < 1 || !devs[0]) return kd_fail(KD_ERR_INVALID_ARG, "experiment: no device for the trainings");
+    if (ndevs > 1 && n > 1) {
+        kd_status s = settle_all(devs[0], jobs, n);
+        if (s) return s;
+    }
+    int timed = kd_conv_timings_done();
     pool p = {jobs, n, 0, 0, progress, progress_ctx, PTHREAD_MUTEX_INITIALIZER};
     worker w[KD_EXPERIMENT_MAX_JOBS];
     pthread_t th[KD_EXPERIMENT_MAX_JOBS];
@@ -66,6 +122,9 @@ kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, i
     work(&w[0]);
     for (int i = 1; i < started; i++) pthread_join(th[i], NULL);
     pthread_mutex_destroy(&p.lock);
+    if (nw > 1 && (timed = kd_conv_timings_done() - timed) > 0)
+        kd_log(KD_LOG_INFO, "%d convolution shapes timed while models trained at once: their choices may be "
+               "off (KDSEG_CONV, or remove conv-choices.txt and run one model at a time)", timed);
     for (int i = 0; i < n; i++) /* the first failure in the jobs' order */
         if (jobs[i].s) return kd_fail(jobs[i].s, "%s", jobs[i].err);
     return KD_OK;

@@ -60,8 +60,6 @@ typedef kd_status (*kd_conv_run_fn)(void *ctx, kd_conv_impl impl);
  * the faster stored in kd_cache_dir()/conv-choices.txt. gemm_ok = 0 means direct only. */
 kd_status kd_conv_select(kd_device *dev, const char *key, int gemm_ok, kd_conv_run_fn run,
                          void *ctx, kd_conv_impl *out);
-/* How many (device, key) pairs this process has timed (tests check the cache is used). */
-int kd_conv_timings_done(void);
 /* Forget the in-memory table so the next lookup rereads the file (tests). */
 void kd_conv_choices_reload(void);
 
