@@ -410,7 +410,7 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
     /* the students: trained at once (o->jobs), then each segments the test cases */
     double d[4];
     char name[KD_STUDY_MAX_POINTS][64];
-    int train[KD_STUDY_MAX_POINTS], np = nlab + npool, base_done = 0, nj = 0;
+    int train[KD_STUDY_MAX_POINTS] = {0}, np = nlab + npool, base_done = 0, nj = 0;
     kd_exp_job *jobs = s ? NULL : calloc((size_t)np, sizeof *jobs);
     if (!s && !jobs) s = kd_fail(KD_ERR_OUT_OF_MEMORY, "study: student jobs");
     for (int k = 0; k < nlab; k++) base_done |= lab[k] == base;
@@ -425,7 +425,8 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
     if (!s) s = run_jobs(x, jobs, nj);
     free(jobs);
     for (int p = 0; p < np && !s; p++) /* labeled only by size, then base + annotated by pool size */
-        if (!(train[p] && (s = segment_one(x, name[p]))) && !(s = score(x, name[p], d))) record(&r->points[p], x->si, d);
+        if (!(train[p] && (s = segment_one(x, name[p]))) && !(s = score(x, name[p], d)))
+            record(&r->points[p], x->si, d);
     int pi = np;
     for (int m = 0; m <= o->nteachers && !s; m++, pi++)
         if (!(s = score(x, m ? o->teacher_names[m - 1] : "ensemble", d))) record(&r->points[pi], x->si, d);
