@@ -128,8 +128,10 @@ typedef struct study_seed {
     kd_device *dev;
     kd_device **devs;           /* devs[0] = dev: models trained at once (o.jobs) */
     int ndevs;
+    /* the strings the students' jobs borrow, alive until the jobs end: */
     char ann[KD_PATH_MAX];      /* the pool's annotations */
-    char unl[KD_STUDY_MAX_SIZES][KD_PATH_MAX]; /* pool folders, per pool size */
+    char unl[KD_STUDY_MAX_SIZES][KD_PATH_MAX];    /* pool folders, per pool size */
+    char data[KD_STUDY_MAX_POINTS][KD_PATH_MAX];  /* labeled folders, per point */
     int si;
     char root[KD_PATH_MAX];
     char specs[KD_EXPERIMENT_MAX_TEACHERS + 1][KD_PATH_MAX];
@@ -240,12 +242,12 @@ static kd_status annotate(study_seed *x, double *score) {
     return s;
 }
 
-/* Job j: a student labeled-only on L cases (pool 0) or distilled on base + pool annotated
- * (pool folder x->unl[pi], annotations x->ann: x's strings borrowed). */
-static kd_status student_job(study_seed *x, int L, int pool, int pi, const char *name, kd_exp_job *j) {
+/* Job j of point p: a student labeled-only on L cases (pool 0) or distilled on base + pool
+ * annotated (pool folder x->unl[pi]). The folders are x's strings, borrowed by the job. */
+static kd_status student_job(study_seed *x, int L, int pool, int pi, int p, const char *name, kd_exp_job *j) {
     const kd_experiment_opts *o = &x->o;
-    char data[KD_PATH_MAX];
-    kd_status s = kd_path_printf(data, sizeof data, "%s/data/labeled-%d", x->root, L);
+    char *data = x->data[p];
+    kd_status s = kd_path_printf(data, KD_PATH_MAX, "%s/data/labeled-%d", x->root, L);
     if (!s) s = kd_path_printf(j->out, sizeof j->out, "%s/models/%s", x->root, name);
     if (s) return s;
     snprintf(j->line, sizeof j->line, "  student on %d labeled%s: %ld steps", L,
@@ -420,7 +422,7 @@ static kd_status run_seed(study_seed *x, const int *lab, int nlab, int base, con
         else snprintf(name[p], sizeof name[p], "student-labeled-%d", L);
         /* pool 0 is the labeled-only student on BASE cases: trained once */
         train[p] = p < nlab || u || !base_done;
-        if (train[p]) s = student_job(x, L, u, i, name[p], &jobs[nj++]);
+        if (train[p]) s = student_job(x, L, u, i, p, name[p], &jobs[nj++]);
     }
     if (!s) s = run_jobs(x, jobs, nj);
     free(jobs);

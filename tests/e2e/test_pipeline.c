@@ -11,6 +11,7 @@
 #include "../kdtest.h"
 #include "kdseg/data.h"
 #include "kdseg/infer.h"
+#include "kdseg/train.h"
 #include "kdseg/metrics.h"
 #include "kdseg/sched.h"
 #include "kdseg/domain.h"
@@ -1007,14 +1008,26 @@ static int md_row(const char *path, const char *kind, int L, int U, double *mean
  * (the same model); study.md's means and standard errors are those of study.csv's rows;
  * study.png is a PNG; --jobs 1 gives the same study.csv as two models at a time. Catches:
  * points misnumbered or missing, seeds overwriting each other, wrong statistics, a plot
- * not written, models trained at once mixing their folders or seeds. Also reached as
- * demo --study. */
+ * not written, models trained at once mixing their folders, seeds or training cases.
+ * Also reached as demo --study. */
 static int study_quick(void) {
     int r = kdseg("demo --study --quick --out '%s'", tmp("study out"));
     if (r) show_log();
     KD_CHECK(r == 0, "demo --study --quick");
     KD_CHECK(log_has("2 models at a time"), "the default study trains two models at a time");
     char p[1024], line[1024];
+    /* each student trained on its own cases (the training cases in its checkpoint's
+     * domain record): labeled only on 1 and 2, distilled on 1 labeled (+ 2 annotated) */
+    static const char *const students[3] = {"student-labeled-1", "student-labeled-2", "student-distilled-2"};
+    static const int ncases[3] = {1, 2, 1}; /* (a distilled record counts the labeled cases) */
+    for (int seed = 1; seed <= 2; seed++)
+        for (int k = 0; k < 3; k++) {
+            kd_ckpt_meta meta;
+            snprintf(p, sizeof p, "%s/seed-%d/models/%s/last.kds", tmp("study out"), seed, students[k]);
+            KD_CHECK_OK(kd_checkpoint_read_meta(p, &meta));
+            KD_CHECK(meta.domain.cases == ncases[k], "%s: trained on %d cases, expected %d", p, meta.domain.cases,
+                     ncases[k]);
+        }
     snprintf(p, sizeof p, "%s/study.csv", tmp("study out"));
     FILE *f = fopen(p, "r");
     KD_CHECK(f, "study.csv");
