@@ -23,7 +23,7 @@ static void help(FILE *f) {
             "error over the seeds, and what it says) and study.png (test Dice against training\n"
             "cases: one line per kind of label with error bars, the ensemble and the teachers\n"
             "as reference lines). Every model trains as in the demo (2000 steps, the paper's\n"
-            "loss, two models at a time); the default takes about 35 minutes on 2 CPU cores.\n"
+            "loss, two models at a time); the default takes about 30 minutes on 2 CPU cores.\n"
             "Run again into the same folder, a stopped study continues where it stopped.\n\n"
             "  --quick               a tiny study (the tests'; seconds)\n"
             "  --out DIR             output folder (default kdseg-study)\n"

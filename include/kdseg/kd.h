@@ -474,7 +474,7 @@ typedef struct kd_study_opts {
 } kd_study_opts;
 
 /* The default study (the demo's recipe at 2000 steps per model, two models at a time:
- * about 35 minutes on 2 CPU cores) and the tests' tiny one. */
+ * about 30 minutes on 2 CPU cores) and the tests' tiny one. */
 void kd_study_opts_default(kd_study_opts *o);
 void kd_study_opts_quick(kd_study_opts *o);
 

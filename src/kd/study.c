@@ -23,7 +23,7 @@ void kd_study_opts_default(kd_study_opts *o) {
     kd_experiment_opts_default(&o->exp);
     o->exp.out = "kdseg-study";
     /* the demo's recipe, steps and jobs (2000 steps per model, two models at a time, no
-     * validation cases): 9 models per seed, three seeds in about 35 minutes on 2 cores.
+     * validation cases): 9 models per seed, three seeds in 30 minutes on 2 quiet cores (measured: README).
      * At 300 steps per model (the study's first default) the student gained nothing from
      * more cases, true or annotated: each case was seen too seldom (README, "The
      * data-amount study") */
