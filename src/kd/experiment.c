@@ -485,28 +485,14 @@ static kd_status score_unlabeled(exp_state *x, const char *pred, double m[4]) {
 
 /* The devices the models train on at once: the experiment's, and o->jobs - 1 more on the
  * same OpenCL device, opened once, one after another (programs from the cache). */
-static kd_status open_devices(exp_state *x) {
-    int want = x->o->jobs > 1 ? x->o->jobs : 1;
-    if (want > KD_EXPERIMENT_MAX_JOBS) want = KD_EXPERIMENT_MAX_JOBS;
-    kd_status s = KD_OK;
-    while (!s && x->ndevs < want)
-        if (!(s = kd_device_open_like(x->dev, &x->devs[x->ndevs])))
-            x->ndevs++;
-    return s;
-}
+static kd_status open_devices(exp_state *x) { return kd_exp_open_devices(x->dev, x->o->jobs, x->devs, &x->ndevs); }
 
 static kd_exp_job *new_jobs(int n) { return calloc((size_t)n, sizeof(kd_exp_job)); }
 
-/* kd_exp_run_jobs on the experiment's devices, said first when more than one model trains
- * at a time. */
+/* kd_exp_run_jobs on the experiment's devices (opened on first use). */
 static kd_status run_jobs(exp_state *x, kd_exp_job *jobs, int n) {
-    const kd_experiment_opts *o = x->o;
     kd_status s = open_devices(x);
-    int at_once = x->ndevs < n ? x->ndevs : n;
-    if (!s && at_once > 1)
-        kd_progressf(o->progress, o->progress_ctx, "  %d models at a time, each on its own queue of the device",
-                     at_once);
-    return s ? s : kd_exp_run_jobs(x->devs, x->ndevs, jobs, n, o->progress, o->progress_ctx);
+    return s ? s : kd_exp_run_jobs(x->devs, x->ndevs, jobs, n, x->o->progress, x->o->progress_ctx);
 }
 
 static kd_status train_teachers(exp_state *x) {

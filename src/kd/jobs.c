@@ -98,11 +98,22 @@ static kd_status settle_all(kd_device *dev, const kd_exp_job *jobs, int n) {
     return s;
 }
 
+kd_status kd_exp_open_devices(kd_device *dev, int jobs, kd_device **devs, int *ndevs) {
+    int want = jobs < 1 ? 1 : jobs > KD_EXPERIMENT_MAX_JOBS ? KD_EXPERIMENT_MAX_JOBS : jobs;
+    kd_status s = KD_OK;
+    while (!s && *ndevs < want)
+        if (!(s = kd_device_open_like(dev, &devs[*ndevs]))) (*ndevs)++;
+    return s;
+}
+
 kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, int n, kd_progress_fn progress,
                           void *progress_ctx) {
     if (n <= 0) return KD_OK;
     if (ndevs < 1 || !devs[0]) return kd_fail(KD_ERR_INVALID_ARG, "experiment: no device for the trainings");
-    if (ndevs > 1 && n > 1) {
+    int nw = ndevs < n ? ndevs : n, started = 1;
+    if (nw > KD_EXPERIMENT_MAX_JOBS) nw = KD_EXPERIMENT_MAX_JOBS;
+    if (nw > 1) {
+        kd_progressf(progress, progress_ctx, "  %d models at a time, each on its own queue of the device", nw);
         kd_status s = settle_all(devs[0], jobs, n);
         if (s) return s;
     }
@@ -110,8 +121,6 @@ kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, i
     pool p = {jobs, n, 0, 0, progress, progress_ctx, PTHREAD_MUTEX_INITIALIZER};
     worker w[KD_EXPERIMENT_MAX_JOBS];
     pthread_t th[KD_EXPERIMENT_MAX_JOBS];
-    int nw = ndevs < n ? ndevs : n, started = 1;
-    if (nw > KD_EXPERIMENT_MAX_JOBS) nw = KD_EXPERIMENT_MAX_JOBS;
     for (int i = 0; i < n; i++) jobs[i].s = KD_OK, jobs[i].err[0] = 0;
     for (int i = 0; i < KD_EXPERIMENT_MAX_JOBS; i++) w[i].p = &p, w[i].dev = i < nw ? devs[i] : NULL;
     /* this thread is worker 0; a thread that cannot start leaves its share to the others */

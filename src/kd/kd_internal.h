@@ -57,9 +57,15 @@ typedef struct kd_exp_job {
     kd_status s;                 /* the job's result ... */
     char err[KD_MESSAGE_MAX];    /* ... and its message */
 } kd_exp_job;
+/* The devices models train on at once: devs[0..*ndevs) already open (devs[0] = dev), more
+ * opened like dev until there are `jobs` (1 to KD_EXPERIMENT_MAX_JOBS); the caller frees
+ * devs[1..). */
+kd_status kd_exp_open_devices(kd_device *dev, int jobs, kd_device **devs, int *ndevs);
 /* Runs jobs[0..n) on min(ndevs, n) host threads (the caller's among them), thread i on
  * devs[i], each taking the next job when its last one ends; after a failure no new job
- * starts. Returns the first failed job's status and message (in the jobs' order). */
+ * starts. With more than one thread it says so first (a progress line) and settles every
+ * model's convolution choices alone on devs[0]. Returns the first failed job's status and
+ * message (in the jobs' order). */
 kd_status kd_exp_run_jobs(kd_device *const *devs, int ndevs, kd_exp_job *jobs, int n, kd_progress_fn progress,
                           void *progress_ctx);
 

@@ -180,15 +180,9 @@ static void resume_started(kd_train_opts *t) {
     t->overwrite = 0; /* the recipe's "train again" is for the experiment, not a study's rerun */
 }
 
-/* kd_exp_run_jobs on the study's devices, said first when more than one model trains at
- * a time (as the demo does). */
+/* kd_exp_run_jobs on the study's devices. */
 static kd_status run_jobs(study_seed *x, kd_exp_job *jobs, int n) {
-    const kd_experiment_opts *o = &x->o;
-    int at_once = x->ndevs < n ? x->ndevs : n;
-    if (at_once > 1)
-        kd_progressf(o->progress, o->progress_ctx, "  %d models at a time, each on its own queue of the device",
-                     at_once);
-    return kd_exp_run_jobs(x->devs, x->ndevs, jobs, n, o->progress, o->progress_ctx);
+    return kd_exp_run_jobs(x->devs, x->ndevs, jobs, n, x->o.progress, x->o.progress_ctx);
 }
 
 static kd_status teachers(study_seed *x, int base) {
@@ -659,10 +653,9 @@ kd_status kd_study_run(kd_device *dev, const kd_study_opts *o, kd_study_result *
     /* the devices the models train on at once: dev, and e->jobs - 1 more on the same
      * OpenCL device */
     kd_device *devs[KD_EXPERIMENT_MAX_JOBS] = {dev};
-    int ndevs = 1, want = e->jobs < 1 ? 1 : e->jobs > KD_EXPERIMENT_MAX_JOBS ? KD_EXPERIMENT_MAX_JOBS : e->jobs;
+    int ndevs = 1;
     s = kd_outdir_open(e->out, "seed-1000000/data/unlabeled-truth/KDPhantom_1000/KDPhantom_1000_flair.nii.gz", &od);
-    while (!s && ndevs < want)
-        if (!(s = kd_device_open_like(dev, &devs[ndevs]))) ndevs++;
+    if (!s) s = kd_exp_open_devices(dev, e->jobs, devs, &ndevs);
     for (int si = 0; si < o->nseeds && !s; si++) {
         memset(x, 0, sizeof *x);
         x->so = o, x->o = *e, x->dev = dev, x->si = si;
